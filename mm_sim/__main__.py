@@ -1,0 +1,3 @@
+from mm_sim.cli import main
+
+raise SystemExit(main())

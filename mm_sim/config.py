@@ -1,0 +1,458 @@
+"""Typed configuration: the only source of truth for every tunable value.
+
+Three models, each loaded from a JSON file and then overridden, in this order of precedence
+(highest last):
+
+1. the JSON file (``profiles/market_maker_S1.json``, ``overrides/runtime_overrides.json``);
+2. environment variables: ``MM_PROFILE__<SECTION>__<FIELD>`` and ``MM_OVERRIDES__<FIELD>``
+   (``__`` separates nesting levels; names are case-insensitive);
+3. command-line ``--set profile.<section>.<field>=VALUE`` / ``--set overrides.<field>=VALUE``.
+
+Run settings (iterations, seed, feed, ...) come from ``MM_<NAME>`` and their own CLI flags.
+Any invalid value stops the program with one message naming where it came from (file and line,
+environment variable or flag), the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from mm_sim.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = REPO_ROOT / "profiles"
+OVERRIDES_DIR = REPO_ROOT / "overrides"
+FEEDS_DIR = REPO_ROOT / "feeds"
+DEFAULT_PROFILE = PROFILES_DIR / "market_maker_S1.json"
+DEFAULT_OVERRIDES = OVERRIDES_DIR / "runtime_overrides.json"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Runtime overrides: the six knobs the tuner and the operator may change mid-run.
+# --------------------------------------------------------------------------------------------
+
+
+class Overrides(BaseSettings):
+    """The six runtime overrides (the seed's baseline values are the defaults)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MM_OVERRIDES__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    min_interval_ms: float = Field(
+        70.0, ge=0.0, le=5000.0, description="Minimum time between two quote updates on one side."
+    )
+    replace_rate_per_min: float = Field(
+        280.0,
+        ge=1.0,
+        le=6000.0,
+        description="Cancel/replace actions allowed per rolling minute (token bucket).",
+    )
+    base_spread_bps_delta: float = Field(
+        0.10, ge=-5.0, le=10.0, description="Added to the profile's base half-spread, in bps."
+    )
+    tail_age_ms: float = Field(
+        650.0,
+        ge=10.0,
+        le=60000.0,
+        description="A resting quote older than this is refreshed (bounds the order-age tail).",
+    )
+    impact_cap_ratio: float = Field(
+        0.09,
+        gt=0.0,
+        le=10.0,
+        description="Quote size is capped at this fraction of visible size near the touch.",
+    )
+    max_delta_ratio: float = Field(
+        0.14,
+        gt=0.0,
+        le=10.0,
+        description="Largest move of a quote in one update, as a fraction of the half-spread.",
+    )
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "min_interval_ms",
+        "replace_rate_per_min",
+        "base_spread_bps_delta",
+        "tail_age_ms",
+        "impact_cap_ratio",
+        "max_delta_ratio",
+    )
+
+    def as_dict(self) -> dict[str, float]:
+        return {f: float(getattr(self, f)) for f in self.FIELDS}
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_a, **_k):
+        return _sources(settings_cls, init_settings, env_settings)
+
+
+# --------------------------------------------------------------------------------------------
+# Strategy profile
+# --------------------------------------------------------------------------------------------
+
+
+class QueueModel(StrEnum):
+    conservative = "conservative"
+    probabilistic = "probabilistic"
+
+
+class LatencyMode(StrEnum):
+    constant = "constant"
+    feed = "feed"
+
+
+class InstrumentCfg(_Section):
+    tick_size: float | None = Field(
+        None, gt=0, description="Price tick; null = taken from the feed's metadata."
+    )
+    lot_size: float | None = Field(
+        None, gt=0, description="Quantity step; null = taken from the feed's metadata."
+    )
+
+
+class QuotingCfg(_Section):
+    order_qty: float = Field(0.01, gt=0, description="Quote size per side, base units.")
+    base_half_spread_bps: float = Field(
+        2.5, ge=0, le=500, description="Half-spread around the reservation price, bps of mid."
+    )
+    gamma: float = Field(
+        0.1, ge=0, le=100, description="Avellaneda-Stoikov risk aversion (inventory skew)."
+    )
+    horizon_s: float = Field(
+        60.0, gt=0, le=86400, description="A-S horizon tau, seconds (skew = q*gamma*sigma^2*tau)."
+    )
+    vol_halflife_s: float = Field(
+        30.0, gt=0, le=86400, description="Half-life of the EWMA volatility estimate, seconds."
+    )
+    vol_sample_ms: float = Field(
+        100.0, gt=0, le=60000, description="Step on which mid returns feed the EWMA."
+    )
+    impact_levels: int = Field(
+        5, ge=1, le=100, description="Levels near the touch whose visible size caps our size."
+    )
+
+
+class InventoryCfg(_Section):
+    max_position: float = Field(0.1, gt=0, description="Absolute position limit, base units.")
+    max_notional: float = Field(
+        10000.0, gt=0, description="Absolute position notional limit, quote currency."
+    )
+
+
+class FeesCfg(_Section):
+    maker_bps: float = Field(
+        -0.5, ge=-50, le=50, description="Maker fee, bps of notional; negative = rebate."
+    )
+    taker_bps: float = Field(4.0, ge=-50, le=50, description="Taker fee, bps of notional.")
+
+
+class LatencyCfg(_Section):
+    mode: LatencyMode = Field(
+        LatencyMode.constant,
+        description="constant: fixed values; feed: entry = feed_mult * feed lag + entry_ms.",
+    )
+    entry_ms: float = Field(5.0, ge=0, le=10000, description="Order entry latency, ms.")
+    cancel_ms: float = Field(5.0, ge=0, le=10000, description="Cancel latency, ms.")
+    ack_ms: float = Field(5.0, ge=0, le=10000, description="Exchange response (ack) latency, ms.")
+    feed_mult: float = Field(
+        1.0, ge=0, le=100, description="In feed mode: multiple of the observed feed lag."
+    )
+
+
+class QueueCfg(_Section):
+    model: QueueModel = Field(QueueModel.probabilistic, description="Queue-position model.")
+    power: float = Field(
+        2.0, gt=0, le=10, description="Probabilistic model: f(x) = x^power in P = f(b)/(f(b)+f(a))."
+    )
+
+
+class LimiterCfg(_Section):
+    max_in_flight: int = Field(
+        4, ge=1, le=1000, description="Actions awaiting ack at once before 'concurrency' blocks."
+    )
+    venue_budget: int = Field(
+        50, ge=1, le=100000, description="Venue request budget per window ('throttle')."
+    )
+    venue_window_ms: float = Field(
+        1000.0, gt=0, le=3600000, description="Window of the venue request budget, ms."
+    )
+
+
+class HardGates(_Section):
+    net_bps_min: float = 2.5
+    adverse_p95_max: float = 5.0
+    cancel_ratio_max: float = 0.65
+    maker_share_min_pct: float = 80.0
+
+
+class SoftGates(_Section):
+    net_bps_min: float = 2.8
+    net_bps_ideal: float = 3.0
+    slippage_p95_max: float = 3.5
+    slippage_p95_ideal: float = 3.0
+    order_age_p95_max_ms: float = 340.0
+    order_age_p95_ideal_ms: float = 330.0
+    ws_lag_p95_max_ms: float = 130.0
+    ws_lag_p95_ideal_ms: float = 120.0
+    maker_share_min_pct: float = 85.0
+    maker_share_ideal_pct: float = 90.0
+
+
+class DecisionBands(_Section):
+    """The seed's decision matrix on net_bps: >= success, >= ok, >= warn, else FAIL."""
+
+    success: float = 3.0
+    ok: float = 2.8
+    warn: float = 2.5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionBands:
+        if not self.success >= self.ok >= self.warn:
+            raise ValueError("bands must satisfy success >= ok >= warn")
+        return self
+
+
+class GatesCfg(_Section):
+    hard: HardGates = HardGates()
+    soft: SoftGates = SoftGates()
+    bands: DecisionBands = DecisionBands()
+
+
+class Profile(BaseSettings):
+    """A strategy profile: instrument, quoting, risk, fees, latency, queue, limiter, gates."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MM_PROFILE__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    name: str = "S1"
+    description: str = ""
+    instrument: InstrumentCfg = InstrumentCfg()
+    quoting: QuotingCfg = QuotingCfg()
+    inventory: InventoryCfg = InventoryCfg()
+    fees: FeesCfg = FeesCfg()
+    latency: LatencyCfg = LatencyCfg()
+    queue: QueueCfg = QueueCfg()
+    limiter: LimiterCfg = LimiterCfg()
+    gates: GatesCfg = GatesCfg()
+    mark_interval_ms: float = Field(
+        100.0, gt=0, le=60000, description="Sampling step of the recorded mid/position marks."
+    )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_a, **_k):
+        return _sources(settings_cls, init_settings, env_settings)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with precedence and one clear error message
+# --------------------------------------------------------------------------------------------
+
+_file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_file_data")
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: the already-parsed JSON file."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get({}))
+
+
+def _sources(settings_cls: Any, init_settings: Any, env_settings: Any) -> tuple[Any, ...]:
+    return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+def read_json_file(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise UserError(f"{path}: {what} file not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON in {what}: {exc.msg}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _line_of(path: Path, key: str) -> int | None:
+    pattern = re.compile(r'"' + re.escape(key) + r'"\s*:')
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if pattern.search(line):
+            return n
+    return None
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        cur = out
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = value
+    return out
+
+
+M = TypeVar("M", bound=BaseSettings)
+
+
+def _load(
+    cls: type[M], path: Path | None, cli: dict[str, Any] | None, env_prefix: str, what: str
+) -> M:
+    file_data = read_json_file(path, what) if path is not None else {}
+    cli = cli or {}
+    token = _file_data.set(file_data)
+    try:
+        return cls(**_nest(cli))
+    except ValidationError as exc:
+        raise UserError(_explain(exc, path, cli, env_prefix, what)) from None
+    finally:
+        _file_data.reset(token)
+
+
+def _explain(
+    exc: ValidationError, path: Path | None, cli: dict[str, Any], env_prefix: str, what: str
+) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        dotted = ".".join(loc)
+        env_name = env_prefix + "__".join(loc).upper()
+        value = err.get("input")
+        if dotted in cli:
+            origin = f"command line --set {what}.{dotted}"
+        elif any(k.upper() == env_name for k in os.environ):
+            origin = f"environment {env_name}"
+        elif path is not None:
+            line = _line_of(path, loc[-1]) if loc else None
+            origin = f"{path}:{line}" if line else str(path)
+        else:
+            origin = "defaults"
+        if err["type"] == "extra_forbidden":
+            expected = "no such field (check the spelling; see docs/CONFIG.md)"
+        else:
+            expected = err["msg"]
+        lines.append(f"{origin}: {what} field '{dotted}' = {value!r}: {expected}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def resolve_profile_path(name_or_path: str | os.PathLike[str] | None) -> Path:
+    """``S1`` -> ``profiles/market_maker_S1.json``; anything else is a path."""
+    if name_or_path is None:
+        return DEFAULT_PROFILE
+    s = str(name_or_path)
+    named = PROFILES_DIR / f"market_maker_{s}.json"
+    if "/" not in s and not s.endswith(".json") and named.exists():
+        return named
+    p = Path(s)
+    if not p.exists() and not s.endswith(".json"):
+        known = sorted(x.stem.removeprefix("market_maker_") for x in PROFILES_DIR.glob("*.json"))
+        raise UserError(f"unknown profile {s!r}: not a file, and not one of {known}")
+    return p
+
+
+def load_profile(
+    name_or_path: str | os.PathLike[str] | None = None, cli: dict[str, Any] | None = None
+) -> Profile:
+    return _load(Profile, resolve_profile_path(name_or_path), cli, "MM_PROFILE__", "profile")
+
+
+def load_overrides(
+    path: str | os.PathLike[str] | None = None, cli: dict[str, Any] | None = None
+) -> Overrides:
+    p = Path(path) if path is not None else DEFAULT_OVERRIDES
+    return _load(Overrides, p, cli, "MM_OVERRIDES__", "overrides")
+
+
+def validate_overrides_dict(data: dict[str, Any], where: str) -> Overrides:
+    """Validate overrides coming from somewhere other than the start-up file (hot-swap)."""
+    token = _file_data.set(data)
+    try:
+        return Overrides()
+    except ValidationError as exc:
+        raise UserError(_explain(exc, Path(where), {}, "MM_OVERRIDES__", "overrides")) from None
+    finally:
+        _file_data.reset(token)
+
+
+def parse_set_flags(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``--set profile.a.b=V`` / ``--set overrides.x=V`` into two flat dicts."""
+    prof: dict[str, Any] = {}
+    ovr: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. overrides.tail_age_ms=700")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        head, _, rest = key.strip().partition(".")
+        if head == "profile" and rest:
+            prof[rest] = value
+        elif head == "overrides" and rest:
+            ovr[rest] = value
+        else:
+            raise UserError(
+                f"--set {item!r}: key must start with 'profile.' or 'overrides.' "
+                "(e.g. profile.fees.maker_bps=-0.5)"
+            )
+    return prof, ovr
+
+
+class RunSettings(BaseSettings):
+    """Settings of one soak run; CLI flags override ``MM_<NAME>`` environment values."""
+
+    model_config = SettingsConfigDict(env_prefix="MM_", extra="ignore", case_sensitive=False)
+
+    profile: str = "S1"
+    overrides: str | None = None
+    feed: str = "synthetic"
+    iterations: int = Field(6, ge=1, le=10000)
+    iteration_minutes: float = Field(30.0, gt=0, le=10080)
+    seed: int = Field(1, ge=0)
+    artifacts: str = "artifacts"
+    speed: float | None = Field(None, gt=0, description="Wall-clock pacing; None = max speed.")
+    log_json: bool | None = None
+    log_level: str = "INFO"
+
+
+def load_run_settings(cli: dict[str, Any]) -> RunSettings:
+    try:
+        return RunSettings(**{k: v for k, v in cli.items() if v is not None})
+    except ValidationError as exc:
+        errs = []
+        for e in exc.errors():
+            name = ".".join(str(p) for p in e["loc"])
+            origin = (
+                f"--{name.replace('_', '-')}" if name in cli else f"environment MM_{name.upper()}"
+            )
+            errs.append(f"{origin} = {e.get('input')!r}: {e['msg']}")
+        raise UserError("invalid run settings:\n  " + "\n  ".join(errs)) from None

@@ -1,0 +1,309 @@
+"""L2 order book as price-level arrays indexed by tick, for numba kernels.
+
+Why arrays and not a tree: an update is one store plus, rarely, a short scan for the new best
+level, so the hot loop never allocates. The window covers ``n_ticks`` ticks around the price
+where the book was first seen and re-centres (one O(window) shift) when the touch drifts near an
+edge. Levels that fall outside the window are deep in the book; they are dropped and counted in
+``st[ST_DROPPED]`` so nothing disappears silently.
+
+State lives in three arrays so it can be passed to any kernel and cached on disk by numba:
+``bid[i]``/``ask[i]`` hold the quantity at tick ``st[ST_BASE] + i``; ``st`` holds integers:
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from mm_sim.events import KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT
+
+ST_BASE = 0  # tick number of index 0
+ST_BEST_BID = 1  # index of the best bid, -1 when the side is empty
+ST_BEST_ASK = 2  # index of the best ask, -1 when the side is empty
+ST_NBID = 3  # number of non-empty bid levels
+ST_NASK = 4  # number of non-empty ask levels
+ST_DROPPED = 5  # updates outside the window, ignored
+ST_LO = 6  # lowest index ever written since the last clear (bounds clears and shifts)
+ST_HI = 7  # highest index ever written since the last clear
+ST_INIT = 8  # 1 once the window has been placed
+ST_RECENTRES = 9  # number of window shifts
+ST_SIZE = 10
+
+DEFAULT_TICKS = 1 << 20
+
+
+class Book(NamedTuple):
+    bid: np.ndarray
+    ask: np.ndarray
+    st: np.ndarray
+    tick_size: float
+
+
+def make_book(tick_size: float, n_ticks: int = DEFAULT_TICKS) -> Book:
+    st = np.zeros(ST_SIZE, dtype=np.int64)
+    st[ST_BEST_BID] = -1
+    st[ST_BEST_ASK] = -1
+    st[ST_LO] = n_ticks
+    st[ST_HI] = -1
+    return Book(np.zeros(n_ticks), np.zeros(n_ticks), st, float(tick_size))
+
+
+@njit(cache=True, inline="always")
+def price_to_tick(price: float, tick_size: float) -> int:
+    return int(np.floor(price / tick_size + 0.5))
+
+
+@njit(cache=True)
+def _clear(bid: np.ndarray, ask: np.ndarray, st: np.ndarray) -> None:
+    lo = st[ST_LO]
+    hi = st[ST_HI]
+    if hi >= lo:
+        bid[lo : hi + 1] = 0.0
+        ask[lo : hi + 1] = 0.0
+    st[ST_BEST_BID] = -1
+    st[ST_BEST_ASK] = -1
+    st[ST_NBID] = 0
+    st[ST_NASK] = 0
+    st[ST_LO] = bid.shape[0]
+    st[ST_HI] = -1
+
+
+@njit(cache=True)
+def _recentre(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, centre_tick: int) -> None:
+    """Shift the window so ``centre_tick`` sits in the middle; levels pushed out are dropped."""
+    n = bid.shape[0]
+    new_base = centre_tick - n // 2
+    shift = new_base - st[ST_BASE]  # old index i becomes i - shift
+    if shift == 0:
+        return
+    lo = st[ST_LO]
+    hi = st[ST_HI]
+    nb = np.zeros(n)
+    na = np.zeros(n)
+    new_lo = n
+    new_hi = -1
+    for i in range(lo, hi + 1):
+        j = i - shift
+        if bid[i] > 0.0 or ask[i] > 0.0:
+            if 0 <= j < n:
+                nb[j] = bid[i]
+                na[j] = ask[i]
+                if j < new_lo:
+                    new_lo = j
+                if j > new_hi:
+                    new_hi = j
+            else:
+                if bid[i] > 0.0:
+                    st[ST_NBID] -= 1
+                if ask[i] > 0.0:
+                    st[ST_NASK] -= 1
+                st[ST_DROPPED] += 1
+    bid[:] = nb
+    ask[:] = na
+    st[ST_BASE] = new_base
+    st[ST_LO] = new_lo
+    st[ST_HI] = new_hi
+    st[ST_RECENTRES] += 1
+    st[ST_BEST_BID] = _scan_bid(bid, new_hi) if st[ST_NBID] > 0 else -1
+    st[ST_BEST_ASK] = _scan_ask(ask, new_lo, n) if st[ST_NASK] > 0 else -1
+
+
+@njit(cache=True, inline="always")
+def _scan_bid(bid: np.ndarray, start: int) -> int:
+    i = start
+    while i >= 0:
+        if bid[i] > 0.0:
+            return i
+        i -= 1
+    return -1
+
+
+@njit(cache=True, inline="always")
+def _scan_ask(ask: np.ndarray, start: int, n: int) -> int:
+    i = start
+    while i < n:
+        if ask[i] > 0.0:
+            return i
+        i += 1
+    return -1
+
+
+@njit(cache=True)
+def book_apply(
+    bid: np.ndarray,
+    ask: np.ndarray,
+    st: np.ndarray,
+    tick_size: float,
+    kind: int,
+    side: int,
+    price: float,
+    qty: float,
+) -> None:
+    """Apply one event. Trades do not change the book: the venue's depth diffs carry that."""
+    if kind == KIND_CLEAR:
+        _clear(bid, ask, st)
+        return
+    if kind != KIND_DEPTH and kind != KIND_SNAPSHOT:
+        return
+    n = bid.shape[0]
+    t = price_to_tick(price, tick_size)
+    if st[ST_INIT] == 0:
+        st[ST_BASE] = t - n // 2
+        st[ST_INIT] = 1
+    i = t - st[ST_BASE]
+    if i < 0 or i >= n:
+        # Outside the window: if the book is empty there is nothing to keep, so move the window
+        # here; otherwise the level is far from the touch and is dropped (counted).
+        if st[ST_NBID] == 0 and st[ST_NASK] == 0:
+            _recentre(bid, ask, st, t)
+            i = t - st[ST_BASE]
+        else:
+            st[ST_DROPPED] += 1
+            return
+    if qty < 0.0:
+        qty = 0.0
+    if side > 0:
+        old = bid[i]
+        bid[i] = qty
+        if qty > 0.0:
+            if old == 0.0:
+                st[ST_NBID] += 1
+            if i > st[ST_BEST_BID]:
+                st[ST_BEST_BID] = i
+        elif old > 0.0:
+            st[ST_NBID] -= 1
+            if i == st[ST_BEST_BID]:
+                st[ST_BEST_BID] = _scan_bid(bid, i - 1) if st[ST_NBID] > 0 else -1
+    else:
+        old = ask[i]
+        ask[i] = qty
+        if qty > 0.0:
+            if old == 0.0:
+                st[ST_NASK] += 1
+            if st[ST_BEST_ASK] < 0 or i < st[ST_BEST_ASK]:
+                st[ST_BEST_ASK] = i
+        elif old > 0.0:
+            st[ST_NASK] -= 1
+            if i == st[ST_BEST_ASK]:
+                st[ST_BEST_ASK] = _scan_ask(ask, i + 1, n) if st[ST_NASK] > 0 else -1
+    if qty > 0.0:
+        if i < st[ST_LO]:
+            st[ST_LO] = i
+        if i > st[ST_HI]:
+            st[ST_HI] = i
+    # Keep the touch away from the window edges so deep updates near it are not lost.
+    margin = n // 8
+    bb = st[ST_BEST_BID]
+    ba = st[ST_BEST_ASK]
+    if (bb >= 0 and (bb < margin or bb > n - margin)) or (
+        ba >= 0 and (ba < margin or ba > n - margin)
+    ):
+        centre = bb if bb >= 0 else ba
+        if bb >= 0 and ba >= 0:
+            centre = (bb + ba) // 2
+        _recentre(bid, ask, st, st[ST_BASE] + centre)
+
+
+@njit(cache=True)
+def book_apply_events(
+    bid: np.ndarray, ask: np.ndarray, st: np.ndarray, tick_size: float, events: np.ndarray
+) -> None:
+    for k in range(events.shape[0]):
+        e = events[k]
+        book_apply(bid, ask, st, tick_size, e.kind, e.side, e.price, e.qty)
+
+
+@njit(cache=True, inline="always")
+def best_bid(bid: np.ndarray, st: np.ndarray, tick_size: float) -> float:
+    """Best bid price, NaN when the side is empty."""
+    i = st[ST_BEST_BID]
+    if i < 0:
+        return np.nan
+    return (st[ST_BASE] + i) * tick_size
+
+
+@njit(cache=True, inline="always")
+def best_ask(ask: np.ndarray, st: np.ndarray, tick_size: float) -> float:
+    i = st[ST_BEST_ASK]
+    if i < 0:
+        return np.nan
+    return (st[ST_BASE] + i) * tick_size
+
+
+@njit(cache=True, inline="always")
+def mid_price(st: np.ndarray, tick_size: float) -> float:
+    """Mid of the touch; NaN when either side is empty."""
+    b = st[ST_BEST_BID]
+    a = st[ST_BEST_ASK]
+    if b < 0 or a < 0:
+        return np.nan
+    return (st[ST_BASE] * 2 + b + a) * tick_size * 0.5
+
+
+@njit(cache=True, inline="always")
+def qty_at(
+    bid: np.ndarray, ask: np.ndarray, st: np.ndarray, tick_size: float, side: int, price: float
+) -> float:
+    """Visible quantity at ``price`` on ``side`` (0 outside the window)."""
+    i = price_to_tick(price, tick_size) - st[ST_BASE]
+    if i < 0 or i >= bid.shape[0]:
+        return 0.0
+    return bid[i] if side > 0 else ask[i]
+
+
+@njit(cache=True)
+def top_levels(
+    bid: np.ndarray,
+    ask: np.ndarray,
+    st: np.ndarray,
+    tick_size: float,
+    side: int,
+    n: int,
+    out_px: np.ndarray,
+    out_qty: np.ndarray,
+) -> int:
+    """Fill the best ``n`` levels of one side, best first; return how many exist."""
+    count = 0
+    size = bid.shape[0]
+    if side > 0:
+        i = st[ST_BEST_BID]
+        while i >= 0 and count < n:
+            if bid[i] > 0.0:
+                out_px[count] = (st[ST_BASE] + i) * tick_size
+                out_qty[count] = bid[i]
+                count += 1
+            i -= 1
+    else:
+        i = st[ST_BEST_ASK]
+        while 0 <= i < size and count < n:
+            if ask[i] > 0.0:
+                out_px[count] = (st[ST_BASE] + i) * tick_size
+                out_qty[count] = ask[i]
+                count += 1
+            i += 1
+    return count
+
+
+@njit(cache=True)
+def depth_near_touch(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int, n: int) -> float:
+    """Total visible quantity in the best ``n`` non-empty levels of one side."""
+    total = 0.0
+    count = 0
+    size = bid.shape[0]
+    if side > 0:
+        i = st[ST_BEST_BID]
+        while i >= 0 and count < n:
+            if bid[i] > 0.0:
+                total += bid[i]
+                count += 1
+            i -= 1
+    else:
+        i = st[ST_BEST_ASK]
+        while 0 <= i < size and count < n:
+            if ask[i] > 0.0:
+                total += ask[i]
+                count += 1
+            i += 1
+    return total

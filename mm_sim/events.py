@@ -1,0 +1,258 @@
+"""The one event layout everything downstream reads, and its on-disk form.
+
+A feed is a flat array of fixed-size records (``EVENT_DTYPE``) plus instrument metadata kept in
+a JSON sidecar. On disk it is a plain ``.npy`` file (so it can be memory-mapped and replayed in
+chunks larger than RAM) next to ``<name>.json``. Writers stream records into a temp file with a
+fixed-size header that is filled in at close, then rename: a crashed conversion never leaves a
+half-written feed under the final name.
+
+Event semantics (all prices and quantities are absolute, never deltas):
+
+- ``KIND_CLEAR``: drop the whole book (both sides). Precedes a snapshot that re-bases the book.
+- ``KIND_SNAPSHOT``: one level of a snapshot: ``side`` (+1 bid, -1 ask), ``price``, ``qty``.
+- ``KIND_DEPTH``: a level's new total quantity; ``qty == 0`` removes the level.
+- ``KIND_TRADE``: a print; ``side`` is the aggressor (+1 buyer-initiated, -1 seller-initiated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mm_sim.errors import UserError
+
+# Fields are ordered so every record is naturally aligned (40 bytes): numba reads aligned
+# records without the per-field penalty of packed layouts.
+EVENT_DTYPE = np.dtype(
+    [
+        ("exch_ts", np.int64),  # exchange event time, ns since epoch
+        ("local_ts", np.int64),  # local receive time, ns since epoch
+        ("price", np.float64),
+        ("qty", np.float64),
+        ("kind", np.int32),
+        ("side", np.int32),
+    ],
+    align=True,
+)
+
+KIND_CLEAR = 1
+KIND_SNAPSHOT = 2
+KIND_DEPTH = 3
+KIND_TRADE = 4
+KIND_NAMES = {
+    KIND_CLEAR: "clear",
+    KIND_SNAPSHOT: "snapshot",
+    KIND_DEPTH: "depth",
+    KIND_TRADE: "trade",
+}
+
+BID = 1
+ASK = -1
+
+FORMAT_VERSION = 1
+# A fixed header size lets a streaming writer reserve the header up front and fill in the final
+# record count at close without moving the data (the .npy format allows any padding that keeps
+# the header a multiple of 64 bytes and ends it with a newline).
+_NPY_HEADER_LEN = 256
+
+
+@dataclass
+class Instrument:
+    """What the book and quoting need to know about the traded instrument."""
+
+    symbol: str
+    venue: str
+    tick_size: float
+    lot_size: float
+    price_decimals: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.tick_size > 0 and np.isfinite(self.tick_size)):
+            raise UserError(
+                f"instrument {self.symbol}: tick_size must be > 0, got {self.tick_size}"
+            )
+        if not (self.lot_size > 0 and np.isfinite(self.lot_size)):
+            raise UserError(f"instrument {self.symbol}: lot_size must be > 0, got {self.lot_size}")
+
+
+@dataclass
+class FeedMeta:
+    """Sidecar metadata: the instrument plus provenance of the events."""
+
+    instrument: Instrument
+    count: int = 0
+    source: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> FeedMeta:
+        try:
+            inst = Instrument(**data["instrument"])
+            return cls(
+                instrument=inst,
+                count=int(data.get("count", 0)),
+                source=dict(data.get("source", {})),
+                stats=dict(data.get("stats", {})),
+                format_version=int(data.get("format_version", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where}: invalid feed metadata ({exc!r})") from exc
+
+
+def sidecar_path(npy_path: Path) -> Path:
+    return npy_path.with_suffix(".json")
+
+
+def _npy_header(count: int) -> bytes:
+    header = {"descr": np.lib.format.dtype_to_descr(EVENT_DTYPE), "fortran_order": False}
+    text = repr({**header, "shape": (count,)})
+    body = b"\x93NUMPY\x01\x00"
+    pad = _NPY_HEADER_LEN - len(body) - 2 - len(text) - 1
+    if pad < 0:
+        raise AssertionError("npy header does not fit the reserved size")
+    hdr = (text + " " * pad + "\n").encode("latin1")
+    return body + len(hdr).to_bytes(2, "little") + hdr
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via temp file + fsync + rename so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+class FeedWriter:
+    """Streams event chunks to ``path`` (a ``.npy``) in bounded memory; atomic on close."""
+
+    def __init__(self, path: str | os.PathLike[str], instrument: Instrument) -> None:
+        self.path = Path(path)
+        if self.path.suffix != ".npy":
+            self.path = self.path.with_name(self.path.name + ".npy")
+        self.instrument = instrument
+        self.count = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
+        self._fh = os.fdopen(fd, "wb")
+        self._fh.write(_npy_header(0))
+        self._closed = False
+
+    def write(self, events: np.ndarray) -> None:
+        if events.dtype != EVENT_DTYPE:
+            raise TypeError(f"expected EVENT_DTYPE records, got {events.dtype}")
+        self._fh.write(np.ascontiguousarray(events).tobytes())
+        self.count += len(events)
+
+    def close(
+        self, source: dict[str, Any] | None = None, stats: dict[str, Any] | None = None
+    ) -> Path:
+        """Finish the file and publish it (and its sidecar) under the final name."""
+        self._fh.seek(0)
+        self._fh.write(_npy_header(self.count))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self._tmp, self.path)
+        meta = FeedMeta(self.instrument, self.count, source or {}, stats or {})
+        atomic_write_json(sidecar_path(self.path), meta.to_json())
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._fh.close()
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+            self._closed = True
+
+    def __enter__(self) -> FeedWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+
+def write_feed(
+    path: str | os.PathLike[str],
+    events: np.ndarray,
+    instrument: Instrument,
+    source: dict[str, Any] | None = None,
+    stats: dict[str, Any] | None = None,
+) -> Path:
+    with FeedWriter(path, instrument) as w:
+        w.write(events)
+        return w.close(source, stats)
+
+
+@dataclass
+class Feed:
+    """A feed opened for replay: a read-only memory map plus its metadata."""
+
+    path: Path
+    events: np.ndarray  # memory-mapped, read-only
+    meta: FeedMeta
+
+    @property
+    def instrument(self) -> Instrument:
+        return self.meta.instrument
+
+    def chunks(self, chunk_size: int = 65536, start: int = 0) -> Iterator[np.ndarray]:
+        """Yield consecutive slices; only the pages being read are resident."""
+        n = len(self.events)
+        for i in range(start, n, chunk_size):
+            yield self.events[i : i + chunk_size]
+
+
+def open_feed(path: str | os.PathLike[str]) -> Feed:
+    p = Path(path)
+    if p.suffix != ".npy" and p.with_name(p.name + ".npy").exists():
+        p = p.with_name(p.name + ".npy")
+    if not p.exists():
+        raise UserError(f"{p}: feed file not found")
+    side = sidecar_path(p)
+    if not side.exists():
+        raise UserError(f"{p}: missing metadata sidecar {side.name} (tick/lot size, symbol)")
+    try:
+        meta_json = json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{side}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    meta = FeedMeta.from_json(meta_json, str(side))
+    try:
+        arr = np.load(p, mmap_mode="r")
+    except ValueError as exc:
+        raise UserError(f"{p}: not a readable .npy event file ({exc})") from exc
+    if arr.dtype != EVENT_DTYPE:
+        raise UserError(f"{p}: record layout {arr.dtype} is not mm_sim's event dtype")
+    return Feed(p, arr, meta)
+
+
+def empty_events(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=EVENT_DTYPE)
