@@ -338,7 +338,12 @@ def _load(
 
 
 def _explain(
-    exc: ValidationError, path: Path | None, cli: dict[str, Any], env_prefix: str, what: str
+    exc: ValidationError,
+    path: Path | None,
+    cli: dict[str, Any],
+    env_prefix: str,
+    what: str,
+    where: str | None = None,
 ) -> str:
     lines = []
     for err in exc.errors():
@@ -346,7 +351,9 @@ def _explain(
         dotted = ".".join(loc)
         env_name = env_prefix + "__".join(loc).upper()
         value = err.get("input")
-        if dotted in cli:
+        if where is not None:
+            origin = where
+        elif dotted in cli:
             origin = f"command line --set {what}.{dotted}"
         elif any(k.upper() == env_name for k in os.environ):
             origin = f"environment {env_name}"
@@ -392,14 +399,11 @@ def load_overrides(
 
 
 def validate_overrides_dict(data: dict[str, Any], where: str) -> Overrides:
-    """Validate overrides coming from somewhere other than the start-up file (hot-swap)."""
-    token = _file_data.set(data)
+    """Validate overrides arriving mid-run (operator edit, tuner): no env or CLI layering."""
     try:
-        return Overrides()
+        return Overrides.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_explain(exc, Path(where), {}, "MM_OVERRIDES__", "overrides")) from None
-    finally:
-        _file_data.reset(token)
+        raise UserError(_explain(exc, None, {}, "MM_OVERRIDES__", "overrides", where)) from None
 
 
 def parse_set_flags(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
