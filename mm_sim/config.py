@@ -196,32 +196,40 @@ class LimiterCfg(_Section):
     )
 
 
+def _gate(default: float, text: str) -> Any:
+    return Field(default, description=text)
+
+
 class HardGates(_Section):
-    net_bps_min: float = 2.5
-    adverse_p95_max: float = 5.0
-    cancel_ratio_max: float = 0.65
-    maker_share_min_pct: float = 80.0
+    """Must pass; any failure makes the verdict FAIL."""
+
+    net_bps_min: float = _gate(2.5, "Total net edge must be at least this.")
+    adverse_p95_max: float = _gate(5.0, "p95 of per-fill adverse cost (1 s markout) at most this.")
+    cancel_ratio_max: float = _gate(0.65, "Cancels / all order actions at most this.")
+    maker_share_min_pct: float = _gate(80.0, "Maker share of traded notional at least this.")
 
 
 class SoftGates(_Section):
-    net_bps_min: float = 2.8
-    net_bps_ideal: float = 3.0
-    slippage_p95_max: float = 3.5
-    slippage_p95_ideal: float = 3.0
-    order_age_p95_max_ms: float = 340.0
-    order_age_p95_ideal_ms: float = 330.0
-    ws_lag_p95_max_ms: float = 130.0
-    ws_lag_p95_ideal_ms: float = 120.0
-    maker_share_min_pct: float = 85.0
-    maker_share_ideal_pct: float = 90.0
+    """Targets and ideals; a miss is reported as a warning, not a failure."""
+
+    net_bps_min: float = _gate(2.8, "Target total net edge.")
+    net_bps_ideal: float = _gate(3.0, "Ideal total net edge.")
+    slippage_p95_max: float = _gate(3.5, "Target p95 of per-fill slippage cost.")
+    slippage_p95_ideal: float = _gate(3.0, "Ideal p95 of per-fill slippage cost.")
+    order_age_p95_max_ms: float = _gate(340.0, "Target p95 order age at fill.")
+    order_age_p95_ideal_ms: float = _gate(330.0, "Ideal p95 order age at fill.")
+    ws_lag_p95_max_ms: float = _gate(130.0, "Target p95 feed lag (local - exchange time).")
+    ws_lag_p95_ideal_ms: float = _gate(120.0, "Ideal p95 feed lag.")
+    maker_share_min_pct: float = _gate(85.0, "Target maker share of traded notional.")
+    maker_share_ideal_pct: float = _gate(90.0, "Ideal maker share of traded notional.")
 
 
 class DecisionBands(_Section):
     """The seed's decision matrix on net_bps: >= success, >= ok, >= warn, else FAIL."""
 
-    success: float = 3.0
-    ok: float = 2.8
-    warn: float = 2.5
+    success: float = _gate(3.0, "net_bps at or above: SUCCESS (run the 24 h soak).")
+    ok: float = _gate(2.8, "net_bps at or above: OK (1-2 adjustments, re-run 3 h).")
+    warn: float = _gate(2.5, "net_bps at or above: WARN (targeted package); below: FAIL.")
 
     @model_validator(mode="after")
     def _ordered(self) -> DecisionBands:
@@ -247,8 +255,8 @@ class Profile(BaseSettings):
         case_sensitive=False,
     )
 
-    name: str = "S1"
-    description: str = ""
+    name: str = Field("S1", description="Short name shown in reports.")
+    description: str = Field("", description="What this profile is for.")
     instrument: InstrumentCfg = InstrumentCfg()
     quoting: QuotingCfg = QuotingCfg()
     inventory: InventoryCfg = InventoryCfg()
@@ -436,16 +444,20 @@ class RunSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MM_", extra="ignore", case_sensitive=False)
 
-    profile: str = "S1"
-    overrides: str | None = None
-    feed: str = "synthetic"
-    iterations: int = Field(6, ge=1, le=10000)
-    iteration_minutes: float = Field(30.0, gt=0, le=10080)
-    seed: int = Field(1, ge=0)
-    artifacts: str = "artifacts"
-    speed: float | None = Field(None, gt=0, description="Wall-clock pacing; None = max speed.")
-    log_json: bool | None = None
-    log_level: str = "INFO"
+    profile: str = Field("S1", description="Profile name in profiles/ or a path.")
+    overrides: str | None = Field(
+        None, description="Starting overrides file; null = overrides/runtime_overrides.json."
+    )
+    feed: str = Field("synthetic", description="Feed name in feeds/, a .npy feed or a .json.")
+    iterations: int = Field(6, ge=1, le=10000, description="Number of iterations.")
+    iteration_minutes: float = Field(
+        30.0, gt=0, le=10080, description="Simulated minutes per iteration."
+    )
+    seed: int = Field(1, ge=0, description="Seed of the synthetic market and the core.")
+    artifacts: str = Field("artifacts", description="Output directory of the run.")
+    speed: float | None = Field(
+        None, gt=0, description="Replay pace vs the wall clock (1 = real time); null = max."
+    )
 
 
 def load_run_settings(cli: dict[str, Any]) -> RunSettings:

@@ -1,0 +1,140 @@
+"""docs/CONFIG.md is generated from the config models, so the docs cannot drift from the code.
+
+``python -m mm_sim config docs > docs/CONFIG.md`` regenerates it; a test fails when the file
+and the models disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from mm_sim.config import Overrides, Profile, RunSettings
+
+# Which component reads each section: the doc answers "what does this value change?".
+READERS = {
+    "instrument": "core/book.py (tick grid), core/quote.py (rounding) — null: from the feed",
+    "quoting": "core/quote.py",
+    "inventory": "core/limiter.py (`risk` blocks)",
+    "fees": "core/account.py (fee per fill), report/edge.py (fees_eff_bps)",
+    "latency": "core/engine.py (order entry, cancel, ack timing)",
+    "queue": "core/match.py (queue position)",
+    "limiter": "core/limiter.py (`concurrency` and `throttle` blocks)",
+    "gates": "report/gate.py (KPI_GATE.json, verdict)",
+    "gates.hard": "report/gate.py (hard gates)",
+    "gates.soft": "report/gate.py (soft gates)",
+    "gates.bands": "report/gate.py (decision matrix)",
+}
+
+SUFFIX_UNITS = (("_ms", "ms"), ("_bps", "bps"), ("_pct", "%"), ("_s", "s"), ("per_min", "1/min"))
+WORD_UNITS = (
+    ("qty", "base units"),
+    ("position", "base units"),
+    ("notional", "quote currency"),
+    ("ratio", "fraction"),
+    ("bps", "bps"),
+)
+
+
+def _unit(name: str) -> str:
+    for suffix, unit in SUFFIX_UNITS:
+        if name.endswith(suffix):
+            return unit
+    for word, unit in WORD_UNITS:
+        if word in name:
+            return unit
+    return ""
+
+
+def _range(info: FieldInfo) -> str:
+    lo = hi = ""
+    for m in info.metadata:
+        if getattr(m, "ge", None) is not None:
+            lo = f"≥ {m.ge}"
+        if getattr(m, "gt", None) is not None:
+            lo = f"> {m.gt}"
+        if getattr(m, "le", None) is not None:
+            hi = f"≤ {m.le}"
+        if getattr(m, "lt", None) is not None:
+            hi = f"< {m.lt}"
+    return ", ".join(x for x in (lo, hi) if x) or "any"
+
+
+def _default(value: Any) -> str:
+    if hasattr(value, "value"):
+        value = value.value
+    return "null" if value is None else f"{value}"
+
+
+def _rows(model: type[BaseModel], prefix: str, env_prefix: str, reader: str) -> list[str]:
+    rows: list[str] = []
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            sub = f"{prefix}{name}"
+            rows.append(f"\n### `{sub}` — read by {READERS.get(sub, reader)}\n")
+            rows.append("| field | meaning | unit | default | range | env |")
+            rows.append("|---|---|---|---|---|---|")
+            rows.extend(
+                _rows(ann, f"{sub}.", f"{env_prefix}{name.upper()}__", READERS.get(sub, reader))
+            )
+            continue
+        choices = ""
+        if isinstance(ann, type) and hasattr(ann, "__members__"):
+            choices = " (" + " \\| ".join(ann.__members__) + ")"
+        rows.append(
+            f"| `{prefix}{name}` | {(info.description or '').replace('|', '/')}{choices} | "
+            f"{_unit(name)} | {_default(info.default)} | {_range(info)} | "
+            f"`{env_prefix}{name.upper()}` |"
+        )
+    return rows
+
+
+def render() -> str:
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `mm_sim/config.py` by `python -m mm_sim config docs`; do not edit by "
+        "hand (a test compares this file with the models).",
+        "",
+        "Precedence, lowest first: the JSON file → environment variables → "
+        "`--set KEY=VALUE` flags. Run `python -m mm_sim config show` to print the effective "
+        "values. An invalid value stops the program with the file and line (or variable, or "
+        "flag), the field, the value and what was expected.",
+        "",
+        "## Profile (`profiles/market_maker_S1.json`, `--profile NAME|PATH`)",
+        "",
+        "CLI: `--set profile.<section>.<field>=VALUE`. "
+        "Environment: `MM_PROFILE__<SECTION>__<FIELD>`.",
+        "",
+        "| field | meaning | unit | default | range | env |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += _rows(Profile, "", "MM_PROFILE__", "")
+    out += [
+        "",
+        "## Runtime overrides (`overrides/runtime_overrides.json`, `--overrides PATH`)",
+        "",
+        "The six knobs the tuner and an operator may change mid-run (see docs/OVERRIDES.md for "
+        "what each does in the core). CLI: `--set overrides.<field>=VALUE`. Environment: "
+        "`MM_OVERRIDES__<FIELD>`. Read by core/quote.py and core/limiter.py; changed by "
+        "runtime/tuner.py.",
+        "",
+        "| field | meaning | unit | default | range | env |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += _rows(Overrides, "", "MM_OVERRIDES__", "")
+    out += [
+        "",
+        "## Run settings (`mm_sim soak` flags)",
+        "",
+        "Each has a flag (`--iteration-minutes` for `iteration_minutes`) and an environment "
+        "variable `MM_<NAME>`; the flag wins.",
+        "",
+        "| field | meaning | unit | default | range | env |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += _rows(RunSettings, "", "MM_", "")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,107 @@
+"""Replay source: cuts a feed into iterations of simulated time and chunks of events.
+
+Iteration ``k`` covers exchange times ``[t0 + k*L, t0 + (k+1)*L)`` where ``t0`` is the first
+event's time. Chunk boundaries depend only on the feed and the chunk size, never on timing, so a
+replayed soak is deterministic; ``speed`` only adds wall-clock sleeps between chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from mm_sim.runtime.bus import EventChunk
+
+
+@dataclass(frozen=True)
+class IterationPlan:
+    index: int
+    lo: int  # first event index
+    hi: int  # one past the last event index
+    start_ns: int
+    end_ns: int
+    partial: bool  # the feed ended before the iteration's end
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    iterations: list[IterationPlan]
+    requested: int
+    note: str | None  # why fewer/shorter iterations than requested, for the user
+
+
+def plan_iterations(events: np.ndarray, n_iterations: int, iteration_ns: int) -> ReplayPlan:
+    if len(events) == 0:
+        return ReplayPlan([], n_iterations, "the feed has no events")
+    ts = np.asarray(events["exch_ts"])
+    t0 = int(ts[0])
+    t_last = int(ts[-1])
+    plans: list[IterationPlan] = []
+    for k in range(n_iterations):
+        start = t0 + k * iteration_ns
+        end = start + iteration_ns
+        if start > t_last:
+            break
+        lo = int(np.searchsorted(ts, start, side="left")) if k else 0
+        hi = int(np.searchsorted(ts, end, side="left"))
+        plans.append(IterationPlan(k, lo, hi, start, end, partial=end > t_last + 1))
+    note = None
+    if len(plans) < n_iterations or (plans and plans[-1].partial):
+        span_min = (t_last - t0) / 60e9
+        want_min = n_iterations * iteration_ns / 60e9
+        done = sum(1 for p in plans if not p.partial)
+        note = (
+            f"the feed covers {span_min:.1f} simulated minutes of the {want_min:.0f} requested: "
+            f"{done} full iteration(s)" + _partial_note(plans, t_last) + "; the soak ends there"
+        )
+    return ReplayPlan(plans, n_iterations, note)
+
+
+def _partial_note(plans: list[IterationPlan], t_last: int) -> str:
+    if not plans or not plans[-1].partial:
+        return ""
+    return f" and a partial one ({(t_last - plans[-1].start_ns) / 60e9:.1f} min)"
+
+
+async def replay_chunks(
+    events: np.ndarray,
+    plan: ReplayPlan,
+    chunk_events: int,
+    start_iteration: int = 0,
+    speed: float | None = None,
+) -> AsyncIterator[EventChunk]:
+    """Yield the chunks of each planned iteration from ``start_iteration`` on.
+
+    When pacing against the wall clock, chunks are kept small so the pacing is smooth.
+    """
+    if speed is not None:
+        chunk_events = min(chunk_events, 256)
+    wall0 = time.monotonic()
+    sim0: int | None = None
+    last = plan.iterations[-1].index if plan.iterations else -1
+    for it in plan.iterations:
+        if it.index < start_iteration:
+            continue
+        lo = it.lo
+        while True:
+            hi = min(lo + chunk_events, it.hi)
+            chunk = events[lo:hi]
+            end_it = hi >= it.hi
+            if speed is not None and len(chunk):
+                t_sim = int(chunk["exch_ts"][-1])
+                if sim0 is None:
+                    sim0 = int(chunk["exch_ts"][0])
+                    wall0 = time.monotonic()
+                ahead = (t_sim - sim0) / 1e9 / speed - (time.monotonic() - wall0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            yield EventChunk(it.index, chunk, end_it, end_of_feed=end_it and it.index == last)
+            if end_it:
+                break
+            lo = hi
+            # Let the other tasks (progress, operator watcher) run between chunks.
+            await asyncio.sleep(0)

@@ -1,0 +1,86 @@
+"""Configuration: precedence, error messages, and docs generated from the models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mm_sim.config import load_overrides, load_profile, parse_set_flags
+from mm_sim.configdoc import render
+from mm_sim.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_files_hold_the_seed_baseline() -> None:
+    o = load_overrides()
+    assert o.as_dict() == {
+        "min_interval_ms": 70.0,
+        "replace_rate_per_min": 280.0,
+        "base_spread_bps_delta": 0.10,
+        "tail_age_ms": 650.0,
+        "impact_cap_ratio": 0.09,
+        "max_delta_ratio": 0.14,
+    }
+    p = load_profile("S1")
+    assert p.gates.hard.net_bps_min == 2.5 and p.gates.bands.success == 3.0
+
+
+def test_precedence_file_then_env_then_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_profile().fees.maker_bps == -0.5
+    monkeypatch.setenv("MM_PROFILE__FEES__MAKER_BPS", "-0.7")
+    assert load_profile().fees.maker_bps == -0.7
+    prof, _ = parse_set_flags(["profile.fees.maker_bps=-0.9"])
+    assert load_profile(cli=prof).fees.maker_bps == -0.9
+    monkeypatch.setenv("MM_OVERRIDES__TAIL_AGE_MS", "700")
+    assert load_overrides().tail_age_ms == 700
+
+
+def test_bad_file_value_names_file_line_field_value_and_expectation(tmp_path: Path) -> None:
+    bad = tmp_path / "o.json"
+    bad.write_text('{\n  "min_interval_ms": 70,\n  "tail_age_ms": 1,\n  "tial_age": 3\n}\n')
+    with pytest.raises(UserError) as ei:
+        load_overrides(bad)
+    msg = str(ei.value)
+    assert f"{bad}:3: overrides field 'tail_age_ms' = 1: Input should be greater" in msg
+    assert f"{bad}:4: overrides field 'tial_age' = 3: no such field" in msg
+
+
+def test_bad_env_and_cli_values_name_their_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MM_OVERRIDES__IMPACT_CAP_RATIO", "lots")
+    with pytest.raises(UserError, match="environment MM_OVERRIDES__IMPACT_CAP_RATIO"):
+        load_overrides()
+    monkeypatch.delenv("MM_OVERRIDES__IMPACT_CAP_RATIO")
+    _, ovr = parse_set_flags(["overrides.max_delta_ratio=0"])
+    with pytest.raises(UserError, match="command line --set overrides.max_delta_ratio"):
+        load_overrides(cli=ovr)
+
+
+def test_invalid_json_reports_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "p.json"
+    bad.write_text('{\n  "name": "x",\n  "fees": {"maker_bps": }\n}\n')
+    with pytest.raises(UserError, match=r"p.json:3:\d+: invalid JSON in profile"):
+        load_profile(bad)
+
+
+def test_cli_prints_one_clear_error_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "o.json"
+    bad.write_text(json.dumps({"min_interval_ms": -1}))
+    r = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "config", "show", "--overrides", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "'min_interval_ms' = -1" in r.stderr and "greater than or equal to 0" in r.stderr
+
+
+def test_config_docs_match_the_models() -> None:
+    doc = (REPO / "docs" / "CONFIG.md").read_text()
+    assert doc == render(), "docs/CONFIG.md is stale: run `python -m mm_sim config docs`"
