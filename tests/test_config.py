@@ -56,7 +56,7 @@ def test_bad_env_and_cli_values_name_their_origin(monkeypatch: pytest.MonkeyPatc
         load_overrides()
     monkeypatch.delenv("MM_OVERRIDES__IMPACT_CAP_RATIO")
     _, ovr = parse_set_flags(["overrides.max_delta_ratio=0"])
-    with pytest.raises(UserError, match="command line --set overrides.max_delta_ratio"):
+    with pytest.raises(UserError, match=r"command line --set overrides\.max_delta_ratio"):
         load_overrides(cli=ovr)
 
 

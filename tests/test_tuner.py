@@ -67,7 +67,7 @@ def test_scenario_b_cuts_impact_cap_and_max_delta() -> None:
 
 
 def test_scenario_c_only_when_execution_is_healthy() -> None:
-    new, decs = Tuner().after_iteration(metrics(order_age_p95_ms=400.0), BASE)
+    new, _ = Tuner().after_iteration(metrics(order_age_p95_ms=400.0), BASE)
     assert new.min_interval_ms < 70 and new.replace_rate_per_min > 280
     # Same age but a block reason above 40 %: not healthy, no age relief.
     new2, decs2 = Tuner().after_iteration(

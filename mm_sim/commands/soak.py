@@ -1,47 +1,154 @@
-"""``mm_sim soak``: replay a feed through the core, tune, and report (see docs)."""
+"""``mm_sim soak``: the main job — replay a feed through the core, tune, report a verdict."""
 
 from __future__ import annotations
 
 import argparse
-import time
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
 
-import numpy as np
+from mm_sim.config import (
+    load_overrides,
+    load_profile,
+    load_run_settings,
+    parse_set_flags,
+)
+from mm_sim.errors import UserError
+from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
+from mm_sim.logs import get_logger
+from mm_sim.runtime.replay import plan_iterations
 
-from mm_sim.config import load_overrides, load_profile, load_run_settings, parse_set_flags
-from mm_sim.core.book import book_apply_events, make_book, mid_price
-from mm_sim.feeds.spec import load_events, resolve_feed
+log = get_logger("mm_sim.soak")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("soak", help="run a multi-iteration soak on a feed (the main job)")
-    p.add_argument("--profile", help="profile name (S1) or path to a profile JSON")
-    p.add_argument(
-        "--overrides", help="runtime overrides JSON (default overrides/runtime_overrides.json)"
+    p = sub.add_parser(
+        "soak",
+        help="run a multi-iteration soak on a feed (the main job)",
+        description=(
+            "Run ITERATIONS x ITERATION_MINUTES of simulated time through the core, tune the "
+            "runtime overrides between iterations, and write the edge report, KPI gate and "
+            "verdict under --artifacts. Defaults reproduce the seed: profile S1, baseline "
+            "overrides, 6 x 30 min on the embedded synthetic market."
+        ),
     )
-    p.add_argument("--feed", help="feed name from feeds/ or a path (.npy feed or .json definition)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--profile", help="profile name (S1) or path to a profile JSON")
+    p.add_argument("--overrides", help="starting runtime overrides JSON")
+    p.add_argument("--feed", help="feed name from feeds/, a .npy feed, or a definition .json")
+    p.add_argument("--iterations", type=int, help="number of iterations (default 6)")
+    p.add_argument("--iteration-minutes", type=float, help="simulated minutes each (default 30)")
+    p.add_argument("--seed", type=int, help="seed of the synthetic market and the core (default 1)")
+    p.add_argument("--artifacts", help="output directory (default artifacts/)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run in --artifacts"
+    )
+    p.add_argument("--no-tune", dest="tune", action="store_false", help="keep the overrides fixed")
+    p.add_argument(
+        "--freeze-after-convergence",
+        action="store_true",
+        help="stop tuning after the first iteration in the OK band following a change",
+    )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also run a frozen-overrides arm on the same feed and seed (tuner uplift)",
+    )
+    p.add_argument("--speed", type=float, help="pace replay against the wall clock (1 = real time)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. overrides.tail_age_ms=700",
+    )
     p.set_defaults(func=run)
 
 
+def _archive_previous(root: Path) -> None:
+    """A fresh run never overwrites an older one: the older one is moved aside, loudly."""
+    if root.exists() and any(root.iterdir()):
+        stamp = dt.datetime.fromtimestamp(root.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        target = root.with_name(f"{root.name}-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = root.with_name(f"{root.name}-{stamp}-{n}")
+        root.rename(target)
+        print(f"previous run in {root}/ moved to {target}/ (use --resume to continue it instead)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from mm_sim.runtime.soak import Soak, SoakConfig
+    from mm_sim.runtime.summary import print_summary
+
     settings = load_run_settings(
-        {"profile": args.profile, "overrides": args.overrides, "feed": args.feed, "seed": args.seed}
+        {
+            "profile": args.profile,
+            "overrides": args.overrides,
+            "feed": args.feed,
+            "iterations": args.iterations,
+            "iteration_minutes": args.iteration_minutes,
+            "seed": args.seed,
+            "artifacts": args.artifacts,
+            "speed": args.speed,
+        }
     )
     prof_cli, ovr_cli = parse_set_flags(args.set)
-    load_profile(settings.profile, prof_cli)
-    load_overrides(settings.overrides, ovr_cli)
+    profile = load_profile(settings.profile, prof_cli)
+    root = Path(settings.artifacts)
+    if args.resume:
+        run_json = root / "soak" / "run.json"
+        if not run_json.exists():
+            raise UserError(f"--resume: no run to resume in {root}/ ({run_json} not found)")
+    overrides = load_overrides(settings.overrides, ovr_cli)
     spec = resolve_feed(settings.feed)
-    t0 = time.perf_counter()
+    iteration_ns = int(settings.iteration_minutes * 60e9)
+    if isinstance(spec, SyntheticFeedSpec):
+        # The synthetic market continues as long as the soak needs it.
+        needed = settings.iterations * settings.iteration_minutes * 60.0
+        spec = spec.model_copy(update={"duration_s": needed})
     events, instrument, identity = load_events(spec, settings.seed)
-    t1 = time.perf_counter()
-    book = make_book(instrument.tick_size)
-    book_apply_events(book.bid, book.ask, book.st, book.tick_size, np.asarray(events))
-    t2 = time.perf_counter()
-    span = (int(events["exch_ts"][-1]) - int(events["exch_ts"][0])) / 1e9 if len(events) else 0.0
-    print(
-        f"feed {identity.get('name', identity.get('path'))}: {len(events):,} events, {span:,.0f} s"
+    if profile.instrument.tick_size is not None or profile.instrument.lot_size is not None:
+        from mm_sim.events import Instrument
+
+        instrument = Instrument(
+            instrument.symbol,
+            instrument.venue,
+            profile.instrument.tick_size or instrument.tick_size,
+            profile.instrument.lot_size or instrument.lot_size,
+            instrument.price_decimals,
+        )
+    plan = plan_iterations(events, settings.iterations, iteration_ns)
+    if not plan.iterations:
+        raise UserError(f"feed {settings.feed!r}: {plan.note}")
+    if plan.note:
+        print(f"note: {plan.note}", file=sys.stderr)
+    if not args.resume:
+        _archive_previous(root)
+    cfg = SoakConfig(
+        settings=settings,
+        profile=profile,
+        overrides=overrides,
+        feed_identity=identity,
+        instrument=instrument,
+        events=events,
+        plan=plan,
+        artifacts=root,
+        resume=args.resume,
+        tune=args.tune,
+        freeze_after_convergence=args.freeze_after_convergence,
+        control=args.control,
     )
-    mid = mid_price(book.st, book.tick_size)
-    print(f"  load {t1 - t0:.2f} s, replay {t2 - t1:.2f} s, final mid {mid:.4f}")
-    return 0
+    outcome = _run_loop(Soak(cfg))
+    print_summary(outcome, root, sys.stdout)
+    return 130 if outcome.interrupted else 0
+
+
+def _run_loop(soak: object) -> object:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - Windows
+        runner = asyncio.run
+    return runner(soak.run())  # type: ignore[attr-defined]
