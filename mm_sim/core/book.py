@@ -2,12 +2,19 @@
 
 Why arrays and not a tree: an update is one store plus, rarely, a short scan for the new best
 level, so the hot loop never allocates. The window covers ``n_ticks`` ticks around the price
-where the book was first seen and re-centres (one O(window) shift) when the touch drifts near an
-edge. Levels that fall outside the window are deep in the book; they are dropped and counted in
-``st[ST_DROPPED]`` so nothing disappears silently.
+where the book was first seen and re-centres (one in-place shift of the written range) when the
+touch drifts near an edge, or when an update outside the window would become its side's best
+level (the touch is never dropped). Other levels that fall outside the window are deep in the
+book; they are dropped and counted in ``st[ST_DROPPED]`` so nothing disappears silently.
 
 State lives in three arrays so it can be passed to any kernel and cached on disk by numba:
-``bid[i]``/``ask[i]`` hold the quantity at tick ``st[ST_BASE] + i``; ``st`` holds integers:
+``bid[i]``/``ask[i]`` hold the quantity at tick ``st[ST_BASE] + i``; ``st`` holds the integers
+named by the ``ST_*`` constants below.
+
+``st[ST_DROPPED]`` counts what the window cost: one per update that fell outside a non-empty
+book's window (ignored), one per level discarded when a re-centre pushed it out, and one per
+update whose price is not a finite number of ticks (ignored). A quantity that is negative or NaN
+is stored as 0 (the level is removed), so the arrays only ever hold finite values >= 0.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ ST_BEST_BID = 1  # index of the best bid, -1 when the side is empty
 ST_BEST_ASK = 2  # index of the best ask, -1 when the side is empty
 ST_NBID = 3  # number of non-empty bid levels
 ST_NASK = 4  # number of non-empty ask levels
-ST_DROPPED = 5  # updates outside the window, ignored
+ST_DROPPED = 5  # updates ignored outside the window + levels a re-centre pushed out
 ST_LO = 6  # lowest index ever written since the last clear (bounds clears and shifts)
 ST_HI = 7  # highest index ever written since the last clear
 ST_INIT = 8  # 1 once the window has been placed
@@ -72,7 +79,12 @@ def _clear(bid: np.ndarray, ask: np.ndarray, st: np.ndarray) -> None:
 
 @njit(cache=True)
 def _recentre(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, centre_tick: int) -> None:
-    """Shift the window so ``centre_tick`` sits in the middle; levels pushed out are dropped."""
+    """Shift the window so ``centre_tick`` sits in the middle; levels pushed out are dropped.
+
+    The shift is done in place over the written range only (no allocation in the replay loop):
+    moving entries down the array walks upwards and moving them up walks downwards, so a
+    destination slot is always already read (or was never written) before it is overwritten.
+    """
     n = bid.shape[0]
     new_base = centre_tick - n // 2
     shift = new_base - st[ST_BASE]  # old index i becomes i - shift
@@ -80,28 +92,34 @@ def _recentre(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, centre_tick: int
         return
     lo = st[ST_LO]
     hi = st[ST_HI]
-    nb = np.zeros(n)
-    na = np.zeros(n)
     new_lo = n
     new_hi = -1
-    for i in range(lo, hi + 1):
-        j = i - shift
-        if bid[i] > 0.0 or ask[i] > 0.0:
+    if hi >= lo:
+        step = 1 if shift > 0 else -1
+        first = lo if shift > 0 else hi
+        for k in range(hi - lo + 1):
+            i = first + k * step
+            b = bid[i]
+            a = ask[i]
+            if b == 0.0 and a == 0.0:
+                continue
+            bid[i] = 0.0
+            ask[i] = 0.0
+            j = i - shift
             if 0 <= j < n:
-                nb[j] = bid[i]
-                na[j] = ask[i]
+                bid[j] = b
+                ask[j] = a
                 if j < new_lo:
                     new_lo = j
                 if j > new_hi:
                     new_hi = j
             else:
-                if bid[i] > 0.0:
+                if b > 0.0:
                     st[ST_NBID] -= 1
-                if ask[i] > 0.0:
+                    st[ST_DROPPED] += 1
+                if a > 0.0:
                     st[ST_NASK] -= 1
-                st[ST_DROPPED] += 1
-    bid[:] = nb
-    ask[:] = na
+                    st[ST_DROPPED] += 1
     st[ST_BASE] = new_base
     st[ST_LO] = new_lo
     st[ST_HI] = new_hi
@@ -148,22 +166,44 @@ def book_apply(
     if kind != KIND_DEPTH and kind != KIND_SNAPSHOT:
         return
     n = bid.shape[0]
+    x = price / tick_size
+    if not (abs(x) < 4.0e18):
+        # NaN, infinite or absurd price: no tick to store it at; ignore it, visibly.
+        st[ST_DROPPED] += 1
+        return
     t = price_to_tick(price, tick_size)
     if st[ST_INIT] == 0:
         st[ST_BASE] = t - n // 2
         st[ST_INIT] = 1
+    if not (qty > 0.0):  # negative or NaN: the level is gone
+        qty = 0.0
+    margin = n // 8
+    moved = False  # at most one window shift per event
     i = t - st[ST_BASE]
     if i < 0 or i >= n:
-        # Outside the window: if the book is empty there is nothing to keep, so move the window
-        # here; otherwise the level is far from the touch and is dropped (counted).
+        # Outside the window. An empty book has nothing to keep: move the window here. A level
+        # that would become its side's best is the touch, not depth: move the window to it
+        # (around both touches when they fit, else around it: the newest price wins). Anything
+        # else is far from the touch and is dropped (counted).
+        bb = st[ST_BEST_BID]
+        ba = st[ST_BEST_ASK]
         if st[ST_NBID] == 0 and st[ST_NASK] == 0:
             _recentre(bid, ask, st, t)
-            i = t - st[ST_BASE]
+        elif qty > 0.0 and (
+            (side > 0 and (bb < 0 or i > bb)) or (side <= 0 and (ba < 0 or i < ba))
+        ):
+            opp = ba if side > 0 else bb
+            centre = t
+            if opp >= 0:
+                o = st[ST_BASE] + opp
+                if abs(t - o) <= n - 2 * margin:
+                    centre = (t + o) // 2
+            _recentre(bid, ask, st, centre)
         else:
             st[ST_DROPPED] += 1
             return
-    if qty < 0.0:
-        qty = 0.0
+        i = t - st[ST_BASE]
+        moved = True
     if side > 0:
         old = bid[i]
         bid[i] = qty
@@ -193,8 +233,10 @@ def book_apply(
             st[ST_LO] = i
         if i > st[ST_HI]:
             st[ST_HI] = i
-    # Keep the touch away from the window edges so deep updates near it are not lost.
-    margin = n // 8
+    # Keep the touch away from the window edges so deep updates near it are not lost (the next
+    # event does it if this one already moved the window).
+    if moved:
+        return
     bb = st[ST_BEST_BID]
     ba = st[ST_BEST_ASK]
     if (bb >= 0 and (bb < margin or bb > n - margin)) or (

@@ -1,0 +1,131 @@
+"""``mm_sim inspect FEED [--json]``: what a feed holds, before anyone soaks on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from mm_sim.events import open_feed
+from mm_sim.feeds.inspect import inspect_events, inspect_feed, summarise
+from mm_sim.feeds.spec import FileFeedSpec, load_events, resolve_feed
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="summarise a feed: span, counts, spread, depth, gaps, crossings, lag",
+        description=(
+            "One pass over a feed (a .npy path, a feeds/ name or a definition JSON): event "
+            "counts, span, spread and depth sampled at exchange-timestamp boundaries, sequence "
+            "and time gaps, crossed/locked books, feed lag and the final touch."
+        ),
+    )
+    p.add_argument("feed", metavar="FEED", help="feed .npy, feed name from feeds/, or definition")
+    p.add_argument("--seed", type=int, default=1, help="seed for generated feeds (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def compute(feed_arg: str, seed: int = 1) -> dict[str, Any]:
+    """Resolve ``feed_arg`` and inspect it (files stay memory-mapped)."""
+    spec = resolve_feed(feed_arg)
+    if isinstance(spec, FileFeedSpec):
+        return inspect_feed(open_feed(spec.path))
+    events, instrument, identity = load_events(spec, seed)
+    out = summarise(inspect_events(events, instrument.tick_size), instrument.tick_size, {})
+    out.update(
+        feed=identity.get("name", feed_arg), symbol=instrument.symbol, venue=instrument.venue
+    )
+    out["seed"] = seed
+    return out
+
+
+def _num(x: float | None, fmt: str = ",.4g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, fmt)
+
+
+def _ts(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def render(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{r['symbol']} @ {r['venue']}, tick {r['tick_size']:g}",
+        caption=str(r["feed"]),
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("figure", style="bold", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("how")
+    sp_t, sp_b, dep = r["spread_ticks"], r["spread_bps"], r["depth_top5"]
+    lag, tg = r["feed_lag_ms"], r["time_gaps"]
+    rows = [
+        (
+            "events",
+            f"{r['events']:,}",
+            ", ".join(f"{k} {v:,}" for k, v in r["events_by_kind"].items()),
+        ),
+        ("span", f"{_num(r['span_s'], ',.1f')} s", f"from {_ts(r['first_exch_ts'])}"),
+        ("events/s", _num(r["events_per_s"], ",.1f"), "exchange time"),
+        (
+            "spread ticks",
+            f"{_num(sp_t['median'], ',.0f')} / {_num(sp_t['p95'], ',.0f')}",
+            "p50 / p95",
+        ),
+        ("spread bps", f"{_num(sp_b['median'], '.3f')} / {_num(sp_b['p95'], '.3f')}", "p50 / p95"),
+        (
+            f"depth top {dep['levels']}",
+            f"{_num(dep['bid_median'])} / {_num(dep['ask_median'])}",
+            "median qty, bid / ask",
+        ),
+        ("seq gaps", f"{r['gaps']:,}", "from the converter"),
+        (
+            f"time gaps>{tg['threshold_s']:g}s",
+            f"{tg['count']:,}",
+            f"max {_num(tg['max_s'], ',.3f')} s",
+        ),
+        ("crossed", f"{r['crossed']:,}", f"or locked, of {r['boundaries']:,} ts boundaries"),
+        (
+            "lag ms",
+            f"{_num(lag['p50'], ',.3f')} / {_num(lag['p95'], ',.3f')}",
+            "local-exch p50 / p95",
+        ),
+        (
+            "final touch",
+            f"{_num(r['final_best_bid'], ',.10g')} / {_num(r['final_best_ask'], ',.10g')}",
+            "bid / ask",
+        ),
+    ]
+    if r["exch_ts_backwards"] or r["local_ts_backwards"]:
+        rows.append(
+            (
+                "ts backwards",
+                f"{r['exch_ts_backwards']:,} / {r['local_ts_backwards']:,}",
+                "events, exch / local",
+            )
+        )
+    if r["book_dropped"]:
+        rows.append(("window drops", f"{r['book_dropped']:,}", "far levels ignored"))
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = compute(args.feed, args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render(result)
+    return 0

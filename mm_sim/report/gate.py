@@ -1,0 +1,236 @@
+"""KPI gate: the seed's hard and soft gates and its decision matrix on net_bps.
+
+Verdict rule: the band of net_bps (``>= success`` SUCCESS, ``>= ok`` OK, ``>= warn`` WARN, else
+FAIL; boundaries belong to the higher band) — unless a hard gate fails, in which case the verdict
+is FAIL whatever the band. Hard gates are the seed's "must pass" list: a run with too much churn,
+adverse selection or taker flow is not acceptable because its average edge happens to look good,
+so the band is reported next to the verdict (``band``) but cannot rescue it. Soft gates never
+change the verdict; the ones missed are listed and named in the next-step text. A metric that
+is undefined (no fills, no feed lag) fails its gate with status ``NO_DATA``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+from mm_sim.config import GatesCfg
+from mm_sim.report.schema import (
+    EdgeSection,
+    GateCheck,
+    GateResult,
+    IterationVerdict,
+    KpiGate,
+    Verdict,
+)
+
+RULE = (
+    "verdict = band of net_bps (>= success: SUCCESS, >= ok: OK, >= warn: WARN, else FAIL); "
+    "any failed hard gate makes the verdict FAIL; soft gates never change it"
+)
+
+NEXT_STEPS: dict[str, str] = {
+    "SUCCESS": "Run the 24h stability soak.",
+    "OK": "Apply 1-2 targeted adjustments, then re-run the 3h soak.",
+    "WARN": "Apply the targeted package for the top driver, then re-run the 3h soak.",
+    "FAIL": "Review the block reasons and the edge breakdown, investigate, then re-run.",
+}
+
+_OPS = {">=": operator.ge, "<=": operator.le}
+
+
+def band_of(net_bps: float | None, gates: GatesCfg) -> Verdict:
+    b = gates.bands
+    if net_bps is None:
+        return "FAIL"
+    if net_bps >= b.success:
+        return "SUCCESS"
+    if net_bps >= b.ok:
+        return "OK"
+    if net_bps >= b.warn:
+        return "WARN"
+    return "FAIL"
+
+
+def _check(
+    name: str,
+    kind: str,
+    metric: str,
+    op: str,
+    threshold: float,
+    ideal: float | None,
+    value: float | None,
+) -> GateCheck:
+    cmp = _OPS[op]
+    if value is None:
+        passed, status = False, "NO_DATA"
+    else:
+        passed = bool(cmp(value, threshold))
+        if not passed:
+            status = "FAIL"
+        elif ideal is not None and cmp(value, ideal):
+            status = "IDEAL"
+        else:
+            status = "PASS"
+    return GateCheck(
+        name=name,
+        kind=kind,
+        metric=metric,
+        op=op,
+        threshold=threshold,
+        ideal=ideal,
+        value=value,
+        passed=passed,
+        status=status,
+    )
+
+
+def checks(sec: EdgeSection, gates: GatesCfg) -> tuple[list[GateCheck], list[GateCheck]]:
+    """(hard, soft) gate checks of one section (an iteration or the totals)."""
+    h, s = gates.hard, gates.soft
+    hard = [
+        _check("net_bps_total", "hard", "net_bps", ">=", h.net_bps_min, None, sec.net_bps),
+        _check(
+            "adverse_p95",
+            "hard",
+            "adverse_cost_p95_bps",
+            "<=",
+            h.adverse_p95_max,
+            None,
+            sec.adverse_cost_p95_bps,
+        ),
+        _check(
+            "cancel_ratio", "hard", "cancel_ratio", "<=", h.cancel_ratio_max, None, sec.cancel_ratio
+        ),
+        _check(
+            "maker_share",
+            "hard",
+            "maker_share_pct",
+            ">=",
+            h.maker_share_min_pct,
+            None,
+            sec.maker_share_pct,
+        ),
+    ]
+    soft = [
+        _check("net_bps", "soft", "net_bps", ">=", s.net_bps_min, s.net_bps_ideal, sec.net_bps),
+        _check(
+            "slippage_p95",
+            "soft",
+            "slippage_cost_p95_bps",
+            "<=",
+            s.slippage_p95_max,
+            s.slippage_p95_ideal,
+            sec.slippage_cost_p95_bps,
+        ),
+        _check(
+            "order_age_p95_ms",
+            "soft",
+            "order_age_p95_ms",
+            "<=",
+            s.order_age_p95_max_ms,
+            s.order_age_p95_ideal_ms,
+            sec.order_age_p95_ms,
+        ),
+        _check(
+            "ws_lag_p95_ms",
+            "soft",
+            "ws_lag_p95_ms",
+            "<=",
+            s.ws_lag_p95_max_ms,
+            s.ws_lag_p95_ideal_ms,
+            sec.ws_lag_p95_ms,
+        ),
+        _check(
+            "maker_share",
+            "soft",
+            "maker_share_pct",
+            ">=",
+            s.maker_share_min_pct,
+            s.maker_share_ideal_pct,
+            sec.maker_share_pct,
+        ),
+    ]
+    return hard, soft
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def next_step(verdict: str, hard: list[GateCheck], soft: list[GateCheck], sec: EdgeSection) -> str:
+    """The decision matrix's step for ``verdict``, made concrete with what failed and why."""
+    parts = [NEXT_STEPS[verdict]]
+    failed_hard = [c for c in hard if not c.passed]
+    if failed_hard:
+        parts.append(
+            "Failed hard gates: "
+            + ", ".join(
+                f"{c.name} {_fmt(c.value)} (needs {c.op} {c.threshold:g})" for c in failed_hard
+            )
+            + "."
+        )
+    if sec.neg_edge_drivers:
+        parts.append(
+            "Negative-edge drivers: "
+            + ", ".join(
+                f"{d.name} {d.value:.3f}{' bps' if d.unit == 'bps' else ''}"
+                for d in sec.neg_edge_drivers
+            )
+            + "."
+        )
+    missed = [c for c in soft if not c.passed]
+    if missed:
+        parts.append(
+            "Soft gates missed: "
+            + ", ".join(f"{c.name} {_fmt(c.value)} (target {c.op} {c.threshold:g})" for c in missed)
+            + "."
+        )
+    return " ".join(parts)
+
+
+def evaluate(sec: EdgeSection, gates: GatesCfg) -> GateResult:
+    """Gate one section; used per iteration (metrics.jsonl) and on the totals (KPI_GATE.json)."""
+    hard, soft = checks(sec, gates)
+    band = band_of(sec.net_bps, gates)
+    hard_failed = [c.name for c in hard if not c.passed]
+    verdict: Verdict = "FAIL" if hard_failed else band
+    return GateResult(
+        verdict=verdict,
+        band=band,
+        net_bps=sec.net_bps,
+        hard_failed=hard_failed,
+        soft_failed=[c.name for c in soft if not c.passed],
+        checks=hard + soft,
+        next_step=next_step(verdict, hard, soft, sec),
+    )
+
+
+def kpi_gate(totals: EdgeSection, iterations: Sequence[EdgeSection], gates: GatesCfg) -> KpiGate:
+    """KPI_GATE.json: the totals gated, plus each iteration's verdict."""
+    res = evaluate(totals, gates)
+    per_iter = []
+    for sec in iterations:
+        r = evaluate(sec, gates)
+        per_iter.append(
+            IterationVerdict(
+                iteration=sec.iteration if sec.iteration is not None else -1,
+                verdict=r.verdict,
+                band=r.band,
+                net_bps=r.net_bps,
+                hard_failed=r.hard_failed,
+            )
+        )
+    return KpiGate(
+        verdict=res.verdict,
+        band=res.band,
+        net_bps=res.net_bps,
+        bands=gates.bands.model_dump(),
+        rule=RULE,
+        hard_failed=res.hard_failed,
+        soft_failed=res.soft_failed,
+        hard=[c for c in res.checks if c.kind == "hard"],
+        soft=[c for c in res.checks if c.kind == "soft"],
+        next_step=res.next_step,
+        iterations=per_iter,
+    )

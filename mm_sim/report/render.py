@@ -1,0 +1,496 @@
+"""From the run directory to every artifact: the one code path for the runner and the CLI.
+
+``evaluate_pending`` turns the records appended since the last commit into that iteration's
+edge section and gate result (what the tuner reads and the metrics line stores);
+``build_reports`` re-reads everything committed and rewrites EDGE_REPORT.json, KPI_GATE.json,
+soak_metrics.json, fills.csv, the PNG charts and SOAK_RESULTS.md. Both are deterministic
+functions of the directory's contents (no clocks, no randomness), so ``mm_sim report RUN_DIR``
+reproduces the runner's files byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mm_sim.config import Profile
+from mm_sim.core.records import BLOCK_REASONS
+from mm_sim.events import atomic_write_bytes, atomic_write_json
+from mm_sim.report.edge import (
+    BPS,
+    GATE_HORIZON_MS,
+    HORIZONS_MS,
+    Slice,
+    chain_states,
+    edge_sections,
+    horizon_key,
+    iteration_section,
+)
+from mm_sim.report.gate import evaluate, kpi_gate
+from mm_sim.report.rundir import RECORD_DTYPES, PendingIteration, RunDir
+from mm_sim.report.schema import (
+    EdgeReport,
+    EdgeSection,
+    IterationLine,
+    KpiGate,
+    RunConfig,
+    RunIdentity,
+    SoakMetrics,
+    dump,
+)
+
+EDGE_REPORT = "EDGE_REPORT.json"
+KPI_GATE = "KPI_GATE.json"
+SOAK_METRICS = "soak_metrics.json"
+SOAK_RESULTS = "SOAK_RESULTS.md"
+CHARTS = {
+    "pnl": ("pnl.png", "Cumulative PnL and net_bps per iteration"),
+    "inventory": ("inventory.png", "Inventory over time"),
+    "quoted_spread": ("quoted_spread.png", "Our quotes around the mid (bps)"),
+    "blocks": ("blocks.png", "Block reasons per iteration"),
+}
+MAX_PLOT_POINTS = 20_000
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _slices(
+    recs: Sequence[dict[str, np.ndarray]], iterations: Sequence[int], lags: Sequence[float | None]
+) -> list[Slice]:
+    states = chain_states([r["marks"] for r in recs])
+    return [
+        Slice(
+            iteration=it,
+            fills=r["fills"],
+            actions=r["actions"],
+            blocks=r["blocks"],
+            marks=r["marks"],
+            start=st[0],
+            ws_lag_p95_ms=lag,
+        )
+        for r, it, lag, st in zip(recs, iterations, lags, states, strict=True)
+    ]
+
+
+def evaluate_pending(
+    rd: RunDir, profile: Profile, iteration: int, ws_lag_p95_ms: float | None
+) -> PendingIteration:
+    """Edge and gates of the records appended since the last commit (nothing is written).
+
+    The iteration starts from the state at the last committed mark, exactly as the rebuilt
+    report will see it, so the committed line and EDGE_REPORT.json agree to the last bit.
+    A NaN or infinite ``ws_lag_p95_ms`` (no lag measured) is stored as ``None``.
+    """
+    if ws_lag_p95_ms is not None and not math.isfinite(ws_lag_p95_ms):
+        ws_lag_p95_ms = None
+    lines = rd.committed_lines()
+    committed_marks = [r["marks"] for r in rd.iteration_records(lines, ("marks",))]
+    base = lines[-1].offsets if lines else dict.fromkeys(RECORD_DTYPES, 0)
+    sizes = rd.sizes()
+    pending = {name: rd.read_records(name, base[name], sizes[name]) for name in RECORD_DTYPES}
+    start = chain_states([*committed_marks, pending["marks"]])[-1][0]
+    sl = Slice(
+        iteration=iteration,
+        fills=pending["fills"],
+        actions=pending["actions"],
+        blocks=pending["blocks"],
+        marks=pending["marks"],
+        start=start,
+        ws_lag_p95_ms=ws_lag_p95_ms,
+    )
+    sec = iteration_section(sl, profile.gates.hard.adverse_p95_max)
+    return PendingIteration(
+        iteration=iteration,
+        edge=sec,
+        gate=evaluate(sec, profile.gates),
+        offsets=sizes,
+        ws_lag_p95_ms=ws_lag_p95_ms,
+    )
+
+
+def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str, Any]:
+    """(Re)build every report from the committed data in ``rd``; returns a short summary."""
+    cfg = rd.load_config()
+    lines = rd.committed_lines()
+    recs = rd.iteration_records(lines)
+    slices = _slices(recs, [ln.iteration for ln in lines], [ln.ws_lag_p95_ms for ln in lines])
+    totals, iters = edge_sections(slices, profile.gates.hard.adverse_p95_max)
+    edge = EdgeReport(
+        run=RunIdentity(profile=str(cfg.profile.get("name", "")), feed=cfg.feed, seed=cfg.seed),
+        horizons_ms=list(HORIZONS_MS),
+        gate_horizon_ms=GATE_HORIZON_MS,
+        totals=totals,
+        iterations=iters,
+    )
+    gate = kpi_gate(totals, iters, profile.gates)
+    rd.reports.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(rd.reports / EDGE_REPORT, dump(edge))
+    atomic_write_json(rd.reports / KPI_GATE, dump(gate))
+    atomic_write_json(rd.reports / SOAK_METRICS, dump(SoakMetrics(iterations=lines)))
+    rows = rd.write_fills_csv(lines)
+    files = [EDGE_REPORT, KPI_GATE, SOAK_METRICS, SOAK_RESULTS]
+    if charts:
+        marks = [r["marks"] for r in recs]
+        for key, png in render_charts(marks, iters, profile).items():
+            atomic_write_bytes(rd.reports / CHARTS[key][0], png)
+            files.append(CHARTS[key][0])
+    md = render_markdown(cfg, edge, gate, lines, charts)
+    atomic_write_bytes(rd.reports / SOAK_RESULTS, md.encode())
+    return {
+        "verdict": gate.verdict,
+        "band": gate.band,
+        "net_bps": totals.net_bps,
+        "fills": totals.fills,
+        "iterations": len(lines),
+        "fills_csv_rows": rows,
+        "reports": [str(rd.reports / f) for f in files],
+        "next_step": gate.next_step,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+
+def _n(v: float | int | None, d: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:,.{d}f}"
+
+
+def _ts(ns: int | None) -> str:
+    if ns is None:
+        return "—"
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return [*out, ""]
+
+
+def render_markdown(
+    cfg: RunConfig, edge: EdgeReport, gate: KpiGate, lines: Sequence[IterationLine], charts: bool
+) -> str:
+    t = edge.totals
+    feed = cfg.feed.get("name") or cfg.feed.get("path") or "?"
+    out = [
+        f"# Soak results — profile {edge.run.profile}, feed {feed}, seed {cfg.seed}",
+        "",
+        f"**Verdict: {gate.verdict}** (net_bps band {gate.band}) — net_bps {_n(t.net_bps)} "
+        f"over {t.fills:,} fills, notional {_n(t.notional, 2)}, "
+        f"PnL {_n(t.pnl, 4)}, {len(lines)} iterations.",
+        "",
+        f"**Next step:** {gate.next_step}",
+        "",
+        f"Rule: {gate.rule}.",
+        "",
+        "## Gates",
+        "",
+    ]
+    out += _table(
+        ("gate", "kind", "metric", "needs", "ideal", "value", "status"),
+        [
+            (
+                c.name,
+                c.kind,
+                c.metric,
+                f"{c.op} {c.threshold:g}",
+                "—" if c.ideal is None else f"{c.op} {c.ideal:g}",
+                _n(c.value),
+                c.status,
+            )
+            for c in gate.hard + gate.soft
+        ],
+    )
+    out += ["## Edge breakdown (all iterations)", ""]
+    a = t.amounts
+    out += _table(
+        ("component", "bps of notional", "amount (quote)"),
+        [
+            ("gross", _n(t.gross_bps), _n(a.gross, 6)),
+            ("slippage", _n(t.slippage_bps), _n(a.slippage, 6)),
+            ("fees_eff", _n(t.fees_eff_bps), _n(a.fees_eff, 6)),
+            ("inventory", _n(t.inventory_bps), _n(a.inventory, 6)),
+            ("**net**", f"**{_n(t.net_bps)}**", f"**{_n(a.net, 6)}**"),
+            ("PnL from the account (check)", "", _n(t.pnl, 6)),
+            (
+                "residual (PnL − net)",
+                "",
+                "—" if t.pnl_residual is None else f"{t.pnl_residual:.3e}",
+            ),
+        ],
+    )
+    out += ["Markouts (informational, not in net):", ""]
+    out += _table(
+        ("horizon", "fills covered", "adverse_bps", "cost p50 bps", "cost p95 bps"),
+        [
+            (
+                horizon_key(h),
+                _n(m.fills_covered),
+                _n(m.adverse_bps),
+                _n(m.cost_p50_bps),
+                _n(m.cost_p95_bps),
+            )
+            for h in edge.horizons_ms
+            for m in [t.adverse[horizon_key(h)]]
+        ],
+    )
+    out += ["## Per iteration", ""]
+    partial = {ln.iteration for ln in lines if ln.partial}
+    verdicts = {v.iteration: v.verdict for v in gate.iterations}
+    out += _table(
+        (
+            "it",
+            "fills",
+            "notional",
+            "PnL",
+            "net_bps",
+            "gross",
+            "slippage",
+            "fees_eff",
+            "inventory",
+            "maker %",
+            "cancel ratio",
+            f"adverse p95 ({horizon_key(edge.gate_horizon_ms)})",
+            "slip cost p95",
+            "order age p95 ms",
+            "ws lag p95 ms",
+            "verdict",
+        ),
+        [
+            (
+                f"{s.iteration}{' (partial)' if s.iteration in partial else ''}",
+                _n(s.fills),
+                _n(s.notional, 2),
+                _n(s.pnl, 4),
+                _n(s.net_bps),
+                _n(s.gross_bps),
+                _n(s.slippage_bps),
+                _n(s.fees_eff_bps),
+                _n(s.inventory_bps),
+                _n(s.maker_share_pct, 1),
+                _n(s.cancel_ratio),
+                _n(s.adverse_cost_p95_bps),
+                _n(s.slippage_cost_p95_bps),
+                _n(s.order_age_p95_ms, 1),
+                _n(s.ws_lag_p95_ms, 1),
+                verdicts.get(s.iteration if s.iteration is not None else -1, "—"),
+            )
+            for s in edge.iterations
+        ],
+    )
+    out += ["## Negative-edge drivers", ""]
+    out += [*_drivers_md(t), ""]
+    rows = []
+    for s in edge.iterations:
+        names = ", ".join(d.name for d in s.neg_edge_drivers) or "none"
+        rows.append((str(s.iteration), names))
+    if rows:
+        out += _table(("it", "drivers (most harmful first)"), rows)
+    out += ["## Block reasons", ""]
+    br = t.block_reasons
+    out += [f"{br.attempts:,} attempted order actions in total.", ""]
+    reasons = list(br.counts)
+    out += _table(
+        ("reason", "count", "ratio of attempts", *[f"it {s.iteration}" for s in edge.iterations]),
+        [
+            (
+                r,
+                _n(br.counts[r]),
+                _n(br.ratios[r]),
+                *[_n(s.block_reasons.ratios.get(r, 0.0)) for s in edge.iterations],
+            )
+            for r in reasons
+        ],
+    )
+    out += ["## Overrides history", ""]
+    out += _overrides_md(cfg, lines)
+    if charts:
+        out += ["## Charts", ""]
+        out += [f"![{title}]({name})" for name, title in CHARTS.values()]
+        out += [""]
+    return "\n".join(out)
+
+
+def _drivers_md(sec: EdgeSection) -> list[str]:
+    if not sec.neg_edge_drivers:
+        return ["None: no component is negative, no threshold is exceeded."]
+    out = []
+    for i, d in enumerate(sec.neg_edge_drivers, 1):
+        if d.kind == "component":
+            out.append(f"{i}. `{d.name}` {d.value:.3f} bps")
+        elif d.kind == "markout":
+            out.append(f"{i}. `{d.name}`: cost p95 {d.value:.3f} bps > {d.threshold:g}")
+        else:
+            out.append(f"{i}. block `{d.name}`: {d.value:.1%} of attempts > {d.threshold:.0%}")
+    return out
+
+
+def _overrides_md(cfg: RunConfig, lines: Sequence[IterationLine]) -> list[str]:
+    fields = list(cfg.initial_overrides)
+    out = _table(
+        ("in force", *fields),
+        [("start", *[f"{cfg.initial_overrides[f]:g}" for f in fields])]
+        + [
+            (f"end of it {ln.iteration}", *[f"{ln.overrides.get(f, math.nan):g}" for f in fields])
+            for ln in lines
+        ],
+    )
+    decisions = [d for ln in lines for d in ln.decisions]
+    if not decisions:
+        return [*out, "No tuner decisions recorded.", ""]
+    out += _table(
+        ("it", "sim time", "driver", "field", "old", "new", "reason"),
+        [
+            (
+                str(d.iteration),
+                _ts(d.sim_ts),
+                d.driver,
+                d.field or "—",
+                "—" if d.old is None else f"{d.old:g}",
+                "—" if d.new is None else f"{d.new:g}",
+                d.reason.replace("|", "/"),
+            )
+            for d in decisions
+        ],
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Charts (matplotlib's object API on an Agg canvas: no global backend state)
+# --------------------------------------------------------------------------------------------
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _thin(n: int) -> slice:
+    return slice(None, None, max(1, math.ceil(n / MAX_PLOT_POINTS)))
+
+
+def render_charts(
+    marks_by_iter: Sequence[np.ndarray], iters: Sequence[EdgeSection], profile: Profile
+) -> dict[str, bytes]:
+    """The four PNG charts, as bytes keyed like ``CHARTS``."""
+    marks = (
+        np.concatenate(list(marks_by_iter))
+        if marks_by_iter
+        else np.empty(0, dtype=RECORD_DTYPES["marks"])
+    )
+    t0 = int(marks["ts"][0]) if len(marks) else 0
+    span_s = (int(marks["ts"][-1]) - t0) / 1e9 if len(marks) else 0.0
+    unit, per = ("s", 1e9) if span_s < 120 else ("min", 60e9) if span_s < 7200 else ("h", 3.6e12)
+    tlabel = f"simulated time ({unit})"
+    m = marks[_thin(len(marks))]
+    tx = (m["ts"] - t0) / per
+    bounds = [(int(x["ts"][-1]) - t0) / per for x in marks_by_iter[:-1] if len(x)]
+    labels = [str(s.iteration) for s in iters]
+
+    def vlines(ax: Any) -> None:
+        for b in bounds:
+            ax.axvline(b, color="0.8", lw=0.8, zorder=0)
+
+    out: dict[str, bytes] = {}
+
+    # Cumulative PnL (account value relative to the start) and net_bps per iteration.
+    fig = Figure(figsize=(10, 6.5))
+    ax1, ax2 = fig.subplots(2, 1)
+    with np.errstate(invalid="ignore"):
+        value = m["cash"] + np.where(m["position"] == 0, 0.0, m["position"] * m["mid"])
+    if len(value):
+        ax1.plot(tx, value - value[0], lw=1.0, color="tab:blue")
+    vlines(ax1)
+    ax1.axhline(0, color="0.5", lw=0.6)
+    ax1.set(xlabel=tlabel, ylabel="PnL (quote)", title="Cumulative PnL")
+    net = [s.net_bps if s.net_bps is not None else 0.0 for s in iters]
+    colors = ["tab:green" if v >= profile.gates.bands.ok else "tab:red" for v in net]
+    ax2.bar(labels, net, color=colors)
+    b = profile.gates.bands
+    for level, name, color in (
+        (b.success, "success", "tab:green"),
+        (b.ok, "ok", "tab:olive"),
+        (b.warn, "warn", "tab:orange"),
+    ):
+        ax2.axhline(level, ls="--", lw=0.8, color=color, label=f"{name} ≥ {level:g}")
+    ax2.axhline(0, color="0.5", lw=0.6)
+    ax2.legend(loc="best", fontsize=8)
+    ax2.set(xlabel="iteration", ylabel="net_bps", title="net_bps per iteration")
+    fig.tight_layout()
+    out["pnl"] = _png(fig)
+
+    # Inventory.
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    ax.plot(tx, m["position"], lw=0.9, color="tab:purple", drawstyle="steps-post")
+    lim = profile.inventory.max_position
+    ax.axhline(lim, ls="--", lw=0.8, color="tab:red", label=f"±max_position {lim:g}")
+    ax.axhline(-lim, ls="--", lw=0.8, color="tab:red")
+    ax.legend(loc="upper right", fontsize=8)
+    vlines(ax)
+    ax.set(xlabel=tlabel, ylabel="position (base)", title="Inventory")
+    fig.tight_layout()
+    out["inventory"] = _png(fig)
+
+    # Our quotes and the best bid/ask, as distance from the mid in bps.
+    fig = Figure(figsize=(10, 4.5))
+    ax = fig.subplots()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = {
+            k: (m[k] - m["mid"]) / m["mid"] * BPS
+            for k in ("bid_quote", "ask_quote", "best_bid", "best_ask")
+        }
+    ax.plot(tx, rel["best_bid"], lw=0.5, color="0.7", label="best bid/ask")
+    ax.plot(tx, rel["best_ask"], lw=0.5, color="0.7")
+    ax.plot(tx, rel["bid_quote"], lw=0.9, color="tab:green", label="our bid")
+    ax.plot(tx, rel["ask_quote"], lw=0.9, color="tab:red", label="our ask")
+    ax.axhline(0, color="0.3", lw=0.6)
+    vlines(ax)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set(xlabel=tlabel, ylabel="(price − mid) / mid, bps", title="Quoted spread")
+    fig.tight_layout()
+    out["quoted_spread"] = _png(fig)
+
+    # Block reasons per iteration (stacked).
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    reasons = list(BLOCK_REASONS)
+    for s in iters:
+        reasons += [r for r in s.block_reasons.counts if r not in reasons]
+    bottom = np.zeros(len(iters))
+    for r in reasons:
+        vals = np.array([s.block_reasons.counts.get(r, 0) for s in iters], dtype=float)
+        ax.bar(labels, vals, bottom=bottom, label=r)
+        bottom += vals
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set(xlabel="iteration", ylabel="blocked actions", title="Block reasons per iteration")
+    fig.tight_layout()
+    out["blocks"] = _png(fig)
+    return out
+
+
+def report_paths(root: Path) -> list[Path]:
+    """Every file ``build_reports`` writes under ``root``."""
+    rd = RunDir(root)
+    names = [EDGE_REPORT, KPI_GATE, SOAK_METRICS, SOAK_RESULTS] + [n for n, _ in CHARTS.values()]
+    return [rd.reports / n for n in names] + [rd.fills_csv]

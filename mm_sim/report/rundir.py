@@ -1,0 +1,519 @@
+"""The run directory: durable, append-only storage every report is rebuilt from.
+
+Layout::
+
+    ROOT/soak/run.json               how the run was started (settings, profile, overrides, feed)
+    ROOT/soak/records/{fills,actions,blocks,marks}.bin
+                                     raw numpy records (FILL_DTYPE ...), appended, never rewritten
+    ROOT/soak/metrics.jsonl          one line per committed iteration (offsets into the records)
+    ROOT/soak/runtime_overrides.json the overrides the next iteration starts with
+    ROOT/soak/summary.txt            free-form iteration log
+    ROOT/soak/fills.csv              every committed fill, rebuilt by the reports
+    ROOT/reports/...                 EDGE_REPORT.json, KPI_GATE.json, soak_metrics.json, ...
+
+Commit protocol: an iteration's records are appended (any number of times), then fsynced, then
+its metrics line — which carries the byte size of every records file at that moment — is
+appended and fsynced. The line is the commit: bytes past the last line's offsets, or a last
+line without its newline, belong to an iteration that never committed, and ``begin(resume=True)``
+cuts them off. A crash anywhere therefore loses at most the iteration in progress and never
+duplicates one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from mm_sim.config import Overrides, Profile
+from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, LIQ_MAKER, MARK_DTYPE
+from mm_sim.errors import UserError
+from mm_sim.events import atomic_write_bytes, atomic_write_json
+from mm_sim.report.schema import (
+    DecisionRecord,
+    EdgeSection,
+    GateResult,
+    IterationLine,
+    RunConfig,
+    dump,
+    validate,
+)
+
+try:  # advisory lock against two writers on one directory (POSIX only)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+RECORD_DTYPES: dict[str, np.dtype] = {
+    "fills": FILL_DTYPE,
+    "actions": ACTION_DTYPE,
+    "blocks": BLOCK_DTYPE,
+    "marks": MARK_DTYPE,
+}
+
+FILLS_CSV_HEADER = (
+    "ts_ns",
+    "iteration",
+    "side",
+    "price",
+    "qty",
+    "fee",
+    "liquidity",
+    "quote_price",
+    "mid_decision",
+    "mid_fill",
+    "order_age_ms",
+)
+
+# Settings of a run that must not change when it is resumed (others, e.g. iterations, may).
+RESUME_IDENTITY = ("profile", "initial_overrides", "feed", "seed")
+
+
+def _descr(dt: np.dtype) -> str:
+    return json.dumps(np.lib.format.dtype_to_descr(dt))
+
+
+def make_run_config(
+    *,
+    settings: Mapping[str, Any],
+    profile: Profile,
+    overrides: Overrides | Mapping[str, float],
+    feed: Mapping[str, Any],
+    seed: int | None,
+    **extra: Any,
+) -> RunConfig:
+    """Everything needed to rebuild the reports (and to check a resume continues the same run).
+
+    ``extra`` keys (JSON-serialisable) are stored in run.json as well; they are not compared
+    on resume.
+    """
+    ovr = overrides.as_dict() if isinstance(overrides, Overrides) else dict(overrides)
+    return RunConfig(
+        **json.loads(json.dumps(extra, default=str)),
+        settings=json.loads(json.dumps(dict(settings), default=str)),
+        profile=profile.model_dump(mode="json"),
+        initial_overrides={k: float(v) for k, v in ovr.items()},
+        feed=json.loads(json.dumps(dict(feed), default=str)),
+        seed=seed,
+        records={k: _descr(dt) for k, dt in RECORD_DTYPES.items()},
+    )
+
+
+def profile_from_config(cfg: RunConfig, where: str) -> Profile:
+    """The profile recorded in run.json (used by ``mm_sim report`` to rebuild with its gates)."""
+    try:
+        return Profile.model_validate(cfg.profile)
+    except Exception as exc:
+        raise UserError(f"{where}: the recorded profile is not valid: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PendingIteration:
+    """An iteration evaluated but not yet committed: its report and the record bytes it covers."""
+
+    iteration: int
+    edge: EdgeSection
+    gate: GateResult
+    offsets: dict[str, int]
+    ws_lag_p95_ms: float | None
+
+
+def _decision_json(d: Any) -> dict[str, Any]:
+    if isinstance(d, Mapping):
+        return dict(d)
+    if hasattr(d, "to_json"):
+        return dict(d.to_json())
+    if is_dataclass(d) and not isinstance(d, type):
+        return asdict(d)
+    raise TypeError(f"a tuner decision must be a mapping or a dataclass, got {type(d).__name__}")
+
+
+def overrides_after(
+    overrides: Mapping[str, float], decisions: Sequence[DecisionRecord]
+) -> dict[str, float]:
+    """Apply decisions in order (later ones win) to the overrides in force."""
+    out = {k: float(v) for k, v in overrides.items()}
+    for d in decisions:
+        if d.field is not None and d.new is not None:
+            out[d.field] = float(d.new)
+    return out
+
+
+class RunDir:
+    """One run's directory. Read-only use needs no set-up; writing starts with ``begin``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.soak = self.root / "soak"
+        self.reports = self.root / "reports"
+        self.records_dir = self.soak / "records"
+        self.run_json = self.soak / "run.json"
+        self.metrics_jsonl = self.soak / "metrics.jsonl"
+        self.summary_txt = self.soak / "summary.txt"
+        self.overrides_json = self.soak / "runtime_overrides.json"
+        self.fills_csv = self.soak / "fills.csv"
+        self._files: dict[str, IO[bytes]] = {}
+        self._lock: IO[bytes] | None = None
+        self._lines: list[IterationLine] | None = None
+        self.last_overrides_text: str | None = None
+
+    def record_path(self, name: str) -> Path:
+        return self.records_dir / f"{name}.bin"
+
+    # -- starting / resuming ------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        return not self.root.exists() or not any(self.root.iterdir())
+
+    def check_fresh(self) -> None:
+        """Refuse to start a new run on top of anything already in the directory."""
+        if not self.is_empty():
+            what = "an existing run" if self.run_json.exists() else "other files"
+            raise UserError(
+                f"{self.root}: directory is not empty (it holds {what}); "
+                "pass --resume to continue that run, or choose a new directory"
+            )
+
+    def begin(self, config: RunConfig, resume: bool = False) -> list[IterationLine]:
+        """Open the directory for writing; returns the iterations already committed.
+
+        Fresh (``resume=False``): the directory must be empty or absent. Resume: the directory
+        must hold a run started with the same profile, initial overrides, feed and seed; records
+        and lines of the iteration that was in progress are discarded. Resuming an empty or
+        absent directory starts it fresh.
+        """
+        try:
+            resuming = resume and not self.is_empty()
+            lines = self._resume(config) if resuming else self._start(config)
+            self._files = {name: open(self.record_path(name), "ab") for name in RECORD_DTYPES}  # noqa: SIM115
+        except BaseException:
+            self.close()
+            raise
+        self._lines = list(lines)
+        return list(lines)
+
+    def _start(self, config: RunConfig) -> list[IterationLine]:
+        self.check_fresh()
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        self.reports.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        atomic_write_json(self.run_json, dump(config))
+        for name in RECORD_DTYPES:
+            self.record_path(name).touch()
+        self.metrics_jsonl.touch()
+        self.write_overrides(config.initial_overrides)
+        _fsync_dir(self.records_dir)
+        _fsync_dir(self.soak)
+        return []
+
+    def _resume(self, config: RunConfig) -> list[IterationLine]:
+        if not self.run_json.exists():
+            raise UserError(f"{self.root}: cannot resume, {self.run_json} not found")
+        self._acquire_lock()
+        stored = self.load_config()
+        diff = [k for k in RESUME_IDENTITY if dump(stored).get(k) != dump(config).get(k)]
+        if diff:
+            raise UserError(
+                f"{self.run_json}: cannot resume with a different {', '.join(diff)} "
+                "(start a new run directory instead)"
+            )
+        return self._recover()
+
+    def _acquire_lock(self) -> None:
+        self.soak.mkdir(parents=True, exist_ok=True)
+        fh = open(self.soak / ".lock", "ab")  # noqa: SIM115
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                raise UserError(
+                    f"{self.root}: another mm_sim process is writing to this run directory"
+                ) from None
+        self._lock = fh
+
+    def _recover(self) -> list[IterationLine]:
+        """Cut the directory back to its last committed iteration (see the module docstring)."""
+        lines, good_bytes = self._read_lines()
+        self.metrics_jsonl.touch()
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_jsonl, "r+b") as fh:
+            fh.truncate(good_bytes)
+            fh.flush()
+            os.fsync(fh.fileno())
+        ends = lines[-1].offsets if lines else dict.fromkeys(RECORD_DTYPES, 0)
+        for name in RECORD_DTYPES:
+            path = self.record_path(name)
+            size = path.stat().st_size if path.exists() else 0
+            if size < ends[name]:
+                raise UserError(
+                    f"{path}: {size} bytes, shorter than the {ends[name]} committed by iteration "
+                    f"{lines[-1].iteration} in {self.metrics_jsonl}: the run directory is damaged"
+                )
+            with open(path, "r+b" if path.exists() else "wb") as fh:
+                fh.truncate(ends[name])
+                fh.flush()
+                os.fsync(fh.fileno())
+        if lines:
+            self.write_overrides(lines[-1].overrides_next)
+        return lines
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append(
+        self,
+        fills: np.ndarray | None = None,
+        actions: np.ndarray | None = None,
+        blocks: np.ndarray | None = None,
+        marks: np.ndarray | None = None,
+    ) -> None:
+        """Append raw records of the iteration in progress (cheap: no fsync until commit)."""
+        if not self._files:
+            raise RuntimeError("RunDir.append before begin()")
+        for name, arr in (
+            ("fills", fills),
+            ("actions", actions),
+            ("blocks", blocks),
+            ("marks", marks),
+        ):
+            if arr is None or len(arr) == 0:
+                continue
+            if arr.dtype != RECORD_DTYPES[name]:
+                raise TypeError(f"{name}: expected dtype {RECORD_DTYPES[name]}, got {arr.dtype}")
+            self._files[name].write(np.ascontiguousarray(arr).data)
+
+    def sizes(self) -> dict[str, int]:
+        """Current byte size of every records file (pending bytes included)."""
+        for fh in self._files.values():
+            fh.flush()
+        return {name: self.record_path(name).stat().st_size for name in RECORD_DTYPES}
+
+    def commit_iteration(
+        self,
+        pending: PendingIteration,
+        *,
+        overrides: Overrides | Mapping[str, float],
+        decisions: Sequence[Any] = (),
+        overrides_next: Overrides | Mapping[str, float] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        partial: bool = False,
+    ) -> IterationLine:
+        """Make an evaluated iteration durable (records fsynced, then its metrics line).
+
+        ``overrides``: the six overrides in force at the iteration's end; ``decisions``: the
+        tuner decisions taken during it and right after it (``Decision`` objects or dicts);
+        ``overrides_next``: what the next iteration starts with (default: ``overrides`` with
+        the decisions applied) — written to runtime_overrides.json and used on resume;
+        ``partial``: the iteration was cut short (e.g. by an interrupt).
+        """
+        if not self._files:
+            raise RuntimeError("RunDir.commit_iteration before begin()")
+        for fh in self._files.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+        sizes = self.sizes()
+        if sizes != pending.offsets:
+            raise RuntimeError(
+                f"records changed after iteration {pending.iteration} was evaluated "
+                f"({pending.offsets} -> {sizes}); evaluate again before committing"
+            )
+        ovr = overrides.as_dict() if isinstance(overrides, Overrides) else dict(overrides)
+        recs = [DecisionRecord.model_validate(_decision_json(d)) for d in decisions]
+        if overrides_next is None:
+            nxt = overrides_after(ovr, recs)
+        elif isinstance(overrides_next, Overrides):
+            nxt = overrides_next.as_dict()
+        else:
+            nxt = {k: float(v) for k, v in overrides_next.items()}
+        line = IterationLine(
+            iteration=pending.iteration,
+            partial=partial,
+            edge=pending.edge,
+            gate=pending.gate,
+            overrides={k: float(v) for k, v in ovr.items()},
+            overrides_next=nxt,
+            offsets=dict(pending.offsets),
+            ws_lag_p95_ms=pending.ws_lag_p95_ms,
+            decisions=recs,
+            extra=json.loads(json.dumps(dict(extra or {}), default=str)),
+        )
+        data = (json.dumps(dump(line), separators=(",", ":")) + "\n").encode()
+        with open(self.metrics_jsonl, "ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self._lines is not None:
+            self._lines.append(line)
+        self.write_overrides(nxt)
+        return line
+
+    def write_overrides(self, overrides: Overrides | Mapping[str, float]) -> str:
+        """Rewrite runtime_overrides.json atomically; returns the text written.
+
+        The text is also kept in ``last_overrides_text`` so a watcher of the file (operator
+        hot-swap) can tell this process's own writes from an operator's edit.
+        """
+        ovr = overrides.as_dict() if isinstance(overrides, Overrides) else dict(overrides)
+        text = json.dumps({k: float(v) for k, v in ovr.items()}, indent=2) + "\n"
+        atomic_write_bytes(self.overrides_json, text.encode())
+        self.last_overrides_text = text
+        return text
+
+    def append_summary(self, *lines: str) -> None:
+        """Append lines to summary.txt (a human log; not part of the commit protocol)."""
+        self.soak.mkdir(parents=True, exist_ok=True)
+        with open(self.summary_txt, "a", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line.rstrip("\n") + "\n")
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def load_config(self) -> RunConfig:
+        if not self.run_json.exists():
+            raise UserError(f"{self.root}: not a run directory ({self.run_json} not found)")
+        try:
+            data = json.loads(self.run_json.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{self.run_json}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
+            ) from None
+        cfg = validate(RunConfig, data, str(self.run_json))
+        for name, dt in RECORD_DTYPES.items():
+            if cfg.records.get(name) != _descr(dt):
+                raise UserError(
+                    f"{self.run_json}: records '{name}' were written with layout "
+                    f"{cfg.records.get(name)}, this mm_sim uses {_descr(dt)}"
+                )
+        return cfg
+
+    def _read_lines(self) -> tuple[list[IterationLine], int]:
+        """Committed lines and the byte length they span (a trailing partial line is ignored)."""
+        if not self.metrics_jsonl.exists():
+            return [], 0
+        raw = self.metrics_jsonl.read_bytes()
+        end = raw.rfind(b"\n") + 1
+        lines: list[IterationLine] = []
+        prev = dict.fromkeys(RECORD_DTYPES, 0)
+        for n, text in enumerate(raw[:end].splitlines(), 1):
+            where = f"{self.metrics_jsonl}:{n}"
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{where}: invalid JSON: {exc.msg}") from None
+            line = validate(IterationLine, data, where)
+            for name, dt in RECORD_DTYPES.items():
+                off = line.offsets.get(name)
+                if off is None or off < prev[name] or off % dt.itemsize:
+                    raise UserError(
+                        f"{where}: field 'offsets.{name}' = {off!r}: expected a multiple of "
+                        f"{dt.itemsize} not below the previous line's {prev[name]}"
+                    )
+            prev = line.offsets
+            lines.append(line)
+        return lines, end
+
+    def committed_lines(self) -> list[IterationLine]:
+        """The committed iterations (cached while this object is the writer)."""
+        if self._lines is not None:
+            return list(self._lines)
+        return self._read_lines()[0]
+
+    def read_records(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Records ``name`` between two byte offsets (``stop=None``: to the end of the file)."""
+        dt = RECORD_DTYPES[name]
+        path = self.record_path(name)
+        if not path.exists():
+            raise UserError(f"{path}: records file not found")
+        if name in self._files:
+            self._files[name].flush()
+        size = path.stat().st_size
+        stop = size if stop is None else stop
+        if stop > size:
+            raise UserError(f"{path}: {size} bytes, but {stop} are committed: the run is damaged")
+        count = (stop - start) // dt.itemsize
+        if count <= 0:
+            return np.empty(0, dtype=dt)
+        return np.fromfile(path, dtype=dt, count=count, offset=start)
+
+    def iteration_records(
+        self, lines: Sequence[IterationLine], names: Sequence[str] = tuple(RECORD_DTYPES)
+    ) -> list[dict[str, np.ndarray]]:
+        """Each committed iteration's records, split at the offsets its line recorded."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in lines]
+        for name in names:
+            dt = RECORD_DTYPES[name]
+            stop = lines[-1].offsets[name] if lines else 0
+            arr = self.read_records(name, 0, stop)
+            prev = 0
+            for i, line in enumerate(lines):
+                hi = line.offsets[name] // dt.itemsize
+                out[i][name] = arr[prev:hi]
+                prev = hi
+        return out
+
+    def iter_committed_fills(
+        self, lines: Sequence[IterationLine]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        for line, rec in zip(lines, self.iteration_records(lines, ("fills",)), strict=True):
+            yield line.iteration, rec["fills"]
+
+    # -- fills.csv --------------------------------------------------------------------------------
+
+    def write_fills_csv(self, lines: Sequence[IterationLine] | None = None) -> int:
+        """Rewrite soak/fills.csv (atomically) from the committed fill records; returns rows."""
+        lines = self.committed_lines() if lines is None else lines
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(FILLS_CSV_HEADER)
+        rows = 0
+        for iteration, fills in self.iter_committed_fills(lines):
+            for f in fills:
+                w.writerow(
+                    (
+                        int(f["ts"]),
+                        iteration,
+                        "buy" if f["side"] > 0 else "sell",
+                        repr(float(f["price"])),
+                        repr(float(f["qty"])),
+                        repr(float(f["fee"])),
+                        "maker" if f["liquidity"] == LIQ_MAKER else "taker",
+                        repr(float(f["quote_price"])),
+                        repr(float(f["mid_decision"])),
+                        repr(float(f["mid_fill"])),
+                        repr(int(f["order_age_ns"]) / 1e6),
+                    )
+                )
+                rows += 1
+        atomic_write_bytes(self.fills_csv, buf.getvalue().encode())
+        return rows
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,284 @@
+"""JSON schemas of every report and run-directory file, as pydantic models.
+
+The same models build the files (``model_dump(mode="json")``) and read them back
+(``model_validate``), so a report that does not match its schema can neither be written nor
+loaded silently. Every file carries ``schema_version``; a reader refuses a version it does not
+know. Field meanings, units and formulas are in docs/REPORTS.md (a test checks that every field
+named here is documented there).
+
+Conventions: amounts are in quote currency; ``*_bps`` values are basis points of traded
+notional; ``*_cost_*_bps`` values are costs (minus the contribution); ``None`` (JSON ``null``)
+means "undefined" (e.g. bps with no fills), never zero.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mm_sim.errors import UserError
+
+SCHEMA_VERSION: Literal[1] = 1
+
+Verdict = Literal["SUCCESS", "OK", "WARN", "FAIL"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------
+# Edge report
+# --------------------------------------------------------------------------------------------
+
+
+class Amounts(_Model):
+    """Components as amounts of quote currency (the bps values are these over notional)."""
+
+    gross: float
+    slippage: float
+    fees_eff: float
+    inventory: float
+    net: float
+
+
+class Markout(_Model):
+    horizon_ms: int
+    fills_covered: int
+    adverse_bps: float | None
+    cost_p50_bps: float | None
+    cost_p95_bps: float | None
+
+
+class ActionCounts(_Model):
+    place: int
+    replace: int
+    cancel: int
+
+
+class BlockReasons(_Model):
+    attempts: int
+    counts: dict[str, int]
+    ratios: dict[str, float]
+
+
+class PositionStats(_Model):
+    start: float | None
+    end: float | None
+    max_abs: float | None
+    mean_abs: float | None
+    inventory_notional_max_abs: float | None
+    mid_start: float | None
+    mid_end: float | None
+
+
+class QuoteStats(_Model):
+    quoted_spread_bps_mean: float | None
+    quoted_spread_bps_p50: float | None
+    two_sided_pct: float | None
+
+
+class Driver(_Model):
+    name: str
+    kind: Literal["component", "markout", "block"]
+    value: float
+    unit: Literal["bps", "ratio"]
+    harm_bps: float | None
+    threshold: float | None
+
+
+class EdgeSection(_Model):
+    iteration: int | None
+    ts_start_ns: int | None
+    ts_end_ns: int | None
+    fills: int
+    maker_fills: int
+    volume: float
+    notional: float
+    pnl: float | None
+    pnl_residual: float | None
+    amounts: Amounts
+    gross_bps: float | None
+    slippage_bps: float | None
+    fees_eff_bps: float | None
+    inventory_bps: float | None
+    net_bps: float | None
+    adverse_bps: float | None
+    adverse_cost_p50_bps: float | None
+    adverse_cost_p95_bps: float | None
+    adverse: dict[str, Markout]
+    maker_share_pct: float | None
+    actions: ActionCounts
+    cancel_ratio: float | None
+    order_age_p50_ms: float | None
+    order_age_p95_ms: float | None
+    slippage_cost_p50_bps: float | None
+    slippage_cost_p95_bps: float | None
+    ws_lag_p95_ms: float | None
+    block_reasons: BlockReasons
+    position: PositionStats
+    quotes: QuoteStats
+    final_mid: float | None
+    neg_edge_drivers: list[Driver]
+
+
+class RunIdentity(_Model):
+    profile: str
+    feed: dict[str, Any]
+    seed: int | None
+
+
+class EdgeReport(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["edge_report"] = "edge_report"
+    run: RunIdentity
+    horizons_ms: list[int]
+    gate_horizon_ms: int
+    totals: EdgeSection
+    iterations: list[EdgeSection]
+
+
+# --------------------------------------------------------------------------------------------
+# KPI gate
+# --------------------------------------------------------------------------------------------
+
+
+class GateCheck(_Model):
+    name: str
+    kind: Literal["hard", "soft"]
+    metric: str
+    op: Literal[">=", "<="]
+    threshold: float
+    ideal: float | None
+    value: float | None
+    passed: bool
+    status: Literal["IDEAL", "PASS", "FAIL", "NO_DATA"]
+
+
+class GateResult(_Model):
+    verdict: Verdict
+    band: Verdict
+    net_bps: float | None
+    hard_failed: list[str]
+    soft_failed: list[str]
+    checks: list[GateCheck]
+    next_step: str
+
+
+class IterationVerdict(_Model):
+    iteration: int
+    verdict: Verdict
+    band: Verdict
+    net_bps: float | None
+    hard_failed: list[str]
+
+
+class KpiGate(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["kpi_gate"] = "kpi_gate"
+    verdict: Verdict
+    band: Verdict
+    net_bps: float | None
+    bands: dict[str, float]
+    rule: str
+    hard_failed: list[str]
+    soft_failed: list[str]
+    hard: list[GateCheck]
+    soft: list[GateCheck]
+    next_step: str
+    iterations: list[IterationVerdict]
+
+
+# --------------------------------------------------------------------------------------------
+# Run directory: run.json, metrics.jsonl lines, soak_metrics.json
+# --------------------------------------------------------------------------------------------
+
+
+class DecisionRecord(_Model):
+    """One tuner decision (the tuner's ``Decision.to_json()``)."""
+
+    iteration: int
+    sim_ts: int | None = None
+    driver: str
+    field: str | None
+    old: float | None
+    new: float | None
+    reason: str
+
+
+class RunConfig(BaseModel):
+    """run.json. Extra keys (e.g. the runner's instrument or iteration plan) are kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["run_config"] = "run_config"
+    settings: dict[str, Any]
+    profile: dict[str, Any]
+    initial_overrides: dict[str, float]
+    feed: dict[str, Any]
+    seed: int | None
+    records: dict[str, str]  # name -> numpy dtype descr (JSON text) of the raw record files
+
+
+class IterationLine(_Model):
+    """One line of ``soak/metrics.jsonl``: written once, when the iteration commits."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    iteration: int
+    partial: bool = False
+    edge: EdgeSection
+    gate: GateResult
+    overrides: dict[str, float]
+    overrides_next: dict[str, float]
+    offsets: dict[str, int]
+    ws_lag_p95_ms: float | None
+    decisions: list[DecisionRecord]
+    extra: dict[str, Any]
+
+
+class SoakMetrics(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["soak_metrics"] = "soak_metrics"
+    iterations: list[IterationLine]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+def validate(cls: type[M], data: Any, where: str) -> M:
+    """Validate ``data`` as ``cls``; a mismatch becomes a UserError naming the file and field."""
+    if isinstance(data, dict):
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"{where}: schema_version {version!r} is not supported "
+                f"(this mm_sim reads version {SCHEMA_VERSION})"
+            )
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise UserError(
+            f"{where}: field '{loc}' = {err.get('input')!r}: {err['msg']}{more}"
+        ) from None
+
+
+def load(cls: type[M], path: Path) -> M:
+    """Read and validate one JSON report file."""
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    return validate(cls, data, str(path))
