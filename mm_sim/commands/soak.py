@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mm_sim.config import (
     load_overrides,
@@ -18,6 +19,9 @@ from mm_sim.errors import UserError
 from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
 from mm_sim.logs import get_logger
 from mm_sim.runtime.replay import plan_iterations
+
+if TYPE_CHECKING:
+    from mm_sim.runtime.soak import Soak, SoakOutcome
 
 log = get_logger("mm_sim.soak")
 
@@ -105,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     iteration_ns = int(settings.iteration_minutes * 60e9)
     if isinstance(spec, SyntheticFeedSpec):
         # The synthetic market continues as long as the soak needs it.
-        needed = settings.iterations * settings.iteration_minutes * 60.0
+        # One spare second so the last iteration is complete.
+        needed = settings.iterations * settings.iteration_minutes * 60.0 + 1.0
         spec = spec.model_copy(update={"duration_s": needed})
     events, instrument, identity = load_events(spec, settings.seed)
     if profile.instrument.tick_size is not None or profile.instrument.lot_size is not None:
@@ -144,11 +149,10 @@ def run(args: argparse.Namespace) -> int:
     return 130 if outcome.interrupted else 0
 
 
-def _run_loop(soak: object) -> object:
+def _run_loop(soak: Soak) -> SoakOutcome:
+    """uvloop where available (not on Windows), plain asyncio otherwise."""
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - Windows
-        runner = asyncio.run
-    return runner(soak.run())  # type: ignore[attr-defined]
+        return asyncio.run(soak.run())
+    return uvloop.run(soak.run())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -65,17 +65,20 @@ class Stop:
     reason: str
 
 
-M = TypeVar("M")
-
-
 @dataclass
 class Bus:
     maxsize: int = 8
     _subs: dict[type, list[asyncio.Queue[Any]]] = field(default_factory=lambda: defaultdict(list))
 
-    def subscribe(self, topic: type[M]) -> asyncio.Queue[M]:
-        q: asyncio.Queue[M] = asyncio.Queue(self.maxsize)
-        self._subs[topic].append(q)
+    def subscribe(self, *topics: type) -> asyncio.Queue[Any]:
+        """One queue receiving every message of the given topics, in publication order.
+
+        A task waiting on several topics reads one queue, so no message can be lost between
+        competing ``get`` calls and the order between topics is preserved.
+        """
+        q: asyncio.Queue[Any] = asyncio.Queue(self.maxsize)
+        for topic in topics:
+            self._subs[topic].append(q)
         return q
 
     async def publish(self, msg: object) -> None:

@@ -1,0 +1,159 @@
+"""Recorder: the soak's side of the run directory, for the tuned arm and the control arm.
+
+The run directory (``mm_sim.report.rundir``) owns durability and the commit protocol; this
+class only routes chunks to the right arm, evaluates an iteration for the tuner, commits it,
+and rebuilds the reports. The control arm (``--control``) lives in ``ROOT/control`` with the
+same layout, so ``mm_sim report ROOT/control`` works on it too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mm_sim.config import Overrides, Profile
+from mm_sim.report.control import write_comparison
+from mm_sim.report.edge import tuner_inputs
+from mm_sim.report.render import build_reports, evaluate_pending
+from mm_sim.report.rundir import PendingIteration, RunDir, make_run_config
+from mm_sim.runtime.bus import ChunkDone
+from mm_sim.runtime.tuner import Decision, IterationMetrics
+
+
+class Recorder:
+    def __init__(self, root: Path, profile: Profile, control: bool = False) -> None:
+        self.root = Path(root)
+        self.profile = profile
+        self.tuned = RunDir(self.root)
+        self.control = RunDir(self.root / "control") if control else None
+        self.checkpoint_dir = self.root / "soak" / "checkpoints"
+        self.overrides_path = self.tuned.overrides_json
+        self.last_report: dict[str, Any] = {}
+        self.iterations_done = 0
+        self._pending: dict[str, PendingIteration] = {}
+
+    def open(self, run_info: dict[str, Any], resume: bool) -> int | None:
+        """Start or resume; returns the last committed iteration to resume after, if any."""
+        if resume:
+            _drop_trailing_partial(self.tuned)
+            if self.control is not None:
+                _drop_trailing_partial(self.control)
+        info = dict(run_info)
+        cfg = make_run_config(
+            settings=info.pop("settings"),
+            profile=self.profile,
+            overrides=info.pop("initial_overrides"),
+            feed=info.pop("feed"),
+            seed=info.pop("seed"),
+            **info,
+        )
+        lines = self.tuned.begin(cfg, resume=resume)
+        if self.control is not None:
+            self.control.begin(cfg, resume=resume and self.control.run_json.exists())
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.iterations_done = len(lines)
+        if not lines:
+            return None
+        return lines[-1].iteration
+
+    def add_chunk(self, done: ChunkDone) -> None:
+        fills = done.fills
+        if len(fills):
+            fills = fills.copy()
+            fills["iteration"] = done.iteration
+        rd = self.tuned if done.arm == "tuned" else self.control
+        assert rd is not None
+        rd.append(fills=fills, actions=done.actions, blocks=done.blocks, marks=done.marks)
+
+    def iteration_metrics(self, iteration: int, ws_lag_p95_ms: float) -> IterationMetrics:
+        """Evaluate the iteration in progress (nothing written) and return the tuner's view."""
+        self._pending["tuned"] = evaluate_pending(
+            self.tuned, self.profile, iteration, ws_lag_p95_ms
+        )
+        if self.control is not None:
+            self._pending["control"] = evaluate_pending(
+                self.control, self.profile, iteration, ws_lag_p95_ms
+            )
+        return IterationMetrics(**tuner_inputs(self._pending["tuned"].edge))  # type: ignore[arg-type]
+
+    def commit_iteration(
+        self,
+        iteration: int,
+        *,
+        overrides_in_force: Overrides,
+        overrides_next: Overrides,
+        decisions: list[Decision],
+        initial_overrides: Overrides,
+        partial: bool,
+    ) -> None:
+        pending = self._pending.pop("tuned")
+        self.tuned.commit_iteration(
+            pending,
+            overrides=overrides_in_force,
+            decisions=decisions,
+            overrides_next=overrides_next,
+            partial=partial,
+        )
+        if self.control is not None:
+            self.control.commit_iteration(
+                self._pending.pop("control"), overrides=initial_overrides, partial=partial
+            )
+        edge = pending.edge
+        self.iterations_done += 1
+        self.last_report = {
+            "net_bps": edge.net_bps if edge.net_bps is not None else float("nan"),
+            "fills": edge.fills,
+            "pnl": edge.pnl if edge.pnl is not None else float("nan"),
+            "verdict": pending.gate.verdict,
+        }
+        self.tuned.append_summary(_summary_line(iteration, pending, decisions, partial))
+        # Reports are refreshed after every iteration, so a killed soak still leaves them.
+        summary = build_reports(self.tuned, self.profile, charts=False)
+        self.last_report["verdict_so_far"] = summary["verdict"]
+
+    def write_overrides(self, overrides: Overrides) -> str:
+        return self.tuned.write_overrides(overrides)
+
+    def finish(self, note: str | None, interrupted: bool) -> dict[str, Any]:
+        """Write the final reports (charts included); returns the summary for the console."""
+        summary = build_reports(self.tuned, self.profile, charts=True)
+        if self.control is not None:
+            summary["control"] = write_comparison(self.tuned, self.control)
+        if note:
+            self.tuned.append_summary(f"note: {note}")
+        if interrupted:
+            self.tuned.append_summary("interrupted: reports cover the committed iterations")
+        summary["note"] = note
+        summary["interrupted"] = interrupted
+        self.tuned.close()
+        if self.control is not None:
+            self.control.close()
+        return summary
+
+
+def _summary_line(
+    iteration: int, pending: PendingIteration, decisions: list[Decision], partial: bool
+) -> str:
+    e = pending.edge
+    net = "n/a" if e.net_bps is None else f"{e.net_bps:+.3f}"
+    changes = "; ".join(d.marker() for d in decisions if d.field is not None) or "no change"
+    flag = " (partial)" if partial else ""
+    return (
+        f"iteration {iteration + 1}{flag}: net_bps {net} fills {e.fills} "
+        f"verdict {pending.gate.verdict} | {changes}"
+    )
+
+
+def _drop_trailing_partial(rd: RunDir) -> None:
+    """A partial (interrupted) last iteration is re-run in full on resume: uncommit it."""
+    path = rd.metrics_jsonl
+    if not path.exists():
+        return
+    raw = path.read_bytes()
+    end = raw.rfind(b"\n") + 1
+    lines = raw[:end].splitlines(keepends=True)
+    if lines and json.loads(lines[-1]).get("partial"):
+        from mm_sim.events import atomic_write_bytes
+
+        atomic_write_bytes(path, b"".join(lines[:-1]))

@@ -1,0 +1,420 @@
+"""The soak: feed → core runner → recorder → tuner → runner, as asyncio tasks on one bus.
+
+Why lock-step: after every chunk the runner waits until the tuner has looked at it (the
+emergency rule) and, at an iteration's end, until the tuner has decided the next overrides.
+That costs one bus round trip per chunk (tens of thousands of events) and makes a replayed soak
+deterministic: the same feed, config and seed give the same fills, decisions and totals, and a
+resumed soak continues exactly where the interrupted one committed. Operator edits of the live
+overrides file are the one input that arrives asynchronously; they apply at the next chunk
+boundary and are logged with the simulated time at which they took effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from mm_sim.config import Overrides, Profile, RunSettings, validate_overrides_dict
+from mm_sim.core.engine import Engine
+from mm_sim.errors import UserError
+from mm_sim.events import Instrument
+from mm_sim.logs import get_logger
+from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Stop
+from mm_sim.runtime.checkpoint import load_checkpoint, save_checkpoint
+from mm_sim.runtime.progress import Progress
+from mm_sim.runtime.recorder import Recorder
+from mm_sim.runtime.replay import ReplayPlan, replay_chunks
+from mm_sim.runtime.tuner import Decision, IterationMetrics, Tuner
+
+log = get_logger("mm_sim.soak")
+
+ROLLING_WINDOW_NS = 5 * 60 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class TunerDone:
+    """The tuner has seen a chunk (and, at an iteration's end, decided); the runner may go on."""
+
+    iteration: int
+    decisions: tuple[Decision, ...] = ()
+    overrides: Overrides | None = None  # the overrides to use from now on, when changed
+
+
+@dataclass(frozen=True)
+class IterationEnded:
+    iteration: int
+    metrics: IterationMetrics
+    overrides: Overrides
+    sim_ts: int
+
+
+@dataclass(frozen=True)
+class RollingStats:
+    iteration: int
+    net_bps: float
+    fills: int
+    overrides: Overrides
+    sim_ts: int
+
+
+@dataclass
+class SoakConfig:
+    settings: RunSettings
+    profile: Profile
+    overrides: Overrides
+    feed_identity: dict[str, Any]
+    instrument: Instrument
+    events: np.ndarray
+    plan: ReplayPlan
+    artifacts: Path
+    resume: bool = False
+    tune: bool = True
+    freeze_after_convergence: bool = False
+    control: bool = False
+    chunk_events: int = 65536
+
+
+@dataclass
+class SoakOutcome:
+    final: dict[str, Any]
+    interrupted: bool
+    iterations_done: int
+    decisions: list[Decision] = field(default_factory=list)
+
+
+class _Rolling:
+    """Rolling net_bps over the last few simulated minutes, from marks and fills."""
+
+    def __init__(self) -> None:
+        self.equity: deque[tuple[int, float]] = deque()
+        self.fills: deque[tuple[int, float]] = deque()
+
+    def add(self, marks: np.ndarray, fills: np.ndarray) -> None:
+        for m in marks:
+            if np.isfinite(m["mid"]):
+                self.equity.append((int(m["ts"]), float(m["cash"] + m["position"] * m["mid"])))
+        for f in fills:
+            self.fills.append((int(f["ts"]), float(f["qty"] * f["price"])))
+        if self.equity:
+            horizon = self.equity[-1][0] - ROLLING_WINDOW_NS
+            while self.equity and self.equity[0][0] < horizon:
+                self.equity.popleft()
+            while self.fills and self.fills[0][0] < horizon:
+                self.fills.popleft()
+
+    def net_bps(self) -> tuple[float, int]:
+        notional = sum(n for _, n in self.fills)
+        if len(self.equity) < 2 or notional <= 0:
+            return float("nan"), len(self.fills)
+        pnl = self.equity[-1][1] - self.equity[0][1]
+        return pnl / notional * 1e4, len(self.fills)
+
+    def reset(self) -> None:
+        self.equity.clear()
+        self.fills.clear()
+
+
+class Soak:
+    def __init__(self, cfg: SoakConfig, out: TextIO = sys.stdout) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.bus = Bus()
+        self.engine = Engine(cfg.profile, cfg.overrides, cfg.instrument, cfg.settings.seed)
+        self.control = (
+            Engine(cfg.profile, cfg.overrides, cfg.instrument, cfg.settings.seed)
+            if cfg.control
+            else None
+        )
+        self.tuner = Tuner(freeze_after_convergence=cfg.freeze_after_convergence)
+        self.overrides = cfg.overrides
+        self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control)
+        self.decisions: list[Decision] = []
+        self.stop_requested = asyncio.Event()
+        self.start_iteration = 0
+        self.rolling = _Rolling()
+        self._lags: list[np.ndarray] = []
+        self._iter_decisions: list[Decision] = []
+        self._own_write: str | None = None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        cfg = self.cfg
+        run_info = {
+            "settings": cfg.settings.model_dump(),
+            "initial_overrides": cfg.overrides.as_dict(),
+            "feed": cfg.feed_identity,
+            "instrument": {
+                "symbol": cfg.instrument.symbol,
+                "venue": cfg.instrument.venue,
+                "tick_size": cfg.instrument.tick_size,
+                "lot_size": cfg.instrument.lot_size,
+            },
+            "seed": cfg.settings.seed,
+            "tune": cfg.tune,
+            "control": cfg.control,
+            "freeze_after_convergence": cfg.freeze_after_convergence,
+            "iterations": [
+                {"index": p.index, "start_ns": p.start_ns, "end_ns": p.end_ns}
+                for p in cfg.plan.iterations
+            ],
+        }
+        committed = self.recorder.open(run_info, resume=cfg.resume)
+        if committed is not None:
+            ck = load_checkpoint(self.recorder.checkpoint_dir, committed)
+            self.engine.load_state(ck.engine)
+            if self.control is not None and ck.control is not None:
+                self.control.load_state(ck.control)
+            self.tuner = Tuner.from_state(ck.tuner, freeze=cfg.freeze_after_convergence)
+            self.overrides = Overrides.model_validate(ck.overrides)
+            self.engine.set_overrides(self.overrides)
+            self.decisions = [Decision(**d) for d in ck.decisions]
+            self.start_iteration = committed + 1
+            print(
+                f"resuming after iteration {committed + 1} of {len(cfg.plan.iterations)} "
+                f"(checkpoint in {self.recorder.checkpoint_dir})",
+                file=self.out,
+            )
+        self._write_overrides()
+
+    def _write_overrides(self) -> None:
+        self._own_write = self.recorder.write_overrides(self.overrides)
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def _feed_task(self) -> None:
+        async for chunk in replay_chunks(
+            self.cfg.events,
+            self.cfg.plan,
+            self.cfg.chunk_events,
+            self.start_iteration,
+            self.cfg.settings.speed,
+        ):
+            if self.stop_requested.is_set():
+                break
+            await self.bus.publish(chunk)
+        await self.bus.publish(Stop("end of feed"))
+
+    async def _runner_task(self, progress: Progress) -> bool:
+        """Drive the core chunk by chunk; return True when interrupted."""
+        inbox = self.bus.subscribe(EventChunk, Stop)
+        changes = self.bus.subscribe(OverridesChanged)
+        current_it = self.start_iteration
+        while True:
+            msg = await inbox.get()
+            if isinstance(msg, Stop):
+                return self.stop_requested.is_set()
+            chunk: EventChunk = msg
+            self._apply_changes(changes, chunk)
+            current_it = chunk.iteration
+            t0 = time.perf_counter()
+            res = self.engine.run(chunk.events)
+            marks = res.marks
+            if chunk.end_of_iteration:
+                marks = np.concatenate([marks, self.engine.mark_now()])
+            if len(chunk.events):
+                lag = chunk.events["local_ts"] - chunk.events["exch_ts"]
+                self._lags.append(lag.astype(np.float64) / 1e6)
+            sim_ts = int(chunk.events["exch_ts"][-1]) if len(chunk.events) else 0
+            done = ChunkDone(
+                chunk.iteration,
+                "tuned",
+                res.fills,
+                res.actions,
+                res.blocks,
+                marks,
+                sim_ts,
+                len(chunk.events),
+                chunk.end_of_iteration,
+                chunk.end_of_feed,
+            )
+            self.recorder.add_chunk(done)
+            self.rolling.add(marks, res.fills)
+            if self.control is not None:
+                cres = self.control.run(chunk.events)
+                cmarks = cres.marks
+                if chunk.end_of_iteration:
+                    cmarks = np.concatenate([cmarks, self.control.mark_now()])
+                self.recorder.add_chunk(
+                    ChunkDone(
+                        chunk.iteration,
+                        "control",
+                        cres.fills,
+                        cres.actions,
+                        cres.blocks,
+                        cmarks,
+                        sim_ts,
+                        len(chunk.events),
+                        chunk.end_of_iteration,
+                        chunk.end_of_feed,
+                    )
+                )
+            progress.chunk(
+                chunk.iteration,
+                sim_ts,
+                len(chunk.events),
+                time.perf_counter() - t0,
+                self.rolling.net_bps()[0],
+            )
+            interrupted = self.stop_requested.is_set()
+            if chunk.end_of_iteration or interrupted:
+                await self._end_iteration(
+                    chunk.iteration, sim_ts, partial=not chunk.end_of_iteration
+                )
+                progress.iteration_done(chunk.iteration, self.recorder.last_report)
+                if interrupted:
+                    return True
+            else:
+                net, nfills = self.rolling.net_bps()
+                await self.bus.publish(
+                    RollingStats(current_it, net, nfills, self.overrides, sim_ts)
+                )
+                td = await self._done_q.get()
+                self._iter_decisions.extend(td.decisions)
+            await asyncio.sleep(0)
+
+    def _apply_changes(self, changes: asyncio.Queue[OverridesChanged], chunk: EventChunk) -> None:
+        while not changes.empty():
+            msg = changes.get_nowait()
+            if msg.overrides == self.overrides:
+                continue
+            self.overrides = msg.overrides
+            self.engine.set_overrides(msg.overrides)
+            sim_ts = int(chunk.events["exch_ts"][0]) if len(chunk.events) else 0
+            log.info(
+                "overrides applied",
+                source=msg.source,
+                reason=msg.reason,
+                iteration=chunk.iteration,
+                sim_ts_ns=sim_ts,
+                overrides=msg.overrides.as_dict(),
+            )
+            self._write_overrides()
+
+    async def _end_iteration(self, iteration: int, sim_ts: int, partial: bool) -> None:
+        lag = np.concatenate(self._lags) if self._lags else np.zeros(0)
+        self._lags = []
+        ws_lag_p95 = float(np.percentile(lag, 95)) if len(lag) else float("nan")
+        metrics = self.recorder.iteration_metrics(iteration, ws_lag_p95)
+        overrides_in_force = self.overrides
+        if self.cfg.tune and not partial:
+            await self.bus.publish(IterationEnded(iteration, metrics, self.overrides, sim_ts))
+            td = await self._done_q.get()
+            for d in td.decisions:
+                print(d.marker(), file=self.out, flush=True)
+                log.info("autotune", **d.to_json())
+            self._iter_decisions.extend(td.decisions)
+            if td.overrides is not None and td.overrides != self.overrides:
+                self.overrides = td.overrides
+                self.engine.set_overrides(self.overrides)
+        decisions = self._iter_decisions
+        self._iter_decisions = []
+        self.decisions.extend(decisions)
+        self.rolling.reset()
+        if not partial:
+            # A partial iteration is re-run in full on resume, so it gets no checkpoint.
+            save_checkpoint(
+                self.recorder.checkpoint_dir,
+                iteration,
+                engine=self.engine.state_arrays(),
+                control=self.control.state_arrays() if self.control is not None else None,
+                tuner=self.tuner.state_dict(),
+                overrides=self.overrides.as_dict(),
+                decisions=[d.to_json() for d in self.decisions],
+            )
+        self.recorder.commit_iteration(
+            iteration,
+            overrides_in_force=overrides_in_force,
+            overrides_next=self.overrides,
+            decisions=decisions,
+            initial_overrides=self.cfg.overrides,
+            partial=partial,
+        )
+        self._own_write = self.recorder.tuned.last_overrides_text
+
+    async def _tuner_task(self) -> None:
+        """Applies the seed's scenarios after each iteration and the emergency rule per chunk."""
+        inbox = self.bus.subscribe(IterationEnded, RollingStats)
+        while True:
+            msg = await inbox.get()
+            if isinstance(msg, IterationEnded):
+                new, decisions = self.tuner.after_iteration(msg.metrics, msg.overrides)
+                await self.bus.publish(TunerDone(msg.iteration, tuple(decisions), new))
+                continue
+            r: RollingStats = msg
+            decisions = []
+            if self.cfg.tune and r.net_bps == r.net_bps:
+                new, decisions = self.tuner.emergency(
+                    r.iteration, r.net_bps, r.fills, r.overrides, r.sim_ts
+                )
+                if decisions:
+                    for d in decisions:
+                        print(d.marker(), file=self.out, flush=True)
+                        log.warning("autotune emergency", **d.to_json())
+                    await self.bus.publish(OverridesChanged(new, "emergency", decisions[0].reason))
+            await self.bus.publish(TunerDone(r.iteration, tuple(decisions)))
+
+    async def _operator_task(self) -> None:
+        """Hot-swap operator edits of the live overrides file; reject invalid ones, keep old."""
+        path = self.recorder.overrides_path
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            if text == self._own_write:
+                continue
+            try:
+                new = validate_overrides_dict(json.loads(text), str(path))
+            except (ValueError, UserError) as exc:
+                log.error(
+                    "operator overrides rejected; keeping the old values",
+                    path=str(path),
+                    error=str(exc),
+                )
+                self._own_write = text
+                continue
+            self._own_write = text
+            await self.bus.publish(OverridesChanged(new, "operator", f"edited {path}"))
+
+    # -- entry -----------------------------------------------------------------------------------
+    async def run(self) -> SoakOutcome:
+        self._prepare()
+        self._done_q = self.bus.subscribe(TunerDone)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        total = len(self.cfg.plan.iterations)
+        with Progress(total, self.start_iteration, self.cfg.plan, self.out) as progress:
+            feed = asyncio.create_task(self._feed_task())
+            tuner = asyncio.create_task(self._tuner_task())
+            operator = asyncio.create_task(self._operator_task())
+            try:
+                interrupted = await self._runner_task(progress)
+            finally:
+                for t in (feed, tuner, operator):
+                    t.cancel()
+                await asyncio.gather(feed, tuner, operator, return_exceptions=True)
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGINT)
+        final = self.recorder.finish(note=self.cfg.plan.note, interrupted=interrupted)
+        return SoakOutcome(final, interrupted, self.recorder.iterations_done, self.decisions)
+
+    def _on_sigint(self) -> None:
+        if self.stop_requested.is_set():
+            raise KeyboardInterrupt
+        print(
+            "\ninterrupt: finishing the current chunk and writing partial reports "
+            "(press Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+        self.stop_requested.set()

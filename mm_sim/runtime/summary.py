@@ -1,0 +1,74 @@
+"""The results summary printed at the end of a soak, read back from the written reports.
+
+Printing from the report files (not from in-memory state) guarantees the console says exactly
+what EDGE_REPORT.json and KPI_GATE.json say.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _f(v: Any, fmt: str = "+.3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
+    reports = root / "reports"
+    edge = json.loads((reports / "EDGE_REPORT.json").read_text())
+    gate = json.loads((reports / "KPI_GATE.json").read_text())
+    t = edge["totals"]
+    print("", file=out)
+    print("=" * 78, file=out)
+    print(
+        f"SOAK RESULTS  verdict {gate['verdict']}  (net_bps band {gate['band']})"
+        + ("  [interrupted]" if outcome.interrupted else ""),
+        file=out,
+    )
+    print("=" * 78, file=out)
+    print(
+        f"net_bps {_f(t['net_bps'])} = gross {_f(t['gross_bps'])} + fees_eff "
+        f"{_f(t['fees_eff_bps'])} + slippage {_f(t['slippage_bps'])} + inventory "
+        f"{_f(t['inventory_bps'])}   (adverse 1s {_f(t['adverse_bps'])}, not in the sum)",
+        file=out,
+    )
+    print(
+        f"fills {t['fills']:,}  notional {t['notional']:,.2f}  pnl {_f(t['pnl'], '+,.4f')}  "
+        f"maker {_f(t['maker_share_pct'], '.1f')}%  cancel_ratio {_f(t['cancel_ratio'], '.3f')}  "
+        f"order_age_p95 {_f(t['order_age_p95_ms'], '.0f')} ms",
+        file=out,
+    )
+    print("", file=out)
+    print(f"{'iter':>4} {'net_bps':>9} {'fills':>7} {'pnl':>11} {'verdict':>8}", file=out)
+    verdicts = {v["iteration"]: v["verdict"] for v in gate.get("iterations", [])}
+    for it in edge["iterations"]:
+        print(
+            f"{it['iteration'] + 1:>4} {_f(it['net_bps']):>9} {it['fills']:>7} "
+            f"{_f(it['pnl'], '+.4f'):>11} {verdicts.get(it['iteration'], '-'):>8}",
+            file=out,
+        )
+    drivers = ", ".join(d["name"] for d in t.get("neg_edge_drivers", [])) or "none"
+    print(f"\nnegative-edge drivers: {drivers}", file=out)
+    blocks = t.get("block_reasons", {})
+    if blocks.get("attempts"):
+        parts = [f"{k} {blocks['ratios'].get(k, 0):.1%}" for k in blocks.get("counts", {})]
+        print(f"block ratios (of {blocks['attempts']:,} attempts): {', '.join(parts)}", file=out)
+    changes = [d for d in outcome.decisions if d.field is not None]
+    print(f"tuner changes: {len(changes)}", file=out)
+    final = outcome.final
+    if final.get("control"):
+        c = final["control"]
+        print(
+            f"control arm (overrides frozen): net_bps {_f(c.get('frozen_net_bps'))}, "
+            f"tuner uplift {_f(c.get('uplift_bps'))} bps",
+            file=out,
+        )
+    if final.get("note"):
+        print(f"note: {final['note']}", file=out)
+    failed = gate.get("hard_failed", [])
+    if failed:
+        print(f"hard gates failed: {', '.join(failed)}", file=out)
+    print(f"\nnext step: {gate['next_step']}", file=out)
+    print(f"reports: {reports}/SOAK_RESULTS.md (and EDGE_REPORT.json, KPI_GATE.json)", file=out)
