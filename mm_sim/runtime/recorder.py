@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mm_sim.config import Overrides, Profile
 from mm_sim.report.control import write_comparison
 from mm_sim.report.edge import tuner_inputs
@@ -65,6 +67,11 @@ class Recorder:
         rd = self.tuned if done.arm == "tuned" else self.control
         assert rd is not None
         rd.append(fills=fills, actions=done.actions, blocks=done.blocks, marks=done.marks)
+
+    def add_marks(self, arm: str, marks: np.ndarray) -> None:
+        rd = self.tuned if arm == "tuned" else self.control
+        assert rd is not None
+        rd.append(marks=marks)
 
     def iteration_metrics(self, iteration: int, ws_lag_p95_ms: float) -> IterationMetrics:
         """Evaluate the iteration in progress (nothing written) and return the tuner's view."""

@@ -67,28 +67,37 @@ def _partial_note(plans: list[IterationPlan], t_last: int) -> str:
     return f" and a partial one ({(t_last - plans[-1].start_ns) / 60e9:.1f} min)"
 
 
+CHUNK_NS = 2_000_000_000
+
+
 async def replay_chunks(
     events: np.ndarray,
     plan: ReplayPlan,
     chunk_events: int,
     start_iteration: int = 0,
     speed: float | None = None,
+    chunk_ns: int = CHUNK_NS,
 ) -> AsyncIterator[EventChunk]:
     """Yield the chunks of each planned iteration from ``start_iteration`` on.
 
-    When pacing against the wall clock, chunks are kept small so the pacing is smooth.
+    A chunk ends after ``chunk_ns`` of exchange time or ``chunk_events`` events, whichever
+    comes first. Boundaries depend on the feed only — never on ``speed`` or timing — so paced
+    and unpaced replays of the same feed take the same decisions at the same events.
     """
-    if speed is not None:
-        chunk_events = min(chunk_events, 256)
     wall0 = time.monotonic()
     sim0: int | None = None
     last = plan.iterations[-1].index if plan.iterations else -1
+    ts_all = events["exch_ts"]
     for it in plan.iterations:
         if it.index < start_iteration:
             continue
         lo = it.lo
         while True:
+            t_end = int(ts_all[lo]) + chunk_ns if lo < it.hi else 0
             hi = min(lo + chunk_events, it.hi)
+            if lo < hi:
+                hi = lo + int(np.searchsorted(ts_all[lo:hi], t_end, side="left"))
+                hi = max(hi, lo + 1)
             chunk = events[lo:hi]
             end_it = hi >= it.hi
             if speed is not None and len(chunk):

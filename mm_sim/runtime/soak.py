@@ -144,6 +144,7 @@ class Soak:
         self.rolling = _Rolling()
         self._lags: list[np.ndarray] = []
         self._iter_decisions: list[Decision] = []
+        self._uncommitted: tuple[int, int] | None = None  # (iteration, sim_ts) not yet committed
         self._own_write: str | None = None
 
     # -- set-up --------------------------------------------------------------------------------
@@ -211,6 +212,10 @@ class Soak:
         while True:
             msg = await inbox.get()
             if isinstance(msg, Stop):
+                if self.stop_requested.is_set() and self._uncommitted is not None:
+                    it, ts = self._uncommitted
+                    await self._end_iteration(it, ts, partial=True)
+                    progress.iteration_done(it, self.recorder.last_report)
                 return self.stop_requested.is_set()
             chunk: EventChunk = msg
             self._apply_changes(changes, chunk)
@@ -265,6 +270,7 @@ class Soak:
                 self.rolling.net_bps()[0],
             )
             interrupted = self.stop_requested.is_set()
+            self._uncommitted = (chunk.iteration, sim_ts)
             if chunk.end_of_iteration or interrupted:
                 await self._end_iteration(
                     chunk.iteration, sim_ts, partial=not chunk.end_of_iteration
@@ -300,6 +306,11 @@ class Soak:
             self._write_overrides()
 
     async def _end_iteration(self, iteration: int, sim_ts: int, partial: bool) -> None:
+        if partial:
+            # A cut-short iteration still closes on a mark so its PnL is complete.
+            self.recorder.add_marks("tuned", self.engine.mark_now())
+            if self.control is not None:
+                self.recorder.add_marks("control", self.control.mark_now())
         lag = np.concatenate(self._lags) if self._lags else np.zeros(0)
         self._lags = []
         ws_lag_p95 = float(np.percentile(lag, 95)) if len(lag) else float("nan")
@@ -317,6 +328,7 @@ class Soak:
                 self.engine.set_overrides(self.overrides)
         decisions = self._iter_decisions
         self._iter_decisions = []
+        self._uncommitted = None
         self.decisions.extend(decisions)
         self.rolling.reset()
         if not partial:
