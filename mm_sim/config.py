@@ -131,7 +131,7 @@ class InstrumentCfg(_Section):
 class QuotingCfg(_Section):
     order_qty: float = Field(0.01, gt=0, description="Quote size per side, base units.")
     base_half_spread_bps: float = Field(
-        2.5, ge=0, le=500, description="Half-spread around the reservation price, bps of mid."
+        1.0, ge=0, le=500, description="Half-spread around the reservation price, bps of mid."
     )
     gamma: float = Field(
         0.1, ge=0, le=100, description="Avellaneda-Stoikov risk aversion (inventory skew)."
