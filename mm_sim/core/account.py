@@ -1,0 +1,85 @@
+"""Exact account (position, cash with fees) and the activity counters.
+
+The account is updated by every fill as it happens, independently of the fill records the
+report reads, so the report's decomposition can be checked against it: cash + position * mid
+must equal the sum of the per-fill terms.
+
+Cash convention: a buy of ``qty`` at ``price`` costs ``price * qty``; the fee is
+``price * qty * bps * 1e-4`` (positive = paid, negative = rebate) and always reduces cash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from mm_sim.core.records import LIQ_MAKER
+
+# Kernels never allocate, so they are compiled without numba's reference counting: passing
+# state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
+JIT: dict[str, Any] = {"cache": True, "_nrt": False}
+
+A_POS = 0  # base units
+A_CASH = 1  # quote currency, fees included
+A_FEES = 2  # sum of fees (positive = paid)
+A_BUY_QTY = 3
+A_SELL_QTY = 4
+A_BUY_NOTIONAL = 5
+A_SELL_NOTIONAL = 6
+A_MAKER_QTY = 7
+A_TAKER_QTY = 8
+A_SIZE = 9
+
+# Counters (int64). Attempts/sent are indexed by ACT_* (1..3), blocks by BLK_* (0..3).
+C_EVENTS = 0
+C_ATTEMPT0 = 0  # C_ATTEMPT0 + ACT_* -> 1..3
+C_SENT0 = 3  # C_SENT0 + ACT_* -> 4..6
+C_BLOCK0 = 7  # C_BLOCK0 + BLK_* -> 7..10
+C_FILLS = 11
+C_MAKER = 12
+C_TAKER = 13
+C_CANCEL_DONE = 14  # cancels that removed an order at the venue
+C_CANCEL_LOST = 15  # cancels that arrived after the order was already filled
+C_REPLACE_REJECTED = 16  # replaces that arrived after the order was already filled
+C_NO_DECISION = 17  # decision points skipped: book one-sided or crossed
+C_REPORT_FORCED = 18  # fill reports delivered early because the report queue was full
+C_WALK_TRUNCATED = 19  # taker walks stopped at the level cap
+C_SLOT_EXHAUSTED = 20  # places skipped because the order table was full
+C_DECISIONS = 21  # decision points evaluated
+C_SIZE = 22
+
+
+def make_account() -> np.ndarray:
+    return np.zeros(A_SIZE)
+
+
+def make_counters() -> np.ndarray:
+    return np.zeros(C_SIZE, dtype=np.int64)
+
+
+@njit(**JIT)
+def apply_fill(
+    acc: np.ndarray, side: int, price: float, qty: float, fee_bps: float, liquidity: int
+) -> float:
+    """Book one fill into the account; returns the fee (quote currency, positive = paid)."""
+    notional = price * qty
+    fee = notional * fee_bps * 1e-4
+    if side > 0:
+        acc[A_POS] += qty
+        acc[A_CASH] -= notional
+        acc[A_BUY_QTY] += qty
+        acc[A_BUY_NOTIONAL] += notional
+    else:
+        acc[A_POS] -= qty
+        acc[A_CASH] += notional
+        acc[A_SELL_QTY] += qty
+        acc[A_SELL_NOTIONAL] += notional
+    acc[A_CASH] -= fee
+    acc[A_FEES] += fee
+    if liquidity == LIQ_MAKER:
+        acc[A_MAKER_QTY] += qty
+    else:
+        acc[A_TAKER_QTY] += qty
+    return fee

@@ -1,0 +1,738 @@
+"""Plain-Python reference of the simulator core, written independently of the numba kernels.
+
+Same semantics as ``mm_sim.core.engine`` (docs/CORE.md), different implementation: a dict book,
+order objects, lists instead of preallocated tables and ring buffers. It is slow and meant for
+differential tests on small streams: kernel and reference must agree on every fill, action,
+block and mark and on the final account. Arithmetic is written in the same order as the kernels
+so floats agree to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mm_sim.config import LatencyMode, Overrides, Profile, QueueModel
+from mm_sim.core.records import (
+    ACT_CANCEL,
+    ACT_PLACE,
+    ACT_REPLACE,
+    ACTION_DTYPE,
+    ACTION_NAMES,
+    BLK_CONCURRENCY,
+    BLK_MIN_INTERVAL,
+    BLK_RISK,
+    BLK_THROTTLE,
+    BLOCK_DTYPE,
+    BLOCK_REASONS,
+    FILL_DTYPE,
+    LIQ_MAKER,
+    LIQ_TAKER,
+    MARK_DTYPE,
+)
+from mm_sim.events import KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE, Instrument
+
+NEVER = -(1 << 62)
+EPS = 1e-9
+WALK_MAX = 64
+
+
+def tick_of(price: float, tick: float) -> int:
+    return math.floor(price / tick + 0.5)
+
+
+class RefBook:
+    """Price levels in two dicts keyed by absolute tick number."""
+
+    def __init__(self) -> None:
+        self.bids: dict[int, float] = {}
+        self.asks: dict[int, float] = {}
+
+    def apply(self, kind: int, side: int, t: int, qty: float) -> None:
+        if kind == KIND_CLEAR:
+            self.bids.clear()
+            self.asks.clear()
+            return
+        if kind not in (KIND_DEPTH, KIND_SNAPSHOT):
+            return
+        levels = self.bids if side > 0 else self.asks
+        if qty > 0.0:
+            levels[t] = qty
+        else:
+            levels.pop(t, None)
+
+    def best_bid(self) -> int | None:
+        return max(self.bids) if self.bids else None
+
+    def best_ask(self) -> int | None:
+        return min(self.asks) if self.asks else None
+
+    def mid(self, tick: float) -> float:
+        b, a = self.best_bid(), self.best_ask()
+        if b is None or a is None:
+            return math.nan
+        return (b + a) * tick * 0.5
+
+    def qty(self, side: int, t: int) -> float:
+        return (self.bids if side > 0 else self.asks).get(t, 0.0)
+
+    def depth(self, side: int, n: int) -> float:
+        levels = self.bids if side > 0 else self.asks
+        total = 0.0
+        for t in sorted(levels, reverse=side > 0)[:n]:
+            total += levels[t]
+        return total
+
+    def opposite_through(self, side: int, px: int) -> list[tuple[int, float]]:
+        """Opposite levels at or through ``px``, best first."""
+        if side > 0:
+            return [(t, self.asks[t]) for t in sorted(self.asks) if t <= px]
+        return [(t, self.bids[t]) for t in sorted(self.bids, reverse=True) if t >= px]
+
+
+@dataclass
+class RefOrder:
+    oid: int
+    side: int
+    px: int
+    qty: float
+    decided: int
+    quote_px: float
+    mid_dec: float
+    status: str = "pending"  # pending | resting | done
+    filled: float = 0.0
+    rem: float = 0.0
+    front: float = 0.0
+    level: float = 0.0
+    traded: float = 0.0
+    cross_used: float = 0.0
+    rest_ts: int = 0
+
+
+@dataclass
+class RefOp:
+    kind: int
+    order: RefOrder
+    arrive: int
+    ack: int
+    px: int
+    decided: int
+    qty: float
+    mid: float
+    done: bool = False
+
+
+@dataclass
+class RefSide:
+    order: RefOrder | None = None
+    px: int = 0
+    lots: int = 0
+    decided: int = NEVER
+    last_act: int = NEVER
+    blocked: tuple[int, int, int, int] | None = None
+
+
+@dataclass
+class RefResult:
+    fills: np.ndarray
+    actions: np.ndarray
+    blocks: np.ndarray
+    marks: np.ndarray
+
+
+@dataclass
+class RefCounters:
+    attempts: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0, 3: 0})
+    sent: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0, 3: 0})
+    blocks: dict[int, int] = field(default_factory=lambda: {0: 0, 1: 0, 2: 0, 3: 0})
+    fills: int = 0
+    maker: int = 0
+    taker: int = 0
+    cancels_done: int = 0
+    cancels_lost_race: int = 0
+    replaces_rejected: int = 0
+    no_decision: int = 0
+    decisions: int = 0
+    events: int = 0
+
+
+class RefEngine:
+    """Event-by-event reference with the subset of the ``Engine`` API the tests compare."""
+
+    def __init__(
+        self, profile: Profile, overrides: Overrides, instrument: Instrument, seed: int = 0
+    ) -> None:
+        q = profile.quoting
+        self.tick = profile.instrument.tick_size or instrument.tick_size
+        self.lot = profile.instrument.lot_size or instrument.lot_size
+        self.order_qty = q.order_qty
+        self.half_bps = q.base_half_spread_bps
+        self.gamma = q.gamma
+        self.tau = q.horizon_s
+        self.vol_hl = q.vol_halflife_s
+        self.vol_sample_ns = q.vol_sample_ms * 1e6
+        self.levels = q.impact_levels
+        self.max_pos = profile.inventory.max_position
+        self.max_notional = profile.inventory.max_notional
+        self.maker_bps = profile.fees.maker_bps
+        self.taker_bps = profile.fees.taker_bps
+        lat = profile.latency
+        self.feed_mode = lat.mode == LatencyMode.feed
+        self.entry_ns = lat.entry_ms * 1e6
+        self.cancel_ns = lat.cancel_ms * 1e6
+        self.ack_ns = lat.ack_ms * 1e6
+        self.feed_mult = lat.feed_mult
+        self.probabilistic = profile.queue.model == QueueModel.probabilistic
+        self.power = profile.queue.power
+        self.max_in_flight = profile.limiter.max_in_flight
+        self.venue_cap = float(profile.limiter.venue_budget)
+        self.venue_rate = profile.limiter.venue_budget / (profile.limiter.venue_window_ms * 1e6)
+        self.mark_ns = round(profile.mark_interval_ms * 1e6)
+        self.set_overrides(overrides)
+
+        self.book = RefBook()
+        self.sides = {1: RefSide(), -1: RefSide()}
+        self.orders: list[RefOrder] = []  # known to the venue, ascending id
+        self.ops: list[RefOp] = []
+        self.reports: list[tuple[int, int, int, float, float]] = []
+        self.next_id = 1
+        self.last_arrival = NEVER
+        self.pos_view = 0.0
+        self.vol_init = False
+        self.vol_last_mid = 0.0
+        self.vol_last_ts = 0
+        self.vol_var = 0.0
+        self.tokens = {"replace": 0.0, "venue": 0.0}
+        self.token_ts = {"replace": NEVER, "venue": NEVER}
+        self.pos = 0.0
+        self.cash = 0.0
+        self.fees = 0.0
+        self.started = False
+        self.next_mark = 0
+        self.pending: int | None = None
+        self.lag = 0
+        self.last_exch = 0
+        self.c = RefCounters()
+        self._fills: list[tuple[Any, ...]] = []
+        self._actions: list[tuple[Any, ...]] = []
+        self._blocks: list[tuple[Any, ...]] = []
+        self._marks: list[tuple[Any, ...]] = []
+
+    def set_overrides(self, o: Overrides) -> None:
+        self.min_interval_ns = o.min_interval_ms * 1e6
+        self.repl_cap = float(o.replace_rate_per_min)
+        self.repl_rate = o.replace_rate_per_min / 60e9
+        self.spread_delta = float(o.base_spread_bps_delta)
+        self.tail_age_ns = o.tail_age_ms * 1e6
+        self.impact_ratio = float(o.impact_cap_ratio)
+        self.max_delta_ratio = float(o.max_delta_ratio)
+
+    # -- latency ------------------------------------------------------------------------------
+
+    def _leg(self, const_ns: float) -> int:
+        if self.feed_mode:
+            return int(self.feed_mult * self.lag + const_ns)
+        return int(const_ns)
+
+    # -- venue --------------------------------------------------------------------------------
+
+    def _fill(self, o: RefOrder, ts: int, price: float, qty: float, liq: int) -> None:
+        o.filled += qty
+        rem = o.rem - qty
+        if rem < self.lot * 1e-9:
+            rem = 0.0
+            o.status = "done"
+        o.rem = rem
+        notional = price * qty
+        fee = notional * (self.maker_bps if liq == LIQ_MAKER else self.taker_bps) * 1e-4
+        if o.side > 0:
+            self.pos += qty
+            self.cash -= notional
+        else:
+            self.pos -= qty
+            self.cash += notional
+        self.cash -= fee
+        self.fees += fee
+        self._fills.append(
+            (
+                ts, o.oid, ts - o.decided, ts - o.rest_ts, price, qty, fee, o.quote_px,
+                o.mid_dec, self.book.mid(self.tick), self.pos, o.side, liq, -1, 0,
+            )
+        )  # fmt: skip
+        self.c.fills += 1
+        if liq == LIQ_MAKER:
+            self.c.maker += 1
+        else:
+            self.c.taker += 1
+        self.reports.append((ts + self._leg(self.ack_ns), o.oid, o.side, qty, rem))
+
+    def _join(self, o: RefOrder, px: int, ts: int) -> None:
+        o.px = px
+        o.rest_ts = ts
+        o.status = "resting"
+        o.cross_used = 0.0
+        o.traded = 0.0
+        crossing = self.book.opposite_through(o.side, px)
+        if crossing:
+            taken = 0.0
+            for n, (t, q) in enumerate(crossing):
+                if o.rem <= 0.0:
+                    break
+                if n == WALK_MAX:
+                    break
+                take = min(q, o.rem)
+                self._fill(o, ts, t * self.tick, take, LIQ_TAKER)
+                taken += take
+            o.cross_used = taken
+        level = self.book.qty(o.side, px)
+        o.front = level
+        o.level = level
+
+    def _arrivals(self, exch: int) -> None:
+        for op in self.ops:
+            if op.done:
+                continue
+            if op.arrive > exch:
+                break
+            op.done = True
+            o = op.order
+            if op.kind == ACT_PLACE:
+                o.rem = op.qty
+                self._join(o, op.px, op.arrive)
+            elif op.kind == ACT_REPLACE:
+                if o.status != "resting":
+                    self.c.replaces_rejected += 1
+                    continue
+                keep = op.px == o.px and op.qty < o.rem
+                o.rem = op.qty
+                o.qty = o.filled + op.qty
+                if not keep:
+                    o.decided = op.decided
+                    o.quote_px = op.px * self.tick
+                    o.mid_dec = op.mid
+                    self._join(o, op.px, op.arrive)
+            else:
+                if o.status == "resting":
+                    o.status = "done"
+                    o.rem = 0.0
+                    self.c.cancels_done += 1
+                else:
+                    self.c.cancels_lost_race += 1
+
+    def _queue(self, o: RefOrder, new: float) -> float:
+        front, prev, traded = o.front, o.level, o.traded
+        if self.probabilistic:
+            chg = prev - new - traded
+            if chg > 0.0:
+                back = max(prev - traded - front, 0.0)
+                fa = front**self.power
+                fb = back**self.power
+                p_ahead = fa / (fa + fb) if fa + fb > 0.0 else 0.0
+                ahead = p_ahead * chg
+                behind = chg - ahead
+                if behind > back:
+                    ahead += behind - back
+                front = max(front - ahead, 0.0)
+        return min(front, new)
+
+    def _on_depth(self, side: int, t: int, qty: float, ts: int) -> None:
+        qty = max(qty, 0.0)
+        taken = 0.0
+        for o in self.orders:
+            if o.status != "resting":
+                continue
+            if o.side == side:
+                if o.px == t:
+                    o.front = self._queue(o, qty)
+                    o.level = qty
+                    o.traded = 0.0
+                continue
+            crossing = self.book.opposite_through(o.side, o.px)
+            if not crossing:
+                o.cross_used = 0.0
+                continue
+            total = 0.0
+            for _, q in crossing:
+                total += q
+            avail = total - o.cross_used - taken
+            if avail > 0.0:
+                f = min(o.rem, avail)
+                o.cross_used += f
+                o.front = 0.0
+                taken += f
+                self._fill(o, ts, o.px * self.tick, f, LIQ_MAKER)
+
+    def _on_trade(self, aggressor: int, t: int, qty: float, ts: int) -> None:
+        if qty <= 0.0:
+            return
+        avail = qty
+        for o in self.orders:
+            if o.status != "resting" or o.side == aggressor:
+                continue
+            through = t < o.px if o.side > 0 else t > o.px
+            if t == o.px:
+                front = o.front - qty
+                o.traded += qty
+                if front < 0.0:
+                    f = min(o.rem, -front, avail)
+                    o.front = 0.0
+                    if f > 0.0:
+                        avail -= f
+                        self._fill(o, ts, o.px * self.tick, f, LIQ_MAKER)
+                else:
+                    o.front = front
+            elif through:
+                o.front = 0.0
+                f = min(o.rem, avail)
+                if f > 0.0:
+                    avail -= f
+                    self._fill(o, ts, o.px * self.tick, f, LIQ_MAKER)
+
+    # -- strategy -----------------------------------------------------------------------------
+
+    def _deliver(self, now: int) -> None:
+        while self.reports and self.reports[0][0] <= now:
+            _, oid, side, qty, rem = self.reports.pop(0)
+            self.pos_view += side * qty
+            if rem <= 0.0:
+                st = self.sides[side]
+                if st.order is not None and st.order.oid == oid:
+                    st.order = None
+
+    def _purge(self, now: int) -> None:
+        self.ops = [op for op in self.ops if not (op.done and op.ack <= now)]
+        in_use = {id(op.order) for op in self.ops}
+        in_use |= {id(s.order) for s in self.sides.values() if s.order is not None}
+        self.orders = [o for o in self.orders if o.status != "done" or id(o) in in_use]
+
+    def _bucket(self, name: str, now: int, cap: float, rate: float) -> float:
+        last = self.token_ts[name]
+        if last == NEVER:
+            return cap
+        level = self.tokens[name] + max(now - last, 0) * rate
+        return min(level, cap)
+
+    def _reason(self, action: int, now: int, st: RefSide) -> int | None:
+        if now - st.last_act < self.min_interval_ns:
+            return BLK_MIN_INTERVAL
+        if len(self.ops) >= self.max_in_flight:
+            return BLK_CONCURRENCY
+        if action != ACT_PLACE and (
+            self._bucket("replace", now, self.repl_cap, self.repl_rate) < 1.0
+        ):
+            return BLK_THROTTLE
+        if self._bucket("venue", now, self.venue_cap, self.venue_rate) < 1.0:
+            return BLK_THROTTLE
+        return None
+
+    def _block(self, side: int, action: int, reason: int, px: int, lots: int, now: int) -> None:
+        st = self.sides[side]
+        key = (action, px, lots, reason)
+        if st.blocked == key:
+            return
+        st.blocked = key
+        self.c.attempts[action] += 1
+        self.c.blocks[reason] += 1
+        self._blocks.append((now, reason, action, side, 0))
+
+    def _attempt(self, side: int, action: int, px: int, lots: int, now: int, mid: float) -> None:
+        st = self.sides[side]
+        reason = self._reason(action, now, st)
+        if reason is not None:
+            self._block(side, action, reason, px, lots, now)
+            return
+        qty = lots * self.lot
+        ack_leg = self._leg(self.ack_ns)
+        if action == ACT_CANCEL:
+            arrive = now + self._leg(self.cancel_ns)
+        else:
+            arrive = now + self._leg(self.entry_ns)
+        arrive = max(arrive, self.last_arrival)
+        self.last_arrival = arrive
+        if action == ACT_PLACE:
+            o = RefOrder(self.next_id, side, px, qty, now, px * self.tick, mid)
+            self.next_id += 1
+            self.orders.append(o)
+            self.ops.append(RefOp(ACT_PLACE, o, arrive, arrive + ack_leg, px, now, qty, mid))
+            st.order, st.px, st.lots, st.decided = o, px, lots, now
+        elif action == ACT_REPLACE:
+            assert st.order is not None
+            o = st.order
+            keep = px == st.px and lots < st.lots
+            self.ops.append(RefOp(ACT_REPLACE, o, arrive, arrive + ack_leg, px, now, qty, mid))
+            st.px, st.lots = px, lots
+            if not keep:
+                st.decided = now
+        else:
+            assert st.order is not None
+            o = st.order
+            px = st.px
+            qty = 0.0
+            self.ops.append(RefOp(ACT_CANCEL, o, arrive, arrive + ack_leg, px, now, 0.0, mid))
+            st.order = None
+        if action != ACT_PLACE:
+            lvl = self._bucket("replace", now, self.repl_cap, self.repl_rate)
+            self.tokens["replace"] = lvl - 1.0
+            self.token_ts["replace"] = now
+        self.tokens["venue"] = self._bucket("venue", now, self.venue_cap, self.venue_rate) - 1.0
+        self.token_ts["venue"] = now
+        st.last_act = now
+        st.blocked = None
+        self.c.attempts[action] += 1
+        self.c.sent[action] += 1
+        self._actions.append((now, o.oid, px * self.tick, qty, action, side))
+
+    def _risk(self, side: int, qty: float, price: float) -> bool:
+        new = self.pos_view + side * qty
+        if abs(new) <= abs(self.pos_view):
+            return False
+        return abs(new) > self.max_pos * (1.0 + 1e-9) or abs(new) * price > self.max_notional
+
+    def _target(self, mid: float, bb: int, ba: int) -> tuple[int, int, float]:
+        tick = self.tick
+        h = mid * (self.half_bps + self.spread_delta) * 1e-4
+        h = h if h > tick else tick
+        sigma_bps = math.sqrt(self.vol_var) * 1e4
+        q = self.pos_view / self.order_qty
+        skew = (0.0 - (0.0 - q * self.gamma * sigma_bps * sigma_bps * self.tau)) * 1e-4 * mid
+        cap = self.max_delta_ratio * h
+        skew = min(max(skew, -cap), cap)
+        r = mid - skew
+        b = math.floor((r - h) / tick + EPS)
+        a = math.ceil((r + h) / tick - EPS)
+        b = ba - 1 if b >= ba else b
+        a = bb + 1 if a <= bb else a
+        return b, a, h
+
+    def _lots(self, side: int) -> int:
+        qty = min(self.order_qty, self.impact_ratio * self.book.depth(side, self.levels))
+        return math.floor(qty / self.lot + EPS)
+
+    def _decide(self, now: int) -> None:
+        bb, ba = self.book.best_bid(), self.book.best_ask()
+        if bb is None or ba is None or bb >= ba:
+            self.c.no_decision += 1
+            return
+        self.c.decisions += 1
+        mid = self.book.mid(self.tick)
+        if not self.vol_init:
+            self.vol_init, self.vol_last_mid, self.vol_last_ts = True, mid, now
+        elif now - self.vol_last_ts >= self.vol_sample_ns:
+            dt = (now - self.vol_last_ts) / 1e9
+            r = math.log(mid / self.vol_last_mid)
+            alpha = 1.0 - 2.0 ** (-dt / self.vol_hl)
+            self.vol_var = self.vol_var + alpha * (r * r / dt - self.vol_var)
+            self.vol_last_mid, self.vol_last_ts = mid, now
+        bt, at, h = self._target(mid, bb, ba)
+        step = max(1, math.floor(self.max_delta_ratio * h / self.tick + EPS))
+        order = [(1, bt), (-1, at)]
+        if self.sides[-1].last_act < self.sides[1].last_act:
+            order.reverse()  # the side that acted longer ago goes first
+        for side, want in order:
+            self._side(side, want, self._lots(side), step, bb, ba, now, mid)
+
+    def _side(
+        self, side: int, want: int, lots: int, step: int, bb: int, ba: int, now: int, mid: float
+    ) -> None:
+        st = self.sides[side]
+        has = st.order is not None
+        if lots <= 0:
+            if has:
+                self._attempt(side, ACT_CANCEL, st.px, 0, now, mid)
+            return
+        intent = None
+        px = want
+        if has:
+            px = min(max(want, st.px - step), st.px + step)
+            if side > 0 and px >= ba:
+                px = ba - 1
+            if side < 0 and px <= bb:
+                px = bb + 1
+            if px != st.px or lots != st.lots or now - st.decided >= self.tail_age_ns:
+                intent = ACT_REPLACE
+        else:
+            intent = ACT_PLACE
+        if self._risk(side, lots * self.lot, px * self.tick):
+            if intent is not None:
+                self._block(side, intent, BLK_RISK, px, lots, now)
+            if has:
+                self._attempt(side, ACT_CANCEL, st.px, 0, now, mid)
+            return
+        if intent is not None:
+            self._attempt(side, intent, px, lots, now, mid)
+
+    # -- loop ---------------------------------------------------------------------------------
+
+    def _mark(self, ts: int) -> None:
+        bids = [o.px for o in self.orders if o.status == "resting" and o.side > 0]
+        asks = [o.px for o in self.orders if o.status == "resting" and o.side < 0]
+        bb, ba = self.book.best_bid(), self.book.best_ask()
+        self._marks.append(
+            (
+                ts, self.book.mid(self.tick), self.pos, self.cash,
+                max(bids) * self.tick if bids else math.nan,
+                min(asks) * self.tick if asks else math.nan,
+                bb * self.tick if bb is not None else math.nan,
+                ba * self.tick if ba is not None else math.nan,
+                math.sqrt(self.vol_var),
+            )
+        )  # fmt: skip
+
+    def step(self, e: np.void) -> None:
+        exch, local, kind, side = (
+            int(e["exch_ts"]),
+            int(e["local_ts"]),
+            int(e["kind"]),
+            int(e["side"]),
+        )
+        if self.pending is not None:
+            # the previous event ended a snapshot batch unless this one continues it
+            ts, self.pending = self.pending, None
+            if not (kind == KIND_SNAPSHOT and local == ts):
+                self._decide(ts)
+        if not self.started:
+            self.next_mark = -((-exch) // self.mark_ns) * self.mark_ns
+            self.started = True
+        while self.next_mark <= exch:
+            self._mark(self.next_mark)
+            self.next_mark += self.mark_ns
+        self.lag = max(local - exch, 0)
+        self._arrivals(exch)
+        t = tick_of(float(e["price"]), self.tick)
+        if kind == KIND_TRADE:
+            self._on_trade(side, t, float(e["qty"]), exch)
+        else:
+            self.book.apply(kind, side, t, float(e["qty"]))
+            if kind in (KIND_DEPTH, KIND_SNAPSHOT):
+                self._on_depth(side, t, float(e["qty"]), exch)
+        self._deliver(local)
+        self._purge(local)
+        if kind in (KIND_CLEAR, KIND_SNAPSHOT):
+            self.pending = local
+        else:
+            self._decide(local)
+        self.last_exch = exch
+        self.c.events += 1
+
+    def run(self, events: np.ndarray) -> RefResult:
+        start = (len(self._fills), len(self._actions), len(self._blocks), len(self._marks))
+        for e in events:
+            self.step(e)
+        return RefResult(
+            np.array(self._fills[start[0] :], dtype=FILL_DTYPE),
+            np.array(self._actions[start[1] :], dtype=ACTION_DTYPE),
+            np.array(self._blocks[start[2] :], dtype=BLOCK_DTYPE),
+            np.array(self._marks[start[3] :], dtype=MARK_DTYPE),
+        )
+
+    @property
+    def position(self) -> float:
+        return self.pos
+
+    def counters(self) -> dict[str, Any]:
+        c = self.c
+        return {
+            "events": c.events,
+            "decisions": c.decisions,
+            "attempts": {ACTION_NAMES[a]: n for a, n in c.attempts.items()},
+            "blocks": {BLOCK_REASONS[r]: n for r, n in c.blocks.items()},
+            "fills": c.fills,
+            "maker": c.maker,
+            "taker": c.taker,
+            "places": c.sent[ACT_PLACE],
+            "replaces": c.sent[ACT_REPLACE],
+            "cancels": c.sent[ACT_CANCEL],
+            "cancels_done": c.cancels_done,
+            "cancels_lost_race": c.cancels_lost_race,
+            "replaces_rejected": c.replaces_rejected,
+            "no_decision": c.no_decision,
+        }
+
+
+class RefRng:
+    """xoshiro256** seeded by splitmix64, on Python ints (reference of ``mm_sim.core.rng``)."""
+
+    MASK = (1 << 64) - 1
+
+    def __init__(self, seed: int) -> None:
+        x = seed & self.MASK
+        self.s = []
+        for _ in range(4):
+            x = (x + 0x9E3779B97F4A7C15) & self.MASK
+            z = x
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self.MASK
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self.MASK
+            self.s.append(z ^ (z >> 31))
+
+    def _rotl(self, x: int, k: int) -> int:
+        return ((x << k) | (x >> (64 - k))) & self.MASK
+
+    def next(self) -> int:
+        s0, s1, s2, s3 = self.s
+        result = (self._rotl((s1 * 5) & self.MASK, 7) * 9) & self.MASK
+        t = (s1 << 17) & self.MASK
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = self._rotl(s3, 45)
+        self.s = [s0, s1, s2, s3]
+        return result
+
+    def uniform(self) -> float:
+        return (self.next() >> 11) * (1.0 / 9007199254740992.0)
+
+
+class Script:
+    """Builds small event streams by hand (tests, examples): prices in ticks, times in ms.
+
+    ``at(ms)`` moves the exchange clock; every event gets ``local = exch + lag``.
+    """
+
+    def __init__(self, tick: float, t0_ns: int = 1_000_000_000_000, lag_ms: float = 0.0) -> None:
+        self.tick = tick
+        self.t0 = t0_ns
+        self.now_ms = 0.0
+        self.lag_ms = lag_ms
+        self.rows: list[tuple[int, int, float, float, int, int]] = []
+
+    def at(self, ms: float, lag_ms: float | None = None) -> Script:
+        self.now_ms = ms
+        if lag_ms is not None:
+            self.lag_ms = lag_ms
+        return self
+
+    def _add(self, kind: int, side: int, t: int, qty: float) -> Script:
+        exch = self.t0 + round(self.now_ms * 1e6)
+        local = exch + round(self.lag_ms * 1e6)
+        self.rows.append((exch, local, t * self.tick, qty, kind, side))
+        return self
+
+    def clear(self) -> Script:
+        return self._add(KIND_CLEAR, 0, 0, 0.0)
+
+    def snapshot(self, bids: dict[int, float], asks: dict[int, float]) -> Script:
+        self.clear()
+        for t, q in bids.items():
+            self._add(KIND_SNAPSHOT, 1, t, q)
+        for t, q in asks.items():
+            self._add(KIND_SNAPSHOT, -1, t, q)
+        return self
+
+    def depth(self, side: int, t: int, qty: float) -> Script:
+        return self._add(KIND_DEPTH, side, t, qty)
+
+    def trade(self, aggressor: int, t: int, qty: float) -> Script:
+        return self._add(KIND_TRADE, aggressor, t, qty)
+
+    def events(self) -> np.ndarray:
+        from mm_sim.events import EVENT_DTYPE
+
+        return np.array(self.rows, dtype=EVENT_DTYPE)
+
+
+__all__ = ["RefBook", "RefEngine", "RefResult", "RefRng", "Script"]

@@ -1,0 +1,267 @@
+"""The soak as a user runs it: real subprocesses, real files, real signals.
+
+Short soaks (a few simulated minutes per iteration on the synthetic market) keep this fast;
+the behaviour under test — artifacts, markers, determinism, kill + resume, interrupt, operator
+hot-swap, control arm — does not depend on the length.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARGS = ["--iterations", "3", "--iteration-minutes", "2", "--seed", "7"]
+OVERRIDE_FIELDS = {
+    "min_interval_ms",
+    "replace_rate_per_min",
+    "base_spread_bps_delta",
+    "tail_age_ms",
+    "impact_cap_ratio",
+    "max_delta_ratio",
+}
+
+
+def soak_cmd(artifacts: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mm_sim", "soak", *ARGS, "--artifacts", str(artifacts), *extra]
+
+
+def run_soak(
+    artifacts: Path, *extra: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        soak_cmd(artifacts, *extra), capture_output=True, text=True, cwd=REPO, timeout=timeout
+    )
+
+
+def totals(artifacts: Path) -> dict:
+    return json.loads((artifacts / "reports" / "EDGE_REPORT.json").read_text())["totals"]
+
+
+def committed(artifacts: Path) -> int:
+    path = artifacts / "soak" / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    return path.read_bytes().count(b"\n")
+
+
+@pytest.fixture(scope="module")
+def baseline(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("baseline") / "art"
+    r = run_soak(out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+def test_soak_writes_every_artifact_and_markers(baseline) -> None:
+    art, r = baseline
+    for rel in (
+        "reports/EDGE_REPORT.json",
+        "reports/KPI_GATE.json",
+        "reports/soak_metrics.json",
+        "reports/SOAK_RESULTS.md",
+        "reports/pnl.png",
+        "soak/metrics.jsonl",
+        "soak/summary.txt",
+        "soak/runtime_overrides.json",
+        "soak/fills.csv",
+        "soak/run.json",
+    ):
+        assert (art / rel).is_file(), rel
+    assert "| autotune | " in r.stdout
+    assert "SOAK RESULTS  verdict " in r.stdout and "next step:" in r.stdout
+    lines = [json.loads(x) for x in (art / "soak" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["iteration"] for ln in lines] == [0, 1, 2]
+    for ln in lines:
+        assert set(ln["overrides"]) == OVERRIDE_FIELDS
+    gate = json.loads((art / "reports" / "KPI_GATE.json").read_text())
+    assert gate["verdict"] in {"SUCCESS", "OK", "WARN", "FAIL"}
+    edge = json.loads((art / "reports" / "EDGE_REPORT.json").read_text())
+    assert edge["schema_version"] == 1 and edge["totals"]["final_mid"] > 0
+    assert edge["totals"]["fills"] > 0
+
+
+def test_markers_match_recorded_decisions(baseline) -> None:
+    art, r = baseline
+    markers = [ln for ln in r.stdout.splitlines() if ln.startswith("| autotune | DRIVER:")]
+    lines = [json.loads(x) for x in (art / "soak" / "metrics.jsonl").read_text().splitlines()]
+    recorded = [d for ln in lines for d in ln["decisions"] if d["field"] is not None]
+    assert len(markers) == len(recorded)
+    final = json.loads((art / "soak" / "runtime_overrides.json").read_text())
+    assert final == lines[-1]["overrides_next"]
+
+
+def test_pnl_recomputed_from_fills_csv_and_final_mid(baseline) -> None:
+    art, _ = baseline
+    cash = pos = 0.0
+    with open(art / "soak" / "fills.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            s = 1.0 if row["side"] == "buy" else -1.0
+            q, p = float(row["qty"]), float(row["price"])
+            cash -= s * q * p + float(row["fee"])
+            pos += s * q
+    t = totals(art)
+    pnl = cash + pos * t["final_mid"]
+    assert pnl == pytest.approx(t["pnl"], rel=1e-9, abs=1e-9)
+    assert t["net_bps"] * t["notional"] / 1e4 == pytest.approx(pnl, rel=1e-9, abs=1e-9)
+
+
+def test_same_seed_same_results(baseline, tmp_path: Path) -> None:
+    art, _ = baseline
+    r = run_soak(tmp_path / "again")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "again" / "soak" / "fills.csv").read_bytes() == (
+        art / "soak" / "fills.csv"
+    ).read_bytes()
+    assert totals(tmp_path / "again") == totals(art)
+
+
+def test_killed_soak_resumes_to_the_same_totals(baseline, tmp_path: Path) -> None:
+    art, _ = baseline
+    out = tmp_path / "killed"
+    # Paced so it is still running when killed; pacing never changes the chunking.
+    proc = subprocess.Popen(
+        soak_cmd(out, "--speed", "60"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while committed(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "soak finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert 1 <= committed(out) < 3
+    r = run_soak(out, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming after iteration" in r.stdout
+    assert totals(out) == totals(art)
+    assert (out / "soak" / "fills.csv").read_bytes() == (art / "soak" / "fills.csv").read_bytes()
+
+
+def test_sigint_stops_cleanly_with_partial_reports(tmp_path: Path) -> None:
+    out = tmp_path / "int"
+    proc = subprocess.Popen(
+        soak_cmd(out, "--speed", "60"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while committed(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "[interrupted]" in stdout
+    lines = [json.loads(x) for x in (out / "soak" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["partial"] is True
+    assert (out / "reports" / "KPI_GATE.json").is_file()
+    # The partial iteration is re-run in full on resume.
+    r = run_soak(out, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [json.loads(x) for x in (out / "soak" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["iteration"] for ln in lines] == [0, 1, 2] and not lines[-1]["partial"]
+
+
+def test_operator_edit_is_hot_swapped_and_bad_edit_rejected(tmp_path: Path) -> None:
+    out = tmp_path / "op"
+    env = {**os.environ, "MM_LOG_JSON": "1"}
+    proc = subprocess.Popen(
+        [
+            *soak_cmd(out, "--speed", "40", "--no-tune"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    live = out / "soak" / "runtime_overrides.json"
+    deadline = time.monotonic() + 60
+    while not live.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    live.write_text('{"min_interval_ms": -3}')  # invalid: rejected, old values kept
+    time.sleep(1.5)
+    edited = json.loads((REPO / "overrides" / "runtime_overrides.json").read_text())
+    edited["tail_age_ms"] = 1234
+    live.write_text(json.dumps(edited))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "operator overrides rejected" in stderr
+    assert '"source": "operator"' in stderr
+    lines = [json.loads(x) for x in (out / "soak" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["overrides"]["tail_age_ms"] == 1234
+    assert lines[0]["overrides"]["min_interval_ms"] == 70
+
+
+def test_control_arm_reports_tuned_vs_frozen(tmp_path: Path) -> None:
+    out = tmp_path / "ctl"
+    r = run_soak(out, "--control")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cmp = json.loads((out / "reports" / "CONTROL_COMPARISON.json").read_text())
+    assert [row["iteration"] for row in cmp["iterations"]] == [0, 1, 2]
+    assert "uplift_bps" in cmp["totals"]
+    assert "Tuned vs frozen" in (out / "reports" / "SOAK_RESULTS.md").read_text()
+    frozen = [
+        json.loads(x) for x in (out / "control" / "soak" / "metrics.jsonl").read_text().splitlines()
+    ]
+    first = frozen[0]["overrides"]
+    assert all(ln["overrides"] == first for ln in frozen)
+
+
+def test_a_second_run_moves_the_first_aside(tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    args = ["--iterations", "1", "--iteration-minutes", "1"]
+    for _ in range(2):
+        r = subprocess.run(
+            [sys.executable, "-m", "mm_sim", "soak", *args, "--artifacts", str(out)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert "moved to" in r.stdout
+    assert len(list(tmp_path.glob("art-*"))) == 1
+
+
+def test_short_recorded_feed_ends_the_soak_with_a_clear_message(tmp_path: Path) -> None:
+    from mm_sim.events import write_feed
+    from mm_sim.feeds.synthetic import SyntheticParams, generate
+
+    events, inst = generate(SyntheticParams(), seed=2, duration_s=90)
+    feed = write_feed(tmp_path / "short.npy", events, inst)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mm_sim",
+            "soak",
+            "--feed",
+            str(feed),
+            "--iterations",
+            "3",
+            "--iteration-minutes",
+            "1",
+            "--artifacts",
+            str(tmp_path / "a"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "the feed covers 1.5 simulated minutes of the 3 requested" in r.stderr
+    assert committed(tmp_path / "a") == 2
