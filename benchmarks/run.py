@@ -1,0 +1,445 @@
+"""``make bench`` / ``make bench-quick``: measure the core and the soak, write latest.json/.md.
+
+Usage: ``python -m benchmarks.run [--quick | --tiny] [--out DIR] [--skip-peer] [--skip-soak]``.
+Figures are computed here and written as they were measured; nothing is asserted. Sizes:
+
+- full:  synthetic 30 min (~1 M events), scaling 1x/4x/16x of it, levels on 10 min feeds, the
+         default soak (6 x 30 min) cold and warm, every real data set, the peer when installed;
+- quick: synthetic 5 min, scaling 1x/4x/16x of it, a 2 x 5 min warm soak, real data, no peer;
+- tiny:  seconds-long feeds for the smoke test (no real data, 1 x 1 min soak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+
+from benchmarks import data, scaling, soak_e2e, stages
+from mm_sim.config import load_profile
+from mm_sim.events import atomic_write_bytes, atomic_write_json, write_feed
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {
+        "synthetic_s": 1800.0, "multiples": [1, 4, 16], "levels_s": 600.0,
+        "depths": [20, 200, 2000], "soak": [], "cold": True, "real": True, "peer": True,
+        "repeats": 3,
+    },
+    "quick": {
+        "synthetic_s": 300.0, "multiples": [1, 4, 16], "levels_s": 120.0,
+        "depths": [20, 200, 2000], "soak": ["--iterations", "2", "--iteration-minutes", "5"],
+        "cold": False, "real": True, "peer": False, "repeats": 3,
+    },
+    "tiny": {
+        "synthetic_s": 60.0, "multiples": [1, 2], "levels_s": 30.0, "depths": [20, 200],
+        "soak": ["--iterations", "1", "--iteration-minutes", "1"], "cold": False, "real": False,
+        "peer": False, "repeats": 2,
+    },
+}  # fmt: skip
+
+
+def environment() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+            return r.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (math.nan, math.nan, math.nan)
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": list(load),
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR", ""),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def compile_times(feed_path: Path) -> dict[str, Any]:
+    """Kernel compile (empty cache) vs load (warm cache) for one Engine.run, in subprocesses."""
+    code = (
+        "import time,sys\nt=time.perf_counter()\n"
+        "from mm_sim.config import load_profile, Overrides\nfrom mm_sim.core.engine import Engine\n"
+        "from mm_sim.events import open_feed\nimport numpy as np\n"
+        "f=open_feed(sys.argv[1]);imp=time.perf_counter()-t\n"
+        "e=Engine(load_profile('S1'),Overrides(),f.instrument,1)\n"
+        "t=time.perf_counter();e.run(np.array(f.events[:1000]));"
+        "print(imp,time.perf_counter()-t)\n"
+    )
+    out: dict[str, Any] = {}
+    for label in ("cold", "warm"):
+        with tempfile.TemporaryDirectory(prefix="mm_bench_numba_") as cache:
+            env = dict(os.environ)
+            if label == "cold":
+                env["NUMBA_CACHE_DIR"] = cache
+            r = subprocess.run(
+                [sys.executable, "-c", code, str(feed_path)],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            if r.returncode != 0:
+                out[label] = {"error": r.stderr.strip()[-1500:]}
+                continue
+            imp, first = (float(x) for x in r.stdout.split()[-2:])
+            out[label] = {"import_s": imp, "first_run_s": first}
+    return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets next to what was measured (reported, never asserted)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, target: str, value: Any, met: bool | None, note: str = "") -> None:
+        rows.append({"target": name, "goal": target, "measured": value, "met": met, "note": note})
+
+    syn = res["throughput"]["synthetic"]
+    add("core events/s, synthetic", ">= 10,000,000", syn["events_per_s"],
+        syn["events_per_s"] >= 10e6)  # fmt: skip
+    st = res["stages"]
+    qm = st.get("quote_match_ns_per_event", {})
+    if "p99" in qm:
+        add("quote+match p99", "<= 1000 ns", qm["p99"], qm["p99"] <= 1000.0,
+            "per-event mean within 1,024-event batches (engine minus book-only)")  # fmt: skip
+    warm = res["soak"].get("warm", {})
+    full_soak = res["mode"] == "full"
+    if "wall_s" in warm:
+        met = warm["wall_s"] <= 30.0 if full_soak else None
+        note = "" if full_soak else "reduced soak in this mode: not the target run"
+        add("default soak warm", "<= 30 s", warm["wall_s"], met, note)
+    ls = res["scaling"]["length"]
+    if "flat_rss" in ls:
+        add("flat RSS with feed length", "peak RSS at largest <= 1.10 x smallest + 16 MB",
+            ls["rss_ratio"], ls["flat_rss"])  # fmt: skip
+    peer = res.get("peer", {})
+    if "ratio_events_per_s" in peer:
+        r = peer["ratio_events_per_s"]
+        add("mm_sim / hftbacktest events/s", ">= 2", r, r >= 2.0)
+        fr = peer.get("fill_ratio")
+        if fr is not None:
+            add("fill counts agree", "within 10 %", fr, abs(fr - 1.0) <= 0.10)
+    else:
+        add("mm_sim / hftbacktest events/s", ">= 2", None, None, str(peer.get("peer", "")))
+    add("live path arrival -> decision", "measured at 5,000 msg/s", None, None,
+        "not measured: no live feed in the project yet")  # fmt: skip
+    return rows
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return "nan"
+        if abs(x) >= 1e6:
+            return f"{x / 1e6:,.2f} M"
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def markdown(res: dict[str, Any]) -> str:
+    env = res["environment"]
+    floor = res["roofline"]["ns_per_event"]
+    L = [
+        f"# mm_sim bench ({res['mode']})",
+        "",
+        f"commit `{env['commit'][:12]}`{' (dirty)' if env['dirty'] else ''} · {env['cpu_model']}"
+        f" · {env['cpus']} CPUs · load {env['loadavg_at_start'][0]:.2f} at start · Python "
+        f"{env['python']} · numba {env['numba']} · numpy {env['numpy']} · {env['date_utc']} · "
+        f"total {res['elapsed_s']:.0f} s",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for t in res["targets"]:
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "NO")
+        note = f" ({t['note']})" if t["note"] else ""
+        L.append(f"| {t['target']} | {t['goal']} | {_fmt(t['measured'], 2)}{note} | {met} |")
+    L += [
+        "",
+        f"## Throughput (roofline: numba scan of the same array = {floor:.2f} ns/event)",
+        "",
+        "| feed | events | events/s | ns/event | x scan floor | fills | convert s | convert ev/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in res["throughput"].items():
+        if "error" in t:
+            L.append(f"| {name} | error: {t['error'][:80]} | | | | | | |")
+            continue
+        L.append(
+            f"| {name} | {_fmt(t['events'])} | {_fmt(t['events_per_s'])} | "
+            f"{t['ns_per_event']:.1f} | {t['x_scan_floor']:.1f} | {_fmt(t['fills'])} | "
+            f"{_fmt(t.get('convert_s'), 2)} | {_fmt(t.get('convert_events_per_s'))} |"
+        )
+    for note in res.get("real_data_notes", []):
+        L.append(f"\n{note['name']}: {note.get('skipped') or note.get('error')}")
+    st = res["stages"]
+    L += [
+        "",
+        f"## Per-stage latency, ns/event ({st['method']})",
+        "",
+        "| stage | p50 | p99 | p99.9 | max | x scan floor (p50) |",
+        "|---|---|---|---|---|---|",
+    ]
+    sfl = st["cumulative_ns_per_event"]["scan"]["p50"]
+    for group in ("stage_ns_per_event", "cumulative_ns_per_event", "direct_ns_per_call"):
+        for k, d in st[group].items():
+            label = {"cumulative_ns_per_event": "cum: ", "direct_ns_per_call": "per call: "}.get(
+                group, ""
+            )
+            L.append(
+                f"| {label}{k} | {d['p50']:.1f} | {d['p99']:.1f} | {d['p99_9']:.1f} | "
+                f"{d['max']:.1f} | {_ratio(d['p50'], sfl):.1f} |"
+            )
+    qm = st.get("quote_match_ns_per_event")
+    if qm:
+        L.append(
+            f"| quote+limiter+match+accounting (engine - book) | {qm['p50']:.1f} | "
+            f"{qm['p99']:.1f} | {qm['p99_9']:.1f} | {qm['max']:.1f} | "
+            f"{_ratio(qm['p50'], sfl):.1f} |"
+        )
+    ls = res["scaling"]["length"]
+    L += [
+        "",
+        "## Scaling with feed length (subprocess per row; feed streamed in 65,536-event chunks)",
+        "",
+        "| x | events | run s | events/s | x scan floor | RSS after load MB | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in ls["rows"]:
+        if "error" in r:
+            L.append(f"| {r['times']} | error | | | | | |")
+            continue
+        L.append(
+            f"| {r['times']} | {_fmt(r['events'])} | {r['run_s']:.3f} | "
+            f"{_fmt(r['events_per_s'])} | {_ratio(r['ns_per_event'], floor):.1f} | "
+            f"{r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    L += [
+        "",
+        "## Scaling with book depth (synthetic limit orders spread over N ticks)",
+        "",
+        "| N ticks | levels bid/ask at end | events | events/s | x scan floor |",
+        "|---|---|---|---|---|",
+    ]
+    for r in res["scaling"]["levels"]:
+        if "error" in r:
+            L.append(f"| {r['max_distance_ticks']} | error: {r['error'][:80]} | | | |")
+            continue
+        L.append(
+            f"| {r['max_distance_ticks']} | {r['levels_bid_at_end']}/{r['levels_ask_at_end']} | "
+            f"{_fmt(r['events'])} | {_fmt(r['events_per_s'])} | "
+            f"{_ratio(r['ns_per_event'], r['scan_ns_per_event']):.1f} |"
+        )
+    L.append(f"\nResting orders per side (1/10/100): {res['scaling']['resting_orders']}")
+    sk = res["soak"]
+    L += [
+        "",
+        f"## Soak end to end (`python -m mm_sim soak {' '.join(sk['args'])}`, subprocess)",
+        "",
+        "| cache | wall s | events | events/s | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    for label in ("cold", "warm"):
+        r = sk.get(label, {})
+        if "skipped" in r or "error" in r:
+            L.append(f"| {label} | {r.get('skipped') or r.get('error', '')[:80]} | | | |")
+            continue
+        L.append(
+            f"| {label} | {r['wall_s']:.1f} | {_fmt(r['events'])} | {_fmt(r['events_per_s'])} | "
+            f"{_fmt(r['peak_rss_mb'], 0)} |"
+        )
+    ct = res.get("compile", {})
+    if ct:
+        L += ["", "## Kernel compile vs load (one Engine.run of 1,000 events, subprocess)", ""]
+        for label, r in ct.items():
+            if "error" in r:
+                L.append(f"- {label}: error {r['error'][:120]}")
+            else:
+                L.append(f"- {label} cache: first run {r['first_run_s']:.2f} s "
+                         f"(imports {r['import_s']:.2f} s)")  # fmt: skip
+    peer = res.get("peer", {})
+    L += ["", "## Peer (hftbacktest)", ""]
+    if "ratio_events_per_s" in peer:
+        L += [
+            "| | events/s | fills | PnL (quote) |",
+            "|---|---|---|---|",
+            f"| mm_sim | {_fmt(peer['mm_sim']['events_per_s'])} | {_fmt(peer['mm_sim']['fills'])}"
+            f" | {_fmt(peer['mm_sim']['pnl_quote'], 2)} |",
+            f"| hftbacktest | {_fmt(peer['hftbacktest']['events_per_s'])} | "
+            f"{_fmt(peer['hftbacktest']['fills'])} | {_fmt(peer['hftbacktest']['pnl_quote'], 2)} |",
+            "",
+            f"ratio mm_sim / hftbacktest events/s: {peer['ratio_events_per_s']:.2f}. "
+            f"{peer.get('note', '')}",
+        ]
+    else:
+        L.append(f"{peer.get('peer', peer.get('error', ''))}")
+    return "\n".join(L) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="smaller sizes, no cold soak, no peer")
+    g.add_argument("--tiny", action="store_true", help="seconds-long sizes (smoke test)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-soak", action="store_true")
+    args = ap.parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    cfg = SIZES[mode]
+    t_start = time.perf_counter()
+    profile = load_profile("S1")
+    res: dict[str, Any] = {"schema_version": 1, "mode": mode, "environment": environment()}
+
+    def step(msg: str) -> None:
+        print(f"[bench {time.perf_counter() - t_start:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="mm_bench_") as tmp:
+        work = Path(tmp)
+        step(f"synthetic feed, {cfg['synthetic_s']:.0f} s simulated")
+        syn = data.synthetic(cfg["synthetic_s"])
+        res["synthetic_feed"] = syn.info
+        step("roofline scan")
+        res["roofline"] = scaling.scan_floor(syn.events)
+        floor = res["roofline"]["ns_per_event"]
+        step("throughput, synthetic")
+        tp: dict[str, Any] = {"synthetic": scaling.throughput(
+            syn.events, profile, syn.instrument, repeats=cfg["repeats"])}  # fmt: skip
+        if cfg["real"]:
+            step("converting real data sets")
+            feeds, notes = data.real_feeds(work)
+            res["real_data_notes"] = notes
+            for f in feeds:
+                step(f"throughput, {f.name}")
+                prof, changed = data.profile_for(profile, f.instrument)
+                try:
+                    t = scaling.throughput(f.events, prof, f.instrument, repeats=cfg["repeats"])
+                except Exception as exc:  # one data set must not sink the bench
+                    tp[f.name] = {"error": repr(exc)}
+                    continue
+                t.update({k: f.info[k] for k in ("convert_s", "convert_events_per_s", "symbol")})
+                t["profile_changes"] = changed
+                t["scan_ns_per_event"] = scaling.scan_floor(f.events)["ns_per_event"]
+                tp[f.name] = t
+        for t in tp.values():
+            if "ns_per_event" in t:
+                t["x_scan_floor"] = t["ns_per_event"] / t.get("scan_ns_per_event", floor)
+        res["throughput"] = tp
+
+        step("per-stage latency")
+        res["stages"] = stages.measure_stages(
+            syn.events, profile, syn.instrument, repeats=cfg["repeats"]
+        )
+        st = res["stages"]
+        # quote + match = everything the engine does beyond the book update.
+        eng_minus_book = _engine_minus_book(st)
+        if eng_minus_book is not None:
+            st["quote_match_ns_per_event"] = eng_minus_book
+        st.pop("_raw", None)
+
+        feed_path = work / "synthetic_1x.npy"
+        write_feed(feed_path, syn.events, syn.instrument, source={"bench": "synthetic"})
+        step(f"length scaling {cfg['multiples']}")
+        res["scaling"] = {
+            "length": scaling.length_scaling(feed_path, cfg["multiples"]),
+            "levels": [],
+            "resting_orders": (
+                "not applicable: the S1 strategy rests at most one order per side by design "
+                "(the engine's order table holds max_in_flight + 6 slots), so 10 or 100 resting "
+                "orders per side is not a state the core can be driven into"
+            ),
+        }
+        step(f"depth scaling {cfg['depths']}")
+        res["scaling"]["levels"] = scaling.levels_scaling(
+            profile, cfg["levels_s"], cfg["depths"], repeats=cfg["repeats"]
+        )
+        if mode == "full":
+            step("kernel compile times (cold cache subprocess)")
+            res["compile"] = compile_times(feed_path)
+        if args.skip_soak:
+            res["soak"] = {"args": [], "cold": {"skipped": "--skip-soak"},
+                           "warm": {"skipped": "--skip-soak"}}  # fmt: skip
+        else:
+            step(f"soak {cfg['soak'] or '(default)'} cold={cfg['cold']}")
+            res["soak"] = soak_e2e.soak_bench(cfg["soak"], cold=cfg["cold"])
+        if cfg["peer"] and not args.skip_peer:
+            step("peer")
+            from benchmarks import peer
+
+            res["peer"] = peer.compare(syn.events, syn.instrument, profile, work)
+        else:
+            res["peer"] = {"peer": "skipped in this mode" if not cfg["peer"] else "--skip-peer"}
+    res["elapsed_s"] = time.perf_counter() - t_start
+    res["targets"] = targets(res)
+    md = markdown(res)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "latest.json", _clean(res))
+    atomic_write_bytes(args.out / "latest.md", md.encode())
+    print(md)
+    step(f"wrote {args.out / 'latest.json'} and latest.md")
+    return 0
+
+
+def _engine_minus_book(st: dict[str, Any]) -> dict[str, float] | None:
+    raw = st.get("_raw")
+    if raw is None:
+        return None
+    return stages.distribution(np.maximum(raw["engine"] - raw["book"], 0.0))
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+if __name__ == "__main__":
+    sys.exit(main())
