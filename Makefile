@@ -40,3 +40,14 @@ bench-quick: $(STAMP)
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
+
+# Offline tour of the live path: a fake Binance on 127.0.0.1 at 20x real time, a short
+# paper-trading soak against it (2 x 0.5 exchange-clock minutes), then the server is stopped.
+LIVE_PORT ?= 8765
+live-demo: $(STAMP)
+	@mkdir -p artifacts; $(PY) -m mm_sim fake-exchange --port $(LIVE_PORT) --speed 20 > artifacts/live-demo-fake.log 2>&1 & \
+	  pid=$$!; trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	  for i in $$(seq 50); do grep -q listening artifacts/live-demo-fake.log 2>/dev/null && break; sleep 0.2; done; \
+	  cat artifacts/live-demo-fake.log; \
+	  $(PY) -m mm_sim soak --feed ws://127.0.0.1:$(LIVE_PORT) --iterations 2 \
+	    --iteration-minutes 0.5 --artifacts artifacts/live-demo $(ARGS)

@@ -6,17 +6,23 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
 
 from mm_sim.config import (
+    Overrides,
+    Profile,
+    RunSettings,
     load_overrides,
     load_profile,
     load_run_settings,
     parse_set_flags,
 )
 from mm_sim.errors import UserError
-from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
+from mm_sim.feeds.spec import BinanceLiveFeedSpec, SyntheticFeedSpec, load_events, resolve_feed
 from mm_sim.logs import get_logger
 from mm_sim.runtime.replay import plan_iterations
 
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
     from mm_sim.runtime.soak import Soak, SoakOutcome
 
 log = get_logger("mm_sim.soak")
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = load_overrides(settings.overrides, ovr_cli)
     spec = resolve_feed(settings.feed)
     iteration_ns = int(settings.iteration_minutes * 60e9)
+    if isinstance(spec, BinanceLiveFeedSpec):
+        return _run_live(args, settings, profile, overrides, spec, root, iteration_ns)
     if isinstance(spec, SyntheticFeedSpec):
         # The synthetic market continues as long as the soak needs it.
         # One spare second so the last iteration is complete.
@@ -151,8 +160,93 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_loop(soak: Soak) -> SoakOutcome:
     """uvloop where available (not on Windows), plain asyncio otherwise."""
+    return _run_coro(soak.run())
+
+
+def _run_coro(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows
-        return asyncio.run(soak.run())
-    return uvloop.run(soak.run())
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _run_live(
+    args: argparse.Namespace,
+    settings: RunSettings,
+    profile: Profile,
+    overrides: Overrides,
+    spec: BinanceLiveFeedSpec,
+    root: Path,
+    iteration_ns: int,
+) -> int:
+    """Paper trading: the same soak, fed in real time by a live feed instead of a file."""
+    from mm_sim.events import EVENT_DTYPE, Instrument, atomic_write_json
+    from mm_sim.runtime.replay import IterationPlan, ReplayPlan
+    from mm_sim.runtime.soak import Soak, SoakConfig
+    from mm_sim.runtime.summary import print_summary
+    from mm_sim.venues.binance.live_source import open_live
+
+    if settings.speed is not None:
+        print("note: --speed does not apply to a live feed (it runs in real time)", file=sys.stderr)
+    n = settings.iterations
+
+    async def main() -> SoakOutcome:
+        feed = await open_live(spec)
+        try:
+            instrument = feed.instrument
+            prof_inst = profile.instrument
+            if prof_inst.tick_size is not None or prof_inst.lot_size is not None:
+                instrument = Instrument(
+                    instrument.symbol,
+                    instrument.venue,
+                    prof_inst.tick_size or instrument.tick_size,
+                    prof_inst.lot_size or instrument.lot_size,
+                    instrument.price_decimals,
+                )
+            t0 = feed.clock()
+            plan = ReplayPlan(
+                [
+                    IterationPlan(
+                        k, 0, 0, t0 + k * iteration_ns, t0 + (k + 1) * iteration_ns, False
+                    )
+                    for k in range(n)
+                ],
+                n,
+                None,
+            )
+            if not args.resume:
+                _archive_previous(root)
+            cfg = SoakConfig(
+                settings=settings,
+                profile=profile,
+                overrides=overrides,
+                feed_identity=feed.identity,
+                instrument=instrument,
+                events=np.empty(0, dtype=EVENT_DTYPE),
+                plan=plan,
+                artifacts=root,
+                resume=args.resume,
+                tune=args.tune,
+                freeze_after_convergence=args.freeze_after_convergence,
+                control=args.control,
+                source=lambda start: feed.chunks(n, iteration_ns, start),
+            )
+            outcome = await Soak(cfg).run()
+        finally:
+            await feed.close()
+        # Whether the feed was healthy (resyncs, gaps, overflow) sits next to the reports.
+        atomic_write_json(
+            root / "soak" / "live_feed.json",
+            {
+                "feed": feed.identity,
+                "client": feed.client.counters.as_dict(),
+                "book_sync": feed.client.sync.counters.as_dict(),
+            },
+        )
+        return outcome
+
+    outcome = _run_coro(main())
+    print_summary(outcome, root, sys.stdout)
+    print(f"live feed counters: {root / 'soak' / 'live_feed.json'}")
+    return 130 if outcome.interrupted else 0

@@ -5,9 +5,12 @@ A definition is a small JSON file in ``feeds/`` (``feeds/<name>.json``) or anywh
 - ``{"kind": "synthetic", "params": {...}, "duration_s": 10800}``: the embedded generator;
 - ``{"kind": "file", "path": "relative/or/absolute.npy"}``: a converted or recorded feed
   (relative paths resolve against the definition's folder);
-- ``{"kind": "binance-ws", ...}``: a live websocket feed (see ``mm_sim/venues/binance``).
+- ``{"kind": "binance-ws", "market": "spot", "ws_base": ..., "rest_base": ..., "symbol": ...}``:
+  a live websocket feed (see ``mm_sim/venues/binance`` and docs/LIVE.md).
 
-A bare path to a ``.npy`` feed works too, without a definition.
+A bare path to a ``.npy`` feed works too, without a definition. Live feeds also resolve from
+``NAME:SYMBOL`` (a binance-ws definition with another symbol, e.g. ``binance-spot-testnet:ETHUSDT``)
+and from ``ws://HOST:PORT`` (an mm_sim fake exchange, which describes itself at ``/fake/info``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -41,16 +45,62 @@ class FileFeedSpec(_Spec):
     path: str
 
 
-FeedSpec = Annotated[SyntheticFeedSpec | FileFeedSpec, Field(discriminator="kind")]
-_ADAPTER: TypeAdapter[SyntheticFeedSpec | FileFeedSpec] = TypeAdapter(FeedSpec)
+class BinanceLiveFeedSpec(_Spec):
+    """A live Binance (or fake exchange) feed; URLs are bases, paths follow Binance's layout.
+
+    ``market``/``symbol``/tick/lot left empty are asked from the server: ``/fake/info`` on the
+    fake exchange (``fake: true``), ``exchangeInfo`` on Binance.
+    """
+
+    kind: Literal["binance-ws"]
+    market: Literal["spot", "futures"] | None = None
+    symbol: str | None = None
+    ws_base: str
+    rest_base: str
+    fake: bool = False
+    tick_size: float | None = Field(None, gt=0)
+    lot_size: float | None = Field(None, gt=0)
+    depth_stream: str = "depth@100ms"
+    trade_stream: str = "trade"
+    snapshot_limit: int = Field(1000, ge=5, le=5000)
+    queue_size: int = Field(10_000, ge=16)
+    stale_after_s: float = Field(10.0, gt=0)
+    max_connection_s: float = Field(23.5 * 3600, gt=0)
+    chunk_ms: float = Field(50.0, ge=0, description="wall ms of arrivals per chunk; 0 = adaptive")
+
+
+AnySpec = SyntheticFeedSpec | FileFeedSpec | BinanceLiveFeedSpec
+FeedSpec = Annotated[AnySpec, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[AnySpec] = TypeAdapter(FeedSpec)
 
 
 def known_feeds() -> list[str]:
     return sorted(p.stem for p in FEEDS_DIR.glob("*.json"))
 
 
-def resolve_feed(name_or_path: str | os.PathLike[str]) -> SyntheticFeedSpec | FileFeedSpec:
+def _live_from_url(url: str) -> BinanceLiveFeedSpec:
+    """``ws://127.0.0.1:P``: an mm_sim fake exchange (it tells market and symbol itself)."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.port is None:
+        raise UserError(f"feed {url!r}: expected ws://HOST:PORT (an mm_sim fake exchange)")
+    rest = f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.hostname}:{parts.port}"
+    return BinanceLiveFeedSpec(
+        kind="binance-ws",
+        name=f"fake-exchange-{parts.port}",
+        ws_base=f"{parts.scheme}://{parts.hostname}:{parts.port}",
+        rest_base=rest,
+        fake=True,
+    )
+
+
+def resolve_feed(name_or_path: str | os.PathLike[str]) -> AnySpec:
     s = str(name_or_path)
+    if s.startswith(("ws://", "wss://")):
+        return _live_from_url(s)
+    symbol: str | None = None
+    name, colon, sym = s.partition(":")
+    if colon and sym and (FEEDS_DIR / f"{name}.json").exists():
+        s, symbol = name, sym
     p = Path(s)
     if p.suffix == ".npy" or (p.with_name(p.name + ".npy").exists() and p.suffix != ".json"):
         return FileFeedSpec(kind="file", path=str(p), name=p.stem)
@@ -74,13 +124,22 @@ def resolve_feed(name_or_path: str | os.PathLike[str]) -> SyntheticFeedSpec | Fi
         raise UserError(f"{definition}: invalid feed definition: {errs}") from None
     if isinstance(spec, FileFeedSpec) and not Path(spec.path).is_absolute():
         spec = spec.model_copy(update={"path": str((definition.parent / spec.path).resolve())})
+    if symbol is not None:
+        if not isinstance(spec, BinanceLiveFeedSpec):
+            raise UserError(f"feed {s!r}: NAME:SYMBOL only applies to live (binance-ws) feeds")
+        spec = spec.model_copy(update={"symbol": symbol.upper()})
     return spec
 
 
 def load_events(
-    spec: SyntheticFeedSpec | FileFeedSpec, seed: int
+    spec: SyntheticFeedSpec | FileFeedSpec | BinanceLiveFeedSpec, seed: int
 ) -> tuple[np.ndarray, Instrument, dict[str, Any]]:
     """Events (memory-mapped for files), instrument and a feed identity for run records."""
+    if isinstance(spec, BinanceLiveFeedSpec):
+        raise UserError(
+            f"feed {spec.name!r} is live: it has no stored events (record it first with "
+            "`mm_sim record`)"
+        )
     if isinstance(spec, FileFeedSpec):
         feed = open_feed(spec.path)
         identity = {"kind": "file", "path": str(feed.path), "count": len(feed.events)}

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -82,6 +83,9 @@ class SoakConfig:
     freeze_after_convergence: bool = False
     control: bool = False
     chunk_events: int = 65536
+    # An alternative chunk source (a live feed): called with the first iteration to run.
+    # None replays ``events`` along ``plan``.
+    source: Callable[[int], AsyncIterator[EventChunk]] | None = None
 
 
 @dataclass
@@ -192,13 +196,18 @@ class Soak:
 
     # -- tasks ---------------------------------------------------------------------------------
     async def _feed_task(self) -> None:
-        async for chunk in replay_chunks(
-            self.cfg.events,
-            self.cfg.plan,
-            self.cfg.chunk_events,
-            self.start_iteration,
-            self.cfg.settings.speed,
-        ):
+        chunks = (
+            self.cfg.source(self.start_iteration)
+            if self.cfg.source is not None
+            else replay_chunks(
+                self.cfg.events,
+                self.cfg.plan,
+                self.cfg.chunk_events,
+                self.start_iteration,
+                self.cfg.settings.speed,
+            )
+        )
+        async for chunk in chunks:
             if self.stop_requested.is_set():
                 break
             await self.bus.publish(chunk)

@@ -1,0 +1,91 @@
+"""``mm_sim fake-exchange``: serve a feed as Binance market data on 127.0.0.1 (tests, demos)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from mm_sim.errors import UserError
+from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
+from mm_sim.venues.binance.fake_exchange import FAULTS, FakeExchange, FaultPlan
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fake-exchange",
+        help="serve a feed as Binance websocket + REST market data on 127.0.0.1",
+        description=(
+            "Serve a replayable feed (the synthetic market by default) on 127.0.0.1 in Binance's "
+            "wire format: combined streams at /stream, the REST depth snapshot, exchangeInfo, "
+            "and /fake/* introspection (true book at an update id, fault injection). "
+            "Runs until interrupted."
+        ),
+    )
+    p.add_argument("--feed", default="synthetic-short", help="feed name, .npy or definition")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (0 = any free port)")
+    p.add_argument("--speed", type=float, default=1.0, help="exchange clock vs wall clock")
+    p.add_argument("--market", choices=["spot", "futures"], default="spot")
+    p.add_argument("--symbol", help="symbol on the wire (default: the feed's, alphanumerics)")
+    p.add_argument("--faults", default="", help=f"comma-separated, of: {','.join(FAULTS)}")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="probability per diff")
+    p.add_argument("--stall-s", type=float, default=2.0, help="length of a stall fault")
+    p.add_argument("--seed", type=int, default=1, help="seed of the feed and of the faults")
+    p.add_argument(
+        "--duration-s", type=float, help="length of a synthetic feed before it loops (600)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        plan = FaultPlan.parse(args.faults, args.fault_rate)
+    except ValueError as exc:
+        raise UserError(f"--faults/--fault-rate: {exc}") from None
+    plan.stall_s = args.stall_s
+    if not args.speed > 0:
+        raise UserError(f"--speed must be > 0, got {args.speed}")
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port must be within 0..65535, got {args.port}")
+    spec = resolve_feed(args.feed)
+    if isinstance(spec, SyntheticFeedSpec):
+        spec = spec.model_copy(update={"duration_s": args.duration_s or 600.0})
+    events, instrument, _ = load_events(spec, args.seed)
+    if len(events) == 0:
+        raise UserError(f"feed {args.feed!r} has no events")
+    fx = FakeExchange(
+        events,
+        instrument,
+        market=args.market,
+        speed=args.speed,
+        port=args.port,
+        faults=plan,
+        seed=args.seed,
+        symbol=args.symbol,
+    )
+    asyncio.run(_serve(fx))
+    return 0
+
+
+async def _serve(fx: FakeExchange) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await fx.start()
+    except OSError as exc:
+        raise UserError(f"cannot listen on 127.0.0.1:{fx.port} ({exc.strerror or exc})") from None
+    faults = ",".join(sorted(fx.faults.enabled)) or "none"
+    print(
+        f"fake exchange listening on {fx.ws_base} ({fx.market} {fx.symbol}, speed {fx.speed:g}, "
+        f"faults {faults} @ {fx.faults.rate:g}); feed: --feed {fx.ws_base}",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await fx.stop()
+        print(f"fake exchange stopped: {dict(fx.stats)}", flush=True)

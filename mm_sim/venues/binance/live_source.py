@@ -1,0 +1,213 @@
+"""Live feed → ``EventChunk`` stream for the soak (and events for ``record``).
+
+Why a separate piece: the soak's runner consumes chunks and does not care whether they come from
+a memory-mapped file or a socket; this module is the socket side of that contract. Chunks are
+small (``chunk_ms`` of wall time of arrivals, or, with ``chunk_ms=0``, whatever has arrived when
+the consumer asks: low latency when idle, bigger chunks under load) and iterations are cut by
+the exchange clock: iteration ``k`` covers ``[t0 + k*L, t0 + (k+1)*L)`` from the moment the
+source starts, and ends on time even when no message arrives.
+
+The exchange clock: on Binance the local wall clock (``time.time_ns``). An mm_sim fake exchange
+may run faster than real time; it publishes its clock (``epoch_ns``, ``speed``) at
+``/fake/info`` and receive times are taken on that clock, so ``local_ts - exch_ts`` stays a lag
+in the exchange's time base (exactly the wall-clock lag at speed 1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from mm_sim.errors import UserError
+from mm_sim.events import EVENT_DTYPE, Instrument
+from mm_sim.feeds.spec import BinanceLiveFeedSpec
+from mm_sim.runtime.bus import EventChunk
+from mm_sim.venues.binance.client import BinanceClient, ClientConfig
+from mm_sim.venues.binance.messages import MessageError, decode, parse_exchange_info
+from mm_sim.venues.binance.sync import Market
+
+
+def scaled_clock(epoch_ns: int, speed: float) -> Callable[[], int]:
+    """A clock starting at ``epoch_ns`` and running ``speed`` times faster than the wall."""
+    if speed == 1.0:
+        return time.time_ns
+    return lambda: epoch_ns + int((time.time_ns() - epoch_ns) * speed)
+
+
+@dataclass
+class LiveFeed:
+    """A connected live feed: the client, its instrument and clock, and run-record identity."""
+
+    spec: BinanceLiveFeedSpec
+    client: BinanceClient
+    instrument: Instrument
+    clock: Callable[[], int]
+    identity: dict[str, Any] = field(default_factory=dict)
+    latencies_ns: list[int] | None = None  # arrival → chunk delivered, when recording
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def chunks(
+        self,
+        n_iterations: int,
+        iteration_ns: int,
+        start_iteration: int = 0,
+        chunk_ms: float | None = None,
+    ) -> AsyncIterator[EventChunk]:
+        """Chunks of iterations ``start_iteration .. n_iterations-1`` cut by exchange time."""
+        chunk_s = (self.spec.chunk_ms if chunk_ms is None else chunk_ms) / 1e3
+        client = self.client
+        clock = self.clock
+        t0 = clock() - start_iteration * iteration_ns
+        it = start_iteration
+        parts: list[np.ndarray] = []
+        arrivals: list[int] = []
+        window_start: float | None = None
+        last = n_iterations - 1
+        lat = self.latencies_ns
+        while it < n_iterations:
+            end = t0 + (it + 1) * iteration_ns
+            now = clock()
+            wait_s = max(0.0, (end - now) / self._speed / 1e9)
+            if chunk_s > 0:
+                if window_start is not None:
+                    wait_s = min(wait_s, max(0.0, window_start + chunk_s - time.monotonic()))
+                else:
+                    wait_s = min(wait_s, chunk_s)
+            polled = await client.poll(timeout=wait_s)
+            if len(polled.events):
+                parts.append(polled.events)
+                if lat is not None:
+                    arrivals.extend(polled.arrivals_ns)
+                if window_start is None:
+                    window_start = time.monotonic()
+            ev = _join(parts)
+            over = clock() >= end
+            cut = int(np.searchsorted(ev["exch_ts"], end, side="left")) if len(ev) else 0
+            if over or cut < len(ev):
+                head, tail = ev[:cut], ev[cut:]
+                parts = [tail] if len(tail) else []
+                window_start = time.monotonic() if len(tail) else None
+                yield self._emit(EventChunk(it, head, True, end_of_feed=it == last), arrivals)
+                arrivals = []
+                it += 1
+                continue
+            due = (
+                window_start is not None and time.monotonic() - window_start >= chunk_s
+                if chunk_s > 0
+                else len(ev) > 0
+            )
+            if due and len(ev):
+                parts = []
+                window_start = None
+                yield self._emit(EventChunk(it, ev, False), arrivals)
+                arrivals = []
+
+    def _emit(self, chunk: EventChunk, arrivals: list[int]) -> EventChunk:
+        if self.latencies_ns is not None and arrivals:
+            now = time.perf_counter_ns()
+            self.latencies_ns.extend(now - a for a in arrivals)
+        return chunk
+
+    @property
+    def _speed(self) -> float:
+        return float(self.identity.get("clock_speed", 1.0))
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    if not parts:
+        return np.empty(0, dtype=EVENT_DTYPE)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts)
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str, what: str) -> Any:
+    try:
+        async with session.get(url) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise UserError(f"{url}: {what} request failed: HTTP {resp.status} {body[:120]!r}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UserError(f"{url}: cannot reach the {what} endpoint ({exc})") from None
+    try:
+        return decode(body)[0]
+    except MessageError as err:
+        raise UserError(f"{url}: {what} response is not JSON ({err})") from None
+
+
+async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
+    """Resolve what the spec leaves open (market, symbol, tick/lot, clock) and connect."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    market = spec.market
+    symbol = spec.symbol
+    tick, lot, decimals = spec.tick_size, spec.lot_size, None
+    clock: Callable[[], int] = time.time_ns
+    speed = 1.0
+    rest = spec.rest_base.rstrip("/")
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        if spec.fake:
+            info = await _get_json(session, f"{rest}/fake/info", "fake exchange info")
+            if type(info) is not dict or not info.get("fake_exchange"):
+                raise UserError(f"{rest}/fake/info: not an mm_sim fake exchange")
+            market = market or info["market"]
+            symbol = symbol or info["symbol"]
+            tick = tick or float(info["tick_size"])
+            lot = lot or float(info["lot_size"])
+            decimals = int(info["price_decimals"])
+            speed = float(info["speed"])
+            clock = scaled_clock(int(info["epoch_ns"]), speed)
+        if market is None or symbol is None:
+            raise UserError(
+                f"feed {spec.name!r}: 'market' and 'symbol' are required for a Binance feed"
+            )
+        if tick is None or lot is None:
+            path = "/fapi/v1/exchangeInfo" if market == "futures" else "/api/v3/exchangeInfo"
+            url = f"{rest}{path}?symbol={symbol.upper()}"
+            try:
+                table = parse_exchange_info(await _get_json(session, url, "exchangeInfo"))
+            except MessageError as err:
+                raise UserError(f"{url}: {err}") from None
+            info_sym = table.get(symbol.upper())
+            if info_sym is None:
+                raise UserError(f"{url}: symbol {symbol.upper()} not listed by the exchange")
+            tick = tick or info_sym.tick_size
+            lot = lot or info_sym.lot_size
+            decimals = info_sym.price_decimals
+    cfg = ClientConfig(
+        symbol=symbol.upper(),
+        market=Market(market),
+        ws_base=spec.ws_base,
+        rest_base=spec.rest_base,
+        depth_stream=spec.depth_stream,
+        trade_stream=spec.trade_stream,
+        snapshot_limit=spec.snapshot_limit,
+        queue_size=spec.queue_size,
+        stale_after_s=spec.stale_after_s,
+        max_connection_s=spec.max_connection_s,
+    )
+    venue = ("fake-" if spec.fake else "") + f"binance-{market}"
+    instrument = Instrument(symbol.upper(), venue, tick, lot, decimals)
+    client = BinanceClient(cfg, clock=clock)
+    identity = {
+        "kind": "binance-ws",
+        "name": spec.name,
+        "market": market,
+        "symbol": symbol.upper(),
+        "ws": cfg.stream_url,
+        "rest": cfg.depth_url,
+        "fake": spec.fake,
+        "clock_speed": speed,
+    }
+    if start:
+        await client.start()
+    return LiveFeed(spec, client, instrument, clock, identity)
+
+
+__all__ = ["LiveFeed", "open_live", "scaled_clock"]

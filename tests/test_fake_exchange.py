@@ -1,0 +1,150 @@
+"""The fake exchange speaks Binance's wire format and keeps an exact, queryable true book."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+import aiohttp
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, Instrument
+from mm_sim.venues.binance.fake_exchange import FakeExchange, FaultPlan, TrueBook
+from mm_sim.venues.binance.messages import (
+    DepthDiff,
+    Trade,
+    decode,
+    parse_exchange_info,
+    parse_message,
+    parse_snapshot,
+)
+
+INST = Instrument("TESTUSDT", "test", 0.5, 0.01, 1)
+
+
+def _feed(seconds: float = 30.0) -> np.ndarray:
+    """A tiny hand-made market: a snapshot, then level updates and trades every 20 ms."""
+    rng = np.random.default_rng(3)
+    rows = [(0, KIND_CLEAR, 0, 0.0, 0.0)]
+    rows += [(0, KIND_SNAPSHOT, BID, 100.0 - 0.5 * i, 1.0 + i) for i in range(20)]
+    rows += [(0, KIND_SNAPSHOT, ASK, 100.5 + 0.5 * i, 1.0 + i) for i in range(20)]
+    t = 0
+    while t < seconds * 1e9:
+        t += 20_000_000
+        side = BID if rng.random() < 0.5 else ASK
+        px = (
+            (100.0 - 0.5 * rng.integers(0, 20))
+            if side == BID
+            else 100.5 + 0.5 * rng.integers(0, 20)
+        )
+        rows.append((t, KIND_DEPTH, side, px, float(rng.integers(0, 5))))
+        if rng.random() < 0.2:
+            rows.append((t, 4, side, 100.25, 0.1))
+    ev = np.zeros(len(rows), dtype=EVENT_DTYPE)
+    for i, (ts, k, s, p, q) in enumerate(rows):
+        ev[i] = (ts + 1_700_000_000_000_000_000, ts + 1_700_000_000_000_000_000, p, q, k, s)
+    return ev
+
+
+def test_true_book_history_replays_exactly() -> None:
+    tb = TrueBook(history=3)
+    tb.apply(1, 1, [(BID, 10.0, 1.0), (ASK, 11.0, 2.0)])
+    tb.apply(2, 3, [(BID, 10.0, 0.0), (BID, 9.5, 4.0)])
+    tb.apply(4, 4, [(ASK, 11.5, 1.0)])
+    tb.apply(5, 6, [(ASK, 11.0, 0.0)])  # evicts id 1 into the base
+    assert tb.at(6) == ({9.5: 4.0}, {11.5: 1.0})
+    assert tb.at(3) == ({9.5: 4.0}, {11.0: 2.0})
+    assert tb.at(1) == ({10.0: 1.0}, {11.0: 2.0})  # the base itself
+    assert tb.at(2) is None  # not an id any diff ended at
+    assert tb.at(0) is None  # older than the kept history
+
+
+def test_fault_plan_rejects_unknown_faults_and_rates() -> None:
+    assert FaultPlan.parse("gap,dup", 0.1).enabled == {"gap", "dup"}
+    with pytest.raises(ValueError, match="unknown fault"):
+        FaultPlan.parse("gap,explode", 0.1)
+    with pytest.raises(ValueError, match="rate"):
+        FaultPlan.parse("gap", 1.5)
+
+
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_rest_endpoints_in_binance_format(market: str) -> None:
+    async with FakeExchange(_feed(), INST, market=market, speed=10) as fx:
+        await asyncio.sleep(0.2)
+        prefix = "/fapi/v1" if market == "futures" else "/api/v3"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{fx.rest_base}{prefix}/depth?symbol=TESTUSDT&limit=5") as r:
+                body = await r.json()
+            snap = parse_snapshot(body, "TESTUSDT")
+            assert len(snap.bids) == len(snap.asks) == 5
+            assert snap.bids[0][0] > snap.bids[1][0] and snap.asks[0][0] < snap.asks[1][0]
+            assert (snap.event_ms is not None) == (market == "futures")
+            assert isinstance(body["bids"][0][0], str)  # decimal strings, as Binance
+            async with s.get(f"{fx.rest_base}{prefix}/depth?symbol=NOPE") as r:
+                assert r.status == 400 and (await r.json())["code"] == -1121
+            async with s.get(f"{fx.rest_base}{prefix}/depth?symbol=TESTUSDT&limit=0") as r:
+                assert r.status == 400
+            async with s.get(f"{fx.rest_base}{prefix}/exchangeInfo") as r:
+                info = parse_exchange_info(await r.json())
+            assert info["TESTUSDT"].tick_size == 0.5 and info["TESTUSDT"].lot_size == 0.01
+            async with s.get(f"{fx.rest_base}/fake/book?update_id={snap.last_update_id}") as r:
+                truth = await r.json()
+            assert [tuple(x) for x in truth["bids"][:5]] == snap.bids
+
+
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_stream_is_continuous_and_rebuilds_the_true_book(market: str) -> None:
+    """Raw websocket (SUBSCRIBE on /ws): ids chain, and diffs on a snapshot give the truth."""
+    async with FakeExchange(_feed(), INST, market=market, speed=10) as fx:
+        await asyncio.sleep(0.1)
+        async with connect(f"{fx.ws_base}/ws") as ws:
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["testusdt@depth@100ms",
+                                      "testusdt@trade"], "id": 7}))  # fmt: skip
+            assert json.loads(await ws.recv()) == {"result": None, "id": 7}
+            diffs: list[DepthDiff] = []
+            trades: list[Trade] = []
+            while len(diffs) < 40:
+                m = parse_message(await asyncio.wait_for(ws.recv(), 2))
+                (diffs if isinstance(m, DepthDiff) else trades).append(m)  # type: ignore[arg-type]
+        for a, b in itertools.pairwise(diffs):
+            if market == "futures":
+                assert b.prev_final_id == a.final_id
+            else:
+                assert b.first_id == a.final_id + 1
+        assert trades and all(t.symbol == "TESTUSDT" for t in trades)
+        assert [t.trade_id for t in trades] == sorted({t.trade_id for t in trades})
+        # Rebuild from the true book at the first diff, apply the rest, compare at the last.
+        async with aiohttp.ClientSession() as s:
+            first, last = diffs[0].final_id, diffs[-1].final_id
+            async with s.get(f"{fx.rest_base}/fake/book?update_id={first}&depth=100") as r:
+                b0 = await r.json()
+            async with s.get(f"{fx.rest_base}/fake/book?update_id={last}&depth=100") as r:
+                b1 = await r.json()
+        bids = {p: q for p, q in b0["bids"]}
+        asks = {p: q for p, q in b0["asks"]}
+        for d in diffs[1:]:
+            for book, levels in ((bids, d.bids), (asks, d.asks)):
+                for p, q in levels:
+                    if q > 0:
+                        book[p] = q
+                    else:
+                        book.pop(p, None)
+        assert sorted(bids.items(), reverse=True) == [tuple(x) for x in b1["bids"]]
+        assert sorted(asks.items()) == [tuple(x) for x in b1["asks"]]
+
+
+async def test_injected_malformed_frame_is_not_json() -> None:
+    async with FakeExchange(_feed(), INST, speed=10) as fx:
+        fx.faults.injected["malformed"] = 1
+        async with connect(f"{fx.ws_base}/stream?streams=testusdt@depth@100ms") as ws:
+            bad = 0
+            for _ in range(20):
+                raw = await asyncio.wait_for(ws.recv(), 2)
+                try:
+                    decode(raw)
+                except ValueError:
+                    bad += 1
+            assert bad == 1 and fx.faults.fired["malformed"] == 1
