@@ -2,8 +2,9 @@
 
 Per event, in file (local receive) order (docs/CORE.md, "Event loop"):
 
-1. marks due on the exchange clock are written (state as it was before this event);
-2. a decision deferred by a snapshot batch runs, unless this event continues the batch;
+1. a decision deferred by a snapshot batch that ended the previous slice runs, unless this
+   event continues the batch;
+2. marks due on the exchange clock are written (state as it was before this event);
 3. actions that reached the venue by this event's ``exch_ts`` are processed (place, replace,
    cancel; an arriving crossing order takes liquidity);
 4. the event updates the book, our queue positions and fills (trades, crossed book);
@@ -152,7 +153,7 @@ JIT: dict[str, Any] = {"cache": True, "_nrt": False}
 LAT_CONSTANT = 0
 LAT_FEED = 1
 
-# Parameter vector p[:] (float64). Overrides occupy the last six slots and may be hot-swapped.
+# Parameter vector p[:] (float64). The overrides occupy K_MIN_INTERVAL_NS.. and may be hot-swapped.
 K_TICK = 0
 K_LOT = 1
 K_ORDER_QTY = 2
@@ -202,7 +203,7 @@ NO_ACTIONS = 1
 NO_BLOCKS = 2
 NO_MARKS = 3
 
-DECISION_MARGIN = 8  # most actions (and blocks) one event can produce: 2 decisions x 2 sides x 2
+DECISION_MARGIN = 8  # room kept for the actions (and blocks) of one decision: 2 sides x 2, x2
 STATE_VERSION = 1
 
 
