@@ -21,9 +21,10 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +39,32 @@ OVERRIDES_DIR = REPO_ROOT / "overrides"
 FEEDS_DIR = REPO_ROOT / "feeds"
 DEFAULT_PROFILE = PROFILES_DIR / "market_maker_S1.json"
 DEFAULT_OVERRIDES = OVERRIDES_DIR / "runtime_overrides.json"
+
+
+class Bounds(NamedTuple):
+    """A numeric field's limits as declared on the model (None where unbounded)."""
+
+    lower: float | None
+    lower_open: bool
+    upper: float | None
+    upper_open: bool
+
+
+def field_bounds(info: FieldInfo) -> Bounds:
+    """Read ge/gt/le/lt from a field, so docs and the tuner clamp to the same limits."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open = hi_open = False
+    for meta in info.metadata:
+        if getattr(meta, "ge", None) is not None:
+            lo, lo_open = float(meta.ge), False
+        if getattr(meta, "gt", None) is not None:
+            lo, lo_open = float(meta.gt), True
+        if getattr(meta, "le", None) is not None:
+            hi, hi_open = float(meta.le), False
+        if getattr(meta, "lt", None) is not None:
+            hi, hi_open = float(meta.lt), True
+    return Bounds(lo, lo_open, hi, hi_open)
 
 
 class _Section(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from mm_sim.config import Overrides, Profile, RunSettings
+from mm_sim.config import Overrides, Profile, RunSettings, field_bounds
 
 # Which component reads each section: the doc answers "what does this value change?".
 READERS = {
@@ -49,16 +49,12 @@ def _unit(name: str) -> str:
 
 
 def _range(info: FieldInfo) -> str:
-    lo = hi = ""
-    for m in info.metadata:
-        if getattr(m, "ge", None) is not None:
-            lo = f"≥ {m.ge}"
-        if getattr(m, "gt", None) is not None:
-            lo = f"> {m.gt}"
-        if getattr(m, "le", None) is not None:
-            hi = f"≤ {m.le}"
-        if getattr(m, "lt", None) is not None:
-            hi = f"< {m.lt}"
+    def num(v: float) -> str:
+        return str(int(v)) if v.is_integer() else repr(v)
+
+    b = field_bounds(info)
+    lo = "" if b.lower is None else f"{'>' if b.lower_open else '≥'} {num(b.lower)}"
+    hi = "" if b.upper is None else f"{'<' if b.upper_open else '≤'} {num(b.upper)}"
     return ", ".join(x for x in (lo, hi) if x) or "any"
 
 

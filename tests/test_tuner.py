@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mm_sim.config import Overrides
-from mm_sim.runtime.tuner import IterationMetrics, Tuner, field_bounds
+from mm_sim.config import Overrides, field_bounds
+from mm_sim.runtime.tuner import IterationMetrics, Tuner
 
 BASE = Overrides.model_validate(
     {
@@ -129,7 +129,7 @@ def test_three_triggers_allow_only_calming_moves() -> None:
 def test_values_stay_inside_valid_ranges() -> None:
     cur = Overrides.model_validate({**BASE.as_dict(), "impact_cap_ratio": 0.02})
     new, _ = Tuner().after_iteration(metrics(adverse_p95=9.0), cur)
-    lo, lo_open, _ = field_bounds("impact_cap_ratio")
+    lo, lo_open, _, _ = field_bounds(Overrides.model_fields["impact_cap_ratio"])
     assert lo is not None and lo_open and new.impact_cap_ratio > lo
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mm_sim.config import Overrides
+from mm_sim.config import Overrides, field_bounds
 
 # Direction of a "calming" change for each field: wider, slower, smaller, longer-lived.
 CALMING_SIGN = {
@@ -329,25 +329,10 @@ def _hold_reason(m: IterationMetrics, blocked: dict[str, float]) -> str:
 
 def _clamp_field(fname: str, value: float) -> float:
     """Clamp to the Overrides model's declared bounds (one source of truth for ranges)."""
-    lo, lo_open, hi = field_bounds(fname)
+    lo, lo_open, hi, _ = field_bounds(Overrides.model_fields[fname])
     if lo is not None and (value < lo or (lo_open and value <= lo)):
         # An open lower bound (gt) cannot be reached: stop one small step above it.
         value = lo + (0.01 if lo_open else 0.0)
     if hi is not None and value > hi:
         value = hi
     return round(value, 6)
-
-
-def field_bounds(fname: str) -> tuple[float | None, bool, float | None]:
-    """(lower, lower_is_open, upper) of an override, read from the Overrides model."""
-    lo: float | None = None
-    lo_open = False
-    hi: float | None = None
-    for meta in Overrides.model_fields[fname].metadata:
-        if getattr(meta, "ge", None) is not None:
-            lo = float(meta.ge)
-        if getattr(meta, "gt", None) is not None:
-            lo, lo_open = float(meta.gt), True
-        if getattr(meta, "le", None) is not None:
-            hi = float(meta.le)
-    return lo, lo_open, hi

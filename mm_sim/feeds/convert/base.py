@@ -7,17 +7,48 @@ with the first few locations kept so the user can look at them.
 
 from __future__ import annotations
 
+import gzip
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
-from mm_sim.errors import FeedError
+from mm_sim.errors import FeedError, UserError
 from mm_sim.events import EVENT_DTYPE, FeedWriter
 
 MAX_EXAMPLES = 5
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """Captures arrive gzipped or plain under any name: trust the magic bytes, not the suffix."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == _GZIP_MAGIC
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """Open for reading bytes, gunzipping transparently."""
+    gz = is_gzip(path)
+    try:
+        return gzip.GzipFile(path, "rb") if gz else open(path, "rb")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def open_text(path: Path) -> TextIO:
+    """Open for reading UTF-8 text, gunzipping transparently."""
+    if is_gzip(path):
+        return io.TextIOWrapper(gzip.GzipFile(path, "rb"), encoding="utf-8", newline="")
+    try:
+        return open(path, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
 @dataclass

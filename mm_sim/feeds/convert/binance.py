@@ -25,8 +25,6 @@ counted twice); it lets a wrong ``--symbol`` fail before anything is written.
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
 import statistics
 import time
@@ -53,7 +51,7 @@ from mm_sim.events import (
     FeedWriter,
     Instrument,
 )
-from mm_sim.feeds.convert.base import BadLines, ConvertOptions, ConvertResult
+from mm_sim.feeds.convert.base import BadLines, ConvertOptions, ConvertResult, is_gzip, open_binary
 from mm_sim.venues.binance.messages import (
     BookTicker,
     DepthDiff,
@@ -82,7 +80,6 @@ FMT_CF_HTTP = "cryptofeed-http"
 FMT_HFT = "hftbacktest"
 FMT_JSONL = "jsonl"
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _MS = 1_000_000
 _NEVER = 1 << 62
 _CHUNK = 1 << 16
@@ -99,22 +96,6 @@ _TRADE_RE = re.compile(rb'"e"\s*:\s*"(trade|aggTrade)"[^{}]*?"s"\s*:\s*"([^"\\]{
 
 
 # --- files --------------------------------------------------------------------------------
-
-
-def _open(path: Path) -> io.BufferedIOBase:
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(2)
-        if magic == _GZIP_MAGIC:
-            return gzip.GzipFile(path, "rb")
-        return open(path, "rb")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == _GZIP_MAGIC
 
 
 def _sec_to_ns(text: bytes) -> int:
@@ -144,9 +125,9 @@ class _Input:
 
 
 def _sniff(path: Path) -> _Input:
-    gz = _is_gzip(path)
+    gz = is_gzip(path)
     first = b""
-    with _open(path) as fh:
+    with open_binary(path) as fh:
         try:
             for line in fh:
                 if line.strip():
@@ -179,7 +160,7 @@ def _prescan_messages(inp: _Input) -> None:
     rest = b""
     has_agg = False
     try:
-        with _open(inp.path) as fh:
+        with open_binary(inp.path) as fh:
             while True:
                 # read1: what one decompression step yields, so a truncated gzip still
                 # gives up its readable start.
@@ -210,7 +191,7 @@ def _prescan_messages(inp: _Input) -> None:
 
 def _prescan_http(inp: _Input, bad: BadLines) -> None:
     """Index the REST responses of a cryptofeed http capture (snapshots by symbol, exchangeInfo)."""
-    with _open(inp.path) as fh:
+    with open_binary(inp.path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip() or line.startswith(b"configuration:"):
                 continue
@@ -248,7 +229,7 @@ def load_exchange_info(path: Path) -> dict[str, SymbolInfo]:
     """An ``exchangeInfo`` JSON file, or a cryptofeed ``*.0``/http capture containing one."""
     if not path.exists():
         raise UserError(f"{path}: exchangeInfo file not found")
-    with _open(path) as fh:
+    with open_binary(path) as fh:
         data = fh.read()
     if data.lstrip()[:1] == b"{":
         try:
@@ -503,7 +484,7 @@ class _Converter:
         self.has_receive_time = not no_recv
         if inp.connect_ns is not None:
             self._skip_external_before(inp.connect_ns)
-        fh = _open(path)
+        fh = open_binary(path)
         try:
             for raw in fh:
                 lineno += 1
@@ -760,7 +741,7 @@ def _load_snapshots(http: list[_Input], symbol: str, conv: _Converter) -> None:
         wanted = {ln: ts for ts, ln, s in inp.snapshot_lines if s == symbol.upper()}
         if not wanted:
             continue
-        with _open(inp.path) as fh:
+        with open_binary(inp.path) as fh:
             for lineno, line in enumerate(fh, 1):
                 ts = wanted.get(lineno)
                 if ts is None:

@@ -45,8 +45,13 @@ from mm_sim.events import (
     FeedWriter,
     Instrument,
 )
-from mm_sim.feeds.convert.base import BadLines, ConvertOptions, ConvertResult, EventBuffer
-from mm_sim.feeds.convert.tardis import open_text
+from mm_sim.feeds.convert.base import (
+    BadLines,
+    ConvertOptions,
+    ConvertResult,
+    EventBuffer,
+    open_text,
+)
 
 PRICE_SCALE = 10_000
 EMPTY_ASK = 9_999_999_999  # LOBSTER's placeholder price for an unoccupied ask level

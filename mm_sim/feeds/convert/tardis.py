@@ -19,14 +19,12 @@ Everything streams: memory stays bounded whatever the size of the inputs.
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from mm_sim.core.reference_book import ReferenceBook, price_to_tick
 from mm_sim.errors import FeedError, UserError
@@ -41,7 +39,13 @@ from mm_sim.events import (
     FeedWriter,
     Instrument,
 )
-from mm_sim.feeds.convert.base import BadLines, ConvertOptions, ConvertResult, EventBuffer
+from mm_sim.feeds.convert.base import (
+    BadLines,
+    ConvertOptions,
+    ConvertResult,
+    EventBuffer,
+    open_text,
+)
 
 BOOK_COLUMNS = (
     "exchange",
@@ -66,25 +70,12 @@ TRADE_COLUMNS = (
 BOOK = "incremental_book_L2"
 TRADES = "trades"
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _BOOK_SIDES = {"bid": BID, "ask": ASK}
 _TRADE_SIDES = {"buy": BID, "sell": ASK, "unknown": 0}
 _FLAGS = {"true": True, "false": False}
 # Unknown-side trades are placed against a book kept at a grid far finer than any real tick
 # (the instrument's tick is only known at the end when it is inferred from the data).
 _REF_TICK = 1e-9
-
-
-def open_text(path: Path) -> TextIO:
-    """Open a text file, transparently gunzipping it when its first bytes are the gzip magic."""
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(2)
-        if magic == _GZIP_MAGIC:
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return open(path, encoding="utf-8", newline="")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot open ({exc.strerror or exc})") from exc
 
 
 def text_decimals(text: str) -> int:
