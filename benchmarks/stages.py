@@ -38,11 +38,12 @@ from mm_sim.core import engine as eng
 from mm_sim.core import limiter, match, quote
 from mm_sim.core.account import apply_fill, make_account
 from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply, make_book, mid_price
+from mm_sim.core.engine import JIT
 from mm_sim.events import KIND_TRADE, Instrument
 
 
 @intrinsic
-def _cycles(typingctx: Any) -> Any:
+def _cycles_intrinsic(typingctx: Any) -> Any:
     """The CPU cycle counter (``llvm.readcyclecounter``; rdtsc on x86): ~20 cycles to read."""
     sig = types.int64()
 
@@ -52,6 +53,10 @@ def _cycles(typingctx: Any) -> Any:
         return builder.call(fn, [])
 
     return sig, codegen
+
+
+# Typed as Any: an intrinsic is called with no arguments from jitted code only.
+_cycles: Any = _cycles_intrinsic
 
 
 @njit(cache=True)
@@ -106,7 +111,7 @@ LEVEL_QUOTE = 2
 LEVEL_LIMITER = 3
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def pipeline_batches(
     events: np.ndarray,
     batch: int,
@@ -198,7 +203,7 @@ def pipeline_batches(
     return sent
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def engine_batches(
     events: np.ndarray,
     batch: int,
@@ -250,7 +255,7 @@ def engine_batches(
     return nb
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def queue_batches(fronts: np.ndarray, prevs: np.ndarray, news: np.ndarray, batch: int,
                   model: int, power: float, out: np.ndarray) -> float:  # fmt: skip
     """``queue_on_depth`` per call: our queue position through a stream of level changes."""
@@ -265,7 +270,7 @@ def queue_batches(fronts: np.ndarray, prevs: np.ndarray, news: np.ndarray, batch
     return s
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def fill_batches(acc: np.ndarray, sides: np.ndarray, prices: np.ndarray, qtys: np.ndarray,
                  batch: int, fee_bps: float, out: np.ndarray) -> float:  # fmt: skip
     """``apply_fill`` per call: the account update of one fill."""
