@@ -1,0 +1,146 @@
+"""``mm_sim sweep``: best-cell search over override and profile values on Dask distributed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN
+
+    p = sub.add_parser(
+        "sweep",
+        help="best-cell search: run a grid of override/profile values over many feeds (Dask)",
+        description=(
+            "Run every cell of GRID.toml (combinations of runtime-override and profile values) "
+            "on every training feed with the soak's runner (tuner off), pick the best cell by a "
+            "robust score, re-run the top cells on held-out test feeds, and write "
+            "sweep_results.csv, SWEEP_REPORT.md with a heat map, and best_cell.json (usable as "
+            "--overrides) under --out. Runs on a local Dask cluster, or on an existing one "
+            "with --scheduler. See docs/SWEEP.md."
+        ),
+    )
+    p.add_argument("--grid", required=True, metavar="GRID.toml", help="the grid (docs/SWEEP.md)")
+    p.add_argument(
+        "--feeds",
+        "--train",
+        dest="train",
+        nargs="+",
+        metavar="FEED",
+        help=(
+            "training feeds: NAME[@SEED] (a feed in feeds/, a .npy or a definition .json; "
+            f"@SEED picks the synthetic day / core seed). Default: {' '.join(DEFAULT_TRAIN)} "
+            f"(and test feeds {' '.join(DEFAULT_TEST)})"
+        ),
+    )
+    p.add_argument(
+        "--test",
+        nargs="*",
+        metavar="FEED",
+        help="held-out feeds the top cells are re-run on (none when --feeds is given alone)",
+    )
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers", type=int, help="local cluster: worker processes (default: one per core)"
+    )
+    cluster.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="run on an existing Dask cluster"
+    )
+    p.add_argument("--out", type=Path, default=Path("sweep-artifacts"), help="output directory")
+    p.add_argument("--resume", action="store_true", help="run only what has no result in --out")
+    p.add_argument("--iterations", type=int, help="iterations per run (default 6, as the soak)")
+    p.add_argument("--iteration-minutes", type=float, help="simulated minutes each (default 30)")
+    p.add_argument("--seed", type=int, help="seed of feeds given without @SEED (default 1)")
+    p.add_argument("--profile", help="base profile name (S1) or path")
+    p.add_argument("--overrides", help="base runtime overrides JSON")
+    p.add_argument(
+        "--keep-records",
+        action="store_true",
+        help="keep each run's raw records (so `mm_sim report` can rebuild it); reports only "
+        "otherwise",
+    )
+    p.add_argument("--top", type=int, default=5, help="cells re-run on the test feeds (5)")
+    p.add_argument(
+        "--dispersion-weight",
+        type=float,
+        default=1.0,
+        help="score penalty per bps of MAD of net_bps across training feeds (1.0)",
+    )
+    p.add_argument(
+        "--gate-penalty",
+        type=float,
+        default=1.0,
+        help="score penalty in bps per failed hard gate per feed (1.0)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mm_sim.sweep.driver import SweepOptions, run_sweep
+    from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN
+    from mm_sim.sweep.select import Criterion
+
+    if args.train is None:
+        train, test = list(DEFAULT_TRAIN), list(DEFAULT_TEST if args.test is None else args.test)
+    else:
+        train, test = list(args.train), list(args.test or [])
+    # Run length and seed: only what was given, the rest are SweepOptions' (the soak's) defaults.
+    given = {
+        k: v
+        for k, v in (
+            ("iterations", args.iterations),
+            ("iteration_minutes", args.iteration_minutes),
+            ("seed", args.seed),
+        )
+        if v is not None
+    }
+    opts = SweepOptions(
+        grid=Path(args.grid),
+        train=train,
+        test=test,
+        out=args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        **given,
+        profile=args.profile,
+        overrides=args.overrides,
+        top=args.top,
+        criterion=Criterion(args.dispersion_weight, args.gate_penalty),
+        keep_records=args.keep_records,
+    )
+    try:
+        outcome = run_sweep(opts, sys.stdout)
+    except KeyboardInterrupt:
+        print(
+            f"\nsweep interrupted: every finished cell × feed is in {opts.out}/sweep_results.csv;"
+            " run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    print_outcome(outcome)
+    return 0
+
+
+def print_outcome(outcome: object) -> None:
+    from mm_sim.sweep.driver import SweepOutcome
+
+    assert isinstance(outcome, SweepOutcome)
+    o = outcome
+    print(
+        f"\nsweep: {len(o.grid.cells)} cells; {o.ran} run(s) now, {o.skipped} already done "
+        f"({o.engine})"
+    )
+    if o.ranked:
+        best = o.ranked[0]
+        test = o.top[0].test if o.top else None
+        oos = f"{test.median_net_bps:+.3f}" if test else "n/a (no test feeds)"
+        print(
+            f"best cell {best.cell.id}: {best.cell.label()}\n"
+            f"  score {best.score:+.3f}  in-sample median net_bps "
+            f"{best.train.median_net_bps:+.3f}  out-of-sample {oos}"
+        )
+    for f in o.files:
+        print(f"  {f}")

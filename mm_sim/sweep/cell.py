@@ -1,0 +1,235 @@
+"""One cell on one feed, inside a worker process: the soak's own runner, tuner off.
+
+Why the soak and not a bare engine loop: a sweep's number for a cell must be the number a soak
+with the same values would report — same replay plan, same iteration marks, same edge
+decomposition and gates — so a best cell carries over to ``mm_sim soak --overrides`` unchanged.
+``tune=False`` keeps the cell's values fixed, so what is measured is the cell, not the tuner.
+
+A task holds only small JSON-able values (the full profile and overrides of the cell, the feed's
+definition and seed, paths). Events are read here: a synthetic day is generated once into
+``DIR/feeds/`` (written atomically; any worker finding it there memory-maps it), a file feed is
+memory-mapped from its path. Each attempt writes its run directory under a temporary name and
+renames it into ``DIR/runs/<cell>/<feed>/`` when complete, so a worker killed mid-cell leaves
+nothing that a re-run on another worker could trip over or that could be counted. Only a run's
+reports and metrics are kept unless ``keep_records`` (raw records: tens of MB per simulated
+hour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mm_sim.config import Overrides, Profile, RunSettings
+from mm_sim.errors import UserError
+from mm_sim.events import Instrument, open_feed, sidecar_path, write_feed
+from mm_sim.feeds.spec import load_events
+from mm_sim.report.render import build_reports
+from mm_sim.runtime.recorder import Recorder
+from mm_sim.runtime.replay import plan_iterations
+from mm_sim.sweep.feeds import FeedCase, spec_model
+
+# Totals copied from EDGE_REPORT.json into a result row (gate metrics included).
+METRICS = (
+    "net_bps",
+    "gross_bps",
+    "fees_eff_bps",
+    "slippage_bps",
+    "inventory_bps",
+    "adverse_bps",
+    "pnl",
+    "fills",
+    "notional",
+    "maker_share_pct",
+    "cancel_ratio",
+    "adverse_cost_p95_bps",
+    "slippage_cost_p95_bps",
+    "order_age_p95_ms",
+    "ws_lag_p95_ms",
+)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything a worker needs for one cell on one feed; a few kilobytes pickled."""
+
+    cell_id: str
+    feed: FeedCase
+    profile: dict[str, Any]  # the cell's complete profile (model_dump, JSON mode)
+    overrides: dict[str, float]  # the cell's six runtime overrides
+    iterations: int
+    iteration_minutes: float
+    out_dir: str  # the sweep's DIR
+    keep_records: bool = False  # keep the raw records (for `mm_sim report RUN_DIR`)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / "runs" / self.cell_id / self.feed.slug
+
+
+def replay_seconds(iterations: int, iteration_minutes: float) -> float:
+    """Length of the synthetic day a cell replays: the soak's own rule (one spare second)."""
+    return iterations * iteration_minutes * 60.0 + 1.0
+
+
+def feed_cache_path(case: FeedCase, out_dir: str | Path) -> Path:
+    digest = hashlib.sha256(case.data_key.encode()).hexdigest()[:10]
+    return Path(out_dir) / "feeds" / f"{case.slug}-{digest}.npy"
+
+
+def ensure_feed(case: FeedCase, out_dir: str) -> dict[str, Any]:
+    """Path and identity of the feed's events, generating a synthetic day once if needed.
+
+    Idempotent and safe to run concurrently: the generator is deterministic and the file and
+    its sidecar (written last) are each replaced atomically, so a reader that finds the sidecar
+    finds a complete file.
+    """
+    spec = spec_model(case)
+    if spec.kind == "file":
+        feed = open_feed(spec.path)
+        identity = {"kind": "file", "path": str(feed.path), "count": len(feed.events)}
+        return {"path": str(feed.path), "identity": identity}
+    path = feed_cache_path(case, out_dir)
+    side = sidecar_path(path)
+    if not (path.exists() and side.exists()):
+        events, instrument, identity = load_events(spec, case.seed)
+        write_feed(path, events, instrument, source=identity)
+    return {"path": str(path), "identity": open_feed(path).meta.source}
+
+
+class _TablesOnlyRecorder(Recorder):
+    """The soak's recorder without the final PNG charts.
+
+    Charts are the slowest part of a short run's reports and a sweep makes hundreds of runs that
+    nobody plots one by one; ``mm_sim report RUN_DIR`` draws them later from the same records.
+    """
+
+    def finish(self, note: str | None, interrupted: bool) -> dict[str, Any]:
+        summary = build_reports(self.tuned, self.profile, charts=False)
+        if note:
+            self.tuned.append_summary(f"note: {note}")
+        if interrupted:
+            self.tuned.append_summary("interrupted: reports cover the committed iterations")
+        summary["note"] = note
+        summary["interrupted"] = interrupted
+        self.tuned.close()
+        return summary
+
+
+def _instrument(feed_instrument: Instrument, profile: Profile) -> Instrument:
+    """The profile's tick/lot, when set, win over the feed's (as in the soak)."""
+    pi = profile.instrument
+    if pi.tick_size is None and pi.lot_size is None:
+        return feed_instrument
+    return Instrument(
+        feed_instrument.symbol,
+        feed_instrument.venue,
+        pi.tick_size or feed_instrument.tick_size,
+        pi.lot_size or feed_instrument.lot_size,
+        feed_instrument.price_decimals,
+    )
+
+
+def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path) -> None:
+    from mm_sim.runtime.soak import Soak, SoakConfig
+
+    profile = Profile.model_validate(task.profile)
+    overrides = Overrides.model_validate(task.overrides)
+    feed = open_feed(events_path)
+    plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))
+    if not plan.iterations:
+        raise UserError(f"feed {task.feed.label!r}: {plan.note}")
+    settings = RunSettings(
+        profile=profile.name,
+        overrides=None,
+        feed=task.feed.label,
+        iterations=task.iterations,
+        iteration_minutes=task.iteration_minutes,
+        seed=task.feed.seed,
+        artifacts=str(task.run_dir),
+        speed=None,
+    )
+    cfg = SoakConfig(
+        settings=settings,
+        profile=profile,
+        overrides=overrides,
+        feed_identity=identity,
+        instrument=_instrument(feed.instrument, profile),
+        events=feed.events,
+        plan=plan,
+        artifacts=artifacts,
+        tune=False,
+    )
+    soak = Soak(cfg, out=io.StringIO())
+    soak.recorder = _TablesOnlyRecorder(artifacts, profile)
+    # A fresh event loop in this (worker) thread; the soak's SIGINT hook is skipped off the
+    # main thread, which is what a worker wants.
+    asyncio.run(soak.run())
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """A result row's figures, read back from the run's written reports."""
+    edge = json.loads((run_dir / "reports" / "EDGE_REPORT.json").read_text())
+    gate = json.loads((run_dir / "reports" / "KPI_GATE.json").read_text())
+    totals = edge["totals"]
+    row: dict[str, Any] = {m: totals.get(m) for m in METRICS}
+    row["verdict"] = gate["verdict"]
+    row["band"] = gate["band"]
+    row["hard_failed"] = list(gate["hard_failed"])
+    row["soft_failed"] = list(gate["soft_failed"])
+    return row
+
+
+def _drop_records(run_dir: Path) -> None:
+    """Keep a run's reports and metrics, drop its bulk (tens of MB per simulated hour).
+
+    A sweep makes hundreds of runs; their rows and reports are the result. The raw records are
+    only needed to rebuild a run's reports or charts (``--keep-records``).
+    """
+    for sub in ("records", "checkpoints"):
+        shutil.rmtree(run_dir / "soak" / sub, ignore_errors=True)
+    (run_dir / "soak" / "fills.csv").unlink(missing_ok=True)
+
+
+def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``task`` and return its result row: identity, figures, verdict, timing.
+
+    ``prepared`` is ``ensure_feed``'s answer when the driver prepared the feed beforehand; when
+    its file is not visible here (workers without a shared filesystem) the feed is prepared
+    locally.
+    """
+    t0 = time.perf_counter()
+    if prepared is None or not Path(prepared["path"]).exists():
+        prepared = ensure_feed(task.feed, task.out_dir)
+    final = task.run_dir
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        _soak(task, prepared["path"], prepared["identity"], tmp)
+        if not task.keep_records:
+            _drop_records(tmp)
+        # An earlier attempt may have finished its run but died before reporting: replace it.
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            with contextlib.suppress(OSError):
+                shutil.rmtree(tmp)
+    row = {"cell_id": task.cell_id, "feed": task.feed.label, "seed": task.feed.seed}
+    row.update(summarize(final))
+    row["run_dir"] = str(final.relative_to(task.out_dir))
+    row["wall_s"] = time.perf_counter() - t0
+    row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    return row

@@ -1,0 +1,125 @@
+"""The sweep's feeds: ``NAME[@SEED]`` tokens resolved once, on the driver, into small specs.
+
+Why a seed per feed: a synthetic market is one definition and many days — ``synthetic@1`` and
+``synthetic@2`` are two independent days of the same market — and training and testing on
+different days is what makes out-of-sample figures mean something. For a stored (file) feed the
+seed only drives the core's own randomness (probabilistic queue position), exactly as
+``soak --seed`` does. A bare name uses the sweep's ``--seed``.
+
+A task carries the resolved definition (a few hundred bytes of JSON), never events: the worker
+generates a synthetic day or memory-maps a file by path, so a real cluster needs the file feeds
+(and the output directory) on a filesystem every worker sees at the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mm_sim.errors import UserError
+from mm_sim.events import open_feed
+from mm_sim.feeds.spec import (
+    BinanceLiveFeedSpec,
+    FileFeedSpec,
+    SyntheticFeedSpec,
+    resolve_feed,
+)
+
+# Three synthetic days to choose the cell on, two more to test it on.
+DEFAULT_TRAIN = ("synthetic@1", "synthetic@2", "synthetic@3")
+DEFAULT_TEST = ("synthetic@4", "synthetic@5")
+
+_SEED = re.compile(r"^(?P<name>.+)@(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True)
+class FeedCase:
+    """One feed of the sweep: its label in the results, and what a worker needs to replay it."""
+
+    label: str  # ``NAME@SEED``: the feed's identity in sweep_results.csv
+    seed: int
+    spec: dict[str, Any]  # a synthetic or file feed definition (JSON-able; no events)
+
+    @property
+    def kind(self) -> str:
+        return str(self.spec["kind"])
+
+    @property
+    def data_key(self) -> str:
+        """Equal for two tokens that replay the same events (e.g. two names of one market)."""
+        body = {k: v for k, v in self.spec.items() if k not in ("name", "description")}
+        return json.dumps([body, self.seed], sort_keys=True)
+
+    @property
+    def slug(self) -> str:
+        """A directory name for this feed's runs (labels may be paths)."""
+        safe = re.sub(r"[^A-Za-z0-9._@-]+", "_", self.label.rsplit("/", 1)[-1])[:60]
+        if safe == self.label:
+            return safe
+        return f"{safe}-{hashlib.sha256(self.label.encode()).hexdigest()[:8]}"
+
+
+def parse_token(token: str, default_seed: int) -> tuple[str, int]:
+    """``NAME@SEED`` → (NAME, SEED); a bare ``NAME`` takes ``default_seed``."""
+    m = _SEED.match(token)
+    if m:
+        return m.group("name"), int(m.group("seed"))
+    if "@" in token.rsplit("/", 1)[-1]:
+        raise UserError(f"feed {token!r}: expected NAME or NAME@SEED with SEED a whole number")
+    return token, default_seed
+
+
+def resolve_case(token: str, default_seed: int, duration_s: float) -> FeedCase:
+    """Resolve and check one token now, so a typo stops the sweep before any cluster starts.
+
+    ``duration_s`` is what every cell replays; a synthetic day is generated exactly that long
+    (as the soak does), a file feed is used as recorded.
+    """
+    name, seed = parse_token(token, default_seed)
+    spec = resolve_feed(name)
+    if isinstance(spec, BinanceLiveFeedSpec):
+        raise UserError(
+            f"feed {token!r} is live; a sweep replays stored feeds (record it first with "
+            "`mm_sim record`, then sweep the recording)"
+        )
+    if isinstance(spec, SyntheticFeedSpec):
+        spec = spec.model_copy(update={"duration_s": duration_s})
+        # Validate the synthetic parameters now rather than in every worker.
+        from mm_sim.feeds.synthetic import SyntheticParams
+
+        try:
+            SyntheticParams(**spec.params)
+        except ValueError as exc:
+            raise UserError(f"feed {token!r}: invalid synthetic parameters: {exc}") from None
+        label = f"{spec.name or name}@{seed}"
+    else:
+        assert isinstance(spec, FileFeedSpec)
+        path = Path(spec.path).resolve()
+        feed = open_feed(path)  # a memory map: checks the file and its sidecar, reads nothing
+        spec = spec.model_copy(update={"path": str(feed.path.resolve())})
+        label = f"{name}@{seed}"
+    return FeedCase(label=label, seed=seed, spec=spec.model_dump(mode="json"))
+
+
+def resolve_cases(tokens: list[str], default_seed: int, duration_s: float) -> list[FeedCase]:
+    """Resolve every token; two tokens naming the same events are refused (train/test leak)."""
+    cases = [resolve_case(t, default_seed, duration_s) for t in tokens]
+    seen: dict[str, str] = {}
+    for tok, c in zip(tokens, cases, strict=True):
+        if c.data_key in seen:
+            raise UserError(
+                f"feed {tok!r} replays the same events as {seen[c.data_key]!r} "
+                "(same definition and seed): give each feed once, with a distinct @SEED"
+            )
+        seen[c.data_key] = tok
+    return cases
+
+
+def spec_model(case: FeedCase) -> SyntheticFeedSpec | FileFeedSpec:
+    if case.kind == "synthetic":
+        return SyntheticFeedSpec.model_validate(case.spec)
+    return FileFeedSpec.model_validate(case.spec)

@@ -1,0 +1,369 @@
+"""SWEEP_REPORT.md, its heat map, and best_cell.json — all computed from the result rows.
+
+"Most influential fields": for each swept field, the median (over the cells having that value)
+of the cells' in-sample median net_bps, per value; a field's influence is the variance of those
+per-value medians — how far the edge moves when that field moves, the others averaged out by the
+median. The two most influential fields are the heat map's axes; each square is the median, over
+the cells with that pair of values, of their in-sample median net_bps.
+
+Like the soak's reports, nothing here reads a clock: the same rows give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from mm_sim.config import Overrides, Profile
+from mm_sim.events import atomic_write_bytes, atomic_write_json
+from mm_sim.sweep.grid import Axis, Cell, Grid
+from mm_sim.sweep.select import CellScore, Criterion, FeedSummary, Validation
+
+REPORT = "SWEEP_REPORT.md"
+HEATMAP = "sweep_heatmap.png"
+BEST_CELL = "best_cell.json"
+BEST_PROFILE = "best_profile.json"
+
+
+@dataclass(frozen=True)
+class Influence:
+    key: str
+    per_value: tuple[tuple[Any, float], ...]  # (value, median of the cells' median net_bps)
+    variance: float
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """What the report says about how the sweep was run."""
+
+    grid: Grid
+    train: Sequence[str]
+    test: Sequence[str]
+    iterations: int
+    iteration_minutes: float
+    profile_name: str
+    overrides_source: str
+    criterion: Criterion
+    rows: int
+    engine: str
+
+
+def _fmt(v: Any, d: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "—"
+        return f"{v:+.{d}f}"
+    return str(v)
+
+
+def _val(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def influences(grid: Grid, ranked: Sequence[CellScore]) -> list[Influence]:
+    """Swept fields (two values or more) by influence on net_bps, largest first."""
+    med = {s.cell.id: s.train.median_net_bps for s in ranked}
+    out = []
+    for axis_no, axis in enumerate(grid.axes):
+        if len(axis.values) < 2:
+            continue
+        per_value = []
+        for v in axis.values:
+            xs = [med[c.id] for c in grid.cells if c.id in med and c.values[axis_no][1] == v]
+            if xs:
+                per_value.append((v, statistics.median(xs)))
+        var = statistics.pvariance([m for _, m in per_value]) if len(per_value) > 1 else 0.0
+        out.append(Influence(axis.key, tuple(per_value), var))
+    order = {a.key: i for i, a in enumerate(grid.axes)}
+    out.sort(key=lambda x: (-x.variance, order[x.key]))
+    return out
+
+
+def _axis(grid: Grid, key: str) -> tuple[int, Axis]:
+    for i, a in enumerate(grid.axes):
+        if a.key == key:
+            return i, a
+    raise KeyError(key)
+
+
+def heatmap_matrix(
+    grid: Grid, ranked: Sequence[CellScore], x_key: str | None, y_key: str | None
+) -> np.ndarray:
+    """[y, x] = median of the in-sample median net_bps of the cells with those two values."""
+    med = {s.cell.id: s.train.median_net_bps for s in ranked}
+    xi, xa = _axis(grid, x_key) if x_key else (None, None)
+    yi, ya = _axis(grid, y_key) if y_key else (None, None)
+    xs = xa.values if xa else (None,)
+    ys = ya.values if ya else (None,)
+    m = np.full((len(ys), len(xs)), np.nan)
+    for r, yv in enumerate(ys):
+        for c, xv in enumerate(xs):
+            vals = [
+                med[cell.id]
+                for cell in grid.cells
+                if cell.id in med
+                and (xi is None or cell.values[xi][1] == xv)
+                and (yi is None or cell.values[yi][1] == yv)
+            ]
+            if vals:
+                m[r, c] = statistics.median(vals)
+    return m
+
+
+def render_heatmap(
+    grid: Grid, ranked: Sequence[CellScore], infl: Sequence[Influence], best: Cell | None
+) -> bytes:
+    x_key = infl[0].key if infl else None
+    y_key = infl[1].key if len(infl) > 1 else None
+    m = heatmap_matrix(grid, ranked, x_key, y_key)
+    fig = Figure(figsize=(max(6.5, 2.5 + 0.9 * m.shape[1]), max(3.2, 1.8 + 0.6 * m.shape[0])))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    finite = m[np.isfinite(m)]
+    lim = float(np.max(np.abs(finite))) if finite.size else 1.0
+    im = ax.imshow(m, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
+    fig.colorbar(im, ax=ax, label="net_bps (median over training feeds)")
+    xs = _axis(grid, x_key)[1].values if x_key else ("all",)
+    ys = _axis(grid, y_key)[1].values if y_key else ("all",)
+    ax.set_xticks(range(len(xs)), [_val(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_val(v) for v in ys])
+    ax.set_xlabel(x_key or "(no field varies)")
+    ax.set_ylabel(y_key or "")
+    for r in range(m.shape[0]):
+        for c in range(m.shape[1]):
+            if np.isfinite(m[r, c]):
+                ax.text(c, r, f"{m[r, c]:+.2f}", ha="center", va="center", fontsize=8)
+    if best is not None:
+        vals = best.as_dict()
+        c = xs.index(vals[x_key]) if x_key else 0
+        r = ys.index(vals[y_key]) if y_key else 0
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
+    ax.set_title("net_bps by the two most influential fields (best cell boxed)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def best_overrides_json(cell: Cell, base: Overrides) -> dict[str, int | float]:
+    """The layout of overrides/runtime_overrides.json: the six fields, whole numbers as ints."""
+    o = cell.overrides(base).as_dict()
+    return {k: int(v) if float(v).is_integer() else v for k, v in o.items()}
+
+
+def write_best(out_dir: Path, cell: Cell, base_o: Overrides, base_p: Profile) -> list[Path]:
+    written = [out_dir / BEST_CELL]
+    atomic_write_json(written[0], best_overrides_json(cell, base_o))
+    if any(k.startswith("profile.") for k, _ in cell.values):
+        prof = cell.profile(base_p).model_dump(mode="json")
+        prof["description"] = f"{base_p.name} with sweep cell {cell.id}: {cell.label()}"
+        written.append(out_dir / BEST_PROFILE)
+        atomic_write_json(written[1], prof)
+    return written
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _summary_cells(s: FeedSummary | None) -> list[str]:
+    if s is None:
+        return ["—", "—", "—"]
+    return [_fmt(s.median_net_bps), f"{s.mad_bps:.3f}", " ".join(s.verdicts)]
+
+
+def render_markdown(
+    info: SweepInfo,
+    ranked: Sequence[CellScore],
+    top: Sequence[Validation],
+    infl: Sequence[Influence],
+    base_o: Overrides,
+    base_p: Profile,
+) -> str:
+    g = info.grid
+    best = ranked[0] if ranked else None
+    L = [
+        "# Sweep report",
+        "",
+        f"Grid `{g.path}`: {len(g.cells)} cells over {len(g.axes)} field(s) "
+        f"({', '.join(f'`{a.key}` ×{len(a.values)}' for a in g.axes)}). Every cell ran on every "
+        f"training feed; the top {len(top)} also ran on the test feeds. Each run: the soak's "
+        f"runner with the tuner off, {info.iterations} × {info.iteration_minutes:g} simulated "
+        f"minutes, profile {info.profile_name}, base overrides {info.overrides_source}, seed = "
+        f"the feed's @SEED. Engine: {info.engine}. Rows: {info.rows} in `sweep_results.csv`.",
+        "",
+        f"- training feeds: {', '.join(f'`{f}`' for f in info.train)}",
+        f"- test feeds: {', '.join(f'`{f}`' for f in info.test) or '— (none: out-of-sample not measured; use --train/--test)'}",  # noqa: E501
+        "",
+        "## Criterion",
+        "",
+        info.criterion.describe() + ". Ties go to the earlier cell in the grid.",
+        "",
+    ]
+    if best is None:
+        return "\n".join([*L, "No cell has a result on every training feed yet.", ""])
+    cell = best.cell
+    files = f"`{BEST_CELL}`" + (
+        f" and `{BEST_PROFILE}`" if any(k.startswith("profile.") for k, _ in cell.values) else ""
+    )
+    base_vals = {**{f"overrides.{k}": v for k, v in base_o.as_dict().items()}}
+    base_dump = base_p.model_dump(mode="json")
+    for key, _ in cell.values:
+        if key.startswith("profile."):
+            cur: Any = base_dump
+            for p in key.split(".")[1:]:
+                cur = cur[p]
+            base_vals[key] = cur
+    oos = top[0].test if top else None
+    L += [
+        f"## Best cell `{cell.id}`",
+        "",
+        f"score {_fmt(best.score)} · in-sample median net_bps "
+        f"{_fmt(best.train.median_net_bps)} (MAD {best.train.mad_bps:.3f}, "
+        f"{best.train.gate_failures:.2f} failed hard gates per feed) · out-of-sample median "
+        f"net_bps {_fmt(oos.median_net_bps) if oos else '—'}",
+        "",
+        *_table(
+            ["field", "best", "base"],
+            [[f"`{k}`", _val(v), _val(base_vals.get(k, "—"))] for k, v in cell.values],
+        ),
+        "",
+        f"Written to {files}: `python -m mm_sim soak --overrides {BEST_CELL}`"
+        + (f" `--profile {BEST_PROFILE}`" if BEST_PROFILE in files else "")
+        + " (paths relative to this directory).",
+        "",
+        "Per feed:",
+        "",
+        *_table(
+            ["feed", "split", "net_bps", "verdict"],
+            [
+                [f"`{f}`", "train", _fmt(n), v]
+                for f, n, v in zip(info.train, best.train.net_bps, best.train.verdicts, strict=True)
+            ]
+            + (
+                [
+                    [f"`{f}`", "test", _fmt(n), v]
+                    for f, n, v in zip(info.test, oos.net_bps, oos.verdicts, strict=True)
+                ]
+                if oos
+                else []
+            ),
+        ),
+        "",
+        f"## Top {len(top)}: in-sample vs out-of-sample net_bps",
+        "",
+        "A large negative gap (test − train) means the cell's in-sample edge was fitted to the "
+        "training days.",
+        "",
+    ]
+    rows = []
+    for v in top:
+        s = v.scored
+        rows.append(
+            [
+                str(v.rank),
+                f"`{s.cell.id}`",
+                s.cell.label(),
+                _fmt(s.score),
+                *_summary_cells(s.train)[:2],
+                f"{s.train.gate_failures:.2f}",
+                *_summary_cells(v.test),
+                _fmt(v.gap_bps),
+            ]
+        )
+    L += _table(
+        [
+            "rank",
+            "cell",
+            "values",
+            "score",
+            "train median",
+            "train MAD",
+            "gate fails/feed",
+            "test median",
+            "test MAD",
+            "test verdicts",
+            "test − train",
+        ],
+        rows,
+    )
+    L += ["", "## Field influence", ""]
+    if infl:
+        L += [
+            "Variance of the per-value medians of the cells' in-sample median net_bps "
+            "(larger = the field moves the edge more).",
+            "",
+            *_table(
+                ["field", "variance", "median net_bps per value"],
+                [
+                    [
+                        f"`{i.key}`",
+                        f"{i.variance:.4f}",
+                        ", ".join(f"{_val(v)}: {m:+.3f}" for v, m in i.per_value),
+                    ]
+                    for i in infl
+                ],
+            ),
+        ]
+    else:
+        L.append("No field takes two values or more.")
+    axes = " × ".join(f"`{i.key}`" for i in infl[:2]) or "no varying field"
+    L += ["", f"## Heat map ({axes})", "", f"![net_bps heat map]({HEATMAP})", ""]
+    base_cell = _base_cell(g, base_vals)
+    if base_cell is not None:
+        rank = next((i + 1 for i, s in enumerate(ranked) if s.cell.id == base_cell.id), None)
+        sc = next((s for s in ranked if s.cell.id == base_cell.id), None)
+        if sc is not None:
+            L += [
+                "## Base values",
+                "",
+                f"The base values are cell `{base_cell.id}`: rank {rank} of {len(ranked)}, "
+                f"score {_fmt(sc.score)}, in-sample median net_bps "
+                f"{_fmt(sc.train.median_net_bps)}.",
+                "",
+            ]
+    return "\n".join(L)
+
+
+def _base_cell(grid: Grid, base_vals: dict[str, Any]) -> Cell | None:
+    for c in grid.cells:
+        if all(k in base_vals and base_vals[k] == v for k, v in c.values):
+            return c
+    return None
+
+
+def write_report(
+    out_dir: Path,
+    info: SweepInfo,
+    ranked: Sequence[CellScore],
+    top: Sequence[Validation],
+    base_o: Overrides,
+    base_p: Profile,
+) -> list[Path]:
+    """Write SWEEP_REPORT.md, the heat map and (with a best cell) best_cell.json."""
+    infl = influences(info.grid, ranked)
+    best = ranked[0].cell if ranked else None
+    written = []
+    png = render_heatmap(info.grid, ranked, infl, best)
+    atomic_write_bytes(out_dir / HEATMAP, png)
+    written.append(out_dir / HEATMAP)
+    md = render_markdown(info, ranked, top, infl, base_o, base_p)
+    atomic_write_bytes(out_dir / REPORT, md.encode())
+    written.append(out_dir / REPORT)
+    if best is not None:
+        written += write_best(out_dir, best, base_o, base_p)
+    return written

@@ -1,0 +1,146 @@
+"""sweep_results.csv: one row per cell × feed, appended and fsynced as each result arrives.
+
+The row is the commit of a cell on a feed: ``--resume`` runs exactly the (cell, feed) pairs that
+have no row. A crash can leave at most a torn last line (no newline); it is cut off on the next
+open, like the soak's metrics.jsonl. Rows are keyed by (cell_id, feed) and a key is written once:
+a second result for it (a re-run after a worker died, a duplicate in a hand-edited file) is not
+counted. When a sweep completes the file is rewritten once, atomically, in grid order, so the
+same grid, feeds and seeds give the same file apart from the timing columns (last).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mm_sim.errors import UserError
+from mm_sim.events import atomic_write_bytes
+from mm_sim.sweep.cell import METRICS
+
+FILE = "sweep_results.csv"
+ID_COLUMNS = ("split", "cell_id", "feed", "seed")
+RESULT_COLUMNS = (*METRICS, "verdict", "band", "hard_failed", "soft_failed", "run_dir")
+TIMING_COLUMNS = ("wall_s", "worker")  # differ between runs of the same sweep
+_INT_COLUMNS = {"seed", "fills"}
+_FLOAT_COLUMNS = set(METRICS) - _INT_COLUMNS | {"wall_s"}
+_LIST_COLUMNS = {"hard_failed", "soft_failed"}
+
+Key = tuple[str, str]  # (cell_id, feed label)
+
+
+def columns(grid_keys: Sequence[str]) -> list[str]:
+    return [*ID_COLUMNS, *grid_keys, *RESULT_COLUMNS, *TIMING_COLUMNS]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)  # round-trips exactly
+    if isinstance(v, list | tuple):
+        return ";".join(str(x) for x in v)
+    return str(v)
+
+
+def _parse(col: str, s: str) -> Any:
+    if col in _LIST_COLUMNS:
+        return [x for x in s.split(";") if x]
+    if s == "":
+        return None
+    if col in _INT_COLUMNS:
+        return int(s)
+    if col in _FLOAT_COLUMNS:
+        return float(s)
+    return s
+
+
+def _line(cols: Sequence[str], row: dict[str, Any]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_cell(row.get(c)) for c in cols])
+    return buf.getvalue().encode()
+
+
+class ResultsFile:
+    """The append-only results file of one sweep directory."""
+
+    def __init__(self, out_dir: Path, grid_keys: Sequence[str]) -> None:
+        self.path = Path(out_dir) / FILE
+        self.columns = columns(grid_keys)
+        self.rows: dict[Key, dict[str, Any]] = {}
+        self._fh: io.BufferedWriter | None = None
+
+    def open(self) -> dict[Key, dict[str, Any]]:
+        """Read the committed rows (cutting a torn tail) and get ready to append."""
+        if self.path.exists():
+            self._repair_tail()
+            self.rows = read_rows(self.path, self.columns)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("wb") as fh:
+                fh.write(_line(self.columns, {c: c for c in self.columns}))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._fh = self.path.open("ab")
+        return self.rows
+
+    def _repair_tail(self) -> None:
+        raw = self.path.read_bytes()
+        end = raw.rfind(b"\n") + 1
+        if end != len(raw):
+            with self.path.open("r+b") as fh:
+                fh.truncate(end)
+                os.fsync(fh.fileno())
+
+    def append(self, row: dict[str, Any]) -> bool:
+        """Commit one result; False (and nothing written) when its key already has a row."""
+        key = (str(row["cell_id"]), str(row["feed"]))
+        if key in self.rows:
+            return False
+        assert self._fh is not None, "open() first"
+        self._fh.write(_line(self.columns, row))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.rows[key] = {c: row.get(c) for c in self.columns}
+        return True
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def rewrite_sorted(self, order: Callable[[dict[str, Any]], Any]) -> None:
+        """Atomically rewrite the file with its rows in ``order`` (a completed sweep)."""
+        self.close()
+        body = b"".join(_line(self.columns, r) for r in sorted(self.rows.values(), key=order))
+        atomic_write_bytes(self.path, _line(self.columns, {c: c for c in self.columns}) + body)
+
+
+def read_rows(path: Path, expected: Sequence[str] | None = None) -> dict[Key, dict[str, Any]]:
+    """Rows keyed by (cell_id, feed), typed; the first row of a key wins."""
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return {}
+        if expected is not None and list(header) != list(expected):
+            missing = [c for c in expected if c not in header]
+            extra = [c for c in header if c not in expected]
+            raise UserError(
+                f"{path}: written for another grid (columns missing: {missing}, extra: {extra}); "
+                "resume with the same grid, or use a new --out"
+            )
+        rows: dict[Key, dict[str, Any]] = {}
+        for n, rec in enumerate(reader, 2):
+            if len(rec) != len(header):
+                raise UserError(f"{path}:{n}: expected {len(header)} fields, got {len(rec)}")
+            row = {c: _parse(c, v) for c, v in zip(header, rec, strict=True)}
+            rows.setdefault((str(row["cell_id"]), str(row["feed"])), row)
+    return rows
+
+
+def missing(keys: Iterable[Key], done: dict[Key, Any]) -> list[Key]:
+    return [k for k in keys if k not in done]

@@ -1,0 +1,183 @@
+"""GRID.toml parsing and validation, feed tokens, and the results file — no cluster needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mm_sim.config import Overrides, Profile, load_profile
+from mm_sim.errors import UserError
+from mm_sim.sweep.feeds import parse_token, resolve_cases
+from mm_sim.sweep.grid import load_grid
+from mm_sim.sweep.results import ResultsFile, read_rows
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_P = load_profile("S1")
+BASE_O = Overrides.model_validate({})
+
+
+def grid_of(tmp_path: Path, text: str, name: str = "grid.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return load_grid(p, BASE_P, BASE_O)
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(UserError) as info:
+        grid_of(tmp_path, text, "bad.toml")
+    return str(info.value)
+
+
+def test_lists_ranges_tables_and_scalars_expand_in_grid_order(tmp_path: Path) -> None:
+    g = grid_of(
+        tmp_path,
+        "overrides.tail_age_ms = {start = 400, stop = 1000, step = 300}\n"
+        '"overrides.base_spread_bps_delta" = {start = 0.0, stop = 0.3, step = 0.1}\n'
+        "[profile]\nquoting.gamma = {values = [0.05, 0.2]}\nqueue.model = 'conservative'\n",
+    )
+    assert g.keys == (
+        "overrides.tail_age_ms",
+        "overrides.base_spread_bps_delta",
+        "profile.quoting.gamma",
+        "profile.queue.model",
+    )
+    assert g.axes[0].values == (400.0, 700.0, 1000.0)  # stop included, stored as the model's float
+    assert g.axes[1].values == (0.0, 0.1, 0.2, 0.3)  # no 0.30000000000000004
+    assert len(g.cells) == 3 * 4 * 2 * 1
+    first, last = g.cells[0].as_dict(), g.cells[-1].as_dict()
+    assert first["overrides.tail_age_ms"] == 400.0 and last["overrides.tail_age_ms"] == 1000.0
+    assert [c.index for c in g.cells] == list(range(len(g.cells)))
+    c = g.cells[-1]
+    assert c.overrides(BASE_O).tail_age_ms == 1000.0
+    assert c.overrides(BASE_O).min_interval_ms == BASE_O.min_interval_ms  # not swept: base
+    prof = c.profile(BASE_P)
+    assert prof.quoting.gamma == 0.2 and prof.queue.model == "conservative"
+    assert prof.fees == BASE_P.fees
+
+
+def test_cell_ids_hash_values_not_positions(tmp_path: Path) -> None:
+    a = grid_of(tmp_path, "overrides.min_interval_ms = [40, 70]\n", "a.toml")
+    b = grid_of(tmp_path, "overrides.min_interval_ms = [70.0, 100, 40.0]\n", "b.toml")
+    ids_a = {c.as_dict()["overrides.min_interval_ms"]: c.id for c in a.cells}
+    ids_b = {c.as_dict()["overrides.min_interval_ms"]: c.id for c in b.cells}
+    assert ids_a[40.0] == ids_b[40.0] and ids_a[70.0] == ids_b[70.0]
+    assert len(set(ids_b.values())) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (
+            "overrides.tail_age = [500]\n",
+            ["bad.toml:1", "'overrides.tail_age'", "no tunable field 'tail_age'", "tail_age_ms"],
+        ),
+        (
+            "x = 1\n[overrides]\n\ntail_age_ms = [5, 500]\n",
+            ["key 'x'", "expected overrides.<field> or profile.<section>.<field>"],
+        ),
+        (
+            "# comment\n[overrides]\ntail_age_ms = [5, 500]\n",
+            ["bad.toml:3", "'overrides.tail_age_ms'", "value 5", "greater than or equal to 10"],
+        ),
+        (
+            "[profile.quoting]\ngama = [0.1]\n",
+            ["bad.toml:2", "'profile.quoting.gama'", "no tunable field 'gama'", "gamma"],
+        ),
+        ("profile.quoting = [0.1]\n", ["'profile.quoting' is a section", "order_qty"]),
+        ("'profile.quoting.gamma.x' = [0.1]\n", ["is a value, not a section"]),
+        ("profile.quoting.gamma.x = [0.1]\n", ["invalid table", "range table"]),
+        ("profile.queue.model = ['fifo']\n", ["'profile.queue.model'", "value 'fifo'"]),
+        ("overrides.min_interval_ms = ['fast']\n", ["value 'fast'", "valid number"]),
+        ("overrides.min_interval_ms = []\n", ["empty list", "range table"]),
+        ("overrides.min_interval_ms = [70, 70.0]\n", ["listed twice"]),
+        (
+            "overrides.min_interval_ms = {start = 100, stop = 40, step = 10}\n",
+            ["stop 40 is below start 100"],
+        ),
+        (
+            "overrides.min_interval_ms = {start = 0, stop = 40, step = 0}\n",
+            ["step: Input should be greater than 0"],
+        ),
+        ("overrides.min_interval_ms = {from = 0, to = 4}\n", ["invalid table", "start"]),
+        ("profile.gates.bands.success = [2.0]\n", ["value 2.0", "success >= ok >= warn"]),
+        (
+            "[profile.gates.bands]\nsuccess = [3.0, 2.9]\nok = [2.8, 2.95]\n",
+            ["the cell success=2.9 ok=2.95 is invalid", "success >= ok >= warn"],
+        ),
+        ("[overrides\n", ["invalid TOML"]),
+        ("", ["no fields to sweep"]),
+    ],
+)
+def test_bad_grids_name_file_key_and_expectation(
+    tmp_path: Path, text: str, needles: list[str]
+) -> None:
+    msg = error_of(tmp_path, text)
+    assert str(tmp_path / "bad.toml") in msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_cli_reports_a_bad_grid_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[overrides]\nmin_interval_ms = [-1]\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "sweep", "--grid", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert f"{bad}:2: key 'overrides.min_interval_ms': value -1" in r.stderr
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_feed_tokens(tmp_path: Path) -> None:
+    assert parse_token("synthetic@7", 1) == ("synthetic", 7)
+    assert parse_token("synthetic", 3) == ("synthetic", 3)
+    assert parse_token("/data/a@b/x.npy@2", 1) == ("/data/a@b/x.npy", 2)
+    with pytest.raises(UserError, match="NAME@SEED"):
+        parse_token("synthetic@x", 1)
+    cases = resolve_cases(["synthetic@1", "synthetic-short@2"], 1, 61.0)
+    assert [c.label for c in cases] == ["synthetic@1", "synthetic-short@2"]
+    assert all(c.spec["duration_s"] == 61.0 for c in cases)
+    # Two names of one market with one seed are one feed: refused (it would leak train to test).
+    with pytest.raises(UserError, match="same events"):
+        resolve_cases(["synthetic@1", "synthetic-short@1"], 1, 61.0)
+    with pytest.raises(UserError, match="is live"):
+        resolve_cases(["binance-spot-testnet"], 1, 61.0)
+    with pytest.raises(UserError, match="unknown feed"):
+        resolve_cases(["no-such-feed@1"], 1, 61.0)
+
+
+def test_results_file_commits_each_key_once_and_cuts_a_torn_tail(tmp_path: Path) -> None:
+    keys = ["overrides.tail_age_ms"]
+    rf = ResultsFile(tmp_path, keys)
+    assert rf.open() == {}
+    row = {"split": "train", "cell_id": "abc", "feed": "synthetic@1", "seed": 1,
+           "overrides.tail_age_ms": 500.0, "net_bps": 0.1 + 0.2, "fills": 3,
+           "hard_failed": ["net_bps_total", "maker_share"], "verdict": "FAIL"}  # fmt: skip
+    assert rf.append(row) is True
+    assert rf.append({**row, "net_bps": 9.0}) is False  # same key: not counted again
+    rf.close()
+    with rf.path.open("ab") as fh:
+        fh.write(b"train,def,synthetic@1,1,500.0,1.5")  # torn: no newline
+    rf2 = ResultsFile(tmp_path, keys)
+    rows = rf2.open()
+    rf2.close()
+    assert list(rows) == [("abc", "synthetic@1")]
+    got = rows[("abc", "synthetic@1")]
+    assert got["net_bps"] == 0.1 + 0.2  # exact round trip
+    assert got["fills"] == 3 and got["hard_failed"] == ["net_bps_total", "maker_share"]
+    assert got["gross_bps"] is None
+    assert not rf2.path.read_bytes().endswith(b"1.5")
+    with pytest.raises(UserError, match="another grid"):
+        read_rows(rf2.path, ResultsFile(tmp_path, ["overrides.min_interval_ms"]).columns)
+
+
+def test_example_grid_is_valid() -> None:
+    g = load_grid(REPO / "sweeps" / "example.toml", BASE_P, BASE_O)
+    assert len(g.cells) >= 8
+    assert all(isinstance(Profile.model_validate(c.profile(BASE_P).model_dump()), Profile)
+               for c in g.cells[:2])  # fmt: skip
