@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Kernels are cached next to the venv so a second run starts without recompiling.
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.venv/numba-cache
 
-.PHONY: setup soak test lint bench bench-quick fmt clean live-demo
+.PHONY: setup soak test lint bench bench-quick fmt clean live-demo sweep
 
 setup: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 soak: $(STAMP)
 	$(PY) -m mm_sim soak $(ARGS)
+
+sweep: $(STAMP)
+	$(PY) -m mm_sim sweep --grid sweeps/example.toml $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

@@ -145,6 +145,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     if "flat_rss" in ls:
         add("flat RSS with feed length", "peak RSS at largest <= 1.10 x smallest + 16 MB",
             ls["rss_ratio"], ls["flat_rss"])  # fmt: skip
+    sw = res.get("sweep", {})
+    if "speedup_2_vs_1" in sw:
+        add("sweep speed-up, 2 vs 1 workers", ">= 1.7", sw["speedup_2_vs_1"], sw["speedup_met"],
+            f"{sw['workers_1']['cells_per_min']:.1f} -> {sw['workers_2']['cells_per_min']:.1f} "
+            f"cells/min, load {sw['loadavg_at_start'][0]:.2f}")  # fmt: skip
     peer = res.get("peer", {})
     if "ratio_events_per_s" in peer:
         r = peer["ratio_events_per_s"]
@@ -289,6 +294,35 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {label} | {r['wall_s']:.1f} | {_fmt(r['events'])} | {_fmt(r['events_per_s'])} | "
             f"{_fmt(r['peak_rss_mb'], 0)} |"
         )
+    sw = res.get("sweep", {})
+    if "workers_1" in sw:
+        L += [
+            "",
+            f"## Sweep on Dask (`{sw['command']}`; {sw['workers_1']['cells']} cells x "
+            f"{sw['feeds']} feeds)",
+            "",
+            "| workers | cells/min | incl. start-up | start + warm-up s | phase s |",
+            "|---|---|---|---|---|",
+        ]
+        for n in (1, 2):
+            w = sw[f"workers_{n}"]
+            L.append(
+                f"| {n} | {w['cells_per_min']:.1f} | {w['cells_per_min_incl_startup']:.1f} | "
+                f"{w['cluster_start_and_warmup_s']:.2f} | {w['phase_s']:.2f} |"
+            )
+        p = sw["plain_loop"]
+        L += [
+            "",
+            f"Speed-up {sw['speedup_2_vs_1']:.2f} (target >= 1.7). Plain in-process loop "
+            f"{p['cells_per_min']:.1f} cells/min; Dask overhead "
+            f"{sw['dask_overhead_per_cell_s'] * 1e3:.0f} ms/cell (dispatch "
+            f"{sw['dispatch_per_run_s'] * 1e3:.1f} ms + in-worker "
+            f"{sw['in_worker_slowdown_per_run_s'] * 1e3:.0f} ms per run); one run "
+            f"{p['per_run_s'] * 1e3:.0f} ms vs bare Engine.run "
+            f"{p['bare_engine_per_run_s'] * 1e3:.0f} ms ({p['events_per_run']:,} events).",
+        ]
+    elif sw:
+        L += ["", "## Sweep on Dask", "", str(sw.get("skipped") or sw.get("error", ""))]
     ct = res.get("compile", {})
     if ct:
         L += ["", "## Kernel compile vs load (one Engine.run of 1,000 events, subprocess)", ""]
@@ -325,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-soak", action="store_true")
+    ap.add_argument("--skip-sweep", action="store_true")
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     cfg = SIZES[mode]
@@ -403,6 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             step(f"soak {cfg['soak'] or '(default)'} cold={cfg['cold']}")
             res["soak"] = soak_e2e.soak_bench(cfg["soak"], cold=cfg["cold"])
+        if args.skip_sweep:
+            res["sweep"] = {"skipped": "--skip-sweep"}
+        else:
+            step("sweep on Dask: cells/min with 1 and 2 workers")
+            from benchmarks import sweep_bench
+
+            res["sweep"] = sweep_bench.measure(mode)
         if cfg["peer"] and not args.skip_peer:
             step("peer")
             from benchmarks import peer

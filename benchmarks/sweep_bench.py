@@ -55,7 +55,7 @@ def _feeds(work: Path, cfg: dict[str, Any]) -> list[str]:
     """Synthetic days as feed files (``PATH@SEED``): the timed phases then only run cells."""
     from mm_sim.events import write_feed
     from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
-    from mm_sim.sweep.cell import replay_seconds
+    from mm_sim.runtime.replay import replay_seconds
 
     spec = resolve_feed("synthetic")
     assert isinstance(spec, SyntheticFeedSpec)
@@ -105,7 +105,8 @@ def _plain_loop(grid: Path, feeds: list[str], out: Path, cfg: dict[str, Any]) ->
     from mm_sim.config import load_overrides, load_profile
     from mm_sim.core.engine import Engine
     from mm_sim.events import open_feed
-    from mm_sim.sweep.cell import CellTask, ensure_feed, replay_seconds, run_cell
+    from mm_sim.runtime.replay import replay_seconds
+    from mm_sim.sweep.cell import CellTask, ensure_feed, run_cell
     from mm_sim.sweep.driver import warm_worker
     from mm_sim.sweep.feeds import resolve_cases
     from mm_sim.sweep.grid import load_grid

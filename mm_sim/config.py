@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from mm_sim.errors import UserError
+from mm_sim.events import Instrument
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -295,6 +296,16 @@ class Profile(BaseSettings):
     mark_interval_ms: float = Field(
         100.0, gt=0, le=60000, description="Sampling step of the recorded mid/position marks."
     )
+
+    def instrument_for(self, feed: Instrument) -> Instrument:
+        """The feed's instrument with this profile's tick/lot, where set, winning."""
+        tick, lot = self.instrument.tick_size, self.instrument.lot_size
+        if tick is None and lot is None:
+            return feed
+        return Instrument(
+            feed.symbol, feed.venue, tick or feed.tick_size, lot or feed.lot_size,
+            feed.price_decimals,
+        )  # fmt: skip
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_a, **_k):

@@ -24,7 +24,7 @@ from mm_sim.config import (
 from mm_sim.errors import UserError
 from mm_sim.feeds.spec import BinanceLiveFeedSpec, SyntheticFeedSpec, load_events, resolve_feed
 from mm_sim.logs import get_logger
-from mm_sim.runtime.replay import plan_iterations
+from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
 if TYPE_CHECKING:
     from mm_sim.runtime.soak import Soak, SoakOutcome
@@ -118,20 +118,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_live(args, settings, profile, overrides, spec, root, iteration_ns)
     if isinstance(spec, SyntheticFeedSpec):
         # The synthetic market continues as long as the soak needs it.
-        # One spare second so the last iteration is complete.
-        needed = settings.iterations * settings.iteration_minutes * 60.0 + 1.0
+        needed = replay_seconds(settings.iterations, settings.iteration_minutes)
         spec = spec.model_copy(update={"duration_s": needed})
     events, instrument, identity = load_events(spec, settings.seed)
-    if profile.instrument.tick_size is not None or profile.instrument.lot_size is not None:
-        from mm_sim.events import Instrument
-
-        instrument = Instrument(
-            instrument.symbol,
-            instrument.venue,
-            profile.instrument.tick_size or instrument.tick_size,
-            profile.instrument.lot_size or instrument.lot_size,
-            instrument.price_decimals,
-        )
+    instrument = profile.instrument_for(instrument)
     plan = plan_iterations(events, settings.iterations, iteration_ns)
     if not plan.iterations:
         raise UserError(f"feed {settings.feed!r}: {plan.note}")

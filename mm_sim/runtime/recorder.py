@@ -24,8 +24,11 @@ from mm_sim.runtime.tuner import Decision, IterationMetrics
 
 
 class Recorder:
-    def __init__(self, root: Path, profile: Profile, control: bool = False) -> None:
+    def __init__(
+        self, root: Path, profile: Profile, control: bool = False, charts: bool = True
+    ) -> None:
         self.root = Path(root)
+        self.charts = charts
         self.profile = profile
         self.tuned = RunDir(self.root)
         self.control = RunDir(self.root / "control") if control else None
@@ -123,8 +126,8 @@ class Recorder:
         return self.tuned.write_overrides(overrides)
 
     def finish(self, note: str | None, interrupted: bool) -> dict[str, Any]:
-        """Write the final reports (charts included); returns the summary for the console."""
-        summary = build_reports(self.tuned, self.profile, charts=True)
+        """Write the final reports (and charts); returns the summary for the console."""
+        summary = build_reports(self.tuned, self.profile, charts=self.charts)
         if self.control is not None:
             summary["control"] = write_comparison(self.tuned, self.control)
         if note:

@@ -34,6 +34,12 @@ class ReplayPlan:
     note: str | None  # why fewer/shorter iterations than requested, for the user
 
 
+def replay_seconds(iterations: int, iteration_minutes: float) -> float:
+    """How long a generated feed must be for a run: one spare second completes the last
+    iteration."""
+    return iterations * iteration_minutes * 60.0 + 1.0
+
+
 def plan_iterations(events: np.ndarray, n_iterations: int, iteration_ns: int) -> ReplayPlan:
     if len(events) == 0:
         return ReplayPlan([], n_iterations, "the feed has no events")

@@ -82,6 +82,7 @@ class SoakConfig:
     tune: bool = True
     freeze_after_convergence: bool = False
     control: bool = False
+    charts: bool = True  # final PNG charts (reports are written either way)
     chunk_events: int = 65536
     # An alternative chunk source (a live feed): called with the first iteration to run.
     # None replays ``events`` along ``plan``.
@@ -141,7 +142,7 @@ class Soak:
         )
         self.tuner = Tuner(freeze_after_convergence=cfg.freeze_after_convergence)
         self.overrides = cfg.overrides
-        self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control)
+        self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts)
         self.decisions: list[Decision] = []
         self.stop_requested = asyncio.Event()
         self.start_iteration = 0

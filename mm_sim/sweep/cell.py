@@ -33,10 +33,8 @@ from typing import Any
 
 from mm_sim.config import Overrides, Profile, RunSettings
 from mm_sim.errors import UserError
-from mm_sim.events import Instrument, open_feed, sidecar_path, write_feed
+from mm_sim.events import open_feed, sidecar_path, write_feed
 from mm_sim.feeds.spec import load_events
-from mm_sim.report.render import build_reports
-from mm_sim.runtime.recorder import Recorder
 from mm_sim.runtime.replay import plan_iterations
 from mm_sim.sweep.feeds import FeedCase, spec_model
 
@@ -78,11 +76,6 @@ class CellTask:
         return Path(self.out_dir) / "runs" / self.cell_id / self.feed.slug
 
 
-def replay_seconds(iterations: int, iteration_minutes: float) -> float:
-    """Length of the synthetic day a cell replays: the soak's own rule (one spare second)."""
-    return iterations * iteration_minutes * 60.0 + 1.0
-
-
 def feed_cache_path(case: FeedCase, out_dir: str | Path) -> Path:
     digest = hashlib.sha256(case.data_key.encode()).hexdigest()[:10]
     return Path(out_dir) / "feeds" / f"{case.slug}-{digest}.npy"
@@ -106,39 +99,6 @@ def ensure_feed(case: FeedCase, out_dir: str) -> dict[str, Any]:
         events, instrument, identity = load_events(spec, case.seed)
         write_feed(path, events, instrument, source=identity)
     return {"path": str(path), "identity": open_feed(path).meta.source}
-
-
-class _TablesOnlyRecorder(Recorder):
-    """The soak's recorder without the final PNG charts.
-
-    Charts are the slowest part of a short run's reports and a sweep makes hundreds of runs that
-    nobody plots one by one; ``mm_sim report RUN_DIR`` draws them later from the same records.
-    """
-
-    def finish(self, note: str | None, interrupted: bool) -> dict[str, Any]:
-        summary = build_reports(self.tuned, self.profile, charts=False)
-        if note:
-            self.tuned.append_summary(f"note: {note}")
-        if interrupted:
-            self.tuned.append_summary("interrupted: reports cover the committed iterations")
-        summary["note"] = note
-        summary["interrupted"] = interrupted
-        self.tuned.close()
-        return summary
-
-
-def _instrument(feed_instrument: Instrument, profile: Profile) -> Instrument:
-    """The profile's tick/lot, when set, win over the feed's (as in the soak)."""
-    pi = profile.instrument
-    if pi.tick_size is None and pi.lot_size is None:
-        return feed_instrument
-    return Instrument(
-        feed_instrument.symbol,
-        feed_instrument.venue,
-        pi.tick_size or feed_instrument.tick_size,
-        pi.lot_size or feed_instrument.lot_size,
-        feed_instrument.price_decimals,
-    )
 
 
 def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path) -> None:
@@ -165,14 +125,16 @@ def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts:
         profile=profile,
         overrides=overrides,
         feed_identity=identity,
-        instrument=_instrument(feed.instrument, profile),
+        instrument=profile.instrument_for(feed.instrument),
         events=feed.events,
         plan=plan,
         artifacts=artifacts,
         tune=False,
+        # Charts are the slowest part of a short run's reports and nobody plots hundreds of
+        # sweep runs one by one; ``mm_sim report RUN_DIR`` draws them from the records.
+        charts=False,
     )
     soak = Soak(cfg, out=io.StringIO())
-    soak.recorder = _TablesOnlyRecorder(artifacts, profile)
     # A fresh event loop in this (worker) thread; the soak's SIGINT hook is skipped off the
     # main thread, which is what a worker wants.
     asyncio.run(soak.run())

@@ -38,7 +38,8 @@ from mm_sim.config import (
 )
 from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json
-from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, replay_seconds, run_cell
+from mm_sim.runtime.replay import replay_seconds
+from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
 from mm_sim.sweep.progress import CellProgress
