@@ -85,3 +85,10 @@ def test_bench_tiny_writes_complete_results(tmp_path: Path) -> None:
     assert "mm_sim / hftbacktest events/s" in names
     for t in res["targets"]:
         assert t["met"] in (True, False, None)
+
+    sw = res["sweep"]
+    assert "error" not in sw, sw
+    for n in (1, 2):
+        assert _pos(sw[f"workers_{n}"]["cells_per_min"]), sw
+    assert _pos(sw["speedup_2_vs_1"]) and _pos(sw["plain_loop"]["cells_per_min"])
+    assert "## Sweep on Dask" in md
