@@ -4,10 +4,15 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# hftbacktest (extra `peer`) pins numpy<2.3, so the peer comparison has a venv of its own with
+# mm_sim installed too: both simulators run in one process on the same numpy and numba.
+PEER_VENV  := .venv-peer
+PEER_PY    := $(PEER_VENV)/bin/python
+PEER_STAMP := $(PEER_VENV)/.installed
 # Kernels are cached next to the venv so a second run starts without recompiling.
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.venv/numba-cache
 
-.PHONY: setup soak test lint bench bench-quick fmt clean live-demo sweep
+.PHONY: setup soak test lint bench bench-quick fmt clean live-demo sweep peer-setup peer
 
 setup: $(STAMP)
 
@@ -35,14 +40,27 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix mm_sim tests benchmarks
 	$(VENV)/bin/ruff format mm_sim tests benchmarks
 
-bench: $(STAMP)
+# The full bench runs the hftbacktest comparison from .venv-peer (created on first use, ~40 s).
+bench: $(STAMP) $(PEER_STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
+
+peer-setup: $(PEER_STAMP)
+
+$(PEER_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_PY) -m pip install -q --upgrade pip
+	$(PEER_PY) -m pip install -q -e '.[dev,peer]'
+	touch $(PEER_STAMP)
+
+# The peer comparison alone (synthetic feed and every real data set), JSON on stdout.
+peer: $(PEER_STAMP)
+	NUMBA_CACHE_DIR=$(CURDIR)/$(PEER_VENV)/numba-cache $(PEER_PY) -m benchmarks.peer --real $(ARGS)
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.run --quick $(ARGS)
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER_VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
 
 # Offline tour of the live path: a fake Binance on 127.0.0.1 at 20x real time, a short
 # paper-trading soak against it (2 x 0.5 exchange-clock minutes), then the server is stopped.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import os
 import platform
@@ -32,6 +33,7 @@ from mm_sim.events import atomic_write_bytes, atomic_write_json, write_feed
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
+PEER_VENV = REPO / ".venv-peer"  # hftbacktest pins numpy<2.3: its own venv (make peer-setup)
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
@@ -114,6 +116,32 @@ def compile_times(feed_path: Path) -> dict[str, Any]:
             imp, first = (float(x) for x in r.stdout.split()[-2:])
             out[label] = {"import_s": imp, "first_run_s": first}
     return out
+
+
+def peer_subprocess(feed_path: Path, work: Path, repeats: int, real: bool) -> dict[str, Any]:
+    """The hftbacktest comparison, run by .venv-peer's Python on the same feed file.
+
+    Both simulators then run in that one process, on the numpy/numba hftbacktest accepts; its
+    JSON (``benchmarks.peer``) becomes ``res["peer"]`` as is.
+    """
+    py = PEER_VENV / "bin" / "python"
+    if not py.exists():
+        return {"peer": "not installed: make peer-setup (creates .venv-peer with the peer extra)"}
+    out = work / "peer.json"
+    env = dict(os.environ)
+    env["NUMBA_CACHE_DIR"] = str(PEER_VENV / "numba-cache")  # another numpy: another cache
+    cmd = [str(py), "-m", "benchmarks.peer", "--feed", str(feed_path),
+           "--repeats", str(repeats), "--json", str(out)]  # fmt: skip
+    if real:
+        cmd.append("--real")
+    try:
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"error": "peer comparison timed out after 1800 s"}
+    if r.returncode != 0 or not out.exists():
+        return {"error": f"peer comparison failed (exit {r.returncode}): {r.stderr[-1500:]}"}
+    res: dict[str, Any] = json.loads(out.read_text())
+    return res
 
 
 def _ratio(a: float, b: float) -> float:
@@ -335,17 +363,33 @@ def markdown(res: dict[str, Any]) -> str:
     peer = res.get("peer", {})
     L += ["", "## Peer (hftbacktest)", ""]
     if "ratio_events_per_s" in peer:
+        v = peer["versions"]
         L += [
-            "| | events/s | fills | PnL (quote) |",
-            "|---|---|---|---|",
-            f"| mm_sim | {_fmt(peer['mm_sim']['events_per_s'])} | {_fmt(peer['mm_sim']['fills'])}"
-            f" | {_fmt(peer['mm_sim']['pnl_quote'], 2)} |",
-            f"| hftbacktest | {_fmt(peer['hftbacktest']['events_per_s'])} | "
-            f"{_fmt(peer['hftbacktest']['fills'])} | {_fmt(peer['hftbacktest']['pnl_quote'], 2)} |",
+            f"Cadence: {peer['cadence']}. Changed in both: {peer['changes'][peer['scenario']]}. "
+            f"hftbacktest {v['hftbacktest']}, numpy {v['numpy']}, numba {v['numba']}, one "
+            f"process; bot-loop compile {peer['hftbacktest_compile_s']:.1f} s (not cacheable).",
             "",
-            f"ratio mm_sim / hftbacktest events/s: {peer['ratio_events_per_s']:.2f}. "
-            f"{peer.get('note', '')}",
+            "| feed | scenario | queue (mm_sim / hftbacktest) | mm_sim ev/s | hftbacktest ev/s "
+            "| ratio | fills | fill qty | PnL (quote) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
+        for f in [peer, *peer.get("other_feeds", [])]:
+            for r in f.get("runs", []):
+                if "error" in r:
+                    L.append(f"| {f['feed']} | {r['scenario']} | {r['queue_model']} | error: "
+                             f"{r['error'][:80]} | | | | | |")  # fmt: skip
+                    continue
+                m, h = r["mm_sim"], r["hftbacktest"]
+                q = r["queue_models"]
+                xm = "" if h["exchange_model"] == "PartialFillExchange" else " (no partial fills)"
+                L.append(
+                    f"| {f['feed']} | {r['scenario']} | {q['mm_sim']} / {q['hftbacktest']}{xm} | "
+                    f"{_fmt(m['events_per_s'])} | {_fmt(h['events_per_s'])} | "
+                    f"{_fmt(r['ratio_events_per_s'], 2)} | {m['fills']:,} / {h['fills']:,} | "
+                    f"{m['fill_qty']:.3f} / {h['fill_qty']:.3f} | "
+                    f"{m['pnl_quote']:.2f} / {h['pnl_quote']:.2f} |"
+                )
+        L += ["", f"{peer.get('note', '')}"]
     else:
         L.append(f"{peer.get('peer', peer.get('error', ''))}")
     return "\n".join(L) + "\n"
@@ -446,10 +490,8 @@ def main(argv: list[str] | None = None) -> int:
 
             res["sweep"] = sweep_bench.measure(mode)
         if cfg["peer"] and not args.skip_peer:
-            step("peer")
-            from benchmarks import peer
-
-            res["peer"] = peer.compare(syn.events, syn.instrument, profile, work)
+            step("peer: hftbacktest side by side, in .venv-peer")
+            res["peer"] = peer_subprocess(feed_path, work, cfg["repeats"], cfg["real"])
         else:
             res["peer"] = {"peer": "skipped in this mode" if not cfg["peer"] else "--skip-peer"}
     res["elapsed_s"] = time.perf_counter() - t_start
