@@ -34,7 +34,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mm_sim tests benchmarks
 	$(VENV)/bin/ruff format --check mm_sim tests benchmarks
-	$(VENV)/bin/mypy mm_sim
+	$(VENV)/bin/mypy mm_sim benchmarks
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix mm_sim tests benchmarks

@@ -148,3 +148,68 @@ async def test_injected_malformed_frame_is_not_json() -> None:
                 except ValueError:
                     bad += 1
             assert bad == 1 and fx.faults.fired["malformed"] == 1
+
+
+def test_message_rate_sets_the_speed() -> None:
+    ev = _feed(10.0)
+    fx = FakeExchange(ev, INST, msg_rate=500.0)
+    kinds, ts = ev["kind"], ev["exch_ts"]
+    trades = int(((kinds == 4) & (ev["qty"] > 0)).sum())
+    buckets = len(np.unique((ts[kinds != 4] - ts[0]) // 100_000_000))
+    span_s = (ts[-1] - ts[0] + 100_000_000) / 1e9
+    assert fx.feed_msg_rate == pytest.approx((trades + buckets) / span_s)
+    assert fx.speed == pytest.approx(500.0 / fx.feed_msg_rate)
+    with pytest.raises(ValueError, match="rate"):
+        FakeExchange(ev, INST, msg_rate=0.0)
+
+
+@pytest.mark.parametrize(("fault", "status"), [("rate-limit", 429), ("ban", 418)])
+async def test_rate_limited_snapshot_answers_with_retry_after(fault: str, status: int) -> None:
+    async with FakeExchange(_feed(), INST, speed=10) as fx:
+        fx.faults.retry_after_s = 7
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{fx.rest_base}/fake/inject?fault={fault}") as r:
+                assert r.status == 200
+            url = f"{fx.rest_base}/api/v3/depth?symbol=TESTUSDT&limit=5"
+            async with s.get(url) as r:
+                assert r.status == status and r.headers["Retry-After"] == "7"
+                assert (await r.json())["code"] == -1003
+            async with s.get(url) as r:  # one-shot: the next one is served
+                assert r.status == 200
+            async with s.get(f"{fx.rest_base}/fake/info") as r:
+                info = await r.json()
+        assert [st for _, st in info["snapshot_requests"]] == [status, 200]
+        assert info["fired"][fault] == 1
+
+
+async def test_server_shutdown_is_announced_then_the_connection_closes() -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    async with FakeExchange(_feed(), INST, speed=10) as fx:
+        fx.faults.shutdown_grace_s = 0.2
+        async with connect(f"{fx.ws_base}/stream?streams=testusdt@depth@100ms") as ws:
+            await asyncio.wait_for(ws.recv(), 2)
+            fx.faults.injected["shutdown"] = 1
+            seen = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    seen.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+        notices = [m for m in seen if m.get("e") == "serverShutdown"]
+        assert len(notices) == 1 and isinstance(notices[0]["E"], int)
+        assert fx.stats["closed_shutdown"] == 1
+        # New connections are served as usual.
+        async with connect(f"{fx.ws_base}/stream?streams=testusdt@depth@100ms") as ws:
+            assert "depthUpdate" in await asyncio.wait_for(ws.recv(), 2)
+
+
+async def test_a_consumer_that_stops_reading_is_dropped() -> None:
+    async with FakeExchange(_feed(), INST, msg_rate=20_000, max_client_buffer=1 << 16) as fx:
+        url = f"{fx.ws_base}/stream?streams=testusdt@depth@100ms/testusdt@trade"
+        async with connect(url, close_timeout=0.1):
+            for _ in range(500):  # the library stops reading after 16 frames; we never read
+                if fx.stats["slow_client_disconnects"]:
+                    break
+                await asyncio.sleep(0.01)
+        assert fx.stats["slow_client_disconnects"] == 1
+        send = fx.send_stats()
+        assert send["messages"] > 0 and send["late_us"]["p50"] is not None

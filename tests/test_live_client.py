@@ -258,3 +258,192 @@ def test_cryptofeed_capture_through_the_client_parser_agrees_with_converter(
     assert s.dropped_stale == res.stats["dropped_stale"]
     bb = max(proc.sync.book.bids) if proc.sync.book else None
     assert bb == res.stats["final_book"]["best_bid"]
+
+
+# --- random faults, rate limits, serverShutdown ----------------------------------------------
+
+ALL_FAULTS = "gap,dup,reorder,malformed,disconnect,stall,shutdown,stale-snapshot,rate-limit"
+
+
+async def _post(fx: FakeExchange, path: str, **params: object) -> dict:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{fx.rest_base}{path}", params={k: str(v) for k, v in params.items()}) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_random_faults_then_the_book_is_exact_within_one_resync(feed, market: str) -> None:
+    """Every fault at a random rate (seeded), then faults off: the client converges on the
+    exchange's true book with at most one more resync."""
+    async with _pair(feed, market, stale_after_s=0.3) as (fx, cl):
+        fx.faults.stall_s = 0.4
+        fx.faults.retry_after_s = 0
+        fx.faults.shutdown_grace_s = 0.3
+        await _assert_matches(fx, cl)
+        on = await _post(fx, "/fake/faults", faults=ALL_FAULTS, rate=0.01)
+        assert set(on["faults"]) == set(ALL_FAULTS.split(","))
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end:
+            await cl.poll(0.02)
+        await _post(fx, "/fake/faults", faults="", rate=0)
+        fired = {k for k, v in fx.faults.fired.items() if v}
+        assert len(fired) >= 5, fx.faults.fired
+        resyncs_off = cl.sync.counters.resyncs
+        await _assert_matches(fx, cl)
+        assert cl.sync.counters.resyncs - resyncs_off <= 1
+        assert cl.sync.counters.resyncs >= 1  # the storm did hit the book
+
+
+def test_fault_plan_names_every_fault() -> None:
+    from mm_sim.venues.binance.fake_exchange import FaultPlan
+
+    plan = FaultPlan.parse(ALL_FAULTS, 0.5)
+    assert plan.enabled == set(ALL_FAULTS.split(",")) and plan.rate == 0.5
+
+
+@pytest.mark.parametrize(("fault", "status"), [("rate-limit", 429), ("ban", 418)])
+async def test_snapshot_rate_limit_waits_retry_after(feed, fault: str, status: int) -> None:
+    events, instrument = feed
+    async with FakeExchange(events, instrument, speed=SPEED) as fx:
+        fx.faults.retry_after_s = 1
+        await _inject(fx, fault)
+        async with BinanceClient(_cfg(fx), clock=fx.now_ns) as cl:
+            await _until(cl, lambda: cl.sync.counters.rebases >= 1)
+            c = cl.counters
+            assert c.rate_limited == 1 and c.snapshot_fetches == 2 and c.snapshot_failures == 0
+            log = list(fx.snapshot_log)
+            assert [st for _, st in log] == [status, 200]
+            assert log[1][0] - log[0][0] >= 0.99  # the client waited Retry-After (1 s)
+            assert cl.sync.counters.gaps == 0
+            await _assert_matches(fx, cl)
+
+
+def test_retry_after_header_forms() -> None:
+    from email.utils import formatdate
+
+    from mm_sim.venues.binance.client import retry_after_s
+
+    assert retry_after_s("3", 0.5) == 3.0
+    assert retry_after_s(None, 0.5) == 0.5
+    assert retry_after_s("soon", 0.5) == 0.5
+    assert 5.0 < retry_after_s(formatdate(time.time() + 8, usegmt=True), 0.5) <= 8.0
+
+
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_server_shutdown_rolls_over_without_losing_the_book(feed, market: str) -> None:
+    async with _pair(feed, market) as (fx, cl):
+        fx.faults.shutdown_grace_s = 1.5
+        await _assert_matches(fx, cl)
+        before = cl.sync.counters.as_dict()
+        await _inject(fx, "shutdown")
+        await _until(cl, lambda: cl.counters.server_shutdown >= 1)
+        await _until(cl, lambda: cl.counters.overlap_switches >= 1)
+        # The notified connection is gone (we closed it after switching, or the server did).
+        await _until(cl, lambda: cl.connections == 1 and len(fx.clients) == 1, timeout=4)
+        s = cl.sync.counters
+        assert fx.faults.fired["shutdown"] == 1 and cl.counters.rollovers == 1
+        assert cl.counters.disconnects == 0 and cl.counters.connects == 2
+        assert (s.resyncs, s.gaps, s.rebases) == (
+            before["resyncs"],
+            before["gaps"],
+            before["rebases"],
+        )  # no new snapshot was needed: the book stayed continuous
+        await _assert_matches(fx, cl)
+
+
+def test_server_shutdown_is_recognised_in_both_shapes() -> None:
+    proc = StreamProcessor("BTCUSDT", Market.SPOT)
+    proc.decode(b'{"e":"serverShutdown","E":1}')
+    proc.decode(b'{"event":{"e":"serverShutdown","E":1}}')
+    assert proc.counters.server_shutdown == 2 and proc.counters.malformed == 0
+
+
+# --- push mode and our own frame splitting ---------------------------------------------------
+
+
+async def test_push_mode_decides_on_each_frame_as_it_arrives(feed) -> None:
+    async with _pair(feed) as (fx, cl):
+        calls: list[tuple[np.ndarray, list[int]]] = []
+        cl.set_sink(lambda ev, arr: calls.append((ev, arr)))
+        t_end = time.monotonic() + 5
+        while cl.sync.state is not SyncState.SYNCED or len(calls) < 50:
+            assert time.monotonic() < t_end, cl.counters.as_dict()
+            await asyncio.sleep(0.02)
+        with pytest.raises(RuntimeError, match="sink"):
+            await cl.poll(0)
+        frames = [a for _, arr in calls for a in arr]
+        assert frames == sorted(frames) and len(frames) >= 40
+        # One frame at a time when keeping up: most calls carry exactly one frame.
+        assert sum(len(arr) == 1 for _, arr in calls) >= 0.8 * len(calls)
+        ev = np.concatenate([e for e, _ in calls])
+        assert np.all(np.diff(ev["exch_ts"]) >= 0) and np.all(np.diff(ev["local_ts"]) >= 0)
+        cl.set_sink(None)
+        await _assert_matches(fx, cl)
+
+
+async def test_frame_splitting_keeps_order_through_odd_frames() -> None:
+    """A server writing frames byte by byte, with a ping, a fragmented message and a binary
+    frame in between: every trade arrives once and in order, and the ping is answered."""
+    from aiohttp import WSMsgType, web
+
+    from mm_sim.venues.binance.fake_exchange import ws_frame
+
+    def trade(i: int) -> bytes:
+        return (
+            f'{{"stream":"x@trade","data":{{"e":"trade","E":{i},"s":"XUSDT","t":{i},"p":"1.5",'
+            f'"q":"2","T":{i},"m":false,"M":true}}}}'
+        ).encode()
+
+    pongs: list[bytes] = []
+
+    async def handler(req: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False, compress=False)
+        await ws.prepare(req)
+        tr = req.transport
+        assert tr is not None
+        tr.write(ws_frame(trade(1)))  # may share the read with the handshake response
+        for b in ws_frame(trade(2)):  # one byte per TCP write
+            tr.write(bytes([b]))
+            await asyncio.sleep(0.001)
+        tr.write(bytes((0x89, 4)) + b"ping" + b"".join(ws_frame(trade(i)) for i in range(3, 7)))
+        whole = trade(7)  # fragmented text: the library assembles it, our splitting stops
+        tr.write(bytes((0x01, 20)) + whole[:20])
+        await asyncio.sleep(0.01)
+        rest = whole[20:]
+        tr.write(bytes((0x80, 126)) + len(rest).to_bytes(2, "big") + rest)
+        body = trade(8)
+        tr.write(bytes((0x82, 126)) + len(body).to_bytes(2, "big") + body)  # binary
+        tr.write(b"".join(ws_frame(trade(i)) for i in range(9, 12)))
+        async for msg in ws:
+            if msg.type == WSMsgType.PONG:
+                pongs.append(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/stream", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    cfg = ClientConfig("XUSDT", Market.SPOT, f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+    try:
+        async with BinanceClient(cfg) as cl:
+            got: list[np.ndarray] = []
+            t_end = time.monotonic() + 5
+            while cl.counters.trades < 11:
+                assert time.monotonic() < t_end, cl.counters.as_dict()
+                got.append((await cl.poll(0.05)).events)
+            ev = np.concatenate(got)
+            assert ev["exch_ts"].tolist() == [i * 1_000_000 for i in range(1, 12)]
+            assert cl.counters.trades_duplicate == 0 and cl.counters.malformed == 0
+            t_end = time.monotonic() + 5
+            while not pongs:
+                assert time.monotonic() < t_end
+                await asyncio.sleep(0.01)
+            assert pongs == [b"ping"]
+    finally:
+        await runner.cleanup()

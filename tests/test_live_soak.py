@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,22 +23,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def fake_exchange() -> Iterator[str]:
-    """A fake exchange on a free port at 50x real time; yields its ws:// URL."""
+@contextlib.contextmanager
+def _serve(*args: str) -> Iterator[str]:
+    """``mm_sim fake-exchange`` on a free port as a subprocess; yields its ws:// URL."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mm_sim",
-            "fake-exchange",
-            "--port",
-            "0",
-            "--speed",
-            "50",
-            "--duration-s",
-            "120",
-        ],
+        [sys.executable, "-m", "mm_sim", "fake-exchange", "--port", "0", *args],
         cwd=REPO,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -57,6 +47,13 @@ def fake_exchange() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def fake_exchange() -> Iterator[str]:
+    """A fake exchange at 50x real time, shared by the tests of this module."""
+    with _serve("--speed", "50", "--duration-s", "120") as url:
+        yield url
 
 
 def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -115,3 +112,112 @@ def test_live_feed_errors_are_user_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "not live" in r.stderr and "Traceback" not in r.stderr
     r = _run(["soak", "--feed", "ws://127.0.0.1:1", "--artifacts", str(tmp_path / "a")])
     assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- a short live soak against a fresh exchange, compared with the replay of the same feed ---
+
+SECRET_KEY = "mm-test-key-7f3c2a91d4"
+SECRET = "mm-test-secret-0b8e55c6a2"
+SHORT = ["--iterations", "2", "--iteration-minutes", "0.75"]
+
+
+@pytest.fixture(scope="module")
+def live_and_replay(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One live soak (credentials set in its environment, DEBUG logs) on a fresh fake exchange
+    serving synthetic-short from its start at 20x, and the replay soak of the same feed."""
+    tmp = tmp_path_factory.mktemp("live_vs_replay")
+    env = {**_env(), "MM_BINANCE_API_KEY": SECRET_KEY, "MM_BINANCE_API_SECRET": SECRET}
+    with _serve("--speed", "20", "--duration-s", "300") as url:
+        live = subprocess.run(
+            [sys.executable, "-m", "mm_sim", "--log-level", "DEBUG", "soak", "--feed", url,
+             *SHORT, "--artifacts", str(tmp / "live")],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    replay = _run(["soak", "--feed", "synthetic-short", *SHORT, "--artifacts", str(tmp / "replay")])
+    assert live.returncode == 0, live.stderr[-2000:]
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    return {"tmp": tmp, "live": live, "replay": replay}
+
+
+def _totals(art: Path) -> dict:
+    return json.loads((art / "reports" / "EDGE_REPORT.json").read_text())["totals"]
+
+
+def test_short_live_soak_fills_and_blocks_like_the_replay(live_and_replay: dict) -> None:
+    """The S1 strategy trades on the live path as it does in replay: fills, the same dominant
+    block reasons, a quoted spread of the same size (a clock or unit mismatch between the
+    exchange clock and receive times would show in all three)."""
+    tmp = live_and_replay["tmp"]
+    live, replay = _totals(tmp / "live"), _totals(tmp / "replay")
+    assert live["fills"] > 0 and replay["fills"] > 0
+
+    def dominant(t: dict) -> set[str]:
+        return {k for k, v in t["block_reasons"]["ratios"].items() if v >= 0.1}
+
+    assert dominant(live) == dominant(replay) and dominant(live)
+    ratio = live["quotes"]["quoted_spread_bps_p50"] / replay["quotes"]["quoted_spread_bps_p50"]
+    assert 0.5 < ratio < 2.0
+
+
+def test_credentials_are_never_written_or_logged(live_and_replay: dict) -> None:
+    tmp: Path = live_and_replay["tmp"]
+    live = live_and_replay["live"]
+    assert "credentials found" in live.stderr  # the live path did read them
+    for text in (live.stdout, live.stderr):
+        assert SECRET_KEY not in text and SECRET not in text
+    files = [p for p in (tmp / "live").rglob("*") if p.is_file()]
+    assert any(p.name == "run.json" for p in files) and len(files) > 5
+    for p in files:
+        data = p.read_bytes()
+        assert SECRET_KEY.encode() not in data and SECRET.encode() not in data, p
+    counters = json.loads((tmp / "live" / "soak" / "live_feed.json").read_text())
+    assert counters["credentials"] == {"api_key": "set", "api_secret": "set"}
+
+
+def test_credentials_model_masks_its_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
+
+    monkeypatch.setenv("MM_BINANCE_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("MM_BINANCE_API_SECRET", SECRET)
+    creds = load_credentials()
+    assert isinstance(creds, BinanceCredentials) and creds.configured
+    for shown in (repr(creds), str(creds), str(creds.api_key), creds.model_dump_json()):
+        assert SECRET_KEY not in shown and SECRET not in shown
+    assert str(creds.api_key) == "**********" and "**********" in repr(creds)
+    assert creds.api_secret is not None and creds.api_secret.get_secret_value() == SECRET
+
+
+def test_killed_live_soak_resumes_from_its_last_committed_iteration(
+    fake_exchange: str, tmp_path: Path
+) -> None:
+    art = tmp_path / "art"
+    args = ["soak", "--feed", fake_exchange, "--iterations", "3", "--iteration-minutes", "0.8",
+            "--artifacts", str(art)]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mm_sim", *args],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("iteration 1/3"):
+            proc.kill()  # SIGKILL: no handler runs, nothing is tidied up
+            break
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    metrics = art / "soak" / "metrics.jsonl"
+    before = [x for x in metrics.read_text().splitlines() if x.strip()]
+    committed = [json.loads(x)["iteration"] for x in before]
+    assert committed and committed == list(range(len(committed))) and len(committed) < 3
+    run_json = (art / "soak" / "run.json").read_bytes()
+
+    r = _run([*args, "--resume"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resuming after iteration {len(committed)} of 3" in r.stdout
+    after = [x for x in metrics.read_text().splitlines() if x.strip()]
+    assert after[: len(before)] == before  # committed iterations kept as they were
+    assert [json.loads(x)["iteration"] for x in after] == [0, 1, 2]
+    assert (art / "soak" / "run.json").read_bytes() == run_json
+    assert (art / "reports" / "SOAK_RESULTS.md").exists()
+    feed = json.loads((art / "soak" / "live_feed.json").read_text())
+    assert len(feed["previous_sessions"]) == 1  # the killed session's counters are kept
+    assert feed["client"]["diffs"] > 0 and feed["book_sync"]["gaps"] == 0

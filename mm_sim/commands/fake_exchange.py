@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 
 from mm_sim.errors import UserError
@@ -26,11 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feed", default="synthetic-short", help="feed name, .npy or definition")
     p.add_argument("--port", type=int, default=8765, help="TCP port (0 = any free port)")
     p.add_argument("--speed", type=float, default=1.0, help="exchange clock vs wall clock")
+    p.add_argument(
+        "--msg-rate",
+        type=float,
+        help="messages per wall second to aim for (sets --speed from the feed's own rate)",
+    )
     p.add_argument("--market", choices=["spot", "futures"], default="spot")
     p.add_argument("--symbol", help="symbol on the wire (default: the feed's, alphanumerics)")
     p.add_argument("--faults", default="", help=f"comma-separated, of: {','.join(FAULTS)}")
     p.add_argument("--fault-rate", type=float, default=0.0, help="probability per diff")
     p.add_argument("--stall-s", type=float, default=2.0, help="length of a stall fault")
+    p.add_argument(
+        "--retry-after-s", type=int, default=1, help="Retry-After of a rate-limit (429/418) answer"
+    )
+    p.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        default=1.0,
+        help="seconds between a serverShutdown event and the connection's close",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the feed and of the faults")
     p.add_argument(
         "--duration-s", type=float, help="length of a synthetic feed before it loops (600)"
@@ -44,8 +59,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--faults/--fault-rate: {exc}") from None
     plan.stall_s = args.stall_s
+    plan.retry_after_s = args.retry_after_s
+    plan.shutdown_grace_s = args.shutdown_grace_s
     if not args.speed > 0:
         raise UserError(f"--speed must be > 0, got {args.speed}")
+    if args.msg_rate is not None and not args.msg_rate > 0:
+        raise UserError(f"--msg-rate must be > 0, got {args.msg_rate}")
+    if args.retry_after_s < 0 or args.shutdown_grace_s < 0:
+        raise UserError("--retry-after-s and --shutdown-grace-s must be >= 0")
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be within 0..65535, got {args.port}")
     spec = resolve_feed(args.feed)
@@ -63,8 +84,14 @@ def run(args: argparse.Namespace) -> int:
         faults=plan,
         seed=args.seed,
         symbol=args.symbol,
+        msg_rate=args.msg_rate,
     )
-    asyncio.run(_serve(fx))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        asyncio.run(_serve(fx))
+    else:
+        uvloop.run(_serve(fx))
     return 0
 
 
@@ -78,14 +105,18 @@ async def _serve(fx: FakeExchange) -> None:
         await fx.start()
     except OSError as exc:
         raise UserError(f"cannot listen on 127.0.0.1:{fx.port} ({exc.strerror or exc})") from None
+    # What exists now (imports, the feed) lives until exit: keep it out of the cyclic GC's
+    # full collections, which would otherwise stall the stream for tens of milliseconds.
+    gc.freeze()
     faults = ",".join(sorted(fx.faults.enabled)) or "none"
     print(
         f"fake exchange listening on {fx.ws_base} ({fx.market} {fx.symbol}, speed {fx.speed:g}, "
-        f"faults {faults} @ {fx.faults.rate:g}); feed: --feed {fx.ws_base}",
+        f"~{fx.feed_msg_rate * fx.speed:,.0f} msg/s, faults {faults} @ {fx.faults.rate:g}); "
+        f"feed: --feed {fx.ws_base}",
         flush=True,
     )
     try:
         await stop.wait()
     finally:
         await fx.stop()
-        print(f"fake exchange stopped: {dict(fx.stats)}", flush=True)
+        print(f"fake exchange stopped: {dict(fx.stats)} {fx.send_stats()}", flush=True)

@@ -68,9 +68,11 @@ async def _record(
         await feed.close()
         raise
     await feed.close()
+    counters = feed.counters()
     stats: dict[str, Any] = {
-        "client": feed.client.counters.as_dict(),
-        "book_sync": feed.client.sync.counters.as_dict(),
+        "client": counters["client"],
+        "book_sync": counters["book_sync"],
+        "credentials": counters["credentials"],
         "minutes": minutes,
         "interrupted": stop.is_set(),
     }

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +27,7 @@ from mm_sim.logs import get_logger
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
 if TYPE_CHECKING:
+    from mm_sim.runtime.bus import EventChunk
     from mm_sim.runtime.soak import Soak, SoakOutcome
 
 log = get_logger("mm_sim.soak")
@@ -170,7 +171,16 @@ def _run_live(
     root: Path,
     iteration_ns: int,
 ) -> int:
-    """Paper trading: the same soak, fed in real time by a live feed instead of a file."""
+    """Paper trading: the same soak, fed in real time by a live feed instead of a file.
+
+    ``--resume`` after an interrupted (even killed) live soak keeps the committed iterations and
+    the state checkpointed after the last of them (position, cash, resting orders, tuner), and
+    runs the next iteration on the live stream from now: a live feed cannot replay the time the
+    process was down, so that gap belongs to no iteration (orders that were resting meet the
+    market as it is now).
+    """
+    import gc
+
     from mm_sim.events import EVENT_DTYPE, Instrument, atomic_write_json
     from mm_sim.runtime.replay import IterationPlan, ReplayPlan
     from mm_sim.runtime.soak import Soak, SoakConfig
@@ -180,9 +190,28 @@ def _run_live(
     if settings.speed is not None:
         print("note: --speed does not apply to a live feed (it runs in real time)", file=sys.stderr)
     n = settings.iterations
+    counters_path = root / "soak" / "live_feed.json"
+    previous = _previous_sessions(counters_path) if args.resume else []
+    # Load the core's kernels before connecting: loading them once frames flow would stall the
+    # stream and show as feed lag (seconds of exchange time on a fast fake exchange).
+    _warm_engine(profile, overrides, settings.seed)
 
     async def main() -> SoakOutcome:
         feed = await open_live(spec)
+
+        def save_counters() -> None:
+            # Whether the feed was healthy (resyncs, gaps, overflow) sits next to the reports.
+            data = feed.counters()
+            if previous:
+                data["previous_sessions"] = previous
+            atomic_write_json(counters_path, data)
+
+        async def source(start: int) -> AsyncIterator[EventChunk]:
+            async for chunk in feed.chunks(n, iteration_ns, start):
+                yield chunk
+                if chunk.end_of_iteration:
+                    save_counters()  # a killed run keeps the counters of what it committed
+
         try:
             instrument = feed.instrument
             prof_inst = profile.instrument
@@ -220,23 +249,47 @@ def _run_live(
                 tune=args.tune,
                 freeze_after_convergence=args.freeze_after_convergence,
                 control=args.control,
-                source=lambda start: feed.chunks(n, iteration_ns, start),
+                source=source,
             )
-            outcome = await Soak(cfg).run()
+            soak = Soak(cfg)
+            # Everything alive now lives to the end: keep it out of the cyclic GC's full
+            # collections, which would otherwise pause the stream for tens of milliseconds.
+            gc.freeze()
+            outcome = await soak.run()
         finally:
             await feed.close()
-        # Whether the feed was healthy (resyncs, gaps, overflow) sits next to the reports.
-        atomic_write_json(
-            root / "soak" / "live_feed.json",
-            {
-                "feed": feed.identity,
-                "client": feed.client.counters.as_dict(),
-                "book_sync": feed.client.sync.counters.as_dict(),
-            },
-        )
+        save_counters()
         return outcome
 
     outcome = _run_coro(main())
     print_summary(outcome, root, sys.stdout)
-    print(f"live feed counters: {root / 'soak' / 'live_feed.json'}")
+    print(f"live feed counters: {counters_path}")
     return 130 if outcome.interrupted else 0
+
+
+def _warm_engine(profile: Profile, overrides: Overrides, seed: int) -> None:
+    """Run two events through a throwaway engine so numba loads (or compiles) its kernels."""
+    from mm_sim.core.engine import Engine
+    from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, Instrument
+
+    lot = profile.quoting.order_qty
+    ev = np.zeros(2, dtype=EVENT_DTYPE)
+    ev["kind"] = KIND_DEPTH
+    ev["side"] = [1, -1]
+    ev["price"] = [100.0, 100.01]
+    ev["qty"] = 1.0
+    Engine(profile, overrides, Instrument("WARMUP", "warmup", 0.01, lot, 2), seed).run(ev)
+
+
+def _previous_sessions(path: Path) -> list[dict[str, Any]]:
+    """Feed counters of the sessions a resumed live soak continues (oldest first)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    earlier = data.pop("previous_sessions", [])
+    return [*earlier, data] if isinstance(earlier, list) else [data]

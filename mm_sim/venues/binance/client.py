@@ -11,18 +11,32 @@ Two layers, as in a sans-I/O design:
   frame is counted as overflow and a marker makes the consumer resync), a fetch task gets REST
   snapshots with backoff, a supervisor task reconnects with exponential backoff and jitter,
   closes a connection that went stale (frames may still flow: pings are not data), and rolls a
-  connection over before the exchange's 24 h limit by opening the next one first and switching
-  once its stream continues the book (no resync, no gap).
+  connection over before the exchange's 24 h limit (or at once on ``serverShutdown``) by opening
+  the next one first and switching once its stream continues the book (no resync, no gap).
 
 Every message keeps its local receive time (``clock()``, the caller's idea of "now" in the
 exchange's time base) next to the exchange event time, so feed lag in the reports is measured.
-The consumer pulls with :meth:`BinanceClient.poll`; all book work happens in the consumer's task.
+Receive times are taken when the socket read that brought the frame returns to Python, before
+the websocket library parses it, so the library's time is inside every latency measured from
+them.
+
+Text frames do not wait in the websocket library's own queue for a reader task to wake up: the
+connection hands each one to the client as soon as it is parsed, inside the socket read's
+callback (``_DirectConnection``). Two ways to consume, both with all book work in one task:
+
+- pull: :meth:`BinanceClient.poll` processes whatever has arrived (the soak, ``record``); the
+  frames wait in a bounded queue (overflow: counted, then a resync);
+- push (the low-latency path): with :meth:`BinanceClient.set_sink`, the frames of a socket read
+  are processed right there (parse, sync, events) and each frame's events go to the sink at
+  once, so the decision follows the frame without a task switch. When more than ``_CATCH_UP``
+  frames are still waiting (the process fell behind), they are decided together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import random
 import time
 from array import array
@@ -35,9 +49,12 @@ import aiohttp
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import OPEN
 
 from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
 from mm_sim.logs import get_logger
+from mm_sim.venues.binance.fastparse import DepthParser, fill_levels, flat_levels
+from mm_sim.venues.binance.fastparse import warm as warm_parsers
 from mm_sim.venues.binance.messages import (
     DepthDiff,
     DepthSnapshot,
@@ -55,6 +72,10 @@ log = get_logger("mm_sim.binance")
 
 _MS = 1_000_000
 Clock = Callable[[], int]
+# Events of one or more frames, and the receive time (time.monotonic_ns) of each frame that
+# produced some of them, in order.
+Sink = Callable[[np.ndarray, list[int]], None]
+_CATCH_UP = 16  # push mode: more frames than this waiting, decide on them together (behind)
 
 
 @dataclass(frozen=True)
@@ -181,6 +202,53 @@ class _Columns:
         return rec
 
 
+class _Stage:
+    """Events in arrival order, staged as ready-made record arrays (one per trade, one per diff
+    filled by a numba kernel, one per snapshot): a frame's events cost one small allocation, and
+    ``take`` hands over the only array or the concatenation. On a live path one frame at a time
+    is the common case, so that is the one kept cheap."""
+
+    __slots__ = ("n", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def one(self, exch: int, local: int, kind: int, side: int, price: float, qty: float) -> None:
+        self.parts.append(np.array([(exch, local, price, qty, kind, side)], dtype=EVENT_DTYPE))
+        self.n += 1
+
+    def levels(self, bids: np.ndarray, asks: np.ndarray, kind: int, exch: int, local: int) -> None:
+        """Both sides of a diff or snapshot (flat price, qty arrays) as one block, bids first."""
+        n = (len(bids) + len(asks)) // 2
+        if not n:
+            return
+        rec = np.empty(n, dtype=EVENT_DTYPE)
+        i = fill_levels(rec, 0, bids, BID, kind, exch, local)
+        fill_levels(rec, i, asks, ASK, kind, exch, local)
+        self.parts.append(rec)
+        self.n += n
+
+    def take(self) -> np.ndarray:
+        parts = self.parts
+        if len(parts) == 1:
+            rec = parts[0]
+        elif not parts:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        else:
+            rec = np.concatenate(parts)
+        self.parts = []
+        self.n = 0
+        return rec
+
+
+def _flat(levels: list[Level], flat: np.ndarray | None) -> np.ndarray:
+    return flat if flat is not None else flat_levels(levels)
+
+
 class StreamProcessor:
     """Parsed or raw Binance messages of one symbol → native events, via :class:`BookSync`.
 
@@ -199,20 +267,25 @@ class StreamProcessor:
         self.market = Market(market)
         self.sync = BookSync(self.market, max_buffer=max_buffer)
         self.counters = counters if counters is not None else ClientCounters()
-        self.cols = _Columns()
+        self.stage = _Stage()
         self.last_exch = 0
         self.last_local = 0
         self.last_trade_id = -1
         self.need_snapshot = False  # set when the sync asks for one; the I/O layer clears it
+        self._depth = DepthParser()  # plain depthUpdate frames skip json (same result)
 
     # --- inputs ---------------------------------------------------------------------------
 
     def decode(self, raw: str | bytes) -> Any:
         """Parse one frame; None (and counted) when it cannot be used."""
+        diff = self._depth.parse(raw)
+        if diff is not None:
+            return diff
         try:
             payload, stream = decode(raw)
-            if type(payload) is dict and payload.get("e") == "serverShutdown":
+            if type(payload) is dict and _is_shutdown(payload):
                 self.counters.server_shutdown += 1
+                log.warning("serverShutdown received: rolling over to a new connection")
                 return Skipped("serverShutdown")
             return parse_payload(payload, stream)
         except MessageError as err:
@@ -264,7 +337,7 @@ class StreamProcessor:
         self._do(self.sync.reset(reason), local_ns)
 
     def take(self) -> np.ndarray:
-        return self.cols.take()
+        return self.stage.take()
 
     # --- internals ------------------------------------------------------------------------
 
@@ -285,33 +358,32 @@ class StreamProcessor:
             c.trades_skipped += 1
             return
         c.trades += 1
-        self.cols.one(
+        self.stage.one(
             self._exch(tr.trade_ms), local_ns, KIND_TRADE, tr.aggressor_side, tr.price, tr.qty
         )
 
     def _do(self, actions: list[Action], now: int) -> None:
-        cols = self.cols
+        stage = self.stage
         for a in actions:
             k = a.kind
             if k is ActionKind.APPLY:
                 d = a.diff
                 assert d is not None
                 exch = self._exch(d.event_ms)
-                cols.levels(d.bids, BID, KIND_DEPTH, exch, now)
-                cols.levels(d.asks, ASK, KIND_DEPTH, exch, now)
+                fb, fa = d.flat if d.flat is not None else (None, None)
+                stage.levels(_flat(d.bids, fb), _flat(d.asks, fa), KIND_DEPTH, exch, now)
             elif k is ActionKind.REBASE:
                 s = a.snapshot
                 assert s is not None
                 ms = s.event_ms if s.event_ms is not None else s.txn_ms
                 exch = self._exch(ms) if ms is not None else max(self.last_exch, now)
                 self.last_exch = exch
-                cols.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
-                cols.levels(s.bids, BID, KIND_SNAPSHOT, exch, now)
-                cols.levels(s.asks, ASK, KIND_SNAPSHOT, exch, now)
+                stage.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
+                stage.levels(flat_levels(s.bids), flat_levels(s.asks), KIND_SNAPSHOT, exch, now)
             elif k is ActionKind.RESYNC:
                 # Say in the feed that the book is unknown rather than leave a stale one.
                 exch = self._exch(a.diff.event_ms) if a.diff is not None else self.last_exch
-                cols.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
+                stage.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
                 self.counters.invalidations += 1
                 log.info("book resync", reason=a.reason, symbol=self.symbol)
             elif k is ActionKind.NEED_SNAPSHOT:
@@ -333,13 +405,154 @@ class StreamProcessor:
         return bids, asks
 
 
+def _is_shutdown(payload: dict[str, Any]) -> bool:
+    """``{"e":"serverShutdown"}`` on market streams; the websocket API wraps it in ``event``."""
+    if payload.get("e") == "serverShutdown":
+        return True
+    inner = payload.get("event")
+    return type(inner) is dict and inner.get("e") == "serverShutdown"
+
+
+def retry_after_s(value: str | None, default: float) -> float:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when.timestamp() - time.time())
+
+
 @dataclass(frozen=True)
 class Polled:
     """What one :meth:`BinanceClient.poll` produced."""
 
     events: np.ndarray
-    arrivals_ns: list[int]  # perf_counter_ns at receipt of each frame processed
-    messages: int
+    arrivals_ns: list[int]  # receive time (monotonic ns) of each frame that produced events
+    messages: int  # frames processed
+
+
+Deliver = Callable[[Any, int, int], None]  # (frame payload, receive monotonic ns, clock())
+
+
+class _DirectConnection(ClientConnection):
+    """A websocket connection that hands text frames over as soon as their bytes are read.
+
+    The library parses frames with a generator in pure Python and queues each one for a reader
+    task, which runs at the event loop's next turn: tens of microseconds per frame. After the
+    handshake this connection splits the byte stream into frames itself (server frames are
+    unmasked, so a frame is a 2-10 byte header and the payload) and gives every complete,
+    unfragmented text frame to ``deliver`` within the same ``data_received`` call, stamped with
+    when that socket read returned. Every other frame (ping, pong, close, binary, fragments,
+    reserved bits, oversized) is fed to the library whole, so it still answers pings and runs the
+    closing handshake; after the first data frame it does not expect, the connection stops
+    splitting and leaves everything to the library and the reader task (which keep frames in
+    order). Frames that arrive before ``deliver`` is set are kept in ``early`` for the client to
+    take first; ``after_read`` runs once a read's frames are delivered.
+    """
+
+    clock: Clock = staticmethod(time.time_ns)  # bound per client by _direct_connection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deliver: Deliver | None = None
+        self.after_read: Callable[[], None] | None = None
+        self.early: list[tuple[Any, int, int]] = []
+        self.rx_mono = 0
+        self.rx_local = 0
+        self._head = bytearray()  # bytes before the end of the handshake response
+        self._buf = bytearray()  # bytes after it, not yet a complete frame
+        self._split = True  # still splitting frames ourselves
+        self._opened = False
+        self._limit = self.protocol.max_message_size or (1 << 62)
+
+    def data_received(self, data: bytes) -> None:
+        self.rx_mono = time.monotonic_ns()
+        self.rx_local = self.clock()
+        if not self._split:
+            super().data_received(data)
+        elif not self._opened:
+            self._handshake(data)
+        else:
+            self._frames(data)
+        if self.after_read is not None:
+            self.after_read()
+
+    def _handshake(self, data: bytes) -> None:
+        """The library reads exactly the HTTP response; frames after it are split here."""
+        head = self._head
+        head += data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        rest = bytes(head[end + 4 :])
+        super().data_received(bytes(head[: end + 4]))
+        self._head = bytearray()
+        self._opened = True
+        if self.protocol.state is not OPEN:
+            self._split = False  # refused or failed: the library deals with what follows
+            if rest:
+                super().data_received(rest)
+        elif rest:
+            self._frames(rest)
+
+    def _frames(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        n = len(buf)
+        i = 0
+        while n - i >= 2:
+            b0 = buf[i]
+            b1 = buf[i + 1]
+            size = b1 & 0x7F
+            h = 2
+            if size == 126:
+                if n - i < 4:
+                    break
+                size = int.from_bytes(buf[i + 2 : i + 4], "big")
+                h = 4
+            elif size == 127:
+                if n - i < 10:
+                    break
+                size = int.from_bytes(buf[i + 2 : i + 10], "big")
+                h = 10
+            if b1 & 0x80 or size > self._limit:  # masked or oversized: the library fails it
+                self._give_up(buf, i)
+                return
+            end = i + h + size
+            if end > n:
+                break
+            if b0 == 0x81:  # FIN, no reserved bits, text
+                payload = bytes(buf[i + h : end])
+                if self.deliver is not None:
+                    self.deliver(payload, self.rx_mono, self.rx_local)
+                else:
+                    self.early.append((payload, self.rx_mono, self.rx_local))
+            elif b0 in (0x88, 0x89, 0x8A):  # close, ping, pong: the library's business
+                super().data_received(bytes(buf[i:end]))
+            else:
+                self._give_up(buf, i)
+                return
+            i = end
+        if i:
+            del buf[:i]
+
+    def _give_up(self, buf: bytearray, i: int) -> None:
+        """A frame we do not split: from here on every byte goes to the library, in order."""
+        self._split = False
+        rest = bytes(buf[i:])
+        buf.clear()
+        super().data_received(rest)
+
+
+def _direct_connection(clock: Clock) -> type[_DirectConnection]:
+    """The connection class with this client's clock (receive times on the exchange clock)."""
+    return type("DirectConnection", (_DirectConnection,), {"clock": staticmethod(clock)})
 
 
 class _Conn:
@@ -387,10 +600,16 @@ class BinanceClient:
         self._session: aiohttp.ClientSession | None = None
         self._closing = False
         self._shutdown_seen = 0
+        self._nudge = asyncio.Event()  # wakes the supervisor (closed, serverShutdown)
+        self._sink: Sink | None = None
+        self._draining = False
+        self.sink_error: BaseException | None = None
+        self._connection_class = _direct_connection(clock)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        warm_parsers()  # before any frame can arrive: loading kernels mid-stream stalls it
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s)
         )
@@ -430,10 +649,19 @@ class BinanceClient:
 
     async def poll(self, timeout: float | None = None, max_items: int = 4096) -> Polled:
         """Process what has arrived (waiting up to ``timeout`` for something) into events."""
+        if self._sink is not None:
+            raise RuntimeError("poll() while a sink is set: frames go to the sink")
         if not self._items and timeout != 0:
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if timeout is None:
+                await self._wake.wait()
+            else:
+                # A timer on the event, not wait_for: no task is created per poll.
+                timer = asyncio.get_running_loop().call_later(timeout, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
         arrivals: list[int] = []
         n = 0
         items = self._items
@@ -441,25 +669,76 @@ class BinanceClient:
             item = items.popleft()
             n += 1
             self._process(item, arrivals)
+        self._after_processing()
+        return Polled(self.proc.take(), arrivals, n)
+
+    def set_sink(self, sink: Sink | None) -> None:
+        """Push mode: every frame is processed when it is handed over and its events (if any)
+        go to ``sink(events, arrivals)`` at once, from the reader's task. ``None`` goes back to
+        pull mode. The sink must not await; an exception in it is kept in ``sink_error`` and
+        stops the client's reading (the sink's owner decides what to do)."""
+        self._sink = sink
+        if sink is not None and self._items:
+            self._drain()
+
+    def _notify(self) -> None:
+        """New items are queued: process them now (push mode) or wake the consumer."""
+        if self._sink is None:
+            self._wake.set()
+        elif not self._draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Process queued frames; each frame's events go to the sink as soon as they exist,
+        unless more than ``_CATCH_UP`` frames still wait: then they are decided together."""
+        sink = self._sink
+        assert sink is not None
+        self._draining = True
+        try:
+            arrivals: list[int] = []
+            items = self._items
+            stage = self.proc.stage
+            while items:
+                self._process(items.popleft(), arrivals)
+                if arrivals and len(items) <= _CATCH_UP:
+                    self._after_processing()
+                    sink(self.proc.take(), arrivals)
+                    arrivals = []
+            self._after_processing()
+            if len(stage):
+                sink(self.proc.take(), arrivals)
+        except Exception as exc:
+            self.sink_error = exc
+            self._sink = None
+            log.error("live sink failed; client stops delivering", error=repr(exc)[:200])
+            self._closing = True
+            self._nudge.set()
+        finally:
+            self._draining = False
+
+    def _after_processing(self) -> None:
         if self.proc.need_snapshot:
             self.proc.need_snapshot = False
             self._start_snapshot()
-        return Polled(self.proc.take(), arrivals, len(arrivals))
+        if self.counters.server_shutdown > self._shutdown_seen:
+            self._nudge.set()  # the supervisor rolls over now, not at its next tick
 
     def _process(self, item: tuple[Any, ...], arrivals: list[int]) -> None:
         kind = item[0]
         proc = self.proc
         if kind == "msg":
-            _, cid, raw, local, perf = item
-            arrivals.append(perf)
+            _, cid, raw, local, mono = item
             if cid == self._active:
+                before = len(proc.stage)
                 proc.on_raw(raw, local)
+                if len(proc.stage) > before:
+                    arrivals.append(mono)
                 if self._pending is not None:
                     self._maybe_switch(local)
             elif cid == self._pending:
                 msg = proc.decode(raw)
                 if msg is not None:
-                    self._stash.append((msg, local, perf))
+                    self._stash.append((msg, local, mono))
                     self._maybe_switch(local)
             else:
                 self.counters.old_connection_frames += 1
@@ -562,9 +841,10 @@ class BinanceClient:
                     body = await resp.read()
                     if resp.status in (429, 418):
                         self.counters.rate_limited += 1
-                        wait = float(resp.headers.get("Retry-After", "1") or 1)
+                        wait = retry_after_s(resp.headers.get("Retry-After"), delay)
                         log.warning("snapshot rate-limited", status=resp.status, retry_after=wait)
                         await asyncio.sleep(wait)
+                        delay = min(cfg.snapshot_retry_cap_s, delay * 2)
                         continue
                     if resp.status != 200:
                         raise _HttpStatus(f"HTTP {resp.status}: {body[:80]!r}")
@@ -577,7 +857,7 @@ class BinanceClient:
                 delay = min(cfg.snapshot_retry_cap_s, delay * 2)
                 continue
             self._items.append(("snap", epoch, snap, local))
-            self._wake.set()
+            self._notify()
             return
 
     # --- connections ----------------------------------------------------------------------
@@ -598,6 +878,8 @@ class BinanceClient:
                 open_timeout=cfg.request_timeout_s,
                 max_queue=None,  # our own bounded queue is the only buffer that counts
                 max_size=1 << 24,
+                compression=None,  # Binance does not compress; deflate would cost every frame
+                create_connection=self._connection_class,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self.counters.connect_failures += 1
@@ -608,36 +890,46 @@ class BinanceClient:
         self._conns[conn.id] = conn
         self.counters.connects += 1
         self._items.append(("open", conn.id))
-        self._wake.set()
+        if isinstance(ws, _DirectConnection):
+            for data, mono, local in ws.early:
+                self._accept(conn, data, mono, local)
+            ws.early.clear()
+            ws.deliver = lambda data, mono, local: self._accept(conn, data, mono, local)
+            ws.after_read = self._notify
+        self._notify()
         conn.task = asyncio.create_task(self._read(conn), name=f"binance-ws-{conn.id}")
         return conn
 
     async def _read(self, conn: _Conn) -> None:
-        items = self._items
-        limit = self.cfg.queue_size
-        clock = self.clock
-        perf = time.perf_counter_ns
+        """Frames the connection did not hand over directly (binary, fragmented), and the end."""
+        ws = conn.ws
         try:
-            async for raw in conn.ws:
-                p = perf()
-                local = clock()
-                conn.last_data = time.monotonic()
-                if len(items) >= limit:
-                    conn.dropped += 1
-                    self.counters.overflow += 1
-                    continue
-                if conn.dropped:
-                    items.append(("overflow", conn.id, conn.dropped))
-                    conn.dropped = 0
-                items.append(("msg", conn.id, raw, local, p))
-                self._wake.set()
+            while not self._closing:
+                raw = await ws.recv()
+                self._accept(conn, raw, time.monotonic_ns(), self.clock())
+                self._notify()
         except (ConnectionClosed, OSError) as exc:
             conn.reason = conn.reason or f"{type(exc).__name__}: {exc}"[:120]
         finally:
             conn.closed.set()
             self._conns.pop(conn.id, None)
-            items.append(("closed", conn.id))
-            self._wake.set()
+            self._items.append(("closed", conn.id))
+            self._nudge.set()
+            if not self._closing:
+                self._notify()
+
+    def _accept(self, conn: _Conn, raw: Any, mono: int, local: int) -> None:
+        """Queue one frame; in pull mode a full queue drops it (overflow, then a resync)."""
+        items = self._items
+        conn.last_data = mono / 1e9
+        if len(items) >= self.cfg.queue_size and self._sink is None:
+            conn.dropped += 1
+            self.counters.overflow += 1
+            return
+        if conn.dropped:
+            items.append(("overflow", conn.id, conn.dropped))
+            conn.dropped = 0
+        items.append(("msg", conn.id, raw, local, mono))
 
     async def _close_conn(self, conn: _Conn, reason: str) -> None:
         conn.reason = reason
@@ -668,9 +960,14 @@ class BinanceClient:
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt))
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(current.closed.wait(), tick)
-            if current.closed.is_set():
+            if not self._nudge.is_set():
+                timer = asyncio.get_running_loop().call_later(tick, self._nudge.set)
+                try:
+                    await self._nudge.wait()
+                finally:
+                    timer.cancel()
+            self._nudge.clear()
+            if current.closed.is_set() or self._closing:
                 continue
             now = time.monotonic()
             if now - current.last_data > cfg.stale_after_s:
@@ -699,7 +996,7 @@ class BinanceClient:
             self.counters.overlap_timeouts += 1
             # Force the hand-over through the queue so it stays ordered with the frames.
             self._items.append(("closed", old.id))
-            self._wake.set()
+            self._notify()
         await self._close_conn(old, "rollover")
         return new
 
@@ -709,5 +1006,7 @@ __all__ = [
     "ClientConfig",
     "ClientCounters",
     "Polled",
+    "Sink",
     "StreamProcessor",
+    "retry_after_s",
 ]

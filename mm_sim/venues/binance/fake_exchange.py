@@ -1,8 +1,10 @@
 """A Binance-shaped market-data server on 127.0.0.1, driven by any replayable feed.
 
 Why: the live client must be tested against the real wire format and the real failure modes
-(sequence gaps, duplicates, reordering, disconnects, stalls, malformed frames, stale snapshots)
-without a network, and a user should see the whole live path offline (``make live-demo``).
+(sequence gaps, duplicates, reordering, disconnects, stalls, malformed frames, stale snapshots,
+rate limits, a server shutting down) without a network, and a user should see the whole live
+path offline (``make live-demo``). It also has to be fast enough to measure the client's latency
+at thousands of messages per second, so nothing on its send path awaits per message.
 
 What it serves (one aiohttp app, HTTP and websocket on the same port):
 
@@ -10,16 +12,25 @@ What it serves (one aiohttp app, HTTP and websocket on the same port):
   and ``/ws/<stream>`` (raw); ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS`` are answered.
   ``<sym>@depth`` is served at the same 100 ms pace as ``@depth@100ms`` (a simplification).
 - ``GET /api/v3/depth`` (spot) or ``/fapi/v1/depth`` (futures) and ``exchangeInfo``.
-- Introspection under ``/fake/``: ``info`` (symbol, market, clock), ``book?update_id=N&depth=K``
-  (the TRUE book right after the diff ending at ``N``), ``inject?fault=F&count=C`` (one-shot
-  faults for tests), ``faults?faults=a,b&rate=R`` (switch random faults at run time).
+- Introspection under ``/fake/``: ``info`` (symbol, market, clock, send statistics),
+  ``book?update_id=N&depth=K`` (the TRUE book right after the diff ending at ``N``),
+  ``inject?fault=F&count=C`` (one-shot faults for tests), ``faults?faults=a,b&rate=R`` (switch
+  random faults at run time).
 
 The feed's events are cut into 100 ms buckets of feed time; each bucket's net level changes
 against the TRUE book become one ``depthUpdate`` with a real update-id range (futures ids skip
-a little between events so only ``pu`` links them, as on Binance), its trades become ``trade``
-messages. The exchange clock starts at the server's start and runs ``speed`` times faster than
-the wall clock; event times ``E``/``T`` are on that clock. At the feed's end it starts over
-(a snapshot in the feed becomes the diff to the new book), so the stream never runs dry.
+a little between events so only ``pu`` links them, as on Binance), sent at the bucket's end;
+its trades become ``trade`` messages sent at their own times. The exchange clock starts at the
+server's start and runs ``speed`` times faster than the wall clock; event times ``E``/``T`` are
+on that clock. At the feed's end it starts over (a snapshot in the feed becomes the diff to the
+new book), so the stream never runs dry.
+
+Delivery: payloads are formatted once per message (no JSON encoder), queued per connection and
+written as ready-made websocket frames, one ``transport.write`` per connection each time the
+producer waits for the next message's time. Waits shorter than 2 ms are finished with a plain
+``time.sleep`` (microsecond resolution) after giving the event loop a turn, so messages leave at
+their own times rather than in 1 ms timer ticks. A connection whose unsent bytes exceed
+``max_client_buffer`` is dropped, as Binance drops consumers that do not keep up.
 """
 
 from __future__ import annotations
@@ -43,21 +54,37 @@ from mm_sim.venues.binance.sync import Market
 
 log = get_logger("mm_sim.fake_exchange")
 
-STREAM_FAULTS = ("gap", "dup", "reorder", "disconnect", "stall", "malformed")
-SNAPSHOT_FAULTS = ("stale-snapshot",)
+STREAM_FAULTS = ("gap", "dup", "reorder", "disconnect", "stall", "malformed", "shutdown")
+SNAPSHOT_FAULTS = ("stale-snapshot", "rate-limit")
 FAULTS = STREAM_FAULTS + SNAPSHOT_FAULTS
 # One-shot faults only reachable through /fake/inject (tests of precise situations).
-INJECT_ONLY = ("gap-after-snapshot", "snapshot-error")
+INJECT_ONLY = ("gap-after-snapshot", "snapshot-error", "ban")
 
 BATCH_NS = 100_000_000
 _MS = 1_000_000
+_FINE_WAIT_S = 0.002  # waits shorter than this end in time.sleep, not in a loop timer
+_YIELD_EVERY = 64  # when behind schedule, let the loop run at least this often (messages)
+_YIELD_S = 0.001  # and at least this often (wall seconds)
+_LATE_KEEP = 1 << 16  # send-lateness samples kept for /fake/info
 
-Changes = list[tuple[int, float, float]]  # (side, price, qty); qty 0 removes the level
+# (side, price, qty); qty 0 removes the level. Stored as tuples: a tuple of floats is not
+# tracked by the cyclic GC, so the kept history does not make every collection slower.
+Changes = tuple[tuple[int, float, float], ...]
 
 
 def _wire_symbol(symbol: str) -> str:
     """Binance symbols are upper-case alphanumerics (the synthetic one has a hyphen)."""
     return "".join(ch for ch in symbol.upper() if ch.isalnum())
+
+
+def ws_frame(data: bytes) -> bytes:
+    """One unmasked, unfragmented websocket text frame (server to client, RFC 6455 5.2)."""
+    n = len(data)
+    if n < 126:
+        return bytes((0x81, n)) + data
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
 
 
 class TrueBook:
@@ -128,12 +155,14 @@ def top_levels(
 @dataclass
 class FaultPlan:
     """Random faults (each enabled one fires with probability ``rate`` per diff and
-    connection; stale-snapshot per REST request) plus one-shot injections from tests."""
+    connection; snapshot faults per REST request) plus one-shot injections from tests."""
 
     enabled: set[str] = field(default_factory=set)
     rate: float = 0.0
     stall_s: float = 2.0
     stale_back: int = 30  # a stale snapshot is this many diffs behind the stream
+    retry_after_s: int = 1  # Retry-After of a 429/418 answer
+    shutdown_grace_s: float = 1.0  # a connection told serverShutdown is closed this much later
     injected: Counter[str] = field(default_factory=Counter)
     fired: Counter[str] = field(default_factory=Counter)
 
@@ -149,15 +178,38 @@ class FaultPlan:
             raise ValueError(f"fault rate must be within [0, 1], got {rate}")
         return FaultPlan(names, rate)
 
+    def take(self, name: str, rng: random.Random) -> bool:
+        """Whether fault ``name`` fires now: a pending injection, else the random draw."""
+        if self.injected[name] > 0:
+            self.injected[name] -= 1
+            return True
+        return name in self.enabled and self.rate > 0 and rng.random() < self.rate
+
 
 class _Client:
-    def __init__(self, ws: web.WebSocketResponse, combined: bool, streams: set[str]) -> None:
+    """One websocket connection: its subscriptions and the frames not yet written."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: Any, combined: bool, streams: set[str]
+    ) -> None:
         self.ws = ws
+        self.transport = transport
         self.combined = combined
         self.streams = streams
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(20_000)
-        self.held: str | None = None  # a reordered diff, sent after the next one
+        self.depth_name: str | None = None
+        self.trade_name: str | None = None
+        # (stream name, payload) to wrap at write time, or (None, text) to send as it is.
+        self.out: list[tuple[str | None, str]] = []
+        self.held: tuple[str | None, str] | None = None  # a reordered diff, sent after the next
         self.stall_until = 0.0
+        self.doomed = False  # told serverShutdown; closed after the grace period
+
+    def route(self, symbol: str) -> None:
+        sym = symbol.lower()
+        self.depth_name = next(
+            (s for s in sorted(self.streams) if s in (f"{sym}@depth", f"{sym}@depth@100ms")), None
+        )
+        self.trade_name = f"{sym}@trade" if f"{sym}@trade" in self.streams else None
 
 
 class FakeExchange:
@@ -174,35 +226,58 @@ class FakeExchange:
         seed: int = 1,
         symbol: str | None = None,
         heartbeat_s: float = 20.0,
+        msg_rate: float | None = None,
+        max_client_buffer: int = 32 << 20,
     ) -> None:
         if len(events) == 0:
             raise ValueError("the feed has no events")
-        if not speed > 0:
-            raise ValueError(f"speed must be > 0, got {speed}")
         self.events = events
         self.instrument = instrument
         self.market = Market(market)
+        self.feed_msg_rate = _feed_message_rate(events)
+        if msg_rate is not None:
+            if not msg_rate > 0:
+                raise ValueError(f"message rate must be > 0, got {msg_rate}")
+            speed = msg_rate / self.feed_msg_rate
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
         self.speed = float(speed)
         self.port = port
         self.faults = faults or FaultPlan()
         self.rng = random.Random(seed)
         self.symbol = symbol.upper() if symbol else _wire_symbol(instrument.symbol)
         self.heartbeat_s = heartbeat_s
+        self.max_client_buffer = max_client_buffer
         self.price_dec = (
             instrument.price_decimals
             if instrument.price_decimals is not None
             else float_decimals(instrument.tick_size)
         )
         self.qty_dec = float_decimals(instrument.lot_size)
+        self._level_fmt = f'["%.{self.price_dec}f","%.{self.qty_dec}f"]'
+        futures = self.market is Market.FUTURES
+        self._trade_fmt = (
+            '{"e":"trade","E":%d,"s":"' + self.symbol + f'","t":%d,"p":"%.{self.price_dec}f",'
+            f'"q":"%.{self.qty_dec}f","T":%d,"m":%s,'
+            + ('"X":"MARKET"}' if futures else '"M":true}')
+        )
         self.book = TrueBook()
         self.epoch_ns = time.time_ns()
         self.clients: list[_Client] = []
         self.trade_id = 0
         self.stats: Counter[str] = Counter()
+        self.snapshot_log: deque[tuple[float, int]] = deque(maxlen=200)  # (monotonic, status)
         self._gap_after: int | None = None  # drop the first diff after this snapshot id
         self._runner: web.AppRunner | None = None
         self._producer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
+        self._late = np.zeros(_LATE_KEEP)  # wall seconds each message left after its time
+        self._n_sent = 0
+        self._since_yield = 0
+        self._yielded = 0.0
+        self._first_send = 0.0
+        self._last_send = 0.0
 
     # --- clock ----------------------------------------------------------------------------
 
@@ -244,6 +319,9 @@ class FakeExchange:
         for c in list(self.clients):
             with contextlib.suppress(Exception):
                 await c.ws.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -262,11 +340,16 @@ class FakeExchange:
     def rest_base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    # --- the feed → messages --------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the feed → messages, paced ---------------------------------------------------------
 
     async def _produce(self) -> None:
         ev = self.events
-        ts = np.asarray(ev["exch_ts"])
+        ts = np.asarray(ev["exch_ts"], dtype=np.int64)
         n = len(ev)
         t0 = int(ts[0])
         span = int(ts[-1]) - t0 + BATCH_NS
@@ -279,16 +362,31 @@ class FakeExchange:
         sides = np.asarray(ev["side"])
         while True:
             j = int(np.searchsorted(ts, end, side="left"))
-            e_ns = self.epoch_ns + (end - t0) + offset
-            ahead = (e_ns - self.now_ns()) / self.speed / 1e9
-            if ahead > 0:
-                await asyncio.sleep(ahead)
+            base = self.epoch_ns - t0 + offset  # feed time -> exchange clock
+            staged: dict[tuple[int, float], float] = {}
             if i < j:
-                self._bucket(
-                    ts[i:j], prices[i:j], qtys[i:j], kinds[i:j], sides[i:j], t0, offset, e_ns
+                rows = zip(
+                    kinds[i:j].tolist(),
+                    sides[i:j].tolist(),
+                    prices[i:j].tolist(),
+                    qtys[i:j].tolist(),
+                    ts[i:j].tolist(),
+                    strict=True,
                 )
-                # Let connections send; a fast feed must not starve the event loop.
-                await asyncio.sleep(0)
+                for k, s, p, q, t in rows:
+                    if k in (KIND_DEPTH, KIND_SNAPSHOT):
+                        staged[(s, p)] = q
+                    elif k == KIND_TRADE:
+                        if q > 0.0:
+                            await self._wait_until(t + base)
+                            self._trade(s, p, q, (t + base) // _MS)
+                    elif k == KIND_CLEAR:
+                        staged = {(ASK, p0): 0.0 for p0 in self.book.asks}
+                        staged.update({(BID, p0): 0.0 for p0 in self.book.bids})
+            e_ns = end + base
+            await self._wait_until(e_ns)
+            if staged:
+                self._diff_from(staged, e_ns // _MS)
             i = j
             end += BATCH_NS
             if i >= n:
@@ -297,60 +395,77 @@ class FakeExchange:
                 end = t0 + BATCH_NS
                 self.stats["feed_loops"] += 1
 
-    def _bucket(
-        self,
-        ts: np.ndarray,
-        px: np.ndarray,
-        qt: np.ndarray,
-        kd: np.ndarray,
-        sd: np.ndarray,
-        t0: int,
-        offset: int,
-        e_ns: int,
-    ) -> None:
-        staged: dict[tuple[int, float], float] = {}
-        base = self.epoch_ns - t0 + offset
-        rows = zip(kd.tolist(), sd.tolist(), px.tolist(), qt.tolist(), ts.tolist(), strict=True)
-        for k, s, p, q, t in rows:
-            if k in (KIND_DEPTH, KIND_SNAPSHOT):
-                staged[(s, p)] = q
-            elif k == KIND_TRADE:
-                self._trade(s, p, q, (t + base) // _MS)
-            elif k == KIND_CLEAR:
-                staged = {(ASK, p0): 0.0 for p0 in self.book.asks}
-                staged.update({(BID, p0): 0.0 for p0 in self.book.bids})
-        changes: Changes = []
-        bids, asks = self.book.bids, self.book.asks
-        for (s, p), q in staged.items():
-            cur = (asks if s == ASK else bids).get(p, 0.0)
-            if q != cur:
-                changes.append((s, p, q))
-        if changes:
-            self._diff(changes, e_ns // _MS)
+    async def _wait_until(self, due_ns: int) -> None:
+        """Return at exchange time ``due_ns``: written frames go out before any wait.
 
-    def _fmt(self, p: float, q: float) -> list[str]:
-        return [f"{p:.{self.price_dec}f}", f"{q:.{self.qty_dec}f}"]
+        The event loop gets a turn (requests, control frames) at least every millisecond, not
+        at every message: at thousands of messages per second that turn would be most of the
+        cost. Behind schedule, due messages go out in batches of up to ``_YIELD_EVERY``.
+        """
+        speed_ns = self.speed * 1e9
+        rem = (due_ns - self.now_ns()) / speed_ns
+        if rem > 0:
+            self._flush()
+            self._since_yield = 0
+            if rem > _FINE_WAIT_S:
+                await asyncio.sleep(rem - _FINE_WAIT_S / 2)
+                self._yielded = time.monotonic()
+            elif time.monotonic() - self._yielded > _YIELD_S:
+                await asyncio.sleep(0)
+                self._yielded = time.monotonic()
+            rem = (due_ns - self.now_ns()) / speed_ns
+            if rem > 0:
+                time.sleep(rem)
+                rem = (due_ns - self.now_ns()) / speed_ns
+        else:
+            self._since_yield += 1
+            if self._since_yield >= _YIELD_EVERY or time.monotonic() - self._yielded > _YIELD_S:
+                self._flush()
+                self._since_yield = 0
+                await asyncio.sleep(0)
+                self._yielded = time.monotonic()
+                rem = (due_ns - self.now_ns()) / speed_ns
+        self._late[self._n_sent % _LATE_KEEP] = -rem if rem < 0 else 0.0
+
+    def _sent(self) -> None:
+        if self._n_sent == 0:
+            self._first_send = time.monotonic()
+        self._n_sent += 1
+        self._last_send = time.monotonic()
 
     def _trade(self, side: int, price: float, qty: float, t_ms: int) -> None:
-        if qty <= 0.0:
-            return
         self.trade_id += 1
-        d: dict[str, Any] = {
-            "e": "trade",
-            "E": t_ms,
-            "s": self.symbol,
-            "t": self.trade_id,
-            "p": f"{price:.{self.price_dec}f}",
-            "q": f"{qty:.{self.qty_dec}f}",
-            "T": t_ms,
-            "m": side == ASK,  # the buyer rested: the aggressor sold
-        }
-        if self.market is Market.FUTURES:
-            d["X"] = "MARKET"
-        else:
-            d["M"] = True
+        text = self._trade_fmt % (
+            t_ms,
+            self.trade_id,
+            price,
+            qty,
+            t_ms,
+            "true" if side == ASK else "false",
+        )  # m: the buyer rested, so the aggressor sold
         self.stats["trades"] += 1
-        self._broadcast("trade", d, is_diff=False)
+        self._sent()
+        now = time.monotonic()
+        for c in self.clients:
+            name = c.trade_name
+            if name is None:
+                continue
+            if c.stall_until > now:
+                self.stats["stalled_drops"] += 1
+                continue
+            c.out.append((name, text))
+
+    def _diff_from(self, staged: dict[tuple[int, float], float], e_ms: int) -> None:
+        bids, asks = self.book.bids, self.book.asks
+        changes: Changes = tuple(
+            [
+                (s, p, q)
+                for (s, p), q in staged.items()
+                if q != (asks if s == ASK else bids).get(p, 0.0)
+            ]
+        )
+        if changes:
+            self._diff(changes, e_ms)
 
     def _diff(self, changes: Changes, e_ms: int) -> None:
         prev = self.book.update_id
@@ -358,108 +473,156 @@ class FakeExchange:
         first = prev + 1 + (self.rng.randrange(3) if futures and prev else 0)
         final = first + len(changes) - 1
         self.book.apply(first, final, changes)
-        d: dict[str, Any] = {"e": "depthUpdate", "E": e_ms}
+        fmt = self._level_fmt
+        b = ",".join([fmt % (p, q) for s, p, q in changes if s != ASK])
+        a = ",".join([fmt % (p, q) for s, p, q in changes if s == ASK])
         if futures:
-            d["T"] = e_ms
-        d.update(s=self.symbol, U=first, u=final)
-        if futures:
-            d["pu"] = prev
-        d["b"] = [self._fmt(p, q) for s, p, q in changes if s != ASK]
-        d["a"] = [self._fmt(p, q) for s, p, q in changes if s == ASK]
+            text = (
+                f'{{"e":"depthUpdate","E":{e_ms},"T":{e_ms},"s":"{self.symbol}","U":{first},'
+                f'"u":{final},"pu":{prev},"b":[{b}],"a":[{a}]}}'
+            )
+        else:
+            text = (
+                f'{{"e":"depthUpdate","E":{e_ms},"s":"{self.symbol}","U":{first},"u":{final},'
+                f'"b":[{b}],"a":[{a}]}}'
+            )
         self.stats["diffs"] += 1
+        self._sent()
         drop_all = False
         if self._gap_after is not None and first > self._gap_after:
             self._gap_after = None
             drop_all = True
             self.faults.fired["gap-after-snapshot"] += 1
-        self._broadcast("depth", d, is_diff=True, drop_all=drop_all)
+        self._broadcast_diff(text, drop_all)
 
     # --- delivery and faults --------------------------------------------------------------
 
-    def _stream_name(self, kind: str, c: _Client) -> str | None:
-        sym = self.symbol.lower()
-        for s in c.streams:
-            if kind == "depth" and s in (f"{sym}@depth", f"{sym}@depth@100ms"):
-                return s
-            if kind == "trade" and s == f"{sym}@trade":
-                return s
-        return None
-
-    def _broadcast(
-        self, kind: str, payload: dict[str, Any], is_diff: bool, drop_all: bool = False
-    ) -> None:
-        plain = json.dumps(payload, separators=(",", ":"))
-        one_shot: list[str] = []
-        if is_diff:
-            for f in STREAM_FAULTS:
-                if self.faults.injected[f] > 0:
-                    self.faults.injected[f] -= 1
-                    one_shot.append(f)
+    def _broadcast_diff(self, text: str, drop_all: bool) -> None:
+        fp = self.faults
+        one_shot = [f for f in STREAM_FAULTS if fp.injected[f] > 0]
+        for f in one_shot:
+            fp.injected[f] -= 1
+        random_on = fp.rate > 0 and bool(fp.enabled)
         now = time.monotonic()
         for c in list(self.clients):
-            name = self._stream_name(kind, c)
+            name = c.depth_name
             if name is None:
                 continue
-            text = f'{{"stream":"{name}","data":{plain}}}' if c.combined else plain
             if c.stall_until > now:
                 self.stats["stalled_drops"] += 1
                 continue
-            if not is_diff:
-                self._put(c, text)
-                continue
             if drop_all:
                 continue
-            fired = list(one_shot)
-            if self.faults.rate > 0:
-                fired += [
-                    f
-                    for f in STREAM_FAULTS
-                    if f in self.faults.enabled and self.rng.random() < self.faults.rate
+            fired = one_shot
+            if random_on:
+                rng = self.rng
+                fired = one_shot + [
+                    f for f in STREAM_FAULTS if f in fp.enabled and rng.random() < fp.rate
                 ]
-            self._deliver_diff(c, text, fired, now)
+            if fired:
+                self._deliver_faulty(c, name, text, fired, now)
+                continue
+            c.out.append((name, text))
+            if c.held is not None:
+                c.out.append(c.held)
+                c.held = None
 
-    def _deliver_diff(self, c: _Client, text: str, fired: list[str], now: float) -> None:
+    def _deliver_faulty(
+        self, c: _Client, name: str, text: str, fired: list[str], now: float
+    ) -> None:
         for f in fired:
             self.faults.fired[f] += 1
+        if "shutdown" in fired and not c.doomed:
+            c.doomed = True
+            c.out.append((None, f'{{"e":"serverShutdown","E":{self.now_ns() // _MS}}}'))
+            self._spawn(self._close_later(c, self.faults.shutdown_grace_s, "shutdown"))
         if "disconnect" in fired:
-            c.queue.put_nowait(None)  # the sender closes after what is already queued
-            self.clients.remove(c)
+            self._write(c)  # what was queued before the cut still arrives
+            self._drop(c, "disconnect")
             return
         if "stall" in fired:
             c.stall_until = now + self.faults.stall_s
             return
         if "gap" in fired:
             return
+        item: tuple[str | None, str] = (name, text)
         if "malformed" in fired:
-            text = text[: len(text) // 2]
+            whole = f'{{"stream":"{name}","data":{text}}}' if c.combined else text
+            item = (None, whole[: len(whole) // 2])
         if "reorder" in fired and c.held is None:
-            c.held = text
+            c.held = item
             return
-        self._put(c, text)
+        c.out.append(item)
         if "dup" in fired:
-            self._put(c, text)
+            c.out.append(item)
         if c.held is not None:
-            held, c.held = c.held, None
-            self._put(c, held)
+            c.out.append(c.held)
+            c.held = None
 
-    def _put(self, c: _Client, text: str) -> None:
-        try:
-            c.queue.put_nowait(text)
-        except asyncio.QueueFull:
+    def _flush(self) -> None:
+        for c in list(self.clients):
+            if c.out:
+                self._write(c)
+
+    def _write(self, c: _Client) -> None:
+        """Write the queued frames of one connection with a single transport call."""
+        if not c.out:
+            return
+        tr = c.transport
+        if tr is None or tr.is_closing() or c.ws.closed:
+            # Closing (our close frame may be out): no data frame may follow it.
+            c.out.clear()
+            self._drop(c, "")
+            return
+        parts = []
+        for name, text in c.out:
+            if name is None:
+                body = text
+            elif c.combined:
+                body = f'{{"stream":"{name}","data":{text}}}'
+            else:
+                body = text
+            parts.append(ws_frame(body.encode()))
+        self.stats["frames"] += len(parts)
+        self.stats["writes"] += 1
+        c.out.clear()
+        tr.write(b"".join(parts))
+        if tr.get_write_buffer_size() > self.max_client_buffer:
             # Binance drops consumers that do not keep up; so do we.
             self.stats["slow_client_disconnects"] += 1
-            with contextlib.suppress(ValueError):
-                self.clients.remove(c)
-            with contextlib.suppress(asyncio.QueueFull):
-                c.queue.get_nowait()
-                c.queue.put_nowait(None)
+            self._drop(c, "slow")
+
+    def _drop(self, c: _Client, reason: str) -> None:
+        if c in self.clients:
+            self.clients.remove(c)
+            if reason:
+                self.stats[f"closed_{reason}"] += 1
+        self._spawn(self._close(c))
+
+    async def _close_later(self, c: _Client, delay_s: float, reason: str) -> None:
+        await asyncio.sleep(delay_s)
+        if c in self.clients:
+            self._write(c)
+            self._drop(c, reason)
+
+    @staticmethod
+    async def _close(c: _Client) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(c.ws.close(), 5.0)
 
     # --- HTTP handlers --------------------------------------------------------------------
 
-    def _error(self, status: int, code: int, msg: str) -> web.Response:
-        return web.json_response({"code": code, "msg": msg}, status=status)
+    def _error(
+        self, status: int, code: int, msg: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return web.json_response({"code": code, "msg": msg}, status=status, headers=headers)
 
     async def _h_depth(self, req: web.Request) -> web.Response:
+        resp = self._depth(req)
+        self.snapshot_log.append((time.monotonic(), resp.status))
+        return resp
+
+    def _depth(self, req: web.Request) -> web.Response:
         sym = req.query.get("symbol")
         if not sym:
             return self._error(400, -1102, "Mandatory parameter 'symbol' was not sent.")
@@ -473,35 +636,42 @@ class FakeExchange:
         if limit < 1 or limit > (1000 if futures else 5000):
             return self._error(400, -1100, "Illegal value for parameter 'limit'.")
         self.stats["snapshots"] += 1
-        if self.faults.injected["snapshot-error"] > 0:
-            self.faults.injected["snapshot-error"] -= 1
-            self.faults.fired["snapshot-error"] += 1
+        fp = self.faults
+        retry = {"Retry-After": str(fp.retry_after_s)}
+        if fp.take("ban", self.rng):
+            fp.fired["ban"] += 1
+            return self._error(418, -1003, "Way too many requests; IP banned.", retry)
+        if fp.take("rate-limit", self.rng):
+            fp.fired["rate-limit"] += 1
+            return self._error(429, -1003, "Too many requests; please use the websocket.", retry)
+        if fp.take("snapshot-error", self.rng):
+            fp.fired["snapshot-error"] += 1
             return self._error(503, -1001, "Internal error; unable to process your request.")
         uid = self.book.update_id
         bids, asks = self.book.bids, self.book.asks
-        stale = self.faults.injected["stale-snapshot"] > 0 or (
-            "stale-snapshot" in self.faults.enabled and self.rng.random() < self.faults.rate
-        )
-        if stale:
+        if fp.injected["stale-snapshot"] > 0 or (
+            "stale-snapshot" in fp.enabled and self.rng.random() < fp.rate
+        ):
             ids = self.book.ids()
-            if len(ids) > self.faults.stale_back:
-                uid = ids[-self.faults.stale_back - 1]
+            if len(ids) > fp.stale_back:
+                uid = ids[-fp.stale_back - 1]
                 old = self.book.at(uid)
                 assert old is not None
                 bids, asks = old
-                if self.faults.injected["stale-snapshot"] > 0:
-                    self.faults.injected["stale-snapshot"] -= 1
-                self.faults.fired["stale-snapshot"] += 1
-        if self.faults.injected["gap-after-snapshot"] > 0:
-            self.faults.injected["gap-after-snapshot"] -= 1
+                if fp.injected["stale-snapshot"] > 0:
+                    fp.injected["stale-snapshot"] -= 1
+                fp.fired["stale-snapshot"] += 1
+        if fp.injected["gap-after-snapshot"] > 0:
+            fp.injected["gap-after-snapshot"] -= 1
             self._gap_after = uid
         b, a = top_levels(bids, asks, limit)
         body: dict[str, Any] = {"lastUpdateId": uid}
         if futures:
             now_ms = self.now_ns() // _MS
             body.update(E=now_ms, T=now_ms)
-        body["bids"] = [self._fmt(p, q) for p, q in b]
-        body["asks"] = [self._fmt(p, q) for p, q in a]
+        pd, qd = self.price_dec, self.qty_dec
+        body["bids"] = [[f"{p:.{pd}f}", f"{q:.{qd}f}"] for p, q in b]
+        body["asks"] = [[f"{p:.{pd}f}", f"{q:.{qd}f}"] for p, q in a]
         return web.json_response(body)
 
     async def _h_exchange_info(self, req: web.Request) -> web.Response:
@@ -517,7 +687,24 @@ class FakeExchange:
             sym["contractType"] = "PERPETUAL"
         return web.json_response({"timezone": "UTC", "symbols": [sym]})
 
+    def send_stats(self) -> dict[str, Any]:
+        """Messages produced, their rate over the wall time they took, and send lateness."""
+        n = self._n_sent
+        wall = self._last_send - self._first_send
+        late = self._late[: min(n, _LATE_KEEP)] * 1e6
+        pct = (
+            {f"p{q:g}": float(np.percentile(late, q)) for q in (50, 99, 99.9)} if len(late) else {}
+        )
+        return {
+            "messages": n,
+            "wall_s": wall,
+            "msgs_per_s": n / wall if wall > 0 else None,
+            "feed_msgs_per_feed_s": self.feed_msg_rate,
+            "late_us": {**pct, "max": float(late.max()) if len(late) else None},
+        }
+
     async def _h_info(self, req: web.Request) -> web.Response:
+        t_now = time.monotonic()
         return web.json_response(
             {
                 "fake_exchange": True,
@@ -535,6 +722,8 @@ class FakeExchange:
                 "fault_rate": self.faults.rate,
                 "fired": dict(self.faults.fired),
                 "stats": dict(self.stats),
+                "send": self.send_stats(),
+                "snapshot_requests": [[round(t - t_now, 6), st] for t, st in self.snapshot_log],
             }
         )
 
@@ -581,12 +770,13 @@ class FakeExchange:
         combined = req.path == "/stream"
         raw = req.query.get("streams", "") if combined else req.match_info.get("streams", "")
         streams = {s for s in raw.split("/") if s}
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, max_msg_size=1 << 20)
+        # No permessage-deflate: Binance streams are not compressed and frames are written raw.
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, max_msg_size=1 << 20, compress=False)
         await ws.prepare(req)
-        c = _Client(ws, combined, streams)
+        c = _Client(ws, req.transport, combined, streams)
+        c.route(self.symbol)
         self.clients.append(c)
         self.stats["connections"] += 1
-        sender = asyncio.create_task(self._send_loop(c))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -596,21 +786,7 @@ class FakeExchange:
         finally:
             with contextlib.suppress(ValueError):
                 self.clients.remove(c)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
         return ws
-
-    async def _send_loop(self, c: _Client) -> None:
-        while True:
-            text = await c.queue.get()
-            if text is None:
-                await c.ws.close()
-                return
-            try:
-                await c.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
 
     async def _control(self, c: _Client, text: str) -> None:
         try:
@@ -630,7 +806,29 @@ class FakeExchange:
             reply = {"result": sorted(c.streams), "id": rid}
         else:
             reply = {"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": rid}
+        c.route(self.symbol)
+        self._write(c)  # stream frames already queued go first, as they were produced first
         await c.ws.send_str(json.dumps(reply))
 
 
-__all__ = ["FAULTS", "INJECT_ONLY", "FakeExchange", "FaultPlan", "TrueBook", "top_levels"]
+def _feed_message_rate(events: np.ndarray) -> float:
+    """Messages the feed makes per second of feed time: trades plus 100 ms buckets with book
+    changes (an upper bound on diffs: a bucket whose changes net out sends nothing)."""
+    ts = np.asarray(events["exch_ts"], dtype=np.int64)
+    kinds = np.asarray(events["kind"])
+    t0 = int(ts[0])
+    span_s = (int(ts[-1]) - t0 + BATCH_NS) / 1e9
+    trades = int(np.count_nonzero((kinds == KIND_TRADE) & (np.asarray(events["qty"]) > 0)))
+    buckets = int(np.unique((ts[kinds != KIND_TRADE] - t0) // BATCH_NS).size)
+    return (trades + buckets) / span_s
+
+
+__all__ = [
+    "FAULTS",
+    "INJECT_ONLY",
+    "FakeExchange",
+    "FaultPlan",
+    "TrueBook",
+    "top_levels",
+    "ws_frame",
+]

@@ -26,10 +26,14 @@ import numpy as np
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, Instrument
 from mm_sim.feeds.spec import BinanceLiveFeedSpec
+from mm_sim.logs import get_logger
 from mm_sim.runtime.bus import EventChunk
 from mm_sim.venues.binance.client import BinanceClient, ClientConfig
+from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
 from mm_sim.venues.binance.messages import MessageError, decode, parse_exchange_info
 from mm_sim.venues.binance.sync import Market
+
+log = get_logger("mm_sim.live")
 
 
 def scaled_clock(epoch_ns: int, speed: float) -> Callable[[], int]:
@@ -48,7 +52,17 @@ class LiveFeed:
     instrument: Instrument
     clock: Callable[[], int]
     identity: dict[str, Any] = field(default_factory=dict)
-    latencies_ns: list[int] | None = None  # arrival → chunk delivered, when recording
+    latencies_ns: list[int] | None = None  # frame received → chunk handed on, when recording
+    credentials: BinanceCredentials = field(default_factory=BinanceCredentials)
+
+    def counters(self) -> dict[str, Any]:
+        """Health of the feed so far (written next to a soak's reports, and into a recording)."""
+        return {
+            "feed": self.identity,
+            "client": self.client.counters.as_dict(),
+            "book_sync": self.client.sync.counters.as_dict(),
+            "credentials": self.credentials.describe(),
+        }
 
     async def close(self) -> None:
         await self.client.close()
@@ -111,7 +125,7 @@ class LiveFeed:
 
     def _emit(self, chunk: EventChunk, arrivals: list[int]) -> EventChunk:
         if self.latencies_ns is not None and arrivals:
-            now = time.perf_counter_ns()
+            now = time.monotonic_ns()
             self.latencies_ns.extend(now - a for a in arrivals)
         return chunk
 
@@ -144,6 +158,10 @@ async def _get_json(session: aiohttp.ClientSession, url: str, what: str) -> Any:
 
 async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     """Resolve what the spec leaves open (market, symbol, tick/lot, clock) and connect."""
+    credentials = load_credentials()
+    if credentials.configured:
+        # Said once, without values: market data is public, the keys are not used.
+        log.info("Binance credentials found in the environment; not used", **credentials.describe())
     timeout = aiohttp.ClientTimeout(total=10)
     market = spec.market
     symbol = spec.symbol
@@ -207,7 +225,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     }
     if start:
         await client.start()
-    return LiveFeed(spec, client, instrument, clock, identity)
+    return LiveFeed(spec, client, instrument, clock, identity, credentials=credentials)
 
 
 __all__ = ["LiveFeed", "open_live", "scaled_clock"]

@@ -56,6 +56,9 @@ class DepthDiff:
     bids: list[Level]
     asks: list[Level]
     local_ts: int = 0  # receive time in ns, filled in by the caller
+    # The same levels as flat float arrays (price, qty, price, qty, ...), when the parser that
+    # made this diff had them (the live client's fast path); not part of the diff's identity.
+    flat: tuple[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_futures(self) -> bool:
@@ -403,6 +406,8 @@ def parse_payload(d: Any, stream: str | None = None) -> Message:
         raise MessageError("unknown message: expected a JSON object", type(d).__name__)
     e = d.get("e")
     if e is not None:
+        if type(e) is not str:
+            raise MessageError("bad field 'e': expected an event type string", repr(e)[:40])
         if e == "bookTicker":
             return _book_ticker(d)
         if e == "depthUpdate":

@@ -1,0 +1,225 @@
+"""The numba depthUpdate fast path against its reference, the general parser.
+
+For every input the fast path accepts, its result must equal ``parse_payload(*decode(raw))``;
+for everything else it must decline (None), so the general path decides (and reports errors).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, KIND_SNAPSHOT
+from mm_sim.venues.binance.fastparse import (
+    DepthParser,
+    fill_levels,
+    fill_levels_ref,
+    flat_levels,
+)
+from mm_sim.venues.binance.messages import DepthDiff, MessageError, decode, parse_payload
+
+
+def _reference(raw: bytes) -> object:
+    try:
+        return parse_payload(*decode(raw))
+    except MessageError as err:
+        return err
+
+
+def _check(parser: DepthParser, raw: bytes) -> bool:
+    """True when the fast path took ``raw``; asserts it agrees with the reference either way."""
+    got = parser.parse(raw)
+    ref = _reference(raw)
+    if got is None:
+        return False
+    assert isinstance(ref, DepthDiff), (raw[:200], ref)
+    assert got == ref, raw[:200]
+    assert got.flat is not None
+    assert got.flat[0].tolist() == [x for lv in ref.bids for x in lv]
+    assert got.flat[1].tolist() == [x for lv in ref.asks for x in lv]
+    return True
+
+
+decimals = st.builds(
+    lambda whole, frac: whole + ("." + frac if frac is not None else ""),
+    st.from_regex(r"\A(0|[1-9][0-9]{0,9})\Z", fullmatch=True),
+    st.none() | st.from_regex(r"\A[0-9]{1,12}\Z", fullmatch=True),
+)
+levels = st.lists(st.tuples(decimals, decimals), max_size=8)
+
+
+@st.composite
+def depth_messages(draw: st.DrawFn) -> bytes:
+    futures = draw(st.booleans())
+    first = draw(st.integers(0, 10**15))
+    payload: dict[str, object] = {
+        "e": "depthUpdate",
+        "E": draw(st.integers(0, 2**62)),
+        "s": draw(st.sampled_from(["BTCUSDT", "ETHUSDT", "X1"])),
+        "U": first,
+        "u": first + draw(st.integers(0, 1000)),
+        "b": [list(lv) for lv in draw(levels)],
+        "a": [list(lv) for lv in draw(levels)],
+    }
+    if futures:
+        payload["T"] = draw(st.integers(0, 2**62))
+        payload["pu"] = draw(st.integers(0, 10**15))
+    keys = draw(st.permutations(list(payload)))
+    body = json.dumps({k: payload[k] for k in keys}, separators=(",", ":"))
+    if draw(st.booleans()):
+        stream = draw(st.sampled_from(["btcusdt@depth@100ms", "btcusdt@depth", "x@depth5"]))
+        body = f'{{"stream":"{stream}","data":{body}}}'
+    return body.encode()
+
+
+def _plain(raw: bytes) -> bool:
+    """The form the fast path promises to take: integers of at most 18 digits, decimals of at
+    most 15 digits (always exact), positive prices, and not a partial-depth stream."""
+    obj = json.loads(raw)
+    if "stream" in obj:
+        if "@depth5" in obj["stream"]:
+            return False
+        obj = obj["data"]
+    ints = [v for k, v in obj.items() if k in ("E", "T", "U", "u", "pu")]
+    nums = [x for side in (obj["b"], obj["a"]) for lv in side for x in lv]
+    prices = [lv[0] for side in (obj["b"], obj["a"]) for lv in side]
+    return (
+        all(len(str(v)) <= 18 for v in ints)
+        and all(len(x.replace(".", "")) <= 15 for x in nums)
+        and all(float(p) > 0 for p in prices)
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(depth_messages())
+def test_generated_messages_agree_with_the_reference(raw: bytes) -> None:
+    took = _check(DepthParser(), raw)
+    if _plain(raw):
+        assert took
+
+
+MUTATIONS = [
+    b" ",
+    b"\\",
+    b"-",
+    b"e",
+    b"E5",
+    b"0",
+    b"00",
+    b".",
+    b'"',
+    b",",
+    b"]",
+    b"[",
+    b"}",
+    b"{",
+    b"null",
+    b"1e3",
+    b"\xc3\xa9",
+]
+
+
+def test_mutated_messages_are_declined_or_agree() -> None:
+    """Every byte position overwritten or extended with troublesome bytes: the fast path must
+    either decline or give exactly the general parser's result, never a different diff."""
+    base = (
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161256299,'
+        b'"T":1723161256298,"s":"BTCUSDT","U":50,"u":57,"pu":49,'
+        b'"b":[["58710.20","0.014"],["61496.5","0"]],"a":[["61510.90","1.000"]]}}'
+    )
+    parser = DepthParser()
+    assert _check(parser, base)
+    rng = random.Random(7)
+    taken = declined = 0
+    for i in range(len(base)):
+        for m in MUTATIONS:
+            for raw in (base[:i] + m + base[i + 1 :], base[:i] + m + base[i:], base[:i]):
+                if _check(parser, raw):
+                    taken += 1
+                else:
+                    declined += 1
+    for _ in range(300):  # random multi-byte damage
+        b = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        _check(parser, bytes(b))
+    assert declined > taken > 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["0","1"]],"a":[]}',  # zero price
+        b'{"e":"depthUpdate","E":1,"s":"X","U":2,"u":1,"b":[],"a":[]}',  # U > u
+        b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[],"a":[],"b":[]}',  # duplicate key
+        b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["1.5e3","1"]],"a":[]}',
+        b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["1","1"]],"a":[]} ',  # whitespace
+        b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["12345678901234567","1"]],"a":[]}',
+        b'{"e":"trade","E":1,"s":"X","t":1,"p":"1","q":"1","T":1,"m":true}',
+        b'{"stream":"x@depth10@100ms","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,'
+        b'"b":[],"a":[]}}',
+    ],
+)
+def test_declines_what_the_general_path_must_judge(raw: bytes) -> None:
+    assert DepthParser().parse(raw) is None
+
+
+def test_exactness_matches_python_float_on_hard_decimals() -> None:
+    """Halfway-looking and long decimals convert to the same double as float()."""
+    rng = random.Random(3)
+    texts = ["0.1", "0.3", "9007199254740993", "900719925474099.3", "1.0000000000000002"]
+    texts += [f"{rng.randrange(1, 10**9)}.{rng.randrange(10**8):08d}" for _ in range(2000)]
+    parser = DepthParser()
+    for t in texts:
+        raw = (
+            b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["'
+            + t.encode()
+            + b'","1"]],"a":[]}'
+        )
+        got = parser.parse(raw)
+        if got is not None:
+            assert got.bids[0][0] == float(t), t
+
+
+def _capture_lines(path: Path, n: int) -> list[bytes]:
+    with gzip.open(path, "rb") as fh:
+        return [line.split(b" ", 1)[1].rstrip(b"\n") for line in itertools.islice(fh, n)]
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "hftbacktest-binance/usdm/btcusdt_20240808.gz",
+        "hftbacktest-binance/spot/btcusdt_20240808.gz",
+    ],
+)
+def test_recorded_binance_messages_agree_with_the_reference(shared_data: Path, rel: str) -> None:
+    path = shared_data / rel
+    if not path.exists():
+        pytest.skip(f"{rel} not present")
+    parser = DepthParser()
+    lines = _capture_lines(path, 20_000)
+    taken = sum(_check(parser, raw) for raw in lines)
+    diffs = sum(b'"depthUpdate"' in raw for raw in lines)
+    assert diffs > 1000 and taken == diffs  # real diffs always take the fast path
+
+
+def test_fill_levels_kernel_matches_its_reference() -> None:
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 7, 40):
+        flat = flat_levels([(float(p), float(q)) for p, q in rng.random((n, 2)) * 100])
+        a = np.zeros(n + 3, dtype=EVENT_DTYPE)
+        b = np.zeros(n + 3, dtype=EVENT_DTYPE)
+        kind = KIND_DEPTH if n % 2 else KIND_SNAPSHOT
+        assert fill_levels(a, 2, flat, -1, kind, 11, 12) == fill_levels_ref(
+            b, 2, flat, -1, kind, 11, 12
+        )
+        assert a.tobytes() == b.tobytes()
