@@ -92,3 +92,10 @@ def test_bench_tiny_writes_complete_results(tmp_path: Path) -> None:
         assert _pos(sw[f"workers_{n}"]["cells_per_min"]), sw
     assert _pos(sw["speedup_2_vs_1"]) and _pos(sw["plain_loop"]["cells_per_min"])
     assert "## Sweep on Dask" in md
+
+    lv = res["live_latency"]
+    assert "error" not in lv, lv
+    assert lv["messages"] > 0 and lv["frames_with_decision"] > 0
+    d = lv["latency_us"]
+    assert _pos(d["p50"]) and d["p50"] <= d["p99"] <= d["p99_9"] <= d["max"]
+    assert "## Live path" in md

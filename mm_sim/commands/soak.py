@@ -181,7 +181,7 @@ def _run_live(
     """
     import gc
 
-    from mm_sim.events import EVENT_DTYPE, Instrument, atomic_write_json
+    from mm_sim.events import EVENT_DTYPE, atomic_write_json
     from mm_sim.runtime.replay import IterationPlan, ReplayPlan
     from mm_sim.runtime.soak import Soak, SoakConfig
     from mm_sim.runtime.summary import print_summary
@@ -213,16 +213,7 @@ def _run_live(
                     save_counters()  # a killed run keeps the counters of what it committed
 
         try:
-            instrument = feed.instrument
-            prof_inst = profile.instrument
-            if prof_inst.tick_size is not None or prof_inst.lot_size is not None:
-                instrument = Instrument(
-                    instrument.symbol,
-                    instrument.venue,
-                    prof_inst.tick_size or instrument.tick_size,
-                    prof_inst.lot_size or instrument.lot_size,
-                    instrument.price_decimals,
-                )
+            instrument = profile.instrument_for(feed.instrument)
             t0 = feed.clock()
             plan = ReplayPlan(
                 [
