@@ -39,7 +39,6 @@ import contextlib
 import email.utils
 import random
 import time
-from array import array
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,56 +149,6 @@ class ClientCounters:
         d = {k: v for k, v in self.__dict__.items() if k != "bad"}
         d["bad"] = dict(self.bad)
         return d
-
-
-class _Columns:
-    """Event staging in typed arrays (cheaper than filling numpy records one by one)."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.ex = array("q")
-        self.lo = array("q")
-        self.px = array("d")
-        self.qt = array("d")
-        self.kd = array("i")
-        self.sd = array("i")
-
-    def __len__(self) -> int:
-        return len(self.ex)
-
-    def one(self, exch: int, local: int, kind: int, side: int, price: float, qty: float) -> None:
-        self.ex.append(exch)
-        self.lo.append(local)
-        self.kd.append(kind)
-        self.sd.append(side)
-        self.px.append(price)
-        self.qt.append(qty)
-
-    def levels(self, levels: list[Level], side: int, kind: int, exch: int, local: int) -> None:
-        n = len(levels)
-        if not n:
-            return
-        self.px.extend([p for p, _ in levels])
-        self.qt.extend([q for _, q in levels])
-        self.ex.extend([exch] * n)
-        self.lo.extend([local] * n)
-        self.kd.extend([kind] * n)
-        self.sd.extend([side] * n)
-
-    def take(self) -> np.ndarray:
-        n = len(self.ex)
-        rec = np.empty(n, dtype=EVENT_DTYPE)
-        if n:
-            rec["exch_ts"] = np.frombuffer(self.ex, dtype=np.int64)
-            rec["local_ts"] = np.frombuffer(self.lo, dtype=np.int64)
-            rec["price"] = np.frombuffer(self.px, dtype=np.float64)
-            rec["qty"] = np.frombuffer(self.qt, dtype=np.float64)
-            rec["kind"] = np.frombuffer(self.kd, dtype=np.int32)
-            rec["side"] = np.frombuffer(self.sd, dtype=np.int32)
-            self._reset()
-        return rec
 
 
 class _Stage:
