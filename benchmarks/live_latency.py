@@ -62,7 +62,7 @@ TARGET_P99_US = 200.0
 # seconds measured, seconds of warm-up after the book is synced
 SIZES: dict[str, tuple[float, float]] = {
     "full": (25.0, 3.0),
-    "quick": (8.0, 2.0),
+    "quick": (5.0, 1.0),
     "tiny": (2.0, 1.0),
 }
 
