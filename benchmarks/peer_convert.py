@@ -21,6 +21,10 @@ wakes after each event as mm_sim decides. Only the local clock moves; the exchan
 the original ``exch_ts``. A nudge that would reach the next distinct ``local_ts`` is not made
 (counted in ``ties_kept``).
 
+Message order (``deletions_first``, applied by ``benchmarks.peer`` to the feed both simulators
+get): within one diff message, level deletions are listed before the other updates, so that a
+book applied event by event is never crossed part-way through a message.
+
 Two clocks: hftbacktest's exchange model reads the rows flagged ``EXCH_EVENT`` in ``exch_ts``
 order and the strategy's side reads the rows flagged ``LOCAL_EVENT`` in ``local_ts`` order, both
 from the same array. An mm_sim feed is in ``local_ts`` order; where ``exch_ts`` is also
@@ -170,6 +174,75 @@ def split_local_ties(events: np.ndarray) -> tuple[np.ndarray, int, int, int]:
     new[revert] = local[revert]
     done = tied & ~revert
     return new, int(done.sum()), int((tied & revert).sum()), int(rank[done].max(initial=0))
+
+
+@dataclass
+class ReorderStats:
+    """What :func:`deletions_first` did, for the bench's report."""
+
+    runs: int  # runs of 2+ DEPTH events sharing one exch_ts and local_ts (one diff message)
+    reordered: int  # runs whose deletions were moved ahead of their other updates
+    moved: int  # events that changed position
+    kept_repeated_price: int  # runs left as they were: a price appears twice in them
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def deletions_first(events: np.ndarray) -> tuple[np.ndarray, ReorderStats]:
+    """The feed with each diff message's level deletions ahead of its other level updates.
+
+    Why: a depth diff is one atomic change at the venue, but a feed lists its levels one by one
+    (Binance: bids, then asks). Applied in that order, a message that moves the market up adds
+    the new best bid before it deletes the asks it crossed, so a simulator that looks at the book
+    after every event sees a crossed book that never existed. mm_sim then skips the decision
+    (``no_decision``); hftbacktest's book hides the crossed levels and decides. With deletions
+    first, every level present part-way through the message is also present after it, so the
+    book is never crossed mid-message (the converter guarantees it is not crossed after one) and
+    both simulators decide on the same books.
+
+    A message is a run of consecutive DEPTH events with equal ``exch_ts`` and ``local_ts``.
+    Within a run, order is kept among deletions (quantity <= 0) and among the other updates. A
+    run that lists one (side, price) twice is left as it is: moving a deletion ahead of an
+    earlier update of the same level would change the book it leaves.
+    """
+    events = np.asarray(events)
+    _check(events)
+    n = len(events)
+    if n < 2:
+        return events.copy(), ReorderStats(0, 0, 0, 0)
+    depth = events["kind"] == KIND_DEPTH
+    ex = events["exch_ts"]
+    lo = events["local_ts"]
+    cont = depth[1:] & depth[:-1] & (ex[1:] == ex[:-1]) & (lo[1:] == lo[:-1])
+    start = np.r_[True, ~cont]
+    run_id = np.cumsum(start) - 1
+    size = np.bincount(run_id)
+    multi = size[run_id] > 1
+    # Runs listing a (side, price) twice are left alone.
+    idx = np.flatnonzero(multi)
+    order = np.lexsort((events["price"][idx], events["side"][idx], run_id[idx]))
+    srt = idx[order]
+    dup = (
+        (run_id[srt][1:] == run_id[srt][:-1])
+        & (events["side"][srt][1:] == events["side"][srt][:-1])
+        & (events["price"][srt][1:] == events["price"][srt][:-1])
+    )
+    bad_run = np.zeros(len(size), dtype=bool)
+    bad_run[run_id[srt][1:][dup]] = True
+    eligible = multi & ~bad_run[run_id]
+    is_add = (events["qty"] > 0.0) & eligible
+    perm = np.lexsort((np.arange(n), is_add, run_id))
+    moved = int(np.sum(perm != np.arange(n)))
+    changed = np.zeros(len(size), dtype=bool)
+    changed[run_id[perm != np.arange(n)]] = True
+    stats = ReorderStats(
+        runs=int(np.sum(size > 1)),
+        reordered=int(changed.sum()),
+        moved=moved,
+        kept_repeated_price=int(np.sum(bad_run & (size > 1))),
+    )
+    return events[perm], stats
 
 
 def to_hftbacktest(

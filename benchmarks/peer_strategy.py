@@ -27,8 +27,11 @@ What cannot be mirrored exactly, and how ``benchmarks.peer`` makes mm_sim do the
   maximum (60 s), where a refresh almost never happens before the price moves;
 - decision points: mm_sim decides after every event (a snapshot batch once complete);
   ``wait_next_feed`` returns once per group of feed rows sharing a local timestamp;
-- the strategy learns that an order is gone when its position changes (a fill report); mm_sim
-  learns it from the report saying the order is fully filled. Same moment, same information.
+- the strategy learns that an order is gone when a fill report arrives (hftbacktest's trade
+  count moves) and the order is no longer resting; mm_sim learns it from the report saying the
+  order is fully filled. Same moment, same information. The same check counts the distinct
+  orders with at least one fill (``R_ORDERS_FILLED``), the figure comparable with mm_sim's
+  distinct filled order ids whatever each venue's partial-fill rule.
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ R_END_CODE = 10  # the last wait_next_feed code (1 = end of data)
 R_FEED_WAKEUPS = 11
 R_ORDERS_GONE = 12  # orders the strategy learned had ended (filled)
 R_LOGGED = 13  # actions written to the action log (it stops when full)
-R_SIZE = 14
+R_ORDERS_FILLED = 14  # distinct orders the strategy learned had at least one fill
+R_SIZE = 15
 
 # Per-side strategy table sd[k, :], k = 0 bid, 1 ask (the counterpart of mm_sim's ``si``).
 SD_OID = 0  # live order id, -1 none
@@ -93,7 +97,8 @@ SD_BK_ACT = 5
 SD_BK_PX = 6
 SD_BK_LOTS = 7
 SD_BK_REASON = 8
-SD_SIZE = 9
+SD_FILL_SEEN = 9  # the order id last counted in R_ORDERS_FILLED on this side (-1 none)
+SD_SIZE = 10
 
 # Loop scalars g[:] (int64): order ids, the in-flight ring, the target memo.
 G_NEXT_ID = 0
@@ -134,6 +139,7 @@ def make_state(log_capacity: int = 1 << 16) -> dict[str, np.ndarray]:
     sd[:, SD_DECIDED] = NO_TS
     sd[:, SD_LAST_ACT] = NO_TS
     sd[:, SD_BK_ACT] = -1
+    sd[:, SD_FILL_SEEN] = -1
     g = np.zeros(G_SIZE, dtype=np.int64)
     g[G_NEXT_ID] = 1
     lf, li = L.make_buckets()
@@ -428,13 +434,18 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
 
 
 @njit
-def _order_gone(hbt: Any, oid: int) -> bool:
-    """Has the strategy been told that this order no longer rests (filled, or ended)?"""
+def _order_news(hbt: Any, oid: int) -> int:
+    """What the strategy has been told about its order: 0 resting and never filled, 1 resting
+    after a fill, 2 no longer resting (filled, or ended)."""
     o = hbt.orders(0).get(oid)
     if o is None:
-        return True
+        return 2
     st = o.status
-    return st != HBT_NEW and st != HBT_PARTIALLY_FILLED
+    if st != HBT_NEW and st != HBT_PARTIALLY_FILLED:
+        return 2
+    if st == HBT_PARTIALLY_FILLED or o.exec_qty > 0.0:
+        return 1
+    return 0
 
 
 @njit
@@ -507,7 +518,7 @@ def run_mm(
     # life: reading them is a load, where ``hbt.position(0)`` is a foreign call each time.
     depth = hbt.depth(0)
     sv = hbt.state_values(0)
-    last_pos = 0.0
+    last_trades = 0
     code = 0
     while True:
         code = hbt.wait_next_feed(False, FOREVER_NS)
@@ -515,10 +526,19 @@ def run_mm(
             break
         out[R_FEED_WAKEUPS] += 1
         pos_view = sv.position
-        if pos_view != last_pos:
-            last_pos = pos_view
+        n_trades = sv.num_trades
+        if n_trades != last_trades:
+            # A fill report arrived (the count, unlike the position, moves on every fill).
+            last_trades = n_trades
             for k in range(2):
-                if sd[k, SD_OID] >= 0 and _order_gone(hbt, sd[k, SD_OID]):
+                oid = sd[k, SD_OID]
+                if oid < 0:
+                    continue
+                news = _order_news(hbt, oid)
+                if news > 0 and sd[k, SD_FILL_SEEN] != oid:
+                    sd[k, SD_FILL_SEEN] = oid
+                    out[R_ORDERS_FILLED] += 1
+                if news == 2:
                     sd[k, SD_OID] = -1
                     out[R_ORDERS_GONE] += 1
             hbt.clear_inactive_orders(0)

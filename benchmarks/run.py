@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from benchmarks import data, scaling, soak_e2e, stages
+from benchmarks.jsonsafe import clean
 from mm_sim.config import load_profile
 from mm_sim.events import atomic_write_bytes, atomic_write_json, write_feed
 
@@ -178,15 +179,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         add("sweep speed-up, 2 vs 1 workers", ">= 1.7", sw["speedup_2_vs_1"], sw["speedup_met"],
             f"{sw['workers_1']['cells_per_min']:.1f} -> {sw['workers_2']['cells_per_min']:.1f} "
             f"cells/min, load {sw['loadavg_at_start'][0]:.2f}")  # fmt: skip
-    peer = res.get("peer", {})
-    if "ratio_events_per_s" in peer:
-        r = peer["ratio_events_per_s"]
-        add("mm_sim / hftbacktest events/s", ">= 2", r, r >= 2.0)
-        fr = peer.get("fill_ratio")
-        if fr is not None:
-            add("fill counts agree", "within 10 %", fr, abs(fr - 1.0) <= 0.10)
-    else:
-        add("mm_sim / hftbacktest events/s", ">= 2", None, None, str(peer.get("peer", "")))
+    _peer_targets(res.get("peer", {}), add)
     lv = res.get("live_latency", {})
     if "latency_us" in lv:
         add("live arrival -> decision p99", "<= 200 µs at 5,000 msg/s", lv["latency_us"]["p99"],
@@ -197,6 +190,35 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         add("live arrival -> decision p99", "<= 200 µs at 5,000 msg/s", None, None,
             lv.get("error", "not measured"))  # fmt: skip
     return rows
+
+
+def _peer_targets(peer: dict[str, Any], add: Any) -> None:
+    """The peer's two targets, each scored on every compared run (every feed, scenario and
+    queue model): met means met on all of them, and a run that could not be compared counts
+    against (``benchmarks.peer.agreement``)."""
+    ag = peer.get("agreement")
+    if "ratio_events_per_s" not in peer or not ag:
+        why = str(peer.get("peer") or peer.get("error") or "no compared run")
+        add("mm_sim / hftbacktest events/s", ">= 2 on every run", None, None, why)
+        return
+    n = ag["runs"]
+    lost = len(ag["not_compared"])
+    tail = f"; {lost} run(s) not compared" if lost else ""
+    sp = ag["events_per_s_ratio"]
+    add("mm_sim / hftbacktest events/s", ">= 2 on every run", sp["min"],
+        sp["min"] >= 2.0 and not lost,
+        f"lowest of {n} runs: {sp['min_run']}; headline {peer['ratio_events_per_s']:.2f}, "
+        f"highest {sp['max']:.2f}{tail}")  # fmt: skip
+    diag = "(diagnostic, not the issue's target)"
+    for key, name in (("fills", "fill counts agree"),
+                      ("orders_filled", f"orders filled agree {diag}"),
+                      ("fill_qty", f"fill quantity agrees {diag}")):  # fmt: skip
+        f = ag[key]
+        m, h = f["worst_mm_sim"], f["worst_hftbacktest"]
+        pair = f"{m:,.3f} / {h:,.3f}" if key == "fill_qty" else f"{m:,} / {h:,}"
+        add(name, "mm_sim / hftbacktest within 10 % on every run", f["worst_ratio"], f["met"],
+            f"worst: {f['worst_run']}, {pair}; {f['within_tolerance']} of {n} runs within"
+            f"{tail}")  # fmt: skip
 
 
 def _fmt(x: Any, digits: int = 1) -> str:
@@ -213,6 +235,112 @@ def _fmt(x: Any, digits: int = 1) -> str:
             return f"{x / 1e6:,.2f} M"
         return f"{x:,.{digits}f}"
     return str(x)
+
+
+def _peer_markdown(peer: dict[str, Any]) -> list[str]:
+    """The peer table and the notes a reader needs to judge it (what was done to the feeds,
+    where the queue model had no effect, how far the two action logs agree)."""
+    if "ratio_events_per_s" not in peer:
+        return [str(peer.get("peer", peer.get("error", "")))]
+    v = peer["versions"]
+    L = [
+        f"Cadence: {peer['cadence']}. Changed in both: {peer['changes'][peer['scenario']]}. "
+        f"hftbacktest {v['hftbacktest']}, numpy {v['numpy']}, numba {v['numba']}, one "
+        f"process; bot-loop compile {peer['hftbacktest_compile_s']:.1f} s (not cacheable).",
+        "",
+        "Each cell is mm_sim / hftbacktest. Fills count every partial fill; orders = distinct "
+        "orders with at least one fill; actions: identical leading actions (time, side, action, "
+        "price), then the share of distinct actions found in both logs.",
+        "",
+        "| feed | scenario | queue | mm_sim ev/s | hftbacktest ev/s | ratio | decisions | fills "
+        "| orders | fill qty | PnL (quote) | actions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    feeds = [peer, *peer.get("other_feeds", [])]
+    for f in feeds:
+        for r in f.get("runs", []):
+            if "error" in r:
+                L.append(f"| {f['feed']} | {r['scenario']} | {r['queue_model']} | error: "
+                         f"{r['error'][:80]} | | | | | | | | |")  # fmt: skip
+                continue
+            m, h = r["mm_sim"], r["hftbacktest"]
+            q = r["queue_models"]
+            xm = "" if h["exchange_model"] == "PartialFillExchange" else " (no partial fills)"
+            a = r["actions"]
+            L.append(
+                f"| {f['feed']} | {r['scenario']} | {q['mm_sim']} / {q['hftbacktest']}{xm} | "
+                f"{_fmt(m['events_per_s'])} | {_fmt(h['events_per_s'])} | "
+                f"{_fmt(r['ratio_events_per_s'], 2)} | {m['decisions']:,} / {h['decisions']:,} | "
+                f"{m['fills']:,} / {h['fills']:,} | "
+                f"{m['orders_filled']:,} / {h['orders_filled']:,} | "
+                f"{m['fill_qty']:.3f} / {h['fill_qty']:.3f} | "
+                f"{m['pnl_quote']:.2f} / {h['pnl_quote']:.2f} | "
+                f"{a['identical_prefix']:,}; {a['common_share']:.0%} |"
+            )
+    L += ["", "Feeds, as given to both simulators:", ""]
+    for f in feeds:
+        if "deletions_first" not in f:
+            L.append(f"- {f.get('feed', '?')}: {f.get('error') or f.get('peer', '')}")
+            continue
+        d = f["deletions_first"]
+        shift = f["local_ts_shift_ns"]
+        extra = f" (synthetic params {f['synthetic_params']})" if "synthetic_params" in f else ""
+        L.append(
+            f"- {f['feed']}{extra}: {_fmt(f['convert']['events'])} events; local clock shifted "
+            f"by {shift / 1e6:,.1f} ms; deletions put first in {d['reordered']:,} of "
+            f"{d['runs']:,} diff messages ({d['moved']:,} events moved), without which mm_sim "
+            f"skips {f['raw_feed_no_decision']:,} decisions on books crossed part-way through a "
+            f"message; {f['convert']['split']:,} events with an earlier exch_ts than a previous "
+            "one get an exchange-only copy in hftbacktest."
+        )
+        tp = f.get("trade_prints", {})
+        if tp.get("count"):
+            L[-1] += (
+                f" Trade prints: {tp['count']:,}, median {tp['median_qty']:g}, "
+                f"{tp['below_order_qty_share']:.0%} smaller than our order ({tp['order_qty']:g})."
+            )
+        done = [r for r in f.get("runs", []) if "error" not in r]
+        if done:
+            r = done[0]
+            L[-1] += (
+                f" mm_sim fills smaller than the order ({r['scenario']}, {r['queue_model']}): "
+                f"{r['mm_sim']['fills_below_order_size']:,} of {r['mm_sim']['fills']:,}."
+            )
+    ag = peer.get("agreement", {})
+    if ag:
+        dd = ag["decisions_max_abs_diff"]
+        L += [
+            "",
+            f"Decision counts: largest difference {dd['diff']:,} ({dd['run']}).",
+        ]
+        if ag["queue_model_no_effect"]:
+            L.append(
+                "Queue model had no effect (same fills, orders, quantity and PnL under every "
+                "queue model) in: " + "; ".join(ag["queue_model_no_effect"]) + ". There the "
+                "rows say nothing about how the two queue models compare."
+            )
+        if ag["queue_model_effect"]:
+            L.append("Queue model changed the outcome in both simulators in: "
+                     + "; ".join(ag["queue_model_effect"]) + ".")  # fmt: skip
+        if ag.get("queue_model_confounded"):
+            L.append(
+                "Queue model effect unknown in hftbacktest (its exchange model differed between "
+                "the queue models): " + "; ".join(ag["queue_model_confounded"]) + "."
+            )
+        if ag["not_compared"]:
+            L.append("Not compared: " + "; ".join(ag["not_compared"]))
+    L += [
+        "",
+        "Fill rules (why fill counts part most on captures with small prints): a trade printing "
+        "through our price, or the opposite best moving through it, fills the whole remaining "
+        "order in hftbacktest; mm_sim fills at most the quantity printed at or through our price "
+        "(after the visible queue ahead of us) or the visible crossing quantity, so small prints "
+        "fill one order in several parts, and the filled quantity is lower where prints are "
+        "smaller than the order.",
+        "",
+        f"{peer.get('note', '')}",
+    ]
+    return L
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -392,38 +520,8 @@ def markdown(res: dict[str, Any]) -> str:
             else:
                 L.append(f"- {label} cache: first run {r['first_run_s']:.2f} s "
                          f"(imports {r['import_s']:.2f} s)")  # fmt: skip
-    peer = res.get("peer", {})
     L += ["", "## Peer (hftbacktest)", ""]
-    if "ratio_events_per_s" in peer:
-        v = peer["versions"]
-        L += [
-            f"Cadence: {peer['cadence']}. Changed in both: {peer['changes'][peer['scenario']]}. "
-            f"hftbacktest {v['hftbacktest']}, numpy {v['numpy']}, numba {v['numba']}, one "
-            f"process; bot-loop compile {peer['hftbacktest_compile_s']:.1f} s (not cacheable).",
-            "",
-            "| feed | scenario | queue (mm_sim / hftbacktest) | mm_sim ev/s | hftbacktest ev/s "
-            "| ratio | fills | fill qty | PnL (quote) |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for f in [peer, *peer.get("other_feeds", [])]:
-            for r in f.get("runs", []):
-                if "error" in r:
-                    L.append(f"| {f['feed']} | {r['scenario']} | {r['queue_model']} | error: "
-                             f"{r['error'][:80]} | | | | | |")  # fmt: skip
-                    continue
-                m, h = r["mm_sim"], r["hftbacktest"]
-                q = r["queue_models"]
-                xm = "" if h["exchange_model"] == "PartialFillExchange" else " (no partial fills)"
-                L.append(
-                    f"| {f['feed']} | {r['scenario']} | {q['mm_sim']} / {q['hftbacktest']}{xm} | "
-                    f"{_fmt(m['events_per_s'])} | {_fmt(h['events_per_s'])} | "
-                    f"{_fmt(r['ratio_events_per_s'], 2)} | {m['fills']:,} / {h['fills']:,} | "
-                    f"{m['fill_qty']:.3f} / {h['fill_qty']:.3f} | "
-                    f"{m['pnl_quote']:.2f} / {h['pnl_quote']:.2f} |"
-                )
-        L += ["", f"{peer.get('note', '')}"]
-    else:
-        L.append(f"{peer.get('peer', peer.get('error', ''))}")
+    L += _peer_markdown(res.get("peer", {}))
     return "\n".join(L) + "\n"
 
 
@@ -539,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     res["targets"] = targets(res)
     md = markdown(res)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "latest.json", _clean(res))
+    atomic_write_json(args.out / "latest.json", clean(res))
     atomic_write_bytes(args.out / "latest.md", md.encode())
     print(md)
     step(f"wrote {args.out / 'latest.json'} and latest.md")
@@ -551,19 +649,6 @@ def _engine_minus_book(st: dict[str, Any]) -> dict[str, float] | None:
     if raw is None:
         return None
     return stages.distribution(np.maximum(raw["engine"] - raw["book"], 0.0))
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 if __name__ == "__main__":
