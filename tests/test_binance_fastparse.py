@@ -20,11 +20,18 @@ from hypothesis import strategies as st
 from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, KIND_SNAPSHOT
 from mm_sim.venues.binance.fastparse import (
     DepthParser,
+    fill_diff,
     fill_levels,
     fill_levels_ref,
     flat_levels,
 )
-from mm_sim.venues.binance.messages import DepthDiff, MessageError, decode, parse_payload
+from mm_sim.venues.binance.messages import (
+    DepthDiff,
+    MessageError,
+    decode,
+    deletions_first,
+    parse_payload,
+)
 
 
 def _reference(raw: bytes) -> object:
@@ -223,3 +230,46 @@ def test_fill_levels_kernel_matches_its_reference() -> None:
             b, 2, flat, -1, kind, 11, 12
         )
         assert a.tobytes() == b.tobytes()
+
+
+def _diff_ref(bids: np.ndarray, asks: np.ndarray, exch: int, local: int) -> np.ndarray:
+    """deletions_first on level lists, written with the plain reference writer."""
+
+    def pairs(flat: np.ndarray) -> list[tuple[float, float]]:
+        return list(zip(flat[0::2].tolist(), flat[1::2].tolist(), strict=True))
+
+    out = np.zeros((len(bids) + len(asks)) // 2, dtype=EVENT_DTYPE)
+    k = 0
+    for levels, side in zip(deletions_first(pairs(bids), pairs(asks)), (1, -1, 1, -1), strict=True):
+        k = fill_levels_ref(out, k, flat_levels(levels) if levels else np.zeros(0), side,
+                            KIND_DEPTH, exch, local)  # fmt: skip
+    return out
+
+
+def test_fill_diff_kernel_matches_deletions_first() -> None:
+    """Deletions of both sides first, in message order; a price both deleted and set on one side
+    keeps the message's order. Prices on a coarse grid so those repeats do happen."""
+    rng = np.random.default_rng(11)
+    repeats = 0
+    for _ in range(300):
+        nb, na = rng.integers(0, 8, size=2)
+        lv = rng.integers(0, 6, size=(nb + na, 2)).astype(np.float64)
+        lv[:, 1] *= rng.random(nb + na) < 0.6  # about 40 % deletions
+        bids, asks = lv[:nb].reshape(-1), lv[nb:].reshape(-1)
+        got = np.zeros(nb + na, dtype=EVENT_DTYPE)
+        assert fill_diff(got, bids, asks, 7, 9) == nb + na
+        assert got.tobytes() == _diff_ref(bids, asks, 7, 9).tobytes()
+        b = lv[:nb]
+        repeats += bool(set(b[b[:, 1] == 0, 0]) & set(b[b[:, 1] != 0, 0]))
+    assert repeats > 10  # the fallback branch was exercised
+
+
+def test_fill_diff_never_crosses_a_book_the_message_leaves_uncrossed() -> None:
+    """Market moves up through two asks: bids first would cross the book mid-message."""
+    bids = np.array([101.0, 1.0, 99.0, 0.0])  # new best bid 101, drop 99
+    asks = np.array([100.0, 0.0, 101.0, 0.0, 102.0, 3.0])  # asks 100, 101 gone
+    rec = np.zeros(5, dtype=EVENT_DTYPE)
+    fill_diff(rec, bids, asks, 1, 1)
+    assert rec["qty"].tolist()[:3] == [0.0, 0.0, 0.0]  # the three deletions come first
+    assert rec["price"].tolist() == [99.0, 100.0, 101.0, 101.0, 102.0]
+    assert rec["side"].tolist() == [1, -1, -1, 1, -1]

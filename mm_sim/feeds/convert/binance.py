@@ -62,6 +62,7 @@ from mm_sim.venues.binance.messages import (
     SymbolInfo,
     Trade,
     decode,
+    deletions_first,
     float_decimals,
     parse_exchange_info,
     parse_payload,
@@ -81,6 +82,7 @@ FMT_HFT = "hftbacktest"
 FMT_JSONL = "jsonl"
 
 _MS = 1_000_000
+_DIFF_SIDES = (BID, ASK, BID, ASK)  # the order deletions_first returns its level lists
 _NEVER = 1 << 62
 _CHUNK = 1 << 16
 _OFFSET_SAMPLES = 50_000
@@ -417,8 +419,8 @@ class _Converter:
                 d = a.diff
                 assert d is not None
                 exch = d.event_ms * _MS
-                cols.levels(d.bids, BID, KIND_DEPTH, exch, now)
-                cols.levels(d.asks, ASK, KIND_DEPTH, exch, now)
+                for levels, side in zip(deletions_first(d.bids, d.asks), _DIFF_SIDES, strict=True):
+                    cols.levels(levels, side, KIND_DEPTH, exch, now)
             elif k is ActionKind.REBASE:
                 s = a.snapshot
                 assert s is not None

@@ -50,9 +50,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import OPEN
 
-from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
+from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, KIND_TRADE
 from mm_sim.logs import get_logger
-from mm_sim.venues.binance.fastparse import DepthParser, fill_levels, flat_levels
+from mm_sim.venues.binance.fastparse import DepthParser, fill_diff, fill_levels, flat_levels
 from mm_sim.venues.binance.fastparse import warm as warm_parsers
 from mm_sim.venues.binance.messages import (
     DepthDiff,
@@ -171,13 +171,23 @@ class _Stage:
         self.n += 1
 
     def levels(self, bids: np.ndarray, asks: np.ndarray, kind: int, exch: int, local: int) -> None:
-        """Both sides of a diff or snapshot (flat price, qty arrays) as one block, bids first."""
+        """Both sides of a snapshot (flat price, qty arrays) as one block, bids first."""
         n = (len(bids) + len(asks)) // 2
         if not n:
             return
         rec = np.empty(n, dtype=EVENT_DTYPE)
         i = fill_levels(rec, 0, bids, BID, kind, exch, local)
         fill_levels(rec, i, asks, ASK, kind, exch, local)
+        self.parts.append(rec)
+        self.n += n
+
+    def diff(self, bids: np.ndarray, asks: np.ndarray, exch: int, local: int) -> None:
+        """A diff's levels (flat price, qty arrays), deletions first (``fill_diff``)."""
+        n = (len(bids) + len(asks)) // 2
+        if not n:
+            return
+        rec = np.empty(n, dtype=EVENT_DTYPE)
+        fill_diff(rec, bids, asks, exch, local)
         self.parts.append(rec)
         self.n += n
 
@@ -320,7 +330,7 @@ class StreamProcessor:
                 assert d is not None
                 exch = self._exch(d.event_ms)
                 fb, fa = d.flat if d.flat is not None else (None, None)
-                stage.levels(_flat(d.bids, fb), _flat(d.asks, fa), KIND_DEPTH, exch, now)
+                stage.diff(_flat(d.bids, fb), _flat(d.asks, fa), exch, now)
             elif k is ActionKind.REBASE:
                 s = a.snapshot
                 assert s is not None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mm_sim.events import EVENT_DTYPE, KIND_DEPTH
+from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, KIND_SNAPSHOT
 from mm_sim.venues.binance.messages import _PARTIAL_DEPTH, DepthDiff
 
 # ints[] layout written by the kernel
@@ -335,8 +335,8 @@ def warm() -> None:
     )
     assert diff is not None and diff.flat is not None
     rec = np.empty(2, dtype=EVENT_DTYPE)
-    fill_levels(rec, 0, diff.flat[0], 1, KIND_DEPTH, 1, 1)
-    fill_levels(rec, 1, diff.flat[1], -1, KIND_DEPTH, 1, 1)
+    fill_levels(rec, 0, diff.flat[0], 1, KIND_SNAPSHOT, 1, 1)
+    fill_diff(rec, diff.flat[0], diff.flat[1], 1, 1)
 
 
 @njit(cache=True)
@@ -372,6 +372,49 @@ def fill_levels_ref(
     return start + n
 
 
+@njit(cache=True)
+def _deleted_and_set(flat: np.ndarray) -> bool:
+    """Whether one price of this side is both deleted and set in the same diff."""
+    n = flat.shape[0] // 2
+    for i in range(n):
+        if flat[2 * i + 1] == 0.0:
+            for j in range(n):
+                if flat[2 * j + 1] != 0.0 and flat[2 * j] == flat[2 * i]:
+                    return True
+    return False
+
+
+@njit(cache=True)
+def _fill_where(
+    rec: np.ndarray, k: int, flat: np.ndarray, side: int, zero: bool, exch: int, local: int
+) -> int:
+    for i in range(flat.shape[0] // 2):
+        q = flat[2 * i + 1]
+        if (q == 0.0) == zero:
+            r = rec[k]
+            r.exch_ts = exch
+            r.local_ts = local
+            r.price = flat[2 * i]
+            r.qty = q
+            r.kind = KIND_DEPTH
+            r.side = side
+            k += 1
+    return k
+
+
+@njit(cache=True)
+def fill_diff(rec: np.ndarray, bids: np.ndarray, asks: np.ndarray, exch: int, local: int) -> int:
+    """A diff's levels as DEPTH events ``rec[0:]``, deletions of both sides first (see
+    :func:`mm_sim.venues.binance.messages.deletions_first`, its reference); returns the count."""
+    if _deleted_and_set(bids) or _deleted_and_set(asks):
+        k = fill_levels(rec, 0, bids, 1, KIND_DEPTH, exch, local)
+        return fill_levels(rec, k, asks, -1, KIND_DEPTH, exch, local)
+    k = _fill_where(rec, 0, bids, 1, True, exch, local)
+    k = _fill_where(rec, k, asks, -1, True, exch, local)
+    k = _fill_where(rec, k, bids, 1, False, exch, local)
+    return _fill_where(rec, k, asks, -1, False, exch, local)
+
+
 def flat_levels(levels: list[tuple[float, float]]) -> np.ndarray:
     """``[(p, q), ...]`` as a flat float array (price, qty interleaved)."""
     return np.array(levels, dtype=np.float64).reshape(-1)
@@ -379,6 +422,7 @@ def flat_levels(levels: list[tuple[float, float]]) -> np.ndarray:
 
 __all__ = [
     "DepthParser",
+    "fill_diff",
     "fill_levels",
     "fill_levels_ref",
     "flat_levels",

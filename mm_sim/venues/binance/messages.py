@@ -32,6 +32,30 @@ from typing import Any
 
 Level = tuple[float, float]  # (price, qty); qty 0 removes the level
 
+
+def deletions_first(
+    bids: list[Level], asks: list[Level]
+) -> tuple[list[Level], list[Level], list[Level], list[Level]]:
+    """A diff's levels as (bid deletions, ask deletions, bid updates, ask updates).
+
+    Why: a diff is one atomic change at the venue, but its levels reach the book one by one,
+    bids first. A diff that moves the market up would add the new best bid before deleting the
+    asks it crossed, so a book read after every event would be crossed part-way through a message
+    (a state that never existed, on which the core skips its decision). Deleting first never
+    crosses a book that is uncrossed before and after the message. A price both deleted and set
+    on one side keeps the message's own order (the last entry must win).
+    """
+    for side in (bids, asks):
+        if {p for p, q in side if q == 0.0} & {p for p, q in side if q != 0.0}:
+            return [], [], bids, asks
+    return (
+        [lv for lv in bids if lv[1] == 0.0],
+        [lv for lv in asks if lv[1] == 0.0],
+        [lv for lv in bids if lv[1] != 0.0],
+        [lv for lv in asks if lv[1] != 0.0],
+    )
+
+
 _INF = math.inf
 _PARTIAL_DEPTH = re.compile(r"@depth\d")  # <sym>@depth5, @depth10@100ms, @depth20@500ms
 
