@@ -105,7 +105,6 @@ def _plain_loop(grid: Path, feeds: list[str], out: Path, cfg: dict[str, Any]) ->
     from mm_sim.config import load_overrides, load_profile
     from mm_sim.core.engine import Engine
     from mm_sim.events import open_feed
-    from mm_sim.runtime.replay import replay_seconds
     from mm_sim.sweep.cell import CellTask, ensure_feed, run_cell
     from mm_sim.sweep.driver import warm_worker
     from mm_sim.sweep.feeds import resolve_cases
@@ -113,7 +112,7 @@ def _plain_loop(grid: Path, feeds: list[str], out: Path, cfg: dict[str, Any]) ->
 
     profile, overrides = load_profile(None), load_overrides(None)
     g = load_grid(grid, profile, overrides)
-    cases = resolve_cases(feeds, 1, replay_seconds(cfg["iterations"], cfg["minutes"]))
+    cases = resolve_cases(feeds, 1, cfg["iterations"], cfg["minutes"])
     prepared = {c.label: ensure_feed(c, str(out)) for c in cases}
     warm_worker()
     t0 = time.perf_counter()

@@ -1,18 +1,25 @@
-"""GRID.toml parsing and validation, feed tokens, and the results file — no cluster needed."""
+"""GRID.toml parsing and validation, feed tokens, the results file, scoring and the report —
+no cluster needed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mm_sim.config import Overrides, Profile, load_profile
 from mm_sim.errors import UserError
+from mm_sim.events import write_feed
+from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
 from mm_sim.sweep.feeds import parse_token, resolve_cases
 from mm_sim.sweep.grid import load_grid
+from mm_sim.sweep.report import SweepInfo, render_markdown
 from mm_sim.sweep.results import ResultsFile, read_rows
+from mm_sim.sweep.select import Criterion, score_cells, validate_top
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_P = load_profile("S1")
@@ -102,10 +109,39 @@ def test_cell_ids_hash_values_not_positions(tmp_path: Path) -> None:
             ["step: Input should be greater than 0"],
         ),
         ("overrides.min_interval_ms = {from = 0, to = 4}\n", ["invalid table", "start"]),
-        ("profile.gates.bands.success = [2.0]\n", ["value 2.0", "success >= ok >= warn"]),
+        # Gates judge the cells and fees/instrument describe the venue: not sweepable.
         (
-            "[profile.gates.bands]\nsuccess = [3.0, 2.9]\nok = [2.8, 2.95]\n",
-            ["the cell success=2.9 ok=2.95 is invalid", "success >= ok >= warn"],
+            "profile.gates.bands.success = [2.0, 3.0]\n",
+            ["bad.toml:1", "'profile.gates' cannot be swept", "loosest gates win", "--profile"],
+        ),
+        (
+            "[profile]\ngates.hard = {cancel_ratio_max = [0.65, 0.9]}\n",
+            ["bad.toml:2", "'profile.gates' cannot be swept"],
+        ),
+        (
+            "[overrides]\nmin_interval_ms = [40]\n[profile.fees]\nmaker_bps = [-0.5, 0.0]\n",
+            ["bad.toml:3", "'profile.fees' cannot be swept", "cheapest venue"],
+        ),
+        ("profile.instrument.tick_size = [0.1]\n", ["'profile.instrument' cannot be swept"]),
+        # Booleans are not numbers.
+        (
+            "overrides.min_interval_ms = [true, false]\n",
+            ["bad.toml:1", "value true is a boolean; expected float"],
+        ),
+        ("profile.quoting.impact_levels = {values = [false]}\n", ["value false is a boolean"]),
+        # Line numbers follow the table headers: the same field name in two tables, and an
+        # unknown table, point at the right line.
+        (
+            "[overrides]\ntail_age_ms = [500]\n\n[profile.quoting]\ntail_age_ms = [1]\n",
+            ["bad.toml:5", "'profile.quoting.tail_age_ms'", "no tunable field"],
+        ),
+        (
+            "[overrides]\nmin_interval_ms = [40]\n\n[foo]\na = 1\n",
+            ["bad.toml:4", "unknown key 'foo'"],
+        ),
+        (
+            "[profile]\nquoting = {gamma = [0.1], gama = [0.2]}\n",
+            ["bad.toml:2", "'profile.quoting.gama'"],
         ),
         ("[overrides\n", ["invalid TOML"]),
         ("", ["no fields to sweep"]),
@@ -139,16 +175,48 @@ def test_feed_tokens(tmp_path: Path) -> None:
     assert parse_token("/data/a@b/x.npy@2", 1) == ("/data/a@b/x.npy", 2)
     with pytest.raises(UserError, match="NAME@SEED"):
         parse_token("synthetic@x", 1)
-    cases = resolve_cases(["synthetic@1", "synthetic-short@2"], 1, 61.0)
+    cases = resolve_cases(["synthetic@1", "synthetic-short@2"], 1, 1, 1.0)
     assert [c.label for c in cases] == ["synthetic@1", "synthetic-short@2"]
-    assert all(c.spec["duration_s"] == 61.0 for c in cases)
+    assert all(c.spec["duration_s"] == 61.0 for c in cases)  # the run (1 min) and a spare second
     # Two names of one market with one seed are one feed: refused (it would leak train to test).
     with pytest.raises(UserError, match="same events"):
-        resolve_cases(["synthetic@1", "synthetic-short@1"], 1, 61.0)
+        resolve_cases(["synthetic@1", "synthetic-short@1"], 1, 1, 1.0)
+    with pytest.raises(UserError, match="same events"):
+        resolve_cases(["synthetic", "synthetic@1"], 1, 1, 1.0)
     with pytest.raises(UserError, match="is live"):
-        resolve_cases(["binance-spot-testnet"], 1, 61.0)
+        resolve_cases(["binance-spot-testnet"], 1, 1, 1.0)
     with pytest.raises(UserError, match="unknown feed"):
-        resolve_cases(["no-such-feed@1"], 1, 61.0)
+        resolve_cases(["no-such-feed@1"], 1, 1, 1.0)
+
+
+def test_two_definitions_with_one_name_are_two_feeds(tmp_path: Path) -> None:
+    """Labels come from the tokens: two definitions calling themselves "day" keep apart rows."""
+    tokens = []
+    for sub, vol in (("a", 0.35), ("b", 0.9)):
+        d = tmp_path / sub
+        d.mkdir()
+        (d / "day.json").write_text(
+            json.dumps({"kind": "synthetic", "name": "day", "params": {"regime_vol": [vol] * 3}})
+        )
+        tokens.append(f"{d / 'day.json'}@1")
+    cases = resolve_cases(tokens, 1, 1, 1.0)
+    assert [c.label for c in cases] == tokens
+    assert len({c.label for c in cases}) == 2 and len({c.slug for c in cases}) == 2
+
+
+def test_a_stored_feed_shorter_than_the_run_is_refused(tmp_path: Path) -> None:
+    spec = resolve_feed("synthetic-short")
+    assert isinstance(spec, SyntheticFeedSpec)
+    events, inst, ident = load_events(spec.model_copy(update={"duration_s": 31.0}), 3)
+    path = write_feed(tmp_path / "day.npy", events, inst, source=ident)
+    with pytest.raises(UserError) as info:
+        resolve_cases([f"{path}@3"], 1, 2, 0.5)
+    msg = str(info.value)
+    assert str(path) in msg and "shorter than the 1 minutes each run replays (2 × 0.5)" in msg
+    span = (int(events["exch_ts"][-1]) - int(events["exch_ts"][0])) / 60e9
+    assert f"covers {span:.2f} simulated minutes" in msg
+    (case,) = resolve_cases([f"{path}@3"], 1, 1, 0.5)  # one 30-second iteration fits
+    assert case.label == f"{path}@3" and case.spec["path"] == str(path.resolve())
 
 
 def test_results_file_commits_each_key_once_and_cuts_a_torn_tail(tmp_path: Path) -> None:
@@ -174,6 +242,77 @@ def test_results_file_commits_each_key_once_and_cuts_a_torn_tail(tmp_path: Path)
     assert not rf2.path.read_bytes().endswith(b"1.5")
     with pytest.raises(UserError, match="another grid"):
         read_rows(rf2.path, ResultsFile(tmp_path, ["overrides.min_interval_ms"]).columns)
+
+
+@pytest.mark.parametrize("content", [b"", b"split,cell_id,fe"])
+def test_an_empty_or_torn_header_results_file_gets_its_header_back(
+    tmp_path: Path, content: bytes
+) -> None:
+    keys = ["overrides.tail_age_ms"]
+    (tmp_path / "sweep_results.csv").write_bytes(content)
+    rf = ResultsFile(tmp_path, keys)
+    assert rf.open() == {}
+    assert rf.append({"cell_id": "abc", "feed": "synthetic@1", "seed": 1, "fills": 2})
+    rf.close()
+    rows = read_rows(rf.path, rf.columns)
+    assert list(rows) == [("abc", "synthetic@1")] and rows[("abc", "synthetic@1")]["fills"] == 2
+
+
+GOOD = {"net_bps": 1.0, "fills": 10, "maker_share_pct": 95.0, "cancel_ratio": 0.3,
+        "adverse_cost_p95_bps": 1.0, "slippage_cost_p95_bps": 1.0, "order_age_p95_ms": 300.0,
+        "ws_lag_p95_ms": 100.0, "hard_failed": ["net_bps_total"], "verdict": "FAIL"}  # fmt: skip
+
+
+def _rows(grid, feeds: list[str], per_cell: list[dict[str, Any]]) -> dict:
+    return {(c.id, f): {**GOOD, **extra, "cell_id": c.id, "feed": f}
+            for c, extra in zip(grid.cells, per_cell, strict=True) for f in feeds}  # fmt: skip
+
+
+def test_hard_gates_are_judged_by_the_base_profiles_gates(tmp_path: Path) -> None:
+    """A row whose own gate list says "passed" still fails the base cancel-ratio gate."""
+    g = grid_of(tmp_path, "overrides.min_interval_ms = [40, 70]\n")
+    feeds = ["a@1", "b@1"]
+    rows = _rows(g, feeds, [{"cancel_ratio": 0.9, "net_bps": 1.5}, {}])
+    ranked = score_cells(g.cells, feeds, rows, Criterion(), BASE_P.gates)
+    by_id = {s.cell.id: s for s in ranked}
+    churny, calm = by_id[g.cells[0].id], by_id[g.cells[1].id]
+    assert churny.train.gate_failures == 1.0  # cancel_ratio 0.9 > 0.65, whatever the row says
+    assert calm.train.gate_failures == 0.0  # net_bps_total is not counted
+    assert churny.score == pytest.approx(1.5 - 1.0) and calm.score == pytest.approx(1.0)
+    assert [s.cell.id for s in ranked] == [g.cells[1].id, g.cells[0].id]
+    # Looser base gates (--profile) are what a cell is then held to.
+    loose = BASE_P.gates.model_copy(
+        update={"hard": BASE_P.gates.hard.model_copy(update={"cancel_ratio_max": 0.95})}
+    )
+    assert score_cells(g.cells, feeds, rows, Criterion(), loose)[0].cell.id == g.cells[0].id
+
+
+def _info(g, rows: int = 4, stale: int = 0, all_fail: bool = True) -> SweepInfo:
+    return SweepInfo(grid=g, train=["a@1", "b@1"], test=[], iterations=1, iteration_minutes=1.0,
+                     profile_name="S1", overrides_source="o.json", criterion=Criterion(),
+                     rows=rows, stale_rows=stale, iterations_run=(1,), all_fail=all_fail,
+                     engine="test")  # fmt: skip
+
+
+def test_report_warns_when_every_verdict_is_fail_and_counts_stale_rows(tmp_path: Path) -> None:
+    g = grid_of(tmp_path, "overrides.min_interval_ms = [40, 70]\n")
+    feeds = ["a@1", "b@1"]
+    rows = _rows(g, feeds, [{}, {}])
+    ranked = score_cells(g.cells, feeds, rows, Criterion(), BASE_P.gates)
+    top = validate_top(ranked, 1, [], rows, BASE_P.gates)
+    md = render_markdown(_info(g, stale=3), ranked, top, [], BASE_O, BASE_P)
+    assert "every cell's verdict is FAIL" in md
+    assert "0.00 failed hard gates per feed, net_bps_total not counted" in md
+    assert "Rows: 4 in `sweep_results.csv` (3 more, of cells or feeds no longer" in md
+    assert "iterations committed per run (`iterations_run`): 1." in md
+    md = render_markdown(_info(g, all_fail=False), ranked, top, [], BASE_O, BASE_P)
+    assert "every cell's verdict is FAIL" not in md
+    assert "Rows: 4 in `sweep_results.csv`; iterations committed" in md
+
+
+def test_latency_stays_sweepable(tmp_path: Path) -> None:
+    g = grid_of(tmp_path, "profile.latency.entry_ms = [5, 50]\n")
+    assert [c.profile(BASE_P).latency.entry_ms for c in g.cells] == [5.0, 50.0]
 
 
 def test_example_grid_is_valid() -> None:

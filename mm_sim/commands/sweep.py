@@ -48,13 +48,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     cluster.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", help="run on an existing Dask cluster"
     )
+    p.add_argument(
+        "--wait-workers",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --scheduler: how long to wait for a first worker to join (60)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --scheduler: how long the scheduler may take to answer (10)",
+    )
     p.add_argument("--out", type=Path, default=Path("sweep-artifacts"), help="output directory")
     p.add_argument("--resume", action="store_true", help="run only what has no result in --out")
-    p.add_argument("--iterations", type=int, help="iterations per run (default 6, as the soak)")
-    p.add_argument("--iteration-minutes", type=float, help="simulated minutes each (default 30)")
-    p.add_argument("--seed", type=int, help="seed of feeds given without @SEED (default 1)")
-    p.add_argument("--profile", help="base profile name (S1) or path")
-    p.add_argument("--overrides", help="base runtime overrides JSON")
+    p.add_argument(
+        "--iterations", type=int, help="iterations per run (MM_ITERATIONS; default 6, as the soak)"
+    )
+    p.add_argument(
+        "--iteration-minutes",
+        type=float,
+        help="simulated minutes each (MM_ITERATION_MINUTES; default 30)",
+    )
+    p.add_argument(
+        "--seed", type=int, help="seed of feeds given without @SEED (MM_SEED; default 1)"
+    )
+    p.add_argument("--profile", help="base profile name or path (MM_PROFILE; default S1)")
+    p.add_argument(
+        "--overrides",
+        help="base runtime overrides JSON (MM_OVERRIDES; default overrides/runtime_overrides.json)",
+    )
     p.add_argument(
         "--keep-records",
         action="store_true",
@@ -86,16 +111,7 @@ def run(args: argparse.Namespace) -> int:
         train, test = list(DEFAULT_TRAIN), list(DEFAULT_TEST if args.test is None else args.test)
     else:
         train, test = list(args.train), list(args.test or [])
-    # Run length and seed: only what was given, the rest are SweepOptions' (the soak's) defaults.
-    given = {
-        k: v
-        for k, v in (
-            ("iterations", args.iterations),
-            ("iteration_minutes", args.iteration_minutes),
-            ("seed", args.seed),
-        )
-        if v is not None
-    }
+    # Run length, seed, profile and overrides not given here come from MM_* or the defaults.
     opts = SweepOptions(
         grid=Path(args.grid),
         train=train,
@@ -104,12 +120,16 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         resume=args.resume,
-        **given,
+        iterations=args.iterations,
+        iteration_minutes=args.iteration_minutes,
+        seed=args.seed,
         profile=args.profile,
         overrides=args.overrides,
         top=args.top,
         criterion=Criterion(args.dispersion_weight, args.gate_penalty),
         keep_records=args.keep_records,
+        wait_workers=args.wait_workers,
+        connect_timeout=args.connect_timeout,
     )
     try:
         outcome = run_sweep(opts, sys.stdout)

@@ -90,9 +90,8 @@ def ensure_feed(case: FeedCase, out_dir: str) -> dict[str, Any]:
     """
     spec = spec_model(case)
     if spec.kind == "file":
-        feed = open_feed(spec.path)
-        identity = {"kind": "file", "path": str(feed.path), "count": len(feed.events)}
-        return {"path": str(feed.path), "identity": identity}
+        _, _, identity = load_events(spec, case.seed)  # a memory map: nothing is read
+        return {"path": identity["path"], "identity": identity}
     path = feed_cache_path(case, out_dir)
     side = sidecar_path(path)
     if not (path.exists() and side.exists()):
@@ -101,15 +100,16 @@ def ensure_feed(case: FeedCase, out_dir: str) -> dict[str, Any]:
     return {"path": str(path), "identity": open_feed(path).meta.source}
 
 
-def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path) -> None:
+def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path) -> int:
+    """Run the soak; the number of iterations it committed."""
     from mm_sim.runtime.soak import Soak, SoakConfig
 
     profile = Profile.model_validate(task.profile)
     overrides = Overrides.model_validate(task.overrides)
     feed = open_feed(events_path)
     plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))
-    if not plan.iterations:
-        raise UserError(f"feed {task.feed.label!r}: {plan.note}")
+    if plan.note:  # the driver checked the length; the file changed since, or is another one
+        raise UserError(f"feed {task.feed.label!r} ({events_path}): {plan.note}")
     settings = RunSettings(
         profile=profile.name,
         overrides=None,
@@ -137,7 +137,7 @@ def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts:
     soak = Soak(cfg, out=io.StringIO())
     # A fresh event loop in this (worker) thread; the soak's SIGINT hook is skipped off the
     # main thread, which is what a worker wants.
-    asyncio.run(soak.run())
+    return asyncio.run(soak.run()).iterations_done
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def _drop_records(run_dir: Path) -> None:
 
 
 def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run ``task`` and return its result row: identity, figures, verdict, timing.
+    """Run ``task`` and return its result row: identity, figures, iterations, verdict, timing.
 
     ``prepared`` is ``ensure_feed``'s answer when the driver prepared the feed beforehand; when
     its file is not visible here (workers without a shared filesystem) the feed is prepared
@@ -178,7 +178,7 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        _soak(task, prepared["path"], prepared["identity"], tmp)
+        iterations_run = _soak(task, prepared["path"], prepared["identity"], tmp)
         if not task.keep_records:
             _drop_records(tmp)
         # An earlier attempt may have finished its run but died before reporting: replace it.
@@ -191,6 +191,7 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
                 shutil.rmtree(tmp)
     row = {"cell_id": task.cell_id, "feed": task.feed.label, "seed": task.feed.seed}
     row.update(summarize(final))
+    row["iterations_run"] = iterations_run
     row["run_dir"] = str(final.relative_to(task.out_dir))
     row["wall_s"] = time.perf_counter() - t0
     row["worker"] = f"{socket.gethostname()}:{os.getpid()}"

@@ -6,27 +6,34 @@ one. The driver only submits small tasks (``CellTask``), commits each returned r
 sweep_results.csv as it arrives, and never holds events.
 
 Phases: every cell on every training feed; score (``select``); the top cells on the test feeds;
-report. A task is keyed by (cell, feed), submitted with ``retries`` (an exception in the task is
-retried), and a task whose worker dies is re-run by the scheduler on another worker (up to
+report. A task is keyed by (cell, feed). An exception in a task is not retried — a cell that
+fails on a feed fails the same way again — and stops the sweep naming the cell, the feed and
+the error; a task whose worker dies is re-run by the scheduler on another worker (up to
 ``distributed.scheduler.allowed-failures`` times). Only the returned row is committed, once per
 key (``results.ResultsFile``), so a re-run is never counted twice and ``--resume`` runs only
-what has no row.
+what has no row. One sweep at a time per directory: ``DIR/.lock`` is flocked for the run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
+import signal
+import socket
 import sys
+import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from mm_sim.config import (
     Overrides,
@@ -37,8 +44,7 @@ from mm_sim.config import (
     load_run_settings,
 )
 from mm_sim.errors import UserError
-from mm_sim.events import atomic_write_json
-from mm_sim.runtime.replay import replay_seconds
+from mm_sim.events import atomic_write_json, sidecar_path
 from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
@@ -47,13 +53,25 @@ from mm_sim.sweep.report import SweepInfo, write_report
 from mm_sim.sweep.results import ResultsFile
 from mm_sim.sweep.select import CellScore, Criterion, Validation, score_cells, validate_top
 
+try:  # advisory lock against two sweeps on one directory (POSIX only)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 META = "sweep.json"
-TASK_RETRIES = 2
-_DEFAULTS = RunSettings.model_fields
+LOCK = ".lock"
+# Reaching a scheduler: a plain TCP connect first (a refused port fails at once), then Dask's
+# handshake and one identity call within --connect-timeout (Dask's own handshake has no time
+# limit: a silent listener would hang it forever).
+PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
 class SweepOptions:
+    """A sweep's settings. Run length, seed, profile and overrides left None come from the
+    environment (``MM_ITERATIONS``, ``MM_PROFILE``, ...) and then the soak's defaults, exactly
+    as ``mm_sim soak`` layers them."""
+
     grid: Path
     train: Sequence[str] = DEFAULT_TRAIN
     test: Sequence[str] = DEFAULT_TEST
@@ -61,14 +79,16 @@ class SweepOptions:
     workers: int | None = None  # LocalCluster size; None = one per core
     scheduler: str | None = None  # tcp://HOST:PORT of an existing cluster
     resume: bool = False
-    iterations: int = int(_DEFAULTS["iterations"].default)
-    iteration_minutes: float = float(_DEFAULTS["iteration_minutes"].default)
-    seed: int = int(_DEFAULTS["seed"].default)
+    iterations: int | None = None
+    iteration_minutes: float | None = None
+    seed: int | None = None
     profile: str | None = None
     overrides: str | None = None
     top: int = 5
     criterion: Criterion = field(default_factory=Criterion)
     keep_records: bool = False
+    wait_workers: float = 60.0  # --scheduler: how long to wait for a first worker
+    connect_timeout: float = 10.0  # --scheduler: how long the scheduler may take to answer
 
 
 @dataclass
@@ -118,49 +138,173 @@ def warm_worker() -> float:
     return time.perf_counter() - t0
 
 
-def _warm(client: Any) -> None:
-    """One warm-up task pinned to each worker present (in its task thread, like a cell)."""
-    workers = list(client.scheduler_info().get("workers", {}))
+def _warm(client: Any, warm_fn: Callable[[], float] = warm_worker) -> None:
+    """One warm-up task pinned to each worker present (in its task thread, like a cell).
+
+    A worker that cannot run the warm-up cannot run a cell either: say which, and why.
+    """
+    workers = list(client.scheduler_info()["workers"])
     futs = [
-        client.submit(warm_worker, key=f"sweep-warm-{uuid.uuid4().hex}", workers=[w])
+        client.submit(warm_fn, key=f"sweep-warm-{uuid.uuid4().hex}", workers=[w], pure=False)
         for w in workers
     ]
-    client.gather(futs)
+    for w, fut in zip(workers, futs, strict=True):
+        try:
+            fut.result()
+        except Exception as exc:
+            raise UserError(
+                f"the warm-up cell failed on worker {w} ({type(exc).__name__}: {exc}{_origin(fut)})"
+                ": that worker cannot run cells; check that it runs the same mm_sim, numba, "
+                "numpy and dask as this driver"
+            ) from None
+
+
+def _origin(fut: Any) -> str:
+    """`` at FILE:LINE in FUNC`` of a failed task's innermost frame (its traceback stays in the
+    worker's log), or nothing."""
+    with contextlib.suppress(Exception):
+        frame = traceback.extract_tb(fut.traceback())[-1]
+        return f" at {frame.filename}:{frame.lineno} in {frame.name}"
+    return ""
 
 
 @contextlib.contextmanager
-def connect(workers: int | None, scheduler: str | None) -> Iterator[tuple[Any, str]]:
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are spawned, so that they inherit the SIG_IGN.
+
+    A Ctrl-C in a terminal goes to the whole process group: workers that caught it too would
+    each print a Dask traceback while the driver already stops the sweep cleanly. The driver's
+    own handler is restored as soon as the workers exist (a Ctrl-C during those few seconds is
+    ignored).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+def _scheduler_address(scheduler: str) -> str:
+    return scheduler if "://" in scheduler else f"tcp://{scheduler}"
+
+
+async def _identify(address: str, timeout: float) -> dict[str, Any]:
+    """The scheduler's identity, asked over one Dask comm (handshake included)."""
+    from distributed.comm import connect as dask_connect
+
+    comm = await dask_connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        reply = await comm.read()
+    finally:
+        comm.abort()
+    if not isinstance(reply, dict):
+        raise ValueError(f"unexpected reply {reply!r:.80}")
+    return reply
+
+
+def probe_scheduler(scheduler: str, timeout: float = 10.0) -> str:
+    """Check that ``scheduler`` is a Dask scheduler, within bounded time; its full address.
+
+    A refused port fails at once (a plain TCP connect, ``PROBE_TIMEOUT_S``), and a listener
+    that is not Dask — silent, or answering garbage — fails within ``timeout`` seconds, always
+    as a UserError naming the address.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    address = _scheduler_address(scheduler)
+    hint = (
+        "start one with `dask scheduler` and workers with `dask worker ADDRESS`, or check the "
+        "address"
+    )
+    try:
+        scheme, loc = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            host, port = parse_host_port(loc, default_port=8786)
+            socket.create_connection((host, port), PROBE_TIMEOUT_S).close()
+        ident = asyncio.run(asyncio.wait_for(_identify(address, timeout), timeout))
+    except TimeoutError:
+        raise UserError(
+            f"--scheduler {scheduler}: something listens there but did not answer as a Dask "
+            f"scheduler within {timeout:g} s (--connect-timeout); {hint}"
+        ) from None
+    except OSError as exc:
+        raise UserError(
+            f"--scheduler {scheduler}: cannot connect ({exc.strerror or exc}); {hint}"
+        ) from None
+    except Exception as exc:
+        raise UserError(
+            f"--scheduler {scheduler}: not a Dask scheduler (its answer could not be read: "
+            f"{type(exc).__name__}: {exc}); {hint}"
+        ) from None
+    if ident.get("type") != "Scheduler":
+        raise UserError(
+            f"--scheduler {scheduler}: a Dask {ident.get('type', 'peer')}, not a scheduler; "
+            "give the scheduler's address"
+        )
+    return address
+
+
+def _wait_for_workers(client: Any, scheduler: str, wait_s: float, out: TextIO) -> int:
+    n = len(client.scheduler_info()["workers"])
+    if n:
+        return n
+    print(
+        f"the cluster at {scheduler} has no worker yet: waiting up to {wait_s:g} s for one "
+        "(--wait-workers)",
+        file=out,
+        flush=True,
+    )
+    try:
+        client.wait_for_workers(1, timeout=wait_s)
+    except TimeoutError:
+        raise UserError(
+            f"--scheduler {scheduler}: no worker joined within {wait_s:g} s (--wait-workers); "
+            f"start workers with `dask worker {scheduler} --nthreads 1`"
+        ) from None
+    return len(client.scheduler_info()["workers"])
+
+
+@contextlib.contextmanager
+def connect(
+    workers: int | None,
+    scheduler: str | None,
+    out: TextIO = sys.stdout,
+    wait_workers: float = 60.0,
+    connect_timeout: float = 10.0,
+) -> Iterator[tuple[Any, str]]:
     """A Dask client and a description of the engine; the local cluster is closed on exit."""
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:
+        address = probe_scheduler(scheduler, connect_timeout)
         try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as exc:
+            client = Client(address, timeout=f"{connect_timeout}s")
+        except Exception as exc:
             raise UserError(
-                f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({exc}); start "
-                "one with `dask scheduler` and workers with `dask worker ADDRESS`"
+                f"--scheduler {scheduler}: the Dask client could not connect "
+                f"({type(exc).__name__}: {exc})"
             ) from None
         try:
-            n = len(client.scheduler_info().get("workers", {}))
-            yield client, f"Dask cluster at {scheduler} ({n} worker(s) at start)"
+            n = _wait_for_workers(client, scheduler, wait_workers, out)
+            yield client, f"Dask cluster at {address} ({n} worker(s) at start)"
         finally:
             client.close()
         return
-    import os
-
     n = workers or os.cpu_count() or 1
-    with (
-        LocalCluster(
+    with _sigint_ignored():
+        cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
             silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+        )
+    with cluster, Client(cluster) as client:
         yield client, f"Dask LocalCluster, {n} worker process(es) × 1 thread"
 
 
@@ -169,13 +313,15 @@ def connect(workers: int | None, scheduler: str | None) -> Iterator[tuple[Any, s
 # --------------------------------------------------------------------------------------------
 
 
-def _meta(opts: SweepOptions, profile: Profile, overrides: Overrides, grid: Grid) -> dict[str, Any]:
+def _meta(
+    settings: RunSettings, profile: Profile, overrides: Overrides, grid: Grid
+) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "grid": str(grid.path),
         "grid_keys": list(grid.keys),
-        "iterations": opts.iterations,
-        "iteration_minutes": opts.iteration_minutes,
+        "iterations": settings.iterations,
+        "iteration_minutes": settings.iteration_minutes,
         "profile": profile.model_dump(mode="json"),
         "overrides": overrides.as_dict(),
     }
@@ -184,29 +330,90 @@ def _meta(opts: SweepOptions, profile: Profile, overrides: Overrides, grid: Grid
 _MUST_MATCH = ("iterations", "iteration_minutes", "profile", "overrides", "grid_keys")
 
 
-def _prepare_dir(out: Path, meta: dict[str, Any], resume: bool) -> None:
+def _lock(out: Path) -> IO[bytes]:
+    """Hold ``DIR/.lock`` for the sweep: a second run or resume on one directory would redo
+    (and race on) the same cells."""
+    fh = open(out / LOCK, "ab")  # noqa: SIM115 - held until the sweep ends
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise UserError(
+                f"{out}/: another sweep is running in this directory (it holds {out / LOCK}); "
+                "wait for it to end, or use another --out"
+            ) from None
+    return fh
+
+
+def _prepare_dir(out: Path, meta: dict[str, Any], resume: bool) -> IO[bytes]:
+    """Check and claim the output directory; the lock to hold until the sweep ends."""
     meta_path = out / META
     csv_path = out / "sweep_results.csv"
-    if not resume:
-        # A sweep that committed nothing (e.g. no cluster reachable) may simply be started again.
-        if csv_path.exists() and csv_path.read_bytes().count(b"\n") > 1:
-            raise UserError(
-                f"{out}/ already holds a sweep: pass --resume to continue it, or use a new --out"
-            )
-        csv_path.unlink(missing_ok=True)
-    elif meta_path.exists():
-        try:
-            old = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        diff = [k for k in _MUST_MATCH if old.get(k) != meta.get(k)]
-        if diff:
-            raise UserError(
-                f"--resume: {out}/ was swept with other {', '.join(diff)} than now "
-                f"(see {meta_path}); its results would not be comparable: use a new --out"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(meta_path, meta)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file, not a directory; give a (new or sweep) directory")
+    if resume and not meta_path.is_file():
+        raise UserError(
+            f"--resume: no sweep to resume in {out}/ ({meta_path} not found); run without "
+            "--resume to start one"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create the directory ({exc.strerror})") from None
+    lock = _lock(out)
+    try:
+        if not resume:
+            # A sweep that committed nothing (e.g. no cluster reachable) may simply be started
+            # again.
+            if csv_path.exists() and csv_path.read_bytes().count(b"\n") > 1:
+                raise UserError(
+                    f"{out}/ already holds a sweep: pass --resume to continue it, or use a new "
+                    "--out"
+                )
+            csv_path.unlink(missing_ok=True)
+        else:
+            try:
+                old = json.loads(meta_path.read_text())
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+            diff = [k for k in _MUST_MATCH if old.get(k) != meta.get(k)]
+            if diff:
+                raise UserError(
+                    f"--resume: {out}/ was swept with other {', '.join(diff)} than now "
+                    f"(see {meta_path}); its results would not be comparable: use a new --out"
+                )
+        atomic_write_json(meta_path, meta)
+    except BaseException:
+        lock.close()
+        raise
+    return lock
+
+
+def _remove_attempts(out: Path) -> None:
+    """Delete the run directories of attempts that never finished (``runs/<cell>/.<feed>.*.tmp``).
+
+    Under the directory's lock no other sweep writes here, so every such directory is left by
+    a killed worker or driver; its cell has no row and runs again.
+    """
+    for tmp in (out / "runs").glob("*/.*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _prune_feeds(out: Path, keep: set[Path]) -> None:
+    """Delete the generated days in ``DIR/feeds/`` except ``keep`` (and their sidecars)."""
+    cache = out / "feeds"
+    if not cache.is_dir():
+        return
+    names = {p.name for p in keep} | {sidecar_path(p).name for p in keep}
+    for entry in cache.iterdir():
+        if entry.name not in names:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        cache.rmdir()  # only when empty
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,11 +432,13 @@ class _Phase:
         grid: Grid,
         base: tuple[Profile, Overrides],
         opts: SweepOptions,
+        settings: RunSettings,
         cell_fn: CellFn,
         out: TextIO,
         token: str,
     ) -> None:
         self.name = name
+        self.settings = settings
         self.token = token
         self.client = client
         self.results = results
@@ -246,8 +455,8 @@ class _Phase:
             feed=case,
             profile=cell.profile(p).model_dump(mode="json"),
             overrides=cell.overrides(o).as_dict(),
-            iterations=self.opts.iterations,
-            iteration_minutes=self.opts.iteration_minutes,
+            iterations=self.settings.iterations,
+            iteration_minutes=self.settings.iteration_minutes,
             out_dir=str(self.opts.out.resolve()),
             keep_records=self.opts.keep_records,
         )
@@ -266,7 +475,6 @@ class _Phase:
                 case,
                 out_dir,
                 key=f"sweep-feed-{feed_cache_path(case, out_dir).stem}-{self.token}",
-                retries=TASK_RETRIES,
             )
             for label, case in used.items()
         }
@@ -278,7 +486,6 @@ class _Phase:
                 self.task(cell, case),
                 prepared[case.label],
                 key=f"sweep-cell-{cell.id}-{case.slug}-{self.token}",
-                retries=TASK_RETRIES,
             )
             futures.append(fut)
             origin[fut.key] = (cell, case)
@@ -315,6 +522,27 @@ class _Phase:
                 f"{where}: every worker that ran it died (a crash or out of memory in the "
                 f"cell; see the workers' logs); {keep}"
             ) from None
+        except Exception as exc:  # a bug, not bad input: name it and where it was raised
+            raise UserError(
+                f"{where} failed: {type(exc).__name__}: {exc}{_origin(fut)}; for the full "
+                f"traceback run it alone: `{self.soak_command(cell, case)}`; {keep}"
+            ) from None
+
+    def soak_command(self, cell: Cell, case: FeedCase) -> str:
+        """The ``mm_sim soak`` that runs ``cell`` on ``case`` in one process."""
+        s = self.settings
+        words = [
+            "python -m mm_sim soak --no-tune",
+            f"--feed {case.label.rsplit('@', 1)[0]}",
+            f"--seed {case.seed}",
+            f"--iterations {s.iterations}",
+            f"--iteration-minutes {s.iteration_minutes:g}",
+            f"--profile {s.profile}",
+        ]
+        if s.overrides:
+            words.append(f"--overrides {s.overrides}")
+        words += [f"--set {k}={v}" for k, v in cell.values]
+        return " ".join(words)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +569,36 @@ def _split_of(feed: str, train: Sequence[str], test: Sequence[str]) -> str:
     return "train" if feed in train else "test" if feed in test else ""
 
 
+def _settings(opts: SweepOptions) -> RunSettings:
+    """Run length, seed, profile and overrides: the options given, then ``MM_*``, then the
+    defaults — the soak's own layering (and its checks on the run length)."""
+    given = {
+        "iterations": opts.iterations,
+        "iteration_minutes": opts.iteration_minutes,
+        "seed": opts.seed,
+        "profile": opts.profile,
+        "overrides": opts.overrides,
+    }
+    return load_run_settings({k: v for k, v in given.items() if v is not None})
+
+
+def _pending_feeds(
+    rows: dict[tuple[str, str], Any],
+    grid: Grid,
+    train: Sequence[FeedCase],
+    test: Sequence[FeedCase],
+    top_cells: Sequence[Cell] | None,
+) -> list[FeedCase]:
+    """Feeds a ``--resume`` would still run cells on (test feeds: on the top cells, if known)."""
+    test_cells = grid.cells if top_cells is None else top_cells
+    return [
+        f
+        for feeds, cells in ((train, grid.cells), (test, test_cells))
+        for f in feeds
+        if any((c.id, f.label) not in rows for c in cells)
+    ]
+
+
 def run_sweep(
     opts: SweepOptions, out: TextIO = sys.stdout, cell_fn: CellFn = run_cell
 ) -> SweepOutcome:
@@ -353,22 +611,44 @@ def run_sweep(
         raise UserError(f"--workers {opts.workers}: expected at least 1")
     if opts.top < 1:
         raise UserError(f"--top {opts.top}: expected at least 1")
-    settings = load_run_settings(  # validates the run length the same way the soak does
-        {
-            "iterations": opts.iterations,
-            "iteration_minutes": opts.iteration_minutes,
-            "seed": opts.seed,
-        }
-    )
-    profile = load_profile(opts.profile)
-    overrides = load_overrides(opts.overrides)
+    for flag, v in (
+        ("--wait-workers", opts.wait_workers),
+        ("--connect-timeout", opts.connect_timeout),
+    ):
+        if not v > 0:
+            raise UserError(f"{flag} {v:g}: expected a positive number of seconds")
+    settings = _settings(opts)
+    profile = load_profile(settings.profile)
+    overrides = load_overrides(settings.overrides)
     grid = load_grid(opts.grid, profile, overrides)
-    duration = replay_seconds(settings.iterations, settings.iteration_minutes)
     if not opts.train:
         raise UserError("no training feeds: give --feeds/--train F1 [F2 ...]")
-    cases = resolve_cases([*opts.train, *opts.test], settings.seed, duration)
+    cases = resolve_cases(
+        [*opts.train, *opts.test], settings.seed, settings.iterations, settings.iteration_minutes
+    )
     train, test = cases[: len(opts.train)], cases[len(opts.train) :]
-    _prepare_dir(opts.out, _meta(opts, profile, overrides, grid), opts.resume)
+    lock = _prepare_dir(opts.out, _meta(settings, profile, overrides, grid), opts.resume)
+    try:
+        return _run_locked(opts, settings, profile, overrides, grid, train, test, out, cell_fn,
+                           timings, t_all)  # fmt: skip
+    finally:
+        lock.close()
+
+
+def _run_locked(
+    opts: SweepOptions,
+    settings: RunSettings,
+    profile: Profile,
+    overrides: Overrides,
+    grid: Grid,
+    train: Sequence[FeedCase],
+    test: Sequence[FeedCase],
+    out: TextIO,
+    cell_fn: CellFn,
+    timings: dict[str, float],
+    t_all: float,
+) -> SweepOutcome:
+    _remove_attempts(opts.out)
     results = ResultsFile(opts.out, grid.keys)
     before = len(results.open())
     # Task keys are unique to this invocation: two sweeps sharing a cluster never share a result.
@@ -377,6 +657,8 @@ def run_sweep(
     engine = "none (every result was already in sweep_results.csv)"
     train_labels = [f.label for f in train]
     test_labels = [f.label for f in test]
+    top_cells: list[Cell] | None = None
+    completed = False
     try:
         with contextlib.ExitStack() as stack:
             client = None
@@ -385,7 +667,15 @@ def run_sweep(
                 nonlocal client, engine
                 if client is None:
                     t = time.perf_counter()
-                    client, engine = stack.enter_context(connect(opts.workers, opts.scheduler))
+                    client, engine = stack.enter_context(
+                        connect(
+                            opts.workers,
+                            opts.scheduler,
+                            out,
+                            opts.wait_workers,
+                            opts.connect_timeout,
+                        )
+                    )
                     _warm(client)
                     timings["cluster_start_s"] = time.perf_counter() - t
                 return client
@@ -403,6 +693,7 @@ def run_sweep(
                     grid,
                     (profile, overrides),
                     opts,
+                    settings,
                     cell_fn,
                     out,
                     token,
@@ -411,16 +702,23 @@ def run_sweep(
                 return n
 
             ran += phase("train", grid.cells, train)
-            ranked = score_cells(grid.cells, train_labels, results.rows, opts.criterion)
+            ranked = score_cells(
+                grid.cells, train_labels, results.rows, opts.criterion, profile.gates
+            )
             top_cells = [s.cell for s in ranked[: opts.top]]
             ran += phase("test", top_cells, test)
         for row in results.rows.values():  # a feed may have moved between splits on resume
             row["split"] = _split_of(row["feed"], train_labels, test_labels)
         results.rewrite_sorted(_order(grid, train, test))
+        completed = True
     finally:
         results.close()
-    shutil.rmtree(opts.out / "feeds", ignore_errors=True)  # regenerated on demand
-    top = validate_top(ranked, opts.top, test_labels, results.rows)
+        # Generated days are kept only where --resume would run cells on them again.
+        keep = [] if completed else _pending_feeds(results.rows, grid, train, test, top_cells)
+        _prune_feeds(opts.out, {feed_cache_path(f, opts.out) for f in keep})
+    top = validate_top(ranked, opts.top, test_labels, results.rows, profile.gates)
+    current = {(c.id, f) for c in grid.cells for f in (*train_labels, *test_labels)}
+    rows_now = [r for k, r in results.rows.items() if k in current]
     info = SweepInfo(
         grid=grid,
         train=train_labels,
@@ -428,9 +726,14 @@ def run_sweep(
         iterations=settings.iterations,
         iteration_minutes=settings.iteration_minutes,
         profile_name=profile.name,
-        overrides_source=str(opts.overrides or "overrides/runtime_overrides.json"),
+        overrides_source=str(settings.overrides or "overrides/runtime_overrides.json"),
         criterion=opts.criterion,
-        rows=len(results.rows),
+        rows=len(rows_now),
+        stale_rows=len(results.rows) - len(rows_now),
+        iterations_run=tuple(
+            sorted({r["iterations_run"] for r in rows_now if r.get("iterations_run") is not None})
+        ),
+        all_fail=bool(ranked) and all(v == "FAIL" for s in ranked for v in s.train.verdicts),
         engine=engine,
     )
     files = [results.path, *write_report(opts.out, info, ranked, top, overrides, profile)]

@@ -6,6 +6,11 @@ different days is what makes out-of-sample figures mean something. For a stored 
 seed only drives the core's own randomness (probabilistic queue position), exactly as
 ``soak --seed`` does. A bare name uses the sweep's ``--seed``.
 
+A feed's label in the results is the token as given with its seed (``NAME@SEED``), never a name
+read from inside a definition: two definition files that call themselves the same would
+otherwise share one label, and their rows one key. A stored feed shorter than the run is
+refused up front, naming both durations: cells are compared on full runs only.
+
 A task carries the resolved definition (a few hundred bytes of JSON), never events: the worker
 generates a synthetic day or memory-maps a file by path, so a real cluster needs the file feeds
 (and the output directory) on a filesystem every worker sees at the same path.
@@ -28,6 +33,7 @@ from mm_sim.feeds.spec import (
     SyntheticFeedSpec,
     resolve_feed,
 )
+from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
 # Three synthetic days to choose the cell on, two more to test it on.
 DEFAULT_TRAIN = ("synthetic@1", "synthetic@2", "synthetic@3")
@@ -73,11 +79,28 @@ def parse_token(token: str, default_seed: int) -> tuple[str, int]:
     return token, default_seed
 
 
-def resolve_case(token: str, default_seed: int, duration_s: float) -> FeedCase:
+def _check_length(token: str, path: Path, iterations: int, iteration_minutes: float) -> None:
+    """Refuse a stored feed that ends before the run does (it would be cut short silently)."""
+    events = open_feed(path).events  # a memory map: only the pages searched are read
+    plan = plan_iterations(events, iterations, int(iteration_minutes * 60e9))
+    if plan.note is None:
+        return
+    ts = events["exch_ts"]
+    span_min = (int(ts[-1]) - int(ts[0])) / 60e9 if len(events) else 0.0
+    raise UserError(
+        f"feed {token!r} ({path}) covers {span_min:.2f} simulated minutes, shorter than the "
+        f"{iterations * iteration_minutes:g} minutes each run replays ({iterations} × "
+        f"{iteration_minutes:g}): use fewer --iterations or --iteration-minutes, or a longer feed"
+    )
+
+
+def resolve_case(
+    token: str, default_seed: int, iterations: int, iteration_minutes: float
+) -> FeedCase:
     """Resolve and check one token now, so a typo stops the sweep before any cluster starts.
 
-    ``duration_s`` is what every cell replays; a synthetic day is generated exactly that long
-    (as the soak does), a file feed is used as recorded.
+    A synthetic day is generated exactly as long as a run replays (as the soak does); a file
+    feed is used as recorded and must be at least that long.
     """
     name, seed = parse_token(token, default_seed)
     spec = resolve_feed(name)
@@ -87,7 +110,7 @@ def resolve_case(token: str, default_seed: int, duration_s: float) -> FeedCase:
             "`mm_sim record`, then sweep the recording)"
         )
     if isinstance(spec, SyntheticFeedSpec):
-        spec = spec.model_copy(update={"duration_s": duration_s})
+        spec = spec.model_copy(update={"duration_s": replay_seconds(iterations, iteration_minutes)})
         # Validate the synthetic parameters now rather than in every worker.
         from mm_sim.feeds.synthetic import SyntheticParams
 
@@ -95,19 +118,22 @@ def resolve_case(token: str, default_seed: int, duration_s: float) -> FeedCase:
             SyntheticParams(**spec.params)
         except ValueError as exc:
             raise UserError(f"feed {token!r}: invalid synthetic parameters: {exc}") from None
-        label = f"{spec.name or name}@{seed}"
     else:
         assert isinstance(spec, FileFeedSpec)
-        path = Path(spec.path).resolve()
-        feed = open_feed(path)  # a memory map: checks the file and its sidecar, reads nothing
-        spec = spec.model_copy(update={"path": str(feed.path.resolve())})
-        label = f"{name}@{seed}"
-    return FeedCase(label=label, seed=seed, spec=spec.model_dump(mode="json"))
+        path = open_feed(Path(spec.path).resolve()).path.resolve()  # checks file and sidecar
+        _check_length(token, path, iterations, iteration_minutes)
+        spec = spec.model_copy(update={"path": str(path)})
+    return FeedCase(label=f"{name}@{seed}", seed=seed, spec=spec.model_dump(mode="json"))
 
 
-def resolve_cases(tokens: list[str], default_seed: int, duration_s: float) -> list[FeedCase]:
-    """Resolve every token; two tokens naming the same events are refused (train/test leak)."""
-    cases = [resolve_case(t, default_seed, duration_s) for t in tokens]
+def resolve_cases(
+    tokens: list[str], default_seed: int, iterations: int, iteration_minutes: float
+) -> list[FeedCase]:
+    """Resolve every token; two tokens naming the same events are refused (train/test leak).
+
+    Labels are then unique too: an equal label is the same feed with the same seed.
+    """
+    cases = [resolve_case(t, default_seed, iterations, iteration_minutes) for t in tokens]
     seen: dict[str, str] = {}
     for tok, c in zip(tokens, cases, strict=True):
         if c.data_key in seen:

@@ -8,6 +8,13 @@ the whole sweep). Every value is validated by the same pydantic models a soak us
 base profile and overrides, and every cell (combination) is validated as a whole, so a bad grid
 stops before any cluster starts, with the file, the line, the key and what was expected.
 
+Some profile sections are refused: ``profile.gates`` is how a run is judged (a grid over it would
+let the loosest gates win), and ``profile.fees`` and ``profile.instrument`` describe the venue,
+not the strategy (a grid over them would pick the cheapest venue, not the best quoting). To
+judge or price differently, sweep with another base ``--profile``. ``profile.latency`` stays
+sweepable: "how would these values do with slower order entry?" is a what-if worth asking.
+Booleans are refused where a number is expected (TOML ``true`` would otherwise become 1.0).
+
 Cell ids hash the cell's validated values (not its position), so the same values keep the same
 id when a grid grows, and ``--resume`` recognises finished cells.
 """
@@ -20,7 +27,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,14 @@ from mm_sim.errors import UserError
 MAX_VALUES_PER_FIELD = 1000
 MAX_CELLS = 100_000
 _NOT_TUNABLE = {"name", "description"}
+# Profile sections a grid may not sweep, and why (see the module docstring).
+_FIXED_SECTIONS = {
+    "gates": "the gates are how every cell is judged, not a strategy value: a grid over them "
+    "would let the loosest gates win",
+    "fees": "the fees describe the venue, not the strategy: a grid over them would pick the "
+    "cheapest venue, not the best quoting",
+    "instrument": "the instrument (tick, lot) describes the venue, not the strategy",
+}
 _EXPECTED = (
     "a list of values, a range table {start, stop, step}, a table {values = [...]} or one value"
 )
@@ -56,14 +71,6 @@ class Axis:
 
     key: str  # overrides.<field> or profile.<section>.<field>
     values: tuple[Any, ...]
-
-    @property
-    def target(self) -> str:
-        return self.key.split(".", 1)[0]
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        return tuple(self.key.split(".")[1:])
 
 
 @dataclass(frozen=True)
@@ -105,9 +112,6 @@ class Grid:
     def keys(self) -> tuple[str, ...]:
         return tuple(a.key for a in self.axes)
 
-    def by_id(self) -> dict[str, Cell]:
-        return {c.id: c for c in self.cells}
-
 
 def cell_id(values: tuple[tuple[str, Any], ...]) -> str:
     """Stable across runs, machines and grid growth: a hash of the sorted validated values."""
@@ -126,7 +130,7 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
     cur[path[-1]] = value
 
 
-def _get_path(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+def get_path(data: dict[str, Any], path: Sequence[str]) -> Any:
     cur: Any = data
     for p in path:
         cur = cur[p]
@@ -140,14 +144,50 @@ class _GridError(Exception):
         self.message = message
 
 
+_KEY_LINE = re.compile(r"^\s*(?P<key>[^=\[#][^=]*?)\s*=")
+_HEADER_LINE = re.compile(r"^\s*\[\[?(?P<name>[^\]]+)\]\]?\s*(#.*)?$")
+
+
+def _norm_key(raw: str) -> str:
+    """``"profile" . 'quoting'`` -> ``profile.quoting`` (quotes and blanks around dots dropped)."""
+    return ".".join(p.strip().strip("\"'") for p in raw.split("."))
+
+
 def _line_of(text: str, key: str) -> int | None:
-    """Best-effort line of ``key`` (dotted or inside a table) in the TOML text."""
-    last = re.escape(key.rsplit(".", 1)[-1])
-    pattern = re.compile(rf'(^|[\s."]){last}"?\s*=')
+    """The line that defines ``key`` (a dotted path), following the ``[table]`` headers.
+
+    A key line ``k = ...`` under ``[t]`` defines ``t.k``. The answer is the line defining
+    ``key`` itself; else the first line (or header) defining something inside it; else the
+    line of the nearest enclosing key (an inline table holding it). Line-based: good for the
+    grids people write, not a TOML parser.
+    """
+    table = ""
+    inside: int | None = None
+    enclosing: tuple[int, int] | None = None  # (length of the enclosing key, line)
     for n, line in enumerate(text.splitlines(), 1):
-        if pattern.search(line.split("#", 1)[0]):
+        header = _HEADER_LINE.match(line)
+        if header:
+            table = _norm_key(header.group("name"))
+            full = table
+        else:
+            m = _KEY_LINE.match(line)
+            if not m:
+                continue
+            local = _norm_key(m.group("key"))
+            full = f"{table}.{local}" if table else local
+        if full == key and not header:
             return n
-    return None
+        if inside is None and (full == key or full.startswith(key + ".")):
+            inside = n
+        elif (
+            key.startswith(full + ".")
+            and not header
+            and (enclosing is None or enclosing[0] < len(full))
+        ):
+            enclosing = (len(full), n)
+    if inside is not None:
+        return inside
+    return enclosing[1] if enclosing else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +217,12 @@ def _descend(
 ) -> Iterator[tuple[str, Any]]:
     name, rest = parts[0], parts[1:]
     key = ".".join((head, *prefix, name))
+    if head == "profile" and not prefix and name in _FIXED_SECTIONS:
+        raise _GridError(
+            ".".join((key, *rest)),
+            f"'{key}' cannot be swept: {_FIXED_SECTIONS[name]}; set it in the base profile "
+            "(--profile) instead",
+        )
     if name not in model.model_fields or name in _NOT_TUNABLE:
         where = ".".join((head, *prefix))
         raise _GridError(
@@ -262,16 +308,34 @@ def _raw_values(key: str, spec: Any) -> list[Any]:
     return [spec]
 
 
+def _annotation(key: str) -> Any:
+    """The type annotation of the field ``key`` names (keys are already checked)."""
+    head, *path = key.split(".")
+    model: type[BaseModel] = Overrides if head == "overrides" else Profile
+    for p in path[:-1]:
+        sub = _submodel(model.model_fields[p].annotation)
+        assert sub is not None
+        model = sub
+    return model.model_fields[path[-1]].annotation
+
+
 def _validate_value(key: str, value: Any, base_o: Overrides, base_p: dict[str, Any]) -> Any:
     """The value as the model stores it (70 -> 70.0 for a float field), or a _GridError."""
     head, *path = key.split(".")
+    ann = _annotation(key)
+    if isinstance(value, bool) and ann is not bool:
+        # pydantic would take true as 1.0: a typo that sweeps a value nobody meant.
+        raise _GridError(
+            key,
+            f"value {str(value).lower()} is a boolean; expected {getattr(ann, '__name__', ann)}",
+        )
     try:
         if head == "overrides":
             o = Overrides.model_validate({**base_o.as_dict(), path[0]: value})
             return float(getattr(o, path[0]))
         data = json.loads(json.dumps(base_p))
         _set_path(data, path, value)
-        return _get_path(Profile.model_validate(data).model_dump(mode="json"), tuple(path))
+        return get_path(Profile.model_validate(data).model_dump(mode="json"), path)
     except ValidationError as exc:
         msgs = "; ".join(e["msg"] for e in exc.errors())
         raise _GridError(key, f"value {value!r}: {msgs}") from None
@@ -301,7 +365,7 @@ def _cells(axes: list[Axis], base_o: Overrides, base_p: Profile) -> list[Cell]:
     for i, combo in enumerate(itertools.product(*(a.values for a in axes))):
         values = tuple((a.key, v) for a, v in zip(axes, combo, strict=True))
         cell = Cell(i, cell_id(values), values)
-        try:  # cross-field rules (e.g. decision bands in order) hold only per combination
+        try:  # a rule spanning two fields (a model validator) holds only per combination
             cell.overrides(base_o)
             cell.profile(base_p)
         except ValidationError as exc:

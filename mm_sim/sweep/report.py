@@ -26,7 +26,7 @@ from matplotlib.patches import Rectangle
 
 from mm_sim.config import Overrides, Profile
 from mm_sim.events import atomic_write_bytes, atomic_write_json
-from mm_sim.sweep.grid import Axis, Cell, Grid
+from mm_sim.sweep.grid import Axis, Cell, Grid, get_path
 from mm_sim.sweep.select import CellScore, Criterion, FeedSummary, Validation
 
 REPORT = "SWEEP_REPORT.md"
@@ -54,7 +54,10 @@ class SweepInfo:
     profile_name: str
     overrides_source: str
     criterion: Criterion
-    rows: int
+    rows: int  # rows of the current grid's cells on the current feeds
+    stale_rows: int  # rows in the file for cells or feeds no longer swept (kept, not used)
+    iterations_run: tuple[int, ...]  # distinct iterations committed per run, over those rows
+    all_fail: bool  # every training row of every scored cell has the verdict FAIL
     engine: str
 
 
@@ -157,10 +160,9 @@ def render_heatmap(
     return buf.getvalue()
 
 
-def best_overrides_json(cell: Cell, base: Overrides) -> dict[str, int | float]:
-    """The layout of overrides/runtime_overrides.json: the six fields, whole numbers as ints."""
-    o = cell.overrides(base).as_dict()
-    return {k: int(v) if float(v).is_integer() else v for k, v in o.items()}
+def best_overrides_json(cell: Cell, base: Overrides) -> dict[str, float]:
+    """The six fields as floats, as the soak writes its runtime_overrides.json."""
+    return cell.overrides(base).as_dict()
 
 
 def write_best(out_dir: Path, cell: Cell, base_o: Overrides, base_p: Profile) -> list[Path]:
@@ -204,7 +206,15 @@ def render_markdown(
         f"training feed; the top {len(top)} also ran on the test feeds. Each run: the soak's "
         f"runner with the tuner off, {info.iterations} × {info.iteration_minutes:g} simulated "
         f"minutes, profile {info.profile_name}, base overrides {info.overrides_source}, seed = "
-        f"the feed's @SEED. Engine: {info.engine}. Rows: {info.rows} in `sweep_results.csv`.",
+        f"the feed's @SEED. Engine: {info.engine}. Rows: {info.rows} in `sweep_results.csv`"
+        + (
+            f" ({info.stale_rows} more, of cells or feeds no longer in the sweep, ignored)"
+            if info.stale_rows
+            else ""
+        )
+        + "; iterations committed per run (`iterations_run`): "
+        + (", ".join(str(n) for n in info.iterations_run) or "—")
+        + ".",
         "",
         f"- training feeds: {', '.join(f'`{f}`' for f in info.train)}",
         f"- test feeds: {', '.join(f'`{f}`' for f in info.test) or '— (none: out-of-sample not measured; use --train/--test)'}",  # noqa: E501
@@ -220,21 +230,26 @@ def render_markdown(
     files = f"`{BEST_CELL}`" + (
         f" and `{BEST_PROFILE}`" if any(k.startswith("profile.") for k, _ in cell.values) else ""
     )
-    base_vals = {**{f"overrides.{k}": v for k, v in base_o.as_dict().items()}}
+    base_vals: dict[str, Any] = {f"overrides.{k}": v for k, v in base_o.as_dict().items()}
     base_dump = base_p.model_dump(mode="json")
     for key, _ in cell.values:
         if key.startswith("profile."):
-            cur: Any = base_dump
-            for p in key.split(".")[1:]:
-                cur = cur[p]
-            base_vals[key] = cur
+            base_vals[key] = get_path(base_dump, key.split(".")[1:])
     oos = top[0].test if top else None
+    if info.all_fail:
+        L += [
+            "**Warning:** every cell's verdict is FAIL on every training feed: the best cell is "
+            "the least bad of the grid, not one that passes the gate. Widen the grid or look at "
+            "the edge breakdown of a run before using it.",
+            "",
+        ]
     L += [
         f"## Best cell `{cell.id}`",
         "",
         f"score {_fmt(best.score)} · in-sample median net_bps "
         f"{_fmt(best.train.median_net_bps)} (MAD {best.train.mad_bps:.3f}, "
-        f"{best.train.gate_failures:.2f} failed hard gates per feed) · out-of-sample median "
+        f"{best.train.gate_failures:.2f} failed hard gates per feed, net_bps_total not counted) "
+        "· out-of-sample median "
         f"net_bps {_fmt(oos.median_net_bps) if oos else '—'}",
         "",
         *_table(
@@ -293,7 +308,7 @@ def render_markdown(
             "score",
             "train median",
             "train MAD",
-            "gate fails/feed",
+            "gate fails/feed (excl. net_bps_total)",
             "test median",
             "test MAD",
             "test verdicts",

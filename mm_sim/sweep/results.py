@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,17 @@ from mm_sim.sweep.cell import METRICS
 
 FILE = "sweep_results.csv"
 ID_COLUMNS = ("split", "cell_id", "feed", "seed")
-RESULT_COLUMNS = (*METRICS, "verdict", "band", "hard_failed", "soft_failed", "run_dir")
+RESULT_COLUMNS = (
+    *METRICS,
+    "iterations_run",
+    "verdict",
+    "band",
+    "hard_failed",
+    "soft_failed",
+    "run_dir",
+)
 TIMING_COLUMNS = ("wall_s", "worker")  # differ between runs of the same sweep
-_INT_COLUMNS = {"seed", "fills"}
+_INT_COLUMNS = {"seed", "fills", "iterations_run"}
 _FLOAT_COLUMNS = set(METRICS) - _INT_COLUMNS | {"wall_s"}
 _LIST_COLUMNS = {"hard_failed", "soft_failed"}
 
@@ -64,6 +72,10 @@ def _line(cols: Sequence[str], row: dict[str, Any]) -> bytes:
     return buf.getvalue().encode()
 
 
+def _header(cols: Sequence[str]) -> bytes:
+    return _line(cols, {c: c for c in cols})
+
+
 class ResultsFile:
     """The append-only results file of one sweep directory."""
 
@@ -74,16 +86,20 @@ class ResultsFile:
         self._fh: io.BufferedWriter | None = None
 
     def open(self) -> dict[Key, dict[str, Any]]:
-        """Read the committed rows (cutting a torn tail) and get ready to append."""
+        """Read the committed rows (cutting a torn tail) and get ready to append.
+
+        A file left empty (created, or its header torn by a crash and cut off) gets its header
+        again: rows appended without one would be read back as the header.
+        """
         if self.path.exists():
             self._repair_tail()
-            self.rows = read_rows(self.path, self.columns)
-        else:
+        if not self.path.exists() or self.path.stat().st_size == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("wb") as fh:
-                fh.write(_line(self.columns, {c: c for c in self.columns}))
+                fh.write(_header(self.columns))
                 fh.flush()
                 os.fsync(fh.fileno())
+        self.rows = read_rows(self.path, self.columns)
         self._fh = self.path.open("ab")
         return self.rows
 
@@ -116,7 +132,7 @@ class ResultsFile:
         """Atomically rewrite the file with its rows in ``order`` (a completed sweep)."""
         self.close()
         body = b"".join(_line(self.columns, r) for r in sorted(self.rows.values(), key=order))
-        atomic_write_bytes(self.path, _line(self.columns, {c: c for c in self.columns}) + body)
+        atomic_write_bytes(self.path, _header(self.columns) + body)
 
 
 def read_rows(path: Path, expected: Sequence[str] | None = None) -> dict[Key, dict[str, Any]]:
@@ -140,7 +156,3 @@ def read_rows(path: Path, expected: Sequence[str] | None = None) -> dict[Key, di
             row = {c: _parse(c, v) for c, v in zip(header, rec, strict=True)}
             rows.setdefault((str(row["cell_id"]), str(row["feed"])), row)
     return rows
-
-
-def missing(keys: Iterable[Key], done: dict[Key, Any]) -> list[Key]:
-    return [k for k in keys if k not in done]

@@ -10,10 +10,12 @@ The score of a cell, in bps (higher is better)::
 - MAD (median absolute deviation from that median): a cell whose edge swings from day to day
   is worth less than a steady one with the same median;
 - hard gates (the seed's must-pass list: adverse p95, cancel ratio, maker share) are counted per
-  feed and averaged; ``net_bps_total`` is left out because net_bps is already the score's
-  subject — counting it again would add a step at 2.5 bps that a continuous median already
-  measures. A feed where the cell never filled counts 0 bps (it earned nothing) and its gates
-  without data count as failed.
+  feed and averaged, against the BASE profile's gates (re-evaluated from the row's metrics, so
+  every cell is held to the same bar whatever its row says; the grid cannot sweep gates
+  either); ``net_bps_total`` is left out because net_bps is already the score's subject —
+  counting it again would add a step at 2.5 bps that a continuous median already measures. A
+  feed where the cell never filled counts 0 bps (it earned nothing) and its gates without data
+  count as failed.
 
 Ties are broken by the cell's position in the grid, so the choice is deterministic. The top
 cells are then re-run on the test feeds, and the report sets their in-sample and out-of-sample
@@ -27,9 +29,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mm_sim.config import GatesCfg
+from mm_sim.report.gate import checks
+from mm_sim.report.schema import EdgeSection
+from mm_sim.sweep.cell import METRICS
 from mm_sim.sweep.grid import Cell
 
 EXCLUDED_GATES = frozenset({"net_bps_total"})
+
+
+def hard_failed(row: Mapping[str, Any], gates: GatesCfg) -> list[str]:
+    """The hard gates ``row``'s metrics fail under ``gates`` (the report's own gate checks).
+
+    Only the totals the checks read are set (a result row holds every one of them).
+    """
+    totals: dict[str, Any] = {m: row.get(m) for m in METRICS}
+    sec = EdgeSection.model_construct(**totals)
+    hard, _ = checks(sec, gates)
+    return [c.name for c in hard if not c.passed]
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,7 @@ class FeedSummary:
     net_bps: tuple[float, ...]  # per feed, in the order given; no fills -> 0.0
     median_net_bps: float
     mad_bps: float
-    gate_failures: float  # mean failed hard gates per feed (excluded gates not counted)
+    gate_failures: float  # mean failed hard gates per feed (base gates; excluded not counted)
     verdicts: tuple[str, ...]
 
 
@@ -65,9 +82,12 @@ class CellScore:
 
 
 def summarize_feeds(
-    cell: Cell, feeds: Sequence[str], rows: Mapping[tuple[str, str], Mapping[str, Any]]
+    cell: Cell,
+    feeds: Sequence[str],
+    rows: Mapping[tuple[str, str], Mapping[str, Any]],
+    gates: GatesCfg,
 ) -> FeedSummary | None:
-    """The cell over ``feeds``; None until every one of them has a row."""
+    """The cell over ``feeds``, hard gates judged by ``gates``; None until every feed has a row."""
     got = [rows.get((cell.id, f)) for f in feeds]
     if not feeds or any(r is None for r in got):
         return None
@@ -75,7 +95,7 @@ def summarize_feeds(
     nets = tuple(float(r["net_bps"]) if r["net_bps"] is not None else 0.0 for r in present)
     med = statistics.median(nets)
     mad = statistics.median(abs(x - med) for x in nets)
-    fails = [sum(1 for g in r["hard_failed"] if g not in EXCLUDED_GATES) for r in present]
+    fails = [sum(1 for g in hard_failed(r, gates) if g not in EXCLUDED_GATES) for r in present]
     return FeedSummary(
         feeds=len(feeds),
         net_bps=nets,
@@ -91,11 +111,12 @@ def score_cells(
     train_feeds: Sequence[str],
     rows: Mapping[tuple[str, str], Mapping[str, Any]],
     criterion: Criterion,
+    gates: GatesCfg,
 ) -> list[CellScore]:
-    """Every cell with a row on every training feed, best first."""
+    """Every cell with a row on every training feed, best first (hard gates: ``gates``)."""
     out = []
     for cell in cells:
-        s = summarize_feeds(cell, train_feeds, rows)
+        s = summarize_feeds(cell, train_feeds, rows, gates)
         if s is None:
             continue
         score = (
@@ -129,8 +150,9 @@ def validate_top(
     k: int,
     test_feeds: Sequence[str],
     rows: Mapping[tuple[str, str], Mapping[str, Any]],
+    gates: GatesCfg,
 ) -> list[Validation]:
     return [
-        Validation(i + 1, s, summarize_feeds(s.cell, test_feeds, rows))
+        Validation(i + 1, s, summarize_feeds(s.cell, test_feeds, rows, gates))
         for i, s in enumerate(ranked[:k])
     ]
