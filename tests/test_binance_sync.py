@@ -6,11 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mm_sim.venues.binance.fastparse import flat_levels
 from mm_sim.venues.binance.messages import DepthDiff, DepthSnapshot
 from mm_sim.venues.binance.sync import (
     ActionKind,
     BookSync,
     LightBook,
+    LightBookRef,
     Reason,
     SyncState,
 )
@@ -285,3 +287,35 @@ def test_sync_invariants_on_random_streams(market: str, steps: list[tuple[str, i
         assert c.diffs == c.applied + c.dropped_stale + c.buffered_overflow + c.discarded + (
             s.buffered
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    snap=st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.integers(0, 3)), max_size=20),
+    diffs=st.lists(
+        st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.integers(0, 3)), max_size=12),
+        max_size=30,
+    ),
+)
+def test_light_book_kernel_matches_its_reference(
+    snap: list[tuple[bool, int, int]], diffs: list[list[tuple[bool, int, int]]]
+) -> None:
+    """The numba LightBook against LightBookRef (dicts + heaps): several levels per diff, the
+    same price twice in one diff, deletions of absent prices, and growth past its capacity."""
+    fast = LightBook(capacity=2)
+    ref = LightBookRef()
+
+    def split(levels: list[tuple[bool, int, int]]) -> tuple[list, list]:
+        bids = [(50.0 + px * 0.5, float(q)) for is_bid, px, q in levels if is_bid]
+        asks = [(55.0 + px * 0.5, float(q)) for is_bid, px, q in levels if not is_bid]
+        return bids, asks
+
+    fast.load(*split(snap))
+    ref.load(*split(snap))
+    for d in [[], *diffs]:
+        bids, asks = split(d)
+        ref.apply(bids, asks)
+        crossed = fast.apply_flat(flat_levels(bids), flat_levels(asks))
+        assert crossed == ref.crossed() == fast.crossed()
+        assert (fast.best_bid(), fast.best_ask()) == (ref.best_bid(), ref.best_ask())
+        assert fast.bids == ref.bids and fast.asks == ref.asks

@@ -52,7 +52,29 @@ from websockets.protocol import OPEN
 
 from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, KIND_TRADE
 from mm_sim.logs import get_logger
-from mm_sim.venues.binance.fastparse import DepthParser, fill_diff, fill_levels, flat_levels
+from mm_sim.venues.binance.fastparse import (
+    I_E,
+    I_FINAL,
+    I_FIRST,
+    I_HAS_PU,
+    I_NA,
+    I_NB,
+    I_PREV,
+    I_SYM0,
+    I_SYM1,
+    T_E,
+    T_HAS_T,
+    T_M,
+    T_SYM0,
+    T_SYM1,
+    T_T,
+    T_TID,
+    DepthParser,
+    TradeParser,
+    fill_diff,
+    fill_levels,
+    flat_levels,
+)
 from mm_sim.venues.binance.fastparse import warm as warm_parsers
 from mm_sim.venues.binance.messages import (
     DepthDiff,
@@ -65,7 +87,7 @@ from mm_sim.venues.binance.messages import (
     parse_payload,
     parse_snapshot,
 )
-from mm_sim.venues.binance.sync import Action, ActionKind, BookSync, Market
+from mm_sim.venues.binance.sync import Action, ActionKind, BookSync, Market, Reason
 
 log = get_logger("mm_sim.binance")
 
@@ -232,14 +254,22 @@ class StreamProcessor:
         self.last_trade_id = -1
         self.need_snapshot = False  # set when the sync asks for one; the I/O layer clears it
         self._depth = DepthParser()  # plain depthUpdate frames skip json (same result)
+        self._trades = TradeParser()  # so do plain spot trades
+        self._futures = 1 if self.market is Market.FUTURES else 0  # as the parser's I_HAS_PU
+        self._sym = self.symbol.encode()
 
     # --- inputs ---------------------------------------------------------------------------
 
     def decode(self, raw: str | bytes) -> Any:
         """Parse one frame; None (and counted) when it cannot be used."""
-        diff = self._depth.parse(raw)
-        if diff is not None:
-            return diff
+        p = self._depth
+        iv = p.scan(raw)
+        if iv is not None:
+            return p.build(iv)
+        return self._decode_general(raw)
+
+    def _decode_general(self, raw: str | bytes) -> Any:
+        """Every frame the numba depthUpdate parser does not take (trades, control, errors)."""
         try:
             payload, stream = decode(raw)
             if type(payload) is dict and _is_shutdown(payload):
@@ -255,9 +285,68 @@ class StreamProcessor:
             return None
 
     def on_raw(self, raw: str | bytes, local_ns: int) -> None:
-        msg = self.decode(raw)
+        p = self._depth
+        iv = p.scan(raw)
+        if iv is not None:
+            if self._continue(iv, local_ns):
+                return
+            msg = p.build(iv)
+        else:
+            tr = self._trades.scan(raw)
+            if tr is not None and self._trade_fast(tr[0], tr[1], local_ns):
+                return
+            msg = self._decode_general(raw)
         if msg is not None:
             self.on_message(msg, local_ns)
+
+    def _trade_fast(self, iv: list[int], pq: list[float], local_ns: int) -> bool:
+        """A plain spot trade of our symbol straight from the trade parser: what
+        :meth:`on_message` and :meth:`_trade` do with its Trade; False (nothing changed) when
+        the symbol is not ours as sent (the general path decides)."""
+        if self._trades.data[iv[T_SYM0] : iv[T_SYM1]] != self._sym:
+            return False
+        c = self.counters
+        c.messages += 1
+        self.last_local = local_ns
+        tid = iv[T_TID]
+        if tid <= self.last_trade_id:
+            c.trades_duplicate += 1
+            return True
+        self.last_trade_id = tid
+        price, qty = pq
+        if qty <= 0.0:
+            c.trades_skipped += 1
+            return True
+        c.trades += 1
+        exch = self._exch(iv[T_T] if iv[T_HAS_T] else iv[T_E])
+        self.stage.one(exch, local_ns, KIND_TRADE, -1 if iv[T_M] else 1, price, qty)
+        return True
+
+    def _continue(self, iv: list[int], local_ns: int) -> bool:
+        """The common live case straight from the parser's output, with no DepthDiff, Action or
+        level lists: a diff of our symbol and market that continues the synced book. Exactly
+        what :meth:`on_message` would do with it (counters, events, resync on a crossed book);
+        False, with nothing changed, for anything else (the general path decides)."""
+        if iv[I_HAS_PU] != self._futures or self._depth.data[iv[I_SYM0] : iv[I_SYM1]] != self._sym:
+            return False
+        p = self._depth
+        fb = p.vb[: 2 * iv[I_NB]]
+        fa = p.va[: 2 * iv[I_NA]]
+        r = self.sync.apply_next(iv[I_FIRST], iv[I_FINAL], iv[I_PREV], fb, fa)
+        if not r:
+            return False
+        c = self.counters
+        c.messages += 1
+        c.diffs += 1
+        self.last_local = local_ns
+        exch = self._exch(iv[I_E])
+        self.stage.diff(fb, fa, exch, local_ns)
+        if r == 2:  # crossed: as _do does for APPLY, RESYNC(crossed), NEED_SNAPSHOT
+            self.stage.one(exch, local_ns, KIND_CLEAR, 0, 0.0, 0.0)
+            c.invalidations += 1
+            log.info("book resync", reason=Reason.CROSSED, symbol=self.symbol)
+            self.need_snapshot = True
+        return True
 
     def on_message(self, msg: Any, local_ns: int) -> None:
         c = self.counters

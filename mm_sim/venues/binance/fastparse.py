@@ -285,16 +285,162 @@ def parse_depth_bytes(buf: np.ndarray, ints: np.ndarray, vb: np.ndarray, va: np.
     return j == n
 
 
+# ints[] layout written by the trade kernel
+T_E = 0
+T_T = 1
+T_TID = 2
+T_M = 3  # 1: the buyer was the maker
+T_HAS_T = 4
+T_SYM0 = 5
+T_SYM1 = 6
+T_SIZE = 7
+
+_TRADE = np.frombuffer(b"trade", dtype=np.uint8).copy()
+_TRUE = np.frombuffer(b"true", dtype=np.uint8).copy()
+_FALSE = np.frombuffer(b"false", dtype=np.uint8).copy()
+
+
+@njit(cache=True)
+def _bool(buf: np.ndarray, i: int, ints: np.ndarray, k: int) -> int:
+    """``true``/``false`` at ``i`` into ``ints[k]`` (when ``k >= 0``); the index after, or -1."""
+    if _literal(buf, i, _TRUE):
+        if k >= 0:
+            ints[k] = 1
+        return i + 4
+    if _literal(buf, i, _FALSE):
+        if k >= 0:
+            ints[k] = 0
+        return i + 5
+    return -1
+
+
+@njit(cache=True)
+def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) -> int:
+    """One flat spot ``trade`` object at ``i`` (keys e E s t p q T m M, no others); the index
+    after its ``}``, or -1."""
+    n = buf.shape[0]
+    if i >= n or buf[i] != _LBRACE:
+        return -1
+    j = i + 1
+    seen = 0
+    while True:
+        ke = _string(buf, j)
+        if ke < 0 or ke + 1 >= n or buf[ke + 1] != _COLON or ke - j - 1 != 1:
+            return -1
+        k0 = buf[j + 1]
+        v = ke + 2
+        if k0 == 101:  # e
+            bit = 1
+            se = _string(buf, v)
+            if se < 0 or se - v - 1 != _TRADE.shape[0] or not _literal(buf, v + 1, _TRADE):
+                return -1
+            j = se + 1
+        elif k0 == 69:  # E
+            bit = 2
+            j = _int(buf, v, ints, T_E)
+        elif k0 == 115:  # s
+            bit = 4
+            se = _string(buf, v)
+            if se < 0:
+                return -1
+            ints[T_SYM0] = v + 1
+            ints[T_SYM1] = se
+            j = se + 1
+        elif k0 == 116:  # t
+            bit = 8
+            j = _int(buf, v, ints, T_TID)
+        elif k0 == 112:  # p
+            bit = 16
+            j = _decimal(buf, v, vals, 0, True)
+        elif k0 == 113:  # q
+            bit = 32
+            j = _decimal(buf, v, vals, 1, False)
+        elif k0 == 84:  # T
+            bit = 64
+            j = _int(buf, v, ints, T_T)
+        elif k0 == 109:  # m
+            bit = 128
+            j = _bool(buf, v, ints, T_M)
+        elif k0 == 77:  # M (ignored, but must be a boolean)
+            bit = 256
+            j = _bool(buf, v, ints, -1)
+        else:
+            return -1
+        if j < 0 or seen & bit:
+            return -1
+        seen |= bit
+        if j >= n:
+            return -1
+        if buf[j] == _COMMA:
+            j += 1
+            continue
+        if buf[j] != _RBRACE:
+            return -1
+        required = 1 | 2 | 4 | 8 | 16 | 32 | 128
+        if seen & required != required:
+            return -1
+        ints[T_HAS_T] = 1 if seen & 64 else 0
+        return j + 1
+
+
+@njit(cache=True)
+def parse_trade_bytes(buf: np.ndarray, ints: np.ndarray, vals: np.ndarray) -> bool:
+    """Parse one frame; True when it was a plain spot trade (ids and flags in ``ints``, price
+    and qty in ``vals``), False when the general parser must decide."""
+    n = buf.shape[0]
+    if _literal(buf, 0, _ENVELOPE):
+        se = _string(buf, _ENVELOPE.shape[0] - 1)
+        if se < 0 or not _literal(buf, se, _DATA):
+            return False
+        j = _trade_payload(buf, se + _DATA.shape[0], ints, vals)
+        if j < 0 or j >= n or buf[j] != _RBRACE:
+            return False
+        j += 1
+    else:
+        j = _trade_payload(buf, 0, ints, vals)
+        if j < 0:
+            return False
+    return j == n
+
+
+class TradeParser:
+    """Reusable buffers around :func:`parse_trade_bytes`: a live feed's most frequent message
+    without json or a Trade object. For every frame it accepts, the result equals the general
+    path's :class:`~mm_sim.venues.binance.messages.Trade` (tests/test_live_fastpath.py)."""
+
+    def __init__(self) -> None:
+        self.ints = np.zeros(T_SIZE, dtype=np.int64)
+        self.vals = np.zeros(2)
+        self.data: bytes | bytearray = b""
+
+    def scan(self, raw: bytes | bytearray | str) -> tuple[list[int], list[float]] | None:
+        """(ints in the ``T_*`` layout, [price, qty]) of a plain trade frame, or None."""
+        data: bytes | bytearray = raw.encode() if isinstance(raw, str) else raw
+        if b'"e":"trade"' not in data:
+            return None
+        if not parse_trade_bytes(np.frombuffer(data, dtype=np.uint8), self.ints, self.vals):
+            return None
+        self.data = data
+        return self.ints.tolist(), self.vals.tolist()
+
+
 class DepthParser:
-    """Reusable buffers around :func:`parse_depth_bytes`; one per stream processor."""
+    """Reusable buffers around :func:`parse_depth_bytes`; one per stream processor.
+
+    :meth:`scan` leaves the result in the parser (ints, levels in ``vb``/``va``, the frame in
+    ``data``) so the live path can use it without building a :class:`DepthDiff`; :meth:`build`
+    makes the diff from the last scan, :meth:`parse` does both."""
 
     def __init__(self) -> None:
         self.ints = np.zeros(I_SIZE, dtype=np.int64)
         self.vb = np.empty(4096)
         self.va = np.empty(4096)
+        self.data: bytes | bytearray = b""
+        self._partial: dict[bytes | bytearray, bool] = {}  # stream name -> a partial book?
 
-    def parse(self, raw: bytes | bytearray | str) -> DepthDiff | None:
-        """The diff in ``raw``, or None when ``raw`` is not a plain depthUpdate frame."""
+    def scan(self, raw: bytes | bytearray | str) -> list[int] | None:
+        """The parsed ints (``I_*`` layout) of a plain depthUpdate frame, or None when ``raw`` is
+        not one (or is one of a partial book stream, which the general path skips)."""
         data: bytes | bytearray = raw.encode() if isinstance(raw, str) else raw
         if b'"depthUpdate"' not in data:
             return None
@@ -305,11 +451,23 @@ class DepthParser:
             self.va = np.empty(cap)
         if not parse_depth_bytes(buf, self.ints, self.vb, self.va):
             return None
-        iv = self.ints.tolist()
+        iv: list[int] = self.ints.tolist()
         if iv[I_STREAM1] >= 0:
-            stream = data[iv[I_STREAM0] : iv[I_STREAM1]].decode("ascii")
-            if _PARTIAL_DEPTH.search(stream):
-                return None  # a partial book stream: the general path skips it
+            name = data[iv[I_STREAM0] : iv[I_STREAM1]]
+            partial = self._partial.get(name)
+            if partial is None:
+                if len(self._partial) > 64:
+                    self._partial.clear()
+                partial = bool(_PARTIAL_DEPTH.search(name.decode("ascii")))
+                self._partial[bytes(name)] = partial
+            if partial:
+                return None
+        self.data = data
+        return iv
+
+    def build(self, iv: list[int]) -> DepthDiff:
+        """The :class:`DepthDiff` of the last :meth:`scan` (which returned ``iv``)."""
+        data = self.data
         fb = self.vb[: 2 * iv[I_NB]].copy()
         fa = self.va[: 2 * iv[I_NA]].copy()
         vb = fb.tolist()
@@ -326,10 +484,19 @@ class DepthParser:
             flat=(fb, fa),
         )
 
+    def parse(self, raw: bytes | bytearray | str) -> DepthDiff | None:
+        """The diff in ``raw``, or None when ``raw`` is not a plain depthUpdate frame."""
+        iv = self.scan(raw)
+        return None if iv is None else self.build(iv)
+
 
 def warm() -> None:
     """Load (or compile) the kernels now: a first call inside a live stream would stall it for
     the time numba takes to load them (a few hundred ms, seconds of exchange time when fast)."""
+    tr = TradeParser().scan(
+        b'{"e":"trade","E":1,"s":"X","t":1,"p":"1.5","q":"2","T":1,"m":true,"M":true}'
+    )
+    assert tr is not None
     diff = DepthParser().parse(
         b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1.5","2"]],"a":[["1.6","0"]]}'
     )
@@ -422,10 +589,12 @@ def flat_levels(levels: list[tuple[float, float]]) -> np.ndarray:
 
 __all__ = [
     "DepthParser",
+    "TradeParser",
     "fill_diff",
     "fill_levels",
     "fill_levels_ref",
     "flat_levels",
     "parse_depth_bytes",
+    "parse_trade_bytes",
     "warm",
 ]

@@ -26,8 +26,8 @@ The procedure (Binance's documented one, for ``market="spot"`` or ``"futures"``)
 5. After every applied diff the touch is checked; a crossed book (best bid >= best ask) is a
    resync too. A snapshot that is itself crossed is refused.
 
-Crossed-book check: by default the machine keeps a :class:`LightBook` (price -> qty dicts with
-lazily cleaned heaps for the touch), only for that check; a caller that keeps its own book can
+Crossed-book check: by default the machine keeps a :class:`LightBook` (per side, prices sorted in
+arrays updated by a numba kernel), only for that check; a caller that keeps its own book can
 pass ``track_book=False`` and call :meth:`BookSync.report_crossed` itself.
 
 Snapshots that arrive while the book is valid are not needed and are ignored (``IGNORED``); the
@@ -41,6 +41,10 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
 
+import numpy as np
+from numba import njit
+
+from mm_sim.venues.binance.fastparse import flat_levels
 from mm_sim.venues.binance.messages import DepthDiff, DepthSnapshot, Level
 
 DEFAULT_MAX_BUFFER = 10_000
@@ -109,8 +113,148 @@ class SyncCounters:
         return asdict(self)
 
 
+@njit(cache=True)
+def _side_apply(keys: np.ndarray, qtys: np.ndarray, n: int, flat: np.ndarray, sign: float) -> int:
+    """One side's levels (``flat``: price, qty interleaved) into ``keys``/``qtys``, kept sorted
+    by ``key = sign * price`` ascending so the best level is last (a live diff mostly touches
+    the levels near it: short shifts). A positive qty sets the level, anything else removes it,
+    in order, as a dict would. Returns the new count; the caller guarantees the capacity."""
+    for i in range(flat.shape[0] // 2):
+        k = sign * flat[2 * i]
+        q = flat[2 * i + 1]
+        lo = 0
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if keys[mid] < k:
+                lo = mid + 1
+            else:
+                hi = mid
+        found = lo < n and keys[lo] == k
+        if q > 0.0:
+            if found:
+                qtys[lo] = q
+            else:
+                j = n
+                while j > lo:
+                    keys[j] = keys[j - 1]
+                    qtys[j] = qtys[j - 1]
+                    j -= 1
+                keys[lo] = k
+                qtys[lo] = q
+                n += 1
+        elif found:
+            for j in range(lo, n - 1):
+                keys[j] = keys[j + 1]
+                qtys[j] = qtys[j + 1]
+            n -= 1
+    return n
+
+
+@njit(cache=True)
+def _book_apply(
+    bk: np.ndarray,
+    bq: np.ndarray,
+    ak: np.ndarray,
+    aq: np.ndarray,
+    counts: np.ndarray,
+    fb: np.ndarray,
+    fa: np.ndarray,
+) -> int:
+    """A diff's bid and ask levels into the book; 1 when it is then crossed, 0 when not, -1
+    (nothing changed) when a side could outgrow its arrays. Reference: :class:`LightBookRef`."""
+    nb = counts[0]
+    na = counts[1]
+    if nb + fb.shape[0] // 2 > bk.shape[0] or na + fa.shape[0] // 2 > ak.shape[0]:
+        return -1
+    nb = _side_apply(bk, bq, nb, fb, 1.0)
+    na = _side_apply(ak, aq, na, fa, -1.0)
+    counts[0] = nb
+    counts[1] = na
+    if nb > 0 and na > 0 and bk[nb - 1] >= -ak[na - 1]:
+        return 1
+    return 0
+
+
 class LightBook:
-    """Just enough of a book to know the touch: dicts of levels, heaps with lazy deletion."""
+    """Just enough of a book to know the touch: per side, prices sorted in numpy arrays with the
+    best level last, updated by a numba kernel (a diff of ~45 levels in ~1 µs instead of ~12 µs
+    of dict and heap work). Same answers as :class:`LightBookRef`, its plain-Python reference."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._bk = np.empty(capacity)  # bid prices ascending
+        self._bq = np.empty(capacity)
+        self._ak = np.empty(capacity)  # negated ask prices ascending
+        self._aq = np.empty(capacity)
+        self._counts = np.zeros(2, dtype=np.int64)
+
+    def clear(self) -> None:
+        self._counts[:] = 0
+
+    def load(self, bids: list[Level], asks: list[Level]) -> None:
+        b = {p: q for p, q in bids if q > 0.0}
+        a = {p: q for p, q in asks if q > 0.0}
+        self._grow(len(b), len(a))
+        kb = sorted(b)
+        ka = sorted(-p for p in a)
+        self._bk[: len(kb)] = kb
+        self._bq[: len(kb)] = [b[p] for p in kb]
+        self._ak[: len(ka)] = ka
+        self._aq[: len(ka)] = [a[-k] for k in ka]
+        self._counts[0] = len(kb)
+        self._counts[1] = len(ka)
+
+    def apply(self, bids: list[Level], asks: list[Level]) -> None:
+        self.apply_flat(flat_levels(bids), flat_levels(asks))
+
+    def apply_flat(self, fb: np.ndarray, fa: np.ndarray) -> bool:
+        """Levels as flat float arrays (price, qty interleaved); whether the book is now
+        crossed (best bid >= best ask)."""
+        r = _book_apply(self._bk, self._bq, self._ak, self._aq, self._counts, fb, fa)
+        if r < 0:
+            nb, na = self._counts.tolist()
+            self._grow(nb + len(fb) // 2, na + len(fa) // 2)
+            r = _book_apply(self._bk, self._bq, self._ak, self._aq, self._counts, fb, fa)
+        return r == 1
+
+    def _grow(self, nb: int, na: int) -> None:
+        """Arrays for at least ``nb`` bid and ``na`` ask levels, keeping the current ones."""
+        for kname, qname, need in (("_bk", "_bq", nb), ("_ak", "_aq", na)):
+            keys = getattr(self, kname)
+            if need > len(keys):
+                cap = max(need, 2 * len(keys))
+                for name in (kname, qname):
+                    old = getattr(self, name)
+                    arr = np.empty(cap)
+                    arr[: len(old)] = old
+                    setattr(self, name, arr)
+
+    @property
+    def bids(self) -> dict[float, float]:
+        n = int(self._counts[0])
+        return dict(zip(self._bk[:n].tolist(), self._bq[:n].tolist(), strict=True))
+
+    @property
+    def asks(self) -> dict[float, float]:
+        n = int(self._counts[1])
+        return dict(zip((-self._ak[:n]).tolist(), self._aq[:n].tolist(), strict=True))
+
+    def best_bid(self) -> float | None:
+        n = int(self._counts[0])
+        return float(self._bk[n - 1]) if n else None
+
+    def best_ask(self) -> float | None:
+        n = int(self._counts[1])
+        return float(-self._ak[n - 1]) if n else None
+
+    def crossed(self) -> bool:
+        b = self.best_bid()
+        a = self.best_ask()
+        return b is not None and a is not None and b >= a
+
+
+class LightBookRef:
+    """Plain-Python reference of :class:`LightBook`: dicts of levels, heaps with lazy deletion."""
 
     def __init__(self) -> None:
         self.bids: dict[float, float] = {}
@@ -238,6 +382,35 @@ class BookSync:
         self._step(diff, out)
         return out
 
+    def apply_next(self, first: int, final: int, prev: int, fb: np.ndarray, fa: np.ndarray) -> int:
+        """The live path's common case without objects: a diff (ids, and its levels as flat
+        float arrays) that continues the sequence while SYNCED. Returns 0 when it does not (or
+        may not) continue it (nothing changed: feed it to :meth:`on_diff`), 1 when applied, 2
+        when applied and the book is now crossed (invalidated, snapshot requested: the caller
+        carries out APPLY, RESYNC(crossed), NEED_SNAPSHOT as :meth:`on_diff` would have said).
+        ``prev`` is ``pu``, only read on futures; the caller checks the market matches."""
+        if self.state is not SyncState.SYNCED:
+            return 0
+        last = self.last_update_id
+        assert last is not None
+        if self._futures:
+            if prev != last or final <= last:
+                return 0
+        elif first != last + 1:
+            return 0
+        c = self.counters
+        c.diffs += 1
+        self.last_update_id = final
+        c.applied += 1
+        book = self.book
+        if book is not None and book.apply_flat(fb, fa):
+            c.crossed += 1
+            c.resyncs += 1
+            self._invalidate()
+            self._request(Reason.CROSSED)
+            return 2
+        return 1
+
     def on_snapshot(self, snap: DepthSnapshot) -> list[Action]:
         c = self.counters
         if self.state is not SyncState.AWAITING_SNAPSHOT:
@@ -356,8 +529,9 @@ class BookSync:
         out.append(Action(ActionKind.APPLY, diff=d))
         book = self.book
         if book is not None:
-            book.apply(d.bids, d.asks)
-            if book.crossed():
+            fl = d.flat
+            fb, fa = fl if fl is not None else (flat_levels(d.bids), flat_levels(d.asks))
+            if book.apply_flat(fb, fa):
                 c.crossed += 1
                 c.resyncs += 1
                 self._invalidate()
