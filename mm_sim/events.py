@@ -22,11 +22,16 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from mm_sim.errors import UserError
+
+try:  # advisory locks (POSIX only)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 # Fields are ordered so every record is naturally aligned (40 bytes): numba reads aligned
 # records without the per-field penalty of packed layouts.
@@ -139,6 +144,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def hold_lock(path: Path, busy: str) -> IO[bytes]:
+    """Take an exclusive advisory lock on ``path`` (created if needed) without waiting; the
+    caller keeps the returned handle open for as long as it writes. Two writers on one
+    directory would interleave appends and redo each other's work; ``busy`` is the error."""
+    fh = open(path, "ab")  # noqa: SIM115 - held by the caller
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise UserError(busy) from None
+    return fh
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, LIQ_MAKER, MARK_DTYPE
 from mm_sim.errors import UserError
-from mm_sim.events import atomic_write_bytes, atomic_write_json
+from mm_sim.events import atomic_write_bytes, atomic_write_json, hold_lock
 from mm_sim.report.schema import (
     DecisionRecord,
     EdgeSection,
@@ -46,11 +46,6 @@ from mm_sim.report.schema import (
     dump,
     validate,
 )
-
-try:  # advisory lock against two writers on one directory (POSIX only)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 RECORD_DTYPES: dict[str, np.dtype] = {
     "fills": FILL_DTYPE,
@@ -229,16 +224,10 @@ class RunDir:
 
     def _acquire_lock(self) -> None:
         self.soak.mkdir(parents=True, exist_ok=True)
-        fh = open(self.soak / ".lock", "ab")  # noqa: SIM115
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                fh.close()
-                raise UserError(
-                    f"{self.root}: another mm_sim process is writing to this run directory"
-                ) from None
-        self._lock = fh
+        self._lock = hold_lock(
+            self.soak / ".lock",
+            f"{self.root}: another mm_sim process is writing to this run directory",
+        )
 
     def _recover(self) -> list[IterationLine]:
         """Cut the directory back to its last committed iteration (see the module docstring)."""

@@ -44,7 +44,7 @@ from mm_sim.config import (
     load_run_settings,
 )
 from mm_sim.errors import UserError
-from mm_sim.events import atomic_write_json, sidecar_path
+from mm_sim.events import atomic_write_json, hold_lock, sidecar_path
 from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
@@ -52,11 +52,6 @@ from mm_sim.sweep.progress import CellProgress
 from mm_sim.sweep.report import SweepInfo, write_report
 from mm_sim.sweep.results import ResultsFile
 from mm_sim.sweep.select import CellScore, Criterion, Validation, score_cells, validate_top
-
-try:  # advisory lock against two sweeps on one directory (POSIX only)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 META = "sweep.json"
 LOCK = ".lock"
@@ -333,17 +328,11 @@ _MUST_MATCH = ("iterations", "iteration_minutes", "profile", "overrides", "grid_
 def _lock(out: Path) -> IO[bytes]:
     """Hold ``DIR/.lock`` for the sweep: a second run or resume on one directory would redo
     (and race on) the same cells."""
-    fh = open(out / LOCK, "ab")  # noqa: SIM115 - held until the sweep ends
-    if fcntl is not None:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise UserError(
-                f"{out}/: another sweep is running in this directory (it holds {out / LOCK}); "
-                "wait for it to end, or use another --out"
-            ) from None
-    return fh
+    return hold_lock(
+        out / LOCK,
+        f"{out}/: another sweep is running in this directory (it holds {out / LOCK}); "
+        "wait for it to end, or use another --out",
+    )
 
 
 def _prepare_dir(out: Path, meta: dict[str, Any], resume: bool) -> IO[bytes]:
