@@ -163,6 +163,7 @@ class ClientCounters:
     snapshot_fetches: int = 0
     snapshot_failures: int = 0  # HTTP errors, timeouts, unparsable bodies (retried)
     rate_limited: int = 0  # 429/418 answers (waited Retry-After)
+    rate_limit_wait_s: float = 0.0  # total Retry-After waited
     snapshots_late: int = 0  # snapshot of an earlier epoch, not used
     invalidations: int = 0  # CLEAR events emitted because the book became unknown
     old_connection_frames: int = 0  # frames of a connection already replaced
@@ -891,6 +892,7 @@ class BinanceClient:
                         self.counters.rate_limited += 1
                         wait = retry_after_s(resp.headers.get("Retry-After"), delay)
                         log.warning("snapshot rate-limited", status=resp.status, retry_after=wait)
+                        self.counters.rate_limit_wait_s += wait
                         await asyncio.sleep(wait)
                         delay = min(cfg.snapshot_retry_cap_s, delay * 2)
                         continue
