@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,8 +27,10 @@ from mm_sim.logs import get_logger
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
 if TYPE_CHECKING:
+    from mm_sim.events import Instrument
     from mm_sim.runtime.bus import EventChunk
-    from mm_sim.runtime.soak import Soak, SoakOutcome
+    from mm_sim.runtime.replay import ReplayPlan
+    from mm_sim.runtime.soak import Soak, SoakConfig, SoakOutcome
 
 log = get_logger("mm_sim.soak")
 T = TypeVar("T")
@@ -90,7 +92,7 @@ def _archive_previous(root: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mm_sim.runtime.soak import Soak, SoakConfig
+    from mm_sim.runtime.soak import Soak
     from mm_sim.runtime.summary import print_summary
 
     settings = load_run_settings(
@@ -128,9 +130,31 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"feed {settings.feed!r}: {plan.note}")
     if plan.note:
         print(f"note: {plan.note}", file=sys.stderr)
+    cfg = _soak_config(args, settings, profile, overrides, identity, instrument, events, plan)
+    outcome = _run_loop(Soak(cfg))
+    print_summary(outcome, root, sys.stdout)
+    return 130 if outcome.interrupted else 0
+
+
+def _soak_config(
+    args: argparse.Namespace,
+    settings: RunSettings,
+    profile: Profile,
+    overrides: Overrides,
+    identity: dict[str, Any],
+    instrument: Instrument,
+    events: np.ndarray,
+    plan: ReplayPlan,
+    source: Callable[[int], AsyncIterator[EventChunk]] | None = None,
+) -> SoakConfig:
+    """The runner's configuration, the same for a replayed and a live feed; a fresh run moves
+    the previous one aside first."""
+    from mm_sim.runtime.soak import SoakConfig
+
+    root = Path(settings.artifacts)
     if not args.resume:
         _archive_previous(root)
-    cfg = SoakConfig(
+    return SoakConfig(
         settings=settings,
         profile=profile,
         overrides=overrides,
@@ -143,10 +167,8 @@ def run(args: argparse.Namespace) -> int:
         tune=args.tune,
         freeze_after_convergence=args.freeze_after_convergence,
         control=args.control,
+        source=source,
     )
-    outcome = _run_loop(Soak(cfg))
-    print_summary(outcome, root, sys.stdout)
-    return 130 if outcome.interrupted else 0
 
 
 def _run_loop(soak: Soak) -> SoakOutcome:
@@ -183,7 +205,7 @@ def _run_live(
 
     from mm_sim.events import EVENT_DTYPE, atomic_write_json
     from mm_sim.runtime.replay import IterationPlan, ReplayPlan
-    from mm_sim.runtime.soak import Soak, SoakConfig
+    from mm_sim.runtime.soak import Soak
     from mm_sim.runtime.summary import print_summary
     from mm_sim.venues.binance.live_source import open_live
 
@@ -225,23 +247,10 @@ def _run_live(
                 n,
                 None,
             )
-            if not args.resume:
-                _archive_previous(root)
-            cfg = SoakConfig(
-                settings=settings,
-                profile=profile,
-                overrides=overrides,
-                feed_identity=feed.identity,
-                instrument=instrument,
-                events=np.empty(0, dtype=EVENT_DTYPE),
-                plan=plan,
-                artifacts=root,
-                resume=args.resume,
-                tune=args.tune,
-                freeze_after_convergence=args.freeze_after_convergence,
-                control=args.control,
-                source=source,
-            )
+            cfg = _soak_config(
+                args, settings, profile, overrides, feed.identity, instrument,
+                np.empty(0, dtype=EVENT_DTYPE), plan, source,
+            )  # fmt: skip
             soak = Soak(cfg)
             # Everything alive now lives to the end: keep it out of the cyclic GC's full
             # collections, which would otherwise pause the stream for tens of milliseconds.
