@@ -189,8 +189,8 @@ async def test_events_carry_both_clocks(feed) -> None:
     async with _pair(feed) as (_fx, cl):
         got = []
         await _until(cl, lambda: cl.sync.state is SyncState.SYNCED)
-        t_end = time.monotonic() + 0.5
-        while time.monotonic() < t_end:
+        t_end = time.monotonic() + 60.0  # only stops a hang
+        while sum(len(g) for g in got) < 200 and time.monotonic() < t_end:
             got.append((await cl.poll(0.05)).events)
         ev = np.concatenate(got)
         assert set(np.unique(ev["kind"])) <= {KIND_DEPTH, KIND_TRADE, KIND_CLEAR, KIND_SNAPSHOT}
@@ -285,8 +285,10 @@ async def test_random_faults_then_the_book_is_exact_within_one_resync(feed, mark
         await _assert_matches(fx, cl)
         on = await _post(fx, "/fake/faults", faults=ALL_FAULTS, rate=0.01)
         assert set(on["faults"]) == set(ALL_FAULTS.split(","))
-        t_end = time.monotonic() + 3.0
-        while time.monotonic() < t_end:
+        # Run the storm until several kinds of fault have fired (however slow the machine is);
+        # the deadline only stops a hang.
+        t_end = time.monotonic() + 60.0
+        while sum(1 for v in fx.faults.fired.values() if v) < 5 and time.monotonic() < t_end:
             await cl.poll(0.02)
         await _post(fx, "/fake/faults", faults="", rate=0)
         fired = {k for k, v in fx.faults.fired.items() if v}
