@@ -180,15 +180,18 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{sw['workers_1']['cells_per_min']:.1f} -> {sw['workers_2']['cells_per_min']:.1f} "
             f"cells/min, load {sw['loadavg_at_start'][0]:.2f}")  # fmt: skip
     _peer_targets(res.get("peer", {}), add)
-    lv = res.get("live_latency", {})
-    if "latency_us" in lv:
-        add("live arrival -> decision p99", "<= 200 µs at 5,000 msg/s", lv["latency_us"]["p99"],
-            lv["met"], f"{lv['msgs_per_s']:,.0f} msg/s; p50 {lv['latency_us']['p50']:.0f} µs; "
-            f"service p50 {lv['service_us']['p50']:.0f} µs; CPU pressure "
-            f"{lv['cpu_pressure_some_avg10']}")  # fmt: skip
-    else:
-        add("live arrival -> decision p99", "<= 200 µs at 5,000 msg/s", None, None,
-            lv.get("error", "not measured"))  # fmt: skip
+    for key, label in (("live_latency", "busy-poll"), ("live_latency_sleeping", "sleeping loop")):
+        lv = res.get(key, {})
+        name = f"live arrival -> decision p99 ({label})"
+        # The target is the client as a latency-sensitive user runs it (busy-poll); the
+        # sleeping loop is shown beside it, judged against the same figure.
+        if "latency_us" in lv:
+            add(name, "<= 200 µs at 5,000 msg/s", lv["latency_us"]["p99"], lv["met"],
+                f"{lv['msgs_per_s']:,.0f} msg/s; p50 {lv['latency_us']['p50']:.0f} µs; "
+                f"p99.9 {lv['latency_us']['p99_9']:.0f} µs; client CPU "
+                f"{lv['client_cpu_us_per_msg']:.0f} µs/msg")  # fmt: skip
+        elif key in res:
+            add(name, "<= 200 µs at 5,000 msg/s", None, None, lv.get("error", "not measured"))
     return rows
 
 
@@ -457,25 +460,42 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {label} | {r['wall_s']:.1f} | {_fmt(r['events'])} | {_fmt(r['events_per_s'])} | "
             f"{_fmt(r['peak_rss_mb'], 0)} |"
         )
-    lv = res.get("live_latency", {})
     L += ["", "## Live path: websocket frame arrival -> quote decision", ""]
+    lv = res.get("live_latency", {})
     if "latency_us" in lv:
         L += [
             f"Fake exchange in a subprocess at {_fmt(lv['msgs_per_s'], 0)} msg/s for "
-            f"{lv['wall_s']:.0f} s ({_fmt(lv['messages'])} messages, {lv['resyncs']} resyncs); "
-            f"client in push mode, `Engine.run_live` per frame. Load at start "
-            f"{lv['loadavg_1min_at_start']:.2f}, client involuntary context switches "
-            f"{_fmt(lv['client_involuntary_switches'])}.",
+            f"{lv['wall_s']:.0f} s per run ({_fmt(lv['messages'])} messages); client in push "
+            f"mode, `Engine.run_live` per frame, once with its event loop busy-polling (one core "
+            f"at 100 %) and once sleeping between frames. Load at start "
+            f"{lv['loadavg_1min_at_start']:.2f}.",
             "",
-            "| µs | p50 | p99 | p99.9 | max |",
-            "|---|---|---|---|---|",
+            "| client loop | µs | p50 | p99 | p99.9 | max |",
+            "|---|---|---|---|---|---|",
         ]
-        for key, label in (("latency_us", "arrival -> decision"),
-                           ("service_us", "service (no wait behind earlier frames)"),
-                           ("end_to_end_us", "exchange event time -> decision")):  # fmt: skip
-            d = lv[key]
-            L.append(f"| {label} | {_fmt(d['p50'])} | {_fmt(d['p99'])} | {_fmt(d['p99_9'])} | "
-                     f"{_fmt(d['max'])} |")  # fmt: skip
+        for run_key, loop in (("live_latency", "busy-poll"), ("live_latency_sleeping", "sleeping")):
+            run = res.get(run_key, {})
+            if "latency_us" not in run:
+                L.append(f"| {loop} | {run.get('error', 'not measured')} | | | | |")
+                continue
+            for key, label in (("latency_us", "arrival -> decision"),
+                               ("service_us", "service (no wait behind earlier frames)"),
+                               ("end_to_end_us", "exchange event time -> decision")):  # fmt: skip
+                d = run[key]
+                L.append(f"| {loop} | {label} | {_fmt(d['p50'])} | {_fmt(d['p99'])} | "
+                         f"{_fmt(d['p99_9'])} | {_fmt(d['max'])} |")  # fmt: skip
+        L.append("")
+        for run_key, loop in (("live_latency", "busy-poll"), ("live_latency_sleeping", "sleeping")):
+            run = res.get(run_key, {})
+            if "latency_us" in run:
+                L.append(
+                    f"- {loop}: {run['resyncs']} resyncs, client CPU "
+                    f"{run['client_cpu_us_per_msg']:.0f} µs/msg, "
+                    f"{_fmt(run['client_involuntary_switches'])} involuntary context switches, "
+                    f"{len(run['backlogs'])} backlogs of more than {run['catch_up_frames']} "
+                    f"frames, {len(run['server_stalls'])} server send stalls over 1 ms "
+                    f"(server lateness p99 {_fmt(run['server']['late_us']['p99'])} µs)."
+                )
         mx = lv.get("fake_exchange_max", {})
         if "msgs_per_s" in mx:
             L.append(f"\nFake exchange ceiling (bare reader): {_fmt(mx['msgs_per_s'], 0)} msg/s.")
@@ -616,7 +636,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from benchmarks import live_latency
 
-            res["live_latency"] = live_latency.measure(mode)
+            res["live_latency"] = live_latency.measure(mode, busy_poll=True)
+            step("live path latency, client event loop sleeping between frames")
+            res["live_latency_sleeping"] = live_latency.measure(mode, busy_poll=False)
             if mode == "full":
                 res["live_latency"]["fake_exchange_max"] = live_latency.measure_server_max(5.0)
         except Exception as exc:  # one section must not sink the bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 
 import aiohttp
 import numpy as np
@@ -213,3 +214,19 @@ async def test_a_consumer_that_stops_reading_is_dropped() -> None:
         assert fx.stats["slow_client_disconnects"] == 1
         send = fx.send_stats()
         assert send["messages"] > 0 and send["late_us"]["p50"] is not None
+
+
+async def test_send_stalls_are_reported_as_episodes() -> None:
+    """The server blocked for 30 ms: the messages due meanwhile leave late, in one episode."""
+    async with FakeExchange(_feed(), INST, msg_rate=5_000) as fx:
+        url = f"{fx.ws_base}/stream?streams=testusdt@depth@100ms/testusdt@trade"
+        async with connect(url) as ws:
+            for _ in range(50):
+                await asyncio.wait_for(ws.recv(), 2)
+            t_block = time.monotonic()
+            time.sleep(0.03)  # blocks the loop: the server cannot send meanwhile
+            for _ in range(50):
+                await asyncio.wait_for(ws.recv(), 2)
+    eps = fx.send_stats()["stalls"]["episodes"]
+    ours = [w for t, w in eps if t_block - 0.02 < t < t_block + 0.01]
+    assert ours and 25_000 < max(ours) < 1e6, (t_block, eps)

@@ -368,8 +368,9 @@ def test_server_shutdown_is_recognised_in_both_shapes() -> None:
 # --- push mode and our own frame splitting ---------------------------------------------------
 
 
-async def test_push_mode_decides_on_each_frame_as_it_arrives(feed) -> None:
-    async with _pair(feed) as (fx, cl):
+@pytest.mark.parametrize("busy_poll", [False, True])
+async def test_push_mode_decides_on_each_frame_as_it_arrives(feed, busy_poll: bool) -> None:
+    async with _pair(feed, busy_poll=busy_poll) as (fx, cl):
         calls: list[tuple[np.ndarray, list[int]]] = []
         cl.set_sink(lambda ev, arr: calls.append((ev, arr)))
         t_end = time.monotonic() + 5
@@ -386,6 +387,10 @@ async def test_push_mode_decides_on_each_frame_as_it_arrives(feed) -> None:
         assert np.all(np.diff(ev["exch_ts"]) >= 0) and np.all(np.diff(ev["local_ts"]) >= 0)
         cl.set_sink(None)
         await _assert_matches(fx, cl)
+        spinning = [t for t in asyncio.all_tasks() if t.get_name() == "binance-busy-poll"]
+        assert len(spinning) == int(busy_poll)
+    # closing the client stops its spinning
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "binance-busy-poll"]
 
 
 async def test_frame_splitting_keeps_order_through_odd_frames() -> None:

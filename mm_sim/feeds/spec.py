@@ -67,6 +67,9 @@ class BinanceLiveFeedSpec(_Spec):
     stale_after_s: float = Field(10.0, gt=0)
     max_connection_s: float = Field(23.5 * 3600, gt=0)
     chunk_ms: float = Field(50.0, ge=0, description="wall ms of arrivals per chunk; 0 = adaptive")
+    busy_poll: bool = Field(
+        False, description="spin the event loop for the lowest latency (one core at 100 %)"
+    )
 
 
 AnySpec = SyntheticFeedSpec | FileFeedSpec | BinanceLiveFeedSpec

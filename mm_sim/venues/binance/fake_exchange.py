@@ -66,6 +66,7 @@ _FINE_WAIT_S = 0.002  # waits shorter than this end in time.sleep, not in a loop
 _YIELD_EVERY = 64  # when behind schedule, let the loop run at least this often (messages)
 _YIELD_S = 0.001  # and at least this often (wall seconds)
 _LATE_KEEP = 1 << 16  # send-lateness samples kept for /fake/info
+_STALL_S = 0.001  # a message this late starts (or extends) a stall episode in /fake/info
 
 # (side, price, qty); qty 0 removes the level. Stored as tuples: a tuple of floats is not
 # tracked by the cyclic GC, so the kept history does not make every collection slower.
@@ -273,6 +274,9 @@ class FakeExchange:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
         self._late = np.zeros(_LATE_KEEP)  # wall seconds each message left after its time
+        # (time.monotonic() of the episode's first late message, worst lateness s): when the
+        # server itself sent in a burst, so a consumer's figures can be told apart from ours
+        self._stalls: deque[list[float]] = deque(maxlen=1000)
         self._n_sent = 0
         self._since_yield = 0
         self._yielded = 0.0
@@ -425,7 +429,15 @@ class FakeExchange:
                 await asyncio.sleep(0)
                 self._yielded = time.monotonic()
                 rem = (due_ns - self.now_ns()) / speed_ns
-        self._late[self._n_sent % _LATE_KEEP] = -rem if rem < 0 else 0.0
+        late = -rem if rem < 0 else 0.0
+        self._late[self._n_sent % _LATE_KEEP] = late
+        if late > _STALL_S:
+            now = time.monotonic()
+            last = self._stalls[-1] if self._stalls else None
+            if last is not None and now - last[0] - last[1] < 0.01:
+                last[1] = max(last[1], late)
+            else:
+                self._stalls.append([now - late, late])
 
     def _sent(self) -> None:
         if self._n_sent == 0:
@@ -701,6 +713,10 @@ class FakeExchange:
             "msgs_per_s": n / wall if wall > 0 else None,
             "feed_msgs_per_feed_s": self.feed_msg_rate,
             "late_us": {**pct, "max": float(late.max()) if len(late) else None},
+            "stalls": {
+                "over_ms": _STALL_S * 1e3,
+                "episodes": [[t, w * 1e6] for t, w in self._stalls],  # monotonic s, worst µs
+            },
         }
 
     async def _h_info(self, req: web.Request) -> web.Response:

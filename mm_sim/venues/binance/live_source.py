@@ -209,6 +209,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         queue_size=spec.queue_size,
         stale_after_s=spec.stale_after_s,
         max_connection_s=spec.max_connection_s,
+        busy_poll=spec.busy_poll,
     )
     venue = ("fake-" if spec.fake else "") + f"binance-{market}"
     instrument = Instrument(symbol.upper(), venue, tick, lot, decimals)
