@@ -425,10 +425,10 @@ class FakeExchange:
             if rem > 0:
                 if rem > _SPIN_S:
                     time.sleep(rem - _SPIN_S)
-                now = self.now_ns
-                while now() < due_ns:
+                clock = self.now_ns
+                while clock() < due_ns:
                     pass
-                rem = (due_ns - now()) / speed_ns
+                rem = (due_ns - clock()) / speed_ns
         else:
             self._since_yield += 1
             if self._since_yield >= _YIELD_EVERY or time.monotonic() - self._yielded > _YIELD_S:
@@ -440,12 +440,12 @@ class FakeExchange:
         late = -rem if rem < 0 else 0.0
         self._late[self._n_sent % _LATE_KEEP] = late
         if late > _STALL_S:
-            now = time.monotonic()
+            t = time.monotonic()
             last = self._stalls[-1] if self._stalls else None
-            if last is not None and now - last[0] - last[1] < 0.01:
+            if last is not None and t - last[0] - last[1] < 0.01:
                 last[1] = max(last[1], late)
             else:
-                self._stalls.append([now - late, late])
+                self._stalls.append([t - late, late])
 
     def _sent(self) -> None:
         if self._n_sent == 0:
