@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mm_sim.config import Overrides, load_profile
 from mm_sim.core.engine import Engine
@@ -28,7 +29,12 @@ def test_run_live_matches_run_slice_by_slice() -> None:
             a.set_overrides(o)
             b.set_overrides(o)
         ra = a.run(part)
-        counts = b.run_live(np.ascontiguousarray(part))
+        if i % 3 == 1:  # read-only: copied, not read through the entry point as if writeable
+            part = part.copy()
+            part.flags.writeable = False
+        elif i % 3 == 2 and len(part) > 1:  # strided: copied too
+            part = np.repeat(part, 2)[::2]
+        counts = b.run_live(part)
         rb = b.live_result()
         assert counts.tolist() == [len(ra.fills), len(ra.actions), len(ra.blocks), len(ra.marks)]
         for k in got:
@@ -40,3 +46,12 @@ def test_run_live_matches_run_slice_by_slice() -> None:
     assert len(want["actions"][-1]) > 32  # the last call grew the output buffers
     sa, sb = a.state_arrays(), b.state_arrays()
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+def test_run_live_rejects_other_records() -> None:
+    spec = resolve_feed("synthetic-short").model_copy(update={"duration_s": 5.0})
+    _, instrument, _ = load_events(spec, 3)
+    e = Engine(load_profile("S1"), Overrides(), instrument, 3)
+    other = np.zeros(3, dtype=[("price", "f8"), ("qty", "f8")])
+    with pytest.raises(TypeError, match="EVENT_DTYPE"):
+        e.run_live(other)

@@ -54,6 +54,7 @@ from mm_sim.core.book import (
     mid_price,
     price_to_tick,
 )
+from mm_sim.core.jitcall import entry_point
 from mm_sim.core.limiter import (
     S_BK_ACT,
     S_BK_LOTS,
@@ -881,6 +882,9 @@ class Engine:
         # Memo of the last quote targets: a cache rebuilt at every run() call, not state.
         self._qmi = np.zeros(QMI_SIZE, dtype=np.int64)
         self._qmf = np.zeros(QMF_SIZE)
+        # run_live's bound kernel arguments and entry point (made on its first call)
+        self._live_args: tuple[Any, ...] | None = None
+        self._live_kernel: Any = None
 
     # -- running ------------------------------------------------------------------------------
 
@@ -923,15 +927,16 @@ class Engine:
         """``run`` for a live feed's few events at a time, without ``run``'s per-call overhead.
 
         Why: one live message (a trade, a depth diff) is a handful of events, and ``run``'s input
-        checks and output copies cost several times the kernel itself on that path. Same kernel,
-        same state, same records as ``run`` on the same events. The caller guarantees what
-        ``run`` would check: a 1-d, C-contiguous, writeable, aligned EVENT_DTYPE array (what the
-        live client builds). The records stay in the engine's buffers until the next ``run`` or
-        ``run_live``; ``live_result`` copies them out. Returns the output counts (fills,
-        actions, blocks, marks), valid until the next call.
+        checks, output copies and the numba dispatcher (typing 31 arrays per call) cost several
+        times the kernel itself on that path. Same kernel, same state, same records as ``run``
+        on the same events, called through its compiled entry point (``core.jitcall``). The
+        live client builds 1-d, C-contiguous, writeable, aligned EVENT_DTYPE arrays; any other
+        EVENT_DTYPE array is copied into one first. The records stay in the engine's buffers
+        until the next ``run`` or ``run_live``; ``live_result`` copies them out. Returns the
+        output counts (fills, actions, blocks, marks), valid until the next call.
         """
         out = self._out
-        cached = getattr(self, "_live_args", None)
+        cached = self._live_args
         if cached is None or not (
             cached[23] is out["fills"]
             and cached[24] is out["actions"]
@@ -939,14 +944,20 @@ class Engine:
             and cached[26] is out["marks"]
         ):  # bound again after a run() that grew the buffers
             cached = self._bind_live_args()
+        f = events.flags
+        if not (f.c_contiguous and f.writeable and f.aligned and events.dtype == EVENT_DTYPE):
+            # The entry point would read any array as the kind it was made for.
+            if events.dtype != EVENT_DTYPE or events.ndim != 1:
+                raise TypeError(f"expected a 1-d slice of EVENT_DTYPE records, got {events.dtype}")
+            events = np.array(events)
         nout = self._nout
         nout[:] = 0
         n = len(events)
-        i = run_chunk(events, 0, *cached)
+        i = self._live_kernel(events, 0, *cached)
         while i < n:
             self._grow()
             cached = self._bind_live_args()
-            i = run_chunk(events, i, *cached)
+            i = self._live_kernel(events, i, *cached)
         return nout
 
     def _bind_live_args(self) -> tuple[Any, ...]:
@@ -959,6 +970,7 @@ class Engine:
             out["actions"], out["blocks"], out["marks"], self._nout, self._fill_margin,
         )  # fmt: skip
         self._live_args = args
+        self._live_kernel = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *args)
         return args
 
     def live_result(self) -> ChunkResult:
