@@ -491,10 +491,11 @@ def markdown(res: dict[str, Any]) -> str:
                 L.append(
                     f"- {loop}: {run['resyncs']} resyncs, client CPU "
                     f"{run['client_cpu_us_per_msg']:.0f} µs/msg, "
-                    f"{_fmt(run['client_involuntary_switches'])} involuntary context switches, "
-                    f"{len(run['backlogs'])} backlogs of more than {run['catch_up_frames']} "
-                    f"frames, {len(run['server_stalls'])} server send stalls over 1 ms "
-                    f"(server lateness p99 {_fmt(run['server']['late_us']['p99'])} µs)."
+                    f"{_fmt(run['client_involuntary_switches'])} involuntary context switches; "
+                    f"backlogs of more than {run['catch_up_frames']} frames: "
+                    f"{len(run['backlogs'])}; server send stalls over 1 ms: "
+                    f"{len(run['server_stalls'])} (server lateness p99 "
+                    f"{_fmt(run['server']['late_us']['p99'])} µs)."
                 )
         mx = lv.get("fake_exchange_max", {})
         if "msgs_per_s" in mx:

@@ -93,9 +93,15 @@ def test_bench_tiny_writes_complete_results(tmp_path: Path) -> None:
     assert _pos(sw["speedup_2_vs_1"]) and _pos(sw["plain_loop"]["cells_per_min"])
     assert "## Sweep on Dask" in md
 
-    lv = res["live_latency"]
-    assert "error" not in lv, lv
-    assert lv["messages"] > 0 and lv["frames_with_decision"] > 0
-    d = lv["latency_us"]
-    assert _pos(d["p50"]) and d["p50"] <= d["p99"] <= d["p99_9"] <= d["max"]
-    assert "## Live path" in md
+    for key, busy in (("live_latency", True), ("live_latency_sleeping", False)):
+        lv = res[key]
+        assert "error" not in lv, lv
+        assert lv["busy_poll"] is busy
+        assert lv["messages"] > 0 and lv["frames_with_decision"] > 0
+        d = lv["latency_us"]
+        assert _pos(d["p50"]) and d["p50"] <= d["p99"] <= d["p99_9"] <= d["max"]
+        assert isinstance(lv["backlogs"], list) and isinstance(lv["server_stalls"], list)
+    assert "## Live path" in md and "| busy-poll | arrival -> decision |" in md
+    assert "| sleeping | arrival -> decision |" in md
+    assert {"live arrival -> decision p99 (busy-poll)",
+            "live arrival -> decision p99 (sleeping loop)"} <= names  # fmt: skip
