@@ -107,7 +107,7 @@ def cluster() -> Iterator[str]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
     ) as c:
         yield c.scheduler_address
@@ -429,7 +429,7 @@ def test_a_scheduler_without_workers_times_out_with_a_message(
 
     log = io.StringIO()
     with (
-        LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
+        LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0",
                      silence_logs=logging.ERROR) as empty,
         pytest.raises(UserError, match=r"no worker joined within 1\.5 s \(--wait-workers\)"),
     ):  # fmt: skip

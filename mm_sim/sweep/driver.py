@@ -296,7 +296,7 @@ def connect(
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # its HTTP server always starts: any free port, no clash
             silence_logs=logging.ERROR,
         )
     with cluster, Client(cluster) as client:
