@@ -302,13 +302,12 @@ def simulate(
     reg_t = np.zeros(n_reg)
     reg_state = np.zeros(n_reg, dtype=np.int64)
 
+    mk: K.Market = (rs, fp, ip, fs, ist, bq, aq, btree, atree)
+
     def loop(t_end: float, emit: bool, n: int) -> int:
         nonlocal out, fair_t, fair_px, reg_t, reg_state
         while True:
-            status, n = K.run(
-                rs, fp, ip, fs, ist, bq, aq, btree, atree, out, n,
-                fair_t, fair_px, reg_t, reg_state, scratch, t_end, emit,
-            )  # fmt: skip
+            status, n = K.run(mk, out, n, fair_t, fair_px, reg_t, reg_state, scratch, t_end, emit)
             if status == K.STATUS_DONE:
                 return int(n)
             if status == K.STATUS_OUT_FULL:
@@ -325,7 +324,7 @@ def simulate(
     levels_now = int(ist[K.I_NB] + ist[K.I_NA]) + 1
     if len(out) < levels_now:
         out = _grow(out, levels_now)
-    n = K.write_snapshot(rs, fp, ip, fs, ist, bq, aq, out, 0)
+    n = K.write_snapshot(mk, out, 0)
     n = loop(float(duration_s), True, n)
     nf = int(ist[K.I_N_FAIR])
     nr = int(ist[K.I_N_REGSW])

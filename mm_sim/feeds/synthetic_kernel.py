@@ -97,6 +97,11 @@ I_N_FAIR = 17  # fair samples written
 I_N_REGSW = 18  # regime switches written
 N_IS = 19
 
+# The generator's whole state, one tuple through every kernel (numba passes a tuple of arrays
+# as its members): rng state, float and int parameters (fp, ip), float and int state (fs, ist),
+# lots per tick of the window on each side (bq, aq) and their Fenwick trees (btree, atree).
+Market = tuple[np.ndarray, ...]
+
 STATUS_DONE = 0
 STATUS_OUT_FULL = 1
 STATUS_FAIR_FULL = 2
@@ -343,20 +348,13 @@ def _set_level(
 
 @njit(cache=True)
 def _recentre(
-    rs: np.ndarray,
-    fp: np.ndarray,
-    ip: np.ndarray,
-    fs: np.ndarray,
-    ist: np.ndarray,
-    bq: np.ndarray,
-    aq: np.ndarray,
-    btree: np.ndarray,
-    atree: np.ndarray,
+    mk: Market,
     out: np.ndarray,
     n: int,
     emit: bool,
 ) -> int:
     """Move the window so the fair price sits in the middle; far levels leave with a depth 0."""
+    rs, fp, ip, fs, ist, bq, aq, btree, atree = mk
     new_base = math.floor(fs[S_FAIR]) - WINDOW // 2
     shift = new_base - ist[I_BASE]
     exch = 0
@@ -401,15 +399,7 @@ def _recentre(
 
 @njit(cache=True)
 def _take(
-    rs: np.ndarray,
-    fp: np.ndarray,
-    ip: np.ndarray,
-    fs: np.ndarray,
-    ist: np.ndarray,
-    bq: np.ndarray,
-    aq: np.ndarray,
-    btree: np.ndarray,
-    atree: np.ndarray,
+    mk: Market,
     out: np.ndarray,
     n: int,
     emit: bool,
@@ -423,6 +413,7 @@ def _take(
     Emits one trade per level consumed, then the depth updates of those levels; the unfilled
     rest is dropped (immediate-or-cancel). Returns the new output length.
     """
+    rs, fp, ip, fs, ist, bq, aq, btree, atree = mk
     base = ist[I_BASE]
     if side == BID:
         q = aq
@@ -478,15 +469,7 @@ def _take(
 
 @njit(cache=True)
 def run(
-    rs: np.ndarray,
-    fp: np.ndarray,
-    ip: np.ndarray,
-    fs: np.ndarray,
-    ist: np.ndarray,
-    bq: np.ndarray,
-    aq: np.ndarray,
-    btree: np.ndarray,
-    atree: np.ndarray,
+    mk: Market,
     out: np.ndarray,
     n_out: int,
     fair_t: np.ndarray,
@@ -504,6 +487,7 @@ def run(
     ``(status, n_out)``; on a ``*_FULL`` status nothing was drawn for the pending step, so calling
     again with larger arrays continues the same path.
     """
+    rs, fp, ip, fs, ist, bq, aq, btree, atree = mk
     kmax = ip[Q_KMAX]
     protect = ip[Q_PROTECT]
     margin = 2 * (protect + 2) + 2 * WINDOW
@@ -575,7 +559,7 @@ def run(
                 ist[I_N_FAIR] += 1
             c = math.floor(fs[S_FAIR]) - ist[I_BASE]
             if c < QUARTER or c > WINDOW - QUARTER:
-                n_out = _recentre(rs, fp, ip, fs, ist, bq, aq, btree, atree, out, n_out, emit)
+                n_out = _recentre(mk, out, n_out, emit)
             continue
         u -= r_fair
         # --- limit order arrivals, anchored to the better of the opposite touch and fair
@@ -658,10 +642,7 @@ def run(
                 if bb < 0:
                     continue
                 limit_abs = base + bb - protect
-            n_out = _take(
-                rs, fp, ip, fs, ist, bq, aq, btree, atree, out, n_out, emit, side, size,
-                limit_abs, scratch,
-            )  # fmt: skip
+            n_out = _take(mk, out, n_out, emit, side, size, limit_abs, scratch)
             ist[I_N_NOISE] += 1
             continue
         u -= r_noise
@@ -671,17 +652,11 @@ def run(
             size = lomax_lots(rs, fp[P_MKT_SCALE], fp[P_MKT_SHAPE], cap)
             if ba >= 0 and base + ba < fair - edge:
                 limit_abs = math.ceil(fair - edge) - 1
-                n_out = _take(
-                    rs, fp, ip, fs, ist, bq, aq, btree, atree, out, n_out, emit, BID, size,
-                    limit_abs, scratch,
-                )  # fmt: skip
+                n_out = _take(mk, out, n_out, emit, BID, size, limit_abs, scratch)
                 ist[I_N_INFORMED] += 1
             elif bb >= 0 and base + bb > fair + edge:
                 limit_abs = math.floor(fair + edge) + 1
-                n_out = _take(
-                    rs, fp, ip, fs, ist, bq, aq, btree, atree, out, n_out, emit, -BID, size,
-                    limit_abs, scratch,
-                )  # fmt: skip
+                n_out = _take(mk, out, n_out, emit, -BID, size, limit_abs, scratch)
                 ist[I_N_INFORMED] += 1
             continue
         u -= r_inf
@@ -707,17 +682,12 @@ def run(
 
 @njit(cache=True)
 def write_snapshot(
-    rs: np.ndarray,
-    fp: np.ndarray,
-    ip: np.ndarray,
-    fs: np.ndarray,
-    ist: np.ndarray,
-    bq: np.ndarray,
-    aq: np.ndarray,
+    mk: Market,
     out: np.ndarray,
     n: int,
 ) -> int:
     """One clear, then every non-empty level (bids best first, then asks best first)."""
+    rs, fp, ip, fs, ist, bq, aq, _, _ = mk
     exch, local = _message(rs, fp, ip, fs, ist, fs[S_T])
     base = ist[I_BASE]
     n = _write(out, n, exch, local, 0.0, 0.0, KIND_CLEAR, 0)
