@@ -187,6 +187,57 @@ def _literal(buf: np.ndarray, i: int, lit: np.ndarray) -> bool:
 
 
 @njit(cache=True)
+def _string_is(buf: np.ndarray, i: int, lit: np.ndarray) -> int:
+    """The JSON string at ``i`` if it is exactly ``lit``: the index after it, or -1."""
+    se = _string(buf, i)
+    if se < 0 or se - i - 1 != lit.shape[0] or not _literal(buf, i + 1, lit):
+        return -1
+    return se + 1
+
+
+@njit(cache=True)
+def _next_member(buf: np.ndarray, j: int, seen: int, bit: int) -> tuple[int, int]:
+    """After an object member whose value ended at ``j`` (-1: it did not parse) and whose key
+    has ``bit``: (index of the next key, seen) after a comma, (-2 - index after the ``}``,
+    seen) at the object's end, (-1, seen) when malformed or the key came twice."""
+    if j < 0 or seen & bit:
+        return -1, seen
+    seen |= bit
+    if j >= buf.shape[0]:
+        return -1, seen
+    if buf[j] == _COMMA:
+        return j + 1, seen
+    if buf[j] != _RBRACE:
+        return -1, seen
+    return -2 - (j + 1), seen
+
+
+@njit(cache=True)
+def _unwrap(buf: np.ndarray) -> tuple[int, int]:
+    """(where the payload object starts, where the combined stream's name ends) of a frame:
+    ``(0, -1)`` for a bare payload, ``(-1, -1)`` for a broken ``{"stream":..,"data":`` wrap."""
+    if not _literal(buf, 0, _ENVELOPE):
+        return 0, -1
+    se = _string(buf, _ENVELOPE.shape[0] - 1)
+    if se < 0 or not _literal(buf, se, _DATA):
+        return -1, -1
+    return se + _DATA.shape[0], se
+
+
+@njit(cache=True)
+def _whole(buf: np.ndarray, j: int, wrapped: bool) -> bool:
+    """The payload parsed up to ``j`` (-1: it did not) and, when ``wrapped``, the wrap's ``}``
+    follow: nothing may be left over."""
+    if j < 0:
+        return False
+    if wrapped:
+        if j >= buf.shape[0] or buf[j] != _RBRACE:
+            return False
+        j += 1
+    return j == buf.shape[0]
+
+
+@njit(cache=True)
 def _payload(buf: np.ndarray, i: int, ints: np.ndarray, vb: np.ndarray, va: np.ndarray) -> int:
     """One flat depthUpdate object at ``i``; the index after its ``}``, or -1."""
     n = buf.shape[0]
@@ -203,14 +254,7 @@ def _payload(buf: np.ndarray, i: int, ints: np.ndarray, vb: np.ndarray, va: np.n
         v = ke + 2
         if klen == 1 and k0 == 101:  # e
             bit = 1
-            se = _string(buf, v)
-            if (
-                se < 0
-                or se - v - 1 != _DEPTH_UPDATE.shape[0]
-                or not _literal(buf, v + 1, _DEPTH_UPDATE)
-            ):
-                return -1
-            j = se + 1
+            j = _string_is(buf, v, _DEPTH_UPDATE)
         elif klen == 1 and k0 == 69:  # E
             bit = 2
             j = _int(buf, v, ints, I_E)
@@ -242,15 +286,10 @@ def _payload(buf: np.ndarray, i: int, ints: np.ndarray, vb: np.ndarray, va: np.n
             j = _levels(buf, v, va, ints, I_NA)
         else:
             return -1
-        if j < 0 or seen & bit:
-            return -1
-        seen |= bit
-        if j >= n:
-            return -1
-        if buf[j] == _COMMA:
-            j += 1
+        j, seen = _next_member(buf, j, seen, bit)
+        if j >= 0:
             continue
-        if buf[j] != _RBRACE:
+        if j == -1:
             return -1
         required = 1 | 2 | 8 | 16 | 32 | 128 | 256
         if seen & required != required:
@@ -259,30 +298,19 @@ def _payload(buf: np.ndarray, i: int, ints: np.ndarray, vb: np.ndarray, va: np.n
         ints[I_HAS_PU] = 1 if seen & 64 else 0
         if ints[I_FIRST] > ints[I_FINAL]:
             return -1
-        return j + 1
+        return -2 - j
 
 
 @njit(cache=True)
 def parse_depth_bytes(buf: np.ndarray, ints: np.ndarray, vb: np.ndarray, va: np.ndarray) -> bool:
     """Parse one frame; True when it was a plain depthUpdate (results in ``ints``, ``vb``,
     ``va``), False when the general parser must decide."""
-    n = buf.shape[0]
-    ints[I_STREAM1] = -1
-    if _literal(buf, 0, _ENVELOPE):
-        se = _string(buf, _ENVELOPE.shape[0] - 1)
-        if se < 0 or not _literal(buf, se, _DATA):
-            return False
-        ints[I_STREAM0] = _ENVELOPE.shape[0]
-        ints[I_STREAM1] = se
-        j = _payload(buf, se + _DATA.shape[0], ints, vb, va)
-        if j < 0 or j >= n or buf[j] != _RBRACE:
-            return False
-        j += 1
-    else:
-        j = _payload(buf, 0, ints, vb, va)
-        if j < 0:
-            return False
-    return j == n
+    start, se = _unwrap(buf)
+    ints[I_STREAM0] = _ENVELOPE.shape[0]
+    ints[I_STREAM1] = se
+    if start < 0:
+        return False
+    return _whole(buf, _payload(buf, start, ints, vb, va), se >= 0)
 
 
 # ints[] layout written by the trade kernel
@@ -331,10 +359,7 @@ def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) 
         v = ke + 2
         if k0 == 101:  # e
             bit = 1
-            se = _string(buf, v)
-            if se < 0 or se - v - 1 != _TRADE.shape[0] or not _literal(buf, v + 1, _TRADE):
-                return -1
-            j = se + 1
+            j = _string_is(buf, v, _TRADE)
         elif k0 == 69:  # E
             bit = 2
             j = _int(buf, v, ints, T_E)
@@ -366,41 +391,26 @@ def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) 
             j = _bool(buf, v, ints, -1)
         else:
             return -1
-        if j < 0 or seen & bit:
-            return -1
-        seen |= bit
-        if j >= n:
-            return -1
-        if buf[j] == _COMMA:
-            j += 1
+        j, seen = _next_member(buf, j, seen, bit)
+        if j >= 0:
             continue
-        if buf[j] != _RBRACE:
+        if j == -1:
             return -1
         required = 1 | 2 | 4 | 8 | 16 | 32 | 128
         if seen & required != required:
             return -1
         ints[T_HAS_T] = 1 if seen & 64 else 0
-        return j + 1
+        return -2 - j
 
 
 @njit(cache=True)
 def parse_trade_bytes(buf: np.ndarray, ints: np.ndarray, vals: np.ndarray) -> bool:
     """Parse one frame; True when it was a plain spot trade (ids and flags in ``ints``, price
     and qty in ``vals``), False when the general parser must decide."""
-    n = buf.shape[0]
-    if _literal(buf, 0, _ENVELOPE):
-        se = _string(buf, _ENVELOPE.shape[0] - 1)
-        if se < 0 or not _literal(buf, se, _DATA):
-            return False
-        j = _trade_payload(buf, se + _DATA.shape[0], ints, vals)
-        if j < 0 or j >= n or buf[j] != _RBRACE:
-            return False
-        j += 1
-    else:
-        j = _trade_payload(buf, 0, ints, vals)
-        if j < 0:
-            return False
-    return j == n
+    start, se = _unwrap(buf)
+    if start < 0:
+        return False
+    return _whole(buf, _trade_payload(buf, start, ints, vals), se >= 0)
 
 
 class TradeParser:
