@@ -88,6 +88,11 @@ class Decision:
     reason: str
     sim_ts: int | None = None
 
+    @classmethod
+    def hold(cls, iteration: int, reason: str, sim_ts: int | None = None) -> Decision:
+        """No change this time, and why."""
+        return cls(iteration, "HOLD", None, None, None, reason, sim_ts)
+
     def marker(self) -> str:
         """The greppable stdout line the seed names."""
         if self.field is None:
@@ -152,21 +157,11 @@ class Tuner:
         st = self.state
         st.negative_streak = st.negative_streak + 1 if m.net_bps < 0 else 0
         if st.frozen:
-            return current, [
-                Decision(m.iteration, "HOLD", None, None, None, "frozen after convergence")
-            ]
+            return current, [Decision.hold(m.iteration, "frozen after convergence")]
         if self.freeze_after_convergence and st.changed_once and m.net_bps >= p.ok_band_bps:
             st.frozen = True
-            return current, [
-                Decision(
-                    m.iteration,
-                    "HOLD",
-                    None,
-                    None,
-                    None,
-                    f"converged: net_bps {m.net_bps:.3f} >= {p.ok_band_bps}; freezing",
-                )
-            ]
+            why = f"converged: net_bps {m.net_bps:.3f} >= {p.ok_band_bps}; freezing"
+            return current, [Decision.hold(m.iteration, why)]
 
         # (driver, field, delta, reason) proposals from each triggered scenario.
         proposals: list[tuple[str, str, float, str]] = []
@@ -203,9 +198,7 @@ class Tuner:
             )
 
         if not proposals:
-            return current, [
-                Decision(m.iteration, "HOLD", None, None, None, _hold_reason(m, blocked))
-            ]
+            return current, [Decision.hold(m.iteration, _hold_reason(m, blocked))]
 
         calm_only = len(triggers) >= p.calm_only_triggers
         return self._apply(m.iteration, current, proposals, calm_only, None)
@@ -267,47 +260,22 @@ class Tuner:
         for fname, (driver, delta, why) in merged.items():
             old = values[fname]
             if calm_only and delta * CALMING_SIGN[fname] <= 0:
-                decisions.append(
-                    Decision(
-                        iteration,
-                        "HOLD",
-                        None,
-                        None,
-                        None,
-                        f"{fname}: {driver} move skipped, 3+ triggers allow only calming moves",
-                        sim_ts,
-                    )
-                )
+                skip = f"{fname}: {driver} move skipped, 3+ triggers allow only calming moves"
+                decisions.append(Decision.hold(iteration, skip, sim_ts))
                 continue
             if st.changes.get(fname, 0) >= p.max_changes_per_field:
-                decisions.append(
-                    Decision(
-                        iteration,
-                        "HOLD",
-                        None,
-                        None,
-                        None,
-                        f"{fname}: {driver} move skipped, already changed "
-                        f"{p.max_changes_per_field} times",
-                        sim_ts,
-                    )
+                skip = (
+                    f"{fname}: {driver} move skipped, already changed "
+                    f"{p.max_changes_per_field} times"
                 )
+                decisions.append(Decision.hold(iteration, skip, sim_ts))
                 continue
             if fname == "base_spread_bps_delta":
                 delta = min(delta, p.max_spread_step)
             new = _clamp_field(fname, old + delta)
             if new == old:
-                decisions.append(
-                    Decision(
-                        iteration,
-                        "HOLD",
-                        None,
-                        None,
-                        None,
-                        f"{fname}: {driver} move skipped, at the edge of its valid range",
-                        sim_ts,
-                    )
-                )
+                skip = f"{fname}: {driver} move skipped, at the edge of its valid range"
+                decisions.append(Decision.hold(iteration, skip, sim_ts))
                 continue
             values[fname] = new
             st.changes[fname] = st.changes.get(fname, 0) + 1
