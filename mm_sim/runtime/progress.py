@@ -7,13 +7,11 @@ story: one line per finished iteration with its figures.
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
+from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeElapsedColumn
 
+from mm_sim.progress import TerminalProgress
 from mm_sim.runtime.replay import ReplayPlan
 
 
@@ -22,66 +20,49 @@ def _fmt_sim(ns: int) -> str:
     return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-class Progress:
+class Progress(TerminalProgress):
     def __init__(self, total: int, start: int, plan: ReplayPlan, out: TextIO) -> None:
+        super().__init__(out)
         self.total = total
         self.plan = plan
-        self.out = out
-        self.console = Console(file=out)
-        self.tty = self.console.is_terminal
         self.events = 0
         self.busy_s = 0.0
         self.wall0 = time.perf_counter()
         self.t0_ns = plan.iterations[0].start_ns if plan.iterations else 0
         self.live_net = float("nan")
         self.verdict = "-"
-        self._rich: RichProgress | None = None
-        self._task: Any = None
         self._start = start
 
-    def __enter__(self) -> Progress:
-        if self.tty:
-            self._rich = RichProgress(
-                TextColumn("[bold]iteration {task.fields[it]}/{task.total}"),
-                BarColumn(),
-                TextColumn("sim {task.fields[sim]}"),
-                TextColumn("{task.fields[rate]} ev/s"),
-                TextColumn("net {task.fields[net]} bps"),
-                TextColumn("verdict {task.fields[verdict]}"),
-                TimeElapsedColumn(),
-                console=self.console,
-                transient=False,
-            )
-            self._rich.__enter__()
-            self._task = self._rich.add_task(
-                "soak",
-                total=self.total,
-                completed=self._start,
-                it=self._start + 1,
-                sim="0:00:00",
-                rate="-",
-                net="-",
-                verdict="-",
-            )
-        return self
+    def _columns(self) -> tuple[ProgressColumn, ...]:
+        return (
+            TextColumn("[bold]iteration {task.fields[it]}/{task.total}"),
+            BarColumn(),
+            TextColumn("sim {task.fields[sim]}"),
+            TextColumn("{task.fields[rate]} ev/s"),
+            TextColumn("net {task.fields[net]} bps"),
+            TextColumn("verdict {task.fields[verdict]}"),
+            TimeElapsedColumn(),
+        )
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._rich is not None:
-            self._rich.__exit__(exc_type, exc, tb)
+    def _task(self) -> dict[str, Any]:
+        return {
+            "description": "soak",
+            "total": self.total,
+            "completed": self._start,
+            "it": self._start + 1,
+            "sim": "0:00:00",
+            "rate": "-",
+            "net": "-",
+            "verdict": "-",
+        }
 
     def chunk(self, iteration: int, sim_ts: int, n_events: int, seconds: float, net: float) -> None:
         self.events += n_events
         self.busy_s += seconds
         self.live_net = net
-        if self._rich is not None:
+        if self.live is not None:
             rate = self.events / max(time.perf_counter() - self.wall0, 1e-9)
-            self._rich.update(
-                self._task,
+            self.update(
                 it=iteration + 1,
                 sim=_fmt_sim(sim_ts - self.t0_ns),
                 rate=f"{rate:,.0f}",
@@ -91,9 +72,8 @@ class Progress:
     def iteration_done(self, iteration: int, report: dict[str, Any]) -> None:
         self.verdict = str(report.get("verdict_so_far", "-"))
         net = report.get("net_bps", float("nan"))
-        if self._rich is not None:
-            self._rich.update(
-                self._task,
+        if self.live is not None:
+            self.update(
                 completed=iteration + 1,
                 verdict=self.verdict,
                 net=f"{net:+.2f}" if net == net else "-",

@@ -10,17 +10,21 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
+from mm_sim.progress import TerminalProgress
 from mm_sim.sweep.grid import Cell
 
 
-class CellProgress:
+class CellProgress(TerminalProgress):
     def __init__(
         self,
         phase: str,
@@ -30,42 +34,26 @@ class CellProgress:
         out: TextIO,
     ) -> None:
         """``remaining[cell_id]``: how many of the cell's feeds still have to run."""
+        super().__init__(out)
         self.phase = phase
         self.total = len(cells)
         self.feeds = feeds
         self.remaining = remaining
         self.done = sum(1 for c in cells if remaining[c.id] == 0)
-        self.out = out
-        self.console = Console(file=out)
-        self._rich: RichProgress | None = None
-        self._task: Any = None
         self._t0 = time.perf_counter()
         self._nets: dict[str, list[float]] = {}
 
-    def __enter__(self) -> CellProgress:
-        if self.console.is_terminal:
-            self._rich = RichProgress(
-                TextColumn(f"[bold]{self.phase} cells"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
-                TimeElapsedColumn(),
-                console=self.console,
-            )
-            self._rich.__enter__()
-            self._task = self._rich.add_task(
-                self.phase, total=self.total, completed=self.done, last=""
-            )
-        return self
+    def _columns(self) -> tuple[ProgressColumn, ...]:
+        return (
+            TextColumn(f"[bold]{self.phase} cells"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(),
+        )
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._rich is not None:
-            self._rich.__exit__(exc_type, exc, tb)
+    def _task(self) -> dict[str, Any]:
+        return {"description": self.phase, "total": self.total, "completed": self.done, "last": ""}
 
     def result(self, cell: Cell, row: dict[str, Any]) -> None:
         net = row.get("net_bps")
@@ -79,8 +67,8 @@ class CellProgress:
             f"{cell.id} {cell.label()}: median net_bps {statistics.median(nets):+.3f} "
             f"over {len(nets)} feed(s)"
         )
-        if self._rich is not None:
-            self._rich.update(self._task, completed=self.done, last=text)
+        if self.live is not None:
+            self.update(completed=self.done, last=text)
             return
         wall = time.perf_counter() - self._t0
         print(
