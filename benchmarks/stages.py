@@ -37,8 +37,9 @@ from mm_sim.config import Overrides, Profile
 from mm_sim.core import engine as eng
 from mm_sim.core import limiter, match, quote
 from mm_sim.core.account import apply_fill, make_account
-from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply, make_book, mid_price
-from mm_sim.core.engine import JIT
+from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply, mid_price
+from mm_sim.core.engine import CT_LF, CT_LI, CT_P, CT_VOL_F, CT_VOL_I, JIT, Ctl
+from mm_sim.core.match import OUT_NOUT, BookArrays
 from mm_sim.events import KIND_TRADE, Instrument
 
 
@@ -116,18 +117,18 @@ def pipeline_batches(
     events: np.ndarray,
     batch: int,
     level: int,
-    p: np.ndarray,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    vol_f: np.ndarray,
-    vol_i: np.ndarray,
-    lf: np.ndarray,
-    li: np.ndarray,
+    book: BookArrays,
+    ctl: Ctl,
     si: np.ndarray,
-    out: np.ndarray,
+    cycles: np.ndarray,
 ) -> int:
-    """Replay ``events`` through the first ``level`` stages, cycles per batch into ``out``."""
+    """Replay ``events`` through the first ``level`` stages, cycles per batch into ``cycles``.
+
+    ``book`` and ``ctl`` are a fresh engine's bundles; only the arrays these stages use are
+    touched (the book, the volatility state, the limiter buckets, the side table ``si``).
+    """
+    bid, ask, bst = book
+    p, vol_f, vol_i, lf, li = ctl[CT_P], ctl[CT_VOL_F], ctl[CT_VOL_I], ctl[CT_LF], ctl[CT_LI]
     tick = p[eng.K_TICK]
     levels = int(p[eng.K_IMPACT_LEVELS])
     nb = events.shape[0] // batch
@@ -199,57 +200,28 @@ def pipeline_batches(
                     si[k, limiter.S_LOTS] = lots
                     si[k, limiter.S_LAST_ACT] = now
                     sent += 1
-        out[b] = _cycles() - c0
+        cycles[b] = _cycles() - c0
     return sent
 
 
 @njit(**JIT)
 def engine_batches(
-    events: np.ndarray,
-    batch: int,
-    p: np.ndarray,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    g: np.ndarray,
-    vol_f: np.ndarray,
-    vol_i: np.ndarray,
-    qmi: np.ndarray,
-    qmf: np.ndarray,
-    lf: np.ndarray,
-    li: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    live: np.ndarray,
-    pi: np.ndarray,
-    pf: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    actions: np.ndarray,
-    blocks: np.ndarray,
-    marks: np.ndarray,
-    nout: np.ndarray,
-    fill_margin: int,
-    out: np.ndarray,
+    events: np.ndarray, batch: int, args: tuple[Any, ...], cycles: np.ndarray
 ) -> int:
-    """The real fused engine loop, one call per batch; returns batches completed in full."""
+    """The real fused engine loop, one call per batch; returns batches completed in full.
+
+    ``args`` are ``run_chunk``'s arguments after (events, start), as an ``Engine`` binds them.
+    """
+    book, ctl, venue, out, fill_margin = args
+    nout = out[OUT_NOUT]
     nb = events.shape[0] // batch
     for b in range(nb):
         for j in range(nout.shape[0]):
             nout[j] = 0  # records are discarded: the buffers never need to grow
         chunk = events[b * batch : (b + 1) * batch]
         c0 = _cycles()
-        done = eng.run_chunk(
-            chunk, 0, p, bid, ask, bst, g, vol_f, vol_i, qmi, qmf, lf, li, si, oi, of, live, pi,
-            pf, ni, nf, vs, vsf, acc, cnt, fills, actions, blocks, marks, nout, fill_margin,
-        )  # fmt: skip
-        out[b] = _cycles() - c0
+        done = eng.run_chunk(chunk, 0, book, ctl, venue, out, fill_margin)
+        cycles[b] = _cycles() - c0
         if done < batch:
             return b
     return nb
@@ -305,31 +277,31 @@ def distribution(ns_per_event: np.ndarray) -> dict[str, float]:
 
 
 def _pipeline(
-    events: np.ndarray, level: int, p: np.ndarray, tick: float, batch: int, n_ticks: int
+    events: np.ndarray,
+    level: int,
+    profile: Profile,
+    instrument: Instrument,
+    batch: int,
+    n_ticks: int,
 ) -> np.ndarray:
-    book = make_book(tick, n_ticks)
-    lf, li = limiter.make_buckets()
-    out = np.zeros(len(events) // batch, dtype=np.int64)
-    pipeline_batches(
-        events, batch, level, p, book.bid, book.ask, book.st, np.zeros(quote.VOL_F_SIZE),
-        np.zeros(quote.VOL_I_SIZE, dtype=np.int64), lf, li, limiter.make_side_table(), out,
-    )  # fmt: skip
-    return out
+    e = _fresh_engine(profile, instrument, n_ticks)
+    book, ctl, _venue, _out, _margin = e._args
+    cycles = np.zeros(len(events) // batch, dtype=np.int64)
+    pipeline_batches(events, batch, level, book, ctl, e._s["si"], cycles)
+    return cycles
 
 
 def _engine(
     events: np.ndarray, profile: Profile, instrument: Instrument, batch: int, n_ticks: int
 ) -> np.ndarray:
-    e = eng.Engine(profile, Overrides(), instrument, 1, n_ticks=n_ticks, out_capacity=1 << 16)
-    s = e._s
-    out = np.zeros(len(events) // batch, dtype=np.int64)
-    done = engine_batches(
-        events, batch, s["p"], s["bid"], s["ask"], s["bst"], s["g"], s["vol_f"], s["vol_i"],
-        e._qmi, e._qmf, s["lf"], s["li"], s["si"], s["oi"], s["of"], s["live"], s["pi"], s["pf"],
-        s["ni"], s["nf"], s["vs"], s["vsf"], s["acc"], s["cnt"], e._out["fills"],
-        e._out["actions"], e._out["blocks"], e._out["marks"], e._nout, e._fill_margin, out,
-    )  # fmt: skip
-    return out[:done]
+    e = _fresh_engine(profile, instrument, n_ticks)
+    cycles = np.zeros(len(events) // batch, dtype=np.int64)
+    done = engine_batches(events, batch, e._args, cycles)
+    return cycles[:done]
+
+
+def _fresh_engine(profile: Profile, instrument: Instrument, n_ticks: int) -> eng.Engine:
+    return eng.Engine(profile, Overrides(), instrument, 1, n_ticks=n_ticks, out_capacity=1 << 16)
 
 
 def measure_stages(
@@ -348,8 +320,6 @@ def measure_stages(
     this machine as the repeats allow. Increments are taken per batch and clipped at 0.
     """
     cpn = cycles_per_ns()
-    p = eng.make_params(profile, Overrides(), instrument)
-    tick = float(p[eng.K_TICK])
     ev = np.ascontiguousarray(events)
     nb = len(ev) // batch
     if nb < 1:
@@ -370,9 +340,11 @@ def measure_stages(
 
     cum = {
         "scan": best(scan),
-        "book": best(lambda: _pipeline(ev, LEVEL_BOOK, p, tick, batch, n_ticks)),
-        "book+quote": best(lambda: _pipeline(ev, LEVEL_QUOTE, p, tick, batch, n_ticks)),
-        "book+quote+limiter": best(lambda: _pipeline(ev, LEVEL_LIMITER, p, tick, batch, n_ticks)),
+        "book": best(lambda: _pipeline(ev, LEVEL_BOOK, profile, instrument, batch, n_ticks)),
+        "book+quote": best(lambda: _pipeline(ev, LEVEL_QUOTE, profile, instrument, batch, n_ticks)),
+        "book+quote+limiter": best(
+            lambda: _pipeline(ev, LEVEL_LIMITER, profile, instrument, batch, n_ticks)
+        ),
         "engine": best(lambda: _engine(ev, profile, instrument, batch, n_ticks)),
     }
     n = min(len(v) for v in cum.values())

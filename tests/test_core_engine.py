@@ -13,7 +13,7 @@ from mm_sim.core.engine import ChunkResult, Engine
 from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, MARK_DTYPE
 from mm_sim.core.reference import Script
 from mm_sim.errors import UserError
-from mm_sim.events import EVENT_DTYPE, Instrument
+from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, Instrument
 from mm_sim.feeds.synthetic import SyntheticParams, generate
 
 PROF = Profile(
@@ -179,6 +179,24 @@ def test_marks_follow_the_exchange_clock(feed: Any) -> None:
     assert now.dtype == MARK_DTYPE and now.shape == (1,)
     assert now["position"][0] == eng.position and now["cash"][0] == eng.cash
     assert now["ts"][0] == feed[0]["exch_ts"][-1]
+
+
+def test_mark_now_reads_the_state_the_next_driver_mark_records(feed: Any) -> None:
+    """``mark_now`` (bundles built on the Python side) and the driver's marks see one state."""
+    ev = feed[0]
+    step = int(PROF.mark_interval_ms * 1e6)
+    boundary = (int(ev["exch_ts"][:5001].max()) // step + 1) * step
+    k = 5001 + int(np.argmax(ev["exch_ts"][5001:] >= boundary))  # the event that crosses it
+    assert ev["kind"][k - 1] not in (KIND_CLEAR, KIND_SNAPSHOT)  # no deferred decision between
+    eng = Engine(PROF, OVR, feed[1], seed=1)
+    eng.run(ev[:k])
+    now = eng.mark_now()
+    (first,) = eng.run(ev[k : k + 1]).marks[:1]
+    assert first["ts"] == boundary and now["ts"][0] == ev["exch_ts"][k - 1]
+    for name in MARK_DTYPE.names or ():
+        if name != "ts":
+            assert now[name][0].tobytes() == first[name].tobytes(), name
+    assert not np.isnan(now["bid_quote"][0]) and now["sigma"][0] > 0.0
 
 
 def test_account_agrees_with_the_fill_records(feed: Any) -> None:

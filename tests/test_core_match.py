@@ -194,6 +194,24 @@ def test_order_arriving_crossed_walks_visible_levels_as_taker() -> None:
     assert eng.counters()["blocks"]["min_interval"] >= 1  # it wanted to reprice, paced out
 
 
+def test_sell_arriving_crossed_walks_the_bids_downwards_as_taker() -> None:
+    """The mirror case: the book moved up through our offer while it was in flight."""
+    sc = book(Script(TICK), {9999: 0.01, 9998: 0.01}, {10001: 0.01, 10002: 0.01, 10003: 0.01})
+    sc.at(1).depth(1, 9990, 0.01)  # our offer at 10001 is in flight (arrives at 5 ms)
+    sc.at(2).depth(-1, 10001, 0.0).depth(-1, 10002, 0.0)
+    sc.at(2).depth(1, 10002, 0.001).depth(1, 10001, 0.002)  # bids now at and above our price
+    sc.at(6).depth(1, 9990, 0.02)
+    eng, res = run(profile(entry_ms=5.0), overrides(min_interval_ms=100.0), sc)
+    f = res.fills[res.fills["side"] == -1]
+    assert f["price"].tolist() == pytest.approx([100.02, 100.01])  # best bid first
+    assert f["qty"].tolist() == pytest.approx([0.001, 0.002])
+    assert (f["liquidity"] == LIQ_TAKER).all()
+    assert (f["ts"] == sc.t0 + 5_000_000).all() and (f["queue_ns"] == 0).all()
+    (o,) = [o for o in eng.orders() if o["side"] == -1 and o["status"] == 2]
+    assert o["remaining"] == pytest.approx(0.002)  # the rest rests at 100.01
+    assert o["price"] == pytest.approx(100.01)
+
+
 # --- prints through our price, and never overfilling ------------------------------------------
 
 

@@ -14,8 +14,10 @@ Per event, in file (local receive) order (docs/CORE.md, "Event loop"):
    decision is deferred until the batch (same ``local_ts``) is complete.
 
 All state lives in numpy arrays (``state_arrays``), so a run can be checkpointed between chunks
-and resumed bit for bit. Output buffers are preallocated; when one runs short the kernel stops
-before the event it cannot finish, the Python side grows the buffer and resumes there.
+and resumed bit for bit. The kernels take those arrays in a few tuples whose members always
+travel together (``BookArrays``, ``Ctl``, ``Venue``, ``Out``; match.py says why). Output buffers
+are preallocated; when one runs short the kernel stops before the event it cannot finish, the
+Python side grows the buffer and resumes there.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from mm_sim.core.limiter import (
     risk_breach,
 )
 from mm_sim.core.match import (
+    BOOK_BST,
     O_CURRENT,
     O_DECIDED_TS,
     O_ID,
@@ -86,14 +89,32 @@ from mm_sim.core.match import (
     OF_REM,
     OS_PENDING,
     OS_RESTING,
+    OUT_ACTIONS,
+    OUT_BLOCKS,
+    OUT_NOUT,
+    VENUE_KEYS,
+    VN_ACC,
+    VN_CNT,
+    VN_LIVE,
+    VN_OF,
+    VN_OI,
+    VN_PF,
+    VN_PI,
+    VN_SI,
+    VN_VS,
+    VN_VSF,
     VS_DIRTY,
     VS_NEXT_ID,
     VS_NLIVE,
     VS_NOPS,
     VSF_POS_VIEW,
     WALK_MAX,
+    BookArrays,
+    Out,
+    Venue,
     alloc_slot,
     deliver_reports,
+    fill_path,
     on_depth,
     on_trade,
     purge_ops,
@@ -150,6 +171,8 @@ from mm_sim.events import (
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 JIT: dict[str, Any] = {"cache": True, "_nrt": False}
+# Kernels only other kernels call: no CPython or cfunc wrapper (match.INTERNAL says why).
+INTERNAL: dict[str, Any] = {**JIT, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 
 LAT_CONSTANT = 0
 LAT_FEED = 1
@@ -208,6 +231,17 @@ DECISION_MARGIN = 8  # room kept for the actions (and blocks) of one decision: 2
 STATE_VERSION = 1
 
 
+# The engine's own bundles, beside match.py's (BookArrays, Venue, Out, Terms; see there why).
+# Ctl: what the driver and the strategy keep apart from the book and the venue: the parameter
+# vector p (K_*), the driver scalars g (G_*), the volatility estimate (vol_f, vol_i), the memo of
+# the last quote targets (qmi, qmf) and the limiter's token buckets (lf, li).
+Ctl = tuple[np.ndarray, ...]
+CT_P, CT_G, CT_VOL_F, CT_VOL_I, CT_QMI, CT_QMF, CT_LF, CT_LI = range(8)
+# One intent on one side, as the limiter, the block record and the sender take it: side index k
+# (0 bid, 1 ask), side (+1/-1), action (ACT_*), price tick, lots.
+Intent = tuple[int, int, int, int, int]
+
+
 @njit(inline="always", **JIT)
 def _leg(mode: int, const_ns: float, mult: float, lag: int) -> int:
     """One latency leg in ns: constant, or a multiple of the observed feed lag plus a constant."""
@@ -218,17 +252,13 @@ def _leg(mode: int, const_ns: float, mult: float, lag: int) -> int:
 
 @njit(**JIT)
 def write_mark(
-    marks: np.ndarray,
-    k: int,
-    ts: int,
-    bst: np.ndarray,
-    tick: float,
-    acc: np.ndarray,
-    vol_f: np.ndarray,
-    oi: np.ndarray,
-    live: np.ndarray,
-    vs: np.ndarray,
+    marks: np.ndarray, k: int, ts: int, book: BookArrays, ctl: Ctl, venue: Venue
 ) -> None:
+    """Write the state at time ``ts`` into ``marks[k]`` (mid, account, our quotes, volatility)."""
+    bst = book[BOOK_BST]
+    p, vol_f = ctl[CT_P], ctl[CT_VOL_F]
+    oi, live, vs, acc = venue[VN_OI], venue[VN_LIVE], venue[VN_VS], venue[VN_ACC]
+    tick = p[K_TICK]
     rec = marks[k]
     rec.ts = ts
     rec.mid = mid_price(bst, tick)
@@ -254,43 +284,24 @@ def write_mark(
 
 
 @njit(inline="always", **JIT)
-def _block(
-    k: int,
-    side: int,
-    action: int,
-    reason: int,
-    px: int,
-    lots: int,
-    now: int,
-    si: np.ndarray,
-    cnt: np.ndarray,
-    blocks: np.ndarray,
-    nout: np.ndarray,
-) -> None:
+def _block(want: Intent, reason: int, now: int, venue: Venue, out: Out) -> None:
     """Record a refusal once per distinct intent (retrying the same intent is not recounted)."""
+    k, _side, action, px, lots = want
+    si = venue[VN_SI]
     if (
         si[k, S_BK_ACT] != action
         or si[k, S_BK_PX] != px
         or si[k, S_BK_LOTS] != lots
         or si[k, S_BK_REASON] != reason
     ):
-        _block_record(k, side, action, reason, px, lots, now, si, cnt, blocks, nout)
+        _block_record(want, reason, now, venue, out)
 
 
-@njit(**JIT)
-def _block_record(
-    k: int,
-    side: int,
-    action: int,
-    reason: int,
-    px: int,
-    lots: int,
-    now: int,
-    si: np.ndarray,
-    cnt: np.ndarray,
-    blocks: np.ndarray,
-    nout: np.ndarray,
-) -> None:
+@njit(**INTERNAL)
+def _block_record(want: Intent, reason: int, now: int, venue: Venue, out: Out) -> None:
+    k, side, action, px, lots = want
+    si, cnt = venue[VN_SI], venue[VN_CNT]
+    blocks, nout = out[OUT_BLOCKS], out[OUT_NOUT]
     si[k, S_BK_ACT] = action
     si[k, S_BK_PX] = px
     si[k, S_BK_LOTS] = lots
@@ -307,31 +318,11 @@ def _block_record(
 
 
 @njit(inline="always", **JIT)
-def _attempt(
-    k: int,
-    side: int,
-    action: int,
-    px: int,
-    lots: int,
-    now: int,
-    mid: float,
-    p: np.ndarray,
-    g: np.ndarray,
-    lf: np.ndarray,
-    li: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    live: np.ndarray,
-    pi: np.ndarray,
-    pf: np.ndarray,
-    vs: np.ndarray,
-    cnt: np.ndarray,
-    actions: np.ndarray,
-    blocks: np.ndarray,
-    nout: np.ndarray,
-) -> None:
+def _attempt(want: Intent, now: int, mid: float, ctl: Ctl, venue: Venue, out: Out) -> None:
     """Pass one intent through the limiter; send it (action record + in-flight entry) if allowed."""
+    k, _side, action, _px, _lots = want
+    p, lf, li = ctl[CT_P], ctl[CT_LF], ctl[CT_LI]
+    vs, si = venue[VN_VS], venue[VN_SI]
     reason = gate(
         action,
         False,
@@ -348,39 +339,19 @@ def _attempt(
         p[K_VENUE_RATE],
     )
     if reason >= 0:
-        _block(k, side, action, reason, px, lots, now, si, cnt, blocks, nout)
+        _block(want, reason, now, venue, out)
         return
-    _send(
-        k, side, action, px, lots, now, mid, p, g, lf, li, si, oi, of, live, pi, pf, vs, cnt,
-        actions, nout,
-    )  # fmt: skip
+    _send(want, now, mid, ctl, venue, out)
 
 
-@njit(**JIT)
-def _send(
-    k: int,
-    side: int,
-    action: int,
-    px: int,
-    lots: int,
-    now: int,
-    mid: float,
-    p: np.ndarray,
-    g: np.ndarray,
-    lf: np.ndarray,
-    li: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    live: np.ndarray,
-    pi: np.ndarray,
-    pf: np.ndarray,
-    vs: np.ndarray,
-    cnt: np.ndarray,
-    actions: np.ndarray,
-    nout: np.ndarray,
-) -> None:
+@njit(**INTERNAL)
+def _send(want: Intent, now: int, mid: float, ctl: Ctl, venue: Venue, out: Out) -> None:
     """Send an action the limiter allowed: order table, in-flight list, tokens, action record."""
+    k, side, action, px, lots = want
+    p, g, lf, li = ctl[CT_P], ctl[CT_G], ctl[CT_LF], ctl[CT_LI]
+    oi, of, live, vs, si = venue[VN_OI], venue[VN_OF], venue[VN_LIVE], venue[VN_VS], venue[VN_SI]
+    pi, pf, cnt = venue[VN_PI], venue[VN_PF], venue[VN_CNT]
+    actions, nout = out[OUT_ACTIONS], out[OUT_NOUT]
     tick = p[K_TICK]
     lot = p[K_LOT]
     mode = int(p[K_LAT_MODE])
@@ -460,24 +431,13 @@ def _side_decision(
     best_ask: int,
     now: int,
     mid: float,
-    p: np.ndarray,
-    g: np.ndarray,
-    lf: np.ndarray,
-    li: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    live: np.ndarray,
-    pi: np.ndarray,
-    pf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    cnt: np.ndarray,
-    actions: np.ndarray,
-    blocks: np.ndarray,
-    nout: np.ndarray,
+    ctl: Ctl,
+    venue: Venue,
+    out: Out,
 ) -> None:
     """Compare the wanted quote with what the strategy believes rests, and act on the gap."""
+    p = ctl[CT_P]
+    vsf, si = venue[VN_VSF], venue[VN_SI]
     has = si[k, S_SLOT] >= 0
     action = 0
     a_px = 0
@@ -506,7 +466,7 @@ def _side_decision(
         ):  # fmt: skip
             # Refused for risk; a resting order whose fill would breach the limit is pulled.
             if intent != 0:
-                _block(k, side, intent, BLK_RISK, px, want_lots, now, si, cnt, blocks, nout)
+                _block((k, side, intent, px, want_lots), BLK_RISK, now, venue, out)
             if has:
                 action = ACT_CANCEL
                 a_px = si[k, S_PX]
@@ -515,40 +475,16 @@ def _side_decision(
             a_px = px
             a_lots = want_lots
     if action != 0:
-        _attempt(
-            k, side, action, a_px, a_lots, now, mid,
-            p, g, lf, li, si, oi, of, live, pi, pf, vs, cnt, actions, blocks, nout,
-        )  # fmt: skip
+        _attempt((k, side, action, a_px, a_lots), now, mid, ctl, venue, out)
 
 
 @njit(inline="always", **JIT)
-def decide(
-    now: int,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    p: np.ndarray,
-    g: np.ndarray,
-    vol_f: np.ndarray,
-    vol_i: np.ndarray,
-    qmi: np.ndarray,
-    qmf: np.ndarray,
-    lf: np.ndarray,
-    li: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    live: np.ndarray,
-    pi: np.ndarray,
-    pf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    cnt: np.ndarray,
-    actions: np.ndarray,
-    blocks: np.ndarray,
-    nout: np.ndarray,
-) -> None:
+def decide(now: int, book: BookArrays, ctl: Ctl, venue: Venue, out: Out) -> None:
     """The strategy at local time ``now``: quote both sides from the current book."""
+    bid, ask, bst = book
+    p, qmi, qmf = ctl[CT_P], ctl[CT_QMI], ctl[CT_QMF]
+    vol_f, vol_i = ctl[CT_VOL_F], ctl[CT_VOL_I]
+    vsf, si, cnt = venue[VN_VSF], venue[VN_SI], venue[VN_CNT]
     bbi = bst[ST_BEST_BID]
     bai = bst[ST_BEST_ASK]
     if bbi < 0 or bai < 0 or bbi >= bai:
@@ -600,56 +536,39 @@ def decide(
         k = first ^ j
         if k == 0:
             _side_decision(
-                0, 1, qmi[QM_BT], qmi[QM_BL], max_step, bb, ba, now, mid,
-                p, g, lf, li, si, oi, of, live, pi, pf, vs, vsf, cnt, actions, blocks, nout,
-            )  # fmt: skip
+                0, 1, qmi[QM_BT], qmi[QM_BL], max_step, bb, ba, now, mid, ctl, venue, out
+            )
         else:
             _side_decision(
-                1, -1, qmi[QM_AT], qmi[QM_AL], max_step, bb, ba, now, mid,
-                p, g, lf, li, si, oi, of, live, pi, pf, vs, vsf, cnt, actions, blocks, nout,
-            )  # fmt: skip
+                1, -1, qmi[QM_AT], qmi[QM_AL], max_step, bb, ba, now, mid, ctl, venue, out
+            )
 
 
 @njit(**JIT)
 def run_chunk(
     events: np.ndarray,
     start: int,
-    p: np.ndarray,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    g: np.ndarray,
-    vol_f: np.ndarray,
-    vol_i: np.ndarray,
-    qmi: np.ndarray,
-    qmf: np.ndarray,
-    lf: np.ndarray,
-    li: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    live: np.ndarray,
-    pi: np.ndarray,
-    pf: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    actions: np.ndarray,
-    blocks: np.ndarray,
-    marks: np.ndarray,
-    nout: np.ndarray,
+    book: BookArrays,
+    ctl: Ctl,
+    venue: Venue,
+    out: Out,
     fill_margin: int,
 ) -> int:
     """Process ``events[start:]``; returns the index of the first event not processed."""
+    bid, ask, bst = book
+    p, g, qmi = ctl[CT_P], ctl[CT_G], ctl[CT_QMI]
+    oi, live, vs, cnt = venue[VN_OI], venue[VN_LIVE], venue[VN_VS], venue[VN_CNT]
+    pi, pf = venue[VN_PI], venue[VN_PF]
+    fills, actions, blocks, marks, nout = out
+    fp = fill_path(venue, out)
     tick = p[K_TICK]
     lot = p[K_LOT]
+    maker_bps = p[K_MAKER_BPS]
+    taker_bps = p[K_TAKER_BPS]
     mark_ns = int(p[K_MARK_NS])
     mode = int(p[K_LAT_MODE])
     qmodel = int(p[K_QUEUE_MODEL])
+    qpower = p[K_QUEUE_POWER]
     n = events.shape[0]
     qmi[QM_VALID] = 0  # parameters may have been hot-swapped since the last call
     i = start
@@ -681,9 +600,7 @@ def run_chunk(
             while g[G_NEXT_MARK] <= exch:
                 if nout[NO_MARKS] >= marks.shape[0]:
                     return i
-                write_mark(
-                    marks, nout[NO_MARKS], g[G_NEXT_MARK], bst, tick, acc, vol_f, oi, live, vs
-                )
+                write_mark(marks, nout[NO_MARKS], g[G_NEXT_MARK], book, ctl, venue)
                 nout[NO_MARKS] += 1
                 g[G_NEXT_MARK] += mark_ns
             lag = local - exch
@@ -691,19 +608,13 @@ def run_chunk(
                 lag = 0
             g[G_LAG] = lag
             delay = _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
+            terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower)
             if vs[VS_NOPS] > 0:
-                venue_arrivals(
-                    exch, bid, ask, bst, tick, lot, p[K_TAKER_BPS], delay, pi, pf, oi, of, acc,
-                    cnt, fills, nout, ni, nf, vs, vsf, si,
-                )  # fmt: skip
+                venue_arrivals(exch, book, terms, venue, out)
             side = ev.side
             if kind == KIND_TRADE:
                 if vs[VS_NLIVE] > 0:
-                    on_trade(
-                        side, price_to_tick(ev.price, tick), ev.qty, exch, bst, tick, lot,
-                        p[K_MAKER_BPS], delay, live, oi, of, acc, cnt, fills, nout, ni, nf, vs,
-                        vsf, si,
-                    )  # fmt: skip
+                    on_trade(ev, price_to_tick(ev.price, tick), book, terms, venue, out)
             else:
                 t = price_to_tick(ev.price, tick)
                 recentres = bst[ST_RECENTRES]
@@ -716,12 +627,8 @@ def run_chunk(
                 ):
                     qmi[QM_VALID] = 0
                 if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
-                    on_depth(
-                        side, t, ev.qty, exch, qmodel, p[K_QUEUE_POWER], bid, ask, bst, tick,
-                        lot, p[K_MAKER_BPS], delay, live, oi, of, acc, cnt, fills, nout, ni, nf,
-                        vs, vsf, si,
-                    )  # fmt: skip
-            deliver_reports(local, ni, nf, vs, vsf, si, oi)
+                    on_depth(ev, t, book, terms, venue, out)
+            deliver_reports(local, fp)
             if vs[VS_NOPS] > 0:
                 purge_ops(local, pi, pf, oi, vs)
             if vs[VS_DIRTY] == 1:
@@ -741,10 +648,7 @@ def run_chunk(
             cnt[C_EVENTS] += 1
             i += 1
         if now_decide:
-            decide(
-                decide_at, bid, ask, bst, p, g, vol_f, vol_i, qmi, qmf, lf, li, si, oi, of, live,
-                pi, pf, vs, vsf, cnt, actions, blocks, nout,
-            )  # fmt: skip
+            decide(decide_at, book, ctl, venue, out)
     return n
 
 
@@ -882,8 +786,9 @@ class Engine:
         # Memo of the last quote targets: a cache rebuilt at every run() call, not state.
         self._qmi = np.zeros(QMI_SIZE, dtype=np.int64)
         self._qmf = np.zeros(QMF_SIZE)
-        # run_live's bound kernel arguments and entry point (made on its first call)
-        self._live_args: tuple[Any, ...] | None = None
+        # run_chunk's arguments after (events, start), bound again whenever a buffer grows
+        self._args = self._bind_args()
+        # run_live's compiled entry point (made on its first call)
         self._live_kernel: Any = None
 
     # -- running ------------------------------------------------------------------------------
@@ -901,19 +806,13 @@ class Engine:
             ev = np.array(ev)
         if not ev.dtype.isalignedstruct:
             ev = ev.view(EVENT_DTYPE)
-        s = self._s
         out = self._out
         nout = self._nout
         nout[:] = 0
         i = 0
         n = len(ev)
         while i < n:
-            i = run_chunk(
-                ev, i, s["p"], s["bid"], s["ask"], s["bst"], s["g"], s["vol_f"], s["vol_i"],
-                self._qmi, self._qmf, s["lf"], s["li"], s["si"], s["oi"], s["of"], s["live"],
-                s["pi"], s["pf"], s["ni"], s["nf"], s["vs"], s["vsf"], s["acc"], s["cnt"],
-                out["fills"], out["actions"], out["blocks"], out["marks"], nout, self._fill_margin,
-            )  # fmt: skip
+            i = run_chunk(ev, i, *self._args)
             if i < n:
                 self._grow()
         return ChunkResult(
@@ -927,23 +826,19 @@ class Engine:
         """``run`` for a live feed's few events at a time, without ``run``'s per-call overhead.
 
         Why: one live message (a trade, a depth diff) is a handful of events, and ``run``'s input
-        checks, output copies and the numba dispatcher (typing 31 arrays per call) cost several
-        times the kernel itself on that path. Same kernel, same state, same records as ``run``
-        on the same events, called through its compiled entry point (``core.jitcall``). The
-        live client builds 1-d, C-contiguous, writeable, aligned EVENT_DTYPE arrays; any other
-        EVENT_DTYPE array is copied into one first. The records stay in the engine's buffers
-        until the next ``run`` or ``run_live``; ``live_result`` copies them out. Returns the
-        output counts (fills, actions, blocks, marks), valid until the next call.
+        checks, output copies and the numba dispatcher (typing every state array per call) cost
+        several times the kernel itself on that path. Same kernel, same state, same records as
+        ``run`` on the same events, called through its compiled entry point (``core.jitcall``).
+        The live client builds 1-d, C-contiguous, writeable, aligned EVENT_DTYPE arrays; any
+        other EVENT_DTYPE array is copied into one first. The records stay in the engine's
+        buffers until the next ``run`` or ``run_live``; ``live_result`` copies them out. Returns
+        the output counts (fills, actions, blocks, marks), valid until the next call.
         """
-        out = self._out
-        cached = self._live_args
-        if cached is None or not (
-            cached[23] is out["fills"]
-            and cached[24] is out["actions"]
-            and cached[25] is out["blocks"]
-            and cached[26] is out["marks"]
-        ):  # bound again after a run() that grew the buffers
-            cached = self._bind_live_args()
+        kernel = self._live_kernel
+        if kernel is None:
+            # Made for the types of the bound arrays, which a grown buffer keeps.
+            kernel = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *self._args)
+            self._live_kernel = kernel
         f = events.flags
         if not (f.c_contiguous and f.writeable and f.aligned and events.dtype == EVENT_DTYPE):
             # The entry point would read any array as the kind it was made for.
@@ -953,25 +848,21 @@ class Engine:
         nout = self._nout
         nout[:] = 0
         n = len(events)
-        i = self._live_kernel(events, 0, *cached)
+        i = kernel(events, 0, *self._args)
         while i < n:
             self._grow()
-            cached = self._bind_live_args()
-            i = self._live_kernel(events, i, *cached)
+            i = kernel(events, i, *self._args)
         return nout
 
-    def _bind_live_args(self) -> tuple[Any, ...]:
+    def _bind_args(self) -> tuple[BookArrays, Ctl, Venue, Out, int]:
+        """The engine's arrays in the kernels' bundles (the arrays themselves, not copies)."""
         s = self._s
-        out = self._out
-        args = (
-            s["p"], s["bid"], s["ask"], s["bst"], s["g"], s["vol_f"], s["vol_i"], self._qmi,
-            self._qmf, s["lf"], s["li"], s["si"], s["oi"], s["of"], s["live"], s["pi"], s["pf"],
-            s["ni"], s["nf"], s["vs"], s["vsf"], s["acc"], s["cnt"], out["fills"],
-            out["actions"], out["blocks"], out["marks"], self._nout, self._fill_margin,
-        )  # fmt: skip
-        self._live_args = args
-        self._live_kernel = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *args)
-        return args
+        o = self._out
+        book = (s["bid"], s["ask"], s["bst"])
+        ctl = (s["p"], s["g"], s["vol_f"], s["vol_i"], self._qmi, self._qmf, s["lf"], s["li"])
+        venue = tuple(s[k] for k in VENUE_KEYS)
+        out = (o["fills"], o["actions"], o["blocks"], o["marks"], self._nout)
+        return book, ctl, venue, out, self._fill_margin
 
     def live_result(self) -> ChunkResult:
         """Copies of the records produced by the last ``run_live`` call."""
@@ -998,6 +889,7 @@ class Engine:
                 bigger = np.zeros(2 * len(buf), dtype=buf.dtype)
                 bigger[: len(buf)] = buf
                 self._out[name] = bigger
+        self._args = self._bind_args()
 
     def set_overrides(self, o: Overrides) -> None:
         """Hot-swap the runtime overrides; they apply from the next event processed."""
@@ -1009,11 +901,8 @@ class Engine:
     def mark_now(self) -> np.ndarray:
         """One MARK_DTYPE record of the current state, stamped with the last event's exch_ts."""
         rec = np.zeros(1, dtype=MARK_DTYPE)
-        s = self._s
-        write_mark(
-            rec, 0, s["g"][G_LAST_EXCH], s["bst"], self._p[K_TICK], s["acc"], s["vol_f"],
-            s["oi"], s["live"], s["vs"],
-        )  # fmt: skip
+        book, ctl, venue, _out, _margin = self._args
+        write_mark(rec, 0, self._s["g"][G_LAST_EXCH], book, ctl, venue)
         return rec
 
     @property

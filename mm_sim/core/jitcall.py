@@ -1,8 +1,9 @@
 """A numba kernel's compiled entry point, for calls too small to pay for the dispatcher.
 
 Why: a dispatcher call types every argument and looks the signature up, every time. For
-``run_chunk`` and its 31 arrays that is ~2 µs (measured), more than the kernel spends on one
-live trade. The compiled overload's entry point takes the arguments as they are: ~0.6 µs.
+``run_chunk`` and its ~28 arrays (in four tuples) that is ~2 µs (measured), more than the
+kernel spends on one live trade. The compiled overload's entry point takes the arguments as
+they are: ~0.6 µs.
 
 It trusts them, though: an array of another dtype, layout or writability than the one it was
 made for would be read as if it were that one. So it is only used where the caller checks the

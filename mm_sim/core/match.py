@@ -53,6 +53,10 @@ from mm_sim.core.records import (
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 JIT: dict[str, Any] = {"cache": True, "_nrt": False}
+# Kernels that only other kernels call are compiled without the CPython and cfunc wrappers: a
+# wrapper unboxes every member of every bundle (see "State bundles") and nothing would call it;
+# dropping them took back the ~1.5 s of cold compile the bundles had added (measured).
+INTERNAL: dict[str, Any] = {**JIT, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 
 QUEUE_CONSERVATIVE = 0
 QUEUE_PROBABILISTIC = 1
@@ -120,6 +124,39 @@ VS_DIRTY = 6  # 1 when an order may have become releasable since the last sweep
 VS_SIZE = 7
 VSF_POS_VIEW = 0  # position as reported to the strategy so far (lags the account)
 VSF_SIZE = 1
+
+# State bundles. The kernels take their state as a few plain tuples of arrays instead of ~30
+# loose arrays: the members of a bundle always travel together, so a signature says in a few
+# words which parts a kernel touches, and a call site cannot swap two arrays of the same type.
+# numba passes a tuple as its members, at no cost (jitclass and structref would cost cold-compile
+# and cache time). A kernel takes the members it reads by name (``venue[VN_SI]``, the way table
+# columns are read), which says what it touches and leaves the other members out of its compiled
+# code; the small scalar tuples (Terms, engine.Intent) are unpacked. ``Engine`` builds the
+# bundles from its named arrays. Small primitives on one or two tables (alloc_slot, push_op,
+# purge_ops, sweep_free) keep their arrays.
+BookArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # bid, ask, bst (book.py's arrays)
+BOOK_BID, BOOK_ASK, BOOK_BST = range(3)
+# Everything an action or a fill touches: the order table (oi, of) and its live list, the
+# in-flight actions (pi, pf), the fill-report ring (ni, nf), the venue scalars (vs, vsf), the
+# strategy's per-side table si (a final fill report clears it), the account and the counters.
+Venue = tuple[np.ndarray, ...]
+VENUE_KEYS = ("oi", "of", "live", "pi", "pf", "ni", "nf", "vs", "vsf", "si", "acc", "cnt")
+VN_OI, VN_OF, VN_LIVE, VN_PI, VN_PF, VN_NI, VN_NF, VN_VS, VN_VSF, VN_SI, VN_ACC, VN_CNT = range(12)
+# The record buffers and how many records each holds: fills, actions, blocks, marks, nout.
+Out = tuple[np.ndarray, ...]
+OUT_FILLS, OUT_ACTIONS, OUT_BLOCKS, OUT_MARKS, OUT_NOUT = range(5)
+# The venue's terms for one event: tick, lot, maker_bps, taker_bps, delay (ns until the
+# strategy learns of a fill, from this event's feed lag), queue model and queue power.
+Terms = tuple[float, float, float, float, int, int, float]
+# The arrays one fill touches, out of Venue and Out, for emit_fill and the report ring:
+# oi, of, ni, nf, vs, vsf, si, acc, cnt, fills, nout. Why emit_fill does not take the whole
+# bundles: numba passes a tuple as all its members, and LLVM inlines a call the more readily the
+# more arguments inlining saves. Given Venue, Out and Terms (~150 machine arguments) it inlined
+# emit_fill into the per-event loops of on_depth and on_trade, which cost 6-8 % of the engine's
+# events/s (measured A/B); with this view emit_fill has the ~100 arguments it had as loose
+# arrays and stays out of line.
+FillPath = tuple[np.ndarray, ...]
+FP_OI, FP_OF, FP_NI, FP_NF, FP_VS, FP_VSF, FP_SI, FP_ACC, FP_CNT, FP_FILLS, FP_NOUT = range(11)
 
 
 @njit(**JIT)
@@ -227,16 +264,19 @@ def purge_ops(now: int, pi: np.ndarray, pf: np.ndarray, oi: np.ndarray, vs: np.n
     vs[VS_NOPS] = w
 
 
-@njit(**JIT)
-def _apply_report(
-    j: int,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-) -> None:
+@njit(inline="always", **JIT)
+def fill_path(venue: Venue, out: Out) -> FillPath:
+    """The arrays one fill touches, out of the Venue and Out bundles (see ``FillPath``)."""
+    return (
+        venue[VN_OI], venue[VN_OF], venue[VN_NI], venue[VN_NF], venue[VN_VS], venue[VN_VSF],
+        venue[VN_SI], venue[VN_ACC], venue[VN_CNT], out[OUT_FILLS], out[OUT_NOUT],
+    )  # fmt: skip
+
+
+@njit(**INTERNAL)
+def _apply_report(j: int, fp: FillPath) -> None:
+    oi, ni, nf, si = fp[FP_OI], fp[FP_NI], fp[FP_NF], fp[FP_SI]
+    vs, vsf = fp[FP_VS], fp[FP_VSF]
     side = ni[j, R_SIDE]
     vsf[VSF_POS_VIEW] += side * nf[j, RF_QTY]
     if nf[j, RF_REM] <= 0.0:
@@ -249,45 +289,26 @@ def _apply_report(
 
 
 @njit(inline="always", **JIT)
-def deliver_reports(
-    now: int,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-) -> None:
+def deliver_reports(now: int, fp: FillPath) -> None:
     """Apply, in fill order, the reports the strategy has received by ``now``."""
+    ni, vs = fp[FP_NI], fp[FP_VS]
     cap = ni.shape[0]
     while vs[VS_RN] > 0:
         j = vs[VS_RHEAD]
         if ni[j, R_KNOWN] > now:
             break
-        _apply_report(j, ni, nf, vs, vsf, si, oi)
+        _apply_report(j, fp)
         vs[VS_RHEAD] = (j + 1) % cap
         vs[VS_RN] -= 1
 
 
-@njit(**JIT)
-def _push_report(
-    known: int,
-    oid: int,
-    side: int,
-    qty: float,
-    rem: float,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-    oi: np.ndarray,
-    cnt: np.ndarray,
-) -> None:
+@njit(**INTERNAL)
+def _push_report(known: int, oid: int, side: int, qty: float, rem: float, fp: FillPath) -> None:
+    ni, nf, vs, cnt = fp[FP_NI], fp[FP_NF], fp[FP_VS], fp[FP_CNT]
     cap = ni.shape[0]
     if vs[VS_RN] == cap:
         j = vs[VS_RHEAD]
-        _apply_report(j, ni, nf, vs, vsf, si, oi)
+        _apply_report(j, fp)
         vs[VS_RHEAD] = (j + 1) % cap
         vs[VS_RN] -= 1
         cnt[C_REPORT_FORCED] += 1
@@ -300,7 +321,7 @@ def _push_report(
     vs[VS_RN] += 1
 
 
-@njit(**JIT)
+@njit(**INTERNAL)
 def emit_fill(
     s: int,
     ts: int,
@@ -311,19 +332,11 @@ def emit_fill(
     mid: float,
     report_delay: int,
     lot: float,
-    oi: np.ndarray,
-    of: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    nout: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
+    fp: FillPath,
 ) -> None:
     """One fill of order slot ``s``: order state, account, fill record, report to the strategy."""
+    oi, of, vs, acc, cnt = fp[FP_OI], fp[FP_OF], fp[FP_VS], fp[FP_ACC], fp[FP_CNT]
+    fills, nout = fp[FP_FILLS], fp[FP_NOUT]
     side = oi[s, O_SIDE]
     of[s, OF_FILLED] += qty
     rem = of[s, OF_REM] - qty
@@ -355,12 +368,13 @@ def emit_fill(
         cnt[C_MAKER] += 1
     else:
         cnt[C_TAKER] += 1
-    _push_report(ts + report_delay, oi[s, O_ID], side, qty, rem, ni, nf, vs, vsf, si, oi, cnt)
+    _push_report(ts + report_delay, oi[s, O_ID], side, qty, rem, fp)
 
 
-@njit(**JIT)
-def _crossing_qty(bid: np.ndarray, ask: np.ndarray, bst: np.ndarray, side: int, px: int) -> float:
+@njit(**INTERNAL)
+def _crossing_qty(book: BookArrays, side: int, px: int) -> float:
     """Visible opposite quantity at prices at or through our price ``px`` (best first)."""
+    bid, ask, bst = book
     base = bst[ST_BASE]
     total = 0.0
     if side > 0:
@@ -389,97 +403,46 @@ def _is_crossed(bst: np.ndarray, side: int, px: int) -> bool:
     return i >= 0 and base + i >= px
 
 
-@njit(**JIT)
-def _taker_walk(
-    s: int,
-    ts: int,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    tick: float,
-    lot: float,
-    taker_bps: float,
-    report_delay: int,
-    oi: np.ndarray,
-    of: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    nout: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-) -> float:
+@njit(**INTERNAL)
+def _taker_walk(s: int, ts: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> float:
     """Take visible liquidity at or through our price, best level first; returns qty taken."""
+    bid, ask, bst = book
+    oi, of, cnt = venue[VN_OI], venue[VN_OF], venue[VN_CNT]
+    tick, lot, _maker_bps, taker_bps, delay, _qmodel, _qpower = terms
+    fp = fill_path(venue, out)
     side = oi[s, O_SIDE]
     px = oi[s, O_PX]
     base = bst[ST_BASE]
     mid = mid_price(bst, tick)
+    # The opposite side from its best level outwards: asks upwards for a bid, bids downwards.
+    if side > 0:
+        levels_qty = ask
+        i = bst[ST_BEST_ASK]
+    else:
+        levels_qty = bid
+        i = bst[ST_BEST_BID]
+    n = levels_qty.shape[0]
     taken = 0.0
     levels = 0
-    if side > 0:
-        i = bst[ST_BEST_ASK]
-        n = ask.shape[0]
-        while i >= 0 and i < n and base + i <= px and of[s, OF_REM] > 0.0:
-            q = ask[i]
-            if q > 0.0:
-                if levels == WALK_MAX:
-                    cnt[C_WALK_TRUNCATED] += 1
-                    break
-                take = min(q, of[s, OF_REM])
-                emit_fill(
-                    s, ts, (base + i) * tick, take, LIQ_TAKER, taker_bps, mid, report_delay,
-                    lot, oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-                )  # fmt: skip
-                taken += take
-                levels += 1
-            i += 1
-    else:
-        i = bst[ST_BEST_BID]
-        while i >= 0 and base + i >= px and of[s, OF_REM] > 0.0:
-            q = bid[i]
-            if q > 0.0:
-                if levels == WALK_MAX:
-                    cnt[C_WALK_TRUNCATED] += 1
-                    break
-                take = min(q, of[s, OF_REM])
-                emit_fill(
-                    s, ts, (base + i) * tick, take, LIQ_TAKER, taker_bps, mid, report_delay,
-                    lot, oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-                )  # fmt: skip
-                taken += take
-                levels += 1
-            i -= 1
+    while 0 <= i < n and (px - (base + i)) * side >= 0 and of[s, OF_REM] > 0.0:
+        q = levels_qty[i]
+        if q > 0.0:
+            if levels == WALK_MAX:
+                cnt[C_WALK_TRUNCATED] += 1
+                break
+            take = min(q, of[s, OF_REM])
+            emit_fill(s, ts, (base + i) * tick, take, LIQ_TAKER, taker_bps, mid, delay, lot, fp)
+            taken += take
+            levels += 1
+        i += side
     return taken
 
 
-@njit(**JIT)
-def _join(
-    s: int,
-    px: int,
-    ts: int,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    tick: float,
-    lot: float,
-    taker_bps: float,
-    report_delay: int,
-    oi: np.ndarray,
-    of: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    nout: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-) -> None:
+@njit(**INTERNAL)
+def _join(s: int, px: int, ts: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> None:
     """(Re)enter the book at ``px`` at time ``ts``: take if crossing, then queue at the back."""
+    bid, ask, bst = book
+    oi, of = venue[VN_OI], venue[VN_OF]
     side = oi[s, O_SIDE]
     oi[s, O_PX] = px
     oi[s, O_REST_TS] = ts
@@ -487,10 +450,7 @@ def _join(
     of[s, OF_CROSS_USED] = 0.0
     of[s, OF_TRADED] = 0.0
     if _is_crossed(bst, side, px):
-        of[s, OF_CROSS_USED] = _taker_walk(
-            s, ts, bid, ask, bst, tick, lot, taker_bps, report_delay,
-            oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-        )  # fmt: skip
+        of[s, OF_CROSS_USED] = _taker_walk(s, ts, book, terms, venue, out)
     i = px - bst[ST_BASE]
     level = 0.0
     if 0 <= i < bid.shape[0]:
@@ -500,30 +460,11 @@ def _join(
 
 
 @njit(inline="always", **JIT)
-def venue_arrivals(
-    exch_ts: int,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    tick: float,
-    lot: float,
-    taker_bps: float,
-    report_delay: int,
-    pi: np.ndarray,
-    pf: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    nout: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-) -> None:
+def venue_arrivals(exch_ts: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> None:
     """Process, in channel order, the actions that reach the venue by ``exch_ts``."""
+    oi, of, vs, cnt = venue[VN_OI], venue[VN_OF], venue[VN_VS], venue[VN_CNT]
+    pi, pf = venue[VN_PI], venue[VN_PF]
+    tick, _lot, _maker_bps, _taker_bps, _delay, _qmodel, _qpower = terms
     for j in range(vs[VS_NOPS]):
         if pi[j, OP_DONE] == 1:
             continue
@@ -535,10 +476,7 @@ def venue_arrivals(
         t_arr = pi[j, OP_ARRIVE]
         if kind == ACT_PLACE:
             of[s, OF_REM] = pf[j, OPF_QTY]
-            _join(
-                s, pi[j, OP_PX], t_arr, bid, ask, bst, tick, lot, taker_bps, report_delay,
-                oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-            )  # fmt: skip
+            _join(s, pi[j, OP_PX], t_arr, book, terms, venue, out)
         elif kind == ACT_REPLACE:
             if oi[s, O_STATUS] != OS_RESTING:
                 cnt[C_REPLACE_REJECTED] += 1
@@ -552,10 +490,7 @@ def venue_arrivals(
                 oi[s, O_DECIDED_TS] = pi[j, OP_DECIDED_TS]
                 of[s, OF_QUOTE_PX] = px * tick
                 of[s, OF_MID_DEC] = pf[j, OPF_MID]
-                _join(
-                    s, px, t_arr, bid, ask, bst, tick, lot, taker_bps, report_delay,
-                    oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-                )  # fmt: skip
+                _join(s, px, t_arr, book, terms, venue, out)
         elif kind == ACT_CANCEL:
             if oi[s, O_STATUS] == OS_RESTING:
                 oi[s, O_STATUS] = OS_DONE
@@ -567,36 +502,18 @@ def venue_arrivals(
 
 
 @njit(inline="always", **JIT)
-def on_depth(
-    side: int,
-    t: int,
-    qty: float,
-    ts: int,
-    model: int,
-    power: float,
-    bid: np.ndarray,
-    ask: np.ndarray,
-    bst: np.ndarray,
-    tick: float,
-    lot: float,
-    maker_bps: float,
-    report_delay: int,
-    live: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    nout: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-) -> None:
-    """After a level update (already applied to the book): queue updates and crossing fills."""
+def on_depth(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> None:
+    """After the level update ``ev`` (tick ``t``, already applied to the book): queue updates
+    and crossing fills."""
+    bst = book[BOOK_BST]
+    oi, of, live, vs = venue[VN_OI], venue[VN_OF], venue[VN_LIVE], venue[VN_VS]
+    tick, lot, maker_bps, _taker_bps, delay, qmodel, qpower = terms
+    fp = fill_path(venue, out)
+    side = ev.side
+    qty = ev.qty
     if qty < 0.0:
         qty = 0.0
+    ts = ev.exch_ts
     mid = mid_price(bst, tick)
     taken = 0.0
     for m in range(vs[VS_NLIVE]):
@@ -608,52 +525,34 @@ def on_depth(
         if oside == side:
             if px == t:
                 of[s, OF_FRONT] = queue_on_depth(
-                    model, power, of[s, OF_FRONT], of[s, OF_LEVEL], qty, of[s, OF_TRADED]
+                    qmodel, qpower, of[s, OF_FRONT], of[s, OF_LEVEL], qty, of[s, OF_TRADED]
                 )
                 of[s, OF_LEVEL] = qty
                 of[s, OF_TRADED] = 0.0
         elif _is_crossed(bst, oside, px):
-            avail = _crossing_qty(bid, ask, bst, oside, px) - of[s, OF_CROSS_USED] - taken
+            avail = _crossing_qty(book, oside, px) - of[s, OF_CROSS_USED] - taken
             if avail > 0.0:
                 f = min(of[s, OF_REM], avail)
                 of[s, OF_CROSS_USED] += f
                 of[s, OF_FRONT] = 0.0
                 taken += f
-                emit_fill(
-                    s, ts, px * tick, f, LIQ_MAKER, maker_bps, mid, report_delay, lot,
-                    oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-                )  # fmt: skip
+                emit_fill(s, ts, px * tick, f, LIQ_MAKER, maker_bps, mid, delay, lot, fp)
         else:
             of[s, OF_CROSS_USED] = 0.0
 
 
 @njit(inline="always", **JIT)
-def on_trade(
-    aggressor: int,
-    t: int,
-    qty: float,
-    ts: int,
-    bst: np.ndarray,
-    tick: float,
-    lot: float,
-    maker_bps: float,
-    report_delay: int,
-    live: np.ndarray,
-    oi: np.ndarray,
-    of: np.ndarray,
-    acc: np.ndarray,
-    cnt: np.ndarray,
-    fills: np.ndarray,
-    nout: np.ndarray,
-    ni: np.ndarray,
-    nf: np.ndarray,
-    vs: np.ndarray,
-    vsf: np.ndarray,
-    si: np.ndarray,
-) -> None:
-    """A print of ``qty`` at tick ``t``: fills our resting orders it reaches, oldest first."""
+def on_trade(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> None:
+    """The print ``ev`` at tick ``t``: fills our resting orders it reaches, oldest first."""
+    bst = book[BOOK_BST]
+    oi, of, live, vs = venue[VN_OI], venue[VN_OF], venue[VN_LIVE], venue[VN_VS]
+    tick, lot, maker_bps, _taker_bps, delay, _qmodel, _qpower = terms
+    fp = fill_path(venue, out)
+    qty = ev.qty
     if qty <= 0.0:
         return
+    aggressor = ev.side
+    ts = ev.exch_ts
     mid = mid_price(bst, tick)
     avail = qty
     for m in range(vs[VS_NLIVE]):
@@ -674,10 +573,7 @@ def on_trade(
                 of[s, OF_FRONT] = front
                 if f > 0.0:
                     avail -= f
-                    emit_fill(
-                        s, ts, px * tick, f, LIQ_MAKER, maker_bps, mid, report_delay, lot,
-                        oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-                    )  # fmt: skip
+                    emit_fill(s, ts, px * tick, f, LIQ_MAKER, maker_bps, mid, delay, lot, fp)
             else:
                 of[s, OF_FRONT] = front
         elif through:
@@ -685,10 +581,7 @@ def on_trade(
             f = min(of[s, OF_REM], avail)
             if f > 0.0:
                 avail -= f
-                emit_fill(
-                    s, ts, px * tick, f, LIQ_MAKER, maker_bps, mid, report_delay, lot,
-                    oi, of, acc, cnt, fills, nout, ni, nf, vs, vsf, si,
-                )  # fmt: skip
+                emit_fill(s, ts, px * tick, f, LIQ_MAKER, maker_bps, mid, delay, lot, fp)
 
 
 def make_venue(slots: int, max_ops: int, ring: int) -> dict[str, np.ndarray]:
