@@ -185,7 +185,6 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
     dec = array("q")  # t_dec of the same frames
     lag = array("q")  # receive time - event time of the same frames, exchange-clock ns
     batch_frames = array("q")  # frames decided together, per engine call
-    batches: list[tuple[int, int]] = []  # (t_dec, frames) of calls deciding several frames
     state = {"on": False}
 
     def sink(events: np.ndarray, arrivals: list[int]) -> None:
@@ -206,8 +205,6 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
             worst = int((events["local_ts"] - events["exch_ts"]).max())
             lag.extend([worst] * len(arrivals))
         batch_frames.append(len(arrivals))
-        if len(arrivals) > 1:
-            batches.append((t_dec, len(arrivals)))
 
     client.set_sink(sink)
     await client.start()
@@ -258,10 +255,13 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
     if client.sink_error is not None:
         raise RuntimeError(f"sink failed: {client.sink_error!r}")
     lat_us = np.frombuffer(lat, dtype=np.int64) / 1e3
-    service_us = _service_times(np.frombuffer(lat, dtype=np.int64), np.frombuffer(dec, np.int64))
+    dec_ns = np.frombuffer(dec, dtype=np.int64)
+    service_us = _service_times(np.frombuffer(lat, dtype=np.int64), dec_ns)
     # end to end = (event time -> receive, exchange clock back to wall) + (receive -> decision)
     e2e_us = np.frombuffer(lag, dtype=np.int64) / speed / 1e3 + lat_us
     bf = np.frombuffer(batch_frames, dtype=np.int64)
+    # frames decided in one engine call share their t_dec
+    call_dec, call_frames = np.unique(dec_ns, return_counts=True)
     messages = c1["messages"] - c0["messages"]
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return {
@@ -302,7 +302,11 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
         # when (s into the window) a backlog of more than the client's catch-up threshold was
         # decided together, and the server's own send stalls (> 1 ms late) in the window
         "catch_up_frames": CATCH_UP,
-        "backlogs": [[round(t / 1e9 - t0, 4), n] for t, n in batches if n > CATCH_UP],
+        "backlogs": [
+            [round(int(t) / 1e9 - t0, 4), int(n)]
+            for t, n in zip(call_dec, call_frames, strict=True)
+            if n > CATCH_UP
+        ],
         "server_stalls": [
             [round(t - t0, 4), round(w)]
             for t, w in server.get("send", {}).get("stalls", {}).get("episodes", [])

@@ -55,6 +55,13 @@ SIZES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+# The live-path bench's two runs: result key, label in tables, label in the targets.
+LIVE_RUNS = (
+    ("live_latency", "busy-poll", "busy-poll"),
+    ("live_latency_sleeping", "sleeping", "sleeping loop"),
+)
+
+
 def environment() -> dict[str, Any]:
     def git(*args: str) -> str:
         try:
@@ -180,7 +187,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{sw['workers_1']['cells_per_min']:.1f} -> {sw['workers_2']['cells_per_min']:.1f} "
             f"cells/min, load {sw['loadavg_at_start'][0]:.2f}")  # fmt: skip
     _peer_targets(res.get("peer", {}), add)
-    for key, label in (("live_latency", "busy-poll"), ("live_latency_sleeping", "sleeping loop")):
+    for key, _, label in LIVE_RUNS:
         lv = res.get(key, {})
         name = f"live arrival -> decision p99 ({label})"
         # The target is the client as a latency-sensitive user runs it (busy-poll); the
@@ -473,7 +480,7 @@ def markdown(res: dict[str, Any]) -> str:
             "| client loop | µs | p50 | p99 | p99.9 | max |",
             "|---|---|---|---|---|---|",
         ]
-        for run_key, loop in (("live_latency", "busy-poll"), ("live_latency_sleeping", "sleeping")):
+        for run_key, loop, _ in LIVE_RUNS:
             run = res.get(run_key, {})
             if "latency_us" not in run:
                 L.append(f"| {loop} | {run.get('error', 'not measured')} | | | | |")
@@ -485,7 +492,7 @@ def markdown(res: dict[str, Any]) -> str:
                 L.append(f"| {loop} | {label} | {_fmt(d['p50'])} | {_fmt(d['p99'])} | "
                          f"{_fmt(d['p99_9'])} | {_fmt(d['max'])} |")  # fmt: skip
         L.append("")
-        for run_key, loop in (("live_latency", "busy-poll"), ("live_latency_sleeping", "sleeping")):
+        for run_key, loop, _ in LIVE_RUNS:
             run = res.get(run_key, {})
             if "latency_us" in run:
                 L.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -34,14 +34,28 @@ def feed() -> tuple[np.ndarray, object]:
     return events, instrument
 
 
-async def _until(cl: BinanceClient, pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+HANG_S = 60.0  # waits end as soon as their condition holds; this only stops a hung test
+
+
+async def _eventually(
+    pred: Callable[[], bool],
+    detail: Callable[[], object],
+    step: Callable[[], Awaitable[object]] = lambda: asyncio.sleep(0.01),
+) -> None:
+    """Run ``step`` until ``pred`` holds; fail with ``detail`` only if the test hangs."""
+    deadline = time.monotonic() + HANG_S
     while not pred():
-        assert time.monotonic() < deadline, (
-            f"condition not reached in {timeout}s: {cl.counters.as_dict()} "
-            f"{cl.sync.counters.as_dict()} {cl.sync.state}"
-        )
-        await cl.poll(0.02)
+        assert time.monotonic() < deadline, f"hung: condition not reached: {detail()}"
+        await step()
+
+
+async def _until(cl: BinanceClient, pred: Callable[[], bool]) -> None:
+    """Poll the client (pull mode) until ``pred`` holds."""
+    await _eventually(
+        pred,
+        lambda: f"{cl.counters.as_dict()} {cl.sync.counters.as_dict()} {cl.sync.state}",
+        lambda: cl.poll(0.02),
+    )
 
 
 async def _true_book(fx: FakeExchange, uid: int, depth: int = 10) -> dict:
@@ -178,7 +192,7 @@ async def test_queue_overflow_is_counted_and_resynced(feed) -> None:
 @pytest.mark.parametrize("market", ["spot", "futures"])
 async def test_proactive_reconnect_keeps_book_continuity(feed, market: str) -> None:
     async with _pair(feed, market, max_connection_s=0.4) as (fx, cl):
-        await _until(cl, lambda: cl.counters.overlap_switches >= 2, timeout=6)
+        await _until(cl, lambda: cl.counters.overlap_switches >= 2)
         s = cl.sync.counters
         assert cl.counters.rollovers >= 2 and cl.counters.connects >= 3
         assert s.resyncs == 0 and s.rebases == 1 and s.gaps == 0  # never lost the book
@@ -189,9 +203,11 @@ async def test_events_carry_both_clocks(feed) -> None:
     async with _pair(feed) as (_fx, cl):
         got = []
         await _until(cl, lambda: cl.sync.state is SyncState.SYNCED)
-        t_end = time.monotonic() + 60.0  # only stops a hang
-        while sum(len(g) for g in got) < 200 and time.monotonic() < t_end:
+
+        async def take() -> None:
             got.append((await cl.poll(0.05)).events)
+
+        await _eventually(lambda: sum(len(g) for g in got) >= 200, cl.counters.as_dict, take)
         ev = np.concatenate(got)
         assert set(np.unique(ev["kind"])) <= {KIND_DEPTH, KIND_TRADE, KIND_CLEAR, KIND_SNAPSHOT}
         assert np.all(np.diff(ev["exch_ts"]) >= 0)
@@ -286,11 +302,8 @@ async def test_random_faults_then_the_book_is_exact_within_one_resync(feed, mark
         await _assert_matches(fx, cl)
         on = await _post(fx, "/fake/faults", faults=ALL_FAULTS, rate=0.01)
         assert set(on["faults"]) == set(ALL_FAULTS.split(","))
-        # Run the storm until several kinds of fault have fired (however slow the machine is);
-        # the deadline only stops a hang.
-        t_end = time.monotonic() + 60.0
-        while sum(1 for v in fx.faults.fired.values() if v) < 5 and time.monotonic() < t_end:
-            await cl.poll(0.02)
+        # Run the storm until several kinds of fault have fired (however slow the machine is).
+        await _until(cl, lambda: sum(1 for v in fx.faults.fired.values() if v) >= 5)
         await _post(fx, "/fake/faults", faults="", rate=0)
         fired = {k for k, v in fx.faults.fired.items() if v}
         assert len(fired) >= 5, fx.faults.fired
@@ -346,7 +359,7 @@ async def test_server_shutdown_rolls_over_without_losing_the_book(feed, market: 
         await _until(cl, lambda: cl.counters.server_shutdown >= 1)
         await _until(cl, lambda: cl.counters.overlap_switches >= 1)
         # The notified connection is gone (we closed it after switching, or the server did).
-        await _until(cl, lambda: cl.connections == 1 and len(fx.clients) == 1, timeout=4)
+        await _until(cl, lambda: cl.connections == 1 and len(fx.clients) == 1)
         s = cl.sync.counters
         assert fx.faults.fired["shutdown"] == 1 and cl.counters.rollovers == 1
         assert cl.counters.disconnects == 0 and cl.counters.connects == 2
@@ -373,10 +386,9 @@ async def test_push_mode_decides_on_each_frame_as_it_arrives(feed, busy_poll: bo
     async with _pair(feed, busy_poll=busy_poll) as (fx, cl):
         calls: list[tuple[np.ndarray, list[int]]] = []
         cl.set_sink(lambda ev, arr: calls.append((ev, arr)))
-        t_end = time.monotonic() + 5
-        while cl.sync.state is not SyncState.SYNCED or len(calls) < 50:
-            assert time.monotonic() < t_end, cl.counters.as_dict()
-            await asyncio.sleep(0.02)
+        await _eventually(
+            lambda: cl.sync.state is SyncState.SYNCED and len(calls) >= 50, cl.counters.as_dict
+        )
         with pytest.raises(RuntimeError, match="sink"):
             await cl.poll(0)
         frames = [a for _, arr in calls for a in arr]
@@ -442,17 +454,15 @@ async def test_frame_splitting_keeps_order_through_odd_frames() -> None:
     try:
         async with BinanceClient(cfg) as cl:
             got: list[np.ndarray] = []
-            t_end = time.monotonic() + 5
-            while cl.counters.trades < 11:
-                assert time.monotonic() < t_end, cl.counters.as_dict()
+
+            async def take() -> None:
                 got.append((await cl.poll(0.05)).events)
+
+            await _eventually(lambda: cl.counters.trades >= 11, cl.counters.as_dict, take)
             ev = np.concatenate(got)
             assert ev["exch_ts"].tolist() == [i * 1_000_000 for i in range(1, 12)]
             assert cl.counters.trades_duplicate == 0 and cl.counters.malformed == 0
-            t_end = time.monotonic() + 5
-            while not pongs:
-                assert time.monotonic() < t_end
-                await asyncio.sleep(0.01)
+            await _eventually(lambda: bool(pongs), lambda: "no pong")
             assert pongs == [b"ping"]
     finally:
         await runner.cleanup()
