@@ -4,7 +4,7 @@ Why it reuses mm_sim's own quoting and limiter kernels: the comparison is only m
 both simulators run the same strategy. :func:`decide` calls ``mm_sim.core.quote`` (volatility
 EWMA, Avellaneda-Stoikov targets, step limit, never-cross clamp) and ``mm_sim.core.limiter``
 (risk check, pacing, in-flight cap, token buckets) with the parameter vector
-``engine.make_params`` builds, and follows ``engine.decide`` / ``engine._side_decision`` step by
+``engine.make_params`` builds, and follows ``driver.decide`` / ``driver._side_decision`` step by
 step, so the two simulators differ only where venue simulators may differ: book, queue,
 matching, latency bookkeeping.
 
@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim.core import driver as D
 from mm_sim.core import engine as E
 from mm_sim.core import limiter as L
 from mm_sim.core import quote as Q
@@ -206,9 +207,9 @@ def decide(
         g[G_RING_HEAD] = (g[G_RING_HEAD] + 1) % ACK_RING
         g[G_RING_N] -= 1
     out[R_DECISIONS] += 1
-    tick = p[E.K_TICK]
+    tick = p[D.K_TICK]
     mid = (bb + ba) * tick * 0.5
-    vol_update(vol_f, vol_i, now, mid, p[E.K_VOL_SAMPLE_NS], p[E.K_VOL_HL_S])
+    vol_update(vol_f, vol_i, now, mid, p[D.K_VOL_SAMPLE_NS], p[D.K_VOL_HL_S])
     var = vol_f[VOL_VAR]
     if (
         g[G_MEMO_VALID] == 0
@@ -217,10 +218,10 @@ def decide(
         or gf[GF_MEMO_POS] != pos_view
         or gf[GF_MEMO_VAR] != var
     ):
-        mdr = p[E.K_MAX_DELTA_RATIO]
+        mdr = p[D.K_MAX_DELTA_RATIO]
         bt, at, h = target_ticks(
-            mid, bb, ba, tick, pos_view / p[E.K_ORDER_QTY], np.sqrt(var), p[E.K_GAMMA],
-            p[E.K_TAU_S], p[E.K_HALF_BPS] + p[E.K_SPREAD_DELTA_BPS], mdr,
+            mid, bb, ba, tick, pos_view / p[D.K_ORDER_QTY], np.sqrt(var), p[D.K_GAMMA],
+            p[D.K_TAU_S], p[D.K_HALF_BPS] + p[D.K_SPREAD_DELTA_BPS], mdr,
         )  # fmt: skip
         g[G_MEMO_VALID] = 1
         g[G_MEMO_BB] = bb
@@ -230,7 +231,7 @@ def decide(
         g[G_STEP] = max_step_ticks(mdr, h, tick)
         gf[GF_MEMO_POS] = pos_view
         gf[GF_MEMO_VAR] = var
-    want_lots = int(np.floor(p[E.K_ORDER_QTY] / p[E.K_LOT] + Q.TICK_EPS))
+    want_lots = int(np.floor(p[D.K_ORDER_QTY] / p[D.K_LOT] + Q.TICK_EPS))
     n = 0
     first = 1 if sd[1, SD_LAST_ACT] < sd[0, SD_LAST_ACT] else 0
     for j in range(2):
@@ -249,14 +250,14 @@ def decide(
             if (
                 px != cur
                 or want_lots != sd[k, SD_LOTS]
-                or now - sd[k, SD_DECIDED] >= p[E.K_TAIL_AGE_NS]
+                or now - sd[k, SD_DECIDED] >= p[D.K_TAIL_AGE_NS]
             ):
                 intent = ACT_REPLACE
         else:
             intent = ACT_PLACE
         if risk_breach(
-            pos_view, side, want_lots * p[E.K_LOT], px * tick, p[E.K_MAX_POS],
-            p[E.K_MAX_NOTIONAL],
+            pos_view, side, want_lots * p[D.K_LOT], px * tick, p[D.K_MAX_POS],
+            p[D.K_MAX_NOTIONAL],
         ):  # fmt: skip
             if intent != 0:
                 _block(k, intent, BLK_RISK, px, want_lots, sd, out)
@@ -270,9 +271,9 @@ def decide(
         if action == 0:
             continue
         reason = gate(
-            action, False, now, sd[k, SD_LAST_ACT], p[E.K_MIN_INTERVAL_NS], g[G_RING_N],
-            int(p[E.K_MAX_IN_FLIGHT]), lf, li, p[E.K_REPL_CAP], p[E.K_REPL_RATE],
-            p[E.K_VENUE_CAP], p[E.K_VENUE_RATE],
+            action, False, now, sd[k, SD_LAST_ACT], p[D.K_MIN_INTERVAL_NS], g[G_RING_N],
+            int(p[D.K_MAX_IN_FLIGHT]), lf, li, p[D.K_REPL_CAP], p[D.K_REPL_RATE],
+            p[D.K_VENUE_CAP], p[D.K_VENUE_RATE],
         )  # fmt: skip
         if reason >= 0:
             _block(k, action, reason, a_px, a_lots, sd, out)
@@ -290,7 +291,7 @@ def decide(
             sd[k, SD_LOTS] = a_lots
             sd[k, SD_DECIDED] = now
             out[R_PLACES] += 1
-            leg = p[E.K_ENTRY_NS]
+            leg = p[D.K_ENTRY_NS]
         elif action == ACT_REPLACE:
             oid = sd[k, SD_OID]
             keep = a_px == sd[k, SD_PX] and a_lots < sd[k, SD_LOTS]
@@ -299,22 +300,22 @@ def decide(
             if not keep:
                 sd[k, SD_DECIDED] = now
             out[R_REPLACES] += 1
-            leg = p[E.K_ENTRY_NS]
+            leg = p[D.K_ENTRY_NS]
         else:
             oid = sd[k, SD_OID]
             sd[k, SD_OID] = -1
             out[R_CANCELS] += 1
-            leg = p[E.K_CANCEL_NS]
+            leg = p[D.K_CANCEL_NS]
         acts[n, ACT_OID] = oid
         n += 1
         consume(
-            action, now, lf, li, p[E.K_REPL_CAP], p[E.K_REPL_RATE], p[E.K_VENUE_CAP],
-            p[E.K_VENUE_RATE],
+            action, now, lf, li, p[D.K_REPL_CAP], p[D.K_REPL_RATE], p[D.K_VENUE_CAP],
+            p[D.K_VENUE_RATE],
         )  # fmt: skip
         sd[k, SD_LAST_ACT] = now
         sd[k, SD_BK_ACT] = -1
         # In flight until its acknowledgement is back (constant latency: outbound + ack).
-        acks[(g[G_RING_HEAD] + g[G_RING_N]) % ACK_RING] = now + int(leg) + int(p[E.K_ACK_NS])
+        acks[(g[G_RING_HEAD] + g[G_RING_N]) % ACK_RING] = now + int(leg) + int(p[D.K_ACK_NS])
         g[G_RING_N] += 1
     return n
 
@@ -331,15 +332,15 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
         g[G_RING_HEAD] = (g[G_RING_HEAD] + 1) % ACK_RING
         g[G_RING_N] -= 1
     out[R_DECISIONS] += 1
-    tick = p[E.K_TICK]
+    tick = p[D.K_TICK]
     mid = (bb + ba) * tick * 0.5
-    Q.vol_update.py_func(st["vol_f"], st["vol_i"], now, mid, p[E.K_VOL_SAMPLE_NS], p[E.K_VOL_HL_S])
+    Q.vol_update.py_func(st["vol_f"], st["vol_i"], now, mid, p[D.K_VOL_SAMPLE_NS], p[D.K_VOL_HL_S])
     var = st["vol_f"][VOL_VAR]
-    mdr = p[E.K_MAX_DELTA_RATIO]
-    half = p[E.K_HALF_BPS] + p[E.K_SPREAD_DELTA_BPS]
+    mdr = p[D.K_MAX_DELTA_RATIO]
+    half = p[D.K_HALF_BPS] + p[D.K_SPREAD_DELTA_BPS]
     h = Q.half_spread_px.py_func(mid, half, tick)
     skew = Q.inventory_skew_px.py_func(
-        mid, pos_view / p[E.K_ORDER_QTY], p[E.K_GAMMA], math.sqrt(var), p[E.K_TAU_S], mdr * h
+        mid, pos_view / p[D.K_ORDER_QTY], p[D.K_GAMMA], math.sqrt(var), p[D.K_TAU_S], mdr * h
     )
     r = mid - skew
     bt = Q.clamp_noncross.py_func(1, math.floor((r - h) / tick + Q.TICK_EPS), bb, ba)
@@ -348,7 +349,7 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
     g[G_MEMO_VALID], g[G_MEMO_BB], g[G_MEMO_BA] = 1, bb, ba
     g[G_BT], g[G_AT], g[G_STEP] = bt, at, step
     gf[GF_MEMO_POS], gf[GF_MEMO_VAR] = pos_view, var
-    lots = math.floor(p[E.K_ORDER_QTY] / p[E.K_LOT] + Q.TICK_EPS)
+    lots = math.floor(p[D.K_ORDER_QTY] / p[D.K_LOT] + Q.TICK_EPS)
 
     def bucket(i_level: int, i_ts: int, cap: float, rate: float) -> float:
         if li[i_ts] == NO_TS:
@@ -371,11 +372,11 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
             cur = sd[k, SD_PX]
             moved = min(max(want, cur - step), cur + step)
             px = Q.clamp_noncross.py_func(side, moved, bb, ba)
-            stale = now - sd[k, SD_DECIDED] >= p[E.K_TAIL_AGE_NS]
+            stale = now - sd[k, SD_DECIDED] >= p[D.K_TAIL_AGE_NS]
             intent = ACT_REPLACE if (px != cur or lots != sd[k, SD_LOTS] or stale) else 0
-        new = pos_view + side * lots * p[E.K_LOT]
+        new = pos_view + side * lots * p[D.K_LOT]
         risky = abs(new) > abs(pos_view) and (
-            abs(new) > p[E.K_MAX_POS] * (1.0 + 1e-9) or abs(new) * (px * tick) > p[E.K_MAX_NOTIONAL]
+            abs(new) > p[D.K_MAX_POS] * (1.0 + 1e-9) or abs(new) * (px * tick) > p[D.K_MAX_NOTIONAL]
         )
         action, a_px, a_lots = 0, 0, 0
         if risky:
@@ -387,11 +388,11 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
             action, a_px, a_lots = intent, px, lots
         if not action:
             continue
-        repl = (L.LF_REPLACE, L.LI_REPLACE_TS, p[E.K_REPL_CAP], p[E.K_REPL_RATE])
-        venue = (L.LF_VENUE, L.LI_VENUE_TS, p[E.K_VENUE_CAP], p[E.K_VENUE_RATE])
-        if now - sd[k, SD_LAST_ACT] < p[E.K_MIN_INTERVAL_NS]:
+        repl = (L.LF_REPLACE, L.LI_REPLACE_TS, p[D.K_REPL_CAP], p[D.K_REPL_RATE])
+        venue = (L.LF_VENUE, L.LI_VENUE_TS, p[D.K_VENUE_CAP], p[D.K_VENUE_RATE])
+        if now - sd[k, SD_LAST_ACT] < p[D.K_MIN_INTERVAL_NS]:
             reason = 0
-        elif g[G_RING_N] >= int(p[E.K_MAX_IN_FLIGHT]):
+        elif g[G_RING_N] >= int(p[D.K_MAX_IN_FLIGHT]):
             reason = 1
         elif (action != ACT_PLACE and bucket(*repl) < 1.0) or bucket(*venue) < 1.0:
             reason = 3
@@ -405,7 +406,7 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
             g[G_NEXT_ID] += 1
             sd[k, SD_OID], sd[k, SD_PX], sd[k, SD_LOTS], sd[k, SD_DECIDED] = oid, a_px, a_lots, now
             out[R_PLACES] += 1
-            leg = p[E.K_ENTRY_NS]
+            leg = p[D.K_ENTRY_NS]
         elif action == ACT_REPLACE:
             oid = sd[k, SD_OID]
             keep = a_px == sd[k, SD_PX] and a_lots < sd[k, SD_LOTS]
@@ -413,12 +414,12 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
             if not keep:
                 sd[k, SD_DECIDED] = now
             out[R_REPLACES] += 1
-            leg = p[E.K_ENTRY_NS]
+            leg = p[D.K_ENTRY_NS]
         else:
             oid = sd[k, SD_OID]
             sd[k, SD_OID] = -1
             out[R_CANCELS] += 1
-            leg = p[E.K_CANCEL_NS]
+            leg = p[D.K_CANCEL_NS]
         acts[n] = (k, action, a_px, a_lots, oid)
         n += 1
         if action != ACT_PLACE:
@@ -428,7 +429,7 @@ def decide_reference(now: int, bb: int, ba: int, pos_view: float, p: np.ndarray,
         li[L.LI_VENUE_TS] = now
         sd[k, SD_LAST_ACT] = now
         sd[k, SD_BK_ACT] = -1
-        acks[(g[G_RING_HEAD] + g[G_RING_N]) % ACK_RING] = now + int(leg) + int(p[E.K_ACK_NS])
+        acks[(g[G_RING_HEAD] + g[G_RING_N]) % ACK_RING] = now + int(leg) + int(p[D.K_ACK_NS])
         g[G_RING_N] += 1
     return n
 
@@ -460,8 +461,8 @@ def _execute(
     log: np.ndarray,
 ) -> None:
     """Carry out the actions :func:`decide` allowed, through hftbacktest's order API."""
-    tick = p[E.K_TICK]
-    lot = p[E.K_LOT]
+    tick = p[D.K_TICK]
+    lot = p[D.K_LOT]
     for j in range(n):
         i = out[R_LOGGED]
         if i < log.shape[0]:
@@ -567,5 +568,5 @@ def count_wakeups(hbt: Any) -> int:
 
 
 # numba keys this module's on-disk cache on this file only, while ``decide`` compiles in the
-# core's constants and kernels (engine.K_*, quote, limiter): bind it to the core sources too.
+# core's constants and kernels (driver.K_*, quote, limiter): bind it to the core sources too.
 E.bind_cache_to_sources((sys.modules[__name__],))

@@ -267,7 +267,7 @@ def test_profile_that_cannot_quote_is_a_user_error() -> None:
 
 
 def test_a_memory_mapped_feed_file_runs_the_same_compiled_driver(feed: Any, tmp_path: Path) -> None:
-    from mm_sim.core.engine import run_chunk
+    from mm_sim.core.driver import run_chunk
     from mm_sim.events import open_feed, write_feed
 
     write_feed(tmp_path / "f.npy", feed[0][:20000], feed[1])
