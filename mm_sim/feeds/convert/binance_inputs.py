@@ -1,0 +1,230 @@
+"""Binance capture files: which format each is, what it holds, and the shared small helpers.
+
+Why a pre-scan: listing a file's symbols, whether it is futures (``pu``) and whether it carries
+both ``trade`` and ``aggTrade`` from the raw bytes (regex, no JSON) lets a wrong ``--symbol``
+fail before anything is written and lets the main pass skip duplicated prints. Formats are told
+apart by their first line, compression by magic bytes (see the ``binance`` module docstring).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mm_sim.errors import FeedError, UserError
+from mm_sim.feeds.convert.base import BadLines, ConvertOptions, is_gzip, open_binary
+from mm_sim.venues.binance.messages import MessageError, SymbolInfo, decode, parse_exchange_info
+
+FMT_CF_WS = "cryptofeed-ws"
+FMT_CF_HTTP = "cryptofeed-http"
+FMT_HFT = "hftbacktest"
+FMT_JSONL = "jsonl"
+
+MS = 1_000_000
+
+WS_HEADER = re.compile(rb"^(\S+) <-> (\d+(?:\.\d+)?)\s*$")
+HTTP_LINE = re.compile(rb"^(\S+) -> (\d+(?:\.\d+)?): ")
+_CF_LINE = re.compile(rb"^\d+(?:\.\d+)?: [\[{]")
+_HFT_LINE = re.compile(rb"^\d+ [\[{]")
+_URL_SYMBOL = re.compile(rb"[?&]symbol=([A-Za-z0-9_\-]+)")
+_SYM_RE = re.compile(rb'"s"\s*:\s*"([^"\\]{1,40})"')
+_TRADE_RE = re.compile(rb'"e"\s*:\s*"(trade|aggTrade)"[^{}]*?"s"\s*:\s*"([^"\\]{1,40})"')
+
+
+def sec_to_ns(text: bytes) -> int:
+    """'1633998512.0633569' -> ns, exactly (no float rounding)."""
+    whole, _, frac = text.partition(b".")
+    return int(whole) * 1_000_000_000 + (int((frac + b"000000000")[:9]) if frac else 0)
+
+
+@dataclass
+class Input:
+    path: Path
+    fmt: str
+    gz: bool
+    connect_ns: int | None = None  # cryptofeed-ws header
+    url: str = ""
+    symbols: set[str] = field(default_factory=set)
+    trade_symbols: set[str] = field(default_factory=set)  # only filled when aggTrade is present
+    has_diffs: bool = False
+    has_pu: bool = False
+    # cryptofeed-http: (recv ns, line number, symbol) of each depth snapshot
+    snapshot_lines: list[tuple[int, int, str]] = field(default_factory=list)
+    exchange_info: dict[str, SymbolInfo] | None = None
+
+    @property
+    def is_messages(self) -> bool:
+        return self.fmt != FMT_CF_HTTP
+
+
+def sniff(path: Path) -> Input:
+    gz = is_gzip(path)
+    first = b""
+    with open_binary(path) as fh:
+        try:
+            for line in fh:
+                if line.strip():
+                    first = line
+                    break
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FeedError(f"{path}:1: unreadable compressed data ({exc})") from exc
+    if not first:
+        raise FeedError(f"{path}: empty file")
+    m = WS_HEADER.match(first)
+    if m:
+        return Input(path, FMT_CF_WS, gz, sec_to_ns(m.group(2)), m.group(1).decode("latin1"))
+    if HTTP_LINE.match(first):
+        return Input(path, FMT_CF_HTTP, gz)
+    if _CF_LINE.match(first):
+        return Input(path, FMT_CF_WS, gz)
+    if _HFT_LINE.match(first):
+        return Input(path, FMT_HFT, gz)
+    if first.lstrip()[:1] in (b"{", b"["):
+        return Input(path, FMT_JSONL, gz)
+    raise FeedError(
+        f"{path}:1: unrecognised Binance capture: expected '<url> <-> <time>' (cryptofeed), "
+        "'<url> -> <time>: <body>' (cryptofeed REST), '<seconds>: <json>', '<ns> <json>' "
+        f"(hftbacktest) or a JSON message per line; got {first[:60]!r}"
+    )
+
+
+def prescan_messages(inp: Input) -> None:
+    """Symbols, futures-ness and trade/aggTrade presence from raw bytes (no JSON decoding)."""
+    rest = b""
+    has_agg = False
+    try:
+        with open_binary(inp.path) as fh:
+            while True:
+                # read1: what one decompression step yields, so a truncated gzip still
+                # gives up its readable start.
+                chunk = fh.read1(1 << 20)
+                data = rest + chunk
+                if chunk:
+                    cut = data.rfind(b"\n") + 1
+                    data, rest = data[:cut], data[cut:]
+                    if not data:
+                        continue
+                inp.symbols.update(s.decode("latin1") for s in set(_SYM_RE.findall(data)))
+                if has_agg or b'"aggTrade"' in data:
+                    has_agg = True  # only then does it matter which symbols carry `trade`
+                    inp.trade_symbols.update(
+                        sym.decode("latin1")
+                        for etype, sym in set(_TRADE_RE.findall(data))
+                        if etype == b"trade"
+                    )
+                if not inp.has_diffs and b'"depthUpdate"' in data:
+                    inp.has_diffs = True
+                if not inp.has_pu and b'"pu"' in data:
+                    inp.has_pu = True
+                if not chunk:
+                    break
+    except (OSError, EOFError, zlib.error):
+        pass  # the main pass reports unreadable data at its line
+
+
+def prescan_http(inp: Input, bad: BadLines) -> None:
+    """Index the REST responses of a cryptofeed http capture (snapshots by symbol, exchangeInfo)."""
+    with open_binary(inp.path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip() or line.startswith(b"configuration:"):
+                continue
+            m = HTTP_LINE.match(line)
+            if not m:
+                bad.bad(
+                    f"{inp.path}:{lineno}",
+                    "malformed REST capture line: expected '<url> -> <time>: <body>'",
+                )
+                continue
+            url = m.group(1)
+            if b"exchangeInfo" in url:
+                try:
+                    inp.exchange_info = parse_exchange_info(decode(line[m.end() :])[0])
+                except MessageError as err:
+                    record_bad(bad, f"{inp.path}:{lineno}", err)
+                continue
+            sym = _URL_SYMBOL.search(url)
+            if b"/depth" not in url or not sym:
+                bad.bad(f"{inp.path}:{lineno}", "unknown REST response: expected a depth snapshot")
+                continue
+            inp.snapshot_lines.append(
+                (sec_to_ns(m.group(2)), lineno, sym.group(1).decode("latin1").upper())
+            )
+
+
+def record_bad(bad: BadLines, where: str, err: MessageError) -> None:
+    """Count by the value-free reason; in strict mode stop with the full detail."""
+    if bad.strict:
+        raise FeedError(f"{where}: {err}")
+    bad.bad(where, err.reason)
+
+
+def load_exchange_info(path: Path) -> dict[str, SymbolInfo]:
+    """An ``exchangeInfo`` JSON file, or a cryptofeed ``*.0``/http capture containing one."""
+    if not path.exists():
+        raise UserError(f"{path}: exchangeInfo file not found")
+    with open_binary(path) as fh:
+        data = fh.read()
+    if data.lstrip()[:1] == b"{":
+        try:
+            return parse_exchange_info(decode(data)[0])
+        except MessageError as err:
+            raise UserError(f"{path}: {err}") from None
+    for lineno, line in enumerate(data.splitlines(), 1):
+        m = HTTP_LINE.match(line)
+        if m and b"exchangeInfo" in m.group(1):
+            try:
+                return parse_exchange_info(decode(line[m.end() :])[0])
+            except MessageError as err:
+                raise UserError(f"{path}:{lineno}: {err}") from None
+    raise UserError(
+        f"{path}: no exchangeInfo response found (expected its JSON body, or a cryptofeed line "
+        "'<url>/exchangeInfo -> <time>: <body>')"
+    )
+
+
+def iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def resolve_symbol(opts: ConvertOptions, msg_inputs: list[Input], http: list[Input]) -> str:
+    present: set[str] = set()
+    for inp in msg_inputs:
+        present |= inp.symbols
+    if not present:
+        for inp in http:
+            present |= {s for _, _, s in inp.snapshot_lines}
+    listing = ", ".join(sorted(present)) or "none"
+    if opts.symbol:
+        want = opts.symbol.upper()
+        for s in present:
+            if s.upper() == want:
+                return s
+        raise UserError(
+            f"symbol {opts.symbol!r} not found in the inputs; symbols present: {listing}"
+        )
+    if len(present) == 1:
+        return next(iter(present))
+    if not present:
+        raise UserError("no Binance symbol found in the inputs (no message carries a symbol)")
+    raise UserError(f"the inputs hold several symbols ({listing}); pick one with --symbol")
+
+
+def url_market(url: bytes) -> str | None:
+    if b"fapi." in url or b"fstream." in url:
+        return "usd-m futures"
+    if b"dapi." in url or b"dstream." in url:
+        return "coin-m futures"
+    if b"api.binance" in url or b"stream.binance" in url:
+        return "spot"
+    return None
+
+
+def exchange_info_market(info: dict[str, SymbolInfo]) -> str:
+    if any("contractType" in s.extra for s in info.values()):
+        return "futures"
+    return "spot"
