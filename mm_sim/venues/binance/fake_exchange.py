@@ -6,6 +6,9 @@ rate limits, a server shutting down) without a network, and a user should see th
 path offline (``make live-demo``). It also has to be fast enough to measure the client's latency
 at thousands of messages per second, so nothing on its send path awaits per message.
 
+Pieces: ``fake_parts.py`` (true book, fault plan, frames), ``fake_http.py`` (request
+handlers); this module paces the feed into messages and delivers them.
+
 What it serves (one aiohttp app, HTTP and websocket on the same port):
 
 - ``/stream?streams=<sym>@depth@100ms/<sym>@trade`` (combined, ``{"stream","data"}`` wrapped)
@@ -38,30 +41,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from mm_sim.events import ASK, BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE, Instrument
 from mm_sim.logs import get_logger
+from mm_sim.venues.binance import fake_http as http
+from mm_sim.venues.binance.fake_parts import (
+    BATCH_NS,
+    FAULTS,
+    INJECT_ONLY,
+    STREAM_FAULTS,
+    Changes,
+    FakeClient,
+    FaultPlan,
+    TrueBook,
+    feed_message_rate,
+    top_levels,
+    wire_symbol,
+    ws_frame,
+)
 from mm_sim.venues.binance.messages import float_decimals
 from mm_sim.venues.binance.sync import Market
 
 log = get_logger("mm_sim.fake_exchange")
 
-STREAM_FAULTS = ("gap", "dup", "reorder", "disconnect", "stall", "malformed", "shutdown")
-SNAPSHOT_FAULTS = ("stale-snapshot", "rate-limit")
-FAULTS = STREAM_FAULTS + SNAPSHOT_FAULTS
-# One-shot faults only reachable through /fake/inject (tests of precise situations).
-INJECT_ONLY = ("gap-after-snapshot", "snapshot-error", "ban")
-
-BATCH_NS = 100_000_000
 _MS = 1_000_000
 _FINE_WAIT_S = 0.002  # waits shorter than this end in time.sleep, not in a loop timer
 # The last this-many seconds of a wait are spun, not slept: a sleep overshoots by 60-90 µs
@@ -71,150 +81,6 @@ _YIELD_EVERY = 64  # when behind schedule, let the loop run at least this often 
 _YIELD_S = 0.001  # and at least this often (wall seconds)
 _LATE_KEEP = 1 << 16  # send-lateness samples kept for /fake/info
 _STALL_S = 0.001  # a message this late starts (or extends) a stall episode in /fake/info
-
-# (side, price, qty); qty 0 removes the level. Stored as tuples: a tuple of floats is not
-# tracked by the cyclic GC, so the kept history does not make every collection slower.
-Changes = tuple[tuple[int, float, float], ...]
-
-
-def _wire_symbol(symbol: str) -> str:
-    """Binance symbols are upper-case alphanumerics (the synthetic one has a hyphen)."""
-    return "".join(ch for ch in symbol.upper() if ch.isalnum())
-
-
-def ws_frame(data: bytes) -> bytes:
-    """One unmasked, unfragmented websocket text frame (server to client, RFC 6455 5.2)."""
-    n = len(data)
-    if n < 126:
-        return bytes((0x81, n)) + data
-    if n < 65536:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
-
-
-class TrueBook:
-    """The exchange's book plus enough history to show it at any recent update id.
-
-    History is kept as the last ``history`` diffs on top of a base book: a query replays the
-    diffs up to the asked id on a copy of the base, so memory stays bounded and answers exact.
-    """
-
-    def __init__(self, history: int = 5000) -> None:
-        self.bids: dict[float, float] = {}
-        self.asks: dict[float, float] = {}
-        self.update_id = 0
-        self._base: tuple[dict[float, float], dict[float, float], int] = ({}, {}, 0)
-        self._hist: deque[tuple[int, int, Changes]] = deque()
-        self._max = history
-
-    @staticmethod
-    def _apply(bids: dict[float, float], asks: dict[float, float], changes: Changes) -> None:
-        for side, p, q in changes:
-            book = asks if side == ASK else bids
-            if q > 0.0:
-                book[p] = q
-            else:
-                book.pop(p, None)
-
-    def apply(self, first_id: int, final_id: int, changes: Changes) -> None:
-        self._apply(self.bids, self.asks, changes)
-        self.update_id = final_id
-        self._hist.append((first_id, final_id, changes))
-        if len(self._hist) > self._max:
-            _, u, old = self._hist.popleft()
-            b, a, _ = self._base
-            self._apply(b, a, old)
-            self._base = (b, a, u)
-
-    def ids(self) -> list[int]:
-        return [u for _, u, _ in self._hist]
-
-    def at(self, update_id: int) -> tuple[dict[float, float], dict[float, float]] | None:
-        """The book right after the diff ending at ``update_id`` (None if unknown/expired)."""
-        if update_id == self.update_id:
-            return dict(self.bids), dict(self.asks)
-        b0, a0, base_id = self._base
-        if update_id < base_id:
-            return None
-        bids, asks = dict(b0), dict(a0)
-        if update_id == base_id:
-            return bids, asks
-        for _, u, ch in self._hist:
-            if u > update_id:
-                return None
-            self._apply(bids, asks, ch)
-            if u == update_id:
-                return bids, asks
-        return None
-
-
-def top_levels(
-    bids: dict[float, float], asks: dict[float, float], depth: int
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    return (
-        sorted(bids.items(), key=lambda kv: -kv[0])[:depth],
-        sorted(asks.items())[:depth],
-    )
-
-
-@dataclass
-class FaultPlan:
-    """Random faults (each enabled one fires with probability ``rate`` per diff and
-    connection; snapshot faults per REST request) plus one-shot injections from tests."""
-
-    enabled: set[str] = field(default_factory=set)
-    rate: float = 0.0
-    stall_s: float = 2.0
-    stale_back: int = 30  # a stale snapshot is this many diffs behind the stream
-    retry_after_s: int = 1  # Retry-After of a 429/418 answer
-    shutdown_grace_s: float = 1.0  # a connection told serverShutdown is closed this much later
-    injected: Counter[str] = field(default_factory=Counter)
-    fired: Counter[str] = field(default_factory=Counter)
-
-    @staticmethod
-    def parse(text: str | None, rate: float) -> FaultPlan:
-        names = {f.strip() for f in (text or "").split(",") if f.strip()}
-        unknown = names - set(FAULTS)
-        if unknown:
-            raise ValueError(
-                f"unknown fault(s) {sorted(unknown)}: expected some of {', '.join(FAULTS)}"
-            )
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"fault rate must be within [0, 1], got {rate}")
-        return FaultPlan(names, rate)
-
-    def take(self, name: str, rng: random.Random) -> bool:
-        """Whether fault ``name`` fires now: a pending injection, else the random draw."""
-        if self.injected[name] > 0:
-            self.injected[name] -= 1
-            return True
-        return name in self.enabled and self.rate > 0 and rng.random() < self.rate
-
-
-class _Client:
-    """One websocket connection: its subscriptions and the frames not yet written."""
-
-    def __init__(
-        self, ws: web.WebSocketResponse, transport: Any, combined: bool, streams: set[str]
-    ) -> None:
-        self.ws = ws
-        self.transport = transport
-        self.combined = combined
-        self.streams = streams
-        self.depth_name: str | None = None
-        self.trade_name: str | None = None
-        # (stream name, payload) to wrap at write time, or (None, text) to send as it is.
-        self.out: list[tuple[str | None, str]] = []
-        self.held: tuple[str | None, str] | None = None  # a reordered diff, sent after the next
-        self.stall_until = 0.0
-        self.doomed = False  # told serverShutdown; closed after the grace period
-
-    def route(self, symbol: str) -> None:
-        sym = symbol.lower()
-        self.depth_name = next(
-            (s for s in sorted(self.streams) if s in (f"{sym}@depth", f"{sym}@depth@100ms")), None
-        )
-        self.trade_name = f"{sym}@trade" if f"{sym}@trade" in self.streams else None
 
 
 class FakeExchange:
@@ -239,7 +105,7 @@ class FakeExchange:
         self.events = events
         self.instrument = instrument
         self.market = Market(market)
-        self.feed_msg_rate = _feed_message_rate(events)
+        self.feed_msg_rate = feed_message_rate(events)
         if msg_rate is not None:
             if not msg_rate > 0:
                 raise ValueError(f"message rate must be > 0, got {msg_rate}")
@@ -250,7 +116,7 @@ class FakeExchange:
         self.port = port
         self.faults = faults or FaultPlan()
         self.rng = random.Random(seed)
-        self.symbol = symbol.upper() if symbol else _wire_symbol(instrument.symbol)
+        self.symbol = symbol.upper() if symbol else wire_symbol(instrument.symbol)
         self.heartbeat_s = heartbeat_s
         self.max_client_buffer = max_client_buffer
         self.price_dec = (
@@ -268,7 +134,7 @@ class FakeExchange:
         )
         self.book = TrueBook()
         self.epoch_ns = time.time_ns()
-        self.clients: list[_Client] = []
+        self.clients: list[FakeClient] = []
         self.trade_id = 0
         self.stats: Counter[str] = Counter()
         self.snapshot_log: deque[tuple[float, int]] = deque(maxlen=200)  # (monotonic, status)
@@ -299,15 +165,15 @@ class FakeExchange:
         app = web.Application()
         futures = self.market is Market.FUTURES
         prefix = "/fapi/v1" if futures else "/api/v3"
-        app.router.add_get(f"{prefix}/depth", self._h_depth)
-        app.router.add_get(f"{prefix}/exchangeInfo", self._h_exchange_info)
-        app.router.add_get("/stream", self._h_ws)
-        app.router.add_get("/ws", self._h_ws)
-        app.router.add_get("/ws/{streams}", self._h_ws)
-        app.router.add_get("/fake/info", self._h_info)
-        app.router.add_get("/fake/book", self._h_book)
-        app.router.add_route("*", "/fake/inject", self._h_inject)
-        app.router.add_route("*", "/fake/faults", self._h_faults)
+        app.router.add_get(f"{prefix}/depth", partial(http.h_depth, self))
+        app.router.add_get(f"{prefix}/exchangeInfo", partial(http.h_exchange_info, self))
+        app.router.add_get("/stream", partial(http.h_ws, self))
+        app.router.add_get("/ws", partial(http.h_ws, self))
+        app.router.add_get("/ws/{streams}", partial(http.h_ws, self))
+        app.router.add_get("/fake/info", partial(http.h_info, self))
+        app.router.add_get("/fake/book", partial(http.h_book, self))
+        app.router.add_route("*", "/fake/inject", partial(http.h_inject, self))
+        app.router.add_route("*", "/fake/faults", partial(http.h_faults, self))
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -548,7 +414,7 @@ class FakeExchange:
                 c.held = None
 
     def _deliver_faulty(
-        self, c: _Client, name: str, text: str, fired: list[str], now: float
+        self, c: FakeClient, name: str, text: str, fired: list[str], now: float
     ) -> None:
         for f in fired:
             self.faults.fired[f] += 1
@@ -584,7 +450,7 @@ class FakeExchange:
             if c.out:
                 self._write(c)
 
-    def _write(self, c: _Client) -> None:
+    def _write(self, c: FakeClient) -> None:
         """Write the queued frames of one connection with a single transport call."""
         if not c.out:
             return
@@ -612,100 +478,23 @@ class FakeExchange:
             self.stats["slow_client_disconnects"] += 1
             self._drop(c, "slow")
 
-    def _drop(self, c: _Client, reason: str) -> None:
+    def _drop(self, c: FakeClient, reason: str) -> None:
         if c in self.clients:
             self.clients.remove(c)
             if reason:
                 self.stats[f"closed_{reason}"] += 1
         self._spawn(self._close(c))
 
-    async def _close_later(self, c: _Client, delay_s: float, reason: str) -> None:
+    async def _close_later(self, c: FakeClient, delay_s: float, reason: str) -> None:
         await asyncio.sleep(delay_s)
         if c in self.clients:
             self._write(c)
             self._drop(c, reason)
 
     @staticmethod
-    async def _close(c: _Client) -> None:
+    async def _close(c: FakeClient) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(c.ws.close(), 5.0)
-
-    # --- HTTP handlers --------------------------------------------------------------------
-
-    def _error(
-        self, status: int, code: int, msg: str, headers: dict[str, str] | None = None
-    ) -> web.Response:
-        return web.json_response({"code": code, "msg": msg}, status=status, headers=headers)
-
-    async def _h_depth(self, req: web.Request) -> web.Response:
-        resp = self._depth(req)
-        self.snapshot_log.append((time.monotonic(), resp.status))
-        return resp
-
-    def _depth(self, req: web.Request) -> web.Response:
-        sym = req.query.get("symbol")
-        if not sym:
-            return self._error(400, -1102, "Mandatory parameter 'symbol' was not sent.")
-        if sym.upper() != self.symbol:
-            return self._error(400, -1121, "Invalid symbol.")
-        futures = self.market is Market.FUTURES
-        try:
-            limit = int(req.query.get("limit", "500" if futures else "100"))
-        except ValueError:
-            return self._error(400, -1100, "Illegal characters found in parameter 'limit'.")
-        if limit < 1 or limit > (1000 if futures else 5000):
-            return self._error(400, -1100, "Illegal value for parameter 'limit'.")
-        self.stats["snapshots"] += 1
-        fp = self.faults
-        retry = {"Retry-After": str(fp.retry_after_s)}
-        if fp.take("ban", self.rng):
-            fp.fired["ban"] += 1
-            return self._error(418, -1003, "Way too many requests; IP banned.", retry)
-        if fp.take("rate-limit", self.rng):
-            fp.fired["rate-limit"] += 1
-            return self._error(429, -1003, "Too many requests; please use the websocket.", retry)
-        if fp.take("snapshot-error", self.rng):
-            fp.fired["snapshot-error"] += 1
-            return self._error(503, -1001, "Internal error; unable to process your request.")
-        uid = self.book.update_id
-        bids, asks = self.book.bids, self.book.asks
-        if fp.injected["stale-snapshot"] > 0 or (
-            "stale-snapshot" in fp.enabled and self.rng.random() < fp.rate
-        ):
-            ids = self.book.ids()
-            if len(ids) > fp.stale_back:
-                uid = ids[-fp.stale_back - 1]
-                old = self.book.at(uid)
-                assert old is not None
-                bids, asks = old
-                if fp.injected["stale-snapshot"] > 0:
-                    fp.injected["stale-snapshot"] -= 1
-                fp.fired["stale-snapshot"] += 1
-        if fp.injected["gap-after-snapshot"] > 0:
-            fp.injected["gap-after-snapshot"] -= 1
-            self._gap_after = uid
-        b, a = top_levels(bids, asks, limit)
-        body: dict[str, Any] = {"lastUpdateId": uid}
-        if futures:
-            now_ms = self.now_ns() // _MS
-            body.update(E=now_ms, T=now_ms)
-        pd, qd = self.price_dec, self.qty_dec
-        body["bids"] = [[f"{p:.{pd}f}", f"{q:.{qd}f}"] for p, q in b]
-        body["asks"] = [[f"{p:.{pd}f}", f"{q:.{qd}f}"] for p, q in a]
-        return web.json_response(body)
-
-    async def _h_exchange_info(self, req: web.Request) -> web.Response:
-        sym: dict[str, Any] = {
-            "symbol": self.symbol,
-            "status": "TRADING",
-            "filters": [
-                {"filterType": "PRICE_FILTER", "tickSize": f"{self.instrument.tick_size:.10f}"},
-                {"filterType": "LOT_SIZE", "stepSize": f"{self.instrument.lot_size:.10f}"},
-            ],
-        }
-        if self.market is Market.FUTURES:
-            sym["contractType"] = "PERPETUAL"
-        return web.json_response({"timezone": "UTC", "symbols": [sym]})
 
     def send_stats(self) -> dict[str, Any]:
         """Messages produced, their rate over the wall time they took, and send lateness."""
@@ -726,125 +515,6 @@ class FakeExchange:
                 "episodes": [[t, w * 1e6] for t, w in self._stalls],  # monotonic s, worst µs
             },
         }
-
-    async def _h_info(self, req: web.Request) -> web.Response:
-        t_now = time.monotonic()
-        return web.json_response(
-            {
-                "fake_exchange": True,
-                "symbol": self.symbol,
-                "market": str(self.market),
-                "speed": self.speed,
-                "epoch_ns": self.epoch_ns,
-                "now_ns": self.now_ns(),
-                "update_id": self.book.update_id,
-                "tick_size": self.instrument.tick_size,
-                "lot_size": self.instrument.lot_size,
-                "price_decimals": self.price_dec,
-                "clients": len(self.clients),
-                "faults": sorted(self.faults.enabled),
-                "fault_rate": self.faults.rate,
-                "fired": dict(self.faults.fired),
-                "stats": dict(self.stats),
-                "send": self.send_stats(),
-                "snapshot_requests": [[round(t - t_now, 6), st] for t, st in self.snapshot_log],
-            }
-        )
-
-    async def _h_book(self, req: web.Request) -> web.Response:
-        try:
-            depth = int(req.query.get("depth", "20"))
-            uid = int(req.query["update_id"]) if "update_id" in req.query else None
-        except ValueError:
-            return self._error(400, -1100, "update_id and depth must be integers")
-        book = self.book.at(uid) if uid is not None else (self.book.bids, self.book.asks)
-        if book is None:
-            return self._error(404, -1, f"update id {uid} not in the kept history")
-        b, a = top_levels(book[0], book[1], depth)
-        return web.json_response(
-            {
-                "update_id": uid if uid is not None else self.book.update_id,
-                "bids": [[p, q] for p, q in b],
-                "asks": [[p, q] for p, q in a],
-            }
-        )
-
-    async def _h_inject(self, req: web.Request) -> web.Response:
-        fault = req.query.get("fault", "")
-        if fault not in FAULTS + INJECT_ONLY:
-            return self._error(400, -1, f"unknown fault {fault!r}")
-        try:
-            count = int(req.query.get("count", "1"))
-        except ValueError:
-            return self._error(400, -1, "count must be an integer")
-        self.faults.injected[fault] += count
-        return web.json_response({"injected": fault, "count": count})
-
-    async def _h_faults(self, req: web.Request) -> web.Response:
-        try:
-            plan = FaultPlan.parse(req.query.get("faults", ""), float(req.query.get("rate", "0")))
-        except ValueError as exc:
-            return self._error(400, -1, str(exc))
-        self.faults.enabled, self.faults.rate = plan.enabled, plan.rate
-        return web.json_response({"faults": sorted(plan.enabled), "rate": plan.rate})
-
-    # --- websocket ------------------------------------------------------------------------
-
-    async def _h_ws(self, req: web.Request) -> web.WebSocketResponse:
-        combined = req.path == "/stream"
-        raw = req.query.get("streams", "") if combined else req.match_info.get("streams", "")
-        streams = {s for s in raw.split("/") if s}
-        # No permessage-deflate: Binance streams are not compressed and frames are written raw.
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, max_msg_size=1 << 20, compress=False)
-        await ws.prepare(req)
-        c = _Client(ws, req.transport, combined, streams)
-        c.route(self.symbol)
-        self.clients.append(c)
-        self.stats["connections"] += 1
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self._control(c, msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            with contextlib.suppress(ValueError):
-                self.clients.remove(c)
-        return ws
-
-    async def _control(self, c: _Client, text: str) -> None:
-        try:
-            req = json.loads(text)
-            method, rid = req["method"], req.get("id")
-            params = req.get("params", [])
-        except (ValueError, KeyError, TypeError):
-            await c.ws.send_str(json.dumps({"code": 2, "msg": "Invalid request", "id": None}))
-            return
-        if method == "SUBSCRIBE":
-            c.streams.update(params)
-            reply: dict[str, Any] = {"result": None, "id": rid}
-        elif method == "UNSUBSCRIBE":
-            c.streams.difference_update(params)
-            reply = {"result": None, "id": rid}
-        elif method == "LIST_SUBSCRIPTIONS":
-            reply = {"result": sorted(c.streams), "id": rid}
-        else:
-            reply = {"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": rid}
-        c.route(self.symbol)
-        self._write(c)  # stream frames already queued go first, as they were produced first
-        await c.ws.send_str(json.dumps(reply))
-
-
-def _feed_message_rate(events: np.ndarray) -> float:
-    """Messages the feed makes per second of feed time: trades plus 100 ms buckets with book
-    changes (an upper bound on diffs: a bucket whose changes net out sends nothing)."""
-    ts = np.asarray(events["exch_ts"], dtype=np.int64)
-    kinds = np.asarray(events["kind"])
-    t0 = int(ts[0])
-    span_s = (int(ts[-1]) - t0 + BATCH_NS) / 1e9
-    trades = int(np.count_nonzero((kinds == KIND_TRADE) & (np.asarray(events["qty"]) > 0)))
-    buckets = int(np.unique((ts[kinds != KIND_TRADE] - t0) // BATCH_NS).size)
-    return (trades + buckets) / span_s
 
 
 __all__ = [

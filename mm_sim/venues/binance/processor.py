@@ -1,0 +1,383 @@
+"""Binance frames and snapshots of one symbol → native events, with no socket and no clock.
+
+Why a module of its own: this is the sans-I/O half of the live client. Raw messages and
+snapshots go in with their receive time; native events (``EVENT_DTYPE``) and "a snapshot is
+needed" come out. It drives :class:`~mm_sim.venues.binance.sync.BookSync` exactly as the
+converter does, so a recorded session replayed through it gives the converter's book, and tests
+can feed it bytes without a server.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, KIND_TRADE
+from mm_sim.logs import get_logger
+from mm_sim.venues.binance.fastparse import (
+    I_E,
+    I_FINAL,
+    I_FIRST,
+    I_HAS_PU,
+    I_NA,
+    I_NB,
+    I_PREV,
+    I_SYM0,
+    I_SYM1,
+    T_E,
+    T_HAS_T,
+    T_M,
+    T_SYM0,
+    T_SYM1,
+    T_T,
+    T_TID,
+    DepthParser,
+    TradeParser,
+    fill_diff,
+    fill_levels,
+    flat_levels,
+)
+from mm_sim.venues.binance.messages import (
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    MessageError,
+    Skipped,
+    Trade,
+    decode,
+    parse_payload,
+)
+from mm_sim.venues.binance.sync import Action, ActionKind, BookSync, Market, Reason
+
+log = get_logger("mm_sim.binance")
+
+_MS = 1_000_000
+
+
+@dataclass
+class ClientCounters:
+    messages: int = 0  # frames handed to the processor
+    diffs: int = 0
+    trades: int = 0
+    trades_duplicate: int = 0  # same trade id again (duplicates, connection overlap)
+    trades_skipped: int = 0  # non-market prints (futures insurance fund, ADL), zero qty
+    skipped: int = 0  # well-formed messages not used (control replies, klines, ...)
+    other_symbol: int = 0
+    malformed: int = 0
+    bad: Counter[str] = field(default_factory=Counter)  # malformed by reason
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0  # connections lost (not counting our own proactive closes)
+    rollovers: int = 0  # proactive reconnects started
+    overlap_switches: int = 0  # rollovers that kept book continuity
+    overlap_timeouts: int = 0
+    stale: int = 0  # connections closed because no data arrived in stale_after_s
+    overflow: int = 0  # frames the reader could not queue (consumer too slow)
+    overflow_resyncs: int = 0
+    server_shutdown: int = 0
+    snapshot_fetches: int = 0
+    snapshot_failures: int = 0  # HTTP errors, timeouts, unparsable bodies (retried)
+    rate_limited: int = 0  # 429/418 answers (waited Retry-After)
+    rate_limit_wait_s: float = 0.0  # total Retry-After waited
+    snapshots_late: int = 0  # snapshot of an earlier epoch, not used
+    invalidations: int = 0  # CLEAR events emitted because the book became unknown
+    old_connection_frames: int = 0  # frames of a connection already replaced
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "bad"}
+        d["bad"] = dict(self.bad)
+        return d
+
+
+class _Stage:
+    """Events in arrival order, staged as ready-made record arrays (one per trade, one per diff
+    filled by a numba kernel, one per snapshot): a frame's events cost one small allocation, and
+    ``take`` hands over the only array or the concatenation. On a live path one frame at a time
+    is the common case, so that is the one kept cheap."""
+
+    __slots__ = ("n", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def one(self, exch: int, local: int, kind: int, side: int, price: float, qty: float) -> None:
+        self.parts.append(np.array([(exch, local, price, qty, kind, side)], dtype=EVENT_DTYPE))
+        self.n += 1
+
+    def levels(self, bids: np.ndarray, asks: np.ndarray, kind: int, exch: int, local: int) -> None:
+        """Both sides of a snapshot (flat price, qty arrays) as one block, bids first."""
+        n = (len(bids) + len(asks)) // 2
+        if not n:
+            return
+        rec = np.empty(n, dtype=EVENT_DTYPE)
+        i = fill_levels(rec, 0, bids, BID, kind, exch, local)
+        fill_levels(rec, i, asks, ASK, kind, exch, local)
+        self.parts.append(rec)
+        self.n += n
+
+    def diff(self, bids: np.ndarray, asks: np.ndarray, exch: int, local: int) -> None:
+        """A diff's levels (flat price, qty arrays), deletions first (``fill_diff``)."""
+        n = (len(bids) + len(asks)) // 2
+        if not n:
+            return
+        rec = np.empty(n, dtype=EVENT_DTYPE)
+        fill_diff(rec, bids, asks, exch, local)
+        self.parts.append(rec)
+        self.n += n
+
+    def take(self) -> np.ndarray:
+        parts = self.parts
+        if len(parts) == 1:
+            rec = parts[0]
+        elif not parts:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        else:
+            rec = np.concatenate(parts)
+        self.parts = []
+        self.n = 0
+        return rec
+
+
+def _flat(levels: list[Level], flat: np.ndarray | None) -> np.ndarray:
+    return flat if flat is not None else flat_levels(levels)
+
+
+class StreamProcessor:
+    """Parsed or raw Binance messages of one symbol → native events, via :class:`BookSync`.
+
+    Exchange times are kept non-decreasing in the output (a REST snapshot's ``E`` can be older
+    than the diffs already applied): the core assumes a monotonic exchange clock.
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        market: Market | str,
+        max_buffer: int = 10_000,
+        counters: ClientCounters | None = None,
+    ) -> None:
+        self.symbol = symbol.upper()
+        self.market = Market(market)
+        self.sync = BookSync(self.market, max_buffer=max_buffer)
+        self.counters = counters if counters is not None else ClientCounters()
+        self.stage = _Stage()
+        self.last_exch = 0
+        self.last_local = 0
+        self.last_trade_id = -1
+        self.need_snapshot = False  # set when the sync asks for one; the I/O layer clears it
+        self._depth = DepthParser()  # plain depthUpdate frames skip json (same result)
+        self._trades = TradeParser()  # so do plain spot trades
+        self._futures = 1 if self.market is Market.FUTURES else 0  # as the parser's I_HAS_PU
+        self._sym = self.symbol.encode()
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def decode(self, raw: str | bytes) -> Any:
+        """Parse one frame; None (and counted) when it cannot be used."""
+        p = self._depth
+        iv = p.scan(raw)
+        if iv is not None:
+            return p.build(iv)
+        return self._decode_general(raw)
+
+    def _decode_general(self, raw: str | bytes) -> Any:
+        """Every frame the numba depthUpdate parser does not take (trades, control, errors)."""
+        try:
+            payload, stream = decode(raw)
+            if type(payload) is dict and _is_shutdown(payload):
+                self.counters.server_shutdown += 1
+                log.warning("serverShutdown received: rolling over to a new connection")
+                return Skipped("serverShutdown")
+            return parse_payload(payload, stream)
+        except MessageError as err:
+            self.counters.malformed += 1
+            self.counters.bad[err.reason] += 1
+            if self.counters.malformed <= 10 or self.counters.malformed % 1000 == 0:
+                log.warning("bad message skipped", reason=err.reason, detail=err.detail)
+            return None
+
+    def on_raw(self, raw: str | bytes, local_ns: int) -> None:
+        p = self._depth
+        iv = p.scan(raw)
+        if iv is not None:
+            if self._continue(iv, local_ns):
+                return
+            msg = p.build(iv)
+        else:
+            tr = self._trades.scan(raw)
+            if tr is not None and self._trade_fast(tr[0], tr[1], local_ns):
+                return
+            msg = self._decode_general(raw)
+        if msg is not None:
+            self.on_message(msg, local_ns)
+
+    def _trade_fast(self, iv: list[int], pq: list[float], local_ns: int) -> bool:
+        """A plain spot trade of our symbol straight from the trade parser: what
+        :meth:`on_message` and :meth:`_trade` do with its Trade; False (nothing changed) when
+        the symbol is not ours as sent (the general path decides)."""
+        if self._trades.data[iv[T_SYM0] : iv[T_SYM1]] != self._sym:
+            return False
+        c = self.counters
+        c.messages += 1
+        self.last_local = local_ns
+        tid = iv[T_TID]
+        if tid <= self.last_trade_id:
+            c.trades_duplicate += 1
+            return True
+        self.last_trade_id = tid
+        price, qty = pq
+        if qty <= 0.0:
+            c.trades_skipped += 1
+            return True
+        c.trades += 1
+        exch = self._exch(iv[T_T] if iv[T_HAS_T] else iv[T_E])
+        self.stage.one(exch, local_ns, KIND_TRADE, -1 if iv[T_M] else 1, price, qty)
+        return True
+
+    def _continue(self, iv: list[int], local_ns: int) -> bool:
+        """The common live case straight from the parser's output, with no DepthDiff, Action or
+        level lists: a diff of our symbol and market that continues the synced book. Exactly
+        what :meth:`on_message` would do with it (counters, events, resync on a crossed book);
+        False, with nothing changed, for anything else (the general path decides)."""
+        if iv[I_HAS_PU] != self._futures or self._depth.data[iv[I_SYM0] : iv[I_SYM1]] != self._sym:
+            return False
+        p = self._depth
+        fb = p.vb[: 2 * iv[I_NB]]
+        fa = p.va[: 2 * iv[I_NA]]
+        r = self.sync.apply_next(iv[I_FIRST], iv[I_FINAL], iv[I_PREV], fb, fa)
+        if not r:
+            return False
+        c = self.counters
+        c.messages += 1
+        c.diffs += 1
+        self.last_local = local_ns
+        exch = self._exch(iv[I_E])
+        self.stage.diff(fb, fa, exch, local_ns)
+        if r == 2:  # crossed: as _do does for APPLY, RESYNC(crossed), NEED_SNAPSHOT
+            self.stage.one(exch, local_ns, KIND_CLEAR, 0, 0.0, 0.0)
+            c.invalidations += 1
+            log.info("book resync", reason=Reason.CROSSED, symbol=self.symbol)
+            self.need_snapshot = True
+        return True
+
+    def on_message(self, msg: Any, local_ns: int) -> None:
+        c = self.counters
+        c.messages += 1
+        self.last_local = local_ns
+        t = type(msg)
+        if t is DepthDiff:
+            if msg.symbol.upper() != self.symbol:
+                c.other_symbol += 1
+                return
+            if (msg.prev_final_id is not None) != (self.market is Market.FUTURES):
+                c.malformed += 1
+                c.bad[f"{self.market} stream carries a non-{self.market} depthUpdate"] += 1
+                return
+            c.diffs += 1
+            msg.local_ts = local_ns
+            self._do(self.sync.on_diff(msg), local_ns)
+        elif t is Trade:
+            if msg.symbol.upper() != self.symbol:
+                c.other_symbol += 1
+                return
+            self._trade(msg, local_ns)
+        elif t is DepthSnapshot:  # a snapshot pushed on the stream (not Binance's habit)
+            self.on_snapshot(msg, local_ns)
+        else:
+            c.skipped += 1
+
+    def on_snapshot(self, snap: DepthSnapshot, local_ns: int) -> None:
+        snap.local_ts = local_ns
+        self.last_local = local_ns
+        self._do(self.sync.on_snapshot(snap), local_ns)
+
+    def reset(self, reason: str, local_ns: int) -> None:
+        """The stream's continuity is lost (new connection, overflow): the book is unknown."""
+        self.need_snapshot = False
+        self._do(self.sync.reset(reason), local_ns)
+
+    def take(self) -> np.ndarray:
+        return self.stage.take()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _exch(self, ms: int) -> int:
+        ns = ms * _MS
+        if ns < self.last_exch:
+            return self.last_exch
+        self.last_exch = ns
+        return ns
+
+    def _trade(self, tr: Trade, local_ns: int) -> None:
+        c = self.counters
+        if tr.trade_id <= self.last_trade_id:
+            c.trades_duplicate += 1
+            return
+        self.last_trade_id = tr.trade_id
+        if (tr.order_type is not None and tr.order_type != "MARKET") or tr.qty <= 0.0:
+            c.trades_skipped += 1
+            return
+        c.trades += 1
+        self.stage.one(
+            self._exch(tr.trade_ms), local_ns, KIND_TRADE, tr.aggressor_side, tr.price, tr.qty
+        )
+
+    def _do(self, actions: list[Action], now: int) -> None:
+        stage = self.stage
+        for a in actions:
+            k = a.kind
+            if k is ActionKind.APPLY:
+                d = a.diff
+                assert d is not None
+                exch = self._exch(d.event_ms)
+                fb, fa = d.flat if d.flat is not None else (None, None)
+                stage.diff(_flat(d.bids, fb), _flat(d.asks, fa), exch, now)
+            elif k is ActionKind.REBASE:
+                s = a.snapshot
+                assert s is not None
+                ms = s.event_ms if s.event_ms is not None else s.txn_ms
+                exch = self._exch(ms) if ms is not None else max(self.last_exch, now)
+                self.last_exch = exch
+                stage.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
+                stage.levels(flat_levels(s.bids), flat_levels(s.asks), KIND_SNAPSHOT, exch, now)
+            elif k is ActionKind.RESYNC:
+                # Say in the feed that the book is unknown rather than leave a stale one.
+                exch = self._exch(a.diff.event_ms) if a.diff is not None else self.last_exch
+                stage.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
+                self.counters.invalidations += 1
+                log.info("book resync", reason=a.reason, symbol=self.symbol)
+            elif k is ActionKind.NEED_SNAPSHOT:
+                self.need_snapshot = True
+
+    # --- views for tests and reports ------------------------------------------------------
+
+    @property
+    def last_update_id(self) -> int | None:
+        return self.sync.last_update_id
+
+    def top(self, n: int) -> tuple[list[Level], list[Level]]:
+        """The best ``n`` levels per side of the synced book (empty while it is invalid)."""
+        book = self.sync.book
+        if book is None or not self.sync.book_valid:
+            return [], []
+        bids = sorted(book.bids.items(), key=lambda kv: -kv[0])[:n]
+        asks = sorted(book.asks.items())[:n]
+        return bids, asks
+
+
+def _is_shutdown(payload: dict[str, Any]) -> bool:
+    """``{"e":"serverShutdown"}`` on market streams; the websocket API wraps it in ``event``."""
+    if payload.get("e") == "serverShutdown":
+        return True
+    inner = payload.get("event")
+    return type(inner) is dict and inner.get("e") == "serverShutdown"
+
+
+__all__ = ["ClientCounters", "StreamProcessor"]
