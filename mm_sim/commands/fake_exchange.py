@@ -48,6 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         help="seconds between a serverShutdown event and the connection's close",
     )
+    p.add_argument(
+        "--split-paths",
+        action="store_true",
+        help="futures: route streams by path as Binance does (/public depth, /market trades; "
+        "no routed path gets only /public data)",
+    )
+    p.add_argument(
+        "--clock-offset-ms",
+        type=float,
+        default=0.0,
+        help="the venue's clock runs this far ahead of the clock it publishes (event times, "
+        "server time)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the feed and of the faults")
     p.add_argument(
         "--duration-s", type=float, help="length of a synthetic feed before it loops (600)"
@@ -87,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         symbol=args.symbol,
         msg_rate=args.msg_rate,
+        split_paths=args.split_paths,
+        clock_offset_ms=args.clock_offset_ms,
     )
     try:
         import uvloop

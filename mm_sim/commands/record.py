@@ -43,7 +43,21 @@ def run(args: argparse.Namespace) -> int:
         f"(resyncs {stats['book_sync']['resyncs']}, gaps {stats['book_sync']['gaps']}, "
         f"overflow {stats['client']['overflow']})"
     )
+    for line in warnings(stats["client"]):
+        print(f"WARNING: {line}")
     return 0
+
+
+def warnings(client: dict[str, Any]) -> list[str]:
+    """What a pre-flight recording must not hide (docs/LIVE.md, "before the first real run")."""
+    out = []
+    if client.get("trade_silences") or (client.get("diffs") and not client.get("trades")):
+        out.append(
+            f"no trades for {client.get('trade_silence_max_s', 0):.0f} s while depth flowed "
+            f"({client.get('trades', 0)} trades, {client.get('diffs', 0)} diffs): the trade "
+            "stream is probably on the wrong path (see the feed's 'connections')"
+        )
+    return out
 
 
 async def _record(

@@ -21,11 +21,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from mm_sim.config import FEEDS_DIR, read_json_file
 from mm_sim.errors import UserError
 from mm_sim.events import Instrument, open_feed
+from mm_sim.feeds.clock import GENERATED, AppliedClock, choose_clock, model_of
 
 
 class _Spec(BaseModel):
@@ -45,6 +46,33 @@ class FileFeedSpec(_Spec):
     path: str
 
 
+# Allowed REST depth snapshot limits (docs/LIVE.md): USD-M futures takes only these values;
+# spot takes any limit from 1 to 5000.
+FUTURES_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+SPOT_SNAPSHOT_MAX = 5000
+
+
+def snapshot_limit_error(market: str, limit: int) -> str | None:
+    """Why ``limit`` is not a valid depth snapshot limit on ``market`` (None when it is)."""
+    if market == "futures" and limit not in FUTURES_SNAPSHOT_LIMITS:
+        return (
+            f"snapshot_limit {limit} is not allowed on USD-M futures: expected one of "
+            f"{', '.join(map(str, FUTURES_SNAPSHOT_LIMITS))}"
+        )
+    if market == "spot" and not 1 <= limit <= SPOT_SNAPSHOT_MAX:
+        return f"snapshot_limit {limit} is not allowed on spot: expected 1..{SPOT_SNAPSHOT_MAX}"
+    return None
+
+
+class StreamRoute(BaseModel):
+    """One websocket connection of a live feed: its path under ``ws_base`` and which of the
+    feed's streams it carries (``depth``, ``trade``); all connections merge into one stream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str = Field("", pattern=r"^(/[A-Za-z0-9_.-]+)*$", description="e.g. /public, or ''")
+    streams: tuple[Literal["depth", "trade"], ...] = Field(min_length=1)
+
+
 class BinanceLiveFeedSpec(_Spec):
     """A live Binance (or fake exchange) feed; URLs are bases, paths follow Binance's layout.
 
@@ -61,8 +89,20 @@ class BinanceLiveFeedSpec(_Spec):
     tick_size: float | None = Field(None, gt=0)
     lot_size: float | None = Field(None, gt=0)
     depth_stream: str = "depth@100ms"
-    trade_stream: str = "trade"
-    snapshot_limit: int = Field(1000, ge=5, le=5000)
+    trade_stream: str | None = Field(
+        None, description="default: trade on spot, aggTrade on USD-M futures (documented)"
+    )
+    connections: tuple[StreamRoute, ...] | None = Field(
+        None,
+        description=(
+            "websocket connections and the streams each carries; default per market: spot one "
+            "connection at the base, futures /public (depth) and /market (trades)"
+        ),
+    )
+    snapshot_limit: int = Field(1000, ge=1, le=5000)
+    trade_silence_s: float = Field(
+        120.0, gt=0, description="warn loudly when depth flows but no trade came for this long"
+    )
     queue_size: int = Field(10_000, ge=16)
     stale_after_s: float = Field(10.0, gt=0)
     max_connection_s: float = Field(23.5 * 3600, gt=0)
@@ -70,6 +110,21 @@ class BinanceLiveFeedSpec(_Spec):
     busy_poll: bool = Field(
         False, description="spin the event loop for the lowest latency (one core at 100 %)"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> BinanceLiveFeedSpec:
+        if self.connections is not None:
+            for kind in ("depth", "trade"):
+                n = sum(kind in c.streams for c in self.connections)
+                if n != 1:
+                    raise ValueError(
+                        f"connections: exactly one connection must carry '{kind}', found {n}"
+                    )
+        if self.market is not None:
+            err = snapshot_limit_error(self.market, self.snapshot_limit)
+            if err:
+                raise ValueError(err)
+        return self
 
 
 AnySpec = SyntheticFeedSpec | FileFeedSpec | BinanceLiveFeedSpec
@@ -102,7 +157,7 @@ def resolve_feed(name_or_path: str | os.PathLike[str]) -> AnySpec:
         return _live_from_url(s)
     symbol: str | None = None
     name, colon, sym = s.partition(":")
-    if colon and sym and (FEEDS_DIR / f"{name}.json").exists():
+    if colon and sym and ((FEEDS_DIR / f"{name}.json").exists() or name.endswith(".json")):
         s, symbol = name, sym
     p = Path(s)
     if p.suffix == ".npy" or (p.with_name(p.name + ".npy").exists() and p.suffix != ".json"):
@@ -122,6 +177,8 @@ def resolve_feed(name_or_path: str | os.PathLike[str]) -> AnySpec:
     except ValidationError as exc:
         errs = "; ".join(
             f"field '{'.'.join(map(str, e['loc']))}' = {e.get('input')!r}: {e['msg']}"
+            if e["loc"][1:]
+            else e["msg"]
             for e in exc.errors()
         )
         raise UserError(f"{definition}: invalid feed definition: {errs}") from None
@@ -132,6 +189,14 @@ def resolve_feed(name_or_path: str | os.PathLike[str]) -> AnySpec:
             raise UserError(f"feed {s!r}: NAME:SYMBOL only applies to live (binance-ws) feeds")
         spec = spec.model_copy(update={"symbol": symbol.upper()})
     return spec
+
+
+def replay_clock(spec: SyntheticFeedSpec | FileFeedSpec, setting: str) -> AppliedClock:
+    """The clock shift a replay of ``spec`` applies under ``--clock setting`` (docs/FEEDS.md):
+    a stored feed's own model, exact clocks for a generated one."""
+    if isinstance(spec, FileFeedSpec):
+        return choose_clock(setting, model_of(open_feed(spec.path)))
+    return choose_clock(setting, GENERATED)
 
 
 def load_events(

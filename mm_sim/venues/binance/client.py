@@ -62,10 +62,11 @@ CATCH_UP = 16  # push mode: more frames than this waiting, decide on them togeth
 
 
 class _Conn:
-    def __init__(self, cid: int, ws: ClientConnection, overlap: bool) -> None:
+    def __init__(self, cid: int, ws: ClientConnection, overlap: bool, route: int) -> None:
         self.id = cid
         self.ws = ws
         self.overlap = overlap
+        self.route = route  # index into ClientConfig.route_list
         self.opened = time.monotonic()
         self.last_data = self.opened
         self.closed = asyncio.Event()
@@ -76,6 +77,43 @@ class _Conn:
 
 class _HttpStatus(Exception):
     pass
+
+
+class _TradeSilence:
+    """Depth flows but no trade arrives: on USD-M futures that is what a trade stream on the
+    wrong path looks like (no error, no data), and the flowing depth keeps the stale check
+    quiet. Checked on the depth supervisor's tick from the counters, so the hot path pays
+    nothing; an episode is warned about once, loudly, and counted for the run's report."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self.trades = -1
+        self.diffs = -1
+        self.last_trade = time.monotonic()
+        self.warned = False
+
+    def check(self, now: float, c: ClientCounters) -> None:
+        n = c.trades + c.trades_duplicate + c.trades_skipped
+        if n != self.trades:
+            self.trades = n
+            self.last_trade = now
+            self.warned = False
+            c.trade_silent_now = False
+            return
+        if c.diffs == self.diffs:
+            return  # depth is not flowing either: the stale check's business
+        self.diffs = c.diffs
+        silent = now - self.last_trade
+        c.trade_silence_max_s = max(c.trade_silence_max_s, round(silent, 3))
+        if silent >= self.after_s and not self.warned:
+            self.warned = True
+            c.trade_silences += 1
+            c.trade_silent_now = True
+            log.warning(
+                "NO TRADES while depth flows: check the trade stream's route (docs/LIVE.md)",
+                silent_s=round(silent, 1),
+                trades_so_far=n,
+            )
 
 
 class BinanceClient:
@@ -102,7 +140,10 @@ class BinanceClient:
         self._switched = asyncio.Event()
         self._epoch = 0
         self._snap_task: asyncio.Task[None] | None = None
-        self._supervisor: asyncio.Task[None] | None = None
+        self._supervisors: list[asyncio.Task[None]] = []
+        self._depth_route = cfg.depth_route
+        self._aux: set[int] = set()  # open connections of the other routes (trades)
+        self._silence = _TradeSilence(cfg.trade_silence_s)
         self._spinner: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closing = False
@@ -120,7 +161,9 @@ class BinanceClient:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s)
         )
-        self._supervisor = asyncio.create_task(self._supervise(), name="binance-supervisor")
+        for i in range(len(self.cfg.route_list)):
+            coro = self._supervise() if i == self._depth_route else self._supervise_aux(i)
+            self._supervisors.append(asyncio.create_task(coro, name=f"binance-supervisor-{i}"))
         if self.cfg.busy_poll:
             self._spinner = asyncio.create_task(self._spin(), name="binance-busy-poll")
 
@@ -135,7 +178,7 @@ class BinanceClient:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = [t for t in (self._supervisor, self._snap_task, self._spinner) if t is not None]
+        tasks = [t for t in (*self._supervisors, self._snap_task, self._spinner) if t is not None]
         for t in tasks:
             t.cancel()
         for conn in list(self._conns.values()):
@@ -253,6 +296,11 @@ class BinanceClient:
                     arrivals.append(mono)
                 if self._pending is not None:
                     self._maybe_switch(local)
+            elif cid in self._aux:
+                before = len(proc.stage)
+                proc.on_raw(raw, local)
+                if len(proc.stage) > before:
+                    arrivals.append(mono)
             elif cid == self._pending:
                 msg = proc.decode(raw)
                 if msg is not None:
@@ -271,6 +319,9 @@ class BinanceClient:
             conn = self._conns.get(cid)
             if conn is None:
                 return
+            if conn.route != self._depth_route:
+                self._aux.add(cid)
+                return
             active = self._conns.get(self._active) if self._active is not None else None
             if conn.overlap and active is not None and not active.closed.is_set():
                 self._pending = cid
@@ -279,7 +330,9 @@ class BinanceClient:
                 self._activate(cid, "connect")
         elif kind == "closed":
             _, cid = item
-            if cid == self._active:
+            if cid in self._aux:
+                self._aux.discard(cid)
+            elif cid == self._active:
                 if self._pending is not None:
                     self._switch(self.clock())
                 else:
@@ -290,7 +343,9 @@ class BinanceClient:
                 self._stash = []
         elif kind == "overflow":
             _, cid, lost = item
-            if cid == self._active:
+            if cid in self._aux:
+                self.counters.trade_frames_lost += lost
+            elif cid == self._active:
                 self.counters.overflow_resyncs += 1
                 log.warning("consumer too slow: frames lost, resyncing", lost=lost)
                 self._reset("overflow")
@@ -387,11 +442,13 @@ class BinanceClient:
             self.rng.uniform(0.5, 1.0)
         )
 
-    async def _open(self, overlap: bool) -> _Conn | None:
+    async def _open(self, overlap: bool, route: int | None = None) -> _Conn | None:
         cfg = self.cfg
+        route = self._depth_route if route is None else route
+        url = cfg.route_url(route)
         try:
             ws = await connect(
-                cfg.stream_url,
+                url,
                 ping_interval=cfg.ping_interval_s,
                 ping_timeout=cfg.ping_timeout_s,
                 open_timeout=cfg.request_timeout_s,
@@ -402,10 +459,10 @@ class BinanceClient:
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self.counters.connect_failures += 1
-            log.warning("websocket connect failed", url=cfg.stream_url, error=str(exc)[:120])
+            log.warning("websocket connect failed", url=url, error=str(exc)[:120])
             return None
         self._next_id += 1
-        conn = _Conn(self._next_id, ws, overlap)
+        conn = _Conn(self._next_id, ws, overlap, route)
         self._conns[conn.id] = conn
         self.counters.connects += 1
         self._items.append(("open", conn.id))
@@ -489,6 +546,7 @@ class BinanceClient:
             if current.closed.is_set() or self._closing:
                 continue
             now = time.monotonic()
+            self._silence.check(now, self.counters)
             if now - current.last_data > cfg.stale_after_s:
                 self.counters.stale += 1
                 log.warning(
@@ -500,6 +558,50 @@ class BinanceClient:
             if now - current.opened >= cfg.max_connection_s or shutdown > self._shutdown_seen:
                 self._shutdown_seen = shutdown
                 current = await self._rollover(current)
+
+    async def _supervise_aux(self, route: int) -> None:
+        """Keep one connection of a route without the depth stream (trades): reconnect with
+        backoff, roll over before the limit or on ``serverShutdown`` by opening the next one
+        first. No stale check (a quiet market has no trades: the trade-silence warning covers a
+        route that delivers nothing) and no resync (the book does not depend on it); trades
+        seen on both connections of a rollover are dropped by trade id."""
+        cfg = self.cfg
+        attempt = 0
+        seen = self.counters.server_shutdown
+        current: _Conn | None = None
+        tick = max(0.02, min(1.0, cfg.max_connection_s / 4))
+        while not self._closing:
+            if current is None or current.closed.is_set():
+                if current is not None:
+                    lived = time.monotonic() - current.opened
+                    attempt = 1 if lived >= cfg.backoff_reset_after_s else attempt + 1
+                    self.counters.disconnects += 1
+                    log.warning(
+                        "websocket closed",
+                        route=route,
+                        reason=current.reason,
+                        lived_s=round(lived, 1),
+                    )
+                    await asyncio.sleep(self._backoff(attempt))
+                current = await self._open(overlap=False, route=route)
+                if current is None:
+                    attempt += 1
+                    await asyncio.sleep(self._backoff(attempt))
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(current.closed.wait(), tick)
+            if current.closed.is_set() or self._closing:
+                continue
+            shutdown = self.counters.server_shutdown
+            if time.monotonic() - current.opened >= cfg.max_connection_s or shutdown > seen:
+                seen = shutdown
+                self.counters.rollovers += 1
+                new = await self._open(overlap=False, route=route)
+                if new is None:
+                    current.opened = time.monotonic() - cfg.max_connection_s + self._backoff(1)
+                    continue
+                await self._close_conn(current, "rollover")
+                current = new
 
     async def _rollover(self, old: _Conn) -> _Conn:
         """Open the next connection while the old one still feeds the book; switch, then close."""

@@ -14,10 +14,30 @@ import numpy as np
 
 from mm_sim.venues.binance.sync import Market
 
+# Which of the feed's two streams a connection carries.
+DEPTH = "depth"
+TRADES = "trade"
+# (path under ws_base, streams carried). Spot serves everything on one connection; USD-M futures
+# routes market streams by category since 2026 (docs/LIVE.md): depth on /public, trades on
+# /market, and a connection without a routed path only gets /public data.
+Route = tuple[str, tuple[str, ...]]
+SPOT_ROUTES: tuple[Route, ...] = (("", (DEPTH, TRADES)),)
+FUTURES_ROUTES: tuple[Route, ...] = (("/public", (DEPTH,)), ("/market", (TRADES,)))
+
+
+def default_routes(market: Market) -> tuple[Route, ...]:
+    return FUTURES_ROUTES if market is Market.FUTURES else SPOT_ROUTES
+
+
+def default_trade_stream(market: Market) -> str:
+    """USD-M futures documents ``aggTrade`` (on /market); spot has the raw ``trade`` stream."""
+    return "aggTrade" if market is Market.FUTURES else "trade"
+
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Where to connect and how patient to be. URLs are bases; paths follow Binance's layout."""
+    """Where to connect and how patient to be. URLs are bases; ``routes`` says on which paths
+    the depth and trade streams are (empty: everything on one connection at the base)."""
 
     symbol: str
     market: Market
@@ -40,12 +60,33 @@ class ClientConfig:
     ping_interval_s: float | None = 20.0
     ping_timeout_s: float | None = 20.0
     busy_poll: bool = False  # spin the event loop: lowest latency, one core kept at 100 %
+    routes: tuple[Route, ...] = ()  # empty: SPOT_ROUTES (one combined connection)
+    trade_silence_s: float = 120.0  # depth flows but no trade for this long: a loud warning
+
+    @property
+    def route_list(self) -> tuple[Route, ...]:
+        return self.routes or SPOT_ROUTES
+
+    @property
+    def depth_route(self) -> int:
+        """Index of the route that carries the depth stream (exactly one does)."""
+        return next(i for i, (_, kinds) in enumerate(self.route_list) if DEPTH in kinds)
+
+    def route_url(self, i: int) -> str:
+        path, kinds = self.route_list[i]
+        s = self.symbol.lower()
+        names = {DEPTH: self.depth_stream, TRADES: self.trade_stream}
+        streams = "/".join(f"{s}@{names[k]}" for k in kinds)
+        return f"{self.ws_base.rstrip('/')}{path}/stream?streams={streams}"
 
     @property
     def stream_url(self) -> str:
-        s = self.symbol.lower()
-        base = self.ws_base.rstrip("/")
-        return f"{base}/stream?streams={s}@{self.depth_stream}/{s}@{self.trade_stream}"
+        """The depth connection's URL (the one whose continuity the book depends on)."""
+        return self.route_url(self.depth_route)
+
+    @property
+    def stream_urls(self) -> list[str]:
+        return [self.route_url(i) for i in range(len(self.route_list))]
 
     @property
     def depth_url(self) -> str:
@@ -80,4 +121,15 @@ class Polled:
     messages: int  # frames processed
 
 
-__all__ = ["ClientConfig", "Polled", "retry_after_s"]
+__all__ = [
+    "DEPTH",
+    "FUTURES_ROUTES",
+    "SPOT_ROUTES",
+    "TRADES",
+    "ClientConfig",
+    "Polled",
+    "Route",
+    "default_routes",
+    "default_trade_stream",
+    "retry_after_s",
+]

@@ -99,6 +99,8 @@ class FakeExchange:
         heartbeat_s: float = 20.0,
         msg_rate: float | None = None,
         max_client_buffer: int = 32 << 20,
+        split_paths: bool = False,
+        clock_offset_ms: float = 0.0,
     ) -> None:
         if len(events) == 0:
             raise ValueError("the feed has no events")
@@ -119,6 +121,12 @@ class FakeExchange:
         self.symbol = symbol.upper() if symbol else wire_symbol(instrument.symbol)
         self.heartbeat_s = heartbeat_s
         self.max_client_buffer = max_client_buffer
+        # USD-M futures routes streams by path (/public depth, /market trades); off: every
+        # path gets every stream, as Binance did before (and spot does).
+        self.split_paths = split_paths
+        # The venue's clock runs this far ahead of the clock it publishes at /fake/info (which
+        # clients read as their local clock): event times, snapshot and server times carry it.
+        self.clock_offset_ns = int(clock_offset_ms * _MS)
         self.price_dec = (
             instrument.price_decimals
             if instrument.price_decimals is not None
@@ -131,6 +139,10 @@ class FakeExchange:
             '{"e":"trade","E":%d,"s":"' + self.symbol + f'","t":%d,"p":"%.{self.price_dec}f",'
             f'"q":"%.{self.qty_dec}f","T":%d,"m":%s,'
             + ('"X":"MARKET"}' if futures else '"M":true}')
+        )
+        self._agg_fmt = (
+            '{"e":"aggTrade","E":%d,"s":"' + self.symbol + f'","a":%d,"p":"%.{self.price_dec}f",'
+            f'"q":"%.{self.qty_dec}f","f":%d,"l":%d,"T":%d,"m":%s}}'
         )
         self.book = TrueBook()
         self.epoch_ns = time.time_ns()
@@ -159,6 +171,10 @@ class FakeExchange:
         """The exchange clock: starts at the server's start, runs ``speed`` x wall time."""
         return self.epoch_ns + int((time.time_ns() - self.epoch_ns) * self.speed)
 
+    def venue_ms(self) -> int:
+        """The venue's own clock in ms (the exchange clock plus its offset): event times."""
+        return (self.now_ns() + self.clock_offset_ns) // _MS
+
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -167,9 +183,11 @@ class FakeExchange:
         prefix = "/fapi/v1" if futures else "/api/v3"
         app.router.add_get(f"{prefix}/depth", partial(http.h_depth, self))
         app.router.add_get(f"{prefix}/exchangeInfo", partial(http.h_exchange_info, self))
-        app.router.add_get("/stream", partial(http.h_ws, self))
-        app.router.add_get("/ws", partial(http.h_ws, self))
-        app.router.add_get("/ws/{streams}", partial(http.h_ws, self))
+        app.router.add_get(f"{prefix}/time", partial(http.h_time, self))
+        for root in ("", "/{category:public|market}"):
+            app.router.add_get(f"{root}/stream", partial(http.h_ws, self))
+            app.router.add_get(f"{root}/ws", partial(http.h_ws, self))
+            app.router.add_get(root + "/ws/{streams}", partial(http.h_ws, self))
         app.router.add_get("/fake/info", partial(http.h_info, self))
         app.router.add_get("/fake/book", partial(http.h_book, self))
         app.router.add_route("*", "/fake/inject", partial(http.h_inject, self))
@@ -237,6 +255,7 @@ class FakeExchange:
         while True:
             j = int(np.searchsorted(ts, end, side="left"))
             base = self.epoch_ns - t0 + offset  # feed time -> exchange clock
+            off = self.clock_offset_ns  # exchange clock -> the venue's stamps
             staged: dict[tuple[int, float], float] = {}
             if i < j:
                 rows = zip(
@@ -253,14 +272,14 @@ class FakeExchange:
                     elif k == KIND_TRADE:
                         if q > 0.0:
                             await self._wait_until(t + base)
-                            self._trade(s, p, q, (t + base) // _MS)
+                            self._trade(s, p, q, (t + base + off) // _MS)
                     elif k == KIND_CLEAR:
                         staged = {(ASK, p0): 0.0 for p0 in self.book.asks}
                         staged.update({(BID, p0): 0.0 for p0 in self.book.bids})
             e_ns = end + base
             await self._wait_until(e_ns)
             if staged:
-                self._diff_from(staged, e_ns // _MS)
+                self._diff_from(staged, (e_ns + off) // _MS)
             i = j
             end += BATCH_NS
             if i >= n:
@@ -332,12 +351,22 @@ class FakeExchange:
         self.stats["trades"] += 1
         self._sent()
         now = time.monotonic()
+        agg: str | None = None
         for c in self.clients:
             name = c.trade_name
             if name is None:
                 continue
             if c.stall_until > now:
                 self.stats["stalled_drops"] += 1
+                continue
+            if c.agg:
+                if agg is None:
+                    # One aggregate per trade (ids a = f = l): what aggTrade does with a fill
+                    # that nothing else shared its price, side and 100 ms with.
+                    tid = self.trade_id
+                    m = "true" if side == ASK else "false"
+                    agg = self._agg_fmt % (t_ms, tid, price, qty, tid, tid, t_ms, m)
+                c.out.append((name, agg))
                 continue
             c.out.append((name, text))
 
@@ -420,7 +449,7 @@ class FakeExchange:
             self.faults.fired[f] += 1
         if "shutdown" in fired and not c.doomed:
             c.doomed = True
-            c.out.append((None, f'{{"e":"serverShutdown","E":{self.now_ns() // _MS}}}'))
+            c.out.append((None, f'{{"e":"serverShutdown","E":{self.venue_ms()}}}'))
             self._spawn(self._close_later(c, self.faults.shutdown_grace_s, "shutdown"))
         if "disconnect" in fired:
             self._write(c)  # what was queued before the cut still arrives

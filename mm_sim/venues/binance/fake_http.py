@@ -77,12 +77,18 @@ def depth_response(fx: FakeExchange, req: web.Request) -> web.Response:
     b, a = top_levels(bids, asks, limit)
     body: dict[str, Any] = {"lastUpdateId": uid}
     if futures:
-        now_ms = fx.now_ns() // _MS
+        now_ms = fx.venue_ms()
         body.update(E=now_ms, T=now_ms)
     pd, qd = fx.price_dec, fx.qty_dec
     body["bids"] = [[f"{p:.{pd}f}", f"{q:.{qd}f}"] for p, q in b]
     body["asks"] = [[f"{p:.{pd}f}", f"{q:.{qd}f}"] for p, q in a]
     return web.json_response(body)
+
+
+async def h_time(fx: FakeExchange, req: web.Request) -> web.Response:
+    """``/api/v3/time`` or ``/fapi/v1/time``: the venue's clock (with its offset, if any)."""
+    fx.stats["time_requests"] += 1
+    return web.json_response({"serverTime": fx.venue_ms()})
 
 
 async def h_exchange_info(fx: FakeExchange, req: web.Request) -> web.Response:
@@ -114,6 +120,8 @@ async def h_info(fx: FakeExchange, req: web.Request) -> web.Response:
             "lot_size": fx.instrument.lot_size,
             "price_decimals": fx.price_dec,
             "clients": len(fx.clients),
+            "split_paths": fx.split_paths,
+            "clock_offset_ms": fx.clock_offset_ns / _MS,
             "faults": sorted(fx.faults.enabled),
             "fault_rate": fx.faults.rate,
             "fired": dict(fx.faults.fired),
@@ -168,13 +176,15 @@ async def h_faults(fx: FakeExchange, req: web.Request) -> web.Response:
 
 
 async def h_ws(fx: FakeExchange, req: web.Request) -> web.WebSocketResponse:
-    combined = req.path == "/stream"
+    category = req.match_info.get("category", "")
+    combined = req.path.endswith("/stream")
     raw = req.query.get("streams", "") if combined else req.match_info.get("streams", "")
     streams = {s for s in raw.split("/") if s}
     # No permessage-deflate: Binance streams are not compressed and frames are written raw.
     ws = web.WebSocketResponse(heartbeat=fx.heartbeat_s, max_msg_size=1 << 20, compress=False)
     await ws.prepare(req)
-    c = FakeClient(ws, req.transport, combined, streams)
+    split = fx.split_paths and fx.market is Market.FUTURES
+    c = FakeClient(ws, req.transport, combined, streams, category, split)
     c.route(fx.symbol)
     fx.clients.append(c)
     fx.stats["connections"] += 1

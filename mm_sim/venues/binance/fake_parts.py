@@ -148,14 +148,26 @@ class FakeClient:
     """One websocket connection: its subscriptions and the frames not yet written."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, transport: Any, combined: bool, streams: set[str]
+        self,
+        ws: web.WebSocketResponse,
+        transport: Any,
+        combined: bool,
+        streams: set[str],
+        category: str = "",
+        split: bool = False,
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.combined = combined
         self.streams = streams
+        # The routed path ("public", "market" or "" for none) and whether the exchange routes
+        # by it, as USD-M futures does: then /market gets no depth, and /public or no routed
+        # path gets no trades, without any error.
+        self.category = category
+        self.split = split
         self.depth_name: str | None = None
         self.trade_name: str | None = None
+        self.agg = False  # the trade stream is aggTrade
         # (stream name, payload) to wrap at write time, or (None, text) to send as it is.
         self.out: list[tuple[str | None, str]] = []
         self.held: tuple[str | None, str] | None = None  # a reordered diff, sent after the next
@@ -164,10 +176,20 @@ class FakeClient:
 
     def route(self, symbol: str) -> None:
         sym = symbol.lower()
+        depth_ok = not self.split or self.category in ("", "public")
+        trade_ok = not self.split or self.category == "market"
         self.depth_name = next(
             (s for s in sorted(self.streams) if s in (f"{sym}@depth", f"{sym}@depth@100ms")), None
         )
-        self.trade_name = f"{sym}@trade" if f"{sym}@trade" in self.streams else None
+        if not depth_ok:
+            self.depth_name = None
+        self.trade_name = None
+        self.agg = False
+        if trade_ok:
+            if f"{sym}@aggTrade" in self.streams:
+                self.trade_name, self.agg = f"{sym}@aggTrade", True
+            elif f"{sym}@trade" in self.streams:
+                self.trade_name = f"{sym}@trade"
 
 
 def feed_message_rate(events: np.ndarray) -> float:

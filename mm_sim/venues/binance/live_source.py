@@ -25,10 +25,11 @@ import numpy as np
 
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, Instrument
-from mm_sim.feeds.spec import BinanceLiveFeedSpec
+from mm_sim.feeds.spec import BinanceLiveFeedSpec, snapshot_limit_error
 from mm_sim.logs import get_logger
 from mm_sim.runtime.bus import EventChunk
 from mm_sim.venues.binance.client import BinanceClient, ClientConfig
+from mm_sim.venues.binance.client_config import default_routes, default_trade_stream
 from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
 from mm_sim.venues.binance.messages import MessageError, decode, parse_exchange_info
 from mm_sim.venues.binance.sync import Market
@@ -198,13 +199,24 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
             tick = tick or info_sym.tick_size
             lot = lot or info_sym.lot_size
             decimals = info_sym.price_decimals
+    mkt = Market(market)
+    limit_err = snapshot_limit_error(str(mkt), spec.snapshot_limit)
+    if limit_err:
+        raise UserError(f"feed {spec.name!r}: {limit_err}")
+    routes = (
+        tuple((c.path, tuple(c.streams)) for c in spec.connections)
+        if spec.connections is not None
+        else default_routes(mkt)
+    )
     cfg = ClientConfig(
         symbol=symbol.upper(),
-        market=Market(market),
+        market=mkt,
         ws_base=spec.ws_base,
         rest_base=spec.rest_base,
         depth_stream=spec.depth_stream,
-        trade_stream=spec.trade_stream,
+        trade_stream=spec.trade_stream or default_trade_stream(mkt),
+        routes=routes,
+        trade_silence_s=spec.trade_silence_s,
         snapshot_limit=spec.snapshot_limit,
         queue_size=spec.queue_size,
         stale_after_s=spec.stale_after_s,
@@ -220,6 +232,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         "market": market,
         "symbol": symbol.upper(),
         "ws": cfg.stream_url,
+        "ws_connections": cfg.stream_urls,
         "rest": cfg.depth_url,
         "fake": spec.fake,
         "clock_speed": speed,

@@ -85,6 +85,10 @@ class ClientCounters:
     snapshots_late: int = 0  # snapshot of an earlier epoch, not used
     invalidations: int = 0  # CLEAR events emitted because the book became unknown
     old_connection_frames: int = 0  # frames of a connection already replaced
+    trade_frames_lost: int = 0  # frames of a trade-only connection lost to overflow
+    trade_silences: int = 0  # episodes of no trade for trade_silence_s while depth flowed
+    trade_silence_max_s: float = 0.0  # longest time without a trade while depth flowed
+    trade_silent_now: bool = False  # the last check found such an episode still going
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "bad"}
