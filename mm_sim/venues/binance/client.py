@@ -140,6 +140,7 @@ class BinanceClient:
         self._switched = asyncio.Event()
         self._epoch = 0
         self._snap_task: asyncio.Task[None] | None = None
+        self._refetch = False  # the running snapshot task must fetch once more (push mode)
         self._supervisors: list[asyncio.Task[None]] = []
         self._depth_route = cfg.depth_route
         self._aux: set[int] = set()  # open connections of the other routes (trades)
@@ -399,7 +400,13 @@ class BinanceClient:
     # --- snapshots ------------------------------------------------------------------------
 
     def _start_snapshot(self) -> None:
-        if self._snap_task is not None and not self._snap_task.done():
+        task = self._snap_task
+        if task is not None and not task.done():
+            if task is asyncio.current_task():
+                # Push mode: the snapshot this task just delivered was processed inside it (and
+                # refused: stale, crossed). The task must fetch again rather than end, or the
+                # request is lost and the book stays unsynced until the next reconnect.
+                self._refetch = True
             return
         self._snap_task = asyncio.create_task(self._fetch_snapshot(self._epoch))
 
@@ -430,9 +437,13 @@ class BinanceClient:
                 await asyncio.sleep(delay * self.rng.uniform(0.5, 1.0))
                 delay = min(cfg.snapshot_retry_cap_s, delay * 2)
                 continue
+            self._refetch = False
             self._items.append(("snap", epoch, snap, local))
             self._notify()
-            return
+            if not self._refetch:
+                return
+            self._refetch = False
+            delay = cfg.snapshot_retry_base_s
 
     # --- connections ----------------------------------------------------------------------
 

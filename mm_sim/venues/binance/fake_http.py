@@ -75,6 +75,9 @@ def depth_response(fx: FakeExchange, req: web.Request) -> web.Response:
         fp.injected["gap-after-snapshot"] -= 1
         fx._gap_after = uid
     b, a = top_levels(bids, asks, limit)
+    if fp.take("crossed-snapshot", fx.rng) and b and a:
+        fp.fired["crossed-snapshot"] += 1
+        a = [(b[0][0], a[0][1]), *a[1:]]  # best ask at the best bid: a corrupt book
     body: dict[str, Any] = {"lastUpdateId": uid}
     if futures:
         now_ms = fx.venue_ms()
