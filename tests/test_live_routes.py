@@ -72,9 +72,7 @@ async def test_one_unrouted_connection_gets_no_trades_and_says_so(feed, mode: st
 def test_shipped_definitions_default_to_the_documented_layout() -> None:
     fut = resolve_feed("binance-futures-testnet")
     assert fut.trade_stream == "aggTrade"
-    assert [(c.path, c.streams) for c in fut.connections] == [
-        (p, s) for p, s in FUTURES_ROUTES
-    ]
+    assert [(c.path, c.streams) for c in fut.connections] == [(p, s) for p, s in FUTURES_ROUTES]
     spot = resolve_feed("binance-spot-testnet")
     assert spot.connections is None and spot.trade_stream == "trade"
 
@@ -93,8 +91,18 @@ def _definition(tmp_path: Path, url: str, **update: object) -> Path:
 
 def _record(definition: Path, out: Path, minutes: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mm_sim", "record", "--feed", f"{definition}:BTCUSDT"]
-        + ["--minutes", minutes, "-o", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "mm_sim",
+            "record",
+            "--feed",
+            f"{definition}:BTCUSDT",
+            "--minutes",
+            minutes,
+            "-o",
+            str(out),
+        ],
         cwd=REPO,
         env=_env(),
         capture_output=True,

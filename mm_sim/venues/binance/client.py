@@ -45,8 +45,9 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from mm_sim.errors import UserError
 from mm_sim.logs import get_logger
-from mm_sim.venues.binance.client_config import ClientConfig, Polled, retry_after_s
+from mm_sim.venues.binance.client_config import ClientConfig, Polled, retry_after_s, venue_message
 from mm_sim.venues.binance.direct_ws import Clock, _direct_connection, _DirectConnection
 from mm_sim.venues.binance.fastparse import warm as warm_parsers
 from mm_sim.venues.binance.messages import DepthDiff, MessageError, decode, parse_snapshot
@@ -153,6 +154,7 @@ class BinanceClient:
         self._sink: Sink | None = None
         self._draining = False
         self.sink_error: BaseException | None = None
+        self.fatal: UserError | None = None  # a permanent error (bad symbol, bad limit)
         self._connection_class = _direct_connection(clock)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -211,6 +213,8 @@ class BinanceClient:
 
     async def poll(self, timeout: float | None = None, max_items: int = 4096) -> Polled:
         """Process what has arrived (waiting up to ``timeout`` for something) into events."""
+        if self.fatal is not None:
+            raise self.fatal
         if self._sink is not None:
             raise RuntimeError("poll() while a sink is set: frames go to the sink")
         if not self._items and timeout != 0:
@@ -427,6 +431,16 @@ class BinanceClient:
                         await asyncio.sleep(wait)
                         delay = min(cfg.snapshot_retry_cap_s, delay * 2)
                         continue
+                    self._note_weight(resp.headers)
+                    if 400 <= resp.status < 500:
+                        # Bad symbol, bad limit: asking again cannot help.
+                        self._fail(
+                            UserError(
+                                f"{cfg.depth_url}: the venue refused the depth snapshot request "
+                                f"(HTTP {resp.status}): {venue_message(body)}"
+                            )
+                        )
+                        return
                     if resp.status != 200:
                         raise _HttpStatus(f"HTTP {resp.status}: {body[:80]!r}")
                 local = self.clock()
@@ -444,6 +458,23 @@ class BinanceClient:
                 return
             self._refetch = False
             delay = cfg.snapshot_retry_base_s
+
+    def _note_weight(self, headers: Any) -> None:
+        """Binance reports the IP's request weight used in the current minute on every answer."""
+        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("X-MBX-USED-WEIGHT-1m")
+        if used is not None and used.isdigit():
+            c = self.counters
+            c.used_weight_1m = int(used)
+            c.used_weight_1m_max = max(c.used_weight_1m_max, int(used))
+
+    def _fail(self, err: UserError) -> None:
+        """A permanent error: stop, and raise it to the consumer (``poll``, or ``fatal``)."""
+        self.counters.permanent_errors += 1
+        log.error("live feed stopped", error=str(err)[:300])
+        self.fatal = err
+        self._closing = True
+        self._wake.set()
+        self._nudge.set()
 
     # --- connections ----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ Why a module of its own: the feed definition (``mm_sim/feeds/spec.py``) and test
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 
@@ -112,6 +113,17 @@ def retry_after_s(value: str | None, default: float) -> float:
     return max(0.0, when.timestamp() - time.time())
 
 
+def venue_message(body: bytes) -> str:
+    """A Binance error body (``{"code": -1121, "msg": "Invalid symbol."}``) as one line."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(data, dict) and "msg" in data:
+        return f"{data['msg']} (code {data.get('code')})"
+    return body[:200].decode("utf-8", "replace")
+
+
 @dataclass(frozen=True)
 class Polled:
     """What one :meth:`BinanceClient.poll` produced."""
@@ -132,4 +144,5 @@ __all__ = [
     "default_routes",
     "default_trade_stream",
     "retry_after_s",
+    "venue_message",
 ]

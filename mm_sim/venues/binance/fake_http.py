@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from mm_sim.feeds.spec import FUTURES_SNAPSHOT_LIMITS
 from mm_sim.venues.binance.fake_parts import FAULTS, INJECT_ONLY, FakeClient, FaultPlan, top_levels
 from mm_sim.venues.binance.sync import Market
 
@@ -43,7 +44,7 @@ def depth_response(fx: FakeExchange, req: web.Request) -> web.Response:
         limit = int(req.query.get("limit", "500" if futures else "100"))
     except ValueError:
         return error(400, -1100, "Illegal characters found in parameter 'limit'.")
-    if limit < 1 or limit > (1000 if futures else 5000):
+    if (limit not in FUTURES_SNAPSHOT_LIMITS) if futures else not 1 <= limit <= 5000:
         return error(400, -1100, "Illegal value for parameter 'limit'.")
     fx.stats["snapshots"] += 1
     fp = fx.faults
@@ -54,6 +55,9 @@ def depth_response(fx: FakeExchange, req: web.Request) -> web.Response:
     if fp.take("rate-limit", fx.rng):
         fp.fired["rate-limit"] += 1
         return error(429, -1003, "Too many requests; please use the websocket.", retry)
+    if fp.take("bad-request", fx.rng):
+        fp.fired["bad-request"] += 1
+        return error(400, -1121, "Invalid symbol.")
     if fp.take("snapshot-error", fx.rng):
         fp.fired["snapshot-error"] += 1
         return error(503, -1001, "Internal error; unable to process your request.")

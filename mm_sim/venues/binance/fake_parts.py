@@ -20,7 +20,13 @@ STREAM_FAULTS = ("gap", "dup", "reorder", "disconnect", "stall", "malformed", "s
 SNAPSHOT_FAULTS = ("stale-snapshot", "rate-limit")
 FAULTS = STREAM_FAULTS + SNAPSHOT_FAULTS
 # One-shot faults only reachable through /fake/inject (tests of precise situations).
-INJECT_ONLY = ("gap-after-snapshot", "snapshot-error", "ban", "crossed-snapshot")
+INJECT_ONLY = (
+    "gap-after-snapshot",
+    "snapshot-error",
+    "ban",
+    "crossed-snapshot",
+    "bad-request",
+)
 
 BATCH_NS = 100_000_000
 

@@ -85,6 +85,9 @@ class ClientCounters:
     snapshots_late: int = 0  # snapshot of an earlier epoch, not used
     invalidations: int = 0  # CLEAR events emitted because the book became unknown
     old_connection_frames: int = 0  # frames of a connection already replaced
+    used_weight_1m: int = 0  # X-MBX-USED-WEIGHT-1M of the last REST answer
+    used_weight_1m_max: int = 0
+    permanent_errors: int = 0  # 4xx answers that stopped the feed (bad symbol, bad limit)
     trade_frames_lost: int = 0  # frames of a trade-only connection lost to overflow
     trade_silences: int = 0  # episodes of no trade for trade_silence_s while depth flowed
     trade_silence_max_s: float = 0.0  # longest time without a trade while depth flowed
