@@ -233,7 +233,10 @@ class HardGates(_Section):
 
     net_bps_min: float = _gate(2.5, "Total net edge must be at least this.")
     adverse_p95_max: float = _gate(5.0, "p95 of per-fill adverse cost (1 s markout) at most this.")
-    cancel_ratio_max: float = _gate(0.65, "Cancels / all order actions at most this.")
+    cancel_ratio_max: float = _gate(
+        0.65,
+        "Orders ended by a cancel or a replace / orders sent (places + replaces) at most this.",
+    )
     maker_share_min_pct: float = _gate(80.0, "Maker share of traded notional at least this.")
 
 
@@ -266,10 +269,71 @@ class DecisionBands(_Section):
         return self
 
 
+class VenueRuleGates(_Section):
+    """Binance Futures' quantitative trading rules, judged per cycle (docs/REPORTS.md §3).
+
+    A cycle is judged on a rule when its order count reaches the rule's recording threshold;
+    a judged cycle at or above the ban ratio fails the rule's hard gate.
+    """
+
+    cycle_s: float = Field(600.0, gt=0, le=86400, description="Length of a rule cycle.")
+    invalid_cancel_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="An order cancelled sooner than this after placement is an invalid cancel.",
+    )
+    dust_notional: float = Field(
+        50.0,
+        ge=0,
+        description="An order whose value (qty x price, quote currency) is below this is dust.",
+    )
+    ufr_recording_orders: int = Field(
+        10000, ge=0, description="Unfilled Ratio: orders in a cycle from which it is judged."
+    )
+    ufr_ban: float = Field(0.99, ge=0, le=1, description="Unfilled Ratio at or above this: ban.")
+    icr_recording_orders: int = Field(
+        5000,
+        ge=0,
+        description="Invalid Cancellation Ratio: GTC/GTX orders in a cycle to be judged.",
+    )
+    icr_ban: float = Field(
+        0.99, ge=0, le=1, description="Invalid Cancellation Ratio at or above this: ban."
+    )
+    dr_recording_orders: int = Field(
+        10000, ge=0, description="Dust Ratio: orders in a cycle from which it is judged."
+    )
+    dr_ban: float = Field(0.9, ge=0, le=1, description="Dust Ratio at or above this: ban.")
+
+
+class ErrorBarsCfg(_Section):
+    """The block bootstrap behind the statistical error bars (docs/REPORTS.md §2)."""
+
+    block_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="Bootstrap block length (time blocks of fills and marks).",
+    )
+    min_blocks: int = Field(
+        20,
+        ge=2,
+        le=10000,
+        description="Shorter blocks are used when a run has fewer blocks than this.",
+    )
+    resamples: int = Field(2000, ge=100, le=100000, description="Bootstrap resamples.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    seed: int = Field(
+        20240, ge=0, description="Seed of the resampling (the intervals are reproducible)."
+    )
+
+
 class GatesCfg(_Section):
     hard: HardGates = HardGates()
     soft: SoftGates = SoftGates()
     bands: DecisionBands = DecisionBands()
+    venue_rules: VenueRuleGates = VenueRuleGates()
+    error_bars: ErrorBarsCfg = ErrorBarsCfg()
 
 
 class Profile(BaseSettings):

@@ -26,6 +26,8 @@ READERS = {
     "gates.hard": "report/gate.py (hard gates)",
     "gates.soft": "report/gate.py (soft gates)",
     "gates.bands": "report/gate.py (decision matrix)",
+    "gates.venue_rules": "report/churn.py (Binance rule figures), report/gate.py (hard gates)",
+    "gates.error_bars": "report/bootstrap.py (statistical error bars, band significance)",
 }
 
 SUFFIX_UNITS = (("_ms", "ms"), ("_bps", "bps"), ("_pct", "%"), ("_s", "s"), ("per_min", "1/min"))

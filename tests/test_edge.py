@@ -318,7 +318,12 @@ def test_counts_ratios_and_drivers() -> None:
         fill(200, -1, 1.0, 100.01, 100.01, 100.0, 100.0, age_ms=300, maker=False),
     ]
     sec = one(fills, marks, actions, blocks)
-    assert sec.cancel_ratio == pytest.approx(3 / 10)
+    # Old per-action figure: cancels ÷ all actions.
+    assert sec.cancel_action_share == pytest.approx(3 / 10)
+    # Per order (one id, all at t=0): 7 orders, 6 ended by the next place/replace, 1 by the
+    # first cancel; the two later cancels found nothing to end.
+    assert sec.cancel_ratio == pytest.approx(1.0)
+    assert (sec.orders.sent, sec.orders.lost_cancels) == (7, 2)
     assert sec.block_reasons.attempts == 20
     assert sec.block_reasons.counts["min_interval"] == 9
     assert sec.block_reasons.ratios["min_interval"] == pytest.approx(0.45)

@@ -126,4 +126,7 @@ def test_kpi_gate_document_validates(healthy: EdgeSection) -> None:
         "adverse_p95",
         "cancel_ratio",
         "maker_share",
+        "binance_ufr",
+        "binance_icr",
+        "binance_dr",
     ]

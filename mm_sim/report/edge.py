@@ -32,15 +32,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mm_sim.config import VenueRuleGates
 from mm_sim.core.records import (
     ACT_CANCEL,
     ACT_PLACE,
     ACT_REPLACE,
+    ACTION_NAMES,
     BLOCK_REASONS,
     LIQ_MAKER,
     MARK_DTYPE,
 )
 from mm_sim.errors import UserError
+from mm_sim.report.churn import build_orders, churn_counts, rule_cycles, venue_rules
 from mm_sim.report.schema import (
     ActionCounts,
     Amounts,
@@ -48,6 +51,7 @@ from mm_sim.report.schema import (
     Driver,
     EdgeSection,
     Markout,
+    OrderCounts,
     PositionStats,
     QuoteStats,
 )
@@ -57,6 +61,10 @@ GATE_HORIZON_MS = 1000  # the adverse gate reads the 1 s markout (see docs/REPOR
 BLOCK_RATIO_LIMIT = 0.40  # the seed's "blocks > 40%" driver threshold
 COMPONENTS: tuple[str, ...] = ("gross_bps", "slippage_bps", "fees_eff_bps", "inventory_bps")
 BPS = 1e4
+# Action codes a core may record for an order the venue rejected as post-only (by name).
+POST_ONLY_REJECT_CODES: tuple[int, ...] = tuple(
+    code for code, name in ACTION_NAMES.items() if "reject" in name
+)
 
 
 def horizon_key(ms: int) -> str:
@@ -134,6 +142,9 @@ class Slice:
     marks: np.ndarray
     start: State | None
     ws_lag_p95_ms: float | None = None
+    # Post-only rejections in the window as counted by the runner (engine counters), used when
+    # the core records no rejection action; None: not reported.
+    post_only_rejected: int | None = None
 
 
 @dataclass
@@ -156,6 +167,9 @@ class Parts:
     block_counts: dict[str, int]
     marks: np.ndarray
     ws_lag_p95_ms: float | None
+    fill_records: np.ndarray
+    action_records: np.ndarray
+    post_only_rejected: int
 
 
 def markout_mids(fills: np.ndarray, marks: np.ndarray, horizon_ns: int) -> np.ndarray:
@@ -206,6 +220,9 @@ def iteration_parts(sl: Slice) -> Parts:
     actions = {
         code: int(np.count_nonzero(act == code)) for code in (ACT_PLACE, ACT_REPLACE, ACT_CANCEL)
     }
+    rejected = int(np.isin(act, POST_ONLY_REJECT_CODES).sum()) if POST_ONLY_REJECT_CODES else 0
+    if not rejected and sl.post_only_rejected is not None:
+        rejected = int(sl.post_only_rejected)
     reasons = sl.blocks["reason"]
     blocks = {name: int(np.count_nonzero(reasons == i)) for i, name in enumerate(BLOCK_REASONS)}
     for code in np.unique(reasons):
@@ -228,6 +245,9 @@ def iteration_parts(sl: Slice) -> Parts:
         block_counts=blocks,
         marks=sl.marks,
         ws_lag_p95_ms=sl.ws_lag_p95_ms,
+        fill_records=f,
+        action_records=sl.actions,
+        post_only_rejected=rejected,
     )
 
 
@@ -257,10 +277,23 @@ def _cat(parts: Sequence[Parts], name: str) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.empty(0)
 
 
+def _cat_records(parts: Sequence[Parts], name: str) -> np.ndarray:
+    from mm_sim.core.records import ACTION_DTYPE, FILL_DTYPE
+
+    arrays = [getattr(p, name) for p in parts]
+    if arrays:
+        return np.concatenate(arrays)
+    return np.empty(0, dtype=ACTION_DTYPE if name == "action_records" else FILL_DTYPE)
+
+
 def section(
-    parts: Sequence[Parts], iteration: int | None, adverse_threshold_bps: float
+    parts: Sequence[Parts],
+    iteration: int | None,
+    adverse_threshold_bps: float,
+    rules: VenueRuleGates | None = None,
 ) -> EdgeSection:
     """One iteration (one element of ``parts``) or the totals (all of them)."""
+    rules = rules if rules is not None else VenueRuleGates()
     notional_f = _cat(parts, "notional")
     notional = math.fsum(notional_f)
     gross = math.fsum(_cat(parts, "gross"))
@@ -304,6 +337,11 @@ def section(
     ratios = {k: (v / attempts if attempts else 0.0) for k, v in counts.items()}
     age = _cat(parts, "order_age_ms")
     lags = [p.ws_lag_p95_ms for p in parts if p.ws_lag_p95_ms is not None]
+    orders = build_orders(
+        _cat_records(parts, "action_records"), _cat_records(parts, "fill_records")
+    )
+    churn = churn_counts(orders)
+    post_only = sum(p.post_only_rejected for p in parts)
 
     bps = {
         "gross_bps": _bps(gross, notional),
@@ -339,12 +377,26 @@ def section(
             math.fsum(notional_f[maker]) / notional * 100.0 if notional > 0 else None
         ),
         actions=ActionCounts(place=n_place, replace=n_replace, cancel=n_cancel),
-        cancel_ratio=n_cancel / n_actions if n_actions else None,
+        cancel_ratio=churn.cancel_ratio,
+        cancel_action_share=n_cancel / n_actions if n_actions else None,
+        orders=OrderCounts(
+            sent=churn.orders_sent,
+            ended_by_cancel=churn.ended_by_cancel,
+            ended_by_replace=churn.ended_by_replace,
+            ended_by_fill=churn.ended_by_fill,
+            open_at_end=churn.open_at_end,
+            rejected=churn.rejected,
+            lost_cancels=churn.lost_cancels,
+        ),
+        venue_rules=venue_rules(rule_cycles(orders, rules), rules),
+        post_only_rejected=post_only,
+        post_only_rejected_share=post_only / churn.orders_sent if churn.orders_sent else None,
         order_age_p50_ms=_pct(age, 50),
         order_age_p95_ms=_pct(age, 95),
         slippage_cost_p50_bps=_pct(slip_cost, 50),
         slippage_cost_p95_bps=_pct(slip_cost, 95),
         ws_lag_p95_ms=max(lags) if lags else None,
+        clock_error=any(lag < 0 for lag in lags),
         block_reasons=BlockReasons(attempts=attempts, counts=counts, ratios=ratios),
         position=_position_stats(parts, start, end),
         quotes=_quote_stats(parts),
@@ -449,17 +501,25 @@ def _quote_stats(parts: Sequence[Parts]) -> QuoteStats:
 # --------------------------------------------------------------------------------------------
 
 
-def iteration_section(sl: Slice, adverse_threshold_bps: float) -> EdgeSection:
-    return section([iteration_parts(sl)], sl.iteration, adverse_threshold_bps)
+def iteration_section(
+    sl: Slice, adverse_threshold_bps: float, rules: VenueRuleGates | None = None
+) -> EdgeSection:
+    return section([iteration_parts(sl)], sl.iteration, adverse_threshold_bps, rules)
+
+
+def sections_of(
+    parts: Sequence[Parts], adverse_threshold_bps: float, rules: VenueRuleGates | None = None
+) -> tuple[EdgeSection, list[EdgeSection]]:
+    """(totals, per-iteration sections) of a run's parts."""
+    iters = [section([p], p.iteration, adverse_threshold_bps, rules) for p in parts]
+    return section(parts, None, adverse_threshold_bps, rules), iters
 
 
 def edge_sections(
-    slices: Sequence[Slice], adverse_threshold_bps: float
+    slices: Sequence[Slice], adverse_threshold_bps: float, rules: VenueRuleGates | None = None
 ) -> tuple[EdgeSection, list[EdgeSection]]:
     """(totals, per-iteration sections) of a run."""
-    parts = [iteration_parts(sl) for sl in slices]
-    iters = [section([p], p.iteration, adverse_threshold_bps) for p in parts]
-    return section(parts, None, adverse_threshold_bps), iters
+    return sections_of([iteration_parts(sl) for sl in slices], adverse_threshold_bps, rules)
 
 
 def rolling_net_bps(fills: np.ndarray, mid_now: float) -> float | None:

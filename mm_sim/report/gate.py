@@ -7,6 +7,13 @@ adverse selection or taker flow is not acceptable because its average edge happe
 so the band is reported next to the verdict (``band``) but cannot rescue it. Soft gates never
 change the verdict; the ones missed are listed and named in the next-step text. A metric that
 is undefined (no fills, no feed lag) fails its gate with status ``NO_DATA``.
+
+Two rules are not plain thresholds. The venue's churn rules (Binance Futures' quantitative
+rules) are hard gates judged per cycle: a cycle whose order count is below a rule's recording
+threshold is not judged (``NOT_RECORDED`` passes), a judged cycle at or above the ban ratio
+fails. A negative feed lag is a clock error, not a fast feed: the ws_lag gate says
+``CLOCK_ERROR`` and the verdict is capped at WARN, because every latency-dependent figure of
+the run (entry and cancel timing, fill reports, maker share) rests on a wrong clock.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from collections.abc import Sequence
 
 from mm_sim.config import GatesCfg
 from mm_sim.report.schema import (
+    BandSignificance,
     EdgeSection,
     GateCheck,
     GateResult,
@@ -26,8 +34,15 @@ from mm_sim.report.schema import (
 
 RULE = (
     "verdict = band of net_bps (>= success: SUCCESS, >= ok: OK, >= warn: WARN, else FAIL); "
-    "any failed hard gate makes the verdict FAIL; soft gates never change it"
+    "any failed hard gate makes the verdict FAIL; a clock error (negative feed lag) caps it "
+    "at WARN; other soft gates never change it"
 )
+CLOCK_NEXT_STEP = (
+    "Clock error: the feed's local-minus-exchange lag is negative, so its recorder clock is "
+    "behind the exchange; convert or replay the feed with its clock model (a shifted clock) "
+    "and re-run before trusting any latency-dependent figure."
+)
+_RANK = {"FAIL": 0, "WARN": 1, "OK": 2, "SUCCESS": 3}
 
 NEXT_STEPS: dict[str, str] = {
     "SUCCESS": "Run the 24h stability soak.",
@@ -36,7 +51,7 @@ NEXT_STEPS: dict[str, str] = {
     "FAIL": "Review the block reasons and the edge breakdown, investigate, then re-run.",
 }
 
-_OPS = {">=": operator.ge, "<=": operator.le}
+_OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
 def band_of(net_bps: float | None, gates: GatesCfg) -> Verdict:
@@ -85,6 +100,51 @@ def _check(
     )
 
 
+def _rule_checks(sec: EdgeSection) -> list[GateCheck]:
+    """One hard check per venue rule: no judged cycle at or above its ban ratio.
+
+    ``value`` is the worst judged cycle's ratio; no judged cycle passes as ``NOT_RECORDED``.
+    A section without rule figures (a sweep row written before they existed) is not judged.
+    """
+    rules = getattr(sec, "venue_rules", None)
+    if rules is None:
+        return []
+    out = []
+    for key, ind in rules.indicators.items():
+        recorded = ind.cycles_recorded > 0
+        passed = ind.cycles_banned == 0
+        out.append(
+            GateCheck(
+                name=f"binance_{key.lower()}",
+                kind="hard",
+                metric=f"venue_rules.indicators.{key}.worst_recorded",
+                op="<",
+                threshold=ind.ban,
+                ideal=None,
+                value=ind.worst_recorded,
+                passed=passed,
+                status=("PASS" if passed else "FAIL") if recorded else "NOT_RECORDED",
+            )
+        )
+    return out
+
+
+def _ws_lag_check(sec: EdgeSection, gates: GatesCfg) -> GateCheck:
+    s = gates.soft
+    c = _check(
+        "ws_lag_p95_ms",
+        "soft",
+        "ws_lag_p95_ms",
+        "<=",
+        s.ws_lag_p95_max_ms,
+        s.ws_lag_p95_ideal_ms,
+        sec.ws_lag_p95_ms,
+    )
+    if getattr(sec, "clock_error", False) or (c.value is not None and c.value < 0):
+        return c.model_copy(update={"passed": False, "status": "CLOCK_ERROR"})
+    return c
+
+
 def checks(sec: EdgeSection, gates: GatesCfg) -> tuple[list[GateCheck], list[GateCheck]]:
     """(hard, soft) gate checks of one section (an iteration or the totals)."""
     h, s = gates.hard, gates.soft
@@ -111,6 +171,7 @@ def checks(sec: EdgeSection, gates: GatesCfg) -> tuple[list[GateCheck], list[Gat
             None,
             sec.maker_share_pct,
         ),
+        *_rule_checks(sec),
     ]
     soft = [
         _check("net_bps", "soft", "net_bps", ">=", s.net_bps_min, s.net_bps_ideal, sec.net_bps),
@@ -132,15 +193,7 @@ def checks(sec: EdgeSection, gates: GatesCfg) -> tuple[list[GateCheck], list[Gat
             s.order_age_p95_ideal_ms,
             sec.order_age_p95_ms,
         ),
-        _check(
-            "ws_lag_p95_ms",
-            "soft",
-            "ws_lag_p95_ms",
-            "<=",
-            s.ws_lag_p95_max_ms,
-            s.ws_lag_p95_ideal_ms,
-            sec.ws_lag_p95_ms,
-        ),
+        _ws_lag_check(sec, gates),
         _check(
             "maker_share",
             "soft",
@@ -161,6 +214,8 @@ def _fmt(v: float | None) -> str:
 def next_step(verdict: str, hard: list[GateCheck], soft: list[GateCheck], sec: EdgeSection) -> str:
     """The decision matrix's step for ``verdict``, made concrete with what failed and why."""
     parts = [NEXT_STEPS[verdict]]
+    if any(c.status == "CLOCK_ERROR" for c in soft):
+        parts.append(CLOCK_NEXT_STEP)
     failed_hard = [c for c in hard if not c.passed]
     if failed_hard:
         parts.append(
@@ -195,10 +250,14 @@ def evaluate(sec: EdgeSection, gates: GatesCfg) -> GateResult:
     band = band_of(sec.net_bps, gates)
     hard_failed = [c.name for c in hard if not c.passed]
     verdict: Verdict = "FAIL" if hard_failed else band
+    clock_error = any(c.status == "CLOCK_ERROR" for c in soft)
+    if clock_error and _RANK[verdict] > _RANK["WARN"]:
+        verdict = "WARN"
     return GateResult(
         verdict=verdict,
         band=band,
         net_bps=sec.net_bps,
+        clock_error=clock_error,
         hard_failed=hard_failed,
         soft_failed=[c.name for c in soft if not c.passed],
         checks=hard + soft,
@@ -206,8 +265,16 @@ def evaluate(sec: EdgeSection, gates: GatesCfg) -> GateResult:
     )
 
 
-def kpi_gate(totals: EdgeSection, iterations: Sequence[EdgeSection], gates: GatesCfg) -> KpiGate:
-    """KPI_GATE.json: the totals gated, plus each iteration's verdict."""
+def kpi_gate(
+    totals: EdgeSection,
+    iterations: Sequence[EdgeSection],
+    gates: GatesCfg,
+    band_decision: BandSignificance | None = None,
+) -> KpiGate:
+    """KPI_GATE.json: the totals gated, plus each iteration's verdict.
+
+    ``band_decision``: whether the band of net_bps holds over its statistical interval.
+    """
     res = evaluate(totals, gates)
     per_iter = []
     for sec in iterations:
@@ -225,6 +292,8 @@ def kpi_gate(totals: EdgeSection, iterations: Sequence[EdgeSection], gates: Gate
         verdict=res.verdict,
         band=res.band,
         net_bps=res.net_bps,
+        clock_error=res.clock_error,
+        band_decision=band_decision,
         bands=gates.bands.model_dump(),
         rule=RULE,
         hard_failed=res.hard_failed,

@@ -24,21 +24,25 @@ from matplotlib.figure import Figure
 from mm_sim.config import Profile
 from mm_sim.core.records import BLOCK_REASONS
 from mm_sim.events import atomic_write_bytes, atomic_write_json
+from mm_sim.report.bootstrap import statistical_error_bars
 from mm_sim.report.edge import (
     BPS,
     GATE_HORIZON_MS,
     HORIZONS_MS,
     Slice,
     chain_states,
-    edge_sections,
     horizon_key,
+    iteration_parts,
     iteration_section,
+    sections_of,
 )
 from mm_sim.report.gate import evaluate, kpi_gate
+from mm_sim.report.markdown import band_note, churn_md, error_bars_md
 from mm_sim.report.rundir import RECORD_DTYPES, PendingIteration, RunDir
 from mm_sim.report.schema import (
     EdgeReport,
     EdgeSection,
+    ErrorBars,
     IterationLine,
     KpiGate,
     RunConfig,
@@ -65,32 +69,38 @@ MAX_PLOT_POINTS = 20_000
 # --------------------------------------------------------------------------------------------
 
 
-def _slices(
-    recs: Sequence[dict[str, np.ndarray]], iterations: Sequence[int], lags: Sequence[float | None]
-) -> list[Slice]:
+def _slices(recs: Sequence[dict[str, np.ndarray]], lines: Sequence[IterationLine]) -> list[Slice]:
     states = chain_states([r["marks"] for r in recs])
     return [
         Slice(
-            iteration=it,
+            iteration=ln.iteration,
             fills=r["fills"],
             actions=r["actions"],
             blocks=r["blocks"],
             marks=r["marks"],
             start=st[0],
-            ws_lag_p95_ms=lag,
+            ws_lag_p95_ms=ln.ws_lag_p95_ms,
+            # The count the runner gave at commit time lives in the committed line.
+            post_only_rejected=ln.edge.post_only_rejected,
         )
-        for r, it, lag, st in zip(recs, iterations, lags, states, strict=True)
+        for r, ln, st in zip(recs, lines, states, strict=True)
     ]
 
 
 def evaluate_pending(
-    rd: RunDir, profile: Profile, iteration: int, ws_lag_p95_ms: float | None
+    rd: RunDir,
+    profile: Profile,
+    iteration: int,
+    ws_lag_p95_ms: float | None,
+    post_only_rejected: int | None = None,
 ) -> PendingIteration:
     """Edge and gates of the records appended since the last commit (nothing is written).
 
     The iteration starts from the state at the last committed mark, exactly as the rebuilt
     report will see it, so the committed line and EDGE_REPORT.json agree to the last bit.
     A NaN or infinite ``ws_lag_p95_ms`` (no lag measured) is stored as ``None``.
+    ``post_only_rejected``: the venue's post-only rejections during the iteration, as the
+    engine counted them (used when the action records carry no rejection code).
     """
     if ws_lag_p95_ms is not None and not math.isfinite(ws_lag_p95_ms):
         ws_lag_p95_ms = None
@@ -108,8 +118,9 @@ def evaluate_pending(
         marks=pending["marks"],
         start=start,
         ws_lag_p95_ms=ws_lag_p95_ms,
+        post_only_rejected=post_only_rejected,
     )
-    sec = iteration_section(sl, profile.gates.hard.adverse_p95_max)
+    sec = iteration_section(sl, profile.gates.hard.adverse_p95_max, profile.gates.venue_rules)
     return PendingIteration(
         iteration=iteration,
         edge=sec,
@@ -124,16 +135,19 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
     cfg = rd.load_config()
     lines = rd.committed_lines()
     recs = rd.iteration_records(lines)
-    slices = _slices(recs, [ln.iteration for ln in lines], [ln.ws_lag_p95_ms for ln in lines])
-    totals, iters = edge_sections(slices, profile.gates.hard.adverse_p95_max)
+    parts = [iteration_parts(sl) for sl in _slices(recs, lines)]
+    g = profile.gates
+    totals, iters = sections_of(parts, g.hard.adverse_p95_max, g.venue_rules)
+    stat = statistical_error_bars(parts, totals, g)
     edge = EdgeReport(
         run=RunIdentity(profile=str(cfg.profile.get("name", "")), feed=cfg.feed, seed=cfg.seed),
         horizons_ms=list(HORIZONS_MS),
         gate_horizon_ms=GATE_HORIZON_MS,
         totals=totals,
         iterations=iters,
+        error_bars=ErrorBars(statistical=stat, model=None),
     )
-    gate = kpi_gate(totals, iters, profile.gates)
+    gate = kpi_gate(totals, iters, g, stat.band_decision)
     rd.reports.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rd.reports / EDGE_REPORT, dump(edge))
     atomic_write_json(rd.reports / KPI_GATE, dump(gate))
@@ -192,9 +206,12 @@ def render_markdown(
     out = [
         f"# Soak results — profile {edge.run.profile}, feed {feed}, seed {cfg.seed}",
         "",
+        "",
         f"**Verdict: {gate.verdict}** (net_bps band {gate.band}) — net_bps {_n(t.net_bps)} "
         f"over {t.fills:,} fills, notional {_n(t.notional, 2)}, "
         f"PnL {_n(t.pnl, 4)}, {len(lines)} iterations.",
+        "",
+        band_note(gate),
         "",
         f"**Next step:** {gate.next_step}",
         "",
@@ -236,6 +253,7 @@ def render_markdown(
             ),
         ],
     )
+    out += error_bars_md(edge)
     out += ["Markouts (informational, not in net):", ""]
     out += _table(
         ("horizon", "fills covered", "adverse_bps", "cost p50 bps", "cost p95 bps"),
@@ -295,6 +313,7 @@ def render_markdown(
             for s in edge.iterations
         ],
     )
+    out += churn_md(t, edge.iterations)
     out += ["## Negative-edge drivers", ""]
     out += [*_drivers_md(t), ""]
     rows = []

@@ -81,6 +81,49 @@ class QuoteStats(_Model):
     two_sided_pct: float | None
 
 
+class OrderCounts(_Model):
+    """Orders as the venue counts them (a replace ends one order and starts another)."""
+
+    sent: int
+    ended_by_cancel: int
+    ended_by_replace: int
+    ended_by_fill: int
+    open_at_end: int
+    rejected: int
+    lost_cancels: int
+
+
+class RuleCycle(_Model):
+    start_ns: int
+    orders: int
+    unfilled_ratio: float
+    invalid_cancel_ratio: float
+    dust_ratio: float
+
+
+class RuleIndicator(_Model):
+    name: str
+    recording_orders: int
+    ban: float
+    worst: float | None
+    worst_cycle_start_ns: int | None
+    mean: float | None
+    cycles_recorded: int
+    worst_recorded: float | None
+    cycles_banned: int
+
+
+class VenueRules(_Model):
+    """Binance Futures' quantitative trading rules, per cycle (docs/REPORTS.md)."""
+
+    venue: Literal["binance_futures"] = "binance_futures"
+    cycle_s: float
+    invalid_cancel_s: float
+    dust_notional: float
+    indicators: dict[str, RuleIndicator]
+    cycles: list[RuleCycle]
+
+
 class Driver(_Model):
     name: str
     kind: Literal["component", "markout", "block"]
@@ -113,11 +156,17 @@ class EdgeSection(_Model):
     maker_share_pct: float | None
     actions: ActionCounts
     cancel_ratio: float | None
+    cancel_action_share: float | None
+    orders: OrderCounts
+    venue_rules: VenueRules
+    post_only_rejected: int
+    post_only_rejected_share: float | None
     order_age_p50_ms: float | None
     order_age_p95_ms: float | None
     slippage_cost_p50_bps: float | None
     slippage_cost_p95_bps: float | None
     ws_lag_p95_ms: float | None
+    clock_error: bool
     block_reasons: BlockReasons
     position: PositionStats
     quotes: QuoteStats
@@ -131,6 +180,39 @@ class RunIdentity(_Model):
     seed: int | None
 
 
+class Interval(_Model):
+    estimate: float | None
+    lo: float | None
+    hi: float | None
+    se: float | None
+
+
+class BandSignificance(_Model):
+    band: Verdict
+    band_lo: Verdict | None
+    band_hi: Verdict | None
+    significant: bool
+
+
+class StatisticalErrorBars(_Model):
+    method: str
+    block_s: float | None
+    block_s_configured: float
+    blocks: int
+    resamples: int
+    confidence: float
+    seed: int
+    reconcile_residual: float | None
+    figures: dict[str, Interval]
+    band_decision: BandSignificance
+    note: str | None
+
+
+class ErrorBars(_Model):
+    statistical: StatisticalErrorBars | None
+    model: dict[str, Any] | None = None  # fill-model alternatives (to come); null until then
+
+
 class EdgeReport(_Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     kind: Literal["edge_report"] = "edge_report"
@@ -139,6 +221,7 @@ class EdgeReport(_Model):
     gate_horizon_ms: int
     totals: EdgeSection
     iterations: list[EdgeSection]
+    error_bars: ErrorBars
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,18 +233,19 @@ class GateCheck(_Model):
     name: str
     kind: Literal["hard", "soft"]
     metric: str
-    op: Literal[">=", "<="]
+    op: Literal[">=", "<=", "<"]
     threshold: float
     ideal: float | None
     value: float | None
     passed: bool
-    status: Literal["IDEAL", "PASS", "FAIL", "NO_DATA"]
+    status: Literal["IDEAL", "PASS", "FAIL", "NO_DATA", "NOT_RECORDED", "CLOCK_ERROR"]
 
 
 class GateResult(_Model):
     verdict: Verdict
     band: Verdict
     net_bps: float | None
+    clock_error: bool
     hard_failed: list[str]
     soft_failed: list[str]
     checks: list[GateCheck]
@@ -182,6 +266,8 @@ class KpiGate(_Model):
     verdict: Verdict
     band: Verdict
     net_bps: float | None
+    clock_error: bool
+    band_decision: BandSignificance | None
     bands: dict[str, float]
     rule: str
     hard_failed: list[str]
