@@ -147,6 +147,21 @@ class LatencyMode(StrEnum):
     feed = "feed"
 
 
+class OrderType(StrEnum):
+    post_only = "post_only"  # Binance GTX / LIMIT_MAKER: rejected if it would cross on arrival
+    limit = "limit"  # plain GTC limit: takes what it crosses on arrival, the rest rests
+
+
+class EventOrder(StrEnum):
+    exchange = "exchange"  # two cursors: venue in exchange-time order, strategy in local order
+    file = "file"  # one cursor in file (local receive) order for both
+
+
+class ThroughFill(StrEnum):
+    printed = "print"  # a print through our price fills at most the printed size
+    order = "order"  # ... fills our whole remaining order (hftbacktest's rule)
+
+
 class InstrumentCfg(_Section):
     tick_size: float | None = Field(
         None, gt=0, description="Price tick; null = taken from the feed's metadata."
@@ -175,6 +190,11 @@ class QuotingCfg(_Section):
     )
     impact_levels: int = Field(
         5, ge=1, le=100, description="Levels near the touch whose visible size caps our size."
+    )
+    order_type: OrderType = Field(
+        OrderType.post_only,
+        description="post_only: a quote that would cross on arrival is rejected (GTX); "
+        "limit: it takes liquidity as taker.",
     )
 
 
@@ -209,6 +229,40 @@ class QueueCfg(_Section):
     model: QueueModel = Field(QueueModel.probabilistic, description="Queue-position model.")
     power: float = Field(
         2.0, gt=0, le=10, description="Probabilistic model: f(x) = x^power in P = f(b)/(f(b)+f(a))."
+    )
+
+
+class MatchingCfg(_Section):
+    """The simulated venue's fill rules; each changes reported numbers (docs/CORE.md)."""
+
+    event_order: EventOrder = Field(
+        EventOrder.exchange,
+        description="exchange: the venue consumes the feed in exchange-time order, the strategy "
+        "in local-time order; file: one cursor in file order for both.",
+    )
+    reorder_window_ms: float = Field(
+        1000.0,
+        ge=0,
+        le=600000,
+        description="exchange order, replay: the most an event's exchange time may precede its "
+        "receipt; an event received later than this is matched at local_ts - window.",
+    )
+    live_reorder_window_ms: float = Field(
+        100.0,
+        ge=0,
+        le=60000,
+        description="exchange order, live feeds: the same window; the simulated venue runs this "
+        "far behind the strategy, so fill reports arrive up to this much later.",
+    )
+    crossing_fills: bool = Field(
+        True,
+        description="Fill a resting order as maker when the book moves through its price "
+        "without a print.",
+    )
+    through_fill: ThroughFill = Field(
+        ThroughFill.printed,
+        description="A print through our price fills at most its size (print) or our whole "
+        "remaining order (order).",
     )
 
 
@@ -355,6 +409,7 @@ class Profile(BaseSettings):
     fees: FeesCfg = FeesCfg()
     latency: LatencyCfg = LatencyCfg()
     queue: QueueCfg = QueueCfg()
+    matching: MatchingCfg = MatchingCfg()
     limiter: LimiterCfg = LimiterCfg()
     gates: GatesCfg = GatesCfg()
     mark_interval_ms: float = Field(

@@ -27,7 +27,23 @@ INST = Instrument("TEST", "sim", TICK, LOT)
 CENTER = 10_000  # tick of price 100.00
 
 
-def make_profile(model: str, mode: str, max_in_flight: int, max_pos: float) -> Profile:
+# Fill-rule variants: (order type, matching section). The default model; the file-order model
+# with plain limit orders; exchange order with a window small enough to clamp late events, no
+# crossing fills and hftbacktest's through-print rule.
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "default": ("post_only", {}),
+    "file-limit": ("limit", {"event_order": "file"}),
+    "clamp-limit-nocross-order": (
+        "limit",
+        {"reorder_window_ms": 3.0, "crossing_fills": False, "through_fill": "order"},
+    ),
+}
+
+
+def make_profile(
+    model: str, mode: str, max_in_flight: int, max_pos: float, variant: str = "default"
+) -> Profile:
+    order_type, matching = VARIANTS[variant]
     return Profile(
         quoting={
             "order_qty": 0.005,
@@ -37,7 +53,9 @@ def make_profile(model: str, mode: str, max_in_flight: int, max_pos: float) -> P
             "vol_halflife_s": 1.0,
             "vol_sample_ms": 5.0,
             "impact_levels": 3,
+            "order_type": order_type,
         },
+        matching=matching,
         inventory={"max_position": max_pos, "max_notional": 1e9},
         fees={"maker_bps": -0.5, "taker_bps": 4.0},
         latency={"mode": mode, "entry_ms": 2.0, "cancel_ms": 1.0, "ack_ms": 3.0, "feed_mult": 1.0},
@@ -137,10 +155,14 @@ def assert_records_equal(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 
 CONFIGS = [
-    (model, mode, mif, max_pos, ovr)
-    for model in ("conservative", "probabilistic")
-    for mode in ("constant", "feed")
-    for mif, max_pos, ovr in ((4, 0.007, TIGHT), (1, 1.0, LOOSE))
+    (model, mode, mif, max_pos, ovr, list(VARIANTS)[n % len(VARIANTS)])
+    for n, (model, mode, (mif, max_pos, ovr)) in enumerate(
+        itertools.product(
+            ("conservative", "probabilistic"),
+            ("constant", "feed"),
+            ((4, 0.007, TIGHT), (1, 1.0, LOOSE)),
+        )
+    )
 ]
 
 
@@ -151,7 +173,7 @@ def run_both(
     parts: dict[str, list[np.ndarray]] = {"fills": [], "actions": [], "blocks": [], "marks": []}
     bounds = [0, *sorted(c % (len(ev) + 1) for c in cuts), len(ev)]
     for lo, hi in itertools.pairwise(bounds):
-        res = eng.run(ev[lo:hi])
+        res = eng.run(ev[lo:hi], flush=hi == len(ev))
         for k in parts:
             parts[k].append(getattr(res, k))
     got = {k: np.concatenate(v) for k, v in parts.items()}
@@ -160,7 +182,7 @@ def run_both(
     return eng, ref, got, want
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-mif{c[2]}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-mif{c[2]}-{c[5]}")
 @settings(
     max_examples=60,
     deadline=None,
@@ -172,8 +194,8 @@ def run_both(
     cuts=st.lists(st.integers(0, 10_000), max_size=3),
 )
 def test_kernel_matches_reference(cfg: tuple, steps: list, cuts: list[int]) -> None:
-    model, mode, mif, max_pos, ovr = cfg
-    profile = make_profile(model, mode, mif, max_pos)
+    model, mode, mif, max_pos, ovr, variant = cfg
+    profile = make_profile(model, mode, mif, max_pos, variant)
     ev = build_stream(steps)
     eng, ref, got, want = run_both(profile, ovr, ev, cuts)
     for name in ("fills", "actions", "blocks", "marks"):
@@ -185,7 +207,10 @@ def test_kernel_matches_reference(cfg: tuple, steps: list, cuts: list[int]) -> N
         assert c[key] == rc[key], key
     for key in ("places", "replaces", "cancels"):
         assert c[key] == rc[key], key
-    for key in ("cancels_done", "cancels_lost_race", "replaces_rejected", "no_decision"):
+    for key in (
+        "cancels_done", "cancels_lost_race", "replaces_rejected", "no_decision",
+        "post_only_rejected", "late_events_clamped",
+    ):  # fmt: skip
         assert c["other"][key] == rc[key], key
 
 
@@ -205,11 +230,11 @@ def random_steps(
     ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-mif{c[2]}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-mif{c[2]}-{c[5]}")
 def test_kernel_matches_reference_long_streams(cfg: tuple) -> None:
     """Longer seeded streams: hypothesis favours short lists, queue effects need long ones."""
-    model, mode, mif, max_pos, ovr = cfg
-    profile = make_profile(model, mode, mif, max_pos)
+    model, mode, mif, max_pos, ovr, variant = cfg
+    profile = make_profile(model, mode, mif, max_pos, variant)
     rng = np.random.default_rng(2024)
     for _ in range(6):
         ev = build_stream(random_steps(rng, 300))
@@ -232,17 +257,21 @@ def test_generated_streams_exercise_the_traps() -> None:
         "throttle": 0,
         "min_interval": 0,
         "concurrency": 0,
+        "post_only_rejected": 0,
+        "clamped": 0,
     }
     for n in range(40):
         steps = random_steps(rng, 70)
-        model, mode, mif, max_pos, ovr = CONFIGS[n % len(CONFIGS)]
-        ref = RefEngine(make_profile(model, mode, mif, max_pos), ovr, INST)
+        model, mode, mif, max_pos, ovr, variant = CONFIGS[n % len(CONFIGS)]
+        ref = RefEngine(make_profile(model, mode, mif, max_pos, variant), ovr, INST)
         ref.run(build_stream(steps))
         c = ref.counters()
         seen["maker"] += c["maker"]
         seen["taker"] += c["taker"]
         seen["cancelled"] += c["cancels_done"]
         seen["lost"] += c["cancels_lost_race"] + c["replaces_rejected"]
+        seen["post_only_rejected"] += c["post_only_rejected"]
+        seen["clamped"] += c["late_events_clamped"]
         for r in ("risk", "throttle", "min_interval", "concurrency"):
             seen[r] += c["blocks"][r]
     assert all(v > 0 for v in seen.values()), seen

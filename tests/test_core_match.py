@@ -22,7 +22,12 @@ TICK = 0.01
 INST = Instrument("TEST", "sim", TICK, 0.001)
 
 
-def profile(model: str = "conservative", order_qty: float = 0.005, **latency: float) -> Profile:
+def profile(
+    model: str = "conservative",
+    order_qty: float = 0.005,
+    order_type: str = "post_only",
+    **latency: float,
+) -> Profile:
     lat = {"entry_ms": 2.0, "cancel_ms": 2.0, "ack_ms": 1.0, **latency}
     return Profile(
         quoting={
@@ -30,6 +35,7 @@ def profile(model: str = "conservative", order_qty: float = 0.005, **latency: fl
             "base_half_spread_bps": 1.0,
             "gamma": 0.0,
             "impact_levels": 3,
+            "order_type": order_type,
         },
         inventory={"max_position": 1.0, "max_notional": 1e9},
         fees={"maker_bps": -0.5, "taker_bps": 4.0},
@@ -182,7 +188,7 @@ def test_order_arriving_crossed_walks_visible_levels_as_taker() -> None:
     sc.at(2).depth(1, 9999, 0.0).depth(1, 9998, 0.0)
     sc.at(2).depth(-1, 9998, 0.001).depth(-1, 9999, 0.002)  # the book moved down through it
     sc.at(6).depth(-1, 10010, 0.02)
-    eng, res = run(profile(entry_ms=5.0), overrides(min_interval_ms=100.0), sc)
+    eng, res = run(profile(order_type="limit", entry_ms=5.0), overrides(min_interval_ms=100.0), sc)
     f = res.fills
     assert f["price"].tolist() == pytest.approx([99.98, 99.99])
     assert f["qty"].tolist() == pytest.approx([0.001, 0.002])
@@ -201,7 +207,7 @@ def test_sell_arriving_crossed_walks_the_bids_downwards_as_taker() -> None:
     sc.at(2).depth(-1, 10001, 0.0).depth(-1, 10002, 0.0)
     sc.at(2).depth(1, 10002, 0.001).depth(1, 10001, 0.002)  # bids now at and above our price
     sc.at(6).depth(1, 9990, 0.02)
-    eng, res = run(profile(entry_ms=5.0), overrides(min_interval_ms=100.0), sc)
+    eng, res = run(profile(order_type="limit", entry_ms=5.0), overrides(min_interval_ms=100.0), sc)
     f = res.fills[res.fills["side"] == -1]
     assert f["price"].tolist() == pytest.approx([100.02, 100.01])  # best bid first
     assert f["qty"].tolist() == pytest.approx([0.001, 0.002])

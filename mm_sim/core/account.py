@@ -48,7 +48,8 @@ C_REPORT_FORCED = 18  # fill reports delivered early because the report queue wa
 C_WALK_TRUNCATED = 19  # taker walks stopped at the level cap
 C_SLOT_EXHAUSTED = 20  # places skipped because the order table was full
 C_DECISIONS = 21  # decision points evaluated
-C_SIZE = 22
+C_POST_ONLY_REJECTED = 22  # post-only places/replaces the venue rejected: they would have crossed
+C_SIZE = 23
 
 
 def make_account() -> np.ndarray:

@@ -77,6 +77,7 @@ from mm_sim.core.match import (
     OS_RESTING,
     OUT_ACTIONS,
     OUT_BLOCKS,
+    OUT_MARKS,
     OUT_NOUT,
     VN_ACC,
     VN_CNT,
@@ -134,6 +135,7 @@ from mm_sim.core.records import (
     ACT_REPLACE,
     BLK_RISK,
 )
+from mm_sim.core.timeline import ITEM_FLAGS, ITEM_S, ITEM_SYNC, ITEM_V, KIND_BITS
 from mm_sim.events import (
     KIND_CLEAR,
     KIND_DEPTH,
@@ -182,11 +184,12 @@ K_SPREAD_DELTA_BPS = 27
 K_TAIL_AGE_NS = 28
 K_IMPACT_RATIO = 29
 K_MAX_DELTA_RATIO = 30
-K_SIZE = 31
+K_RULES = 31  # fill rules, match.RULE_* bits
+K_SIZE = 32
 
 # Engine scalars g[:] (int64)
 G_NEXT_MARK = 0
-G_LAST_EXCH = 1
+G_VCLOCK = 1  # the venue's clock: the last venue time it advanced to
 G_LAST_LOCAL = 2
 G_PENDING = 3  # 1 when a snapshot batch deferred its decision
 G_PENDING_TS = 4
@@ -200,8 +203,9 @@ NO_ACTIONS = 1
 NO_BLOCKS = 2
 NO_MARKS = 3
 
+NO_MARK_TS = -(1 << 62)
 DECISION_MARGIN = 8  # room kept for the actions (and blocks) of one decision: 2 sides x 2, x2
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 # The engine's own bundles, beside match.py's (BookArrays, Venue, Out, Terms; see there why).
@@ -517,18 +521,35 @@ def decide(now: int, book: BookArrays, ctl: Ctl, venue: Venue, out: Out) -> None
             )
 
 
+@njit(inline="always", **JIT)
+def _marks_until(ts: int, mark_ns: int, book: BookArrays, ctl: Ctl, venue: Venue, out: Out) -> None:
+    """Write the marks due by ``ts`` on the venue's clock (state before what happens at ts)."""
+    g = ctl[CT_G]
+    marks, nout = out[OUT_MARKS], out[OUT_NOUT]
+    while g[G_NEXT_MARK] <= ts:
+        write_mark(marks, nout[NO_MARKS], g[G_NEXT_MARK], book, ctl, venue)
+        nout[NO_MARKS] += 1
+        g[G_NEXT_MARK] += mark_ns
+
+
 @njit(**JIT)
 def run_chunk(
     events: np.ndarray,
     start: int,
-    book: BookArrays,
+    vbook: BookArrays,
+    sbook: BookArrays,
     ctl: Ctl,
     venue: Venue,
     out: Out,
     fill_margin: int,
 ) -> int:
-    """Process ``events[start:]``; returns the index of the first event not processed."""
-    bid, ask, bst = book
+    """Process the items ``events[start:]``; returns the index of the first one not processed.
+
+    ``vbook`` is the venue's book, ``sbook`` the strategy's; in the file-order model they are
+    the same arrays and items carry no flags (timeline.py).
+    """
+    vbid, vask, vbst = vbook
+    sbid, sask, sbst = sbook
     p, g, qmi = ctl[CT_P], ctl[CT_G], ctl[CT_QMI]
     oi, live, vs, cnt = venue[VN_OI], venue[VN_LIVE], venue[VN_VS], venue[VN_CNT]
     pi, pf = venue[VN_PI], venue[VN_PF]
@@ -542,6 +563,7 @@ def run_chunk(
     mode = int(p[K_LAT_MODE])
     qmodel = int(p[K_QUEUE_MODEL])
     qpower = p[K_QUEUE_POWER]
+    rules = int(p[K_RULES])
     n = events.shape[0]
     qmi[QM_VALID] = 0  # parameters may have been hot-swapped since the last call
     i = start
@@ -549,20 +571,24 @@ def run_chunk(
         ev = events[i]
         exch = ev.exch_ts
         local = ev.local_ts
-        kind = ev.kind
+        flags = ev.kind & ITEM_FLAGS
+        kind = ev.kind & KIND_BITS
+        # Unflagged items: one cursor, both sides at once (file order); no venue clock sync.
+        on_v = flags == 0 or (flags & ITEM_V) != 0
+        on_s = flags == 0 or (flags & ITEM_S) != 0
         if (
             fills.shape[0] - nout[NO_FILLS] < fill_margin
             or actions.shape[0] - nout[NO_ACTIONS] < DECISION_MARGIN
             or blocks.shape[0] - nout[NO_BLOCKS] < DECISION_MARGIN
         ):
             return i
-        # One pass of this loop either processes event i (and decides after it), or only runs
-        # the decision of a snapshot batch that ended the previous slice, before event i.
+        # One pass of this loop either processes item i (and decides after it), or only runs
+        # the decision of a snapshot batch that ended the previous slice, before item i.
         process = True
         decide_at = local
         if g[G_PENDING] == 1:
             g[G_PENDING] = 0
-            if not (kind == KIND_SNAPSHOT and local == g[G_PENDING_TS]):
+            if not (on_s and kind == KIND_SNAPSHOT and local == g[G_PENDING_TS]):
                 process = False
                 decide_at = g[G_PENDING_TS]
         now_decide = not process
@@ -570,56 +596,78 @@ def run_chunk(
             if g[G_STARTED] == 0:
                 g[G_NEXT_MARK] = -((-exch) // mark_ns) * mark_ns
                 g[G_STARTED] = 1
-            while g[G_NEXT_MARK] <= exch:
-                if nout[NO_MARKS] >= marks.shape[0]:
+            # Marks due on the venue's clock: up to this event's venue time before the venue
+            # part, up to local_ts (a synced strategy item) before the strategy part. Room for
+            # all of them first, so an item is never left half-processed.
+            vclock = exch if on_v else NO_MARK_TS
+            if flags & ITEM_SYNC and local > vclock:
+                vclock = local
+            if vclock >= g[G_NEXT_MARK]:
+                due = (vclock - g[G_NEXT_MARK]) // mark_ns + 1
+                if marks.shape[0] - nout[NO_MARKS] < due:
                     return i
-                write_mark(marks, nout[NO_MARKS], g[G_NEXT_MARK], book, ctl, venue)
-                nout[NO_MARKS] += 1
-                g[G_NEXT_MARK] += mark_ns
             lag = local - exch
             if lag < 0:
                 lag = 0
-            g[G_LAG] = lag
             delay = _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
-            terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower)
-            if vs[VS_NOPS] > 0:
-                venue_arrivals(exch, book, terms, venue, out)
+            terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower, rules)
+            t = price_to_tick(ev.price, tick)
             side = ev.side
-            if kind == KIND_TRADE:
-                if vs[VS_NLIVE] > 0:
-                    on_trade(ev, price_to_tick(ev.price, tick), book, terms, venue, out)
-            else:
-                t = price_to_tick(ev.price, tick)
-                recentres = bst[ST_RECENTRES]
-                book_apply(bid, ask, bst, tick, kind, side, ev.price, ev.qty)
-                if (
-                    kind == KIND_CLEAR
-                    or bst[ST_RECENTRES] != recentres
-                    or (side > 0 and t >= qmi[QM_BND_B])
-                    or (side <= 0 and t <= qmi[QM_BND_A])
-                ):
-                    qmi[QM_VALID] = 0
-                if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
-                    on_depth(ev, t, book, terms, venue, out)
-            deliver_reports(local, fp)
-            if vs[VS_NOPS] > 0:
-                purge_ops(local, pi, pf, oi, vs)
-            if vs[VS_DIRTY] == 1:
-                sweep_free(oi, live, vs)
-            now_decide = True
-            if kind in (KIND_CLEAR, KIND_SNAPSHOT):
-                # A snapshot batch (same local_ts) is seen by the strategy once complete.
-                if i + 1 < n:
-                    nxt = events[i + 1]
-                    now_decide = not (nxt.kind == KIND_SNAPSHOT and nxt.local_ts == local)
+            recentres = sbst[ST_RECENTRES]
+            if on_v:
+                _marks_until(exch, mark_ns, vbook, ctl, venue, out)
+                if vs[VS_NOPS] > 0:
+                    venue_arrivals(exch, vbook, terms, venue, out)
+                if kind == KIND_TRADE:
+                    if vs[VS_NLIVE] > 0:
+                        on_trade(ev, t, vbook, terms, venue, out)
                 else:
-                    now_decide = False
-                    g[G_PENDING] = 1
-                    g[G_PENDING_TS] = local
-            g[G_LAST_EXCH] = exch
-            g[G_LAST_LOCAL] = local
-            cnt[C_EVENTS] += 1
+                    book_apply(vbid, vask, vbst, tick, kind, side, ev.price, ev.qty)
+                    if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
+                        on_depth(ev, t, vbook, terms, venue, out)
+                g[G_VCLOCK] = exch
+            if on_s:
+                g[G_LAG] = lag
+                if flags & ITEM_SYNC:
+                    # Every venue item up to local_ts has run: marks and actions due by then.
+                    _marks_until(local, mark_ns, vbook, ctl, venue, out)
+                    if local > g[G_VCLOCK]:
+                        g[G_VCLOCK] = local
+                    if vs[VS_NOPS] > 0:
+                        venue_arrivals(local, vbook, terms, venue, out)
+                if kind != KIND_TRADE:
+                    if flags != 0:
+                        book_apply(sbid, sask, sbst, tick, kind, side, ev.price, ev.qty)
+                    if (
+                        kind == KIND_CLEAR
+                        or sbst[ST_RECENTRES] != recentres
+                        or (side > 0 and t >= qmi[QM_BND_B])
+                        or (side <= 0 and t <= qmi[QM_BND_A])
+                    ):
+                        qmi[QM_VALID] = 0
+                deliver_reports(local, fp)
+                if vs[VS_NOPS] > 0:
+                    purge_ops(local, pi, pf, oi, vs)
+                if vs[VS_DIRTY] == 1:
+                    sweep_free(oi, live, vs)
+                now_decide = True
+                if kind in (KIND_CLEAR, KIND_SNAPSHOT):
+                    # A snapshot batch (same local_ts) is seen by the strategy once complete.
+                    if i + 1 < n:
+                        nxt = events[i + 1]
+                        nflags = nxt.kind & ITEM_FLAGS
+                        now_decide = not (
+                            (nflags == 0 or (nflags & ITEM_S) != 0)
+                            and nxt.kind & KIND_BITS == KIND_SNAPSHOT
+                            and nxt.local_ts == local
+                        )
+                    else:
+                        now_decide = False
+                        g[G_PENDING] = 1
+                        g[G_PENDING_TS] = local
+                g[G_LAST_LOCAL] = local
+                cnt[C_EVENTS] += 1
             i += 1
         if now_decide:
-            decide(decide_at, book, ctl, venue, out)
+            decide(decide_at, sbook, ctl, venue, out)
     return n

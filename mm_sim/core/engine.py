@@ -17,8 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim.config import LatencyMode, Overrides, Profile, QueueModel
-from mm_sim.core import account, driver, limiter, match, quote, rng
+from mm_sim.config import (
+    EventOrder,
+    LatencyMode,
+    OrderType,
+    Overrides,
+    Profile,
+    QueueModel,
+    ThroughFill,
+)
+from mm_sim.core import account, driver, limiter, match, quote, rng, timeline
 from mm_sim.core.account import (
     A_CASH,
     A_POS,
@@ -41,8 +49,8 @@ from mm_sim.core.book import (
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 from mm_sim.core.driver import (
     DECISION_MARGIN,
-    G_LAST_EXCH,
     G_SIZE,
+    G_VCLOCK,
     K_ACK_NS,
     K_CANCEL_NS,
     K_ENTRY_NS,
@@ -65,6 +73,7 @@ from mm_sim.core.driver import (
     K_QUEUE_POWER,
     K_REPL_CAP,
     K_REPL_RATE,
+    K_RULES,
     K_SIZE,
     K_SPREAD_DELTA_BPS,
     K_TAIL_AGE_NS,
@@ -119,6 +128,7 @@ from mm_sim.core.records import (
     FILL_DTYPE,
     MARK_DTYPE,
 )
+from mm_sim.core.timeline import TIMELINE_KEYS, Timeline
 from mm_sim.errors import UserError
 from mm_sim.events import (
     EVENT_DTYPE,
@@ -147,6 +157,19 @@ def override_values(o: Overrides) -> dict[int, float]:
         K_IMPACT_RATIO: float(o.impact_cap_ratio),
         K_MAX_DELTA_RATIO: float(o.max_delta_ratio),
     }
+
+
+def fill_rules(profile: Profile) -> int:
+    """The profile's order type and fill rules as the venue's RULE_* bits."""
+    m = profile.matching
+    rules = 0
+    if profile.quoting.order_type == OrderType.post_only:
+        rules |= match.RULE_POST_ONLY
+    if not m.crossing_fills:
+        rules |= match.RULE_NO_CROSS_FILLS
+    if m.through_fill == ThroughFill.order:
+        rules |= match.RULE_THROUGH_ORDER
+    return rules
 
 
 def make_params(profile: Profile, overrides: Overrides, instrument: Instrument) -> np.ndarray:
@@ -190,14 +213,15 @@ def make_params(profile: Profile, overrides: Overrides, instrument: Instrument) 
     p[K_VENUE_CAP] = lim.venue_budget
     p[K_VENUE_RATE] = lim.venue_budget / (lim.venue_window_ms * 1e6)
     p[K_MARK_NS] = round(profile.mark_interval_ms * 1e6)
+    p[K_RULES] = fill_rules(profile)
     for idx, val in override_values(overrides).items():
         p[idx] = val
     return p
 
 
 _STATE_KEYS = (
-    "version", "p", "bid", "ask", "bst", "g", "vol_f", "vol_i", "lf", "li", "si",
-    "oi", "of", "live", "pi", "pf", "ni", "nf", "vs", "vsf", "acc", "cnt", "rng",
+    "version", "p", "bid", "ask", "bst", "sbid", "sask", "sbst", "g", "vol_f", "vol_i", "lf",
+    "li", "si",    "oi", "of", "live", "pi", "pf", "ni", "nf", "vs", "vsf", "acc", "cnt", "rng",
 )  # fmt: skip
 
 
@@ -220,6 +244,14 @@ class Engine:
         self.seed = int(seed)
         self._p = make_params(profile, overrides, instrument)
         book = make_book(self._p[K_TICK], n_ticks)
+        # Two clocks: the venue and the strategy each keep a book, fed by the timeline's items
+        # in exchange and local order; in the file-order model one book serves both.
+        exchange_order = profile.matching.event_order == EventOrder.exchange
+        sbook = make_book(self._p[K_TICK], n_ticks) if exchange_order else book
+        self._timeline = (
+            Timeline(round(profile.matching.reorder_window_ms * 1e6)) if exchange_order else None
+        )
+        self._live_window = round(profile.matching.live_reorder_window_ms * 1e6)
         max_ops = profile.limiter.max_in_flight + 2
         venue = match.make_venue(max_ops + 4, max_ops, report_capacity)
         lf, li = limiter.make_buckets()
@@ -230,6 +262,9 @@ class Engine:
             "bid": book.bid,
             "ask": book.ask,
             "bst": book.st,
+            "sbid": sbook.bid,
+            "sask": sbook.ask,
+            "sbst": sbook.st,
             "g": g,
             "vol_f": np.zeros(quote.VOL_F_SIZE),
             "vol_i": np.zeros(quote.VOL_I_SIZE, dtype=np.int64),
@@ -262,8 +297,15 @@ class Engine:
 
     # -- running ------------------------------------------------------------------------------
 
-    def run(self, events: np.ndarray) -> ChunkResult:
-        """Process every event of this slice, in order; state carries over between calls."""
+    def run(self, events: np.ndarray, flush: bool = True) -> ChunkResult:
+        """Process this slice of the feed; state carries over between calls.
+
+        In the exchange-order model (``matching.event_order``) the venue may have to see an
+        event of a later slice before some of this one (timeline.py): ``flush=False`` holds
+        back what a later event could precede (at most ``matching.reorder_window_ms`` of
+        feed) for the next call, so results do not depend on how the feed is sliced;
+        ``flush=True`` (the end of a run or an iteration) processes everything.
+        """
         ev = np.asarray(events)
         if ev.dtype != EVENT_DTYPE:
             raise TypeError(f"expected EVENT_DTYPE records, got {ev.dtype}")
@@ -275,6 +317,8 @@ class Engine:
             ev = np.array(ev)
         if not ev.dtype.isalignedstruct:
             ev = ev.view(EVENT_DTYPE)
+        if self._timeline is not None:
+            ev = self._timeline.items(ev, final=flush)
         out = self._out
         nout = self._nout
         nout[:] = 0
@@ -314,6 +358,11 @@ class Engine:
             if events.dtype != EVENT_DTYPE or events.ndim != 1:
                 raise TypeError(f"expected a 1-d slice of EVENT_DTYPE records, got {events.dtype}")
             events = np.array(events)
+        if self._timeline is not None:
+            # Decisions on arrival; the venue follows once no later event can precede (within
+            # the live window, which keeps the venue's lag behind the strategy small).
+            self._timeline.window = self._live_window
+            events = self._timeline.items(events, final=False, live=True)
         nout = self._nout
         nout[:] = 0
         n = len(events)
@@ -323,15 +372,16 @@ class Engine:
             i = kernel(events, i, *self._args)
         return nout
 
-    def _bind_args(self) -> tuple[BookArrays, Ctl, Venue, Out, int]:
+    def _bind_args(self) -> tuple[BookArrays, BookArrays, Ctl, Venue, Out, int]:
         """The engine's arrays in the kernels' bundles (the arrays themselves, not copies)."""
         s = self._s
         o = self._out
         book = (s["bid"], s["ask"], s["bst"])
+        sbook = book if s["sbid"] is s["bid"] else (s["sbid"], s["sask"], s["sbst"])
         ctl = (s["p"], s["g"], s["vol_f"], s["vol_i"], self._qmi, self._qmf, s["lf"], s["li"])
         venue = tuple(s[k] for k in VENUE_KEYS)
         out = (o["fills"], o["actions"], o["blocks"], o["marks"], self._nout)
-        return book, ctl, venue, out, self._fill_margin
+        return book, sbook, ctl, venue, out, self._fill_margin
 
     def live_result(self) -> ChunkResult:
         """Copies of the records produced by the last ``run_live`` call."""
@@ -352,12 +402,17 @@ class Engine:
             "blocks": DECISION_MARGIN,
             "marks": 1,
         }
-        for idx, name in enumerate(("fills", "actions", "blocks", "marks")):
+        short = [
+            name
+            for idx, name in enumerate(("fills", "actions", "blocks", "marks"))
+            if len(self._out[name]) - self._nout[idx] < need[name]
+        ]
+        # An item that makes several marks due stops the kernel with room for one left.
+        for name in short or ["marks"]:
             buf = self._out[name]
-            if len(buf) - self._nout[idx] < need[name]:
-                bigger = np.zeros(2 * len(buf), dtype=buf.dtype)
-                bigger[: len(buf)] = buf
-                self._out[name] = bigger
+            bigger = np.zeros(2 * len(buf), dtype=buf.dtype)
+            bigger[: len(buf)] = buf
+            self._out[name] = bigger
         self._args = self._bind_args()
 
     def set_overrides(self, o: Overrides) -> None:
@@ -368,10 +423,12 @@ class Engine:
     # -- views --------------------------------------------------------------------------------
 
     def mark_now(self) -> np.ndarray:
-        """One MARK_DTYPE record of the current state, stamped with the last event's exch_ts."""
+        """One MARK_DTYPE record of the current state, stamped with the venue's clock (the last
+        event's exch_ts; in the exchange-order model, the later of that and the local time the
+        venue was last synced to)."""
         rec = np.zeros(1, dtype=MARK_DTYPE)
-        book, ctl, venue, _out, _margin = self._args
-        write_mark(rec, 0, self._s["g"][G_LAST_EXCH], book, ctl, venue)
+        book, _sbook, ctl, venue, _out, _margin = self._args
+        write_mark(rec, 0, self._s["g"][G_VCLOCK], book, ctl, venue)
         return rec
 
     @property
@@ -421,6 +478,8 @@ class Engine:
                 "walks_truncated": int(c[account.C_WALK_TRUNCATED]),
                 "slots_exhausted": int(c[C_SLOT_EXHAUSTED]),
                 "book_recentres": int(self._s["bst"][ST_RECENTRES]),
+                "post_only_rejected": int(c[account.C_POST_ONLY_REJECTED]),
+                "late_events_clamped": self._timeline.clamped if self._timeline else 0,
             },
         }
 
@@ -452,7 +511,10 @@ class Engine:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """A deep copy of the complete state (parameters and overrides in force included)."""
-        return {k: self._s[k].copy() for k in _STATE_KEYS}
+        d = {k: self._s[k].copy() for k in _STATE_KEYS}
+        if self._timeline is not None:
+            d.update(self._timeline.pending())
+        return d
 
     def load_state(self, d: dict[str, np.ndarray]) -> None:
         """Restore a ``state_arrays`` snapshot taken from an engine built the same way."""
@@ -472,6 +534,11 @@ class Engine:
                     f"checkpoint core state '{k}' has shape {src.shape} {src.dtype}, this engine "
                     f"expects {dst.shape} {dst.dtype} (different profile or engine size)"
                 )
+        if self._timeline is not None:
+            lost = [k for k in TIMELINE_KEYS if k not in d]
+            if lost:
+                raise UserError(f"checkpoint is missing the timeline state {lost}")
+            self._timeline.load({k: d[k] for k in TIMELINE_KEYS})
         for k in _STATE_KEYS:
             self._s[k][...] = d[k]
 
@@ -488,7 +555,10 @@ def _core_sources_digest() -> str:
     from mm_sim.core import book, records
 
     h = hashlib.sha256()
-    for mod in (events, records, book, quote, limiter, account, match, rng, driver, Path(__file__)):
+    for mod in (
+        events, records, book, quote, limiter, account, match, rng, driver, timeline,
+        Path(__file__),
+    ):  # fmt: skip
         path = Path(mod) if isinstance(mod, Path) else Path(inspect.getfile(mod))
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -509,4 +579,6 @@ def bind_cache_to_sources(modules: tuple[Any, ...]) -> None:
                 setattr(cfile, "_source_stamp", (stamp, "mm_sim-core", digest))  # noqa: B010
 
 
-bind_cache_to_sources((quote, limiter, account, match, rng, driver, sys.modules[__name__]))
+bind_cache_to_sources(
+    (quote, limiter, account, match, rng, driver, timeline, sys.modules[__name__])
+)

@@ -34,6 +34,7 @@ from mm_sim.core.account import (
     C_CANCEL_LOST,
     C_FILLS,
     C_MAKER,
+    C_POST_ONLY_REJECTED,
     C_REPLACE_REJECTED,
     C_REPORT_FORCED,
     C_TAKER,
@@ -146,8 +147,14 @@ VN_OI, VN_OF, VN_LIVE, VN_PI, VN_PF, VN_NI, VN_NF, VN_VS, VN_VSF, VN_SI, VN_ACC,
 Out = tuple[np.ndarray, ...]
 OUT_FILLS, OUT_ACTIONS, OUT_BLOCKS, OUT_MARKS, OUT_NOUT = range(5)
 # The venue's terms for one event: tick, lot, maker_bps, taker_bps, delay (ns until the
-# strategy learns of a fill, from this event's feed lag), queue model and queue power.
-Terms = tuple[float, float, float, float, int, int, float]
+# strategy learns of a fill, from this event's feed lag), queue model, queue power and the fill
+# rules (RULE_* bits).
+Terms = tuple[float, float, float, float, int, int, float, int]
+
+# Fill rules (bits of Terms' last member; profile ``quoting.order_type`` and ``matching``)
+RULE_POST_ONLY = 1  # an order that would cross on arrival is rejected, not filled as taker
+RULE_NO_CROSS_FILLS = 2  # a book moving through a resting order without a print fills nothing
+RULE_THROUGH_ORDER = 4  # a print through our price fills our whole remaining order
 # The arrays one fill touches, out of Venue and Out, for emit_fill and the report ring:
 # oi, of, ni, nf, vs, vsf, si, acc, cnt, fills, nout. Why emit_fill does not take the whole
 # bundles: numba passes a tuple as all its members, and LLVM inlines a call the more readily the
@@ -408,7 +415,7 @@ def _taker_walk(s: int, ts: int, book: BookArrays, terms: Terms, venue: Venue, o
     """Take visible liquidity at or through our price, best level first; returns qty taken."""
     bid, ask, bst = book
     oi, of, cnt = venue[VN_OI], venue[VN_OF], venue[VN_CNT]
-    tick, lot, _maker_bps, taker_bps, delay, _qmodel, _qpower = terms
+    tick, lot, _maker_bps, taker_bps, delay, _qmodel, _qpower, _rules = terms
     fp = fill_path(venue, out)
     side = oi[s, O_SIDE]
     px = oi[s, O_PX]
@@ -440,9 +447,10 @@ def _taker_walk(s: int, ts: int, book: BookArrays, terms: Terms, venue: Venue, o
 
 @njit(**INTERNAL)
 def _join(s: int, px: int, ts: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> None:
-    """(Re)enter the book at ``px`` at time ``ts``: take if crossing, then queue at the back."""
+    """(Re)enter the book at ``px`` at time ``ts``: take if crossing (or, post-only, be
+    rejected), then queue at the back."""
     bid, ask, bst = book
-    oi, of = venue[VN_OI], venue[VN_OF]
+    oi, of, vs, cnt = venue[VN_OI], venue[VN_OF], venue[VN_VS], venue[VN_CNT]
     side = oi[s, O_SIDE]
     oi[s, O_PX] = px
     oi[s, O_REST_TS] = ts
@@ -450,6 +458,15 @@ def _join(s: int, px: int, ts: int, book: BookArrays, terms: Terms, venue: Venue
     of[s, OF_CROSS_USED] = 0.0
     of[s, OF_TRADED] = 0.0
     if _is_crossed(bst, side, px):
+        if terms[7] & RULE_POST_ONLY:
+            # GTX / LIMIT_MAKER: the venue rejects it; the strategy learns so with the ack, as
+            # a report that leaves nothing remaining.
+            oi[s, O_STATUS] = OS_DONE
+            of[s, OF_REM] = 0.0
+            vs[VS_DIRTY] = 1
+            cnt[C_POST_ONLY_REJECTED] += 1
+            _push_report(ts + terms[4], oi[s, O_ID], side, 0.0, 0.0, fill_path(venue, out))
+            return
         of[s, OF_CROSS_USED] = _taker_walk(s, ts, book, terms, venue, out)
     i = px - bst[ST_BASE]
     level = 0.0
@@ -464,7 +481,7 @@ def venue_arrivals(exch_ts: int, book: BookArrays, terms: Terms, venue: Venue, o
     """Process, in channel order, the actions that reach the venue by ``exch_ts``."""
     oi, of, vs, cnt = venue[VN_OI], venue[VN_OF], venue[VN_VS], venue[VN_CNT]
     pi, pf = venue[VN_PI], venue[VN_PF]
-    tick, _lot, _maker_bps, _taker_bps, _delay, _qmodel, _qpower = terms
+    tick, _lot, _maker_bps, _taker_bps, _delay, _qmodel, _qpower, _rules = terms
     for j in range(vs[VS_NOPS]):
         if pi[j, OP_DONE] == 1:
             continue
@@ -507,7 +524,7 @@ def on_depth(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out:
     and crossing fills."""
     bst = book[BOOK_BST]
     oi, of, live, vs = venue[VN_OI], venue[VN_OF], venue[VN_LIVE], venue[VN_VS]
-    tick, lot, maker_bps, _taker_bps, delay, qmodel, qpower = terms
+    tick, lot, maker_bps, _taker_bps, delay, qmodel, qpower, rules = terms
     fp = fill_path(venue, out)
     side = ev.side
     qty = ev.qty
@@ -529,7 +546,7 @@ def on_depth(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out:
                 )
                 of[s, OF_LEVEL] = qty
                 of[s, OF_TRADED] = 0.0
-        elif _is_crossed(bst, oside, px):
+        elif rules & RULE_NO_CROSS_FILLS == 0 and _is_crossed(bst, oside, px):
             avail = _crossing_qty(book, oside, px) - of[s, OF_CROSS_USED] - taken
             if avail > 0.0:
                 f = min(of[s, OF_REM], avail)
@@ -546,7 +563,7 @@ def on_trade(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out:
     """The print ``ev`` at tick ``t``: fills our resting orders it reaches, oldest first."""
     bst = book[BOOK_BST]
     oi, of, live, vs = venue[VN_OI], venue[VN_OF], venue[VN_LIVE], venue[VN_VS]
-    tick, lot, maker_bps, _taker_bps, delay, _qmodel, _qpower = terms
+    tick, lot, maker_bps, _taker_bps, delay, _qmodel, _qpower, rules = terms
     fp = fill_path(venue, out)
     qty = ev.qty
     if qty <= 0.0:
@@ -578,9 +595,12 @@ def on_trade(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out:
                 of[s, OF_FRONT] = front
         elif through:
             of[s, OF_FRONT] = 0.0
-            f = min(of[s, OF_REM], avail)
-            if f > 0.0:
+            if rules & RULE_THROUGH_ORDER:
+                f = of[s, OF_REM]  # the whole order, whatever printed (hftbacktest's rule)
+            else:
+                f = min(of[s, OF_REM], avail)
                 avail -= f
+            if f > 0.0:
                 emit_fill(s, ts, px * tick, f, LIQ_MAKER, maker_bps, mid, delay, lot, fp)
 
 

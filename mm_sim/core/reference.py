@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim.config import LatencyMode, Overrides, Profile, QueueModel
+from mm_sim.config import (
+    EventOrder,
+    LatencyMode,
+    OrderType,
+    Overrides,
+    Profile,
+    QueueModel,
+    ThroughFill,
+)
 from mm_sim.core.records import (
     ACT_CANCEL,
     ACT_PLACE,
@@ -157,6 +165,8 @@ class RefCounters:
     no_decision: int = 0
     decisions: int = 0
     events: int = 0
+    post_only_rejected: int = 0
+    clamped: int = 0
 
 
 class RefEngine:
@@ -191,9 +201,19 @@ class RefEngine:
         self.venue_cap = float(profile.limiter.venue_budget)
         self.venue_rate = profile.limiter.venue_budget / (profile.limiter.venue_window_ms * 1e6)
         self.mark_ns = round(profile.mark_interval_ms * 1e6)
+        m = profile.matching
+        self.post_only = profile.quoting.order_type == OrderType.post_only
+        self.crossing_fills = m.crossing_fills
+        self.through_order = m.through_fill == ThroughFill.order
+        self.exchange_order = m.event_order == EventOrder.exchange
+        self.window_ns = round(m.reorder_window_ms * 1e6)
         self.set_overrides(overrides)
 
-        self.book = RefBook()
+        self.book = RefBook()  # the strategy's
+        self.vbook = RefBook() if self.exchange_order else self.book  # the venue's
+        self.lmax: int | None = None
+        self.seq = 0
+        self.held: list[np.void] = []
         self.sides = {1: RefSide(), -1: RefSide()}
         self.orders: list[RefOrder] = []  # known to the venue, ascending id
         self.ops: list[RefOp] = []
@@ -214,6 +234,7 @@ class RefEngine:
         self.next_mark = 0
         self.pending: int | None = None
         self.lag = 0
+        self.vlag = 0
         self.last_exch = 0
         self.c = RefCounters()
         self._fills: list[tuple[Any, ...]] = []
@@ -233,8 +254,15 @@ class RefEngine:
     # -- latency ------------------------------------------------------------------------------
 
     def _leg(self, const_ns: float) -> int:
+        """A leg of an action, from the feed lag of the strategy's last event."""
         if self.feed_mode:
             return int(self.feed_mult * self.lag + const_ns)
+        return int(const_ns)
+
+    def _vleg(self, const_ns: float) -> int:
+        """A leg of a venue response, from the feed lag of the event the venue is at."""
+        if self.feed_mode:
+            return int(self.feed_mult * self.vlag + const_ns)
         return int(const_ns)
 
     # -- venue --------------------------------------------------------------------------------
@@ -259,7 +287,7 @@ class RefEngine:
         self._fills.append(
             (
                 ts, o.oid, ts - o.decided, ts - o.rest_ts, price, qty, fee, o.quote_px,
-                o.mid_dec, self.book.mid(self.tick), self.pos, o.side, liq, -1, 0,
+                o.mid_dec, self.vbook.mid(self.tick), self.pos, o.side, liq, -1, 0,
             )
         )  # fmt: skip
         self.c.fills += 1
@@ -267,7 +295,7 @@ class RefEngine:
             self.c.maker += 1
         else:
             self.c.taker += 1
-        self.reports.append((ts + self._leg(self.ack_ns), o.oid, o.side, qty, rem))
+        self.reports.append((ts + self._vleg(self.ack_ns), o.oid, o.side, qty, rem))
 
     def _join(self, o: RefOrder, px: int, ts: int) -> None:
         o.px = px
@@ -275,7 +303,13 @@ class RefEngine:
         o.status = "resting"
         o.cross_used = 0.0
         o.traded = 0.0
-        crossing = self.book.opposite_through(o.side, px)
+        crossing = self.vbook.opposite_through(o.side, px)
+        if crossing and self.post_only:
+            o.status = "done"
+            o.rem = 0.0
+            self.c.post_only_rejected += 1
+            self.reports.append((ts + self._vleg(self.ack_ns), o.oid, o.side, 0.0, 0.0))
+            return
         if crossing:
             taken = 0.0
             for n, (t, q) in enumerate(crossing):
@@ -287,7 +321,7 @@ class RefEngine:
                 self._fill(o, ts, t * self.tick, take, LIQ_TAKER)
                 taken += take
             o.cross_used = taken
-        level = self.book.qty(o.side, px)
+        level = self.vbook.qty(o.side, px)
         o.front = level
         o.level = level
 
@@ -350,7 +384,7 @@ class RefEngine:
                     o.level = qty
                     o.traded = 0.0
                 continue
-            crossing = self.book.opposite_through(o.side, o.px)
+            crossing = self.vbook.opposite_through(o.side, o.px) if self.crossing_fills else []
             if not crossing:
                 o.cross_used = 0.0
                 continue
@@ -386,9 +420,12 @@ class RefEngine:
                     o.front = front
             elif through:
                 o.front = 0.0
-                f = min(o.rem, avail)
-                if f > 0.0:
+                if self.through_order:
+                    f = o.rem
+                else:
+                    f = min(o.rem, avail)
                     avail -= f
+                if f > 0.0:
                     self._fill(o, ts, o.px * self.tick, f, LIQ_MAKER)
 
     # -- strategy -----------------------------------------------------------------------------
@@ -569,10 +606,10 @@ class RefEngine:
     def _mark(self, ts: int) -> None:
         bids = [o.px for o in self.orders if o.status == "resting" and o.side > 0]
         asks = [o.px for o in self.orders if o.status == "resting" and o.side < 0]
-        bb, ba = self.book.best_bid(), self.book.best_ask()
+        bb, ba = self.vbook.best_bid(), self.vbook.best_ask()
         self._marks.append(
             (
-                ts, self.book.mid(self.tick), self.pos, self.cash,
+                ts, self.vbook.mid(self.tick), self.pos, self.cash,
                 max(bids) * self.tick if bids else math.nan,
                 min(asks) * self.tick if asks else math.nan,
                 bb * self.tick if bb is not None else math.nan,
@@ -581,46 +618,97 @@ class RefEngine:
             )
         )  # fmt: skip
 
-    def step(self, e: np.void) -> None:
-        exch, local, kind, side = (
-            int(e["exch_ts"]),
-            int(e["local_ts"]),
-            int(e["kind"]),
-            int(e["side"]),
-        )
+    def _timeline(self, events: list[np.void]) -> list[tuple[str, np.void, int]]:
+        """The two cursors' merged timeline of ``events`` (docs/CORE.md, "Two clocks"), by
+        sorting every venue and strategy item of them at once."""
+        keyed: list[tuple[int, int, int, np.void, int]] = []
+        for e in events:
+            local, exch = int(e["local_ts"]), int(e["exch_ts"])
+            self.lmax = local if self.lmax is None else max(self.lmax, local)
+            vt = exch
+            if vt < self.lmax - self.window_ns:
+                vt = self.lmax - self.window_ns
+                self.c.clamped += 1
+            keyed.append((vt, 0, self.seq, e, vt))  # the venue's item, at its venue time
+            keyed.append((self.lmax, 1, self.seq, e, exch))  # the strategy's
+            self.seq += 1
+        keyed.sort(key=lambda k: (k[0], k[1], k[2]))
+        items: list[tuple[str, np.void, int]] = []
+        k = 0
+        while k < len(keyed):
+            _, typ, seq, e, exch = keyed[k]
+            if typ == 0 and k + 1 < len(keyed) and keyed[k + 1][1:3] == (1, seq):
+                items.append(("VS", e, exch))
+                k += 2
+            else:
+                items.append(("V" if typ == 0 else "S", e, exch))
+                k += 1
+        return items
+
+    def step(self, part: str, e: np.void, exch: int) -> None:
+        """One item: ``part`` is "V" (venue), "S" (strategy, venue clock synced to its local
+        time), "VS" (both) or "FILE" (both, the file-order model)."""
+        local, kind, side = int(e["local_ts"]), int(e["kind"]), int(e["side"])
+        on_v = part in ("V", "VS", "FILE")
+        on_s = part in ("S", "VS", "FILE")
+        sync = part in ("S", "VS")
         if self.pending is not None:
             # the previous event ended a snapshot batch unless this one continues it
             ts, self.pending = self.pending, None
-            if not (kind == KIND_SNAPSHOT and local == ts):
+            if not (on_s and kind == KIND_SNAPSHOT and local == ts):
                 self._decide(ts)
         if not self.started:
             self.next_mark = -((-exch) // self.mark_ns) * self.mark_ns
             self.started = True
-        while self.next_mark <= exch:
-            self._mark(self.next_mark)
-            self.next_mark += self.mark_ns
-        self.lag = max(local - exch, 0)
-        self._arrivals(exch)
+        lag = max(local - exch, 0)
         t = tick_of(float(e["price"]), self.tick)
-        if kind == KIND_TRADE:
-            self._on_trade(side, t, float(e["qty"]), exch)
-        else:
-            self.book.apply(kind, side, t, float(e["qty"]))
-            if kind in (KIND_DEPTH, KIND_SNAPSHOT):
-                self._on_depth(side, t, float(e["qty"]), exch)
+        qty = float(e["qty"])
+        if on_v:
+            while self.next_mark <= exch:
+                self._mark(self.next_mark)
+                self.next_mark += self.mark_ns
+            self.vlag = lag
+            self._arrivals(exch)
+            if kind == KIND_TRADE:
+                self._on_trade(side, t, qty, exch)
+            else:
+                self.vbook.apply(kind, side, t, qty)
+                if kind in (KIND_DEPTH, KIND_SNAPSHOT):
+                    self._on_depth(side, t, qty, exch)
+            self.last_exch = exch
+        if not on_s:
+            return
+        self.lag = lag
+        if sync:
+            self.vlag = lag
+            while self.next_mark <= local:
+                self._mark(self.next_mark)
+                self.next_mark += self.mark_ns
+            self._arrivals(local)
+        if kind != KIND_TRADE and part != "FILE":
+            self.book.apply(kind, side, t, qty)
         self._deliver(local)
         self._purge(local)
         if kind in (KIND_CLEAR, KIND_SNAPSHOT):
             self.pending = local
         else:
             self._decide(local)
-        self.last_exch = exch
         self.c.events += 1
 
-    def run(self, events: np.ndarray) -> RefResult:
+    def run(self, events: np.ndarray, flush: bool = True) -> RefResult:
+        """Like ``Engine.run``: with ``flush=False`` the exchange-order model holds the events
+        back until a later call flushes them (the engine holds back less; what both produce
+        over a run is the same)."""
         start = (len(self._fills), len(self._actions), len(self._blocks), len(self._marks))
-        for e in events:
-            self.step(e)
+        if not self.exchange_order:
+            for e in events:
+                self.step("FILE", e, int(e["exch_ts"]))
+        else:
+            self.held.extend(events)
+            if flush:
+                held, self.held = self.held, []
+                for part, e, exch in self._timeline(held):
+                    self.step(part, e, exch)
         return RefResult(
             np.array(self._fills[start[0] :], dtype=FILL_DTYPE),
             np.array(self._actions[start[1] :], dtype=ACTION_DTYPE),
@@ -649,6 +737,8 @@ class RefEngine:
             "cancels_lost_race": c.cancels_lost_race,
             "replaces_rejected": c.replaces_rejected,
             "no_decision": c.no_decision,
+            "post_only_rejected": c.post_only_rejected,
+            "late_events_clamped": c.clamped,
         }
 
 

@@ -231,7 +231,10 @@ class Soak:
             self._apply_changes(changes, chunk)
             current_it = chunk.iteration
             t0 = time.perf_counter()
-            res = self.engine.run(chunk.events)
+            # The venue may need an event of the next chunk first (two clocks, core/timeline.py):
+            # the engine holds the last reorder window back until the iteration ends.
+            flush = chunk.end_of_iteration or chunk.end_of_feed
+            res = self.engine.run(chunk.events, flush=flush)
             marks = res.marks
             if chunk.end_of_iteration:
                 marks = np.concatenate([marks, self.engine.mark_now()])
@@ -254,7 +257,7 @@ class Soak:
             self.recorder.add_chunk(done)
             self.rolling.add(marks, res.fills)
             if self.control is not None:
-                cres = self.control.run(chunk.events)
+                cres = self.control.run(chunk.events, flush=flush)
                 cmarks = cres.marks
                 if chunk.end_of_iteration:
                     cmarks = np.concatenate([cmarks, self.control.mark_now()])

@@ -1,0 +1,286 @@
+"""Two cursors over one feed: the venue in exchange-time order, the strategy in local-time order.
+
+A feed is stored in local receive order. On real captures that is not exchange order (trades
+and depth diffs come on different streams; 12 % of spot trades arrive after an event with a
+later exchange time), so a single cursor lets a print that happened before our order reached
+the exchange fill it, and a cancel win a race it lost. The reference backtesters let the venue
+read the feed in exchange-time order and the strategy in local-time order, with orders and
+fill reports travelling between the two on their latencies. This module turns the feed into
+that merged timeline, as *items* the driver runs one after the other (docs/CORE.md, "Two
+clocks"):
+
+- a **venue item** (``ITEM_V``) is event ``j`` seen by the venue at its venue time
+  ``vt_j = max(exch_j, L_j - W)``, where ``L_j`` is the running maximum of ``local_ts`` up to
+  ``j`` and ``W`` the reorder window: an event received more than ``W`` after it happened is
+  matched as if it happened ``W`` before its receipt (counted as *clamped*; with clock-corrected
+  feeds this is rare). The item's ``exch_ts`` is ``vt_j``;
+- a **strategy item** (``ITEM_S``) is event ``i`` seen by the strategy at ``L_i``. With
+  ``ITEM_SYNC`` the venue's clock has reached ``L_i``: every venue item up to that time has been
+  emitted, so the driver may process order arrivals and marks up to ``L_i`` first;
+- items are ordered by time, venue before strategy on a tie, then by feed position. A venue
+  item immediately followed by the strategy item of the same event is one item (both flags).
+
+Streaming: the events still to come have ``L >= L_max`` and hence venue times
+``>= L_max - W``, so everything earlier than that bound can be emitted and the rest is held for
+the next call (at most ``W`` of feed). ``final`` emits everything. Results therefore do not
+depend on how a feed is sliced between two ``final`` calls.
+
+The live path cannot hold the strategy back by ``W`` (it decides on arrival), so it uses
+``live=True``: strategy items go out at once, venue items when the bound has passed them. While
+a venue item waits, the strategy items behind it go out without ``ITEM_SYNC`` (the venue lags
+the strategy by up to ``W``, and a fill report by as much); in order, they are synced as in
+replay. The live window is therefore small (``matching.live_reorder_window_ms``).
+
+Events without flags (``kind`` below ``ITEM_V``) are the file-order model: one cursor, both
+sides at once (``matching.event_order = file``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from mm_sim.events import EVENT_DTYPE
+
+# Called once per slice, not per event: these kernels may allocate (numba's reference counting
+# stays on, unlike the driver's).
+JIT: dict[str, Any] = {"cache": True}
+
+ITEM_V = 1 << 8  # the venue processes this event (at exch_ts, the venue time)
+ITEM_S = 1 << 9  # the strategy processes this event (at local_ts)
+ITEM_SYNC = 1 << 10  # the venue's clock has reached this item's local_ts
+ITEM_FLAGS = ITEM_V | ITEM_S | ITEM_SYNC
+KIND_BITS = ITEM_V - 1  # the event kind under the flags
+
+# Timeline scalars ts[:] (int64)
+T_LMAX = 0  # running max of local_ts over the events taken so far
+T_NB = 1  # events in the buffer (not yet emitted to both sides)
+T_SHEAD = 2  # buffer events whose strategy item has been emitted (a prefix)
+T_VN = 3  # pending venue items in vq (buffer indexes in venue-time order)
+T_CLAMPED = 4  # events whose venue time was clamped to L - W
+T_STARTED = 5
+T_SIZE = 6
+
+NEG_INF = -(1 << 62)
+BIG = 1 << 62
+
+
+@njit(**JIT)
+def _take(
+    new: np.ndarray,
+    window: int,
+    ts: np.ndarray,
+    buf: np.ndarray,
+    skey: np.ndarray,
+    vkey: np.ndarray,
+    vq: np.ndarray,
+    tmp: np.ndarray,
+) -> None:
+    """Append ``new`` to the buffer and its venue items, in venue-time order, to ``vq``."""
+    n = new.shape[0]
+    nb = ts[T_NB]
+    vn = ts[T_VN]
+    lmax = ts[T_LMAX] if ts[T_STARTED] == 1 else NEG_INF
+    last = vkey[vq[vn - 1]] if vn > 0 else NEG_INF
+    in_order = True
+    for k in range(n):
+        e = new[k]
+        if e.local_ts > lmax:
+            lmax = e.local_ts
+        b = nb + k
+        buf[b] = e
+        skey[b] = lmax
+        v = e.exch_ts
+        if v < lmax - window:
+            v = lmax - window
+            ts[T_CLAMPED] += 1
+        vkey[b] = v
+        if v < last:
+            in_order = False
+        last = v
+    ts[T_LMAX] = lmax
+    ts[T_STARTED] = 1
+    ts[T_NB] = nb + n
+    if in_order:
+        # The common case: venue order is feed order from the pending items on.
+        for k in range(n):
+            vq[vn + k] = nb + k
+        ts[T_VN] = vn + n
+        return
+    # Otherwise the new items sorted (stable: feed order on a tie; each stream of a capture is
+    # in order by itself, so this is a merge of a few runs), then merged with the pending ones,
+    # which are earlier in the feed and so go first on a tie.
+    order = np.argsort(vkey[nb : nb + n], kind="mergesort")
+    a = 0
+    c = 0
+    w = 0
+    while a < vn or c < n:
+        if c >= n or (a < vn and vkey[vq[a]] <= vkey[nb + order[c]]):
+            tmp[w] = vq[a]
+            a += 1
+        else:
+            tmp[w] = nb + order[c]
+            c += 1
+        w += 1
+    for k in range(w):
+        vq[k] = tmp[k]
+    ts[T_VN] = w
+
+
+@njit(inline="always", **JIT)
+def _put(out: np.ndarray, w: int, e: Any, exch: int, flags: int) -> None:
+    rec = out[w]
+    rec.exch_ts = exch
+    rec.local_ts = e.local_ts
+    rec.price = e.price
+    rec.qty = e.qty
+    rec.side = e.side
+    rec.kind = e.kind | flags
+
+
+@njit(**JIT)
+def _emit(
+    final: bool,
+    live: bool,
+    window: int,
+    ts: np.ndarray,
+    buf: np.ndarray,
+    skey: np.ndarray,
+    vkey: np.ndarray,
+    vq: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """Write the items that no event still to come can precede into ``out``; returns how many."""
+    nb = ts[T_NB]
+    vn = ts[T_VN]
+    i = ts[T_SHEAD]
+    bound = ts[T_LMAX] - window
+    j = 0
+    w = 0
+    while i < nb or j < vn:
+        vk = vkey[vq[j]] if j < vn else BIG
+        sk = skey[i] if i < nb else BIG
+        if vk <= sk:
+            # The venue's item is next in time (venue first on a tie).
+            if not (final or vk <= bound):
+                # A later event could still precede it: it waits. Replay waits with it; live,
+                # the strategy does not (its items go out unsynced: the venue lags behind).
+                if not live or i >= nb:
+                    break
+                _put(out, w, buf[i], buf[i].exch_ts, ITEM_S)
+                w += 1
+                i += 1
+                continue
+            b = vq[j]
+            flags = ITEM_V
+            if i == b and (final or live or sk < bound) and (j + 1 >= vn or vkey[vq[j + 1]] > sk):
+                # The strategy item of the same event comes next: one item for both.
+                flags = ITEM_V | ITEM_S | ITEM_SYNC
+                i += 1
+            _put(out, w, buf[b], vk, flags)
+            w += 1
+            j += 1
+        else:
+            # The strategy's item is next: every venue item up to its time has gone out.
+            if not (final or live or sk < bound):
+                break
+            _put(out, w, buf[i], buf[i].exch_ts, ITEM_S | ITEM_SYNC)
+            w += 1
+            i += 1
+    # Drop the buffer's prefix that both sides are done with; keep the rest.
+    lo = i
+    for k in range(j, vn):
+        if vq[k] < lo:
+            lo = vq[k]
+    for k in range(lo, nb):
+        buf[k - lo] = buf[k]
+        skey[k - lo] = skey[k]
+        vkey[k - lo] = vkey[k]
+    for k in range(j, vn):
+        vq[k - j] = vq[k] - lo
+    ts[T_NB] = nb - lo
+    ts[T_SHEAD] = i - lo
+    ts[T_VN] = vn - j
+    return w
+
+
+class Timeline:
+    """The merge state of one engine: events not yet emitted to both sides, the clock bound."""
+
+    def __init__(self, window_ns: int, capacity: int = 1024) -> None:
+        self.window = int(window_ns)
+        self.ts = np.zeros(T_SIZE, dtype=np.int64)
+        self._alloc(capacity)
+
+    def _alloc(self, cap: int) -> None:
+        self.cap = cap
+        self.buf = np.zeros(cap, dtype=EVENT_DTYPE)
+        self.skey = np.zeros(cap, dtype=np.int64)
+        self.vkey = np.zeros(cap, dtype=np.int64)
+        self.vq = np.zeros(cap, dtype=np.int64)
+        self.tmp = np.zeros(cap, dtype=np.int64)
+        self.out = np.zeros(2 * cap, dtype=EVENT_DTYPE)
+
+    def _reserve(self, n: int) -> None:
+        need = int(self.ts[T_NB]) + n
+        if need <= self.cap:
+            return
+        cap = self.cap
+        while cap < need:
+            cap *= 2
+        keep = self.pending()
+        self._alloc(cap)
+        self._restore(keep)
+
+    def items(self, events: np.ndarray, final: bool, live: bool = False) -> np.ndarray:
+        """The items ``events`` (the feed's next slice) make emittable; a view valid until the
+        next call."""
+        self._reserve(len(events))
+        if len(events):
+            _take(events, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq, self.tmp)
+        n = _emit(
+            final, live, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq, self.out
+        )
+        return self.out[:n]
+
+    @property
+    def held(self) -> int:
+        """Events whose strategy item is still held back."""
+        return int(self.ts[T_NB] - self.ts[T_SHEAD])
+
+    @property
+    def clamped(self) -> int:
+        return int(self.ts[T_CLAMPED])
+
+    # -- checkpoint ---------------------------------------------------------------------------
+
+    def pending(self) -> dict[str, np.ndarray]:
+        nb, vn = int(self.ts[T_NB]), int(self.ts[T_VN])
+        return {
+            "tl_ts": self.ts.copy(),
+            "tl_buf": self.buf[:nb].copy(),
+            "tl_skey": self.skey[:nb].copy(),
+            "tl_vkey": self.vkey[:nb].copy(),
+            "tl_vq": self.vq[:vn].copy(),
+        }
+
+    def _restore(self, d: dict[str, np.ndarray]) -> None:
+        nb, vn = len(d["tl_buf"]), len(d["tl_vq"])
+        if nb > self.cap:
+            cap = self.cap
+            while cap < nb:
+                cap *= 2
+            self._alloc(cap)
+        self.ts[:] = d["tl_ts"]
+        self.buf[:nb] = d["tl_buf"]
+        self.skey[:nb] = d["tl_skey"]
+        self.vkey[:nb] = d["tl_vkey"]
+        self.vq[:vn] = d["tl_vq"]
+
+    def load(self, d: dict[str, np.ndarray]) -> None:
+        self._restore({k: np.asarray(v) for k, v in d.items()})
+
+
+TIMELINE_KEYS = ("tl_ts", "tl_buf", "tl_skey", "tl_vkey", "tl_vq")
