@@ -130,3 +130,31 @@ def test_kpi_gate_document_validates(healthy: EdgeSection) -> None:
         "binance_icr",
         "binance_dr",
     ]
+
+
+def test_negative_lag_is_a_clock_error_not_ideal(healthy: EdgeSection) -> None:
+    # The hftbacktest captures' recorder clock runs ~1.27 s behind: lag p95 −1,266 ms.
+    sec = healthy.model_copy(update={"ws_lag_p95_ms": -1266.0})
+    res = evaluate(sec, GATES)
+    ws = next(c for c in res.checks if c.name == "ws_lag_p95_ms")
+    assert (ws.status, ws.passed) == ("CLOCK_ERROR", False)
+    assert res.band == "SUCCESS" and res.verdict == "WARN" and res.clock_error
+    assert "Clock error" in res.next_step and "ws_lag_p95_ms" in res.soft_failed
+    # Capped at WARN, never raised: a FAIL stays FAIL.
+    assert evaluate(sec.model_copy(update={"net_bps": 1.0}), GATES).verdict == "FAIL"
+    ok = evaluate(healthy, GATES)
+    assert ok.verdict == "SUCCESS" and not ok.clock_error
+    assert next(c for c in ok.checks if c.name == "ws_lag_p95_ms").status == "IDEAL"
+
+
+def test_one_iteration_with_negative_lag_flags_the_totals() -> None:
+    from dataclasses import replace
+
+    slices = simulate_run(3, n_iter=3).slices()
+    slices[1] = replace(slices[1], ws_lag_p95_ms=-3.0)
+    totals, iters = edge_sections(slices, 5.0)
+    assert totals.ws_lag_p95_ms == 52.0  # the max over iterations is positive ...
+    assert totals.clock_error and iters[1].clock_error and not iters[0].clock_error
+    doc = kpi_gate(totals, iters, GATES)  # ... but the clock error is still caught
+    assert doc.clock_error
+    assert next(c for c in doc.soft if c.name == "ws_lag_p95_ms").status == "CLOCK_ERROR"

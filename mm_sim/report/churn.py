@@ -17,6 +17,11 @@ nothing, a replace is an order rejected (counted as sent, never as resting).
 Times: orders start and end at their decision stamps (local clock); fills are matched by the
 decision stamp they carry, so no exchange time is compared with a local one except for the
 same-price replace case above.
+
+A rejection record (an action code whose name contains "reject", e.g. a post-only order that
+would have crossed) ends the id's order in force as ``rejected``; later actions on the id then
+lost the race as above. Without such records a rejected order looks open (or ended by the
+strategy's next action), so the engine's count is reported beside (``post_only_rejected``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mm_sim.config import VenueRuleGates
-from mm_sim.core.records import ACT_CANCEL, ACT_PLACE, ACT_REPLACE
+from mm_sim.core.records import ACT_CANCEL, ACT_PLACE, ACT_REPLACE, ACTION_NAMES
 from mm_sim.report.schema import RuleCycle, RuleIndicator, VenueRules
 
 END_OPEN = 0
@@ -43,6 +48,9 @@ END_NAMES = {
     END_REJECTED: "rejected",
 }
 FILL_EPS = 1e-9  # relative: an order whose fills reach qty·(1 − eps) is filled
+# Action codes a core may record when the venue rejects an order (e.g. a post-only order that
+# would cross), found by name so a core that adds one needs no change here.
+REJECT_CODES: tuple[int, ...] = tuple(c for c, n in ACTION_NAMES.items() if "reject" in n)
 
 
 @dataclass(frozen=True)
@@ -65,11 +73,13 @@ class Orders:
 def build_orders(actions: np.ndarray, fills: np.ndarray) -> Orders:
     """Rebuild the orders of a window from its action and fill records."""
     act = actions["action"]
-    keep = (act == ACT_PLACE) | (act == ACT_REPLACE) | (act == ACT_CANCEL)
+    keep = (
+        (act == ACT_PLACE) | (act == ACT_REPLACE) | (act == ACT_CANCEL) | np.isin(act, REJECT_CODES)
+    )
     a = actions[keep]
     # Actions in decision order; the recording order breaks ties (stable sort).
     a = a[np.argsort(a["ts"], kind="stable")]
-    starts_mask = a["action"] != ACT_CANCEL
+    starts_mask = (a["action"] == ACT_PLACE) | (a["action"] == ACT_REPLACE)
     n = int(starts_mask.sum())
     order_id = a["order_id"][starts_mask].astype(np.int64)
     start_ts = a["ts"][starts_mask].astype(np.int64)
@@ -89,7 +99,7 @@ def build_orders(actions: np.ndarray, fills: np.ndarray) -> Orders:
     rows_of_id: dict[int, np.ndarray] = {}
     for g in groups:
         kinds = a["action"][g]
-        rows = row_of_action[g][kinds != ACT_CANCEL]
+        rows = row_of_action[g][(kinds == ACT_PLACE) | (kinds == ACT_REPLACE)]
         rows_of_id[int(a["order_id"][g[0]])] = rows
 
     executed = np.zeros(n, dtype=np.float64)
@@ -104,6 +114,12 @@ def build_orders(actions: np.ndarray, fills: np.ndarray) -> Orders:
         done = False  # its quantity has been filled: later actions on the id lost a race
         for j in range(len(g)):
             k = int(kinds[j])
+            if k in REJECT_CODES:
+                if current >= 0 and not done:
+                    end[current] = END_REJECTED
+                    end_ts[current] = ts[j]
+                    done = True
+                continue
             if k == ACT_CANCEL:
                 if current >= 0 and not done:
                     end[current] = END_CANCEL

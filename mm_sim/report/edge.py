@@ -37,13 +37,18 @@ from mm_sim.core.records import (
     ACT_CANCEL,
     ACT_PLACE,
     ACT_REPLACE,
-    ACTION_NAMES,
     BLOCK_REASONS,
     LIQ_MAKER,
     MARK_DTYPE,
 )
 from mm_sim.errors import UserError
-from mm_sim.report.churn import build_orders, churn_counts, rule_cycles, venue_rules
+from mm_sim.report.churn import (
+    REJECT_CODES,
+    build_orders,
+    churn_counts,
+    rule_cycles,
+    venue_rules,
+)
 from mm_sim.report.schema import (
     ActionCounts,
     Amounts,
@@ -61,10 +66,6 @@ GATE_HORIZON_MS = 1000  # the adverse gate reads the 1 s markout (see docs/REPOR
 BLOCK_RATIO_LIMIT = 0.40  # the seed's "blocks > 40%" driver threshold
 COMPONENTS: tuple[str, ...] = ("gross_bps", "slippage_bps", "fees_eff_bps", "inventory_bps")
 BPS = 1e4
-# Action codes a core may record for an order the venue rejected as post-only (by name).
-POST_ONLY_REJECT_CODES: tuple[int, ...] = tuple(
-    code for code, name in ACTION_NAMES.items() if "reject" in name
-)
 
 
 def horizon_key(ms: int) -> str:
@@ -220,7 +221,7 @@ def iteration_parts(sl: Slice) -> Parts:
     actions = {
         code: int(np.count_nonzero(act == code)) for code in (ACT_PLACE, ACT_REPLACE, ACT_CANCEL)
     }
-    rejected = int(np.isin(act, POST_ONLY_REJECT_CODES).sum()) if POST_ONLY_REJECT_CODES else 0
+    rejected = int(np.isin(act, REJECT_CODES).sum())
     if not rejected and sl.post_only_rejected is not None:
         rejected = int(sl.post_only_rejected)
     reasons = sl.blocks["reason"]
