@@ -43,9 +43,33 @@ def run(args: argparse.Namespace) -> int:
         f"(resyncs {stats['book_sync']['resyncs']}, gaps {stats['book_sync']['gaps']}, "
         f"overflow {stats['client']['overflow']})"
     )
+    clock = stats["clock"]
+    print(
+        f"clock: {clock['shift_ms']} ms added to local receive times ({clock['chosen']}); "
+        f"server offset {clock.get('server_offset_ms')} ms "
+        f"± {clock.get('server_uncertainty_ms')} ms; corrected feed lag p50 "
+        f"{clock['lag_ms_corrected'].get('p50')} ms"
+    )
     for line in warnings(stats["client"]):
         print(f"WARNING: {line}")
     return 0
+
+
+def _clock_model(feed: Any) -> Any:
+    """The live run's clock correction as the sidecar's clock model (mm_sim/feeds/clock.py)."""
+    from mm_sim.feeds.clock import ClockModel
+
+    info = feed.identity.get("clock", {})
+    model = feed.lags.model()
+    shift_ms = feed.clock_shift_ns / 1e6
+    raw = {k: None if v is None else round(v - shift_ms, 3) for k, v in model.lag_ms_raw.items()}
+    return ClockModel(
+        shift_ns=feed.clock_shift_ns,
+        method=f"live-{info.get('chosen', 'unknown')}".replace(": ", "-").replace(" ", "-"),
+        samples=model.samples,
+        lag_ms_raw=raw,
+        estimated="live, from the venue's server time (applied to the live run as well)",
+    )
 
 
 def warnings(client: dict[str, Any]) -> list[str]:
@@ -71,10 +95,17 @@ async def _record(
         loop.add_signal_handler(signal.SIGINT, stop.set)
     feed = await open_live(spec)
     writer = FeedWriter(out, feed.instrument)
+    shift = feed.clock_shift_ns
     try:
         async for chunk in feed.chunks(1, int(minutes * 60e9)):
             if len(chunk.events):
-                writer.write(chunk.events)
+                ev = chunk.events
+                if shift:
+                    # Stored as received (raw clock); the sidecar's clock model carries the
+                    # shift, which replay adds back exactly as the live run did.
+                    ev = ev.copy()
+                    ev["local_ts"] -= shift
+                writer.write(ev)
             if stop.is_set():
                 break
     except BaseException:
@@ -87,8 +118,9 @@ async def _record(
         "client": counters["client"],
         "book_sync": counters["book_sync"],
         "credentials": counters["credentials"],
+        "clock": counters["clock"],
         "minutes": minutes,
         "interrupted": stop.is_set(),
     }
-    path = writer.close({"format": "binance-live", **feed.identity}, stats)
+    path = writer.close({"format": "binance-live", **feed.identity}, stats, _clock_model(feed))
     return path, writer.count, stats

@@ -103,6 +103,13 @@ class BinanceLiveFeedSpec(_Spec):
     trade_silence_s: float = Field(
         120.0, gt=0, description="warn loudly when depth flows but no trade came for this long"
     )
+    clock: Literal["auto", "raw"] | float = Field(
+        "auto",
+        description=(
+            "shift added to local receive times (the venue's clock is the reference): auto = "
+            "estimated from the venue's server time, raw = none, a number = that many ms"
+        ),
+    )
     queue_size: int = Field(10_000, ge=16)
     stale_after_s: float = Field(10.0, gt=0)
     max_connection_s: float = Field(23.5 * 3600, gt=0)

@@ -25,9 +25,11 @@ import numpy as np
 
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, Instrument
+from mm_sim.feeds.clock import LagSampler
 from mm_sim.feeds.spec import BinanceLiveFeedSpec, snapshot_limit_error
 from mm_sim.logs import get_logger
 from mm_sim.runtime.bus import EventChunk
+from mm_sim.venues.binance import clock_sync
 from mm_sim.venues.binance.client import BinanceClient, ClientConfig
 from mm_sim.venues.binance.client_config import default_routes, default_trade_stream
 from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
@@ -55,6 +57,20 @@ class LiveFeed:
     identity: dict[str, Any] = field(default_factory=dict)
     latencies_ns: list[int] | None = None  # frame received → chunk handed on, when recording
     credentials: BinanceCredentials = field(default_factory=BinanceCredentials)
+    lags: LagSampler = field(default_factory=LagSampler)  # corrected feed lags, for the report
+
+    @property
+    def clock_shift_ns(self) -> int:
+        return int(self.identity.get("clock", {}).get("shift_ns", 0))
+
+    def clock_report(self) -> dict[str, Any]:
+        """The applied shift, the server-time estimate, and the feed lags it gave."""
+        model = self.lags.model("live")
+        return {
+            **self.identity.get("clock", {}),
+            "lag_ms_corrected": model.lag_ms_raw,  # lags of events already corrected live
+            "lag_samples": model.samples,
+        }
 
     def counters(self) -> dict[str, Any]:
         """Health of the feed so far (written next to a soak's reports, and into a recording)."""
@@ -63,6 +79,7 @@ class LiveFeed:
             "client": self.client.counters.as_dict(),
             "book_sync": self.client.sync.counters.as_dict(),
             "credentials": self.credentials.describe(),
+            "clock": self.clock_report(),
         }
 
     async def close(self) -> None:
@@ -125,6 +142,8 @@ class LiveFeed:
                 arrivals = []
 
     def _emit(self, chunk: EventChunk, arrivals: list[int]) -> EventChunk:
+        if len(chunk.events):
+            self.lags.add(chunk.events)
         if self.latencies_ns is not None and arrivals:
             now = time.monotonic_ns()
             self.latencies_ns.extend(now - a for a in arrivals)
@@ -199,6 +218,21 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
             tick = tick or info_sym.tick_size
             lot = lot or info_sym.lot_size
             decimals = info_sym.price_decimals
+        time_path = "/fapi/v1/time" if market == "futures" else "/api/v3/time"
+        est = await clock_sync.measure(session, f"{rest}{time_path}", clock)
+    shift_ns, shift_how = clock_sync.chosen_shift(spec.clock, est)
+    clock_info: dict[str, Any] = {
+        "convention": "shift added to local_ts; the venue's clock is the reference",
+        "mode": spec.clock,
+        "shift_ns": shift_ns,
+        "shift_ms": round(shift_ns / 1e6, 3),
+        "chosen": shift_how,
+        **(est.to_json() if est is not None else {}),
+    }
+    if shift_ns:
+        log.info("local clock corrected to the venue's", shift_ms=clock_info["shift_ms"])
+        base_clock = clock
+        clock = lambda: base_clock() + shift_ns  # noqa: E731
     mkt = Market(market)
     limit_err = snapshot_limit_error(str(mkt), spec.snapshot_limit)
     if limit_err:
@@ -236,6 +270,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         "rest": cfg.depth_url,
         "fake": spec.fake,
         "clock_speed": speed,
+        "clock": clock_info,
     }
     if start:
         await client.start()

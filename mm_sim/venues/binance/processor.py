@@ -350,7 +350,10 @@ class StreamProcessor:
                 s = a.snapshot
                 assert s is not None
                 ms = s.event_ms if s.event_ms is not None else s.txn_ms
-                exch = self._exch(ms) if ms is not None else max(self.last_exch, now)
+                # A spot snapshot has no event time. It takes the last exchange time seen, not
+                # the receive time: a receive time ahead of the venue's clock would hold every
+                # later event at it (exchange times never go back) until the venue caught up.
+                exch = self._exch(ms) if ms is not None else (self.last_exch or now)
                 self.last_exch = exch
                 stage.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
                 stage.levels(flat_levels(s.bids), flat_levels(s.asks), KIND_SNAPSHOT, exch, now)
