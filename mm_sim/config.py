@@ -23,7 +23,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -615,6 +622,18 @@ class RunSettings(BaseSettings):
     speed: float | None = Field(
         None, gt=0, description="Replay pace vs the wall clock (1 = real time); null = max."
     )
+    clock: str = Field(
+        "auto",
+        description="Shift added to the feed's local_ts: auto = the feed's clock model, raw = "
+        "none, or milliseconds (docs/FEEDS.md).",
+    )
+
+    @field_validator("clock", mode="before")
+    @classmethod
+    def _clock(cls, v: Any) -> str:
+        from mm_sim.feeds.clock import parse_clock_setting
+
+        return parse_clock_setting(v)
 
 
 def load_run_settings(cli: dict[str, Any]) -> RunSettings:

@@ -22,11 +22,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from mm_sim.errors import UserError
+
+if TYPE_CHECKING:
+    from mm_sim.feeds.clock import ClockModel
 
 try:  # advisory locks (POSIX only)
     import fcntl
@@ -96,6 +99,9 @@ class FeedMeta:
     source: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # How far the recorder's clock is off the exchange's (mm_sim.feeds.clock); absent in older
+    # feeds (then estimated on open).
+    clock: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +116,7 @@ class FeedMeta:
                 source=dict(data.get("source", {})),
                 stats=dict(data.get("stats", {})),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
+                clock=data.get("clock"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{where}: invalid feed metadata ({exc!r})") from exc
@@ -179,16 +186,23 @@ class FeedWriter:
         )
         self._fh = os.fdopen(fd, "wb")
         self._fh.write(_npy_header(0))
+        from mm_sim.feeds.clock import LagSampler
+
+        self._lags = LagSampler()  # the clock model is estimated on the way through
         self._closed = False
 
     def write(self, events: np.ndarray) -> None:
         if events.dtype != EVENT_DTYPE:
             raise TypeError(f"expected EVENT_DTYPE records, got {events.dtype}")
         self._fh.write(np.ascontiguousarray(events).tobytes())
+        self._lags.add(events)
         self.count += len(events)
 
     def close(
-        self, source: dict[str, Any] | None = None, stats: dict[str, Any] | None = None
+        self,
+        source: dict[str, Any] | None = None,
+        stats: dict[str, Any] | None = None,
+        clock: ClockModel | None = None,
     ) -> Path:
         """Finish the file and publish it (and its sidecar) under the final name."""
         self._fh.seek(0)
@@ -197,7 +211,13 @@ class FeedWriter:
         os.fsync(self._fh.fileno())
         self._fh.close()
         os.replace(self._tmp, self.path)
-        meta = FeedMeta(self.instrument, self.count, source or {}, stats or {})
+        meta = FeedMeta(
+            self.instrument,
+            self.count,
+            source or {},
+            stats or {},
+            clock=(clock or self._lags.model()).to_json(),
+        )
         atomic_write_json(sidecar_path(self.path), meta.to_json())
         self._closed = True
         return self.path
@@ -225,10 +245,11 @@ def write_feed(
     instrument: Instrument,
     source: dict[str, Any] | None = None,
     stats: dict[str, Any] | None = None,
+    clock: ClockModel | None = None,
 ) -> Path:
     with FeedWriter(path, instrument) as w:
         w.write(events)
-        return w.close(source, stats)
+        return w.close(source, stats, clock)
 
 
 @dataclass

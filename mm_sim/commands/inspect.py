@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mm_sim.events import open_feed
-from mm_sim.feeds.inspect import inspect_events, inspect_feed, summarise
+from mm_sim.feeds.clock import GENERATED
+from mm_sim.feeds.inspect import clock_summary, inspect_events, inspect_feed, summarise
 from mm_sim.feeds.spec import FileFeedSpec, load_events, resolve_feed
 
 
@@ -35,7 +36,9 @@ def compute(feed_arg: str, seed: int = 1) -> dict[str, Any]:
     if isinstance(spec, FileFeedSpec):
         return inspect_feed(open_feed(spec.path))
     events, instrument, identity = load_events(spec, seed)
-    out = summarise(inspect_events(events, instrument.tick_size), instrument.tick_size, {})
+    state = inspect_events(events, instrument.tick_size)
+    out = summarise(state, instrument.tick_size, {})
+    out["clock"] = clock_summary(state, GENERATED)
     out.update(
         feed=identity.get("name", feed_arg), symbol=instrument.symbol, venue=instrument.venue
     )
@@ -53,6 +56,15 @@ def _ts(ns: int | None) -> str:
     if ns is None:
         return "-"
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _clock_row(c: dict[str, Any]) -> tuple[str, str, str]:
+    raw_p1 = _num(c["lag_ms_raw"]["p1"], ",.3f")
+    return (
+        "clock shift",
+        f"{c['shift_ms']:+,.3f} ms",
+        f"added to local_ts; {c['method']} (raw lag p1 {raw_p1} ms), {c['estimated']}",
+    )
 
 
 def render(r: dict[str, Any]) -> None:
@@ -100,6 +112,14 @@ def render(r: dict[str, Any]) -> None:
             "lag ms",
             f"{_num(lag['p50'], ',.3f')} / {_num(lag['p95'], ',.3f')}",
             "local-exch p50 / p95",
+        ),
+        _clock_row(r["clock"]),
+        (
+            "lag ms corrected",
+            " / ".join(
+                _num(r["clock"]["lag_ms_corrected"][k], ",.3f") for k in ("p1", "p50", "p95")
+            ),
+            "p1 / p50 / p95 as replay sees them (--clock auto)",
         ),
         (
             "final touch",

@@ -86,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep each run's raw records (so `mm_sim report` can rebuild it); reports only "
         "otherwise",
     )
+    p.add_argument(
+        "--clock",
+        metavar="auto|raw|SHIFT_MS",
+        help="shift added to each feed's local_ts, as the soak's --clock (MM_CLOCK; default auto)",
+    )
     p.add_argument("--top", type=int, default=5, help="cells re-run on the test feeds (5)")
     p.add_argument(
         "--dispersion-weight",
@@ -125,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         profile=args.profile,
         overrides=args.overrides,
+        clock=args.clock,
         top=args.top,
         criterion=Criterion(args.dispersion_weight, args.gate_penalty),
         keep_records=args.keep_records,

@@ -39,6 +39,7 @@ from mm_sim.core.book import (
 )
 from mm_sim.core.reference_book import ReferenceBook
 from mm_sim.events import KIND_NAMES, Feed
+from mm_sim.feeds.clock import ClockModel, model_of
 
 # -- histogram layout -----------------------------------------------------------------------
 
@@ -431,10 +432,27 @@ def summarise(
     }
 
 
+def clock_summary(s: InspectState, model: ClockModel) -> dict[str, Any]:
+    """The feed's clock model beside the lag quantiles of every event, raw and as replay
+    (``--clock auto``) will see them: a constant shift moves every quantile by the shift."""
+    raw = {f"p{round(q * 100)}": _lag_quantile(s, q) for q in (0.01, 0.5, 0.95)}
+    shift_ms = model.shift_ns / 1e6
+    return {
+        "shift_ms": round(shift_ms, 3),
+        "method": model.method,
+        "estimated": model.estimated,
+        "floor_ms": model.floor_ns / 1e6,
+        "lag_ms_raw": raw,
+        "lag_ms_corrected": {k: None if v is None else v + shift_ms for k, v in raw.items()},
+    }
+
+
 def inspect_feed(feed: Feed, chunk: int = CHUNK) -> dict[str, Any]:
-    """Inspect an opened feed: the kernel pass plus the sidecar's identity and gap figure."""
+    """Inspect an opened feed: the kernel pass plus the sidecar's identity, gap figure and
+    clock model."""
     s = inspect_events(feed.events, feed.instrument.tick_size, chunk=chunk)
     out = summarise(s, feed.instrument.tick_size, feed.meta.stats)
+    out["clock"] = clock_summary(s, model_of(feed))
     out["symbol"] = feed.instrument.symbol
     out["venue"] = feed.instrument.venue
     out["feed"] = str(feed.path)

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from mm_sim.config import Profile
 from mm_sim.core.records import BLOCK_REASONS
 from mm_sim.events import atomic_write_bytes, atomic_write_json
+from mm_sim.feeds.clock import clock_line
 from mm_sim.report.bootstrap import statistical_error_bars
 from mm_sim.report.edge import (
     BPS,
@@ -205,6 +206,8 @@ def render_markdown(
     feed = cfg.feed.get("name") or cfg.feed.get("path") or "?"
     out = [
         f"# Soak results — profile {edge.run.profile}, feed {feed}, seed {cfg.seed}",
+        "",
+        clock_line(cfg.feed),
         "",
         "",
         f"**Verdict: {gate.verdict}** (net_bps band {gate.band}) — net_bps {_n(t.net_bps)} "

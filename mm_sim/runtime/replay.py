@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mm_sim.feeds.clock import shift_local
 from mm_sim.runtime.bus import EventChunk
 
 
@@ -83,12 +84,18 @@ async def replay_chunks(
     start_iteration: int = 0,
     speed: float | None = None,
     chunk_ns: int = CHUNK_NS,
+    clock_shift_ns: int = 0,
 ) -> AsyncIterator[EventChunk]:
     """Yield the chunks of each planned iteration from ``start_iteration`` on.
 
     A chunk ends after ``chunk_ns`` of exchange time or ``chunk_events`` events, whichever
     comes first. Boundaries depend on the feed only — never on ``speed`` or timing — so paced
     and unpaced replays of the same feed take the same decisions at the same events.
+
+    ``clock_shift_ns`` is added to every chunk's ``local_ts`` (a copy; the feed stays as stored)
+    — the run's clock model (``mm_sim.feeds.clock``), applied here so the core, ``ws_lag`` and
+    every report downstream see corrected clocks. A constant shift keeps the local order, and
+    iterations and chunks are cut on exchange time, so the plan is the same with any shift.
     """
     wall0 = time.monotonic()
     sim0: int | None = None
@@ -105,6 +112,8 @@ async def replay_chunks(
                 hi = lo + int(np.searchsorted(ts_all[lo:hi], t_end, side="left"))
                 hi = max(hi, lo + 1)
             chunk = events[lo:hi]
+            if clock_shift_ns and len(chunk):
+                chunk = shift_local(chunk, clock_shift_ns)
             end_it = hi >= it.hi
             if speed is not None and len(chunk):
                 t_sim = int(chunk["exch_ts"][-1])

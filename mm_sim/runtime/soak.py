@@ -84,6 +84,8 @@ class SoakConfig:
     control: bool = False
     charts: bool = True  # final PNG charts (reports are written either way)
     chunk_events: int = 65536
+    # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
+    clock_shift_ns: int = 0
     # An alternative chunk source (a live feed): called with the first iteration to run.
     # None replays ``events`` along ``plan``.
     source: Callable[[int], AsyncIterator[EventChunk]] | None = None
@@ -206,6 +208,7 @@ class Soak:
                 self.cfg.chunk_events,
                 self.start_iteration,
                 self.cfg.settings.speed,
+                clock_shift_ns=self.cfg.clock_shift_ns,
             )
         )
         async for chunk in chunks:

@@ -34,6 +34,7 @@ from typing import Any
 from mm_sim.config import Overrides, Profile, RunSettings
 from mm_sim.errors import UserError
 from mm_sim.events import open_feed, sidecar_path, write_feed
+from mm_sim.feeds.clock import GENERATED
 from mm_sim.feeds.spec import load_events
 from mm_sim.runtime.replay import plan_iterations
 from mm_sim.sweep.feeds import FeedCase, spec_model
@@ -96,7 +97,7 @@ def ensure_feed(case: FeedCase, out_dir: str) -> dict[str, Any]:
     side = sidecar_path(path)
     if not (path.exists() and side.exists()):
         events, instrument, identity = load_events(spec, case.seed)
-        write_feed(path, events, instrument, source=identity)
+        write_feed(path, events, instrument, source=identity, clock=GENERATED)
     return {"path": str(path), "identity": open_feed(path).meta.source}
 
 
@@ -124,10 +125,11 @@ def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts:
         settings=settings,
         profile=profile,
         overrides=overrides,
-        feed_identity=identity,
+        feed_identity={**identity, **task.feed.clock},
         instrument=profile.instrument_for(feed.instrument),
         events=feed.events,
         plan=plan,
+        clock_shift_ns=task.feed.clock_shift_ns,
         artifacts=artifacts,
         tune=False,
         # Charts are the slowest part of a short run's reports and nobody plots hundreds of

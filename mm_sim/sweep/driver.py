@@ -79,6 +79,7 @@ class SweepOptions:
     seed: int | None = None
     profile: str | None = None
     overrides: str | None = None
+    clock: str | None = None  # --clock, as the soak's (auto | raw | shift in ms)
     top: int = 5
     criterion: Criterion = field(default_factory=Criterion)
     keep_records: bool = False
@@ -319,10 +320,11 @@ def _meta(
         "iteration_minutes": settings.iteration_minutes,
         "profile": profile.model_dump(mode="json"),
         "overrides": overrides.as_dict(),
+        "clock": settings.clock,
     }
 
 
-_MUST_MATCH = ("iterations", "iteration_minutes", "profile", "overrides", "grid_keys")
+_MUST_MATCH = ("iterations", "iteration_minutes", "profile", "overrides", "grid_keys", "clock")
 
 
 def _lock(out: Path) -> IO[bytes]:
@@ -567,6 +569,7 @@ def _settings(opts: SweepOptions) -> RunSettings:
         "seed": opts.seed,
         "profile": opts.profile,
         "overrides": opts.overrides,
+        "clock": opts.clock,
     }
     return load_run_settings({k: v for k, v in given.items() if v is not None})
 
@@ -613,7 +616,11 @@ def run_sweep(
     if not opts.train:
         raise UserError("no training feeds: give --feeds/--train F1 [F2 ...]")
     cases = resolve_cases(
-        [*opts.train, *opts.test], settings.seed, settings.iterations, settings.iteration_minutes
+        [*opts.train, *opts.test],
+        settings.seed,
+        settings.iterations,
+        settings.iteration_minutes,
+        settings.clock,
     )
     train, test = cases[: len(opts.train)], cases[len(opts.train) :]
     lock = _prepare_dir(opts.out, _meta(settings, profile, overrides, grid), opts.resume)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from mm_sim.feeds.spec import (
     BinanceLiveFeedSpec,
     FileFeedSpec,
     SyntheticFeedSpec,
+    replay_clock,
     resolve_feed,
 )
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
@@ -49,6 +50,10 @@ class FeedCase:
     label: str  # ``NAME@SEED``: the feed's identity in sweep_results.csv
     seed: int
     spec: dict[str, Any]  # a synthetic or file feed definition (JSON-able; no events)
+    # The clock shift every run on this feed applies (``--clock``, decided once on the driver)
+    # and how run.json records it (mm_sim.feeds.clock).
+    clock_shift_ns: int = 0
+    clock: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -95,12 +100,17 @@ def _check_length(token: str, path: Path, iterations: int, iteration_minutes: fl
 
 
 def resolve_case(
-    token: str, default_seed: int, iterations: int, iteration_minutes: float
+    token: str,
+    default_seed: int,
+    iterations: int,
+    iteration_minutes: float,
+    clock: str = "auto",
 ) -> FeedCase:
     """Resolve and check one token now, so a typo stops the sweep before any cluster starts.
 
     A synthetic day is generated exactly as long as a run replays (as the soak does); a file
-    feed is used as recorded and must be at least that long.
+    feed is used as recorded and must be at least that long. ``clock`` is the soak's
+    ``--clock``: the shift is decided here, from the feed's clock model, as the soak does.
     """
     name, seed = parse_token(token, default_seed)
     spec = resolve_feed(name)
@@ -123,17 +133,28 @@ def resolve_case(
         path = open_feed(Path(spec.path).resolve()).path.resolve()  # checks file and sidecar
         _check_length(token, path, iterations, iteration_minutes)
         spec = spec.model_copy(update={"path": str(path)})
-    return FeedCase(label=f"{name}@{seed}", seed=seed, spec=spec.model_dump(mode="json"))
+    applied = replay_clock(spec, clock)
+    return FeedCase(
+        label=f"{name}@{seed}",
+        seed=seed,
+        spec=spec.model_dump(mode="json"),
+        clock_shift_ns=applied.shift_ns,
+        clock=applied.record(),
+    )
 
 
 def resolve_cases(
-    tokens: list[str], default_seed: int, iterations: int, iteration_minutes: float
+    tokens: list[str],
+    default_seed: int,
+    iterations: int,
+    iteration_minutes: float,
+    clock: str = "auto",
 ) -> list[FeedCase]:
     """Resolve every token; two tokens naming the same events are refused (train/test leak).
 
     Labels are then unique too: an equal label is the same feed with the same seed.
     """
-    cases = [resolve_case(t, default_seed, iterations, iteration_minutes) for t in tokens]
+    cases = [resolve_case(t, default_seed, iterations, iteration_minutes, clock) for t in tokens]
     seen: dict[str, str] = {}
     for tok, c in zip(tokens, cases, strict=True):
         if c.data_key in seen:
