@@ -6,12 +6,20 @@ per-value medians — how far the edge moves when that field moves, the others a
 median. The two most influential fields are the heat map's axes; each square is the median, over
 the cells with that pair of values, of their in-sample median net_bps.
 
+Noise: every run's EDGE_REPORT.json carries a block-bootstrap interval of its net_bps
+(docs/REPORTS.md). A cell's noise is the median, over its training feeds, of those intervals'
+half-widths, in bps, and its score is read as score ± noise. A cell whose interval overlaps the
+best cell's is statistically indistinguishable from it ("≈ best"): the best cell is then best
+by its point score, not by itself, and the report says so. The ranking itself stays the
+criterion's (point score, then grid order); the noise is reported, not used to reorder.
+
 Like the soak's reports, nothing here reads a clock: the same rows give the same bytes.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -59,6 +67,68 @@ class SweepInfo:
     iterations_run: tuple[int, ...]  # distinct iterations committed per run, over those rows
     all_fail: bool  # every training row of every scored cell has the verdict FAIL
     engine: str
+
+
+@dataclass(frozen=True)
+class CellNoise:
+    """A cell's statistical noise, from its runs' net_bps intervals."""
+
+    per_feed: dict[str, tuple[float, float]]  # feed label -> (lo, hi) of the run's net_bps
+    noise_bps: float | None  # median half-width over the training feeds; None if any lacks one
+
+
+def run_intervals(out_dir: Path, cell_id: str) -> dict[str, tuple[float, float]]:
+    """The net_bps interval of each of a cell's runs kept under ``out_dir/runs/<cell_id>/``,
+    by feed label (read from the run's run.json); runs without an interval are left out."""
+    out: dict[str, tuple[float, float]] = {}
+    base = Path(out_dir) / "runs" / cell_id
+    if not base.is_dir():
+        return out
+    for run in sorted(base.iterdir()):
+        run_json, edge_json = run / "soak" / "run.json", run / "reports" / "EDGE_REPORT.json"
+        if not (run_json.is_file() and edge_json.is_file()):
+            continue
+        try:
+            label = json.loads(run_json.read_text())["settings"]["feed"]
+            st = json.loads(edge_json.read_text()).get("error_bars", {}).get("statistical")
+        except (ValueError, KeyError, TypeError):
+            continue
+        net = (st or {}).get("figures", {}).get("net_bps") or {}
+        if isinstance(label, str) and net.get("lo") is not None and net.get("hi") is not None:
+            out[label] = (float(net["lo"]), float(net["hi"]))
+    return out
+
+
+def cell_noise(
+    out_dir: Path, scores: Sequence[CellScore], train: Sequence[str]
+) -> dict[str, CellNoise]:
+    """Noise of every scored cell over the training feeds (see the module docstring)."""
+    out = {}
+    for s in scores:
+        per_feed = run_intervals(out_dir, s.cell.id)
+        halves = [(per_feed[f][1] - per_feed[f][0]) / 2 for f in train if f in per_feed]
+        noise = statistics.median(halves) if halves and len(halves) == len(train) else None
+        out[s.cell.id] = CellNoise(per_feed, noise)
+    return out
+
+
+def tied_with_best(ranked: Sequence[CellScore], noise: dict[str, CellNoise]) -> list[str] | None:
+    """Ids of the cells whose score ± noise overlaps the best's (best excluded); None when a
+    noise is unknown."""
+    if not ranked:
+        return []
+    nb = noise.get(ranked[0].cell.id)
+    if nb is None or nb.noise_bps is None:
+        return None
+    lo_best = ranked[0].score - nb.noise_bps
+    tied = []
+    for s in ranked[1:]:
+        n = noise.get(s.cell.id)
+        if n is None or n.noise_bps is None:
+            return None
+        if s.score + n.noise_bps >= lo_best:
+            tied.append(s.cell.id)
+    return tied
 
 
 def _fmt(v: Any, d: int = 3) -> str:
@@ -195,9 +265,11 @@ def render_markdown(
     infl: Sequence[Influence],
     base_o: Overrides,
     base_p: Profile,
+    noise: dict[str, CellNoise] | None = None,
 ) -> str:
     g = info.grid
     best = ranked[0] if ranked else None
+    noise = noise or {}
     L = [
         "# Sweep report",
         "",
@@ -223,6 +295,14 @@ def render_markdown(
         "",
         info.criterion.describe() + ". Ties go to the earlier cell in the grid.",
         "",
+        "Noise: each run's net_bps has a 95 % block-bootstrap interval (its EDGE_REPORT.json, "
+        "docs/REPORTS.md); a cell's noise is the median over the training feeds of those "
+        "intervals' half-widths, and its score reads score ± noise. Cells whose score ± noise "
+        "overlaps the best cell's are statistically indistinguishable from it (marked ≈ best). "
+        "The ranking is not changed by the noise: among indistinguishable cells the best is "
+        "the higher point score, then the earlier cell in the grid — a choice by rule, not by "
+        "evidence.",
+        "",
     ]
     if best is None:
         return "\n".join([*L, "No cell has a result on every training feed yet.", ""])
@@ -246,7 +326,8 @@ def render_markdown(
     L += [
         f"## Best cell `{cell.id}`",
         "",
-        f"score {_fmt(best.score)} · in-sample median net_bps "
+        *_noise_verdict(ranked, noise),
+        f"score {_fmt(best.score)}{_pm(noise.get(cell.id))} · in-sample median net_bps "
         f"{_fmt(best.train.median_net_bps)} (MAD {best.train.mad_bps:.3f}, "
         f"{best.train.gate_failures:.2f} failed hard gates per feed, net_bps_total not counted) "
         "· out-of-sample median "
@@ -264,14 +345,14 @@ def render_markdown(
         "Per feed:",
         "",
         *_table(
-            ["feed", "split", "net_bps", "verdict"],
+            ["feed", "split", "net_bps", "95 % interval", "verdict"],
             [
-                [f"`{f}`", "train", _fmt(n), v]
+                [f"`{f}`", "train", _fmt(n), _iv(noise.get(cell.id), f), v]
                 for f, n, v in zip(info.train, best.train.net_bps, best.train.verdicts, strict=True)
             ]
             + (
                 [
-                    [f"`{f}`", "test", _fmt(n), v]
+                    [f"`{f}`", "test", _fmt(n), _iv(noise.get(cell.id), f), v]
                     for f, n, v in zip(info.test, oos.net_bps, oos.verdicts, strict=True)
                 ]
                 if oos
@@ -286,14 +367,16 @@ def render_markdown(
         "",
     ]
     rows = []
+    tied = set(tied_with_best(ranked, noise) or ())
     for v in top:
         s = v.scored
+        mark = " ≈ best" if s.cell.id in tied else ""
         rows.append(
             [
                 str(v.rank),
                 f"`{s.cell.id}`",
                 s.cell.label(),
-                _fmt(s.score),
+                _fmt(s.score) + _pm(noise.get(s.cell.id)) + mark,
                 *_summary_cells(s.train)[:2],
                 f"{s.train.gate_failures:.2f}",
                 *_summary_cells(v.test),
@@ -354,6 +437,46 @@ def render_markdown(
     return "\n".join(L)
 
 
+def _pm(n: CellNoise | None) -> str:
+    return f" ± {n.noise_bps:.3f}" if n is not None and n.noise_bps is not None else ""
+
+
+def _iv(n: CellNoise | None, feed: str) -> str:
+    if n is None or feed not in n.per_feed:
+        return "—"
+    lo, hi = n.per_feed[feed]
+    return f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _noise_verdict(ranked: Sequence[CellScore], noise: dict[str, CellNoise]) -> list[str]:
+    """Is the best cell best by itself, or statistically tied with others?"""
+    tied = tied_with_best(ranked, noise)
+    if tied is None:
+        return [
+            "Noise: unknown (some runs have no net_bps interval, e.g. too few fills or runs "
+            "written before intervals existed): the ranking is by point score only.",
+            "",
+        ]
+    if len(ranked) < 2:
+        return []
+    second = ranked[1]
+    lead = ranked[0].score - second.score
+    if not tied:
+        return [
+            f"Best by itself: its lead over `{second.cell.id}` ({lead:+.3f} bps) is larger "
+            "than both cells' noise together.",
+            "",
+        ]
+    ids = ", ".join(f"`{c}`" for c in tied[:10]) + (" ..." if len(tied) > 10 else "")
+    return [
+        f"**Not best by itself:** its lead over `{second.cell.id}` ({lead:+.3f} bps) is inside "
+        f"the noise; {len(tied)} cell(s) are statistically indistinguishable from it: {ids}. "
+        "It is chosen by its point score (then grid order); treat the tied cells as equally "
+        "good candidates.",
+        "",
+    ]
+
+
 def _base_cell(grid: Grid, base_vals: dict[str, Any]) -> Cell | None:
     for c in grid.cells:
         if all(k in base_vals and base_vals[k] == v for k, v in c.values):
@@ -376,7 +499,8 @@ def write_report(
     png = render_heatmap(info.grid, ranked, infl, best)
     atomic_write_bytes(out_dir / HEATMAP, png)
     written.append(out_dir / HEATMAP)
-    md = render_markdown(info, ranked, top, infl, base_o, base_p)
+    noise = cell_noise(out_dir, [*ranked], info.train)
+    md = render_markdown(info, ranked, top, infl, base_o, base_p, noise)
     atomic_write_bytes(out_dir / REPORT, md.encode())
     written.append(out_dir / REPORT)
     if best is not None:
