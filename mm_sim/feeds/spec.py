@@ -103,6 +103,15 @@ class BinanceLiveFeedSpec(_Spec):
     trade_silence_s: float = Field(
         120.0, gt=0, description="warn loudly when depth flows but no trade came for this long"
     )
+    reorder_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description=(
+            "hold events this long past their exchange time and release them in exchange-time "
+            "order (trades that arrive after the diff that consumed them); 0 = arrival order"
+        ),
+    )
     clock: Literal["auto", "raw"] | float = Field(
         "auto",
         description=(

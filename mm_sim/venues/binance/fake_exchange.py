@@ -101,6 +101,7 @@ class FakeExchange:
         max_client_buffer: int = 32 << 20,
         split_paths: bool = False,
         clock_offset_ms: float = 0.0,
+        late_trades: float = 0.0,
     ) -> None:
         if len(events) == 0:
             raise ValueError("the feed has no events")
@@ -127,6 +128,12 @@ class FakeExchange:
         # The venue's clock runs this far ahead of the clock it publishes at /fake/info (which
         # clients read as their local clock): event times, snapshot and server times carry it.
         self.clock_offset_ns = int(clock_offset_ms * _MS)
+        # This share of trades is sent right after the diff of their 100 ms bucket (which
+        # already carries the liquidity they took), as trades and diffs on separate streams
+        # arrive on Binance: LATE_TRADE_RATES has the shares measured in the real captures.
+        if not 0.0 <= late_trades <= 1.0:
+            raise ValueError(f"late trade share must be within [0, 1], got {late_trades}")
+        self.late_trades = late_trades
         self.price_dec = (
             instrument.price_decimals
             if instrument.price_decimals is not None
@@ -257,6 +264,8 @@ class FakeExchange:
             base = self.epoch_ns - t0 + offset  # feed time -> exchange clock
             off = self.clock_offset_ns  # exchange clock -> the venue's stamps
             staged: dict[tuple[int, float], float] = {}
+            late: list[tuple[int, float, float, int]] = []
+            late_p = self.late_trades
             if i < j:
                 rows = zip(
                     kinds[i:j].tolist(),
@@ -271,6 +280,9 @@ class FakeExchange:
                         staged[(s, p)] = q
                     elif k == KIND_TRADE:
                         if q > 0.0:
+                            if late_p and self.rng.random() < late_p:
+                                late.append((s, p, q, (t + base + off) // _MS))
+                                continue
                             await self._wait_until(t + base)
                             self._trade(s, p, q, (t + base + off) // _MS)
                     elif k == KIND_CLEAR:
@@ -280,6 +292,9 @@ class FakeExchange:
             await self._wait_until(e_ns)
             if staged:
                 self._diff_from(staged, (e_ns + off) // _MS)
+            for s, p, q, t_ms in late:
+                self.stats["late_trades"] += 1
+                self._trade(s, p, q, t_ms)
             i = j
             end += BATCH_NS
             if i >= n:

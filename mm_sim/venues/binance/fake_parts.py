@@ -30,6 +30,10 @@ INJECT_ONLY = (
 
 BATCH_NS = 100_000_000
 
+# Share of trades that arrived after the depth diff already carrying their liquidity change,
+# measured in the real captures in ../shared/data (issue 14): the fake's --late-trades auto.
+LATE_TRADE_RATES = {"spot": 0.228, "futures": 0.077}
+
 
 # (side, price, qty); qty 0 removes the level. Stored as tuples: a tuple of floats is not
 # tracked by the cyclic GC, so the kept history does not make every collection slower.
@@ -214,6 +218,7 @@ __all__ = [
     "BATCH_NS",
     "FAULTS",
     "INJECT_ONLY",
+    "LATE_TRADE_RATES",
     "SNAPSHOT_FAULTS",
     "STREAM_FAULTS",
     "Changes",

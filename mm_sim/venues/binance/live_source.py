@@ -34,6 +34,7 @@ from mm_sim.venues.binance.client import BinanceClient, ClientConfig
 from mm_sim.venues.binance.client_config import default_routes, default_trade_stream
 from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
 from mm_sim.venues.binance.messages import MessageError, decode, parse_exchange_info
+from mm_sim.venues.binance.reorder import ReorderBuffer
 from mm_sim.venues.binance.sync import Market
 
 log = get_logger("mm_sim.live")
@@ -58,6 +59,7 @@ class LiveFeed:
     latencies_ns: list[int] | None = None  # frame received → chunk handed on, when recording
     credentials: BinanceCredentials = field(default_factory=BinanceCredentials)
     lags: LagSampler = field(default_factory=LagSampler)  # corrected feed lags, for the report
+    reorder: ReorderBuffer | None = None  # exchange-time order window (spec.reorder_ms)
 
     @property
     def clock_shift_ns(self) -> int:
@@ -80,6 +82,7 @@ class LiveFeed:
             "book_sync": self.client.sync.counters.as_dict(),
             "credentials": self.credentials.describe(),
             "clock": self.clock_report(),
+            "reorder": self.reorder.report() if self.reorder is not None else None,
         }
 
     async def close(self) -> None:
@@ -112,9 +115,19 @@ class LiveFeed:
                     wait_s = min(wait_s, max(0.0, window_start + chunk_s - time.monotonic()))
                 else:
                     wait_s = min(wait_s, chunk_s)
+            reorder = self.reorder
+            if reorder is not None:
+                due = reorder.next_due_ns()
+                if due is not None:
+                    wait_s = min(wait_s, max(0.0, (due - clock()) / self._speed / 1e9))
             polled = await client.poll(timeout=wait_s)
-            if len(polled.events):
-                parts.append(polled.events)
+            new = polled.events
+            if reorder is not None:
+                new = reorder.push(new, clock())
+                if it == last and clock() >= end:
+                    new = _join([new, reorder.flush(clock())])
+            if len(new):
+                parts.append(new)
                 if lat is not None:
                     arrivals.extend(polled.arrivals_ns)
                 if window_start is None:
@@ -260,6 +273,10 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     venue = ("fake-" if spec.fake else "") + f"binance-{market}"
     instrument = Instrument(symbol.upper(), venue, tick, lot, decimals)
     client = BinanceClient(cfg, clock=clock)
+    reorder = None
+    if spec.reorder_ms > 0:
+        reorder = ReorderBuffer(int(spec.reorder_ms * 1e6))
+        client.proc.monotonic_exch = False  # the window sorts by the true exchange times
     identity = {
         "kind": "binance-ws",
         "name": spec.name,
@@ -274,7 +291,10 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     }
     if start:
         await client.start()
-    return LiveFeed(spec, client, instrument, clock, identity, credentials=credentials)
+    identity["reorder_ms"] = spec.reorder_ms
+    return LiveFeed(
+        spec, client, instrument, clock, identity, credentials=credentials, reorder=reorder
+    )
 
 
 __all__ = ["LiveFeed", "open_live", "scaled_clock"]

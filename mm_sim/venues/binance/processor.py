@@ -179,6 +179,9 @@ class StreamProcessor:
         self.last_local = 0
         self.last_trade_id = -1
         self.need_snapshot = False  # set when the sync asks for one; the I/O layer clears it
+        # Exchange times raised to the last one seen (the core's assumption). Off when a
+        # reorder window downstream sorts by the true times (reorder.py).
+        self.monotonic_exch = True
         self._depth = DepthParser()  # plain depthUpdate frames skip json (same result)
         self._trades = TradeParser()  # so do plain spot trades
         self._futures = 1 if self.market is Market.FUTURES else 0  # as the parser's I_HAS_PU
@@ -318,7 +321,7 @@ class StreamProcessor:
     def _exch(self, ms: int) -> int:
         ns = ms * _MS
         if ns < self.last_exch:
-            return self.last_exch
+            return self.last_exch if self.monotonic_exch else ns
         self.last_exch = ns
         return ns
 
