@@ -77,6 +77,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--speed", type=float, help="pace replay against the wall clock (1 = real time)")
     p.add_argument(
+        "--model-arms",
+        type=_model_arms_arg,
+        default="all",
+        metavar="all|none|RULE,...",
+        help="also run the soak once per fill-model rule flipped, for the model error bars "
+        "(rules: crossing_fills, through_fill, event_order, order_type, clock; default: all)",
+    )
+    p.add_argument(
         "--clock",
         metavar="auto|raw|SHIFT_MS",
         help="shift added to the feed's local_ts: auto = the feed's clock model (default), "
@@ -187,8 +195,18 @@ def _soak_config(
         tune=args.tune,
         freeze_after_convergence=args.freeze_after_convergence,
         control=args.control,
+        model_arms=args.model_arms,
         source=source,
     )
+
+
+def _model_arms_arg(value: str) -> tuple[str, ...]:
+    from mm_sim.runtime.model_arms import parse_arms
+
+    try:
+        return parse_arms(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run_loop(soak: Soak) -> SoakOutcome:

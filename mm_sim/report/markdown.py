@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from mm_sim.report.model_bars import model_bars_md
 from mm_sim.report.schema import EdgeReport, EdgeSection, KpiGate
 
 FIGURE_LABELS = {
@@ -67,13 +68,7 @@ def error_bars_md(edge: EdgeReport) -> list[str]:
             for k, v in st.figures.items()
         ],
     )
-    model = edge.error_bars.model
-    out += [
-        "Model error bars (net_bps under fill-model alternatives): "
-        + ("see EDGE_REPORT.json `error_bars.model`." if model else "not computed yet."),
-        "",
-    ]
-    return out
+    return out + model_bars_md(edge.error_bars.model)
 
 
 def _ts(ns: int | None) -> str:

@@ -39,6 +39,7 @@ from mm_sim.report.edge import (
 )
 from mm_sim.report.gate import evaluate, kpi_gate
 from mm_sim.report.markdown import band_note, churn_md, error_bars_md
+from mm_sim.report.model_bars import model_error_bars
 from mm_sim.report.rundir import RECORD_DTYPES, PendingIteration, RunDir
 from mm_sim.report.schema import (
     EdgeReport,
@@ -146,7 +147,9 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
         gate_horizon_ms=GATE_HORIZON_MS,
         totals=totals,
         iterations=iters,
-        error_bars=ErrorBars(statistical=stat, model=None),
+        error_bars=ErrorBars(
+            statistical=stat, model=model_error_bars(rd.root, totals.net_bps, len(lines), g)
+        ),
     )
     gate = kpi_gate(totals, iters, g, stat.band_decision)
     rd.reports.mkdir(parents=True, exist_ok=True)
@@ -208,7 +211,6 @@ def render_markdown(
         f"# Soak results — profile {edge.run.profile}, feed {feed}, seed {cfg.seed}",
         "",
         clock_line(cfg.feed),
-        "",
         "",
         f"**Verdict: {gate.verdict}** (net_bps band {gate.band}) — net_bps {_n(t.net_bps)} "
         f"over {t.fills:,} fills, notional {_n(t.notional, 2)}, "
