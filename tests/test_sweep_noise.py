@@ -78,3 +78,17 @@ def test_unknown_noise_is_said(tmp_path: Path) -> None:
     top = validate_top(ranked, 1, [], rows, BASE_P.gates)
     md = render_markdown(_info(g), ranked, top, [], BASE_O, BASE_P, noise)
     assert "Noise: unknown" in md
+
+
+def test_cells_without_an_interval_are_listed_not_compared(tmp_path: Path) -> None:
+    g, rows, ranked, out = _sweep(tmp_path, [2.0, 3.0, 1.0], 0.2)
+    third = ranked[2].cell.id
+    for run in (out / "runs" / third).iterdir():  # no interval on any training feed
+        _edge = run / "reports" / "EDGE_REPORT.json"
+        _edge.write_text(json.dumps({"error_bars": {"statistical": None, "model": None}}))
+    noise = cell_noise(out, ranked, FEEDS)
+    assert noise[third].noise_bps is None
+    assert tied_with_best(ranked, noise) == []
+    top = validate_top(ranked, 3, [], rows, BASE_P.gates)
+    md = render_markdown(_info(g), ranked, top, [], BASE_O, BASE_P, noise)
+    assert "Best by itself" in md and f"cannot be compared: `{third}`" in md

@@ -113,8 +113,8 @@ def cell_noise(
 
 
 def tied_with_best(ranked: Sequence[CellScore], noise: dict[str, CellNoise]) -> list[str] | None:
-    """Ids of the cells whose score ± noise overlaps the best's (best excluded); None when a
-    noise is unknown."""
+    """Ids of the cells whose score ± noise overlaps the best's (best excluded; cells of unknown
+    noise are not among them, see ``unknown_noise``); None when the best's noise is unknown."""
     if not ranked:
         return []
     nb = noise.get(ranked[0].cell.id)
@@ -124,11 +124,20 @@ def tied_with_best(ranked: Sequence[CellScore], noise: dict[str, CellNoise]) -> 
     tied = []
     for s in ranked[1:]:
         n = noise.get(s.cell.id)
-        if n is None or n.noise_bps is None:
-            return None
-        if s.score + n.noise_bps >= lo_best:
+        if n is not None and n.noise_bps is not None and s.score + n.noise_bps >= lo_best:
             tied.append(s.cell.id)
     return tied
+
+
+def unknown_noise(ranked: Sequence[CellScore], noise: dict[str, CellNoise]) -> list[str]:
+    """Cells (best excluded) with a training run lacking an interval: they cannot be told apart
+    from the best or not, so the report lists them."""
+    out = []
+    for s in ranked[1:]:
+        n = noise.get(s.cell.id)
+        if n is None or n.noise_bps is None:
+            out.append(s.cell.id)
+    return out
 
 
 def _fmt(v: Any, d: int = 3) -> str:
@@ -453,28 +462,38 @@ def _noise_verdict(ranked: Sequence[CellScore], noise: dict[str, CellNoise]) -> 
     tied = tied_with_best(ranked, noise)
     if tied is None:
         return [
-            "Noise: unknown (some runs have no net_bps interval, e.g. too few fills or runs "
-            "written before intervals existed): the ranking is by point score only.",
+            "Noise: unknown for this cell (a training run has no net_bps interval: too few "
+            "fills, or written before intervals existed): it is best by point score only.",
             "",
         ]
     if len(ranked) < 2:
         return []
-    second = ranked[1]
-    lead = ranked[0].score - second.score
+    unknown = unknown_noise(ranked, noise)
+    tail = (
+        f" {len(unknown)} cell(s) have no interval on some training feed and cannot be "
+        f"compared: {_ids(unknown)}."
+        if unknown
+        else ""
+    )
     if not tied:
         return [
-            f"Best by itself: its lead over `{second.cell.id}` ({lead:+.3f} bps) is larger "
-            "than both cells' noise together.",
+            "Best by itself: its score ± noise does not overlap any other cell's with a known "
+            f"noise (lead over `{ranked[1].cell.id}`: {ranked[0].score - ranked[1].score:+.3f} "
+            f"bps).{tail}",
             "",
         ]
-    ids = ", ".join(f"`{c}`" for c in tied[:10]) + (" ..." if len(tied) > 10 else "")
+    lead = ranked[0].score - next(s.score for s in ranked if s.cell.id == tied[0])
     return [
-        f"**Not best by itself:** its lead over `{second.cell.id}` ({lead:+.3f} bps) is inside "
-        f"the noise; {len(tied)} cell(s) are statistically indistinguishable from it: {ids}. "
-        "It is chosen by its point score (then grid order); treat the tied cells as equally "
-        "good candidates.",
+        f"**Not best by itself:** its lead over `{tied[0]}` ({lead:+.3f} bps) is inside the "
+        f"noise; {len(tied)} cell(s) are statistically indistinguishable from it: "
+        f"{_ids(tied)}. It is chosen by its point score (then grid order); treat the tied "
+        f"cells as equally good candidates.{tail}",
         "",
     ]
+
+
+def _ids(ids: Sequence[str]) -> str:
+    return ", ".join(f"`{c}`" for c in ids[:10]) + (" ..." if len(ids) > 10 else "")
 
 
 def _base_cell(grid: Grid, base_vals: dict[str, Any]) -> Cell | None:
