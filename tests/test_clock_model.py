@@ -292,16 +292,16 @@ def test_inspect_shows_the_clock_model(behind) -> None:
 def test_hftbacktest_spot_recorder_runs_about_1_27_s_behind(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    from mm_sim.feeds.convert.base import ConvertOptions
-    from mm_sim.feeds.convert.binance import convert
-
     spot = shared_data / "hftbacktest-binance" / "spot"
-    res = convert(
-        [spot / "btcusdt_20240808.gz", spot / "btcusdt_20240809.gz"],
-        tmp_path / "btc.npy",
-        ConvertOptions(),
-    )
-    model = model_of(open_feed(res.out))
+    out = tmp_path / "btc.npy"
+    inputs = [str(spot / "btcusdt_20240808.gz"), str(spot / "btcusdt_20240809.gz")]
+    cmd = [sys.executable, "-m", "mm_sim", "convert", "--from", "binance", "--json", *inputs,
+           "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    printed = json.loads(r.stdout)["clock"]
+    model = model_of(open_feed(out))
+    assert printed == model.to_json()
     assert model.method == METHOD_FLOOR
     assert 1.2e9 < model.shift_ns < 1.35e9
     # Corrected, the per-message lag sits on the floor at p1 and is a few ms at the median.

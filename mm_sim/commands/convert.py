@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from mm_sim.errors import UserError
+from mm_sim.events import open_feed
 from mm_sim.feeds.convert import FORMATS
 from mm_sim.feeds.convert.base import ConvertOptions
 
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         "events": result.events,
         "bad_lines": result.bad_lines.to_json(),
         **result.stats,
+        "clock": open_feed(result.out).meta.clock,  # the sidecar's clock model (docs/FEEDS.md)
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {result.events:,} events to {result.out}")
         for key, value in result.stats.items():
             print(f"  {key}: {value}")
+        clock = summary["clock"] or {}
+        print(
+            f"  clock: shift {clock.get('shift_ms', 0):+.3f} ms to add to local_ts "
+            f"({clock.get('method')}; lag p1 raw {clock.get('lag_ms_raw', {}).get('p1')} ms)"
+        )
         bad = result.bad_lines
         if bad.total:
             print(f"  skipped {bad.total:,} bad lines:")
