@@ -16,20 +16,20 @@ Event semantics (all prices and quantities are absolute, never deltas):
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 
 from mm_sim.errors import UserError
-
-if TYPE_CHECKING:
-    from mm_sim.feeds.clock import ClockModel
 
 try:  # advisory locks (POSIX only)
     import fcntl
@@ -99,9 +99,10 @@ class FeedMeta:
     source: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
-    # How far the recorder's clock is off the exchange's (mm_sim.feeds.clock); absent in older
-    # feeds (then estimated on open).
-    clock: dict[str, Any] | None = None
+    # The .npy this sidecar was published with: {"bytes": data bytes after the header,
+    # "blake2b": hex digest of them}. A sidecar beside other data (a publish cut short by a
+    # crash or a full disk, a file copied over) is refused on open. Absent in older feeds.
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,10 +117,12 @@ class FeedMeta:
                 source=dict(data.get("source", {})),
                 stats=dict(data.get("stats", {})),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
-                clock=data.get("clock"),
+                data=dict(data.get("data", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{where}: invalid feed metadata ({exc!r})") from exc
+        except KeyError as exc:
+            raise UserError(f"{where}: invalid feed metadata: missing field {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"{where}: invalid feed metadata: {exc}") from None
 
 
 def sidecar_path(npy_path: Path) -> Path:
@@ -171,8 +174,53 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def _new_hash() -> Any:
+    return hashlib.blake2b(digest_size=16)
+
+
+def _try_lock(fh: IO[bytes]) -> bool:
+    if fcntl is None:  # pragma: no cover - Windows
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_temp_files(directory: Path, name: str, min_age_s: float = 0.0) -> list[Path]:
+    """Remove the hidden temp files ``.NAME.*.tmp`` a killed writer left in ``directory``.
+
+    A writer holds an advisory lock on its temp file while it writes, so a file whose lock can
+    be taken belongs to nobody any more (without locks, files younger than ``min_age_s`` are
+    kept). Returns what was removed.
+    """
+    removed: list[Path] = []
+    try:
+        candidates = list(directory.glob(f".{name}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            with open(tmp, "rb") as fh:
+                if fcntl is None and time.time() - tmp.stat().st_mtime < min_age_s:
+                    continue
+                if not _try_lock(fh):
+                    continue
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
 class FeedWriter:
-    """Streams event chunks to ``path`` (a ``.npy``) in bounded memory; atomic on close."""
+    """Streams event chunks to ``path`` (a ``.npy``) in bounded memory; atomic on close.
+
+    The temp file is locked while written (so the next writer of the same name can tell a
+    killed writer's leftover from a live one and remove it), and the data is hashed on the
+    way through so the sidecar names exactly the data it describes.
+    """
 
     def __init__(self, path: str | os.PathLike[str], instrument: Instrument) -> None:
         self.path = Path(path)
@@ -181,44 +229,62 @@ class FeedWriter:
         self.instrument = instrument
         self.count = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.removed_stale = clean_stale_temp_files(self.path.parent, self.path.name, 3600.0)
         fd, self._tmp = tempfile.mkstemp(
             dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
         )
         self._fh = os.fdopen(fd, "wb")
+        _try_lock(self._fh)
         self._fh.write(_npy_header(0))
-        from mm_sim.feeds.clock import LagSampler
-
-        self._lags = LagSampler()  # the clock model is estimated on the way through
+        self._hash = _new_hash()
+        self._bytes = 0
         self._closed = False
 
     def write(self, events: np.ndarray) -> None:
         if events.dtype != EVENT_DTYPE:
             raise TypeError(f"expected EVENT_DTYPE records, got {events.dtype}")
-        self._fh.write(np.ascontiguousarray(events).tobytes())
-        self._lags.add(events)
+        data = np.ascontiguousarray(events).tobytes()
+        self._fh.write(data)
+        self._hash.update(data)
+        self._bytes += len(data)
         self.count += len(events)
 
     def close(
-        self,
-        source: dict[str, Any] | None = None,
-        stats: dict[str, Any] | None = None,
-        clock: ClockModel | None = None,
+        self, source: dict[str, Any] | None = None, stats: dict[str, Any] | None = None
     ) -> Path:
-        """Finish the file and publish it (and its sidecar) under the final name."""
+        """Finish the file and publish it (and its sidecar) under the final name.
+
+        Two renames cannot be one atomic step, so the sidecar carries the data's size and hash:
+        a crash between them leaves a .npy beside no sidecar or beside the old one, and
+        ``open_feed`` refuses both.
+        """
         self._fh.seek(0)
         self._fh.write(_npy_header(self.count))
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self._tmp, self.path)
         meta = FeedMeta(
             self.instrument,
             self.count,
             source or {},
             stats or {},
-            clock=(clock or self._lags.model()).to_json(),
+            data={"bytes": self._bytes, "blake2b": self._hash.hexdigest()},
         )
-        atomic_write_json(sidecar_path(self.path), meta.to_json())
+        side = sidecar_path(self.path)
+        side_fd, side_tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{side.name}.",
+                                             suffix=".tmp")  # fmt: skip
+        try:
+            with os.fdopen(side_fd, "wb") as fh:
+                fh.write((json.dumps(meta.to_json(), indent=2) + "\n").encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(self._tmp, self.path)
+            os.replace(side_tmp, side)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(side_tmp)
+            raise
+        finally:
+            self._fh.close()
         self._closed = True
         return self.path
 
@@ -245,11 +311,10 @@ def write_feed(
     instrument: Instrument,
     source: dict[str, Any] | None = None,
     stats: dict[str, Any] | None = None,
-    clock: ClockModel | None = None,
 ) -> Path:
     with FeedWriter(path, instrument) as w:
         w.write(events)
-        return w.close(source, stats, clock)
+        return w.close(source, stats)
 
 
 @dataclass
@@ -271,26 +336,91 @@ class Feed:
             yield self.events[i : i + chunk_size]
 
 
-def open_feed(path: str | os.PathLike[str]) -> Feed:
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's content, or one UserError naming the file and what was wrong."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a {what} file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} file not found") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); expected a {what} file"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
+
+
+def read_sidecar(p: Path) -> FeedMeta:
+    side = sidecar_path(p)
+    if not side.exists():
+        raise UserError(f"{p}: missing metadata sidecar {side.name} (tick/lot size, symbol)")
+    text = read_text_file(side, "feed metadata (JSON)")
+    try:
+        meta_json = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{side}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(meta_json, dict):
+        raise UserError(f"{side}: feed metadata must be a JSON object")
+    return FeedMeta.from_json(meta_json, str(side))
+
+
+def data_digest(path: Path, offset: int) -> tuple[int, str]:
+    """Size and blake2b of a file's bytes from ``offset`` on (read in bounded chunks)."""
+    h = _new_hash()
+    n = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while block := fh.read(1 << 22):
+            h.update(block)
+            n += len(block)
+    return n, h.hexdigest()
+
+
+def open_feed(path: str | os.PathLike[str], verify: bool = True) -> Feed:
+    """Open a feed for replay, refusing a .npy that is not the one its sidecar describes.
+
+    ``verify``: also hash the data against the sidecar (one sequential read of the file).
+    """
     p = Path(path)
     if p.suffix != ".npy" and p.with_name(p.name + ".npy").exists():
         p = p.with_name(p.name + ".npy")
     if not p.exists():
         raise UserError(f"{p}: feed file not found")
-    side = sidecar_path(p)
-    if not side.exists():
-        raise UserError(f"{p}: missing metadata sidecar {side.name} (tick/lot size, symbol)")
-    try:
-        meta_json = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{side}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
-    meta = FeedMeta.from_json(meta_json, str(side))
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, expected a .npy feed file")
+    meta = read_sidecar(p)
     try:
         arr = np.load(p, mmap_mode="r")
-    except ValueError as exc:
-        raise UserError(f"{p}: not a readable .npy event file ({exc})") from exc
+    except (ValueError, EOFError, OSError) as exc:
+        raise UserError(f"{p}: not a readable .npy event file ({exc})") from None
     if arr.dtype != EVENT_DTYPE:
         raise UserError(f"{p}: record layout {arr.dtype} is not mm_sim's event dtype")
+    if arr.ndim != 1:
+        raise UserError(f"{p}: expected a 1-d array of events, got shape {arr.shape}")
+    side = sidecar_path(p)
+    if meta.count != len(arr):
+        raise UserError(
+            f"{side}: field 'count' = {meta.count}, but {p.name} holds {len(arr)} events "
+            "(the sidecar belongs to other data; convert or record the feed again)"
+        )
+    if meta.data:
+        header = int(arr.offset) if isinstance(arr, np.memmap) else p.stat().st_size - arr.nbytes
+        size = p.stat().st_size - header
+        want = meta.data.get("bytes")
+        if want != size:
+            raise UserError(
+                f"{side}: field 'data.bytes' = {want}, but {p.name} holds {size} data bytes "
+                "(a publish cut short, or another file copied over it)"
+            )
+        if verify:
+            _, digest = data_digest(p, header)
+            if digest != meta.data.get("blake2b"):
+                raise UserError(
+                    f"{side}: field 'data.blake2b' does not match {p.name}'s data "
+                    "(the sidecar belongs to other data; convert or record the feed again)"
+                )
     return Feed(p, arr, meta)
 
 

@@ -194,7 +194,7 @@ def test_fresh_start_refuses_non_empty_directory(tmp_path: Path, run: SimRun) ->
 def test_resume_refuses_a_different_run(tmp_path: Path, run: SimRun) -> None:
     rd = write_run(tmp_path / "r", run, 1)
     rd.close()
-    with pytest.raises(UserError, match="different seed"):
+    with pytest.raises(UserError, match="different --seed"):
         RunDir(rd.root).begin(config(seed=2), resume=True)
     # The refused attempt released its lock: a matching resume works.
     RunDir(rd.root).begin(config(), resume=True)

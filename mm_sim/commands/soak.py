@@ -22,14 +22,7 @@ from mm_sim.config import (
     parse_set_flags,
 )
 from mm_sim.errors import UserError
-from mm_sim.feeds.clock import check_resume_clock
-from mm_sim.feeds.spec import (
-    BinanceLiveFeedSpec,
-    SyntheticFeedSpec,
-    load_events,
-    replay_clock,
-    resolve_feed,
-)
+from mm_sim.feeds.spec import BinanceLiveFeedSpec, SyntheticFeedSpec, load_events, resolve_feed
 from mm_sim.logs import get_logger
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
@@ -77,20 +70,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--speed", type=float, help="pace replay against the wall clock (1 = real time)")
     p.add_argument(
-        "--model-arms",
-        type=_model_arms_arg,
-        default="all",
-        metavar="all|none|RULE,...",
-        help="also run the soak once per fill-model rule flipped, for the model error bars "
-        "(rules: crossing_fills, through_fill, event_order, order_type, clock; default: all)",
-    )
-    p.add_argument(
-        "--clock",
-        metavar="auto|raw|SHIFT_MS",
-        help="shift added to the feed's local_ts: auto = the feed's clock model (default), "
-        "raw = none, or milliseconds (docs/FEEDS.md)",
-    )
-    p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
@@ -100,16 +79,50 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _archive_previous(root: Path) -> None:
-    """A fresh run never overwrites an older one: the older one is moved aside, loudly."""
-    if root.exists() and any(root.iterdir()):
-        stamp = dt.datetime.fromtimestamp(root.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-        target = root.with_name(f"{root.name}-{stamp}")
+    """A fresh run never overwrites an older one: the older one is moved aside, loudly.
+
+    Only a directory an mm_sim run wrote is moved, and only while holding its lock: a run
+    still writing to it keeps the lock, so the move is refused instead of pulling the
+    directory from under it. Anything else that is not empty (a user's folder) is refused.
+    """
+    from mm_sim.events import hold_lock
+    from mm_sim.report.rundir import is_run_dir
+
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise UserError(f"--artifacts {root}: not a directory (choose another --artifacts)")
+    if not any(root.iterdir()):
+        return
+    real = root.resolve()
+    if real == Path.cwd().resolve() or real.parent == real:
+        raise UserError(
+            f"--artifacts {root}: refusing to move the current (or root) directory aside; "
+            "choose a subdirectory, e.g. --artifacts artifacts"
+        )
+    if not is_run_dir(real):
+        raise UserError(
+            f"--artifacts {root}: directory is not empty and is not an mm_sim run directory "
+            "(no soak/run.json); choose an empty or new directory"
+        )
+    lock_path = real / "soak" / ".lock"
+    lock_path.parent.mkdir(exist_ok=True)
+    lock = hold_lock(
+        lock_path,
+        f"--artifacts {root}: another mm_sim process is running in this directory; "
+        "wait for it to finish, or choose another --artifacts",
+    )
+    try:
+        stamp = dt.datetime.fromtimestamp(real.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        target = real.with_name(f"{real.name}-{stamp}")
         n = 1
         while target.exists():
             n += 1
-            target = root.with_name(f"{root.name}-{stamp}-{n}")
-        root.rename(target)
-        print(f"previous run in {root}/ moved to {target}/ (use --resume to continue it instead)")
+            target = real.with_name(f"{real.name}-{stamp}-{n}")
+        real.rename(target)
+    finally:
+        lock.close()
+    print(f"previous run in {root}/ moved to {target}/ (use --resume to continue it instead)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "artifacts": args.artifacts,
             "speed": args.speed,
-            "clock": args.clock,
         }
     )
     prof_cli, ovr_cli = parse_set_flags(args.set)
@@ -146,11 +158,6 @@ def run(args: argparse.Namespace) -> int:
         needed = replay_seconds(settings.iterations, settings.iteration_minutes)
         spec = spec.model_copy(update={"duration_s": needed})
     events, instrument, identity = load_events(spec, settings.seed)
-    clock = replay_clock(spec, settings.clock)
-    if args.resume:
-        check_resume_clock(root / "soak" / "run.json", clock)
-    identity = {**identity, **clock.record()}
-    print(clock.describe())
     instrument = profile.instrument_for(instrument)
     plan = plan_iterations(events, settings.iterations, iteration_ns)
     if not plan.iterations:
@@ -158,7 +165,6 @@ def run(args: argparse.Namespace) -> int:
     if plan.note:
         print(f"note: {plan.note}", file=sys.stderr)
     cfg = _soak_config(args, settings, profile, overrides, identity, instrument, events, plan)
-    cfg.clock_shift_ns = clock.shift_ns
     outcome = _run_loop(Soak(cfg))
     print_summary(outcome, root, sys.stdout)
     return 130 if outcome.interrupted else 0
@@ -195,18 +201,8 @@ def _soak_config(
         tune=args.tune,
         freeze_after_convergence=args.freeze_after_convergence,
         control=args.control,
-        model_arms=args.model_arms,
         source=source,
     )
-
-
-def _model_arms_arg(value: str) -> tuple[str, ...]:
-    from mm_sim.runtime.model_arms import parse_arms
-
-    try:
-        return parse_arms(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run_loop(soak: Soak) -> SoakOutcome:
@@ -249,8 +245,6 @@ def _run_live(
 
     if settings.speed is not None:
         print("note: --speed does not apply to a live feed (it runs in real time)", file=sys.stderr)
-    if args.clock is not None:
-        print("note: --clock applies to stored feeds, not to a live one", file=sys.stderr)
     n = settings.iterations
     counters_path = root / "soak" / "live_feed.json"
     previous = _previous_sessions(counters_path) if args.resume else []

@@ -70,6 +70,18 @@ FILLS_CSV_HEADER = (
 
 # Settings of a run that must not change when it is resumed (others, e.g. iterations, may).
 RESUME_IDENTITY = ("profile", "initial_overrides", "feed", "seed")
+# Run settings and runner switches that change what a run means, named as the user sets them.
+RESUME_SETTINGS = {"iteration_minutes": "--iteration-minutes"}
+RESUME_SWITCHES = {
+    "tune": "--no-tune",
+    "control": "--control",
+    "freeze_after_convergence": "--freeze-after-convergence",
+}
+# Feed identity keys that only say how much of a generated market exists, not what it is: a
+# longer synthetic day starts with exactly the events of a shorter one (more iterations).
+_FEED_LENGTH_KEYS = ("duration_s", "count")
+# What a previous run directory may hold at its top level (anything else is the user's folder).
+RUN_DIR_ENTRIES = frozenset({"soak", "reports", "control"})
 
 
 def _descr(dt: np.dtype) -> str:
@@ -100,6 +112,51 @@ def make_run_config(
         seed=seed,
         records={k: _descr(dt) for k, dt in RECORD_DTYPES.items()},
     )
+
+
+def _feed_identity(feed: Mapping[str, Any]) -> dict[str, Any]:
+    if feed.get("kind") == "synthetic":
+        return {k: v for k, v in feed.items() if k not in _FEED_LENGTH_KEYS}
+    return dict(feed)
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, str | int | float | bool) or v is None else "..."
+
+
+def resume_conflicts(stored: RunConfig, new: RunConfig) -> list[str]:
+    """Every setting that differs between a run and its resumption and would change what the
+    run means, each named as the user sets it (a flag, or the file and its overrides)."""
+    a, b = dump(stored), dump(new)
+    out: list[str] = []
+    if a.get("profile") != b.get("profile"):
+        out.append("profile (--profile, --set profile.*, MM_PROFILE__*)")
+    if a.get("initial_overrides") != b.get("initial_overrides"):
+        out.append("starting overrides (--overrides, --set overrides.*, MM_OVERRIDES__*)")
+    if _feed_identity(a.get("feed") or {}) != _feed_identity(b.get("feed") or {}):
+        out.append("--feed (the stored run replays other events)")
+    if a.get("seed") != b.get("seed"):
+        out.append(f"--seed (run: {_show(a.get('seed'))}, now: {_show(b.get('seed'))})")
+    sa, sb = a.get("settings") or {}, b.get("settings") or {}
+    for key, flag in RESUME_SETTINGS.items():
+        if key in sa and sa.get(key) != sb.get(key):
+            out.append(f"{flag} (run: {_show(sa.get(key))}, now: {_show(sb.get(key))})")
+    for key, flag in RESUME_SWITCHES.items():
+        if key in a and a.get(key) != b.get(key):
+            was, now = bool(a.get(key)), bool(b.get(key))
+            if flag.startswith("--no-"):
+                was, now = not was, not now
+            out.append(f"{flag} (run: {'with' if was else 'without'}, now: "
+                       f"{'with' if now else 'without'})")  # fmt: skip
+    return out
+
+
+def is_run_dir(root: Path) -> bool:
+    """True for a directory an mm_sim run wrote (so it may be moved aside by a fresh run)."""
+    if not root.is_dir():
+        return False
+    names = {p.name for p in root.iterdir()}
+    return (root / "soak" / "run.json").is_file() or (bool(names) and names <= RUN_DIR_ENTRIES)
 
 
 def profile_from_config(cfg: RunConfig, where: str) -> Profile:
@@ -158,6 +215,7 @@ class RunDir:
         self._files: dict[str, IO[bytes]] = {}
         self._lock: IO[bytes] | None = None
         self._lines: list[IterationLine] | None = None
+        self._drop_partial = False
         self.last_overrides_text: str | None = None
 
     def record_path(self, name: str) -> Path:
@@ -169,7 +227,13 @@ class RunDir:
         return not self.root.exists() or not any(self.root.iterdir())
 
     def check_fresh(self) -> None:
-        """Refuse to start a new run on top of anything already in the directory."""
+        """Refuse to start a new run on top of anything already in the directory (the lock
+        file this process holds aside)."""
+        held = self.soak / ".lock"
+        if self._lock is not None and self.root.is_dir():
+            others = [p for p in self.root.iterdir() if p != self.soak]
+            if not others and (not self.soak.is_dir() or set(self.soak.iterdir()) <= {held}):
+                return
         if not self.is_empty():
             what = "an existing run" if self.run_json.exists() else "other files"
             raise UserError(
@@ -177,14 +241,18 @@ class RunDir:
                 "pass --resume to continue that run, or choose a new directory"
             )
 
-    def begin(self, config: RunConfig, resume: bool = False) -> list[IterationLine]:
+    def begin(
+        self, config: RunConfig, resume: bool = False, drop_partial: bool = False
+    ) -> list[IterationLine]:
         """Open the directory for writing; returns the iterations already committed.
 
         Fresh (``resume=False``): the directory must be empty or absent. Resume: the directory
         must hold a run started with the same profile, initial overrides, feed and seed; records
         and lines of the iteration that was in progress are discarded. Resuming an empty or
-        absent directory starts it fresh.
+        absent directory starts it fresh. ``drop_partial``: a last line flagged partial (an
+        interrupted iteration) is uncommitted too, so the iteration is run again in full.
         """
+        self._drop_partial = drop_partial
         try:
             resuming = resume and not self.is_empty()
             lines = self._resume(config) if resuming else self._start(config)
@@ -196,10 +264,16 @@ class RunDir:
         return list(lines)
 
     def _start(self, config: RunConfig) -> list[IterationLine]:
+        # The lock first: a second process starting on the same directory stops here, before
+        # it looks at (or writes) anything.
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root}: not a directory (choose another --artifacts)")
+        if self.root.is_dir() and any(p.name != "soak" for p in self.root.iterdir()):
+            self.check_fresh()  # the user's own files: refused before anything is created
+        self._acquire_lock()
         self.check_fresh()
         self.records_dir.mkdir(parents=True, exist_ok=True)
         self.reports.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
         atomic_write_json(self.run_json, dump(config))
         for name in RECORD_DTYPES:
             self.record_path(name).touch()
@@ -214,13 +288,24 @@ class RunDir:
             raise UserError(f"{self.root}: cannot resume, {self.run_json} not found")
         self._acquire_lock()
         stored = self.load_config()
-        diff = [k for k in RESUME_IDENTITY if dump(stored).get(k) != dump(config).get(k)]
+        diff = resume_conflicts(stored, config)
         if diff:
             raise UserError(
-                f"{self.run_json}: cannot resume with a different {', '.join(diff)} "
-                "(start a new run directory instead)"
+                f"{self.run_json}: cannot resume with a different {'; '.join(diff)} "
+                "(resume with the run's own settings, or start a new run directory)"
             )
+        if self._drop_partial:
+            self._drop_trailing_partial()
         return self._recover()
+
+    def _drop_trailing_partial(self) -> None:
+        """A partial (interrupted) last iteration is re-run in full on resume: uncommit it."""
+        lines, end = self._read_lines()
+        if not lines or not lines[-1].partial:
+            return
+        raw = self.metrics_jsonl.read_bytes()[:end]
+        keep = raw[: raw.rstrip(b"\n").rfind(b"\n") + 1]
+        atomic_write_bytes(self.metrics_jsonl, keep)
 
     def _acquire_lock(self) -> None:
         self.soak.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ same layout, so ``mm_sim report ROOT/control`` works on it too.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,6 @@ class Recorder:
 
     def open(self, run_info: dict[str, Any], resume: bool) -> int | None:
         """Start or resume; returns the last committed iteration to resume after, if any."""
-        if resume:
-            _drop_trailing_partial(self.tuned)
-            if self.control is not None:
-                _drop_trailing_partial(self.control)
         info = dict(run_info)
         cfg = make_run_config(
             settings=info.pop("settings"),
@@ -53,9 +48,11 @@ class Recorder:
             seed=info.pop("seed"),
             **info,
         )
-        lines = self.tuned.begin(cfg, resume=resume)
+        lines = self.tuned.begin(cfg, resume=resume, drop_partial=True)
         if self.control is not None:
-            self.control.begin(cfg, resume=resume and self.control.run_json.exists())
+            self.control.begin(
+                cfg, resume=resume and self.control.run_json.exists(), drop_partial=True
+            )
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.iterations_done = len(lines)
         if not lines:
@@ -153,17 +150,3 @@ def _summary_line(
         f"iteration {iteration + 1}{flag}: net_bps {net} fills {e.fills} "
         f"verdict {pending.gate.verdict} | {changes}"
     )
-
-
-def _drop_trailing_partial(rd: RunDir) -> None:
-    """A partial (interrupted) last iteration is re-run in full on resume: uncommit it."""
-    path = rd.metrics_jsonl
-    if not path.exists():
-        return
-    raw = path.read_bytes()
-    end = raw.rfind(b"\n") + 1
-    lines = raw[:end].splitlines(keepends=True)
-    if lines and json.loads(lines[-1]).get("partial"):
-        from mm_sim.events import atomic_write_bytes
-
-        atomic_write_bytes(path, b"".join(lines[:-1]))
