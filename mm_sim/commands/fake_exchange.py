@@ -41,7 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fault-rate", type=float, default=0.0, help="probability per diff")
     p.add_argument("--stall-s", type=float, default=2.0, help="length of a stall fault")
     p.add_argument(
-        "--retry-after-s", type=int, default=1, help="Retry-After of a rate-limit (429/418) answer"
+        "--retry-after-s",
+        type=float,
+        default=1.0,
+        help="Retry-After of a rate-limit (429/418) answer (a ban's first length)",
     )
     p.add_argument(
         "--shutdown-grace-s",
@@ -67,6 +70,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="0",
         help="share of trades sent after the diff that carries their liquidity change "
         "('auto': the rate measured in real captures, 22.8%% spot, 7.7%% futures)",
+    )
+    p.add_argument(
+        "--snapshot-inside",
+        action="store_true",
+        help="depth snapshots taken strictly inside a diff's [U, u] range",
+    )
+    p.add_argument(
+        "--stream-delay-s",
+        type=float,
+        default=0.0,
+        help="websocket frames leave this much after REST sees the change (snapshots ahead)",
+    )
+    p.add_argument(
+        "--overlap-diffs",
+        type=float,
+        default=0.0,
+        help="spot: share of diffs that restate the previous one (overlapping ranges)",
+    )
+    p.add_argument(
+        "--cut-after-s",
+        type=float,
+        help="close every connection this long after it opened (Binance: 24 h)",
+    )
+    p.add_argument(
+        "--ban-escalation",
+        action="store_true",
+        help="each 418 ban doubles the previous one; a request during a ban gets 418 again",
+    )
+    p.add_argument(
+        "--weight-headers",
+        action="store_true",
+        help="send X-MBX-USED-WEIGHT-1M (request weight used in the last minute)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the feed and of the faults")
     p.add_argument(
@@ -108,20 +143,29 @@ def run(args: argparse.Namespace) -> int:
     events, instrument, _ = load_events(spec, args.seed)
     if len(events) == 0:
         raise UserError(f"feed {args.feed!r} has no events")
-    fx = FakeExchange(
-        events,
-        instrument,
-        market=args.market,
-        speed=args.speed,
-        port=args.port,
-        faults=plan,
-        seed=args.seed,
-        symbol=args.symbol,
-        msg_rate=args.msg_rate,
-        split_paths=args.split_paths,
-        clock_offset_ms=args.clock_offset_ms,
-        late_trades=late,
-    )
+    try:
+        fx = FakeExchange(
+            events,
+            instrument,
+            market=args.market,
+            speed=args.speed,
+            port=args.port,
+            faults=plan,
+            seed=args.seed,
+            symbol=args.symbol,
+            msg_rate=args.msg_rate,
+            split_paths=args.split_paths,
+            clock_offset_ms=args.clock_offset_ms,
+            late_trades=late,
+            snapshot_inside=args.snapshot_inside,
+            stream_delay_s=args.stream_delay_s,
+            overlap_diffs=args.overlap_diffs,
+            cut_after_s=args.cut_after_s,
+            ban_escalation=args.ban_escalation,
+            weight_headers=args.weight_headers,
+        )
+    except ValueError as exc:
+        raise UserError(f"fake-exchange: {exc}") from None
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows

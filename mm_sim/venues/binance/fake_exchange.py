@@ -53,6 +53,7 @@ from aiohttp import web
 from mm_sim.events import ASK, BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE, Instrument
 from mm_sim.logs import get_logger
 from mm_sim.venues.binance import fake_http as http
+from mm_sim.venues.binance.fake_options import BanState, FakeOptions, WeightMeter
 from mm_sim.venues.binance.fake_parts import (
     BATCH_NS,
     FAULTS,
@@ -99,9 +100,8 @@ class FakeExchange:
         heartbeat_s: float = 20.0,
         msg_rate: float | None = None,
         max_client_buffer: int = 32 << 20,
-        split_paths: bool = False,
-        clock_offset_ms: float = 0.0,
-        late_trades: float = 0.0,
+        options: FakeOptions | None = None,
+        **behaviours: Any,
     ) -> None:
         if len(events) == 0:
             raise ValueError("the feed has no events")
@@ -122,18 +122,15 @@ class FakeExchange:
         self.symbol = symbol.upper() if symbol else wire_symbol(instrument.symbol)
         self.heartbeat_s = heartbeat_s
         self.max_client_buffer = max_client_buffer
-        # USD-M futures routes streams by path (/public depth, /market trades); off: every
-        # path gets every stream, as Binance did before (and spot does).
-        self.split_paths = split_paths
+        # Optional venue behaviours (fake_options.py), e.g. split_paths=True.
+        self.opts = options or FakeOptions(**behaviours)
+        self.opts.check()
         # The venue's clock runs this far ahead of the clock it publishes at /fake/info (which
         # clients read as their local clock): event times, snapshot and server times carry it.
-        self.clock_offset_ns = int(clock_offset_ms * _MS)
-        # This share of trades is sent right after the diff of their 100 ms bucket (which
-        # already carries the liquidity they took), as trades and diffs on separate streams
-        # arrive on Binance: LATE_TRADE_RATES has the shares measured in the real captures.
-        if not 0.0 <= late_trades <= 1.0:
-            raise ValueError(f"late trade share must be within [0, 1], got {late_trades}")
-        self.late_trades = late_trades
+        self.clock_offset_ns = int(self.opts.clock_offset_ms * _MS)
+        self.weights = WeightMeter()
+        self.ban = BanState()
+        self._last_diff: tuple[int, Changes] | None = None  # (first id, changes): overlaps
         self.price_dec = (
             instrument.price_decimals
             if instrument.price_decimals is not None
@@ -265,7 +262,10 @@ class FakeExchange:
             off = self.clock_offset_ns  # exchange clock -> the venue's stamps
             staged: dict[tuple[int, float], float] = {}
             late: list[tuple[int, float, float, int]] = []
-            late_p = self.late_trades
+            # This share of trades is sent right after the diff of their 100 ms bucket (which
+            # already carries the liquidity they took), as trades and diffs on separate
+            # streams arrive on Binance (LATE_TRADE_RATES: the shares in real captures).
+            late_p = self.opts.late_trades
             if i < j:
                 rows = zip(
                     kinds[i:j].tolist(),
@@ -412,8 +412,25 @@ class FakeExchange:
                 f'"u":{final},"pu":{prev},"b":[{b}],"a":[{a}]}}'
             )
         else:
+            shown = first
+            last = self._last_diff
+            if (
+                last is not None
+                and self.opts.overlap_diffs
+                and (self.rng.random() < self.opts.overlap_diffs)
+            ):
+                # Restate the previous diff's changes too (its range and ours, overlapping):
+                # quantities are absolute, so a client must apply it, not call it a gap.
+                shown = last[0]
+                merged = {(s, p): q for s, p, q in last[1]}
+                merged.update({(s, p): q for s, p, q in changes})
+                both = [(s, p, q) for (s, p), q in merged.items()]
+                b = ",".join([fmt % (p, q) for s, p, q in both if s != ASK])
+                a = ",".join([fmt % (p, q) for s, p, q in both if s == ASK])
+                self.stats["overlapping_diffs"] += 1
+            self._last_diff = (first, changes)
             text = (
-                f'{{"e":"depthUpdate","E":{e_ms},"s":"{self.symbol}","U":{first},"u":{final},'
+                f'{{"e":"depthUpdate","E":{e_ms},"s":"{self.symbol}","U":{shown},"u":{final},'
                 f'"b":[{b}],"a":[{a}]}}'
             )
         self.stats["diffs"] += 1
@@ -473,6 +490,10 @@ class FakeExchange:
         if "stall" in fired:
             c.stall_until = now + self.faults.stall_s
             return
+        if "burst" in fired and not c.hold_until:
+            # Nothing is lost: frames wait and leave together when the stall ends.
+            c.hold_until = now + self.faults.stall_s
+            self.stats["bursts"] += 1
         if "gap" in fired:
             return
         item: tuple[str | None, str] = (name, text)
@@ -490,12 +511,31 @@ class FakeExchange:
             c.held = None
 
     def _flush(self) -> None:
+        cut = self.opts.cut_after_s
+        now = time.monotonic()
         for c in list(self.clients):
-            if c.out:
+            if cut is not None and now - c.connected >= cut:
+                self._write(c)
+                self._drop(c, "cut")  # the venue's connection limit (Binance: 24 h)
+                continue
+            if c.out or c.delayed:
                 self._write(c)
 
     def _write(self, c: FakeClient) -> None:
         """Write the queued frames of one connection with a single transport call."""
+        if c.hold_until:
+            if c.hold_until > time.monotonic():
+                return
+            c.hold_until = 0.0
+            self.stats["burst_frames"] += len(c.out)
+        delay = self.opts.stream_delay_s
+        if delay:
+            # The stream lags the REST view by ``delay``: snapshots are ahead of it.
+            now = time.monotonic()
+            c.delayed.extend((now, item) for item in c.out)
+            c.out.clear()
+            while c.delayed and c.delayed[0][0] <= now - delay:
+                c.out.append(c.delayed.popleft()[1])
         if not c.out:
             return
         tr = c.transport

@@ -7,6 +7,7 @@ delivery of frames (``fake_exchange.py``); each handler takes the exchange it se
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from mm_sim.feeds.spec import FUTURES_SNAPSHOT_LIMITS
+from mm_sim.venues.binance.fake_options import depth_weight
 from mm_sim.venues.binance.fake_parts import FAULTS, INJECT_ONLY, FakeClient, FaultPlan, top_levels
 from mm_sim.venues.binance.sync import Market
 
@@ -30,6 +32,10 @@ def error(status: int, code: int, msg: str, headers: dict[str, str] | None = Non
 async def h_depth(fx: FakeExchange, req: web.Request) -> web.Response:
     resp = depth_response(fx, req)
     fx.snapshot_log.append((time.monotonic(), resp.status))
+    if fx.opts.weight_headers and resp.status != 418:
+        limit = req.query.get("limit", "")
+        weight = depth_weight(fx.market, int(limit) if limit.isdigit() else 100)
+        resp.headers["X-MBX-USED-WEIGHT-1M"] = str(fx.weights.add(weight))
     return resp
 
 
@@ -48,9 +54,16 @@ def depth_response(fx: FakeExchange, req: web.Request) -> web.Response:
         return error(400, -1100, "Illegal value for parameter 'limit'.")
     fx.stats["snapshots"] += 1
     fp = fx.faults
-    retry = {"Retry-After": str(fp.retry_after_s)}
+    retry = {"Retry-After": f"{fp.retry_after_s:g}"}
+    escalate = fx.opts.ban_escalation
+    if escalate and fx.ban.left() > 0:
+        fx.ban.during += 1  # asked while banned: still banned, for what is left
+        left = {"Retry-After": f"{fx.ban.left():g}"}
+        return error(418, -1003, "Way too many requests; IP banned.", left)
     if fp.take("ban", fx.rng):
         fp.fired["ban"] += 1
+        if escalate:
+            retry = {"Retry-After": f"{fx.ban.start(fp.retry_after_s):g}"}
         return error(418, -1003, "Way too many requests; IP banned.", retry)
     if fp.take("rate-limit", fx.rng):
         fp.fired["rate-limit"] += 1
@@ -75,6 +88,11 @@ def depth_response(fx: FakeExchange, req: web.Request) -> web.Response:
             if fp.injected["stale-snapshot"] > 0:
                 fp.injected["stale-snapshot"] -= 1
             fp.fired["stale-snapshot"] += 1
+    elif fx.opts.snapshot_inside or fp.take("snapshot-inside", fx.rng):
+        inside = fx.book.inside()
+        if inside is not None:
+            uid, (bids, asks) = inside
+            fx.stats["snapshots_inside"] += 1
     if fp.injected["gap-after-snapshot"] > 0:
         fp.injected["gap-after-snapshot"] -= 1
         fx._gap_after = uid
@@ -127,8 +145,9 @@ async def h_info(fx: FakeExchange, req: web.Request) -> web.Response:
             "lot_size": fx.instrument.lot_size,
             "price_decimals": fx.price_dec,
             "clients": len(fx.clients),
-            "split_paths": fx.split_paths,
-            "clock_offset_ms": fx.clock_offset_ns / _MS,
+            "options": dataclasses.asdict(fx.opts),
+            "bans": fx.ban.bans,
+            "requests_during_ban": fx.ban.during,
             "faults": sorted(fx.faults.enabled),
             "fault_rate": fx.faults.rate,
             "fired": dict(fx.faults.fired),
@@ -190,7 +209,7 @@ async def h_ws(fx: FakeExchange, req: web.Request) -> web.WebSocketResponse:
     # No permessage-deflate: Binance streams are not compressed and frames are written raw.
     ws = web.WebSocketResponse(heartbeat=fx.heartbeat_s, max_msg_size=1 << 20, compress=False)
     await ws.prepare(req)
-    split = fx.split_paths and fx.market is Market.FUTURES
+    split = fx.opts.split_paths and fx.market is Market.FUTURES
     c = FakeClient(ws, req.transport, combined, streams, category, split)
     c.route(fx.symbol)
     fx.clients.append(c)

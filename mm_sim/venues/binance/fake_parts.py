@@ -7,6 +7,7 @@ event loop, no sockets), so they can be checked on their own.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from mm_sim.events import ASK, KIND_TRADE
 
-STREAM_FAULTS = ("gap", "dup", "reorder", "disconnect", "stall", "malformed", "shutdown")
+STREAM_FAULTS = ("gap", "dup", "reorder", "disconnect", "stall", "burst", "malformed", "shutdown")
 SNAPSHOT_FAULTS = ("stale-snapshot", "rate-limit")
 FAULTS = STREAM_FAULTS + SNAPSHOT_FAULTS
 # One-shot faults only reachable through /fake/inject (tests of precise situations).
@@ -26,6 +27,7 @@ INJECT_ONLY = (
     "ban",
     "crossed-snapshot",
     "bad-request",
+    "snapshot-inside",
 )
 
 BATCH_NS = 100_000_000
@@ -110,6 +112,24 @@ class TrueBook:
                 return bids, asks
         return None
 
+    def inside(self) -> tuple[int, tuple[dict[float, float], dict[float, float]]] | None:
+        """A book taken strictly inside a recent diff's ``[U, u]`` range: the diff's first
+        changes applied, the rest not (each change has its own update id), as a venue's
+        snapshot can be taken while an event is being applied. None without such a diff."""
+        hist = list(self._hist)
+        for i in range(len(hist) - 1, max(-1, len(hist) - 21), -1):
+            first, _final, changes = hist[i]
+            if len(changes) < 3:
+                continue
+            prev = hist[i - 1][1] if i > 0 else self._base[2]
+            book = self.at(prev)
+            if book is None:
+                return None
+            k = len(changes) // 2  # 1 <= k <= len - 2: strictly inside
+            self._apply(book[0], book[1], changes[: k + 1])
+            return first + k, book
+        return None
+
 
 def top_levels(
     bids: dict[float, float], asks: dict[float, float], depth: int
@@ -129,7 +149,7 @@ class FaultPlan:
     rate: float = 0.0
     stall_s: float = 2.0
     stale_back: int = 30  # a stale snapshot is this many diffs behind the stream
-    retry_after_s: int = 1  # Retry-After of a 429/418 answer
+    retry_after_s: float = 1.0  # Retry-After of a 429/418 answer (a ban's first length)
     shutdown_grace_s: float = 1.0  # a connection told serverShutdown is closed this much later
     injected: Counter[str] = field(default_factory=Counter)
     fired: Counter[str] = field(default_factory=Counter)
@@ -182,6 +202,9 @@ class FakeClient:
         self.out: list[tuple[str | None, str]] = []
         self.held: tuple[str | None, str] | None = None  # a reordered diff, sent after the next
         self.stall_until = 0.0
+        self.hold_until = 0.0  # a stall that delivers: frames wait, then leave together
+        self.delayed: deque[tuple[float, tuple[str | None, str]]] = deque()  # stream delay
+        self.connected = time.monotonic()
         self.doomed = False  # told serverShutdown; closed after the grace period
 
     def route(self, symbol: str) -> None:
