@@ -25,11 +25,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from mm_sim.errors import UserError
+
+if TYPE_CHECKING:
+    from mm_sim.feeds.clock import ClockModel
 
 try:  # advisory locks (POSIX only)
     import fcntl
@@ -103,6 +106,9 @@ class FeedMeta:
     # "blake2b": hex digest of them}. A sidecar beside other data (a publish cut short by a
     # crash or a full disk, a file copied over) is refused on open. Absent in older feeds.
     data: dict[str, Any] = field(default_factory=dict)
+    # How far the recorder's clock is off the exchange's (mm_sim.feeds.clock); absent in older
+    # feeds (then estimated on open).
+    clock: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +124,7 @@ class FeedMeta:
                 stats=dict(data.get("stats", {})),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
                 data=dict(data.get("data", {})),
+                clock=data.get("clock"),
             )
         except KeyError as exc:
             raise UserError(f"{where}: invalid feed metadata: missing field {exc}") from None
@@ -238,6 +245,9 @@ class FeedWriter:
         self._fh.write(_npy_header(0))
         self._hash = _new_hash()
         self._bytes = 0
+        from mm_sim.feeds.clock import LagSampler
+
+        self._lags = LagSampler()  # the clock model is estimated on the way through
         self._closed = False
 
     def write(self, events: np.ndarray) -> None:
@@ -247,10 +257,14 @@ class FeedWriter:
         self._fh.write(data)
         self._hash.update(data)
         self._bytes += len(data)
+        self._lags.add(events)
         self.count += len(events)
 
     def close(
-        self, source: dict[str, Any] | None = None, stats: dict[str, Any] | None = None
+        self,
+        source: dict[str, Any] | None = None,
+        stats: dict[str, Any] | None = None,
+        clock: ClockModel | None = None,
     ) -> Path:
         """Finish the file and publish it (and its sidecar) under the final name.
 
@@ -268,6 +282,7 @@ class FeedWriter:
             source or {},
             stats or {},
             data={"bytes": self._bytes, "blake2b": self._hash.hexdigest()},
+            clock=(clock or self._lags.model()).to_json(),
         )
         side = sidecar_path(self.path)
         side_fd, side_tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{side.name}.",
@@ -311,10 +326,11 @@ def write_feed(
     instrument: Instrument,
     source: dict[str, Any] | None = None,
     stats: dict[str, Any] | None = None,
+    clock: ClockModel | None = None,
 ) -> Path:
     with FeedWriter(path, instrument) as w:
         w.write(events)
-        return w.close(source, stats)
+        return w.close(source, stats, clock)
 
 
 @dataclass

@@ -22,7 +22,14 @@ from mm_sim.config import (
     parse_set_flags,
 )
 from mm_sim.errors import UserError
-from mm_sim.feeds.spec import BinanceLiveFeedSpec, SyntheticFeedSpec, load_events, resolve_feed
+from mm_sim.feeds.clock import check_resume_clock
+from mm_sim.feeds.spec import (
+    BinanceLiveFeedSpec,
+    SyntheticFeedSpec,
+    load_events,
+    replay_clock,
+    resolve_feed,
+)
 from mm_sim.logs import get_logger
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
@@ -69,6 +76,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also run a frozen-overrides arm on the same feed and seed (tuner uplift)",
     )
     p.add_argument("--speed", type=float, help="pace replay against the wall clock (1 = real time)")
+    p.add_argument(
+        "--model-arms",
+        type=_model_arms_arg,
+        default="all",
+        metavar="all|none|RULE,...",
+        help="also run the soak once per fill-model rule flipped, for the model error bars "
+        "(rules: crossing_fills, through_fill, event_order, order_type, clock; default: all)",
+    )
+    p.add_argument(
+        "--clock",
+        metavar="auto|raw|SHIFT_MS",
+        help="shift added to the feed's local_ts: auto = the feed's clock model (default), "
+        "raw = none, or milliseconds (docs/FEEDS.md)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -139,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "artifacts": args.artifacts,
             "speed": args.speed,
+            "clock": args.clock,
         }
     )
     prof_cli, ovr_cli = parse_set_flags(args.set)
@@ -158,6 +180,11 @@ def run(args: argparse.Namespace) -> int:
         needed = replay_seconds(settings.iterations, settings.iteration_minutes)
         spec = spec.model_copy(update={"duration_s": needed})
     events, instrument, identity = load_events(spec, settings.seed)
+    clock = replay_clock(spec, settings.clock)
+    if args.resume:
+        check_resume_clock(root / "soak" / "run.json", clock)
+    identity = {**identity, **clock.record()}
+    print(clock.describe())
     instrument = profile.instrument_for(instrument)
     plan = plan_iterations(events, settings.iterations, iteration_ns)
     if not plan.iterations:
@@ -165,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if plan.note:
         print(f"note: {plan.note}", file=sys.stderr)
     cfg = _soak_config(args, settings, profile, overrides, identity, instrument, events, plan)
+    cfg.clock_shift_ns = clock.shift_ns
     outcome = _run_loop(Soak(cfg))
     print_summary(outcome, root, sys.stdout)
     return 130 if outcome.interrupted else 0
@@ -201,8 +229,18 @@ def _soak_config(
         tune=args.tune,
         freeze_after_convergence=args.freeze_after_convergence,
         control=args.control,
+        model_arms=args.model_arms,
         source=source,
     )
+
+
+def _model_arms_arg(value: str) -> tuple[str, ...]:
+    from mm_sim.runtime.model_arms import parse_arms
+
+    try:
+        return parse_arms(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run_loop(soak: Soak) -> SoakOutcome:
@@ -245,6 +283,8 @@ def _run_live(
 
     if settings.speed is not None:
         print("note: --speed does not apply to a live feed (it runs in real time)", file=sys.stderr)
+    if args.clock is not None:
+        print("note: --clock applies to stored feeds, not to a live one", file=sys.stderr)
     n = settings.iterations
     counters_path = root / "soak" / "live_feed.json"
     previous = _previous_sessions(counters_path) if args.resume else []

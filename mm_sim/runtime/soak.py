@@ -30,6 +30,7 @@ from mm_sim.events import Instrument
 from mm_sim.logs import get_logger
 from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Stop
 from mm_sim.runtime.checkpoint import load_checkpoint, save_checkpoint
+from mm_sim.runtime.model_arms import ModelArms, arm_specs
 from mm_sim.runtime.operator import operator_decisions, read_edit
 from mm_sim.runtime.progress import Progress
 from mm_sim.runtime.recorder import Recorder
@@ -83,6 +84,10 @@ class SoakConfig:
     control: bool = False
     charts: bool = True  # final PNG charts (reports are written either way)
     chunk_events: int = 65536
+    # Rules run as model arms beside the primary (runtime/model_arms.py; --model-arms).
+    model_arms: tuple[str, ...] = ()
+    # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
+    clock_shift_ns: int = 0
     # An alternative chunk source (a live feed): called with the first iteration to run.
     # None replays ``events`` along ``plan``.
     source: Callable[[int], AsyncIterator[EventChunk]] | None = None
@@ -142,6 +147,13 @@ class Soak:
         self.tuner = Tuner(freeze_after_convergence=cfg.freeze_after_convergence)
         self.overrides = cfg.overrides
         self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts)
+        self.models = ModelArms(
+            cfg.artifacts,
+            arm_specs(cfg.profile, cfg.model_arms, cfg.clock_shift_ns),
+            cfg.overrides,
+            cfg.instrument,
+            cfg.settings.seed,
+        )
         self.decisions: list[Decision] = []
         self.stop_requested = asyncio.Event()
         self.start_iteration = 0
@@ -174,6 +186,7 @@ class Soak:
             ],
         }
         committed = self.recorder.open(run_info, resume=cfg.resume)
+        self.models.open(run_info, cfg.resume, committed)
         if committed is not None:
             ck = load_checkpoint(self.recorder.checkpoint_dir, committed)
             self.engine.load_state(ck.engine)
@@ -182,6 +195,7 @@ class Soak:
             self.tuner = Tuner.from_state(ck.tuner, freeze=cfg.freeze_after_convergence)
             self.overrides = Overrides.model_validate(ck.overrides)
             self.engine.set_overrides(self.overrides)
+            self.models.set_overrides(self.overrides)
             self.decisions = [Decision(**d) for d in ck.decisions]
             self.start_iteration = committed + 1
             print(
@@ -205,6 +219,7 @@ class Soak:
                 self.cfg.chunk_events,
                 self.start_iteration,
                 self.cfg.settings.speed,
+                clock_shift_ns=self.cfg.clock_shift_ns,
             )
         )
         async for chunk in chunks:
@@ -254,6 +269,7 @@ class Soak:
                 chunk.end_of_feed,
             )
             self.recorder.add_chunk(done)
+            self.models.run(chunk.events, flush, chunk.iteration)
             self.rolling.add(marks, res.fills)
             if self.control is not None:
                 cres = self.control.run(chunk.events, flush=flush)
@@ -313,6 +329,7 @@ class Soak:
                 )
             self.overrides = msg.overrides
             self.engine.set_overrides(msg.overrides)
+            self.models.set_overrides(msg.overrides)
             log.info(
                 "overrides applied",
                 source=msg.source,
@@ -334,6 +351,8 @@ class Soak:
         ws_lag_p95 = float(np.percentile(lag, 95)) if len(lag) else float("nan")
         metrics = self.recorder.iteration_metrics(iteration, ws_lag_p95)
         overrides_in_force = self.overrides
+        # The model arms commit first: the primary's reports, rebuilt on its commit, read them.
+        self.models.end_iteration(iteration, overrides_in_force, ws_lag_p95, partial)
         if self.cfg.tune and not partial:
             await self.bus.publish(IterationEnded(iteration, metrics, self.overrides, sim_ts))
             td = await self._done_q.get()
@@ -344,6 +363,7 @@ class Soak:
             if td.overrides is not None and td.overrides != self.overrides:
                 self.overrides = td.overrides
                 self.engine.set_overrides(self.overrides)
+                self.models.set_overrides(self.overrides)
         decisions = self._iter_decisions
         self._iter_decisions = []
         self._uncommitted = None
@@ -438,6 +458,7 @@ class Soak:
                 await asyncio.gather(feed, tuner, operator, return_exceptions=True)
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signal.SIGINT)
+        self.models.close()
         final = self.recorder.finish(note=self.cfg.plan.note, interrupted=interrupted)
         return SoakOutcome(final, interrupted, self.recorder.iterations_done, self.decisions)
 
