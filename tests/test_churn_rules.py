@@ -223,3 +223,17 @@ def test_real_core_counters_agree_with_rebuilt_orders() -> None:
     assert c.ended_by_fill > 0 and c.ended_by_replace > 0
     # Every fill was attributed to an order of its id (the executed quantity adds up).
     assert float(o.executed.sum()) == pytest.approx(float(np.concatenate(fls)["qty"].sum()))
+
+
+def test_sections_written_before_these_fields_still_load_and_gate() -> None:
+    from mm_sim.report.schema import EdgeSection
+
+    data = _section().model_dump(mode="json")
+    for k in ("cancel_action_share", "orders", "venue_rules", "post_only_rejected"):
+        data.pop(k)
+    data.pop("post_only_rejected_share")
+    data.pop("clock_error")
+    old = EdgeSection.model_validate(data)
+    assert old.venue_rules is None and old.post_only_rejected == 0 and not old.clock_error
+    names = [c.name for c in evaluate(old, Profile().gates).checks]
+    assert "cancel_ratio" in names and "binance_ufr" not in names

@@ -80,6 +80,9 @@ def _ts(ns: int | None) -> str:
 def churn_md(t: EdgeSection, iterations: Sequence[EdgeSection]) -> list[str]:
     o = t.orders
     out = ["## Order churn and the venue's rules", ""]
+    vr = t.venue_rules
+    if o is None or vr is None:
+        return [*out, "Not computed for this run.", ""]
     out += [
         f"{o.sent:,} orders sent (places {t.actions.place:,} + replaces {t.actions.replace:,}); "
         f"ended by cancel {o.ended_by_cancel:,}, by replace {o.ended_by_replace:,}, by fill "
@@ -95,7 +98,6 @@ def churn_md(t: EdgeSection, iterations: Sequence[EdgeSection]) -> list[str]:
         ),
         "",
     ]
-    vr = t.venue_rules
     out += [
         f"Binance Futures quantitative rules, per {vr.cycle_s:g} s cycle "
         f"({len(vr.cycles)} cycles with orders; invalid cancel < {vr.invalid_cancel_s:g} s, "
@@ -130,6 +132,8 @@ def churn_md(t: EdgeSection, iterations: Sequence[EdgeSection]) -> list[str]:
     )
     rows = []
     for s in iterations:
+        if s.venue_rules is None or s.orders is None:
+            continue
         ind = s.venue_rules.indicators
         rows.append(
             (

@@ -156,17 +156,18 @@ class EdgeSection(_Model):
     maker_share_pct: float | None
     actions: ActionCounts
     cancel_ratio: float | None
-    cancel_action_share: float | None
-    orders: OrderCounts
-    venue_rules: VenueRules
-    post_only_rejected: int
-    post_only_rejected_share: float | None
+    # Defaults below let run directories written before these fields existed be rebuilt.
+    cancel_action_share: float | None = None
+    orders: OrderCounts | None = None
+    venue_rules: VenueRules | None = None
+    post_only_rejected: int = 0
+    post_only_rejected_share: float | None = None
     order_age_p50_ms: float | None
     order_age_p95_ms: float | None
     slippage_cost_p50_bps: float | None
     slippage_cost_p95_bps: float | None
     ws_lag_p95_ms: float | None
-    clock_error: bool
+    clock_error: bool = False
     block_reasons: BlockReasons
     position: PositionStats
     quotes: QuoteStats
@@ -245,7 +246,7 @@ class GateResult(_Model):
     verdict: Verdict
     band: Verdict
     net_bps: float | None
-    clock_error: bool
+    clock_error: bool = False
     hard_failed: list[str]
     soft_failed: list[str]
     checks: list[GateCheck]
