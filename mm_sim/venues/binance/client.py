@@ -42,12 +42,16 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from mm_sim.errors import UserError
 from mm_sim.logs import get_logger
 from mm_sim.venues.binance.client_config import ClientConfig, Polled, retry_after_s, venue_message
+from mm_sim.venues.binance.client_parts import Conn as _Conn
+from mm_sim.venues.binance.client_parts import HttpStatus as _HttpStatus
+from mm_sim.venues.binance.client_parts import TradeSilence as _TradeSilence
+from mm_sim.venues.binance.client_parts import note_weight
 from mm_sim.venues.binance.direct_ws import Clock, _direct_connection, _DirectConnection
 from mm_sim.venues.binance.fastparse import warm as warm_parsers
 from mm_sim.venues.binance.messages import DepthDiff, MessageError, decode, parse_snapshot
@@ -60,61 +64,6 @@ log = get_logger("mm_sim.binance")
 # produced some of them, in order.
 Sink = Callable[[np.ndarray, list[int]], None]
 CATCH_UP = 16  # push mode: more frames than this waiting, decide on them together (behind)
-
-
-class _Conn:
-    def __init__(self, cid: int, ws: ClientConnection, overlap: bool, route: int) -> None:
-        self.id = cid
-        self.ws = ws
-        self.overlap = overlap
-        self.route = route  # index into ClientConfig.route_list
-        self.opened = time.monotonic()
-        self.last_data = self.opened
-        self.closed = asyncio.Event()
-        self.dropped = 0  # frames lost to overflow since the last marker
-        self.reason = ""
-        self.task: asyncio.Task[None] | None = None
-
-
-class _HttpStatus(Exception):
-    pass
-
-
-class _TradeSilence:
-    """Depth flows but no trade arrives: on USD-M futures that is what a trade stream on the
-    wrong path looks like (no error, no data), and the flowing depth keeps the stale check
-    quiet. Checked on the depth supervisor's tick from the counters, so the hot path pays
-    nothing; an episode is warned about once, loudly, and counted for the run's report."""
-
-    def __init__(self, after_s: float) -> None:
-        self.after_s = after_s
-        self.trades = -1
-        self.diffs = -1
-        self.last_trade = time.monotonic()
-        self.warned = False
-
-    def check(self, now: float, c: ClientCounters) -> None:
-        n = c.trades + c.trades_duplicate + c.trades_skipped
-        if n != self.trades:
-            self.trades = n
-            self.last_trade = now
-            self.warned = False
-            c.trade_silent_now = False
-            return
-        if c.diffs == self.diffs:
-            return  # depth is not flowing either: the stale check's business
-        self.diffs = c.diffs
-        silent = now - self.last_trade
-        c.trade_silence_max_s = max(c.trade_silence_max_s, round(silent, 3))
-        if silent >= self.after_s and not self.warned:
-            self.warned = True
-            c.trade_silences += 1
-            c.trade_silent_now = True
-            log.warning(
-                "NO TRADES while depth flows: check the trade stream's route (docs/LIVE.md)",
-                silent_s=round(silent, 1),
-                trades_so_far=n,
-            )
 
 
 class BinanceClient:
@@ -431,7 +380,7 @@ class BinanceClient:
                         await asyncio.sleep(wait)
                         delay = min(cfg.snapshot_retry_cap_s, delay * 2)
                         continue
-                    self._note_weight(resp.headers)
+                    note_weight(self.counters, resp.headers)
                     if 400 <= resp.status < 500:
                         # Bad symbol, bad limit: asking again cannot help.
                         self._fail(
@@ -458,14 +407,6 @@ class BinanceClient:
                 return
             self._refetch = False
             delay = cfg.snapshot_retry_base_s
-
-    def _note_weight(self, headers: Any) -> None:
-        """Binance reports the IP's request weight used in the current minute on every answer."""
-        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("X-MBX-USED-WEIGHT-1m")
-        if used is not None and used.isdigit():
-            c = self.counters
-            c.used_weight_1m = int(used)
-            c.used_weight_1m_max = max(c.used_weight_1m_max, int(used))
 
     def _fail(self, err: UserError) -> None:
         """A permanent error: stop, and raise it to the consumer (``poll``, or ``fatal``)."""

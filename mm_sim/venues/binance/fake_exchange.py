@@ -68,6 +68,12 @@ from mm_sim.venues.binance.fake_parts import (
     wire_symbol,
     ws_frame,
 )
+from mm_sim.venues.binance.fake_parts import (
+    LATE_KEEP as _LATE_KEEP,
+)
+from mm_sim.venues.binance.fake_parts import (
+    STALL_S as _STALL_S,
+)
 from mm_sim.venues.binance.messages import float_decimals
 from mm_sim.venues.binance.sync import Market
 
@@ -80,8 +86,6 @@ _FINE_WAIT_S = 0.002  # waits shorter than this end in time.sleep, not in a loop
 _SPIN_S = 100e-6
 _YIELD_EVERY = 64  # when behind schedule, let the loop run at least this often (messages)
 _YIELD_S = 0.001  # and at least this often (wall seconds)
-_LATE_KEEP = 1 << 16  # send-lateness samples kept for /fake/info
-_STALL_S = 0.001  # a message this late starts (or extends) a stall episode in /fake/info
 
 
 class FakeExchange:
@@ -582,23 +586,7 @@ class FakeExchange:
 
     def send_stats(self) -> dict[str, Any]:
         """Messages produced, their rate over the wall time they took, and send lateness."""
-        n = self._n_sent
-        wall = self._last_send - self._first_send
-        late = self._late[: min(n, _LATE_KEEP)] * 1e6
-        pct = (
-            {f"p{q:g}": float(np.percentile(late, q)) for q in (50, 99, 99.9)} if len(late) else {}
-        )
-        return {
-            "messages": n,
-            "wall_s": wall,
-            "msgs_per_s": n / wall if wall > 0 else None,
-            "feed_msgs_per_feed_s": self.feed_msg_rate,
-            "late_us": {**pct, "max": float(late.max()) if len(late) else None},
-            "stalls": {
-                "over_ms": _STALL_S * 1e3,
-                "episodes": [[t, w * 1e6] for t, w in self._stalls],  # monotonic s, worst µs
-            },
-        }
+        return http.send_stats(self)
 
 
 __all__ = [

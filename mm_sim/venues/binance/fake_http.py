@@ -12,11 +12,20 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from mm_sim.feeds.spec import FUTURES_SNAPSHOT_LIMITS
 from mm_sim.venues.binance.fake_options import depth_weight
-from mm_sim.venues.binance.fake_parts import FAULTS, INJECT_ONLY, FakeClient, FaultPlan, top_levels
+from mm_sim.venues.binance.fake_parts import (
+    FAULTS,
+    INJECT_ONLY,
+    LATE_KEEP,
+    STALL_S,
+    FakeClient,
+    FaultPlan,
+    top_levels,
+)
 from mm_sim.venues.binance.sync import Market
 
 if TYPE_CHECKING:
@@ -247,3 +256,22 @@ async def control(fx: FakeExchange, c: FakeClient, text: str) -> None:
     c.route(fx.symbol)
     fx._write(c)  # stream frames already queued go first, as they were produced first
     await c.ws.send_str(json.dumps(reply))
+
+
+def send_stats(fx: FakeExchange) -> dict[str, Any]:
+    """Messages produced, their rate over the wall time they took, and send lateness."""
+    n = fx._n_sent
+    wall = fx._last_send - fx._first_send
+    late = fx._late[: min(n, LATE_KEEP)] * 1e6
+    pct = {f"p{q:g}": float(np.percentile(late, q)) for q in (50, 99, 99.9)} if len(late) else {}
+    return {
+        "messages": n,
+        "wall_s": wall,
+        "msgs_per_s": n / wall if wall > 0 else None,
+        "feed_msgs_per_feed_s": fx.feed_msg_rate,
+        "late_us": {**pct, "max": float(late.max()) if len(late) else None},
+        "stalls": {
+            "over_ms": STALL_S * 1e3,
+            "episodes": [[t, w * 1e6] for t, w in fx._stalls],  # monotonic s, worst µs
+        },
+    }

@@ -31,6 +31,8 @@ INJECT_ONLY = (
 )
 
 BATCH_NS = 100_000_000
+LATE_KEEP = 1 << 16  # send-lateness samples kept for /fake/info
+STALL_S = 0.001  # a message this late starts (or extends) a stall episode in /fake/info
 
 # Share of trades that arrived after the depth diff already carrying their liquidity change,
 # measured in the real captures in ../shared/data (issue 14): the fake's --late-trades auto.
@@ -241,8 +243,10 @@ __all__ = [
     "BATCH_NS",
     "FAULTS",
     "INJECT_ONLY",
+    "LATE_KEEP",
     "LATE_TRADE_RATES",
     "SNAPSHOT_FAULTS",
+    "STALL_S",
     "STREAM_FAULTS",
     "Changes",
     "FaultPlan",
