@@ -174,6 +174,10 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
         "fills_csv_rows": rows,
         "reports": [str(rd.reports / f) for f in files],
         "next_step": gate.next_step,
+        "net_bps_ci": [stat.figures["net_bps"].lo, stat.figures["net_bps"].hi],
+        "band_significant": stat.band_decision.significant,
+        "cancel_ratio": totals.cancel_ratio,
+        "clock_error": gate.clock_error,
     }
 
 
