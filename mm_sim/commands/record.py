@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         f"± {clock.get('server_uncertainty_ms')} ms; corrected feed lag p50 "
         f"{clock['lag_ms_corrected'].get('p50')} ms"
     )
-    for line in warnings(stats["client"]):
+    for line in stats["warnings"]:
         print(f"WARNING: {line}")
     return 0
 
@@ -70,18 +70,6 @@ def _clock_model(feed: Any) -> Any:
         lag_ms_raw=raw,
         estimated="live, from the venue's server time (applied to the live run as well)",
     )
-
-
-def warnings(client: dict[str, Any]) -> list[str]:
-    """What a pre-flight recording must not hide (docs/LIVE.md, "before the first real run")."""
-    out = []
-    if client.get("trade_silences") or (client.get("diffs") and not client.get("trades")):
-        out.append(
-            f"no trades for {client.get('trade_silence_max_s', 0):.0f} s while depth flowed "
-            f"({client.get('trades', 0)} trades, {client.get('diffs', 0)} diffs): the trade "
-            "stream is probably on the wrong path (see the feed's 'connections')"
-        )
-    return out
 
 
 async def _record(
@@ -119,6 +107,8 @@ async def _record(
         "book_sync": counters["book_sync"],
         "credentials": counters["credentials"],
         "clock": counters["clock"],
+        "reorder": counters["reorder"],
+        "warnings": counters["warnings"],
         "minutes": minutes,
         "interrupted": stop.is_set(),
     }

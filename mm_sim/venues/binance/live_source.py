@@ -83,10 +83,13 @@ class LiveFeed:
             "credentials": self.credentials.describe(),
             "clock": self.clock_report(),
             "reorder": self.reorder.report() if self.reorder is not None else None,
+            "warnings": feed_warnings(self.client.counters.as_dict()),
         }
 
     async def close(self) -> None:
         await self.client.close()
+        for line in feed_warnings(self.client.counters.as_dict()):
+            log.warning(f"LIVE FEED WARNING: {line}")
 
     async def chunks(
         self,
@@ -165,6 +168,18 @@ class LiveFeed:
     @property
     def _speed(self) -> float:
         return float(self.identity.get("clock_speed", 1.0))
+
+
+def feed_warnings(client: dict[str, Any]) -> list[str]:
+    """What a run's report must not hide (docs/LIVE.md, "before the first real run")."""
+    out = []
+    if client.get("trade_silences") or (client.get("diffs") and not client.get("trades")):
+        out.append(
+            f"no trades for {client.get('trade_silence_max_s', 0):.0f} s while depth flowed "
+            f"({client.get('trades', 0)} trades, {client.get('diffs', 0)} diffs): the trade "
+            "stream is probably on the wrong path (see the feed's 'connections')"
+        )
+    return out
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:
@@ -297,4 +312,4 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     )
 
 
-__all__ = ["LiveFeed", "open_live", "scaled_clock"]
+__all__ = ["LiveFeed", "feed_warnings", "open_live", "scaled_clock"]
