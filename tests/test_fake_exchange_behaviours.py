@@ -81,7 +81,7 @@ async def test_stall_that_delivers_a_delayed_burst(feed, mode: str, market: str)
 @pytest.mark.parametrize("mode", MODES)
 async def test_the_venues_connection_cut(feed, mode: str, market: str) -> None:
     """The 24 h limit, shortened: the venue closes the connection; the client comes back."""
-    async with running(feed, mode, market, fake={"cut_after_s": 0.4}) as run:
+    async with running(feed, mode, market, fake={"cut_after_s": 1.0}) as run:
         fx, cl = run.fx, run.cl
         await run.until(lambda: fx.stats["closed_cut"] >= 2 and cl.counters.connects >= 3)
         await run.matches_truth()

@@ -137,7 +137,7 @@ def test_record_warns_when_depth_flows_without_trades(tmp_path) -> None:
             connections=[{"path": "", "streams": ["depth", "trade"]}],
             trade_silence_s=1.0,
         )
-        res = _record(definition, tmp_path / "fut.npy", "0.05")
+        res = _record(definition, tmp_path / "fut.npy", "0.1")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "WARNING: no trades" in res.stdout
     meta = json.loads((tmp_path / "fut.json").read_text())

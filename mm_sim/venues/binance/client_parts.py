@@ -42,8 +42,8 @@ class TradeSilence:
 
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
-        self.trades = -1
-        self.diffs = -1
+        self.trades = 0  # silence counts from the start: no trade yet is a silence too
+        self.diffs = 0
         self.last_trade = time.monotonic()
         self.warned = False
 
