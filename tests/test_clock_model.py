@@ -286,6 +286,40 @@ def test_inspect_shows_the_clock_model(behind) -> None:
         assert c["lag_ms_corrected"][q] == pytest.approx(c["lag_ms_raw"][q] + shift_ms)
 
 
+def test_live_soak_takes_the_same_switch(tmp_path: Path) -> None:
+    """``--clock`` on a live feed sets the feed's own clock (the venue offset is then not
+    measured but given); the run records and reports it like a replay's."""
+    import re
+    import signal
+
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "mm_sim", "fake-exchange", "--port", "0", "--speed", "50",
+         "--duration-s", "60"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert fake.stdout is not None
+        m = re.search(r"ws://127\.0\.0\.1:\d+", fake.stdout.readline())
+        assert m, fake.stderr.read() if fake.poll() is not None else "no listening line"
+        art = tmp_path / "live"
+        cmd = [sys.executable, "-m", "mm_sim", "soak", "--feed", m.group(0), "--iterations", "1",
+               "--iteration-minutes", "0.1", "--clock", "250", "--artifacts", str(art)]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    finally:
+        fake.send_signal(signal.SIGTERM)
+        try:
+            fake.wait(10)
+        except subprocess.TimeoutExpired:
+            fake.kill()
+            fake.wait()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Clock: shift +250.0 ms added to local_ts (live, 250.0: manual)." in r.stdout
+    feed = json.loads((art / "soak" / "run.json").read_text())["feed"]
+    assert (feed["clock"]["chosen"], feed["clock"]["shift_ns"]) == ("manual", 250_000_000)
+    md = (art / "reports" / "SOAK_RESULTS.md").read_text()
+    assert "Clock: shift +250.0 ms added to local_ts (live, 250.0: manual)." in md
+
+
 # -- the real capture ----------------------------------------------------------------------------
 
 

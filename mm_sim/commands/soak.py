@@ -22,7 +22,7 @@ from mm_sim.config import (
     parse_set_flags,
 )
 from mm_sim.errors import UserError
-from mm_sim.feeds.clock import check_resume_clock
+from mm_sim.feeds.clock import check_resume_clock, clock_line, live_clock_setting
 from mm_sim.feeds.spec import (
     BinanceLiveFeedSpec,
     SyntheticFeedSpec,
@@ -283,8 +283,8 @@ def _run_live(
 
     if settings.speed is not None:
         print("note: --speed does not apply to a live feed (it runs in real time)", file=sys.stderr)
-    if args.clock is not None:
-        print("note: --clock applies to stored feeds, not to a live one", file=sys.stderr)
+    if args.clock is not None:  # the same switch; a live feed measures its offset (docs/LIVE.md)
+        spec = spec.model_copy(update={"clock": live_clock_setting(settings.clock)})
     n = settings.iterations
     counters_path = root / "soak" / "live_feed.json"
     previous = _previous_sessions(counters_path) if args.resume else []
@@ -294,6 +294,7 @@ def _run_live(
 
     async def main() -> SoakOutcome:
         feed = await open_live(spec)
+        print(clock_line(feed.identity), flush=True)
 
         def save_counters() -> None:
             # Whether the feed was healthy (resyncs, gaps, overflow) sits next to the reports.

@@ -230,6 +230,12 @@ def parse_clock_setting(value: Any) -> str:
     return repr(ms)
 
 
+def live_clock_setting(setting: str) -> str | float:
+    """``--clock`` as a live feed definition's ``clock`` field (auto, raw or ms)."""
+    mode = parse_clock_setting(setting)
+    return mode if mode in (MODE_AUTO, MODE_RAW) else float(mode)
+
+
 @dataclass(frozen=True)
 class AppliedClock:
     """The shift a run applies, where it came from, and how it is recorded and shown."""
@@ -320,6 +326,14 @@ def clock_line(feed_identity: dict[str, Any]) -> str:
         return (
             f"Clock: shift {shift} added to local_ts ({feed_identity['clock_mode']}, "
             f"{feed_identity.get('clock_source', '?')})."
+        )
+    live = feed_identity.get("clock")
+    if feed_identity.get("kind") == "binance-ws" and isinstance(live, dict):
+        ms = live.get("shift_ms", 0)
+        shift = f"{ms:+.1f} ms" if isinstance(ms, int | float) else str(ms)
+        return (
+            f"Clock: shift {shift} added to local_ts (live, {live.get('mode', '?')}: "
+            f"{live.get('chosen', '?')})."
         )
     if feed_identity.get("kind") == "binance-ws":
         return "Clock: live feed, receive times as measured (no shift)."
