@@ -15,6 +15,10 @@ import mm_sim.commands
 from mm_sim import __version__
 from mm_sim.errors import UserError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Exit status of an internal error (a bug, or a fault nothing else named): not 2 (bad input).
+INTERNAL_ERROR = 70
+
 # Listed first in --help; any other module in mm_sim/commands/ follows alphabetically.
 PRIMARY = ("soak", "convert", "inspect", "validate", "report")
 
@@ -36,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="JSON log lines on stderr (default: JSON unless stderr is a terminal)",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG (also prints the traceback of an internal error), INFO, WARNING, ERROR",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in command_names():
@@ -45,16 +55,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mm_sim import logs
+    """Run one command; whatever goes wrong ends in one line on stderr and a non-zero exit.
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logs.configure(args.log_json, args.log_level)
+    Bad input is a ``UserError`` (exit 2) raised where it is found, naming the file or flag.
+    What reaches the last-resort handler below is an OS fault (full disk, read-only or too
+    long path: exit 1) or a bug (exit 70); its traceback is printed only with
+    ``--log-level debug``, so a user never has to read one.
+    """
+    command = "?"
+    debug = False
     try:
+        from mm_sim import logs
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        debug = args.log_level == "DEBUG"
+        logs.configure(args.log_json, args.log_level)
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"mm_sim {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mm_sim {command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"mm_sim {args.command}: interrupted", file=sys.stderr)
+        print(f"mm_sim {command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        _debug_traceback(debug)
+        where = f" {exc.filename!r}" if exc.filename else ""
+        what = exc.strerror or str(exc)
+        print(f"mm_sim {command}: error: {what}{where} (errno {exc.errno}){_HINT}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the last resort: one line, never a traceback unless asked
+        _debug_traceback(debug)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"mm_sim {command}: internal error: {type(exc).__name__}: {text}{_HINT}",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
+
+
+_HINT = " (run with --log-level debug for the traceback)"
+
+
+def _debug_traceback(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)

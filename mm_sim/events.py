@@ -394,10 +394,12 @@ def data_digest(path: Path, offset: int) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def open_feed(path: str | os.PathLike[str], verify: bool = True) -> Feed:
+def open_feed(path: str | os.PathLike[str], verify: bool = True, check: bool = False) -> Feed:
     """Open a feed for replay, refusing a .npy that is not the one its sidecar describes.
 
     ``verify``: also hash the data against the sidecar (one sequential read of the file).
+    ``check``: refuse content that cannot be replayed (``mm_sim.feeds.validate``); every
+    replay (soak, sweep) opens with it, readers of the raw records need not.
     """
     p = Path(path)
     if p.suffix != ".npy" and p.with_name(p.name + ".npy").exists():
@@ -437,6 +439,16 @@ def open_feed(path: str | os.PathLike[str], verify: bool = True) -> Feed:
                     f"{side}: field 'data.blake2b' does not match {p.name}'s data "
                     "(the sidecar belongs to other data; convert or record the feed again)"
                 )
+    if check:
+        from mm_sim.feeds.validate import check_events
+
+        bad = [f for f in check_events(arr) if f.fatal]
+        if bad:
+            raise UserError(
+                f"{p}: cannot replay this feed: "
+                + "; ".join(f.message() for f in bad)
+                + " (`mm_sim inspect` lists every finding; docs/WHAT_HAPPENS_WHEN.md)"
+            )
     return Feed(p, arr, meta)
 
 

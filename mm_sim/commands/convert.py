@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import sys
 from pathlib import Path
 
+import numpy as np
+
 from mm_sim.errors import UserError
-from mm_sim.events import open_feed
+from mm_sim.events import EVENT_DTYPE, open_feed, read_sidecar, sidecar_path
 from mm_sim.feeds.convert import FORMATS
 from mm_sim.feeds.convert.base import ConvertOptions
 
@@ -30,7 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exchange-info", type=Path, help="exchangeInfo response for tick/lot sizes")
     p.add_argument("--tick-size", type=float, help="price tick (overrides exchangeInfo)")
     p.add_argument("--lot-size", type=float, help="quantity step (overrides exchangeInfo)")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad line")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first bad line, and refuse a feed whose book is lost before its end",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace OUT when it is already an mm_sim feed"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -47,7 +58,23 @@ def run(args: argparse.Namespace) -> int:
         tick_size=args.tick_size,
         lot_size=args.lot_size,
     )
-    result = module.convert(list(args.inputs), args.out, opts)
+    target = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
+    _check_replace(target, args.force)
+    _clean_stale_stages(target)
+    stage = target.with_name(f".{target.stem}.converting-{os.getpid()}.npy")
+    try:
+        result = module.convert(list(args.inputs), stage, opts)
+        cut = _check_book(stage, args.strict)
+        # One unit: the sidecar names its data's size and hash, so a crash between the two
+        # renames leaves a pair that open_feed refuses, never a valid-looking mix.
+        os.replace(stage, target)
+        os.replace(sidecar_path(stage), sidecar_path(target))
+    finally:
+        for leftover in (stage, sidecar_path(stage)):
+            leftover.unlink(missing_ok=True)
+    result.out = target
+    if cut:
+        result.stats["book_less_tail_cut"] = cut
     summary = {
         "out": str(result.out),
         "events": result.events,
@@ -75,3 +102,97 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("  bad lines: 0")
     return 0
+
+
+def _check_replace(target: Path, force: bool) -> None:
+    """An existing OUT is replaced only with --force, and only when it is a feed of ours."""
+    side = sidecar_path(target)
+    existing = [p for p in (target, side) if p.exists() or p.is_symlink()]
+    if not existing:
+        return
+    if not force:
+        raise UserError(f"{existing[0]}: already exists; pass --force to replace that feed")
+    for p in existing:
+        if not p.is_file():
+            raise UserError(f"{p}: exists and is not a file; not replacing it")
+    if target.exists():
+        try:
+            arr = np.load(target, mmap_mode="r")
+            ours = arr.dtype == EVENT_DTYPE
+        except (ValueError, OSError, EOFError):
+            ours = False
+        if not ours:
+            raise UserError(f"{target}: exists and is not an mm_sim feed; not replacing it")
+    if side.exists():
+        try:
+            meta = json.loads(side.read_bytes())
+            ours = isinstance(meta, dict) and isinstance(meta.get("instrument"), dict)
+        except ValueError:
+            ours = False
+        if not ours:
+            raise UserError(f"{side}: exists and is not an mm_sim feed sidecar; not replacing it")
+
+
+def _clean_stale_stages(target: Path) -> None:
+    """Remove what a killed convert to the same OUT left (its process is gone)."""
+    for p in target.parent.glob(f".{target.stem}.converting-*"):
+        pid = p.name.rsplit("converting-", 1)[-1].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _check_book(stage: Path, strict: bool) -> dict[str, int] | None:
+    """Refuse a converted feed with no book; cut (or, with --strict, refuse) a book-less tail.
+
+    A feed without any snapshot has no book to quote against. A book reset (update-id gap)
+    with no snapshot after it leaves the rest of the feed without a book: those events are
+    cut (and reported) so a soak never quotes into nothing; ``--strict`` refuses instead.
+    """
+    from mm_sim.events import write_feed
+    from mm_sim.feeds.validate import book_less_tail, check_events, has_snapshot
+
+    feed = open_feed(stage, verify=False, check=False)
+    events = feed.events
+    if not has_snapshot(events):
+        raise UserError(
+            f"{feed.path.name}: the converted data holds no book snapshot, so the feed would "
+            "have no book (give the snapshot file with the stream); nothing written"
+        )
+    bad = [f for f in check_events(events) if f.fatal]
+    if bad:
+        raise UserError(
+            "the converted feed cannot be replayed: "
+            + "; ".join(f.message() for f in bad)
+            + "; nothing written"
+        )
+    tail = book_less_tail(events)
+    if tail is None:
+        return None
+    lost = len(events) - tail
+    ts = int(events["exch_ts"][tail])
+    if strict:
+        raise UserError(
+            f"--strict: a book reset at event #{tail} (exch_ts {ts}) is followed by no snapshot: "
+            f"the last {lost:,} events have no book; nothing written"
+        )
+    cut = {"at_event": tail, "exch_ts": ts, "events": lost}
+    kept = np.array(events[:tail])
+    stats = {**feed.meta.stats, "book_less_tail_cut": cut}
+    del feed, events
+    write_feed(stage, kept, read_sidecar(stage).instrument, read_sidecar(stage).source, stats)
+    print(
+        f"note: a book reset at event #{tail} is followed by no snapshot; the {lost:,} "
+        "book-less events after it were cut (use --strict to refuse instead)",
+        file=sys.stderr,
+    )
+    return cut

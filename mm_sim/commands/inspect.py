@@ -34,7 +34,8 @@ def compute(feed_arg: str, seed: int = 1) -> dict[str, Any]:
     """Resolve ``feed_arg`` and inspect it (files stay memory-mapped)."""
     spec = resolve_feed(feed_arg)
     if isinstance(spec, FileFeedSpec):
-        return inspect_feed(open_feed(spec.path))
+        # Content problems are shown, not refused: inspect is where a user looks at them.
+        return inspect_feed(open_feed(spec.path, check=False))
     events, instrument, identity = load_events(spec, seed)
     state = inspect_events(events, instrument.tick_size)
     out = summarise(state, instrument.tick_size, {})
@@ -148,4 +149,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         render(result)
-    return 0
+        for p in result.get("problems", []):
+            print(f"{'problem' if p['refused'] else 'note'}: {p['message']}")
+    # A feed that a soak would refuse is reported with status 1 (figures cover its valid events).
+    return 1 if any(p["refused"] for p in result.get("problems", [])) else 0

@@ -42,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.run_dir}: run directory not found")
     rd = RunDir(args.run_dir)
     profile = profile_from_config(rd.load_config(), str(rd.run_json))
+    # Check before replacing anything: a damaged metrics file must not overwrite good reports.
+    if not rd.committed_lines():
+        raise UserError(
+            f"{rd.metrics_jsonl}: no committed iteration to report on "
+            f"(the reports in {rd.reports} were left as they are)"
+        )
     summary = build_reports(rd, profile, charts=not args.no_charts)
     control = args.run_dir / "control"
     if (control / "soak" / "run.json").exists():

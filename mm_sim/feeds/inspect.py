@@ -450,8 +450,33 @@ def clock_summary(s: InspectState, model: ClockModel) -> dict[str, Any]:
 def inspect_feed(feed: Feed, chunk: int = CHUNK) -> dict[str, Any]:
     """Inspect an opened feed: the kernel pass plus the sidecar's identity, gap figure and
     clock model."""
-    s = inspect_events(feed.events, feed.instrument.tick_size, chunk=chunk)
+    from mm_sim.feeds.validate import check_events, valid_mask
+
+    problems = check_events(feed.events, chunk=chunk)
+    events = feed.events
+    if any(p.code not in ("ts_backwards", "ts_backwards_far") for p in problems):
+        # The book kernel reads prices and sides as given: feed it only well-formed events.
+        events = np.concatenate(
+            [
+                part[valid_mask(part)]
+                for part in (
+                    np.asarray(events[i : i + chunk]) for i in range(0, len(events), chunk)
+                )
+            ]
+            or [events[:0]]
+        )
+    s = inspect_events(events, feed.instrument.tick_size, chunk=chunk)
     out = summarise(s, feed.instrument.tick_size, feed.meta.stats)
+    out["problems"] = [
+        {
+            "code": p.code,
+            "count": p.count,
+            "first_event": p.first,
+            "refused": p.fatal,
+            "message": p.message(),
+        }
+        for p in problems
+    ]
     out["clock"] = clock_summary(s, model_of(feed))
     out["symbol"] = feed.instrument.symbol
     out["venue"] = feed.instrument.venue

@@ -225,7 +225,7 @@ def load_events(
             "`mm_sim record`)"
         )
     if isinstance(spec, FileFeedSpec):
-        feed = open_feed(spec.path)
+        feed = open_feed(spec.path, check=True)  # a replay: refuse garbage (feeds/validate.py)
         identity = {"kind": "file", "path": str(feed.path), "count": len(feed.events)}
         return feed.events, feed.instrument, identity
     from mm_sim.feeds.synthetic import SyntheticParams, generate

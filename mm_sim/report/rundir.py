@@ -36,7 +36,7 @@ import numpy as np
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, LIQ_MAKER, MARK_DTYPE
 from mm_sim.errors import UserError
-from mm_sim.events import atomic_write_bytes, atomic_write_json, hold_lock
+from mm_sim.events import atomic_write_bytes, atomic_write_json, hold_lock, read_text_file
 from mm_sim.report.schema import (
     DecisionRecord,
     EdgeSection,
@@ -468,7 +468,7 @@ class RunDir:
         if not self.run_json.exists():
             raise UserError(f"{self.root}: not a run directory ({self.run_json} not found)")
         try:
-            data = json.loads(self.run_json.read_text())
+            data = json.loads(read_text_file(self.run_json, "run configuration (JSON)"))
         except json.JSONDecodeError as exc:
             raise UserError(
                 f"{self.run_json}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
@@ -486,7 +486,12 @@ class RunDir:
         """Committed lines and the byte length they span (a trailing partial line is ignored)."""
         if not self.metrics_jsonl.exists():
             return [], 0
-        raw = self.metrics_jsonl.read_bytes()
+        if self.metrics_jsonl.is_dir():
+            raise UserError(f"{self.metrics_jsonl}: is a directory, expected the metrics file")
+        try:
+            raw = self.metrics_jsonl.read_bytes()
+        except OSError as exc:
+            raise UserError(f"{self.metrics_jsonl}: cannot read: {exc.strerror}") from None
         end = raw.rfind(b"\n") + 1
         lines: list[IterationLine] = []
         prev = dict.fromkeys(RECORD_DTYPES, 0)
@@ -496,7 +501,15 @@ class RunDir:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{where}: invalid JSON: {exc.msg}") from None
+            except ValueError:
+                raise UserError(f"{where}: not UTF-8 text, expected one JSON object") from None
             line = validate(IterationLine, data, where)
+            if line.iteration != n - 1:
+                raise UserError(
+                    f"{where}: iteration {line.iteration} where iteration {n - 1} was expected "
+                    "(a line repeated, missing or out of order: the file was edited or pasted "
+                    "together, not written by a run)"
+                )
             for name, dt in RECORD_DTYPES.items():
                 off = line.offsets.get(name)
                 if off is None or off < prev[name] or off % dt.itemsize:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,25 @@ def load_checkpoint(directory: Path, iteration: int) -> Checkpoint:
             f"{path}: checkpoint of the last committed iteration is missing; cannot resume "
             "(start a fresh run in another --artifacts directory)"
         )
-    with np.load(path) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        engine = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("engine/")}
-        control = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("control/")}
-    return Checkpoint(
-        iteration=int(meta["iteration"]),
-        engine=engine,
-        control=control or None,
-        tuner=meta["tuner"],
-        overrides=meta["overrides"],
-        decisions=meta["decisions"],
-    )
+    try:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            engine = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("engine/")}
+            control = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("control/")}
+        ck = Checkpoint(
+            iteration=int(meta["iteration"]),
+            engine=engine,
+            control=control or None,
+            tuner=dict(meta["tuner"]),
+            overrides=dict(meta["overrides"]),
+            decisions=list(meta["decisions"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        # Truncated, overwritten or hand-edited: resuming from it would continue another run.
+        raise UserError(
+            f"{path}: checkpoint is damaged ({type(exc).__name__}: {exc}); cannot resume "
+            "(start a fresh run in another --artifacts directory)"
+        ) from None
+    if ck.iteration != iteration:
+        raise UserError(f"{path}: holds iteration {ck.iteration}, expected {iteration}")
+    return ck

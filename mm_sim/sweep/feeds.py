@@ -130,7 +130,7 @@ def resolve_case(
             raise UserError(f"feed {token!r}: invalid synthetic parameters: {exc}") from None
     else:
         assert isinstance(spec, FileFeedSpec)
-        path = open_feed(Path(spec.path).resolve()).path.resolve()  # checks file and sidecar
+        path = open_feed(Path(spec.path).resolve(), check=True).path.resolve()  # + content
         _check_length(token, path, iterations, iteration_minutes)
         spec = spec.model_copy(update={"path": str(path)})
     applied = replay_clock(spec, clock)

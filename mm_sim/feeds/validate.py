@@ -1,0 +1,151 @@
+"""Content checks of a feed, run when it is opened: garbage must not become a verdict.
+
+Why here and vectorised: every soak, sweep cell and inspect opens its feed through
+``open_feed``, so one pass of numpy comparisons (chunked, bounded memory, well under a second
+per 10 M events) stops NaN prices, unknown kinds or a clock running backwards before the core
+turns them into fills. Nothing is repaired silently on open: a feed that fails a check is
+refused with the count and the first offending event; ``mm_sim inspect`` lists every finding
+(docs/WHAT_HAPPENS_WHEN.md). The one documented repair is ``convert``'s: a book-less tail
+(a book reset with no snapshot after it) is cut, or refused with ``--strict``.
+
+Rules (``CLEAR`` records carry no price, quantity or side and are exempt from those checks):
+
+- kind is one of clear, snapshot, depth, trade; side is +1 or -1;
+- price finite and > 0; quantity finite and >= 0;
+- exchange timestamps > 0 and never more than ``FAR_BACK_NS`` (60 s) lower than the latest
+  one before them. Smaller steps back are real (Binance stamps trades and depth updates from
+  different clocks, and a REST snapshot carries only the local time, so real captures step
+  back by up to a second or so): they are reported, not refused;
+- the feed spans time (not every event at one timestamp) and carries book events (snapshot or
+  depth), not trades only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mm_sim.events import KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class Finding:
+    """One kind of defect: how many events have it and where the first one is."""
+
+    code: str
+    what: str
+    count: int = 0
+    first: int = -1
+    fatal: bool = True  # refused on open; a non-fatal finding is reported only
+
+    def add(self, mask: np.ndarray, offset: int) -> None:
+        n = int(np.count_nonzero(mask))
+        if n:
+            if self.first < 0:
+                self.first = offset + int(np.argmax(mask))
+            self.count += n
+
+    def message(self) -> str:
+        at = f" (first at event #{self.first})" if self.first >= 0 else ""
+        return f"{self.count:,} {self.what}{at}" if self.count else self.what
+
+
+_RULES = {
+    "unknown_kind": "events of an unknown kind (expected 1 clear, 2 snapshot, 3 depth, 4 trade)",
+    "unknown_side": "events with a side other than +1 (bid/buy) or -1 (ask/sell)",
+    "price_not_finite": "events with a NaN or infinite price",
+    "price_not_positive": "events with a price <= 0",
+    "qty_not_finite": "events with a NaN or infinite quantity",
+    "qty_negative": "events with a negative quantity",
+    "ts_not_positive": "events with an exchange timestamp <= 0",
+    "ts_backwards_far": "events whose exchange timestamp is more than 60 s before an earlier "
+    "event's",
+    "ts_backwards": "events whose exchange timestamp is lower than the previous event's "
+    "(reported, not refused)",
+}
+FAR_BACK_NS = 60_000_000_000
+
+
+def valid_mask(events: np.ndarray) -> np.ndarray:
+    """Per event: passes every per-event rule (the regression rule is checked on the order)."""
+    kind = events["kind"]
+    priced = kind != KIND_CLEAR
+    price, qty, side = events["price"], events["qty"], events["side"]
+    with np.errstate(invalid="ignore"):
+        ok = (kind >= KIND_CLEAR) & (kind <= KIND_TRADE)
+        ok &= ~priced | (side == 1) | (side == -1)
+        ok &= ~priced | (np.isfinite(price) & (price > 0))
+        ok &= ~priced | (np.isfinite(qty) & (qty >= 0))
+        ok &= events["exch_ts"] > 0
+    return np.asarray(ok)
+
+
+def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
+    """Every rule broken by ``events`` (an array or a memory map), in the order of ``_RULES``,
+    then the whole-feed rules (no time span, no book events)."""
+    found = {code: Finding(code, what) for code, what in _RULES.items()}
+    found["ts_backwards"].fatal = False
+    prev_ts: int | None = None
+    high = np.iinfo(np.int64).min  # the latest exchange time so far
+    first_ts = last_ts = 0
+    book = 0
+    for lo in range(0, len(events), chunk):
+        part = np.asarray(events[lo : lo + chunk])
+        kind, side = part["kind"], part["side"]
+        price, qty, ts = part["price"], part["qty"], part["exch_ts"]
+        priced = kind != KIND_CLEAR
+        known = (kind >= KIND_CLEAR) & (kind <= KIND_TRADE)
+        found["unknown_kind"].add(~known, lo)
+        found["unknown_side"].add(priced & known & (side != 1) & (side != -1), lo)
+        with np.errstate(invalid="ignore"):
+            found["price_not_finite"].add(priced & ~np.isfinite(price), lo)
+            found["price_not_positive"].add(priced & np.isfinite(price) & (price <= 0), lo)
+            found["qty_not_finite"].add(priced & ~np.isfinite(qty), lo)
+            found["qty_negative"].add(priced & np.isfinite(qty) & (qty < 0), lo)
+        found["ts_not_positive"].add(ts <= 0, lo)
+        back = np.zeros(len(part), dtype=bool)
+        back[1:] = ts[1:] < ts[:-1]
+        if prev_ts is not None and len(part):
+            back[0] = ts[0] < prev_ts
+        found["ts_backwards"].add(back, lo)
+        if len(part):
+            start = high if high > np.iinfo(np.int64).min else int(ts[0])
+            running = np.maximum.accumulate(np.concatenate(([start], ts)))[:-1]
+            found["ts_backwards_far"].add(ts < running - FAR_BACK_NS, lo)
+            high = max(high, int(ts.max()))
+        if len(part):
+            if prev_ts is None:
+                first_ts = int(ts[0])
+            prev_ts = last_ts = int(ts[-1])
+        book += int(np.count_nonzero((kind == KIND_SNAPSHOT) | (kind == KIND_DEPTH)))
+    out = [f for f in found.values() if f.count]
+    if len(events) > 1 and last_ts == first_ts:
+        out.append(Finding("no_time_span", "no time span: every event has the same timestamp"))
+    if len(events) and book == 0:
+        out.append(
+            Finding("no_book", "no book events (snapshot or depth): a trades-only feed has no book")
+        )
+    return out
+
+
+def book_less_tail(events: np.ndarray) -> int | None:
+    """Index of the last book reset (clear) that no snapshot follows, if the feed ends without
+    a book after it (e.g. an update-id gap that never resynced); None when the book lasts."""
+    kind = np.asarray(events["kind"])
+    clears = np.flatnonzero(kind == KIND_CLEAR)
+    if not len(clears):
+        return None
+    last = int(clears[-1])
+    if np.any(kind[last:] == KIND_SNAPSHOT):
+        return None
+    return last
+
+
+def has_snapshot(events: np.ndarray, chunk: int = CHUNK) -> bool:
+    return any(
+        bool(np.any(np.asarray(events[lo : lo + chunk]["kind"]) == KIND_SNAPSHOT))
+        for lo in range(0, len(events), chunk)
+    )
