@@ -42,6 +42,19 @@ decision, on the exchange clock and converted back to wall µs (``E`` has 1 ms r
 exchange clock, i.e. 1/speed ms of wall time). It also contains the fake exchange's own send
 lateness, reported by the server next to it.
 
+Two paths are measured (issue 14): push mode above, and **pull mode with 50 ms chunks**, the
+path the soak and paper trading actually run (``LiveFeed.chunks`` → ``Engine.run_live`` per
+chunk): there a frame's decision comes when its chunk is handed on, so the chunk window is
+part of the figure. For both, end to end is measured from the exchange event time on the
+client's venue-corrected clock (the clock offset estimated from the server time, applied as in
+replay), so the sender's queueing is inside it. Where the machine has two or more cores the
+fake exchange is pinned to one core and this process to another (``pinned`` says which).
+
+Tail attribution: a frame that arrived less than ``CLUSTER_US`` (30 µs) after the previous one
+was due together with it (the workload's own clustering: trades and the diff of the same
+instant); its latency includes waiting for its neighbour. ``tail`` splits the frames above the
+p99 into those clustered frames and the rest (ours).
+
 ``python -m benchmarks.live_latency [full|quick|tiny]`` prints the result as JSON.
 """
 
@@ -65,6 +78,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATE = 5000.0
 TARGET_P99_US = 200.0
+CLUSTER_US = 30.0  # frames arriving closer than this to the previous one were due together
+PULL_CHUNK_MS = 50.0  # the soak's live chunking (feed definition default)
 # seconds measured, seconds of warm-up after the book is synced
 SIZES: dict[str, tuple[float, float]] = {
     "full": (25.0, 3.0),
@@ -114,6 +129,46 @@ def _cpu_pressure() -> float | None:
         return float(line.split("avg10=")[1].split()[0])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _tail(lat_us: np.ndarray, due_ns: np.ndarray, speed: float) -> dict[str, Any]:
+    """Samples above the p99: how many were due (exchange time, converted to wall µs) within
+    CLUSTER_US of the previous message (the workload's clustering) and how many were not (our
+    own tail). Arrival times would not do: frames read together share one."""
+    if len(lat_us) < 2:
+        return {"p99_us": None, "frames_over_p99": 0, "clustered": 0, "ours": 0}
+    order = np.argsort(due_ns, kind="stable")
+    gap_us = np.empty(len(due_ns))
+    gap_us[order] = np.r_[np.inf, np.diff(due_ns[order]) / speed / 1e3]
+    p99 = float(np.percentile(lat_us, 99))
+    over = lat_us > p99
+    clustered = over & (gap_us < CLUSTER_US)
+    return {
+        "p99_us": p99,
+        "cluster_us": CLUSTER_US,
+        "frames_over_p99": int(over.sum()),
+        "clustered": int(clustered.sum()),
+        "ours": int((over & ~clustered).sum()),
+        "share_clustered": float(np.mean(gap_us < CLUSTER_US)),
+    }
+
+
+def _pin(server_pid: int) -> dict[str, Any] | None:
+    """Server on one core, this process on another, where the machine allows."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < 2:
+        return None
+    try:
+        os.sched_setaffinity(server_pid, {cores[0]})
+        os.sched_setaffinity(0, {cores[1]})
+    except OSError:
+        return None
+    return {"server_core": cores[0], "client_core": cores[1]}
+
+
+def _unpin(cores: list[int]) -> None:
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cores))
 
 
 def _start_server(rate: float, market: str, seed: int) -> tuple[subprocess.Popen[str], str, str]:
@@ -184,6 +239,7 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
     lat = array("q")  # t_dec - t_rx per frame that produced events, ns
     dec = array("q")  # t_dec of the same frames
     lag = array("q")  # receive time - event time of the same frames, exchange-clock ns
+    due = array("q")  # exchange event time of the same frames (when the server was due)
     batch_frames = array("q")  # frames decided together, per engine call
     state = {"on": False}
 
@@ -198,12 +254,14 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
             dec.append(t_dec)
             r = events[-1]
             lag.append(int(r["local_ts"] - r["exch_ts"]))
+            due.append(int(r["exch_ts"]))
         else:
             lat.extend([t_dec - a for a in arrivals])
             dec.extend([t_dec] * len(arrivals))
             # Frames decided together (behind): each gets the largest lag among them.
             worst = int((events["local_ts"] - events["exch_ts"]).max())
             lag.extend([worst] * len(arrivals))
+            due.extend([int(events["exch_ts"].max())] * len(arrivals))
         batch_frames.append(len(arrivals))
 
     client.set_sink(sink)
@@ -274,8 +332,11 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
         "frames_without_events": messages - len(lat_us),
         "latency_us": _pct(lat_us),
         "share_over_target": float(np.mean(lat_us > TARGET_P99_US)) if len(lat_us) else None,
+        "tail": _tail(lat_us, np.frombuffer(due, dtype=np.int64), speed),
+        "clock": feed.identity.get("clock"),
         "service_us": _pct(service_us),
         "end_to_end_us": _pct(e2e_us),
+        "end_to_end_tail": _tail(e2e_us, np.frombuffer(due, dtype=np.int64), speed),
         "engine_calls": len(bf),
         "frames_per_engine_call": {
             "mean": float(bf.mean()) if len(bf) else None,
@@ -317,6 +378,97 @@ async def _run_client(url: str, seconds: float, warmup_s: float, busy_poll: bool
     }
 
 
+async def _run_pull(url: str, seconds: float, warmup_s: float) -> dict[str, Any]:
+    """The soak's path: ``LiveFeed.chunks`` with 50 ms chunks, ``Engine.run_live`` per chunk.
+
+    Per frame: arrival (socket read) → the decision after its chunk's engine call; per event:
+    exchange event time → that decision on the venue-corrected clock (so the sender's queueing
+    and the chunk window are inside it)."""
+    from mm_sim.config import Overrides, load_profile
+    from mm_sim.core.engine import Engine
+    from mm_sim.events import KIND_DEPTH, KIND_TRADE
+    from mm_sim.feeds.spec import BinanceLiveFeedSpec, resolve_feed
+    from mm_sim.venues.binance.live_source import open_live
+    from mm_sim.venues.binance.sync import SyncState
+
+    spec = resolve_feed(url)
+    assert isinstance(spec, BinanceLiveFeedSpec), spec
+    spec = spec.model_copy(update={"chunk_ms": PULL_CHUNK_MS})
+    feed = await open_live(spec, start=False)
+    _warm_kernels(feed.instrument)
+    engine = Engine(load_profile("S1"), Overrides(), feed.instrument, 1)
+    speed = float(feed.identity["clock_speed"])
+    feed.latencies_ns = []  # frame received -> chunk handed on, filled by LiveFeed
+    await feed.client.start()
+    lat: list[float] = []
+    e2e: list[np.ndarray] = []
+    due: list[np.ndarray] = []
+    chunks = 0
+    mono = time.monotonic_ns
+    try:
+        t_sync = time.monotonic() + 30
+        t0 = None
+        async for chunk in feed.chunks(1, 10**18):
+            t_resume = mono()
+            seen = len(feed.latencies_ns)
+            engine.run_live(chunk.events)
+            t_dec = mono()
+            ex_dec = feed.clock()
+            if t0 is None:
+                if feed.client.sync.state is SyncState.SYNCED:
+                    t0 = time.monotonic() + warmup_s
+                elif time.monotonic() > t_sync:
+                    raise RuntimeError(f"never synced: {feed.client.counters.as_dict()}")
+                feed.latencies_ns.clear()
+                continue
+            now = time.monotonic()
+            if now < t0:
+                feed.latencies_ns.clear()
+                continue
+            if now > t0 + seconds:
+                break
+            engine_ns = t_dec - t_resume
+            new = feed.latencies_ns[:seen]
+            lat.extend((x + engine_ns) / 1e3 for x in new)
+            feed.latencies_ns.clear()
+            ev = chunk.events
+            m = (ev["kind"] == KIND_DEPTH) | (ev["kind"] == KIND_TRADE)
+            times = np.unique(ev["exch_ts"][m])  # one sample per message time
+            e2e.append((ex_dec - times) / speed / 1e3)
+            due.append(times)
+            chunks += 1
+        c = feed.client.counters.as_dict()
+    finally:
+        await feed.close()
+    lat_us = np.asarray(lat)
+    e2e_us = np.concatenate(e2e) if e2e else np.zeros(0)
+    due_ns = np.concatenate(due) if due else np.zeros(0, dtype=np.int64)
+    return {
+        "path": f"pull, {PULL_CHUNK_MS:g} ms chunks (the soak's and paper trading's)",
+        "frames_with_decision": len(lat_us),
+        "chunks": chunks,
+        "latency_us": _pct(lat_us),
+        "end_to_end_us": _pct(e2e_us),
+        "end_to_end_tail": _tail(e2e_us, due_ns, speed),
+        "clock": feed.identity.get("clock"),
+        "overflow": c["overflow"],
+    }
+
+
+def measure_pull(size: str = "quick", rate: float = TARGET_RATE, market: str = "spot") -> dict:
+    """The pull path at ``rate`` messages/s (see ``_run_pull``)."""
+    seconds, warmup_s = SIZES[size]
+    proc, url, cmd = _start_server(rate, market, seed=1)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pinned = _pin(proc.pid)
+    try:
+        res = _run(_run_pull(url, seconds, warmup_s))
+    finally:
+        _stop_server(proc)
+        _unpin(cores)
+    return {"server_command": f"python {cmd}", "pinned": pinned, **res}
+
+
 def measure(
     size: str = "full", rate: float = TARGET_RATE, market: str = "spot", busy_poll: bool = True
 ) -> dict[str, Any]:
@@ -326,10 +478,14 @@ def measure(
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     seconds, warmup_s = SIZES[size]
     proc, url, cmd = _start_server(rate, market, seed=1)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pinned = _pin(proc.pid)
     try:
         res = _run(_run_client(url, seconds, warmup_s, busy_poll))
     finally:
         _stop_server(proc)
+        _unpin(cores)
+    res["pinned"] = pinned
     lat = res["latency_us"]
     return {
         "size": size,
@@ -387,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     size = args[0] if args else "quick"
     out = measure(size)
+    out["pull_mode"] = measure_pull(size)
     if size != "tiny":
         out["fake_exchange_max"] = measure_server_max(5.0 if size == "full" else 3.0)
     print(json.dumps(out, indent=2))

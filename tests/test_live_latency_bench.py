@@ -25,3 +25,16 @@ def test_tiny_measurement_reports_every_figure() -> None:
     assert r["gaps"] == 0 and r["overflow"] == 0
     assert r["server"]["messages"] > 0 and r["clock_speed"] > 1
     assert isinstance(r["met"], bool) and "data_received" in r["method"]
+
+
+def test_tiny_pull_mode_measurement_reports_every_figure() -> None:
+    from benchmarks.live_latency import measure_pull
+
+    r = measure_pull("tiny")
+    assert r["frames_with_decision"] > 0 and r["chunks"] > 0 and r["overflow"] == 0
+    for key in ("latency_us", "end_to_end_us"):
+        d = r[key]
+        assert 0 < d["p50"] <= d["p99"] <= d["max"], key
+    tail = r["end_to_end_tail"]
+    assert tail["clustered"] + tail["ours"] == tail["frames_over_p99"] > 0
+    assert "shift_ms" in r["clock"] and "50 ms" in r["path"]
