@@ -89,26 +89,12 @@ def _definition(tmp_path: Path, url: str, **update: object) -> Path:
     return path
 
 
-def _record(definition: Path, out: Path, minutes: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mm_sim",
-            "record",
-            "--feed",
-            f"{definition}:BTCUSDT",
-            "--minutes",
-            minutes,
-            "-o",
-            str(out),
-        ],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _record(
+    definition: Path, out: Path | None, minutes: str, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mm_sim", "record", "--feed", f"{definition}:BTCUSDT"]
+    cmd += ["--minutes", minutes] + (["-o", str(out)] if out is not None else [])
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
 
 
 def test_record_with_the_shipped_futures_definition_gets_depth_and_trades(tmp_path) -> None:
@@ -116,13 +102,14 @@ def test_record_with_the_shipped_futures_definition_gets_depth_and_trades(tmp_pa
     that routes streams by path as Binance does; everything else is the shipped definition."""
     with _serve("--market", "futures", "--split-paths", "--symbol", "BTCUSDT") as url:
         definition = _definition(tmp_path, url)
-        res = _record(definition, tmp_path / "fut.npy", "0.1")
+        res = _record(definition, None, "0.1", cwd=tmp_path)  # as in the issue: no -o
     assert res.returncode == 0, res.stderr[-2000:]
     assert "WARNING" not in res.stdout
-    feed = open_feed(tmp_path / "fut.npy")
+    (out,) = (tmp_path / "artifacts" / "recordings").glob("binance-futures-testnet-BTCUSDT-*.npy")
+    feed = open_feed(out)
     kinds = np.asarray(feed.events["kind"])
     assert np.count_nonzero(kinds == KIND_TRADE) > 0 and np.count_nonzero(kinds == KIND_DEPTH) > 0
-    meta = json.loads((tmp_path / "fut.json").read_text())
+    meta = json.loads(out.with_suffix(".json").read_text())
     text = json.dumps(meta)
     assert "/public/stream?streams=btcusdt@depth@100ms" in text
     assert "/market/stream?streams=btcusdt@aggTrade" in text

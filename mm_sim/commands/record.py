@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--feed", required=True, help="live feed")
     p.add_argument("--minutes", type=float, required=True, help="exchange-clock minutes")
-    p.add_argument("-o", "--out", required=True, type=Path, help="output feed (.npy)")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="output feed (.npy); default artifacts/recordings/<feed>-<SYMBOL>-<UTC time>.npy",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
     spec = resolve_feed(args.feed)
     if not isinstance(spec, BinanceLiveFeedSpec):
         raise UserError(f"feed {args.feed!r} is not live; record needs a binance-ws feed")
-    path, count, stats = asyncio.run(_record(spec, args.minutes, args.out))
+    out = args.out
+    if out is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in spec.name or "live")
+        out = Path("artifacts") / "recordings" / f"{name}-{spec.symbol or 'auto'}-{stamp}.npy"
+    path, count, stats = asyncio.run(_record(spec, args.minutes, out))
     print(
         f"recorded {count:,} events to {path} "
         f"(resyncs {stats['book_sync']['resyncs']}, gaps {stats['book_sync']['gaps']}, "
