@@ -237,3 +237,30 @@ def test_sections_written_before_these_fields_still_load_and_gate() -> None:
     assert old.venue_rules is None and old.post_only_rejected == 0 and not old.clock_error
     names = [c.name for c in evaluate(old, Profile().gates).checks]
     assert "cancel_ratio" in names and "binance_ufr" not in names
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_array_endings_agree_with_the_one_by_one_rules(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random action sequences, odd ones included (cancels before any order, places after an
+    id is done, rejection records): the array rules equal the loop's, order by order."""
+    from mm_sim.report import churn
+
+    monkeypatch.setattr(churn, "REJECT_CODES", (9,))
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 80))
+    oid = np.sort(rng.integers(0, 8, size=m))
+    kind = rng.choice([ACT_PLACE, ACT_REPLACE, ACT_CANCEL, 9], size=m, p=[0.2, 0.45, 0.25, 0.1])
+    is_start = (kind == ACT_PLACE) | (kind == ACT_REPLACE)
+    row = np.cumsum(is_start) - 1
+    n = int(is_start.sum())
+    seq = churn._Seq(kind.astype(np.int64), np.arange(m, dtype=np.int64) * 10, row, oid)
+    filled = rng.random(n) < 0.3
+    end, end_ts, lost = churn._endings(seq, filled, n)
+    ref_end = np.full(n, churn.END_OPEN, dtype=np.int8)
+    ref_ts = np.full(n, -1, dtype=np.int64)
+    ref_lost = churn._endings_loop(seq, filled, ref_end, ref_ts)
+    assert end.tolist() == ref_end.tolist()
+    assert end_ts.tolist() == ref_ts.tolist()
+    assert lost == ref_lost

@@ -85,62 +85,135 @@ def build_orders(actions: np.ndarray, fills: np.ndarray) -> Orders:
     start_ts = a["ts"][starts_mask].astype(np.int64)
     qty = a["qty"][starts_mask].astype(np.float64)
     price = a["price"][starts_mask].astype(np.float64)
-    end_ts = np.full(n, -1, dtype=np.int64)
-    end = np.full(n, END_OPEN, dtype=np.int8)
     row_of_action = np.cumsum(starts_mask) - 1  # the order row a start action created
 
-    # Group each id's actions (decision order kept within a group).
+    # Each id's actions together, in decision order within the id.
     by_id = np.argsort(a["order_id"], kind="stable")
-    ids = a["order_id"][by_id]
-    bounds = np.flatnonzero(np.diff(ids)) + 1
-    groups = np.split(by_id, bounds) if len(by_id) else []
+    seq = _Seq(
+        kind=a["action"][by_id].astype(np.int64),
+        ts=a["ts"][by_id].astype(np.int64),
+        row=row_of_action[by_id],
+        oid=a["order_id"][by_id].astype(np.int64),
+    )
 
-    # Per id: the rows of its incarnations and their starts (for fill attribution).
-    rows_of_id: dict[int, np.ndarray] = {}
-    for g in groups:
-        kinds = a["action"][g]
-        rows = row_of_action[g][(kinds == ACT_PLACE) | (kinds == ACT_REPLACE)]
-        rows_of_id[int(a["order_id"][g[0]])] = rows
+    # Per id: the rows of its orders, in decision order (for fill attribution).
+    s_rows = seq.row[seq.is_start]
+    s_oid = seq.oid[seq.is_start]
+    uniq, first = np.unique(s_oid, return_index=True)
+    last = np.append(first[1:], len(s_oid))[: len(first)]
+    rows_of_id = {int(u): s_rows[f:e] for u, f, e in zip(uniq, first, last, strict=True)}
 
     executed = np.zeros(n, dtype=np.float64)
     _attribute_fills(fills, rows_of_id, start_ts, price, executed)
     filled = (qty > 0) & (executed >= qty * (1.0 - FILL_EPS))
+    end, end_ts, lost = _endings(seq, filled, n)
+    return Orders(order_id, start_ts, end_ts, qty, price, executed, end, lost)
 
+
+@dataclass(frozen=True)
+class _Seq:
+    """Actions grouped by id (decision order within an id); ``row`` is valid for starts."""
+
+    kind: np.ndarray
+    ts: np.ndarray
+    row: np.ndarray
+    oid: np.ndarray
+
+    @property
+    def is_start(self) -> np.ndarray:
+        return (self.kind == ACT_PLACE) | (self.kind == ACT_REPLACE)
+
+    def groups(self) -> np.ndarray:
+        """Index of each id's first action."""
+        if not len(self.oid):
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.concatenate([[True], np.diff(self.oid) != 0]))
+
+
+def _endings(seq: _Seq, filled: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """How each order ended (``_endings_loop``'s rules, computed on whole arrays).
+
+    Within an id, everything before its first *terminating* action — a start whose order is
+    filled, or a cancel or rejection once the id has an order — is live: each live order ends
+    with the id's next action. After it the id is done: replaces are rejected, cancels lost.
+    An id with a place after it is done (not produced by the core, which gives every place a
+    new id) is handled by the loop.
+    """
+    end = np.full(n, END_OPEN, dtype=np.int8)
+    end_ts = np.full(n, -1, dtype=np.int64)
+    m = len(seq.kind)
+    if not m:
+        return end, end_ts, 0
+    g0 = seq.groups()
+    gid = np.cumsum(np.isin(np.arange(m), g0)) - 1
+    pos = np.arange(m)
+    is_start = seq.is_start
+    is_end = (seq.kind == ACT_CANCEL) | np.isin(seq.kind, REJECT_CODES)
+    starts_excl = np.cumsum(is_start) - is_start
+    started_before = starts_excl - starts_excl[g0][gid] > 0
+    filled_start = np.append(filled, False)[np.where(is_start, seq.row, n)]
+    terminating = filled_start | (is_end & started_before)
+    big = np.iinfo(np.int64).max
+    ft = np.minimum.reduceat(np.where(terminating, pos, big), g0)[gid]
+    after = pos > ft
+    odd = np.unique(gid[after & (seq.kind == ACT_PLACE)])
+    plain = ~np.isin(gid, odd)
+
+    nxt_same = np.zeros(m, dtype=bool)
+    nxt_same[:-1] = gid[1:] == gid[:-1]
+    nxt_kind = np.append(seq.kind[1:], 0)
+    nxt_ts = np.append(seq.ts[1:], -1)
+    live = plain & is_start & (pos < ft) & nxt_same
+    for kinds, code in (
+        ((ACT_PLACE, ACT_REPLACE), END_REPLACE),
+        ((ACT_CANCEL,), END_CANCEL),
+        (REJECT_CODES, END_REJECTED),
+    ):
+        sel = live & np.isin(nxt_kind, kinds)
+        end[seq.row[sel]] = code
+        end_ts[seq.row[sel]] = nxt_ts[sel]
+    end[seq.row[plain & is_start & (pos == ft)]] = END_FILL
+    rej = plain & after & (seq.kind == ACT_REPLACE)
+    end[seq.row[rej]] = END_REJECTED
+    end_ts[seq.row[rej]] = seq.ts[rej]
+    lost = int(np.count_nonzero(plain & after & (seq.kind == ACT_CANCEL)))
+    if len(odd):
+        sel = np.flatnonzero(~plain)
+        sub = _Seq(seq.kind[sel], seq.ts[sel], seq.row[sel], seq.oid[sel])
+        lost += _endings_loop(sub, filled, end, end_ts)
+    return end, end_ts, lost
+
+
+def _endings_loop(seq: _Seq, filled: np.ndarray, end: np.ndarray, end_ts: np.ndarray) -> int:
+    """The ending rules one action at a time (the reference ``_endings`` must agree with);
+    fills ``end``/``end_ts`` for the orders of ``seq`` and returns the lost cancels."""
     lost = 0
-    for g in groups:
-        kinds = a["action"][g]
-        ts = a["ts"][g]
-        current = -1  # the id's incarnation in force
-        done = False  # its quantity has been filled: later actions on the id lost a race
-        for j in range(len(g)):
-            k = int(kinds[j])
-            if k in REJECT_CODES:
+    for g in np.split(np.arange(len(seq.kind)), seq.groups()[1:]):
+        current = -1  # the id's order in force
+        done = False  # the id is done: later replaces are rejected, later cancels lost
+        for j in g:
+            k = int(seq.kind[j])
+            if k in REJECT_CODES or k == ACT_CANCEL:
                 if current >= 0 and not done:
-                    end[current] = END_REJECTED
-                    end_ts[current] = ts[j]
+                    end[current] = END_REJECTED if k in REJECT_CODES else END_CANCEL
+                    end_ts[current] = seq.ts[j]
                     done = True
-                continue
-            if k == ACT_CANCEL:
-                if current >= 0 and not done:
-                    end[current] = END_CANCEL
-                    end_ts[current] = ts[j]
-                    done = True
-                elif done:
+                elif done and k == ACT_CANCEL:
                     lost += 1
                 continue
-            row = int(row_of_action[g[j]])
+            row = int(seq.row[j])
             if k == ACT_REPLACE and done:
                 end[row] = END_REJECTED
-                end_ts[row] = ts[j]
+                end_ts[row] = seq.ts[j]
                 continue
             if current >= 0 and not done:
                 end[current] = END_REPLACE
-                end_ts[current] = ts[j]
+                end_ts[current] = seq.ts[j]
             current = row
             done = bool(filled[row])
             if done:
                 end[row] = END_FILL
-    return Orders(order_id, start_ts, end_ts, qty, price, executed, end, lost)
+    return lost
 
 
 def _attribute_fills(
