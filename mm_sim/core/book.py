@@ -160,18 +160,29 @@ def book_apply(
     qty: float,
 ) -> None:
     """Apply one event. Trades do not change the book: the venue's depth diffs carry that."""
+    x = price / tick_size
+    if not (abs(x) < 4.0e18):
+        if kind == KIND_CLEAR:
+            _clear(bid, ask, st)
+        elif kind in (KIND_DEPTH, KIND_SNAPSHOT):
+            # NaN, infinite or absurd price: no tick to store it at; ignore it, visibly.
+            st[ST_DROPPED] += 1
+        return
+    book_apply_tick(bid, ask, st, kind, side, int(np.floor(x + 0.5)), qty)
+
+
+@njit(cache=True)
+def book_apply_tick(
+    bid: np.ndarray, ask: np.ndarray, st: np.ndarray, kind: int, side: int, t: int, qty: float
+) -> None:
+    """``book_apply`` with the price already on the tick grid (``price_to_tick``), for a caller
+    that needs the tick anyway: the division is the costly part of an update."""
     if kind == KIND_CLEAR:
         _clear(bid, ask, st)
         return
     if kind != KIND_DEPTH and kind != KIND_SNAPSHOT:
         return
     n = bid.shape[0]
-    x = price / tick_size
-    if not (abs(x) < 4.0e18):
-        # NaN, infinite or absurd price: no tick to store it at; ignore it, visibly.
-        st[ST_DROPPED] += 1
-        return
-    t = price_to_tick(price, tick_size)
     if st[ST_INIT] == 0:
         st[ST_BASE] = t - n // 2
         st[ST_INIT] = 1

@@ -44,8 +44,8 @@ from mm_sim.core.book import (
     ST_BEST_BID,
     ST_RECENTRES,
     book_apply,
+    book_apply_tick,
     mid_price,
-    price_to_tick,
 )
 from mm_sim.core.limiter import (
     S_BK_ACT,
@@ -611,7 +611,10 @@ def run_chunk(
                 lag = 0
             delay = _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
             terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower, rules)
-            t = price_to_tick(ev.price, tick)
+            # The tick, once per item (book_apply would divide again on each side).
+            x = ev.price / tick
+            on_grid = abs(x) < 4.0e18  # not NaN, infinite or absurd
+            t = int(np.floor(x + 0.5)) if on_grid else 0
             side = ev.side
             recentres = sbst[ST_RECENTRES]
             if on_v:
@@ -622,7 +625,10 @@ def run_chunk(
                     if vs[VS_NLIVE] > 0:
                         on_trade(ev, t, vbook, terms, venue, out)
                 else:
-                    book_apply(vbid, vask, vbst, tick, kind, side, ev.price, ev.qty)
+                    if on_grid:
+                        book_apply_tick(vbid, vask, vbst, kind, side, t, ev.qty)
+                    else:
+                        book_apply(vbid, vask, vbst, tick, kind, side, ev.price, ev.qty)
                     if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
                         on_depth(ev, t, vbook, terms, venue, out)
                 g[G_VCLOCK] = exch
@@ -637,7 +643,10 @@ def run_chunk(
                         venue_arrivals(local, vbook, terms, venue, out)
                 if kind != KIND_TRADE:
                     if flags != 0:
-                        book_apply(sbid, sask, sbst, tick, kind, side, ev.price, ev.qty)
+                        if on_grid:
+                            book_apply_tick(sbid, sask, sbst, kind, side, t, ev.qty)
+                        else:
+                            book_apply(sbid, sask, sbst, tick, kind, side, ev.price, ev.qty)
                     if (
                         kind == KIND_CLEAR
                         or sbst[ST_RECENTRES] != recentres

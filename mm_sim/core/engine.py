@@ -219,6 +219,8 @@ def make_params(profile: Profile, overrides: Overrides, instrument: Instrument) 
     return p
 
 
+TIMELINE_SLICE = 16384  # events merged per timeline call in ``run``
+
 _STATE_KEYS = (
     "version", "p", "bid", "ask", "bst", "sbid", "sask", "sbst", "g", "vol_f", "vol_i", "lf",
     "li", "si",    "oi", "of", "live", "pi", "pf", "ni", "nf", "vs", "vsf", "acc", "cnt", "rng",
@@ -317,23 +319,31 @@ class Engine:
             ev = np.array(ev)
         if not ev.dtype.isalignedstruct:
             ev = ev.view(EVENT_DTYPE)
-        if self._timeline is not None:
-            ev = self._timeline.items(ev, final=flush)
         out = self._out
         nout = self._nout
         nout[:] = 0
-        i = 0
-        n = len(ev)
-        while i < n:
-            i = run_chunk(ev, i, *self._args)
-            if i < n:
-                self._grow()
+        if self._timeline is None:
+            self._run_items(ev)
+        else:
+            # The timeline in bounded slices: its buffers stay small and warm (fresh pages
+            # cost more than the merge itself).
+            for lo in range(0, max(len(ev), 1), TIMELINE_SLICE):
+                last = lo + TIMELINE_SLICE >= len(ev)
+                self._run_items(self._timeline.items(ev[lo : lo + TIMELINE_SLICE], flush and last))
         return ChunkResult(
             fills=out["fills"][: nout[NO_FILLS]].copy(),
             actions=out["actions"][: nout[NO_ACTIONS]].copy(),
             blocks=out["blocks"][: nout[NO_BLOCKS]].copy(),
             marks=out["marks"][: nout[NO_MARKS]].copy(),
         )
+
+    def _run_items(self, ev: np.ndarray) -> None:
+        i = 0
+        n = len(ev)
+        while i < n:
+            i = run_chunk(ev, i, *self._args)
+            if i < n:
+                self._grow()
 
     def run_live(self, events: np.ndarray) -> np.ndarray:
         """``run`` for a live feed's few events at a time, without ``run``'s per-call overhead.

@@ -44,9 +44,11 @@ from numba import njit
 
 from mm_sim.events import EVENT_DTYPE
 
-# Called once per slice, not per event: these kernels may allocate (numba's reference counting
-# stays on, unlike the driver's).
-JIT: dict[str, Any] = {"cache": True}
+# Like the driver's kernels, the per-item ones never allocate and are compiled without numba's
+# reference counting (with it, they ran 3x slower); only the out-of-order merge, called when a
+# slice is not in venue order already, allocates (np.argsort).
+JIT: dict[str, Any] = {"cache": True, "_nrt": False}
+JIT_ALLOC: dict[str, Any] = {"cache": True}
 
 ITEM_V = 1 << 8  # the venue processes this event (at exch_ts, the venue time)
 ITEM_S = 1 << 9  # the strategy processes this event (at local_ts)
@@ -67,18 +69,29 @@ NEG_INF = -(1 << 62)
 BIG = 1 << 62
 
 
+# An event record as five int64 words (EVENT_DTYPE is 40 aligned bytes): exch_ts, local_ts,
+# price, qty, and kind | side << 32. Items are copied word by word, and a flag is or-ed into
+# the kind's word (flags and kinds stay below 2**31).
+W_EXCH = 0
+W_LOCAL = 1
+W_KIND = 4
+WORDS = 5
+assert EVENT_DTYPE.itemsize == 8 * WORDS and EVENT_DTYPE.fields is not None
+assert [EVENT_DTYPE.fields[f][1] for f in ("exch_ts", "local_ts", "kind")] == [0, 8, 32]
+
+
 @njit(**JIT)
 def _take(
     new: np.ndarray,
     window: int,
     ts: np.ndarray,
-    buf: np.ndarray,
     skey: np.ndarray,
     vkey: np.ndarray,
     vq: np.ndarray,
-    tmp: np.ndarray,
-) -> None:
-    """Append ``new`` to the buffer and its venue items, in venue-time order, to ``vq``."""
+) -> bool:
+    """Key the events of ``new`` (buffer positions ``T_NB`` on) and, when they are in venue
+    order, append their venue items to ``vq``; False leaves that to ``_merge_new``. The rows
+    themselves stay in ``new`` until ``_emit``."""
     n = new.shape[0]
     nb = ts[T_NB]
     vn = ts[T_VN]
@@ -86,13 +99,12 @@ def _take(
     last = vkey[vq[vn - 1]] if vn > 0 else NEG_INF
     in_order = True
     for k in range(n):
-        e = new[k]
-        if e.local_ts > lmax:
-            lmax = e.local_ts
+        local = new[k, W_LOCAL]
+        if local > lmax:
+            lmax = local
         b = nb + k
-        buf[b] = e
         skey[b] = lmax
-        v = e.exch_ts
+        v = new[k, W_EXCH]
         if v < lmax - window:
             v = lmax - window
             ts[T_CLAMPED] += 1
@@ -103,15 +115,23 @@ def _take(
     ts[T_LMAX] = lmax
     ts[T_STARTED] = 1
     ts[T_NB] = nb + n
-    if in_order:
-        # The common case: venue order is feed order from the pending items on.
-        for k in range(n):
-            vq[vn + k] = nb + k
-        ts[T_VN] = vn + n
-        return
-    # Otherwise the new items sorted (stable: feed order on a tie; each stream of a capture is
-    # in order by itself, so this is a merge of a few runs), then merged with the pending ones,
-    # which are earlier in the feed and so go first on a tie.
+    if not in_order:
+        return False
+    # The common case: venue order is feed order from the pending items on.
+    for k in range(n):
+        vq[vn + k] = nb + k
+    ts[T_VN] = vn + n
+    return True
+
+
+@njit(**JIT_ALLOC)
+def _merge_new(n: int, ts: np.ndarray, vkey: np.ndarray, vq: np.ndarray, tmp: np.ndarray) -> None:
+    """Put the venue items of the last ``n`` buffer events into ``vq`` in venue-time order when
+    they are not in it already: sorted (stable: feed order on a tie; each stream of a capture
+    is in order by itself, so this is a merge of a few runs), then merged with the pending
+    ones, which are earlier in the feed and so go first on a tie."""
+    nb = ts[T_NB] - n
+    vn = ts[T_VN]
     order = np.argsort(vkey[nb : nb + n], kind="mergesort")
     a = 0
     c = 0
@@ -130,14 +150,24 @@ def _take(
 
 
 @njit(inline="always", **JIT)
-def _put(out: np.ndarray, w: int, e: Any, exch: int, flags: int) -> None:
-    rec = out[w]
-    rec.exch_ts = exch
-    rec.local_ts = e.local_ts
-    rec.price = e.price
-    rec.qty = e.qty
-    rec.side = e.side
-    rec.kind = e.kind | flags
+def _put(
+    out: np.ndarray, w: int, buf: np.ndarray, new: np.ndarray, nb0: int, b: int, exch: int,
+    flags: int,
+) -> None:  # fmt: skip
+    """Item ``w``: buffer event ``b`` (in ``buf`` below ``nb0``, else in ``new``) with ``flags``;
+    a venue item carries its venue time as exch_ts."""
+    out[w, W_EXCH] = exch
+    if b < nb0:
+        out[w, W_LOCAL] = buf[b, W_LOCAL]
+        out[w, 2] = buf[b, 2]
+        out[w, 3] = buf[b, 3]
+        out[w, W_KIND] = buf[b, W_KIND] | flags
+    else:
+        r = b - nb0
+        out[w, W_LOCAL] = new[r, W_LOCAL]
+        out[w, 2] = new[r, 2]
+        out[w, 3] = new[r, 3]
+        out[w, W_KIND] = new[r, W_KIND] | flags
 
 
 @njit(**JIT)
@@ -147,12 +177,15 @@ def _emit(
     window: int,
     ts: np.ndarray,
     buf: np.ndarray,
+    new: np.ndarray,
+    nb0: int,
     skey: np.ndarray,
     vkey: np.ndarray,
     vq: np.ndarray,
     out: np.ndarray,
 ) -> int:
-    """Write the items that no event still to come can precede into ``out``; returns how many."""
+    """Write the items that no event still to come can precede into ``out``; returns how many.
+    Buffer events below ``nb0`` are rows of ``buf``, the others rows of ``new``."""
     nb = ts[T_NB]
     vn = ts[T_VN]
     i = ts[T_SHEAD]
@@ -169,7 +202,8 @@ def _emit(
                 # the strategy does not (its items go out unsynced: the venue lags behind).
                 if not live or i >= nb:
                     break
-                _put(out, w, buf[i], buf[i].exch_ts, ITEM_S)
+                sx = buf[i, W_EXCH] if i < nb0 else new[i - nb0, W_EXCH]
+                _put(out, w, buf, new, nb0, i, sx, ITEM_S)
                 w += 1
                 i += 1
                 continue
@@ -179,23 +213,29 @@ def _emit(
                 # The strategy item of the same event comes next: one item for both.
                 flags = ITEM_V | ITEM_S | ITEM_SYNC
                 i += 1
-            _put(out, w, buf[b], vk, flags)
+            _put(out, w, buf, new, nb0, b, vk, flags)
             w += 1
             j += 1
         else:
             # The strategy's item is next: every venue item up to its time has gone out.
             if not (final or live or sk < bound):
                 break
-            _put(out, w, buf[i], buf[i].exch_ts, ITEM_S | ITEM_SYNC)
+            sx = buf[i, W_EXCH] if i < nb0 else new[i - nb0, W_EXCH]
+            _put(out, w, buf, new, nb0, i, sx, ITEM_S | ITEM_SYNC)
             w += 1
             i += 1
-    # Drop the buffer's prefix that both sides are done with; keep the rest.
+    # Keep the events one side has not seen yet, from the first of them on.
     lo = i
     for k in range(j, vn):
         if vq[k] < lo:
             lo = vq[k]
     for k in range(lo, nb):
-        buf[k - lo] = buf[k]
+        if k < nb0:
+            for c in range(WORDS):
+                buf[k - lo, c] = buf[k, c]
+        else:
+            for c in range(WORDS):
+                buf[k - lo, c] = new[k - nb0, c]
         skey[k - lo] = skey[k]
         vkey[k - lo] = vkey[k]
     for k in range(j, vn):
@@ -217,11 +257,13 @@ class Timeline:
     def _alloc(self, cap: int) -> None:
         self.cap = cap
         self.buf = np.zeros(cap, dtype=EVENT_DTYPE)
+        self.bufw = self.buf.view(np.int64).reshape(cap, WORDS)
         self.skey = np.zeros(cap, dtype=np.int64)
         self.vkey = np.zeros(cap, dtype=np.int64)
         self.vq = np.zeros(cap, dtype=np.int64)
         self.tmp = np.zeros(cap, dtype=np.int64)
         self.out = np.zeros(2 * cap, dtype=EVENT_DTYPE)
+        self.outw = self.out.view(np.int64).reshape(2 * cap, WORDS)
 
     def _reserve(self, n: int) -> None:
         need = int(self.ts[T_NB]) + n
@@ -238,11 +280,14 @@ class Timeline:
         """The items ``events`` (the feed's next slice) make emittable; a view valid until the
         next call."""
         self._reserve(len(events))
-        if len(events):
-            _take(events, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq, self.tmp)
+        nb0 = int(self.ts[T_NB])
+        new = np.ascontiguousarray(events).view(np.int64).reshape(len(events), WORDS)
+        if len(events) and not _take(new, self.window, self.ts, self.skey, self.vkey, self.vq):
+            _merge_new(len(events), self.ts, self.vkey, self.vq, self.tmp)
         n = _emit(
-            final, live, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq, self.out
-        )
+            final, live, self.window, self.ts, self.bufw, new, nb0, self.skey, self.vkey,
+            self.vq, self.outw,
+        )  # fmt: skip
         return self.out[:n]
 
     @property
