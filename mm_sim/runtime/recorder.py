@@ -73,14 +73,21 @@ class Recorder:
         assert rd is not None
         rd.append(marks=marks)
 
-    def iteration_metrics(self, iteration: int, ws_lag_p95_ms: float) -> IterationMetrics:
-        """Evaluate the iteration in progress (nothing written) and return the tuner's view."""
+    def iteration_metrics(
+        self, iteration: int, ws_lag_p95_ms: float, rejected: dict[str, int] | None = None
+    ) -> IterationMetrics:
+        """Evaluate the iteration in progress (nothing written) and return the tuner's view.
+
+        ``rejected``: per arm, the venue's post-only rejections during the iteration (the
+        engine counts them; the action records do not carry them).
+        """
+        rej = rejected or {}
         self._pending["tuned"] = evaluate_pending(
-            self.tuned, self.profile, iteration, ws_lag_p95_ms
+            self.tuned, self.profile, iteration, ws_lag_p95_ms, rej.get("tuned")
         )
         if self.control is not None:
             self._pending["control"] = evaluate_pending(
-                self.control, self.profile, iteration, ws_lag_p95_ms
+                self.control, self.profile, iteration, ws_lag_p95_ms, rej.get("control")
             )
         return IterationMetrics(**tuner_inputs(self._pending["tuned"].edge))  # type: ignore[arg-type]
 

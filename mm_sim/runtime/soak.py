@@ -162,6 +162,7 @@ class Soak:
         self._iter_decisions: list[Decision] = []
         self._uncommitted: tuple[int, int] | None = None  # (iteration, sim_ts) not yet committed
         self._own_write: str | None = None
+        self._rejected0: dict[str, int] = {}  # engines' post-only rejections counted so far
 
     # -- set-up --------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -196,6 +197,7 @@ class Soak:
             self.overrides = Overrides.model_validate(ck.overrides)
             self.engine.set_overrides(self.overrides)
             self.models.set_overrides(self.overrides)
+            self._rejections()  # count from the checkpoint on
             self.decisions = [Decision(**d) for d in ck.decisions]
             self.start_iteration = committed + 1
             print(
@@ -349,7 +351,7 @@ class Soak:
         lag = np.concatenate(self._lags) if self._lags else np.zeros(0)
         self._lags = []
         ws_lag_p95 = float(np.percentile(lag, 95)) if len(lag) else float("nan")
-        metrics = self.recorder.iteration_metrics(iteration, ws_lag_p95)
+        metrics = self.recorder.iteration_metrics(iteration, ws_lag_p95, self._rejections())
         overrides_in_force = self.overrides
         # The model arms commit first: the primary's reports, rebuilt on its commit, read them.
         self.models.end_iteration(iteration, overrides_in_force, ws_lag_p95, partial)
@@ -389,6 +391,16 @@ class Soak:
             partial=partial,
         )
         self._own_write = self.recorder.tuned.last_overrides_text
+
+    def _rejections(self) -> dict[str, int]:
+        """Post-only rejections per arm since the last call (the engines count them)."""
+        out = {}
+        for arm, eng in (("tuned", self.engine), ("control", self.control)):
+            if eng is not None:
+                now = int(eng.counters()["other"]["post_only_rejected"])
+                out[arm] = now - self._rejected0.get(arm, 0)
+                self._rejected0[arm] = now
+        return out
 
     async def _tuner_task(self) -> None:
         """Applies the seed's scenarios after each iteration and the emergency rule per chunk."""
