@@ -15,6 +15,7 @@ in the exchange's time base (exactly the wall-clock lag at speed 1).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,11 +31,11 @@ from mm_sim.feeds.spec import BinanceLiveFeedSpec, snapshot_limit_error
 from mm_sim.logs import get_logger
 from mm_sim.runtime.bus import EventChunk
 from mm_sim.venues.binance import clock_sync
-from mm_sim.venues.binance.client import BinanceClient, ClientConfig
+from mm_sim.venues.binance.client import BinanceClient, ClientConfig, Sink
 from mm_sim.venues.binance.client_config import default_routes, default_trade_stream
 from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
 from mm_sim.venues.binance.messages import MessageError, decode, parse_exchange_info
-from mm_sim.venues.binance.reorder import ReorderBuffer
+from mm_sim.venues.binance.reorder import ReorderBuffer, ReorderingSink
 from mm_sim.venues.binance.sync import Market
 
 log = get_logger("mm_sim.live")
@@ -60,6 +61,7 @@ class LiveFeed:
     credentials: BinanceCredentials = field(default_factory=BinanceCredentials)
     lags: LagSampler = field(default_factory=LagSampler)  # corrected feed lags, for the report
     reorder: ReorderBuffer | None = None  # exchange-time order window (spec.reorder_ms)
+    _reordering: ReorderingSink | None = None  # push mode through the window
 
     @property
     def clock_shift_ns(self) -> int:
@@ -86,7 +88,25 @@ class LiveFeed:
             "warnings": feed_warnings(self.client.counters.as_dict()),
         }
 
+    def set_sink(self, sink: Sink | None) -> None:
+        """Push mode (see ``BinanceClient.set_sink``), through the reorder window if the feed
+        has one: events then reach ``sink`` in exchange-time order, each held at most the
+        window (a loop timer releases held events when no frame comes)."""
+        if self._reordering is not None:
+            self._reordering.cancel()
+            self._reordering = None
+        if sink is None or self.reorder is None:
+            self.client.set_sink(sink)
+            return
+        loop = asyncio.get_running_loop()
+        self._reordering = ReorderingSink(
+            self.reorder, sink, self.clock, loop.call_later, self._speed
+        )
+        self.client.set_sink(self._reordering)
+
     async def close(self) -> None:
+        if self._reordering is not None:
+            self._reordering.cancel()
         await self.client.close()
         for line in feed_warnings(self.client.counters.as_dict()):
             log.warning(f"LIVE FEED WARNING: {line}")

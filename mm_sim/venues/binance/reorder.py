@@ -21,6 +21,7 @@ Pure: no clock of its own (``now_ns`` is passed in), no I/O; tested on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -137,4 +138,59 @@ class ReorderBuffer:
         }
 
 
-__all__ = ["ReorderBuffer"]
+class ReorderingSink:
+    """Push mode through the window: each frame's events go into ``buffer``, what is due goes
+    on to ``sink`` at once, and a timer releases held events when they fall due (no frame may
+    come to push them out). ``arrivals`` (receive times of the frames in a call) are handed on
+    with the call that empties the buffer: until then some of those frames' events still wait.
+
+    ``clock`` is the venue-corrected clock (ns, the events' exchange time base); ``call_later``
+    is the event loop's (wall seconds), ``speed`` the exchange clock's rate against the wall."""
+
+    def __init__(
+        self,
+        buffer: ReorderBuffer,
+        sink: Callable[[np.ndarray, list[int]], None],
+        clock: Callable[[], int],
+        call_later: Callable[[float, Callable[[], None]], Any],
+        speed: float = 1.0,
+    ) -> None:
+        self.buffer = buffer
+        self.sink = sink
+        self.clock = clock
+        self.call_later = call_later
+        self.speed = speed
+        self._arrivals: list[int] = []
+        self._timer: Any = None
+        self._timer_due: int | None = None
+
+    def __call__(self, events: np.ndarray, arrivals: list[int]) -> None:
+        self._arrivals.extend(arrivals)
+        self._emit(self.buffer.push(events, self.clock()))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_due = None
+        self._emit(self.buffer.release(self.clock()))
+
+    def _emit(self, out: np.ndarray) -> None:
+        if len(out):
+            arrivals: list[int] = []
+            if not len(self.buffer):
+                arrivals, self._arrivals = self._arrivals, []
+            self.sink(out, arrivals)
+        due = self.buffer.next_due_ns()
+        if due is not None and due != self._timer_due:
+            if self._timer is not None:
+                self._timer.cancel()
+            wait_s = max(0.0, (due - self.clock()) / self.speed / 1e9)
+            self._timer = self.call_later(wait_s, self._on_timer)
+            self._timer_due = due
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+__all__ = ["ReorderBuffer", "ReorderingSink"]
