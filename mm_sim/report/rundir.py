@@ -117,6 +117,11 @@ def make_run_config(
 def _feed_identity(feed: Mapping[str, Any]) -> dict[str, Any]:
     if feed.get("kind") == "synthetic":
         return {k: v for k, v in feed.items() if k not in _FEED_LENGTH_KEYS}
+    clock = feed.get("clock")
+    if feed.get("kind") == "binance-ws" and isinstance(clock, dict):
+        # A live feed measures its clock offset anew at each session's start: the setting is
+        # part of what the run means, the measurement is not.
+        return {**feed, "clock": {"mode": clock.get("mode")}}
     return dict(feed)
 
 
