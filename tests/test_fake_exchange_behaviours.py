@@ -117,3 +117,28 @@ def test_weight_and_ban_bookkeeping() -> None:
     b = BanState()
     assert [b.start(2.0, now=0.0), b.start(2.0, now=10.0), b.start(2.0, now=20.0)] == [2, 4, 8]
     assert b.left(now=25.0) == 3.0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--overlap-diffs", "2"], "overlap_diffs must be within [0, 1]"),
+        (["--late-trades", "x"], "--late-trades must be 'auto' or within [0, 1]"),
+        (["--cut-after-s", "0"], "connection cut must be > 0 s"),
+    ],
+)
+def test_bad_behaviour_flags_are_user_errors(args: list[str], expected: str) -> None:
+    import subprocess
+    import sys
+
+    from test_live_soak import REPO, _env
+
+    res = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "fake-exchange", "--port", "0", *args],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and expected in res.stderr and "Traceback" not in res.stderr
