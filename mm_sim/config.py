@@ -39,7 +39,7 @@ from pydantic_settings import (
 )
 
 from mm_sim.errors import UserError
-from mm_sim.events import Instrument
+from mm_sim.events import Instrument, read_text_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -76,7 +76,8 @@ def field_bounds(info: FieldInfo) -> Bounds:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never meant (and would print as invalid JSON): refused everywhere.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +89,11 @@ class Overrides(BaseSettings):
     """The six runtime overrides (the seed's baseline values are the defaults)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="MM_OVERRIDES__", extra="forbid", frozen=True, case_sensitive=False
+        env_prefix="MM_OVERRIDES__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+        allow_inf_nan=False,
     )
 
     min_interval_ms: float = Field(
@@ -385,7 +390,10 @@ class ErrorBarsCfg(_Section):
     resamples: int = Field(2000, ge=100, le=100000, description="Bootstrap resamples.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
     seed: int = Field(
-        20240, ge=0, description="Seed of the resampling (the intervals are reproducible)."
+        20240,
+        ge=0,
+        lt=2**64,
+        description="Seed of the resampling (the intervals are reproducible).",
     )
 
 
@@ -406,6 +414,7 @@ class Profile(BaseSettings):
         extra="forbid",
         frozen=True,
         case_sensitive=False,
+        allow_inf_nan=False,
     )
 
     name: str = Field("S1", description="Short name shown in reports.")
@@ -463,11 +472,11 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{path}: {what} file not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text_file(path, what))
     except json.JSONDecodeError as exc:
         raise UserError(
             f"{path}:{exc.lineno}:{exc.colno}: invalid JSON in {what}: {exc.msg}"
-        ) from exc
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
     return data
@@ -475,7 +484,7 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
 
 def _line_of(path: Path, key: str) -> int | None:
     pattern = re.compile(r'"' + re.escape(key) + r'"\s*:')
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if pattern.search(line):
             return n
     return None
@@ -500,6 +509,7 @@ def _load(
 ) -> M:
     file_data = read_json_file(path, what) if path is not None else {}
     cli = cli or {}
+    _check_env_names(cls, env_prefix, what)
     token = _file_data.set(file_data)
     try:
         return cls(**_nest(cli))
@@ -507,6 +517,24 @@ def _load(
         raise UserError(_explain(exc, path, cli, env_prefix, what)) from None
     finally:
         _file_data.reset(token)
+
+
+def _check_env_names(cls: type[BaseModel], env_prefix: str, what: str) -> None:
+    """An ``MM_PROFILE__*`` / ``MM_OVERRIDES__*`` variable that names no field is a typo the
+    settings loader would silently ignore: refuse it, naming the variable."""
+    for key in sorted(os.environ):
+        if not key.upper().startswith(env_prefix):
+            continue
+        model: Any = cls
+        parts = key[len(env_prefix) :].lower().split("__")
+        for i, part in enumerate(parts):
+            fields = getattr(model, "model_fields", None)
+            if not fields or part not in fields:
+                raise UserError(
+                    f"environment {key}: no {what} field '{'.'.join(parts[: i + 1])}' "
+                    "(check the spelling; see docs/CONFIG.md)"
+                )
+            model = fields[part].annotation
 
 
 def _explain(
@@ -606,7 +634,9 @@ def parse_set_flags(items: list[str] | None) -> tuple[dict[str, Any], dict[str, 
 class RunSettings(BaseSettings):
     """Settings of one soak run; CLI flags override ``MM_<NAME>`` environment values."""
 
-    model_config = SettingsConfigDict(env_prefix="MM_", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_prefix="MM_", extra="ignore", case_sensitive=False, allow_inf_nan=False
+    )
 
     profile: str = Field("S1", description="Profile name in profiles/ or a path.")
     overrides: str | None = Field(
@@ -617,7 +647,7 @@ class RunSettings(BaseSettings):
     iteration_minutes: float = Field(
         30.0, gt=0, le=10080, description="Simulated minutes per iteration."
     )
-    seed: int = Field(1, ge=0, description="Seed of the synthetic market and the core.")
+    seed: int = Field(1, ge=0, lt=2**64, description="Seed of the synthetic market and the core.")
     artifacts: str = Field("artifacts", description="Output directory of the run.")
     speed: float | None = Field(
         None, gt=0, description="Replay pace vs the wall clock (1 = real time); null = max."
@@ -643,8 +673,9 @@ def load_run_settings(cli: dict[str, Any]) -> RunSettings:
         errs = []
         for e in exc.errors():
             name = ".".join(str(p) for p in e["loc"])
+            from_flag = cli.get(name) is not None  # a flag left unset falls back to MM_<NAME>
             origin = (
-                f"--{name.replace('_', '-')}" if name in cli else f"environment MM_{name.upper()}"
+                f"--{name.replace('_', '-')}" if from_flag else f"environment MM_{name.upper()}"
             )
             errs.append(f"{origin} = {e.get('input')!r}: {e['msg']}")
         raise UserError("invalid run settings:\n  " + "\n  ".join(errs)) from None

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import signal
 
 from mm_sim.errors import UserError
@@ -115,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
         plan = FaultPlan.parse(args.faults, args.fault_rate)
     except ValueError as exc:
         raise UserError(f"--faults/--fault-rate: {exc}") from None
+    for flag, value in (("--stall-s", args.stall_s), ("--fault-rate", args.fault_rate)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise UserError(f"{flag} = {value}: expected a finite number >= 0")
+    if not 0 <= args.seed < 2**64:
+        raise UserError(f"--seed = {args.seed}: expected 0 <= seed < 2**64")
     plan.stall_s = args.stall_s
     plan.retry_after_s = args.retry_after_s
     plan.shutdown_grace_s = args.shutdown_grace_s

@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from mm_sim.errors import UserError
 from mm_sim.events import open_feed
 from mm_sim.feeds.clock import GENERATED
 from mm_sim.feeds.inspect import clock_summary, inspect_events, inspect_feed, summarise
@@ -144,6 +145,8 @@ def render(r: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.seed < 2**64:
+        raise UserError(f"--seed = {args.seed}: expected 0 <= seed < 2**64")
     result = compute(args.feed, args.seed)
     if args.json:
         print(json.dumps(result, indent=2))

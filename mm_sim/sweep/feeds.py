@@ -61,9 +61,14 @@ class FeedCase:
 
     @property
     def data_key(self) -> str:
-        """Equal for two tokens that replay the same events (e.g. two names of one market)."""
+        """Equal for two tokens that replay the same events (e.g. two names of one market).
+
+        The seed picks a day of a synthetic market; a stored feed replays the same recorded
+        events whatever its @SEED, so its seed is not part of what it replays.
+        """
         body = {k: v for k, v in self.spec.items() if k not in ("name", "description")}
-        return json.dumps([body, self.seed], sort_keys=True)
+        seed = self.seed if self.kind == "synthetic" else None
+        return json.dumps([body, seed], sort_keys=True)
 
     @property
     def slug(self) -> str:
@@ -160,7 +165,9 @@ def resolve_cases(
         if c.data_key in seen:
             raise UserError(
                 f"feed {tok!r} replays the same events as {seen[c.data_key]!r} "
-                "(same definition and seed): give each feed once, with a distinct @SEED"
+                "(a synthetic market with the same seed, or the same stored feed, whose @SEED "
+                "does not change its events): give each data set once; only a synthetic feed "
+                "gets another day from another @SEED"
             )
         seen[c.data_key] = tok
     return cases
