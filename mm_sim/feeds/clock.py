@@ -284,9 +284,17 @@ def choose_clock(setting: str, model: ClockModel | None) -> AppliedClock:
 
 def shift_local(events: np.ndarray, shift_ns: int) -> np.ndarray:
     """A copy of ``events`` with ``shift_ns`` added to ``local_ts`` (the input, often a
-    read-only memory map, is left untouched)."""
+    read-only memory map, is left untouched).
+
+    An event stamped with its receipt time only (``exch_ts == local_ts``: a spot REST snapshot
+    has no exchange time, so converters copy the receipt time) moves with it: it has no
+    exchange time of its own to keep, and left behind it would look ``shift_ns`` late.
+    """
     out = np.array(events, copy=True)
-    out["local_ts"] += np.int64(shift_ns)
+    if shift_ns:
+        receipt_only = out["exch_ts"] == out["local_ts"]
+        out["local_ts"] += np.int64(shift_ns)
+        out["exch_ts"][receipt_only] += np.int64(shift_ns)
     return out
 
 
