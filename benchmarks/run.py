@@ -166,6 +166,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     syn = res["throughput"]["synthetic"]
     add("core events/s, synthetic", ">= 10,000,000", syn["events_per_s"],
         syn["events_per_s"] >= 10e6)  # fmt: skip
+    for name, t in res["throughput"].items():
+        if "x_one_cursor" in t:
+            add(f"two clocks vs one cursor, {name}", ">= 0.85", t["x_one_cursor"],
+                t["x_one_cursor"] >= 0.85,
+                "events/s of the exchange-order core ÷ the same feed on one cursor")  # fmt: skip
     st = res["stages"]
     qm = st.get("quote_match_ns_per_event", {})
     if "p99" in qm:
@@ -377,8 +382,9 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"## Throughput (roofline: numba scan of the same array = {floor:.2f} ns/event)",
         "",
-        "| feed | events | events/s | ns/event | x scan floor | fills | convert s | convert ev/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| feed | events | events/s | ns/event | x scan floor | fills | convert s | convert ev/s "
+        "| one cursor ev/s | two clocks ÷ one cursor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in res["throughput"].items():
         if "error" in t:
@@ -387,7 +393,8 @@ def markdown(res: dict[str, Any]) -> str:
         L.append(
             f"| {name} | {_fmt(t['events'])} | {_fmt(t['events_per_s'])} | "
             f"{t['ns_per_event']:.1f} | {t['x_scan_floor']:.1f} | {_fmt(t['fills'])} | "
-            f"{_fmt(t.get('convert_s'), 2)} | {_fmt(t.get('convert_events_per_s'))} |"
+            f"{_fmt(t.get('convert_s'), 2)} | {_fmt(t.get('convert_events_per_s'))} | "
+            f"{_fmt(t.get('one_cursor_events_per_s'))} | {_fmt(t.get('x_one_cursor'), 2)} |"
         )
     for note in res.get("real_data_notes", []):
         L.append(f"\n{note['name']}: {note.get('skipped') or note.get('error')}")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.stages import scan_sum
-from mm_sim.config import Overrides, Profile
+from mm_sim.config import MatchingCfg, Overrides, Profile
 from mm_sim.core.book import ST_NASK, ST_NBID
 from mm_sim.core.engine import Engine
 from mm_sim.events import Instrument
@@ -74,7 +74,20 @@ def throughput(
     n = len(events)
     best = min(times)
     med = float(np.median(times))
+    # The same feed on one cursor (matching.event_order = file, the model before two clocks):
+    # what the exchange-order timeline and the second book cost, measured side by side.
+    one = profile.model_copy(update={"matching": MatchingCfg(event_order="file")})
+    Engine(one, Overrides(), instrument, seed).run(events[: min(len(events), 256)])
+    one_times = []
+    for _ in range(repeats):
+        e = Engine(one, Overrides(), instrument, seed)
+        t0 = time.perf_counter()
+        e.run(events)
+        one_times.append(time.perf_counter() - t0)
     return {
+        "event_order": profile.matching.event_order.value,
+        "one_cursor_events_per_s": n / min(one_times),
+        "x_one_cursor": min(one_times) / best,
         "events": n,
         "first_call_s": first_call,
         "best_s": best,
