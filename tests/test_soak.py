@@ -268,3 +268,8 @@ def test_short_recorded_feed_ends_the_soak_with_a_clear_message(tmp_path: Path) 
     assert r.returncode == 0, r.stderr[-3000:]
     assert "the feed covers 1.5 simulated minutes of the 3 requested" in r.stderr
     assert committed(tmp_path / "a") == 2
+    # The cut iteration says so in the record, the summary and the report.
+    lines = (tmp_path / "a" / "soak" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["partial"] for x in lines] == [False, True]
+    assert "partial iterations: 2" in r.stdout
+    assert "(partial)" in (tmp_path / "a" / "reports" / "SOAK_RESULTS.md").read_text()

@@ -300,10 +300,12 @@ class Soak:
                 self.rolling.net_bps()[0],
             )
             interrupted = self.stop_requested.is_set()
+            # The feed ended before this iteration's end: it is shorter, and says so.
+            cut_by_feed = chunk.end_of_iteration and self._feed_cut(chunk.iteration)
             self._uncommitted = (chunk.iteration, sim_ts)
             if chunk.end_of_iteration or interrupted:
                 await self._end_iteration(
-                    chunk.iteration, sim_ts, partial=not chunk.end_of_iteration
+                    chunk.iteration, sim_ts, partial=not chunk.end_of_iteration or cut_by_feed
                 )
                 progress.iteration_done(chunk.iteration, self.recorder.last_report)
                 if interrupted:
@@ -316,6 +318,10 @@ class Soak:
                 td = await self._done_q.get()
                 self._iter_decisions.extend(td.decisions)
             await asyncio.sleep(0)
+
+    def _feed_cut(self, iteration: int) -> bool:
+        plans = [p for p in self.cfg.plan.iterations if p.index == iteration]
+        return bool(plans) and plans[0].partial and self.cfg.source is None
 
     def _apply_changes(self, changes: asyncio.Queue[OverridesChanged], chunk: EventChunk) -> None:
         while not changes.empty():

@@ -15,6 +15,23 @@ def _f(v: Any, fmt: str = "+.3f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def _partial_iterations(root: Path) -> set[int]:
+    """Iterations committed as partial (metrics.jsonl is the run's record of them)."""
+    out: set[int] = set()
+    try:
+        text = (root / "soak" / "metrics.jsonl").read_text(errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("partial"):
+            out.add(int(data.get("iteration", -1)))
+    return out
+
+
 def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
     reports = root / "reports"
     edge = json.loads((reports / "EDGE_REPORT.json").read_text())
@@ -43,10 +60,19 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
     print("", file=out)
     print(f"{'iter':>4} {'net_bps':>9} {'fills':>7} {'pnl':>11} {'verdict':>8}", file=out)
     verdicts = {v["iteration"]: v["verdict"] for v in gate.get("iterations", [])}
+    partial = _partial_iterations(root)
     for it in edge["iterations"]:
         print(
             f"{it['iteration'] + 1:>4} {_f(it['net_bps']):>9} {it['fills']:>7} "
-            f"{_f(it['pnl'], '+.4f'):>11} {verdicts.get(it['iteration'], '-'):>8}",
+            f"{_f(it['pnl'], '+.4f'):>11} {verdicts.get(it['iteration'], '-'):>8}"
+            + ("  (partial)" if it["iteration"] in partial else ""),
+            file=out,
+        )
+    if partial:
+        which = ", ".join(str(i + 1) for i in sorted(partial))
+        print(
+            f"partial iterations: {which} (shorter than --iteration-minutes: the feed ended or "
+            "the run was interrupted; the verdict covers them as recorded)",
             file=out,
         )
     drivers = ", ".join(d["name"] for d in t.get("neg_edge_drivers", [])) or "none"
@@ -55,8 +81,16 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
     if blocks.get("attempts"):
         parts = [f"{k} {blocks['ratios'].get(k, 0):.1%}" for k in blocks.get("counts", {})]
         print(f"block ratios (of {blocks['attempts']:,} attempts): {', '.join(parts)}", file=out)
-    changes = [d for d in outcome.decisions if d.field is not None]
+    changes = [d for d in outcome.decisions if d.field is not None and d.driver != "operator"]
     print(f"tuner changes: {len(changes)}", file=out)
+    by_hand = [d for d in outcome.decisions if d.driver == "operator"]
+    if by_hand:
+        print(
+            f"operator changes: {len(by_hand)} ("
+            + ", ".join(f"{d.field} {d.old:g} -> {d.new:g}" for d in by_hand)
+            + ")",
+            file=out,
+        )
     final = outcome.final
     if final.get("control"):
         c = final["control"]
