@@ -181,6 +181,17 @@ class InstrumentCfg(_Section):
     lot_size: float | None = Field(
         None, gt=0, description="Quantity step; null = taken from the feed's metadata."
     )
+    inverse: bool | None = Field(
+        None,
+        description="Coin-margined (inverse) contract: quantity in contracts, money in the base "
+        "coin; null = taken from the feed's metadata.",
+    )
+    contract_size: float | None = Field(
+        None,
+        gt=0,
+        description="Quote currency per contract of an inverse instrument (100 for "
+        "BTCUSD_PERP); null = taken from the feed's metadata.",
+    )
 
 
 class QuotingCfg(_Section):
@@ -434,12 +445,15 @@ class Profile(BaseSettings):
 
     def instrument_for(self, feed: Instrument) -> Instrument:
         """The feed's instrument with this profile's tick/lot, where set, winning."""
-        tick, lot = self.instrument.tick_size, self.instrument.lot_size
-        if tick is None and lot is None:
+        i = self.instrument
+        tick, lot = i.tick_size, i.lot_size
+        if tick is None and lot is None and i.inverse is None and i.contract_size is None:
             return feed
+        inverse = feed.inverse if i.inverse is None else i.inverse
         return Instrument(
             feed.symbol, feed.venue, tick or feed.tick_size, lot or feed.lot_size,
-            feed.price_decimals,
+            feed.price_decimals, inverse,
+            (i.contract_size or feed.contract_size) if inverse else None,
         )  # fmt: skip
 
     @classmethod

@@ -76,13 +76,20 @@ _NPY_HEADER_LEN = 256
 
 @dataclass
 class Instrument:
-    """What the book and quoting need to know about the traded instrument."""
+    """What the book, quoting and accounting need to know about the traded instrument.
+
+    ``inverse``: a coin-margined contract (Binance COIN-M): quantities are contracts worth
+    ``contract_size`` quote units each, and money (PnL, fees, cash) is in the base coin
+    (docs/CORE.md, "Inverse contracts"). A linear instrument has no contract size.
+    """
 
     symbol: str
     venue: str
     tick_size: float
     lot_size: float
     price_decimals: int | None = None
+    inverse: bool = False
+    contract_size: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.tick_size > 0 and np.isfinite(self.tick_size)):
@@ -91,6 +98,23 @@ class Instrument:
             )
         if not (self.lot_size > 0 and np.isfinite(self.lot_size)):
             raise UserError(f"instrument {self.symbol}: lot_size must be > 0, got {self.lot_size}")
+        if not isinstance(self.inverse, bool):
+            raise UserError(f"instrument {self.symbol}: inverse must be true or false")
+        if self.inverse:
+            c = self.contract_size
+            if c is None or not (c > 0 and np.isfinite(c)):
+                raise UserError(
+                    f"instrument {self.symbol}: an inverse contract needs contract_size > 0 "
+                    f"(quote currency per contract, e.g. 100 for BTCUSD_PERP), got {c}"
+                )
+
+    def to_json(self) -> dict[str, Any]:
+        """The sidecar form; a linear instrument keeps the fields it always had."""
+        d = asdict(self)
+        if not self.inverse:
+            d.pop("inverse")
+            d.pop("contract_size")
+        return d
 
 
 @dataclass
@@ -111,7 +135,9 @@ class FeedMeta:
     clock: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["instrument"] = self.instrument.to_json()
+        return d
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> FeedMeta:

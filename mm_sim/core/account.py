@@ -6,6 +6,14 @@ must equal the sum of the per-fill terms.
 
 Cash convention: a buy of ``qty`` at ``price`` costs ``price * qty``; the fee is
 ``price * qty * bps * 1e-4`` (positive = paid, negative = rebate) and always reduces cash.
+
+Inverse (coin-margined) contracts, contract size ``C`` quote units per contract: quantity is in
+contracts and money in the base coin. A contract is worth ``-C / price`` coin, so a buy of
+``qty`` contracts *adds* ``qty * C / price`` coin to cash and the account is worth
+``cash - position * C / mid``: long ``q`` contracts from ``P0`` to ``P1`` earns
+``q * C * (1/P0 - 1/P1)``. The fee is ``bps`` of the coin notional ``qty * C / price``. This is a
+linear account in the mirrored instrument (price ``1/P``, quantity ``C`` per contract, sides
+swapped), which is how the reports decompose it (docs/CORE.md, "Inverse contracts").
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from mm_sim.core.records import LIQ_MAKER
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 JIT: dict[str, Any] = {"cache": True, "_nrt": False}
 
-A_POS = 0  # base units
-A_CASH = 1  # quote currency, fees included
+A_POS = 0  # base units (contracts for an inverse instrument)
+A_CASH = 1  # quote currency (base coin for an inverse instrument), fees included
 A_FEES = 2  # sum of fees (positive = paid)
 A_BUY_QTY = 3
 A_SELL_QTY = 4
@@ -30,7 +38,10 @@ A_BUY_NOTIONAL = 5
 A_SELL_NOTIONAL = 6
 A_MAKER_QTY = 7
 A_TAKER_QTY = 8
-A_SIZE = 9
+A_SIZE = 10
+# Not an account figure: the contract size C of an inverse instrument (0 = linear). Kept in the
+# account because every fill path books through apply_fill, which needs nothing else.
+CSIZE_SLOT = 9
 
 # Counters (int64). Attempts/sent are indexed by ACT_* (1..3), blocks by BLK_* (0..3).
 C_EVENTS = 0
@@ -52,8 +63,11 @@ C_POST_ONLY_REJECTED = 22  # post-only places/replaces the venue rejected: they 
 C_SIZE = 23
 
 
-def make_account() -> np.ndarray:
-    return np.zeros(A_SIZE)
+def make_account(contract_size: float = 0.0) -> np.ndarray:
+    """A flat account; ``contract_size`` > 0 books fills as an inverse contract of that size."""
+    acc = np.zeros(A_SIZE)
+    acc[CSIZE_SLOT] = contract_size
+    return acc
 
 
 def make_counters() -> np.ndarray:
@@ -65,6 +79,8 @@ def apply_fill(
     acc: np.ndarray, side: int, price: float, qty: float, fee_bps: float, liquidity: int
 ) -> float:
     """Book one fill into the account; returns the fee (quote currency, positive = paid)."""
+    if acc[CSIZE_SLOT] > 0.0:
+        return _apply_inverse_fill(acc, side, price, qty, fee_bps, liquidity)
     notional = price * qty
     fee = notional * fee_bps * 1e-4
     if side > 0:
@@ -75,6 +91,32 @@ def apply_fill(
     else:
         acc[A_POS] -= qty
         acc[A_CASH] += notional
+        acc[A_SELL_QTY] += qty
+        acc[A_SELL_NOTIONAL] += notional
+    acc[A_CASH] -= fee
+    acc[A_FEES] += fee
+    if liquidity == LIQ_MAKER:
+        acc[A_MAKER_QTY] += qty
+    else:
+        acc[A_TAKER_QTY] += qty
+    return fee
+
+
+@njit(**JIT)
+def _apply_inverse_fill(
+    acc: np.ndarray, side: int, price: float, qty: float, fee_bps: float, liquidity: int
+) -> float:
+    """An inverse fill: coin notional ``qty * C / price``, received on a buy, paid on a sell."""
+    notional = qty * acc[CSIZE_SLOT] / price
+    fee = notional * fee_bps * 1e-4
+    if side > 0:
+        acc[A_POS] += qty
+        acc[A_CASH] += notional
+        acc[A_BUY_QTY] += qty
+        acc[A_BUY_NOTIONAL] += notional
+    else:
+        acc[A_POS] -= qty
+        acc[A_CASH] -= notional
         acc[A_SELL_QTY] += qty
         acc[A_SELL_NOTIONAL] += notional
     acc[A_CASH] -= fee

@@ -185,7 +185,8 @@ K_TAIL_AGE_NS = 28
 K_IMPACT_RATIO = 29
 K_MAX_DELTA_RATIO = 30
 K_RULES = 31  # fill rules, match.RULE_* bits
-K_SIZE = 32
+K_CSIZE = 32  # contract size of an inverse instrument, quote per contract (0 = linear)
+K_SIZE = 33
 
 # Engine scalars g[:] (int64)
 G_NEXT_MARK = 0
@@ -205,7 +206,7 @@ NO_MARKS = 3
 
 NO_MARK_TS = -(1 << 62)
 DECISION_MARGIN = 8  # room kept for the actions (and blocks) of one decision: 2 sides x 2, x2
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: the account carries the contract size (inverse instruments)
 
 
 # The engine's own bundles, beside match.py's (BookArrays, Venue, Out, Terms; see there why).
@@ -437,8 +438,10 @@ def _side_decision(
                 intent = ACT_REPLACE
         else:
             intent = ACT_PLACE
+        # Notional per unit of quantity: the price, or for an inverse contract its fixed size.
+        unit_notional = p[K_CSIZE] if p[K_CSIZE] > 0.0 else px * p[K_TICK]
         if risk_breach(
-            vsf[VSF_POS_VIEW], side, want_lots * p[K_LOT], px * p[K_TICK],
+            vsf[VSF_POS_VIEW], side, want_lots * p[K_LOT], unit_notional,
             p[K_MAX_POS], p[K_MAX_NOTIONAL],
         ):  # fmt: skip
             # Refused for risk; a resting order whose fill would breach the limit is pulled.

@@ -53,6 +53,7 @@ from mm_sim.core.driver import (
     G_VCLOCK,
     K_ACK_NS,
     K_CANCEL_NS,
+    K_CSIZE,
     K_ENTRY_NS,
     K_FEED_MULT,
     K_GAMMA,
@@ -172,6 +173,14 @@ def fill_rules(profile: Profile) -> int:
     return rules
 
 
+def contract_size_of(instrument: Instrument) -> float:
+    """The kernels' inverse switch: the contract size of an inverse instrument, else 0."""
+    if not instrument.inverse:
+        return 0.0
+    assert instrument.contract_size is not None  # Instrument checks it
+    return float(instrument.contract_size)
+
+
 def make_params(profile: Profile, overrides: Overrides, instrument: Instrument) -> np.ndarray:
     """The flat parameter vector the kernels read (units: ns, bps, base/quote currency)."""
     q = profile.quoting
@@ -214,6 +223,7 @@ def make_params(profile: Profile, overrides: Overrides, instrument: Instrument) 
     p[K_VENUE_RATE] = lim.venue_budget / (lim.venue_window_ms * 1e6)
     p[K_MARK_NS] = round(profile.mark_interval_ms * 1e6)
     p[K_RULES] = fill_rules(profile)
+    p[K_CSIZE] = contract_size_of(instrument)
     for idx, val in override_values(overrides).items():
         p[idx] = val
     return p
@@ -274,7 +284,7 @@ class Engine:
             "li": li,
             "si": limiter.make_side_table(),
             **venue,
-            "acc": account.make_account(),
+            "acc": account.make_account(self._p[K_CSIZE]),
             "cnt": account.make_counters(),
             "rng": rng.make_rng(self.seed),
         }

@@ -4,6 +4,7 @@ A refusal carries exactly one reason, checked in this fixed order (docs/CORE.md,
 
 1. ``risk``: a place/replace whose fill could take |position| above ``inventory.max_position``
    or the position notional above ``inventory.max_notional`` (only when it adds exposure);
+   for an inverse instrument the position is in contracts and its notional is contracts x C;
 2. ``min_interval``: the previous action on the same side is younger than ``min_interval_ms``;
 3. ``concurrency``: ``limiter.max_in_flight`` actions are sent and not yet acknowledged;
 4. ``throttle``: the cancel/replace token bucket (``replace_rate_per_min``) is empty, or the
@@ -90,13 +91,18 @@ def bucket_level(tokens: float, last_ts: int, now: int, cap: float, rate_per_ns:
 
 @njit(inline="always", **JIT)
 def risk_breach(
-    pos: float, side: int, qty: float, price: float, max_pos: float, max_notional: float
+    pos: float, side: int, qty: float, unit_notional: float, max_pos: float, max_notional: float
 ) -> bool:
-    """Could a full fill of this order push exposure beyond a limit (when it adds exposure)?"""
+    """Could a full fill of this order push exposure beyond a limit (when it adds exposure)?
+
+    ``unit_notional`` is the quote-currency value of one unit of quantity: the order's price for
+    a linear instrument, the contract size for an inverse one (a contract is worth C dollars
+    whatever the price), so ``max_notional`` is in quote currency for both.
+    """
     new = pos + side * qty
     if abs(new) <= abs(pos):
         return False
-    return abs(new) > max_pos * (1.0 + 1e-9) or abs(new) * price > max_notional
+    return abs(new) > max_pos * (1.0 + 1e-9) or abs(new) * unit_notional > max_notional
 
 
 @njit(inline="always", **JIT)

@@ -187,6 +187,8 @@ class RefEngine:
         self.levels = q.impact_levels
         self.max_pos = profile.inventory.max_position
         self.max_notional = profile.inventory.max_notional
+        # Inverse contract: quantity in contracts of csize quote units, money in the base coin.
+        self.csize = float(instrument.contract_size or 0.0) if instrument.inverse else 0.0
         self.maker_bps = profile.fees.maker_bps
         self.taker_bps = profile.fees.taker_bps
         lat = profile.latency
@@ -274,14 +276,20 @@ class RefEngine:
             rem = 0.0
             o.status = "done"
         o.rem = rem
-        notional = price * qty
+        if self.csize > 0.0:
+            # A contract is worth -C/price coin: a buy receives its coin notional, a sell pays it.
+            notional = qty * self.csize / price
+            value = -notional
+        else:
+            notional = price * qty
+            value = notional
         fee = notional * (self.maker_bps if liq == LIQ_MAKER else self.taker_bps) * 1e-4
         if o.side > 0:
             self.pos += qty
-            self.cash -= notional
+            self.cash -= value
         else:
             self.pos -= qty
-            self.cash += notional
+            self.cash += value
         self.cash -= fee
         self.fees += fee
         self._fills.append(
@@ -526,7 +534,8 @@ class RefEngine:
         new = self.pos_view + side * qty
         if abs(new) <= abs(self.pos_view):
             return False
-        return abs(new) > self.max_pos * (1.0 + 1e-9) or abs(new) * price > self.max_notional
+        unit = self.csize if self.csize > 0.0 else price  # quote value of one unit of quantity
+        return abs(new) > self.max_pos * (1.0 + 1e-9) or abs(new) * unit > self.max_notional
 
     def _target(self, mid: float, bb: int, ba: int) -> tuple[int, int, float]:
         tick = self.tick

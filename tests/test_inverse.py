@@ -1,0 +1,167 @@
+"""Inverse (coin-margined) contracts: quantity in contracts, money in the base coin.
+
+A contract of size C is worth C quote units whatever the price, i.e. C/P coin; long q contracts
+from P0 to P1 earns q·C·(1/P0 − 1/P1) coin (docs/CORE.md, "Inverse contracts").
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from test_core_differential import (
+    CONFIGS,
+    assert_records_equal,
+    build_stream,
+    make_profile,
+    random_steps,
+)
+
+from mm_sim.config import Overrides, Profile
+from mm_sim.core.engine import Engine
+from mm_sim.core.records import LIQ_MAKER
+from mm_sim.core.reference import RefEngine, Script
+from mm_sim.errors import UserError
+from mm_sim.events import FeedMeta, Instrument
+
+C = 100.0  # quote currency per contract (BTCUSD_PERP)
+SCALE = 1000.0  # the linear streams' 0.001 lots become whole contracts
+INV = Instrument("BTCUSD_PERP", "sim", 0.01, 1.0, 2, inverse=True, contract_size=C)
+
+
+def inverse_profile(cfg: tuple, max_notional: float) -> Profile:
+    model, mode, mif, max_pos, _ovr, variant = cfg
+    base = make_profile(model, mode, mif, max_pos * SCALE, variant)
+    data = base.model_dump()
+    data["quoting"]["order_qty"] = 5.0
+    data["inventory"] = {"max_position": max_pos * SCALE, "max_notional": max_notional}
+    return Profile(**data)
+
+
+def inverse_stream(rng: np.random.Generator, n: int) -> np.ndarray:
+    ev = build_stream(random_steps(rng, n))
+    ev["qty"] = np.round(ev["qty"] * SCALE)
+    return ev
+
+
+def run_both(profile: Profile, ovr: Overrides, ev: np.ndarray, cuts: list[int]):
+    eng = Engine(profile, ovr, INV, seed=3, n_ticks=4096, out_capacity=1, report_capacity=4096)
+    parts: dict[str, list[np.ndarray]] = {"fills": [], "actions": [], "blocks": [], "marks": []}
+    bounds = [0, *sorted(c % (len(ev) + 1) for c in cuts), len(ev)]
+    for lo, hi in itertools.pairwise(bounds):
+        res = eng.run(ev[lo:hi], flush=hi == len(ev))
+        for k in parts:
+            parts[k].append(getattr(res, k))
+    got = {k: np.concatenate(v) for k, v in parts.items()}
+    ref = RefEngine(profile, ovr, INV)
+    return eng, ref, got, ref.run(ev)
+
+
+# max_notional in quote currency = contracts x C: 600 allows 6 contracts, 1e9 never binds.
+@pytest.mark.parametrize("max_notional", [600.0, 1e9])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-mif{c[2]}-{c[5]}")
+def test_kernel_matches_reference_on_inverse_streams(cfg: tuple, max_notional: float) -> None:
+    profile = inverse_profile(cfg, max_notional)
+    ovr = cfg[4]
+    rng = np.random.default_rng(11)
+    fills = 0
+    for _ in range(4):
+        ev = inverse_stream(rng, 250)
+        cuts = [int(x) for x in rng.integers(0, len(ev), 2)]
+        eng, ref, got, want = run_both(profile, ovr, ev, cuts)
+        for name in ("fills", "actions", "blocks", "marks"):
+            assert_records_equal(got[name], getattr(want, name), name)
+        assert eng.cash == ref.cash  # bit for bit: both add the same coin amounts
+        assert eng.position == ref.position
+        fills += len(got["fills"])
+    assert fills > 0
+
+
+def test_inverse_account_identity_and_fees() -> None:
+    """Coin PnL = cash − position·C/mid, rebuilt fill by fill from q·C/P."""
+    cfg = CONFIGS[0]
+    profile = inverse_profile(cfg, 1e9)
+    rng = np.random.default_rng(5)
+    ev = inverse_stream(rng, 400)
+    eng, _ref, got, _want = run_both(profile, cfg[4], ev, [])
+    f = got["fills"]
+    assert len(f) > 5
+    coin = f["qty"] * C / f["price"]
+    bps = np.where(f["liquidity"] == LIQ_MAKER, profile.fees.maker_bps, profile.fees.taker_bps)
+    np.testing.assert_allclose(f["fee"], coin * bps * 1e-4, rtol=1e-12, atol=0)
+    cash = math.fsum(f["side"] * coin) - math.fsum(f["fee"])  # a buy receives coin
+    assert eng.cash == pytest.approx(cash, abs=1e-12)
+    pos = math.fsum(f["side"] * f["qty"])
+    assert eng.position == pytest.approx(pos, abs=1e-12)
+    # Against the textbook formula: each fill's PnL is s·q·C·(1/P − 1/mid), minus its fee.
+    mid = eng.mid
+    pnl = math.fsum(f["side"] * f["qty"] * C * (1.0 / f["price"] - 1.0 / mid)) - math.fsum(f["fee"])
+    assert eng.cash - eng.position * C / mid == pytest.approx(pnl, abs=1e-12)
+    acct = eng.account()
+    assert acct["buy_notional"] == pytest.approx(math.fsum(coin[f["side"] > 0]), rel=1e-12)
+
+
+def test_long_from_p0_to_p1_earns_the_inverse_formula() -> None:
+    """One buy at 100, marked at 125: q·C·(1/100 − 1/125) coin, fee in bps of q·C/100."""
+    profile = Profile(
+        quoting={"order_qty": 10.0, "base_half_spread_bps": 1.0, "order_type": "limit"},
+        inventory={"max_position": 1000.0, "max_notional": 1e9},
+        fees={"maker_bps": 2.0, "taker_bps": 5.0},
+        latency={"mode": "constant", "entry_ms": 1.0, "cancel_ms": 1.0, "ack_ms": 1.0},
+        matching={"event_order": "file"},
+    )
+    sc = Script(0.01)
+    sc.at(0.0, 0.0).snapshot({9999: 50.0}, {10001: 50.0})
+    sc.at(10.0, 0.0).trade(-1, 9990, 500.0)  # sells through every bid: our bid fills
+    sc.at(20.0, 0.0).snapshot({12499: 50.0}, {12501: 50.0})
+    ev = sc.events()
+    eng = Engine(profile, Overrides(), INV, seed=1, n_ticks=1 << 15)
+    res = eng.run(ev, flush=True)
+    f = res.fills
+    buys = f[f["side"] > 0]
+    assert len(buys) >= 1 and buys["price"][0] == pytest.approx(99.98)
+    # Every fill earns s·q·C·(1/P − 1/125) coin and pays bps of its coin notional q·C/P.
+    bps = np.where(f["liquidity"] == LIQ_MAKER, 2.0, 5.0) * 1e-4
+    s, q, p = f["side"], f["qty"], f["price"]
+    want = math.fsum(s * q * C * (1 / p - 1 / 125.0)) - math.fsum(q * C / p * bps)
+    assert eng.mid == pytest.approx(125.0)
+    assert eng.cash - eng.position * C / eng.mid == pytest.approx(want, rel=1e-12)
+
+
+def test_risk_limits_count_contracts_not_price_times_contracts() -> None:
+    """The issue's trap: 1 contract at 61,600 is 100 USD of notional, not 61,600."""
+    sc = Script(0.1)
+    sc.at(0.0, 0.0).snapshot(
+        {615999 - i: 200.0 for i in range(5)}, {616001 + i: 200.0 for i in range(5)}
+    )
+    for k in range(1, 60):
+        sc.at(10.0 * k, 0.0).depth(1, 615999, 200.0 + k)
+    ev = sc.events()
+    profile = Profile(
+        quoting={"order_qty": 1.0},
+        inventory={"max_position": 50.0, "max_notional": 5000.0},  # 50 contracts of 100 USD
+    )
+    blocked = {}
+    for inst in (INV, Instrument("BTCUSD_PERP", "sim", 0.1, 1.0, 1)):
+        eng = Engine(profile, Overrides(), inst, seed=1, n_ticks=1 << 15)
+        res = eng.run(ev, flush=True)
+        c = eng.counters()
+        blocked[inst.inverse] = (c["blocks"]["risk"], c["places"])
+        assert len(res.actions) == c["places"] + c["replaces"] + c["cancels"]
+    assert blocked[False][0] > 0 and blocked[False][1] == 0  # linear reading: 61,600 per unit
+    assert blocked[True][0] == 0 and blocked[True][1] > 0
+
+
+def test_instrument_checks_and_sidecar_round_trip() -> None:
+    with pytest.raises(UserError, match="contract_size"):
+        Instrument("X", "v", 0.1, 1.0, inverse=True)
+    meta = FeedMeta(INV)
+    back = FeedMeta.from_json(meta.to_json(), "here")
+    assert back.instrument == INV
+    lin = FeedMeta(Instrument("X", "v", 0.1, 1.0)).to_json()
+    assert "inverse" not in lin["instrument"]  # linear sidecars unchanged
+    profile = Profile(instrument={"contract_size": 10.0, "inverse": True})
+    got = profile.instrument_for(Instrument("X", "v", 0.1, 1.0))
+    assert got.inverse and got.contract_size == 10.0
