@@ -24,7 +24,8 @@ def model_error_bars(
     root: Path, net_bps: float | None, iterations: int, gates: GatesCfg
 ) -> dict[str, Any] | None:
     """``error_bars.model`` of the run in ``root``; None when no arm was run."""
-    from mm_sim.report.render import _slices  # the report's own slicing of a run directory
+    # the report's own slicing of a run directory
+    from mm_sim.report.render import _slices, run_contract_size
     from mm_sim.report.rundir import RunDir
 
     base = Path(root) / MODELS_DIR
@@ -47,7 +48,7 @@ def model_error_bars(
         lines = rd.committed_lines()[:iterations] if rd.run_json.exists() else []
         if row["complete"] and len(lines) == iterations and iterations > 0:
             recs = rd.iteration_records(lines)
-            parts = [iteration_parts(sl) for sl in _slices(recs, lines)]
+            parts = [iteration_parts(sl) for sl in _slices(recs, lines, run_contract_size(rd))]
             totals, _ = sections_of(parts, gates.hard.adverse_p95_max, gates.venue_rules)
             row["net_bps"] = totals.net_bps
             row["fills"] = totals.fills
@@ -86,7 +87,9 @@ def model_bars_md(model: dict[str, Any] | None) -> list[str]:
     ]
     for a in model["arms"]:
         if a["net_bps"] is None:
-            out.append(f"| `{a['switch']}` | {a['value']} | n/a (arm incomplete) | | | |")
+            why = "undefined (fills without a finite mid)" if a["complete"] else "n/a (incomplete)"
+            fills = "" if a["fills"] is None else f"{a['fills']:,}"
+            out.append(f"| `{a['switch']}` | {a['value']} | {why} | | {fills} | |")
             continue
         share = "—" if a["maker_share_pct"] is None else f"{a['maker_share_pct']:.1f} %"
         delta = "—" if a["delta_bps"] is None else f"{a['delta_bps']:+.3f}"

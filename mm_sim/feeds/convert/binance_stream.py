@@ -90,7 +90,7 @@ class StreamConverter:
     def _do(self, actions: list[Action], now: int) -> None:
         cols = self.cols
         assert cols is not None
-        for a in actions:
+        for n, a in enumerate(actions):
             k = a.kind
             if k is ActionKind.APPLY:
                 d = a.diff
@@ -102,7 +102,7 @@ class StreamConverter:
                 s = a.snapshot
                 assert s is not None
                 ms = s.event_ms if s.event_ms is not None else s.txn_ms
-                exch = ms * MS if ms is not None else now
+                exch = ms * MS if ms is not None else self._snapshot_exch(actions[n + 1 :], now)
                 cols.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
                 cols.levels(s.bids, BID, KIND_SNAPSHOT, exch, now)
                 cols.levels(s.asks, ASK, KIND_SNAPSHOT, exch, now)
@@ -112,6 +112,18 @@ class StreamConverter:
                 exch = a.diff.event_ms * MS if a.diff is not None else self.last_exch
                 cols.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
                 self.invalidations += 1
+
+    def _snapshot_exch(self, after: list[Action], now: int) -> int:
+        """Exchange time for a snapshot that has none (spot REST): the state it holds precedes
+        the first diff applied on top of it, so it takes that diff's event time; without one
+        yet, the stream's latest exchange time; without that, its receipt time. Its receipt
+        time is on the recorder's clock, and a snapshot stamped with it would sort after the
+        buffered diffs that must follow it when the venue reads the feed in exchange order
+        (docs/CORE.md, "Two clocks")."""
+        for b in after:
+            if b.kind is ActionKind.APPLY and b.diff is not None:
+                return int(b.diff.event_ms) * MS
+        return self.last_exch if self.last_exch else now
 
     def _feed_snapshot(self, snap: DepthSnapshot) -> None:
         self.snapshots_seen += 1
