@@ -224,16 +224,24 @@ def _peer_targets(peer: dict[str, Any], add: Any) -> None:
         sp["min"] >= 2.0 and not lost,
         f"lowest of {n} runs: {sp['min_run']}; headline {peer['ratio_events_per_s']:.2f}, "
         f"highest {sp['max']:.2f}{tail}")  # fmt: skip
-    diag = "(diagnostic, not the issue's target)"
-    for key, name in (("fills", "fill counts agree"),
-                      ("orders_filled", f"orders filled agree {diag}"),
-                      ("fill_qty", f"fill quantity agrees {diag}")):  # fmt: skip
-        f = ag[key]
-        m, h = f["worst_mm_sim"], f["worst_hftbacktest"]
-        pair = f"{m:,.3f} / {h:,.3f}" if key == "fill_qty" else f"{m:,} / {h:,}"
-        add(name, "mm_sim / hftbacktest within 10 % on every run", f["worst_ratio"], f["met"],
-            f"worst: {f['worst_run']}, {pair}; {f['within_tolerance']} of {n} runs within"
-            f"{tail}")  # fmt: skip
+    arms = ag.get("arms", {})
+    arm_labels = (
+        ("hbt_rules", "mm_sim with hftbacktest's fill rules"),
+        ("default", "mm_sim with its default fill rules (model error, no target)"),
+    )
+    for arm, label in arm_labels:
+        if arm not in arms:
+            continue
+        a = arms[arm]
+        fl, fq = a["fills"], a["fill_qty"]
+        add(f"fill counts and quantity agree: {label}",
+            "mm_sim / hftbacktest within 10 % on every run" if arm == "hbt_rules" else "-",
+            f"{a['fills_and_qty_within']} of {n} runs",
+            a["met"] if arm == "hbt_rules" else None,
+            f"worst fills: {fl['worst_run']}, {fl['worst_mm_sim']:,} / {fl['worst_hftbacktest']:,}"
+            f" ({_fmt(fl['worst_ratio'], 3)}); worst qty: {fq['worst_run']}, "
+            f"{fq['worst_mm_sim']:,.3f} / {fq['worst_hftbacktest']:,.3f} "
+            f"({_fmt(fq['worst_ratio'], 3)}){tail}")  # fmt: skip
 
 
 def _fmt(x: Any, digits: int = 1) -> str:
