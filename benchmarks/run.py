@@ -300,6 +300,7 @@ def _peer_markdown(peer: dict[str, Any]) -> list[str]:
                 f"{m['pnl_quote']:.2f} / {h['pnl_quote']:.2f} | "
                 f"{a['identical_prefix']:,}; {a['common_share']:.0%} |"
             )
+    L += ["", *_fill_table(feeds)]
     L += ["", "Feeds, as given to both simulators:", ""]
     for f in feeds:
         if "deletions_first" not in f:
@@ -307,10 +308,12 @@ def _peer_markdown(peer: dict[str, Any]) -> list[str]:
             continue
         d = f["deletions_first"]
         shift = f["local_ts_shift_ns"]
+        how = (f.get("clock") or {}).get("model", {}).get("method", "no clock model")
         extra = f" (synthetic params {f['synthetic_params']})" if "synthetic_params" in f else ""
         L.append(
             f"- {f['feed']}{extra}: {_fmt(f['convert']['events'])} events; local clock shifted "
-            f"by {shift / 1e6:,.1f} ms; deletions put first in {d['reordered']:,} of "
+            f"by {shift / 1e6:,.1f} ms (the feed's clock model, {how}); deletions put first in "
+            f"{d['reordered']:,} of "
             f"{d['runs']:,} diff messages ({d['moved']:,} events moved), without which mm_sim "
             f"skips {f['raw_feed_no_decision']:,} decisions on books crossed part-way through a "
             f"message; {f['convert']['split']:,} events with an earlier exch_ts than a previous "
@@ -354,15 +357,54 @@ def _peer_markdown(peer: dict[str, Any]) -> list[str]:
             L.append("Not compared: " + "; ".join(ag["not_compared"]))
     L += [
         "",
-        "Fill rules (why fill counts part most on captures with small prints): a trade printing "
-        "through our price, or the opposite best moving through it, fills the whole remaining "
-        "order in hftbacktest; mm_sim fills at most the quantity printed at or through our price "
-        "(after the visible queue ahead of us) or the visible crossing quantity, so small prints "
-        "fill one order in several parts, and the filled quantity is lower where prints are "
-        "smaller than the order.",
+        "Fill rules: hftbacktest fills the whole remaining order when a print goes through our "
+        "price or the opposite best moves to or through it. mm_sim's default fills at most what "
+        "printed at or through our price (small prints fill one order in several parts); with "
+        "hftbacktest's rules (matching.through_fill=order) it fills the whole order on a print "
+        "through; on a crossing book it fills at most the visible crossing quantity in every "
+        "arm (no switch for hftbacktest's whole-order rule there).",
         "",
         f"{peer.get('note', '')}",
     ]
+    return L
+
+
+ARM_COLS = (("hbt_rules", "mm_sim, hftbacktest's rules"), ("default", "mm_sim, default rules"))
+
+
+def _fill_table(feeds: list[dict[str, Any]]) -> list[str]:
+    """Per run: hftbacktest against mm_sim with hftbacktest's fill rules (the 10 % target) and
+    with its default rules (the model error), fills / orders filled / filled quantity."""
+    L = [
+        "Fill agreement per run: hftbacktest | mm_sim with hftbacktest's rules (venue in exchange "
+        "time, print through = whole order, crossing fills) | mm_sim with its default rules "
+        "(print through = at most the print). Ratios are mm_sim / hftbacktest for fills and "
+        "fill quantity; within = both within 10 %. The no-cross column is mm_sim with "
+        "hftbacktest's rules but no crossing fills (what that rule is worth). Each figure cell: "
+        "hftbacktest / mm_sim hbt rules / mm_sim default.",
+        "",
+        "| feed | scenario | queue | fills | orders filled | fill qty | hbt rules: ratio "
+        "fills, qty | within 10 % | default: ratio fills, qty | within 10 % | no-cross fills |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in feeds:
+        for r in f.get("runs", []):
+            if "error" in r or "mm_sim_arms" not in r:
+                continue
+            h, arms, fa = r["hftbacktest"], r["mm_sim_arms"], r["fill_agreement"]
+            hb, df = arms["hbt_rules"], arms["default"]
+            cells = [
+                f"{h['fills']:,} / {hb['fills']:,} / {df['fills']:,}",
+                f"{h['orders_filled']:,} / {hb['orders_filled']:,} / {df['orders_filled']:,}",
+                f"{h['fill_qty']:.3f} / {hb['fill_qty']:.3f} / {df['fill_qty']:.3f}",
+            ]
+            for arm, _ in ARM_COLS:
+                a = fa[arm]
+                cells.append(f"{_fmt(a['fills']['ratio'], 3)}, {_fmt(a['fill_qty']['ratio'], 3)}")
+                cells.append("YES" if a["within"] else "NO")
+            cells.append(f"{arms['hbt_rules_no_cross']['fills']:,}")
+            L.append(f"| {f['feed']} | {r['scenario']} | {r['queue_model']} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
     return L
 
 
@@ -568,6 +610,41 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def peer_only(args: argparse.Namespace) -> int:
+    """The peer section alone, on the same feeds the mode's full bench gives it."""
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    cfg = SIZES[mode]
+    with tempfile.TemporaryDirectory(prefix="mm_bench_") as tmp:
+        work = Path(tmp)
+        syn = data.synthetic(cfg["synthetic_s"])
+        feed_path = work / "synthetic_1x.npy"
+        write_feed(feed_path, syn.events, syn.instrument, source={"bench": "synthetic"})
+        peer = peer_subprocess(feed_path, work, cfg["repeats"], cfg["real"])
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, target: str, value: Any, met: bool | None, note: str = "") -> None:
+        rows.append({"target": name, "goal": target, "measured": value, "met": met, "note": note})
+
+    _peer_targets(peer, add)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "peer.json", clean({"mode": mode, "targets": rows, **peer}))
+    L = [f"# mm_sim vs hftbacktest ({mode})", "", "| target | goal | measured | met | note |",
+         "|---|---|---|---|---|"]  # fmt: skip
+    L += [f"| {r['target']} | {r['goal']} | {_fmt(r['measured'], 3)} | {_fmt(r['met'])} | "
+          f"{r['note']} |" for r in rows]  # fmt: skip
+    md = "\n".join([*L, "", *_peer_markdown(peer)]) + "\n"
+    atomic_write_bytes(args.out / "peer.md", md.encode())
+    latest = args.out / "latest.json"
+    if latest.exists():
+        res = json.loads(latest.read_text())
+        res["peer"] = peer
+        res["targets"] = targets(res)
+        atomic_write_json(latest, clean(res))
+        atomic_write_bytes(args.out / "latest.md", markdown(res).encode())
+    print(md)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     g = ap.add_mutually_exclusive_group()
@@ -577,7 +654,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-soak", action="store_true")
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument(
+        "--peer-only", action="store_true",
+        help="only the hftbacktest comparison (the mode's feeds): writes peer.json and peer.md, "
+        "and replaces the peer section of latest.json/.md if they exist",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if args.peer_only:
+        return peer_only(args)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     cfg = SIZES[mode]
     t_start = time.perf_counter()
