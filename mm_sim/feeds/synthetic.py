@@ -23,6 +23,7 @@ from mm_sim.events import EVENT_DTYPE, Instrument
 from mm_sim.feeds import synthetic_kernel as K
 
 SYMBOL = "SYNTH-BTCUSDT"
+INVERSE_SYMBOL = "SYNTH-BTCUSD_PERP"  # the same market quoted as a coin-margined contract
 VENUE = "synthetic"
 SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
 REGIME_NAMES = ("calm", "normal", "stressed")
@@ -41,6 +42,13 @@ class SyntheticParams(BaseModel):
     initial_price: float = Field(30000.0, gt=0.0, le=1e7, description="Fair price at t0.")
     tick_size: float = Field(0.1, gt=0.0, le=1e4, description="Price increment (tick).")
     lot_size: float = Field(0.001, gt=0.0, le=1e4, description="Quantity increment (lot).")
+    contract_size: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e7,
+        description="Set: an inverse (coin-margined) contract of this many quote units; every "
+        "quantity (lot, sizes) is then in contracts. Null: a linear instrument.",
+    )
     start_unix_s: int = Field(
         1_685_577_600,
         ge=0,
@@ -173,6 +181,16 @@ class SyntheticRun:
 
 def instrument_for(params: SyntheticParams) -> Instrument:
     decimals = max(0, round(-math.log10(params.tick_size))) if params.tick_size < 1 else 0
+    if params.contract_size is not None:
+        return Instrument(
+            INVERSE_SYMBOL,
+            VENUE,
+            params.tick_size,
+            params.lot_size,
+            decimals,
+            True,
+            params.contract_size,
+        )
     return Instrument(SYMBOL, VENUE, params.tick_size, params.lot_size, decimals)
 
 
@@ -364,6 +382,7 @@ UNITS = {
     "initial_price": "quote",
     "tick_size": "quote",
     "lot_size": "base",
+    "contract_size": "quote per contract",
     "start_unix_s": "s (Unix)",
     "warmup_s": "s",
     "regime_vol": "1/sqrt(year)",

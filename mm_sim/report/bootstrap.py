@@ -222,8 +222,9 @@ def statistical_error_bars(
     """The run's statistical error bars (EDGE_REPORT.json ``error_bars.statistical``)."""
     cfg = gates.error_bars
     estimates = {k: getattr(totals, k) for k in FIGURES}
-    marks = concat([p.marks for p in parts]) if parts else np.empty(0)
-    fills = [p.fill_records for p in parts]
+    # Amounts are rebuilt in the money view (the records themselves unless inverse).
+    marks = concat([p.money_marks for p in parts]) if parts else np.empty(0)
+    fills = [p.money_fills for p in parts]
     series = None
     if parts and len(marks) >= 2:
         f_ts = concat([f["ts"].astype(np.int64) for f in fills]).astype(np.int64)
@@ -239,7 +240,7 @@ def statistical_error_bars(
             concat([p.fees_eff for p in parts]),
             concat([p.markouts[GATE_HORIZON_MS] for p in parts]),
             cfg,
-            parts[0].start.position if parts[0].start is not None else 0.0,
+            parts[0].start.money().position if parts[0].start is not None else 0.0,
         )
     note = None
     if series is None or len(series) < 2 or totals.fills == 0:

@@ -22,13 +22,17 @@ so an iteration's numbers never change once it is committed.
 
 All bps divide an amount by traded notional (q·p), per fill or summed. Costs (slippage cost,
 adverse cost) are minus the contribution, in bps of the fill's own notional.
+
+An inverse (coin-margined) run is decomposed in its money view (mm_sim/report/inverse.py): the
+same formulas on the records mirrored into the linear instrument priced 1/P, so every amount is
+base coin and the notional is the coin notional q·C/P.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -49,6 +53,7 @@ from mm_sim.report.churn import (
     rule_cycles,
     venue_rules,
 )
+from mm_sim.report.inverse import coin_fills, coin_marks
 from mm_sim.report.schema import (
     ActionCounts,
     Amounts,
@@ -80,14 +85,25 @@ class State:
     cash: float
     position: float
     mid: float | None  # last finite mid known at that mark
+    contract_size: float = 0.0  # C of an inverse instrument (cash in coin), 0 = linear
 
     def value(self) -> float | None:
-        """Cash plus position at the mid; a flat account needs no mid."""
+        """Cash plus position at the mid (inverse: cash − position·C/mid); flat needs no mid."""
         if self.position == 0.0:
             return self.cash
         if self.mid is None:
             return None
+        if self.contract_size > 0.0:
+            return self.cash - self.position * self.contract_size / self.mid
         return self.cash + self.position * self.mid
+
+    def money(self) -> State:
+        """This state in the money view (linear: itself; inverse: the mirrored instrument)."""
+        c = self.contract_size
+        if c <= 0.0:
+            return self
+        mid = None if self.mid is None else 1.0 / self.mid
+        return State(self.ts, self.cash, -self.position * c, mid)
 
 
 def _last_finite(x: np.ndarray) -> float | None:
@@ -100,16 +116,16 @@ def _first_finite(x: np.ndarray) -> float | None:
     return float(x[idx[0]]) if len(idx) else None
 
 
-def initial_state(marks: np.ndarray) -> State | None:
+def initial_state(marks: np.ndarray, contract_size: float = 0.0) -> State | None:
     """The run's starting point: its first mark (mid: first finite one if that mark has none)."""
     if len(marks) == 0:
         return None
     m0 = marks[0]
     mid = float(m0["mid"]) if np.isfinite(m0["mid"]) else _first_finite(marks["mid"])
-    return State(int(m0["ts"]), float(m0["cash"]), float(m0["position"]), mid)
+    return State(int(m0["ts"]), float(m0["cash"]), float(m0["position"]), mid, contract_size)
 
 
-def end_state(marks: np.ndarray, start: State | None) -> State | None:
+def end_state(marks: np.ndarray, start: State | None, contract_size: float = 0.0) -> State | None:
     """State at a window's last mark; the mid is carried forward over marks without one."""
     if len(marks) == 0:
         return start
@@ -117,16 +133,18 @@ def end_state(marks: np.ndarray, start: State | None) -> State | None:
     mid = _last_finite(marks["mid"])
     if mid is None and start is not None:
         mid = start.mid
-    return State(int(last["ts"]), float(last["cash"]), float(last["position"]), mid)
+    return State(int(last["ts"]), float(last["cash"]), float(last["position"]), mid, contract_size)
 
 
-def chain_states(mark_slices: Sequence[np.ndarray]) -> list[tuple[State | None, State | None]]:
+def chain_states(
+    mark_slices: Sequence[np.ndarray], contract_size: float = 0.0
+) -> list[tuple[State | None, State | None]]:
     """(start, end) of each iteration: each starts where the previous one ended."""
     out: list[tuple[State | None, State | None]] = []
     prev: State | None = None
     for k, marks in enumerate(mark_slices):
-        start = initial_state(marks) if k == 0 or prev is None else prev
-        end = end_state(marks, start)
+        start = initial_state(marks, contract_size) if k == 0 or prev is None else prev
+        end = end_state(marks, start, contract_size)
         out.append((start, end))
         prev = end
     return out
@@ -146,6 +164,7 @@ class Slice:
     # Post-only rejections in the window as counted by the runner (engine counters), used when
     # the core records no rejection action; None: not reported.
     post_only_rejected: int | None = None
+    contract_size: float = 0.0  # C of an inverse instrument (money in coin), 0 = linear
 
 
 @dataclass
@@ -171,6 +190,11 @@ class Parts:
     fill_records: np.ndarray
     action_records: np.ndarray
     post_only_rejected: int
+    # The money view (the records themselves for a linear instrument; mirrored for an inverse
+    # one): what the bootstrap rebuilds amounts from.
+    money_fills: np.ndarray
+    money_marks: np.ndarray
+    contract_size: float = 0.0
 
 
 def markout_mids(fills: np.ndarray, marks: np.ndarray, horizon_ns: int) -> np.ndarray:
@@ -194,15 +218,21 @@ def markout_mids(fills: np.ndarray, marks: np.ndarray, horizon_ns: int) -> np.nd
 
 def iteration_parts(sl: Slice) -> Parts:
     """Compute every per-fill term of one iteration and its carried-inventory term."""
-    f = sl.fills
+    csize = sl.contract_size
+    f = coin_fills(sl.fills, csize) if csize > 0.0 else sl.fills
+    mmarks = coin_marks(sl.marks, csize) if csize > 0.0 else sl.marks
     s = f["side"].astype(np.float64)
     q = f["qty"].astype(np.float64)
     p = f["price"].astype(np.float64)
     pq = f["quote_price"]
     md = f["mid_decision"]
     mf = f["mid_fill"]
-    end = end_state(sl.marks, sl.start)
-    start = sl.start
+    start_nat = sl.start
+    if start_nat is not None and start_nat.contract_size != csize:
+        start_nat = replace(start_nat, contract_size=csize)
+    end_nat = end_state(sl.marks, start_nat, csize)
+    end = end_nat.money() if end_nat is not None else None
+    start = start_nat.money() if start_nat is not None else None
     if len(f) and (end is None or end.mid is None):
         raise UserError(
             f"iteration {sl.iteration}: {len(f)} fills but no mark with a finite mid to value "
@@ -216,7 +246,7 @@ def iteration_parts(sl: Slice) -> Parts:
         if start.mid is None or end.mid is None:
             raise UserError(f"iteration {sl.iteration}: carried position but no mid to mark it")
         inventory += start.position * (end.mid - start.mid)
-    markouts = {h: s * q * (markout_mids(f, sl.marks, h * 1_000_000) - mf) for h in HORIZONS_MS}
+    markouts = {h: s * q * (markout_mids(f, mmarks, h * 1_000_000) - mf) for h in HORIZONS_MS}
     act = sl.actions["action"]
     actions = {
         code: int(np.count_nonzero(act == code)) for code in (ACT_PLACE, ACT_REPLACE, ACT_CANCEL)
@@ -232,7 +262,7 @@ def iteration_parts(sl: Slice) -> Parts:
     return Parts(
         iteration=sl.iteration,
         notional=q * p,
-        qty=q,
+        qty=sl.fills["qty"].astype(np.float64),  # the instrument's own unit (contracts)
         maker=f["liquidity"] == LIQ_MAKER,
         gross=s * q * (md - pq),
         slippage=s * q * ((mf - p) - (md - pq)),
@@ -240,15 +270,18 @@ def iteration_parts(sl: Slice) -> Parts:
         order_age_ms=f["order_age_ns"].astype(np.float64) / 1e6,
         markouts=markouts,
         inventory=inventory,
-        start=start,
-        end=end,
+        start=start_nat,
+        end=end_nat,
         actions=actions,
         block_counts=blocks,
         marks=sl.marks,
         ws_lag_p95_ms=sl.ws_lag_p95_ms,
-        fill_records=f,
+        fill_records=sl.fills,
         action_records=sl.actions,
         post_only_rejected=rejected,
+        money_fills=f,
+        money_marks=mmarks,
+        contract_size=csize,
     )
 
 
@@ -462,8 +495,10 @@ def _position_stats(
     absmax = float(np.max(np.abs(pos))) if len(pos) else None
     if start is not None:
         absmax = max(absmax or 0.0, abs(start.position))
+    csize = parts[0].contract_size if parts else 0.0
     with np.errstate(invalid="ignore"):
-        inv = np.abs(pos * marks["mid"])
+        # Quote currency: an inverse contract is worth C whatever the price.
+        inv = np.abs(pos) * csize if csize > 0.0 else np.abs(pos * marks["mid"])
     inv = inv[np.isfinite(inv)]
     return PositionStats(
         start=start.position if start else None,

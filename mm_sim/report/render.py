@@ -38,6 +38,7 @@ from mm_sim.report.edge import (
     sections_of,
 )
 from mm_sim.report.gate import evaluate, kpi_gate
+from mm_sim.report.inverse import contract_size_of
 from mm_sim.report.markdown import band_note, churn_md, error_bars_md
 from mm_sim.report.model_bars import model_error_bars
 from mm_sim.report.rundir import RECORD_DTYPES, PendingIteration, RunDir
@@ -71,8 +72,15 @@ MAX_PLOT_POINTS = 20_000
 # --------------------------------------------------------------------------------------------
 
 
-def _slices(recs: Sequence[dict[str, np.ndarray]], lines: Sequence[IterationLine]) -> list[Slice]:
-    states = chain_states([r["marks"] for r in recs])
+def run_contract_size(rd: RunDir) -> float:
+    """C of the run's instrument if it is inverse (run.json ``instrument``), else 0."""
+    return contract_size_of((rd.load_config().model_extra or {}).get("instrument"))
+
+
+def _slices(
+    recs: Sequence[dict[str, np.ndarray]], lines: Sequence[IterationLine], csize: float = 0.0
+) -> list[Slice]:
+    states = chain_states([r["marks"] for r in recs], csize)
     return [
         Slice(
             iteration=ln.iteration,
@@ -84,6 +92,7 @@ def _slices(recs: Sequence[dict[str, np.ndarray]], lines: Sequence[IterationLine
             ws_lag_p95_ms=ln.ws_lag_p95_ms,
             # The count the runner gave at commit time lives in the committed line.
             post_only_rejected=ln.edge.post_only_rejected,
+            contract_size=csize,
         )
         for r, ln, st in zip(recs, lines, states, strict=True)
     ]
@@ -111,7 +120,8 @@ def evaluate_pending(
     base = lines[-1].offsets if lines else dict.fromkeys(RECORD_DTYPES, 0)
     sizes = rd.sizes()
     pending = {name: rd.read_records(name, base[name], sizes[name]) for name in RECORD_DTYPES}
-    start = chain_states([*committed_marks, pending["marks"]])[-1][0]
+    csize = run_contract_size(rd)
+    start = chain_states([*committed_marks, pending["marks"]], csize)[-1][0]
     sl = Slice(
         iteration=iteration,
         fills=pending["fills"],
@@ -121,6 +131,7 @@ def evaluate_pending(
         start=start,
         ws_lag_p95_ms=ws_lag_p95_ms,
         post_only_rejected=post_only_rejected,
+        contract_size=csize,
     )
     sec = iteration_section(sl, profile.gates.hard.adverse_p95_max, profile.gates.venue_rules)
     return PendingIteration(
@@ -137,7 +148,8 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
     cfg = rd.load_config()
     lines = rd.committed_lines()
     recs = rd.iteration_records(lines)
-    parts = [iteration_parts(sl) for sl in _slices(recs, lines)]
+    csize = contract_size_of((cfg.model_extra or {}).get("instrument"))
+    parts = [iteration_parts(sl) for sl in _slices(recs, lines, csize)]
     g = profile.gates
     totals, iters = sections_of(parts, g.hard.adverse_p95_max, g.venue_rules)
     stat = statistical_error_bars(parts, totals, g)

@@ -176,6 +176,12 @@ class Soak:
                 "venue": cfg.instrument.venue,
                 "tick_size": cfg.instrument.tick_size,
                 "lot_size": cfg.instrument.lot_size,
+                # An inverse instrument also records its contract size (reports read it).
+                **(
+                    {"inverse": True, "contract_size": cfg.instrument.contract_size}
+                    if cfg.instrument.inverse
+                    else {}
+                ),
             },
             "seed": cfg.settings.seed,
             "tune": cfg.tune,
