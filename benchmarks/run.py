@@ -614,12 +614,17 @@ def peer_only(args: argparse.Namespace) -> int:
     """The peer section alone, on the same feeds the mode's full bench gives it."""
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     cfg = SIZES[mode]
-    with tempfile.TemporaryDirectory(prefix="mm_bench_") as tmp:
-        work = Path(tmp)
-        syn = data.synthetic(cfg["synthetic_s"])
-        feed_path = work / "synthetic_1x.npy"
-        write_feed(feed_path, syn.events, syn.instrument, source={"bench": "synthetic"})
-        peer = peer_subprocess(feed_path, work, cfg["repeats"], cfg["real"])
+    if args.peer_from:
+        peer = json.loads(args.peer_from.read_text())
+        mode = peer.pop("mode", mode)
+        peer.pop("targets", None)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mm_bench_") as tmp:
+            work = Path(tmp)
+            syn = data.synthetic(cfg["synthetic_s"])
+            feed_path = work / "synthetic_1x.npy"
+            write_feed(feed_path, syn.events, syn.instrument, source={"bench": "synthetic"})
+            peer = peer_subprocess(feed_path, work, cfg["repeats"], cfg["real"])
     rows: list[dict[str, Any]] = []
 
     def add(name: str, target: str, value: Any, met: bool | None, note: str = "") -> None:
@@ -658,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         "--peer-only", action="store_true",
         help="only the hftbacktest comparison (the mode's feeds): writes peer.json and peer.md, "
         "and replaces the peer section of latest.json/.md if they exist",
+    )  # fmt: skip
+    ap.add_argument(
+        "--peer-from", type=Path, metavar="JSON",
+        help="with --peer-only: render this saved peer result (peer.json) instead of running",
     )  # fmt: skip
     args = ap.parse_args(argv)
     if args.peer_only:
