@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tick-size", type=float, help="price tick (overrides exchangeInfo)")
     p.add_argument("--lot-size", type=float, help="quantity step (overrides exchangeInfo)")
     p.add_argument(
+        "--contract-size",
+        type=float,
+        help="quote currency per contract of an inverse (COIN-M) contract, e.g. 100 for "
+        "BTCUSD_PERP (overrides exchangeInfo's contractSize; makes the feed inverse)",
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="stop at the first bad line, and refuse a feed whose book is lost before its end",
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         tick_size=args.tick_size,
         lot_size=args.lot_size,
+        contract_size=args.contract_size,
     )
     target = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
     _check_replace(target, args.force)

@@ -58,6 +58,8 @@ class ConvertOptions:
     strict: bool = False
     tick_size: float | None = None  # explicit tick/lot (win over exchange_info)
     lot_size: float | None = None
+    # Quote currency per contract of an inverse (COIN-M) contract; wins over exchangeInfo.
+    contract_size: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # format-specific options
 
 

@@ -157,10 +157,13 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
         conv.finish()
         conv.cols.flush()
         tick, lot, decimals = _tick_lot(opts, sym_info, conv.cols, tick_source, lot_source)
-        writer.instrument = Instrument(symbol, venue, tick, lot, decimals)
+        csize, csize_source = _contract_size(opts, sym_info, sniffed, symbol)
+        writer.instrument = Instrument(symbol, venue, tick, lot, decimals, csize is not None, csize)
         elapsed = time.perf_counter() - started
         stats = _stats(conv, sniffed, futures, has_diffs, venue, tick, lot, elapsed)
         stats.update(tick_source=tick_source, lot_source=lot_source)
+        if csize is not None:
+            stats.update(inverse=True, contract_size=csize, contract_size_source=csize_source)
         if info_src:
             stats["exchange_info"] = info_src
         source = {
@@ -174,6 +177,36 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
         writer.abort()
         raise
     return ConvertResult(path, writer.count, conv.bad, stats)
+
+
+def _contract_size(
+    opts: ConvertOptions, sym_info: SymbolInfo | None, sniffed: list[Input], symbol: str
+) -> tuple[float | None, str | None]:
+    """(C, where it came from) of an inverse contract, (None, None) for a linear one.
+
+    A COIN-M (dapi) symbol's exchangeInfo entry carries ``contractSize`` (quote currency per
+    contract: 100 for BTCUSD_PERP, 10 for most altcoins); USD-M and spot entries have none.
+    Order: --contract-size, exchangeInfo, Binance's documented default for a capture whose URL
+    is COIN-M (dstream/dapi).
+    """
+    if opts.contract_size is not None:
+        if not opts.contract_size > 0:
+            raise UserError(f"--contract-size must be > 0, got {opts.contract_size}")
+        return float(opts.contract_size), "flag"
+    raw = sym_info.extra.get("contractSize") if sym_info is not None else None
+    if raw is not None:
+        try:
+            c = float(raw)
+        except (TypeError, ValueError):
+            c = float("nan")
+        if not c > 0:
+            raise UserError(f"exchangeInfo: {symbol}: contractSize must be > 0, got {raw!r}")
+        return c, "exchange_info"
+    if any(url_market(i.url.encode()) == "coin-m futures" for i in sniffed):
+        # Binance's contract specifications: 100 USD per BTC contract, 10 USD for altcoins
+        # (a few differ: the source says so, and exchangeInfo or --contract-size settles it).
+        return (100.0 if symbol.startswith("BTC") else 10.0), "binance_default"
+    return None, None
 
 
 def _tick_lot(

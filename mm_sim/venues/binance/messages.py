@@ -519,7 +519,8 @@ def parse_exchange_info(obj: Any) -> dict[str, SymbolInfo]:
         except ValueError:
             continue  # symbol without usable filters: leave it out, the caller reports absence
         if tick_f > 0 and lot_f > 0:
-            extra = {k: s[k] for k in ("contractType", "contractSize", "status") if k in s}
+            keys = ("contractType", "contractSize", "marginAsset", "baseAsset", "status")
+            extra = {k: s[k] for k in keys if k in s}
             out[s["symbol"]] = SymbolInfo(s["symbol"], tick_f, lot_f, tick, lot, extra)
     return out
 
