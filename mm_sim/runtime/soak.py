@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from mm_sim.config import Overrides, Profile, RunSettings
-from mm_sim.core.engine import Engine
+from mm_sim.core.engine import Engine, contract_size_of
 from mm_sim.events import Instrument
 from mm_sim.logs import get_logger
 from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Stop
@@ -104,16 +104,20 @@ class SoakOutcome:
 class _Rolling:
     """Rolling net_bps over the last few simulated minutes, from marks and fills."""
 
-    def __init__(self) -> None:
+    def __init__(self, contract_size: float = 0.0) -> None:
         self.equity: deque[tuple[int, float]] = deque()
         self.fills: deque[tuple[int, float]] = deque()
+        self.csize = contract_size  # inverse: equity and notional in the base coin
 
     def add(self, marks: np.ndarray, fills: np.ndarray) -> None:
+        c = self.csize
         for m in marks:
             if np.isfinite(m["mid"]):
-                self.equity.append((int(m["ts"]), float(m["cash"] + m["position"] * m["mid"])))
+                pos_value = -m["position"] * c / m["mid"] if c > 0 else m["position"] * m["mid"]
+                self.equity.append((int(m["ts"]), float(m["cash"] + pos_value)))
         for f in fills:
-            self.fills.append((int(f["ts"]), float(f["qty"] * f["price"])))
+            notional = f["qty"] * c / f["price"] if c > 0 else f["qty"] * f["price"]
+            self.fills.append((int(f["ts"]), float(notional)))
         if self.equity:
             horizon = self.equity[-1][0] - ROLLING_WINDOW_NS
             while self.equity and self.equity[0][0] < horizon:
@@ -157,7 +161,7 @@ class Soak:
         self.decisions: list[Decision] = []
         self.stop_requested = asyncio.Event()
         self.start_iteration = 0
-        self.rolling = _Rolling()
+        self.rolling = _Rolling(contract_size_of(cfg.instrument))
         self._lags: list[np.ndarray] = []
         self._iter_decisions: list[Decision] = []
         self._uncommitted: tuple[int, int] | None = None  # (iteration, sim_ts) not yet committed
