@@ -581,7 +581,7 @@ def _explain(
         else:
             expected = err["msg"]
         lines.append(f"{origin}: {what} field '{dotted}' = {value!r}: {expected}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return "invalid configuration: " + "; ".join(lines)  # one line, however many errors
 
 
 def resolve_profile_path(name_or_path: str | os.PathLike[str] | None) -> Path:
@@ -672,12 +672,26 @@ class RunSettings(BaseSettings):
         "none, or milliseconds (docs/FEEDS.md).",
     )
 
+    model_arms: str = Field(
+        "all",
+        description="Fill-model arms run beside the soak for the model error bars: all, none or "
+        "a comma-separated list of crossing_fills, through_fill, event_order, order_type, clock "
+        "(docs/REPORTS.md).",
+    )
+
     @field_validator("clock", mode="before")
     @classmethod
     def _clock(cls, v: Any) -> str:
         from mm_sim.feeds.clock import parse_clock_setting
 
         return parse_clock_setting(v)
+
+    @field_validator("model_arms", mode="before")
+    @classmethod
+    def _model_arms(cls, v: Any) -> str:
+        from mm_sim.runtime.arm_names import parse_arms
+
+        return ",".join(parse_arms(str(v))) or "none"
 
 
 def load_run_settings(cli: dict[str, Any]) -> RunSettings:
@@ -692,4 +706,4 @@ def load_run_settings(cli: dict[str, Any]) -> RunSettings:
                 f"--{name.replace('_', '-')}" if from_flag else f"environment MM_{name.upper()}"
             )
             errs.append(f"{origin} = {e.get('input')!r}: {e['msg']}")
-        raise UserError("invalid run settings:\n  " + "\n  ".join(errs)) from None
+        raise UserError("invalid run settings: " + "; ".join(errs)) from None

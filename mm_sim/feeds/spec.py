@@ -155,7 +155,11 @@ def known_feeds() -> list[str]:
 def _live_from_url(url: str) -> BinanceLiveFeedSpec:
     """``ws://127.0.0.1:P``: an mm_sim fake exchange (it tells market and symbol itself)."""
     parts = urlsplit(url)
-    if not parts.hostname or parts.port is None:
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number in 0..65535
+        port = None
+    if not parts.hostname or port is None:
         raise UserError(f"feed {url!r}: expected ws://HOST:PORT (an mm_sim fake exchange)")
     rest = f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.hostname}:{parts.port}"
     return BinanceLiveFeedSpec(

@@ -19,6 +19,7 @@ from mm_sim.report.edge import tuner_inputs
 from mm_sim.report.render import build_reports, evaluate_pending
 from mm_sim.report.rundir import PendingIteration, RunDir, make_run_config
 from mm_sim.runtime.bus import ChunkDone
+from mm_sim.runtime.checkpoint import load_checkpoint
 from mm_sim.runtime.tuner import Decision, IterationMetrics
 
 
@@ -48,6 +49,13 @@ class Recorder:
             seed=info.pop("seed"),
             **info,
         )
+        if resume and self.tuned.run_json.exists():
+            # A damaged checkpoint stops the resume before recovery trims anything.
+            done = self.tuned.committed_lines()
+            if done and done[-1].partial:
+                done.pop()
+            if done:
+                load_checkpoint(self.checkpoint_dir, done[-1].iteration)
         lines = self.tuned.begin(cfg, resume=resume, drop_partial=True)
         if self.control is not None:
             self.control.begin(

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mm_sim.config import Overrides, Profile
 from mm_sim.errors import UserError
+from mm_sim.events import read_text_file
 
 MAX_VALUES_PER_FIELD = 1000
 MAX_CELLS = 100_000
@@ -379,7 +380,7 @@ def load_grid(path: str | Path, base_profile: Profile, base_overrides: Overrides
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: grid file not found")
-    text = p.read_text()
+    text = read_text_file(p, "grid (TOML)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

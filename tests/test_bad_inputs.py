@@ -1,0 +1,444 @@
+"""Bad inputs as a careless or unlucky user makes them, through the real CLI in a subprocess.
+
+Each case asserts the standard (issue 15): a non-zero exit, exactly one message line naming
+the culprit, no traceback anywhere in the output, and every file already written byte-identical
+afterwards. Cases fail fast (before any simulation), so the table stays cheap; the one real run
+they damage copies is made once per module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--iterations", "1", "--iteration-minutes", "0.2"]
+
+
+def mm(*argv: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 600):
+    return subprocess.run(
+        [sys.executable, "-m", "mm_sim", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def snapshot(*roots: Path) -> dict[str, bytes]:
+    """Every file under ``roots`` (or the file itself), by path: what must not change."""
+    out: dict[str, bytes] = {}
+    for root in roots:
+        if root.is_file():
+            out[str(root)] = root.read_bytes()
+        elif root.is_dir():
+            for p in sorted(root.rglob("*")):
+                if p.is_file() and p.name != ".lock":
+                    out[str(p)] = p.read_bytes()
+    return out
+
+
+def assert_refused(r: subprocess.CompletedProcess[str], culprit: str, code: int = 2) -> None:
+    both = r.stdout + r.stderr
+    assert "Traceback" not in both, both[-3000:]
+    assert r.returncode == code, (r.returncode, both[-3000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("mm_sim")]
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert culprit in lines[0], (culprit, lines[0])
+
+
+@pytest.fixture(scope="module")
+def feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mm_sim.events import write_feed
+    from mm_sim.feeds.synthetic import SyntheticParams, generate
+
+    events, inst = generate(SyntheticParams(), seed=3, duration_s=20)
+    return write_feed(tmp_path_factory.mktemp("feed") / "good.npy", events, inst)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, finished two-iteration run (synthetic market): the source of damaged copies."""
+    out = tmp_path_factory.mktemp("run") / "art"
+    r = mm("soak", "--iterations", "2", "--iteration-minutes", "0.2", "--artifacts", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def copy_feed(feed: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(feed, dst / feed.name)
+    shutil.copy(feed.with_suffix(".json"), dst / feed.with_suffix(".json").name)
+    return dst / feed.name
+
+
+def rewrite_feed(feed: Path, dst: Path, change: Callable[[np.ndarray], np.ndarray]) -> Path:
+    from mm_sim.events import open_feed, write_feed
+
+    f = open_feed(feed)
+    return write_feed(dst / "bad.npy", change(np.array(f.events)), f.instrument)
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """``make(tmp, feed, run)`` builds the bad input and returns (argv, culprit, kept paths)."""
+
+    name: str
+    make: Callable[[Path, Path, Path], tuple[list[str], str, list[Path]]]
+    code: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _sidecar_dir(t: Path, f: Path, r: Path):
+    p = copy_feed(f, t / "f")
+    side = p.with_suffix(".json")
+    side.unlink()
+    side.mkdir()
+    return ["inspect", str(p)], str(side), [p]
+
+
+def _sidecar_latin1(t: Path, f: Path, r: Path):
+    p = copy_feed(f, t / "f")
+    p.with_suffix(".json").write_bytes(b'{"instrument": "\xe9"}')
+    return ["inspect", str(p)], str(p.with_suffix(".json")), [p.parent]
+
+
+def _empty_npy(t: Path, f: Path, r: Path):
+    p = copy_feed(f, t / "f")
+    p.write_bytes(b"")
+    return ["inspect", str(p)], str(p), [p.parent]
+
+
+def _stale_sidecar(t: Path, f: Path, r: Path):
+    p = copy_feed(f, t / "f")
+    arr = np.load(p)
+    arr["price"][5] += 1.0  # same size, other data: the sidecar's hash no longer matches
+    np.save(p, arr)
+    return ["inspect", str(p)], "data.blake2b", [p.parent]
+
+
+def _count_mismatch(t: Path, f: Path, r: Path):
+    p = copy_feed(f, t / "f")
+    meta = json.loads(p.with_suffix(".json").read_text())
+    meta["count"] += 7
+    p.with_suffix(".json").write_text(json.dumps(meta))
+    return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], "'count'", [p.parent]
+
+
+def _nan_prices(t: Path, f: Path, r: Path):
+    def change(e: np.ndarray) -> np.ndarray:
+        e["price"][100:103] = np.nan
+        return e
+
+    p = rewrite_feed(f, t, change)
+    return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], "NaN", [p]
+
+
+def _trades_only(t: Path, f: Path, r: Path):
+    p = rewrite_feed(f, t, lambda e: e[e["kind"] == 4])
+    return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], "trades-only", [p]
+
+
+def _unknown_kind(t: Path, f: Path, r: Path):
+    def change(e: np.ndarray) -> np.ndarray:
+        e["kind"][50] = 9
+        e["side"][60] = 3
+        return e
+
+    p = rewrite_feed(f, t, change)
+    return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], "unknown kind", [p]
+
+
+def _zero_ts(t: Path, f: Path, r: Path):
+    def change(e: np.ndarray) -> np.ndarray:
+        e["exch_ts"] = 0
+        return e
+
+    p = rewrite_feed(f, t, change)
+    return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], "timestamp <= 0", [p]
+
+
+def _profile_latin1(t: Path, f: Path, r: Path):
+    p = t / "prof.json"
+    p.write_bytes(b'{"name": "\xff"}')
+    return ["soak", "--profile", str(p), *TINY, "--artifacts", str(t / "a")], str(p), [p]
+
+
+def _overrides_dir(t: Path, f: Path, r: Path):
+    p = t / "ovr.json"
+    p.mkdir()
+    return ["soak", "--overrides", str(p), *TINY, "--artifacts", str(t / "a")], str(p), []
+
+
+def _definition_latin1(t: Path, f: Path, r: Path):
+    p = t / "def.json"
+    p.write_bytes(b'{"kind": "synthetic", "description": "\xe9t\xe9"}')
+    return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], str(p), [p]
+
+
+def _grid_latin1(t: Path, f: Path, r: Path):
+    p = t / "grid.toml"
+    p.write_bytes(b"[overrides]\ntail_age_ms = [\xff]\n")
+    return ["sweep", "--grid", str(p), "--out", str(t / "s")], str(p), [p]
+
+
+def _ws_bad_port(t: Path, f: Path, r: Path):
+    return ["soak", "--feed", "ws://127.0.0.1:abc", "--artifacts", str(t / "a")], "ws://", []
+
+
+def copy_run(r: Path, t: Path) -> Path:
+    dst = t / "run"
+    shutil.copytree(r, dst)
+    return dst
+
+
+def _run_json_latin1(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    (d / "soak" / "run.json").write_bytes(b"\xff\xfe{}")
+    return ["report", str(d), "--no-charts"], "run.json", [d]
+
+
+def _metrics_dir(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    m = d / "soak" / "metrics.jsonl"
+    m.unlink()
+    m.mkdir()
+    return ["report", str(d), "--no-charts"], "metrics.jsonl", [d]
+
+
+def _metrics_emptied(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    (d / "soak" / "metrics.jsonl").write_bytes(b"")
+    return ["report", str(d), "--no-charts"], "no committed iteration", [d]
+
+
+def _metrics_duplicated(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    m = d / "soak" / "metrics.jsonl"
+    m.write_bytes(m.read_bytes() * 2)
+    return ["report", str(d), "--no-charts"], "metrics.jsonl:3", [d]
+
+
+def _metrics_corrupt_line_resume(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    m = d / "soak" / "metrics.jsonl"
+    lines = m.read_bytes().splitlines(keepends=True)
+    m.write_bytes(lines[0] + b'{"iteration": 1, "edge": \n')
+    argv = ["soak", "--iterations", "2", "--iteration-minutes", "0.2", "--resume"]
+    return [*argv, "--artifacts", str(d)], "metrics.jsonl:2", [d]
+
+
+def _checkpoint_corrupt(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    m = d / "soak" / "metrics.jsonl"
+    m.write_bytes(m.read_bytes().splitlines(keepends=True)[0])
+    ck = d / "soak" / "checkpoints" / "iteration-00000.npz"
+    ck.write_bytes(ck.read_bytes()[:100])
+    argv = ["soak", "--iterations", "2", "--iteration-minutes", "0.2", "--resume"]
+    return [*argv, "--artifacts", str(d)], "iteration-00000.npz", [d]
+
+
+def _resume_other_minutes(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    argv = ["soak", "--iterations", "3", "--iteration-minutes", "0.3", "--resume"]
+    return [*argv, "--artifacts", str(d)], "--iteration-minutes", [d]
+
+
+def _resume_no_tune(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    argv = ["soak", "--iterations", "3", "--iteration-minutes", "0.2", "--resume", "--no-tune"]
+    return [*argv, "--artifacts", str(d)], "--no-tune", [d]
+
+
+def _resume_control(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    argv = ["soak", "--iterations", "3", "--iteration-minutes", "0.2", "--resume", "--control"]
+    return [*argv, "--artifacts", str(d)], "--control", [d]
+
+
+def _artifacts_user_folder(t: Path, f: Path, r: Path):
+    d = t / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("years of work")
+    return ["soak", *TINY, "--artifacts", str(d)], "not an mm_sim run directory", [d]
+
+
+def _artifacts_too_long(t: Path, f: Path, r: Path):
+    return ["soak", *TINY, "--artifacts", str(t / ("x" * 300))], "File name too long", []
+
+
+def _convert_over_feed(t: Path, f: Path, r: Path):
+    p = copy_feed(f, t / "f")
+    src = t / "in.txt"
+    src.write_text("")
+    argv = ["convert", "--from", "binance", str(src), "-o", str(p)]
+    return argv, "--force", [p.parent]
+
+
+def _convert_over_non_feed(t: Path, f: Path, r: Path):
+    out = t / "OUT.npy"
+    out.write_bytes(b"not a feed, someone's file")
+    src = t / "in.txt"
+    src.write_text("")
+    argv = ["convert", "--from", "binance", str(src), "-o", str(out), "--force"]
+    return argv, "not an mm_sim feed", [out]
+
+
+def _sweep_same_stored_feed(t: Path, f: Path, r: Path):
+    p = copy_feed(f, t / "f")
+    argv = ["sweep", "--grid", str(REPO / "sweeps" / "example.toml"), "--train", f"{p}@1",
+            "--test", f"{p}@2", "--iterations", "1"]  # fmt: skip
+    return [*argv, "--iteration-minutes", "0.1", "--out", str(t / "s")], "replays the same", [p]
+
+
+def _plain(argv: list[str], culprit: str):
+    return lambda t, f, r: ([a.replace("{t}", str(t)) for a in argv], culprit, [])
+
+
+CASES = [
+    Case("sidecar is a directory", _sidecar_dir),
+    Case("sidecar not UTF-8", _sidecar_latin1),
+    Case("0-byte .npy", _empty_npy),
+    Case("sidecar of other data", _stale_sidecar),
+    Case("sidecar count mismatch", _count_mismatch),
+    Case("NaN prices", _nan_prices),
+    Case("trades-only feed", _trades_only),
+    Case("unknown kind and side", _unknown_kind),
+    Case("all-zero timestamps", _zero_ts),
+    Case("profile not UTF-8", _profile_latin1),
+    Case("overrides is a directory", _overrides_dir),
+    Case("feed definition not UTF-8", _definition_latin1),
+    Case("grid not UTF-8", _grid_latin1),
+    Case("ws:// port not a number", _ws_bad_port),
+    Case("run.json not UTF-8", _run_json_latin1),
+    Case("metrics.jsonl is a directory", _metrics_dir),
+    Case("report on an emptied metrics.jsonl", _metrics_emptied),
+    Case("report on a duplicated metrics.jsonl", _metrics_duplicated),
+    Case("corrupt last metrics line on resume", _metrics_corrupt_line_resume),
+    Case("corrupt checkpoint on resume", _checkpoint_corrupt),
+    Case("resume with another --iteration-minutes", _resume_other_minutes),
+    Case("resume with --no-tune", _resume_no_tune),
+    Case("resume with --control", _resume_control),
+    Case("--artifacts on a user's folder", _artifacts_user_folder),
+    Case("--artifacts path too long", _artifacts_too_long, code=1),
+    Case("convert over a feed without --force", _convert_over_feed),
+    Case("convert --force over a non-feed", _convert_over_non_feed),
+    Case("sweep X@1 vs X@2 on one stored feed", _sweep_same_stored_feed),
+    Case("--log-level BOGUS", _plain(["--log-level", "BOGUS", "soak"], "--log-level")),
+    Case("fake-exchange --stall-s -5", _plain(["fake-exchange", "--stall-s", "-5"], "--stall-s")),
+    Case("--seed 2**64", _plain(["soak", "--seed", str(2**64), "--artifacts", "{t}/a"], "--seed")),
+    Case(
+        "order_qty=Infinity",
+        _plain(["soak", "--set", "profile.quoting.order_qty=Infinity"], "order_qty"),
+    ),
+    Case(
+        "unknown MM_OVERRIDES__ variable",
+        _plain(["soak", "--artifacts", "{t}/a"], "MM_OVERRIDES__TAIL_AGE"),
+        env={"MM_OVERRIDES__TAIL_AGE": "900"},
+    ),
+    Case(
+        "NaN gate from the environment",
+        _plain(["soak", "--artifacts", "{t}/a"], "MM_PROFILE__GATES__HARD__NET_BPS_MIN"),
+        env={"MM_PROFILE__GATES__HARD__NET_BPS_MIN": "NaN"},
+    ),
+    Case(
+        "run setting from the environment named as such",
+        _plain(["soak", "--artifacts", "{t}/a"], "environment MM_ITERATIONS"),
+        env={"MM_ITERATIONS": "0"},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_refused_cleanly(
+    case: Case, tmp_path: Path, feed: Path, run_dir: Path
+) -> None:
+    argv, culprit, kept = case.make(tmp_path, feed, run_dir)
+    before = snapshot(*kept)
+    r = mm(*argv, env=case.env)
+    assert_refused(r, culprit, case.code)
+    assert snapshot(*kept) == before, "an earlier output changed"
+
+
+# -- the named data-safety cases --------------------------------------------------------------
+
+
+def test_artifacts_dot_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    r = mm("soak", *TINY, "--artifacts", ".", cwd=tmp_path)
+    assert_refused(r, "--artifacts .")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_second_soak_never_moves_a_running_one(tmp_path: Path) -> None:
+    """Two soaks on one --artifacts: the second is refused while the first holds the lock,
+    and the first goes on writing its own directory."""
+    out = tmp_path / "art"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mm_sim", "soak", "--iterations", "2", "--iteration-minutes",
+         "0.5", "--speed", "2", "--artifacts", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300  # a hang guard, not a timing assertion
+        while not (out / "soak" / "run.json").exists():
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        r = mm("soak", *TINY, "--artifacts", str(out))
+        assert_refused(r, "another mm_sim process")
+        assert not list(tmp_path.glob("art-*")), "the running soak's directory was moved"
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert json.loads((out / "soak" / "run.json").read_text())["settings"]["speed"] == 2.0
+
+
+def test_a_previous_run_is_moved_aside_and_kept_whole(tmp_path: Path, run_dir: Path) -> None:
+    d = copy_run(run_dir, tmp_path)
+    before = {k.replace(str(d), ""): v for k, v in snapshot(d).items()}
+    r = mm("soak", *TINY, "--artifacts", str(d))
+    assert r.returncode == 0, r.stderr[-3000:]
+    (moved,) = tmp_path.glob("run-*")
+    after = {k.replace(str(moved), ""): v for k, v in snapshot(moved).items()}
+    assert after == before
+
+
+def test_more_iterations_on_resume_allowed_on_a_synthetic_feed(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    d = copy_run(run_dir, tmp_path)
+    r = mm("soak", "--iterations", "3", "--iteration-minutes", "0.2", "--resume",
+           "--artifacts", str(d))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = (d / "soak" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [0, 1, 2]
+
+
+def test_convert_refuses_a_feed_without_a_book(tmp_path: Path, feed: Path, shared_data) -> None:
+    """The second file of a real capture alone has no snapshot: the converted feed would have
+    no book, so it is refused whole (with --force too) and the feed it would replace is kept."""
+    src = shared_data / "hftbacktest-binance" / "spot" / "btcusdt_20240809.gz"
+    p = copy_feed(feed, tmp_path / "f")
+    before = snapshot(p.parent)
+    r = mm("convert", "--from", "binance", str(src), "-o", str(p), "--force")
+    assert_refused(r, "no book snapshot")
+    assert snapshot(p.parent) == before
