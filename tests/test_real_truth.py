@@ -9,6 +9,9 @@ exchange order it does produce such fills, so the check is not vacuous.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,8 @@ from mm_sim.core.records import LIQ_MAKER
 from mm_sim.events import open_feed
 from mm_sim.feeds.clock import model_of, shift_local
 from mm_sim.feeds.convert.binance import ConvertOptions, convert
+
+REPO = Path(__file__).resolve().parents[1]
 
 CAPTURES = {
     "spot-btcusdt": ("hftbacktest-binance/spot", "btcusdt_2024080{}.gz", (8, 9), None),
@@ -96,3 +101,40 @@ def test_post_only_quotes_are_rejected_on_real_data(feeds: dict[str, Path]) -> N
     eng, fills = run(feeds["spot-btcusdt"], p)
     assert len(fills) > 0 and (fills["liquidity"] == LIQ_MAKER).all()
     assert eng.counters()["other"]["post_only_rejected"] > 0
+
+
+def test_a_soak_on_a_real_capture_reports_every_truth_figure(
+    feeds: dict[str, Path], tmp_path: Path
+) -> None:
+    """The soak's report on a real capture: the clock shift, post-only rejections, the per-order
+    cancel_ratio, the Binance rule figures and net_bps with both error bars."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mm_sim", "soak", "--feed", str(feeds["spot-btcusdt"]),
+           "--iterations", "2", "--iteration-minutes", "5", "--artifacts", str(out),
+           "--model-arms", "all"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("clock: shift +1276.")
+    md = (out / "reports" / "SOAK_RESULTS.md").read_text()
+    for needle in (
+        "Clock: shift +1276.0 ms",
+        "Post-only rejections:",
+        "**cancel_ratio",
+        "Binance Futures quantitative rules",
+        "### Error bars (statistical)",
+        "### Error bars (model)",
+    ):
+        assert needle in md, needle
+    edge = json.loads((out / "reports" / "EDGE_REPORT.json").read_text())
+    stat = edge["error_bars"]["statistical"]["figures"]["net_bps"]
+    assert stat["lo"] <= stat["estimate"] <= stat["hi"]
+    model = edge["error_bars"]["model"]
+    switches = {a["switch"] for a in model["arms"]}
+    assert switches == {
+        "matching.crossing_fills", "matching.through_fill", "matching.event_order",
+        "quoting.order_type", "clock",
+    }  # fmt: skip
+    nets = [a["net_bps"] for a in model["arms"] if a["net_bps"] is not None]
+    assert len(nets) >= 4 and model["lo"] <= edge["totals"]["net_bps"] <= model["hi"]
+    assert model["lo"] == min([*nets, edge["totals"]["net_bps"]])

@@ -31,6 +31,7 @@ from mm_sim.feeds.spec import (
     resolve_feed,
 )
 from mm_sim.logs import get_logger
+from mm_sim.runtime.arm_names import parse_arms
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
 if TYPE_CHECKING:
@@ -78,11 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=float, help="pace replay against the wall clock (1 = real time)")
     p.add_argument(
         "--model-arms",
-        type=_model_arms_arg,
-        default="all",
         metavar="all|none|RULE,...",
         help="also run the soak once per fill-model rule flipped, for the model error bars "
-        "(rules: crossing_fills, through_fill, event_order, order_type, clock; default: all)",
+        "(rules: crossing_fills, through_fill, event_order, order_type, clock; MM_MODEL_ARMS; "
+        "default: all)",
     )
     p.add_argument(
         "--clock",
@@ -161,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             "artifacts": args.artifacts,
             "speed": args.speed,
             "clock": args.clock,
+            "model_arms": args.model_arms,
         }
     )
     prof_cli, ovr_cli = parse_set_flags(args.set)
@@ -229,18 +230,9 @@ def _soak_config(
         tune=args.tune,
         freeze_after_convergence=args.freeze_after_convergence,
         control=args.control,
-        model_arms=args.model_arms,
+        model_arms=parse_arms(settings.model_arms),
         source=source,
     )
-
-
-def _model_arms_arg(value: str) -> tuple[str, ...]:
-    from mm_sim.runtime.model_arms import parse_arms
-
-    try:
-        return parse_arms(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run_loop(soak: Soak) -> SoakOutcome:

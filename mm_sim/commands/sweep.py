@@ -81,6 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="base runtime overrides JSON (MM_OVERRIDES; default overrides/runtime_overrides.json)",
     )
     p.add_argument(
+        "--model-arms",
+        metavar="all|none|RULE,...",
+        help="fill-model arms run beside the held-out runs of the top cells, for their model "
+        "error bars (as soak --model-arms; MM_MODEL_ARMS; default: all)",
+    )
+    p.add_argument(
         "--keep-records",
         action="store_true",
         help="keep each run's raw records (so `mm_sim report` can rebuild it); reports only "
@@ -134,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         top=args.top,
         criterion=Criterion(args.dispersion_weight, args.gate_penalty),
         keep_records=args.keep_records,
+        model_arms=_model_arms(args.model_arms),
         wait_workers=args.wait_workers,
         connect_timeout=args.connect_timeout,
     )
@@ -170,3 +177,10 @@ def print_outcome(outcome: object) -> None:
         )
     for f in o.files:
         print(f"  {f}")
+
+
+def _model_arms(flag: str | None) -> tuple[str, ...]:
+    from mm_sim.config import load_run_settings
+    from mm_sim.runtime.arm_names import parse_arms
+
+    return parse_arms(load_run_settings({"model_arms": flag}).model_arms)

@@ -27,6 +27,7 @@ from mm_sim.core.engine import Engine
 from mm_sim.events import Instrument, atomic_write_json
 from mm_sim.report.render import evaluate_pending
 from mm_sim.report.rundir import RunDir, make_run_config
+from mm_sim.runtime.arm_names import RULE_ARMS
 
 MODELS_DIR = "models"
 ARM_JSON = "arm.json"
@@ -68,13 +69,9 @@ def _type(p: Profile) -> tuple[str, str, Profile]:
 
 
 # Each rule gives (the setting, its other value, the profile with that value).
-RULES: dict[str, Callable[[Profile], tuple[str, str, Profile]]] = {
-    "crossing_fills": _crossing,
-    "through_fill": _through,
-    "event_order": _order,
-    "order_type": _type,
-}
-ALL = (*RULES, "clock")
+RULES: dict[str, Callable[[Profile], tuple[str, str, Profile]]] = dict(
+    zip(RULE_ARMS, (_crossing, _through, _order, _type), strict=True)
+)
 
 
 def arm_specs(profile: Profile, names: tuple[str, ...], clock_shift_ns: int) -> list[ArmSpec]:
@@ -88,22 +85,6 @@ def arm_specs(profile: Profile, names: tuple[str, ...], clock_shift_ns: int) -> 
         switch, value, prof = RULES[name](profile)
         specs.append(ArmSpec(f"{name}-{value}", switch, value, prof))
     return specs
-
-
-def parse_arms(value: str) -> tuple[str, ...]:
-    """``all``, ``none`` or a comma-separated list of rule names (the CLI's --model-arms)."""
-    v = value.strip().lower()
-    if v == "all":
-        return ALL
-    if v in ("none", ""):
-        return ()
-    names = tuple(x.strip() for x in v.split(",") if x.strip())
-    bad = [n for n in names if n not in ALL]
-    if bad:
-        raise ValueError(
-            f"unknown model arm {bad[0]!r}; expected all, none or some of {', '.join(ALL)}"
-        )
-    return names
 
 
 class _Arm:

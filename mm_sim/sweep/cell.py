@@ -71,6 +71,7 @@ class CellTask:
     iteration_minutes: float
     out_dir: str  # the sweep's DIR
     keep_records: bool = False  # keep the raw records (for `mm_sim report RUN_DIR`)
+    model_arms: tuple[str, ...] = ()  # fill-model arms run beside it (the held-out runs)
 
     @property
     def run_dir(self) -> Path:
@@ -132,6 +133,7 @@ def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts:
         clock_shift_ns=task.feed.clock_shift_ns,
         artifacts=artifacts,
         tune=False,
+        model_arms=task.model_arms,
         # Charts are the slowest part of a short run's reports and nobody plots hundreds of
         # sweep runs one by one; ``mm_sim report RUN_DIR`` draws them from the records.
         charts=False,
@@ -161,9 +163,11 @@ def _drop_records(run_dir: Path) -> None:
     A sweep makes hundreds of runs; their rows and reports are the result. The raw records are
     only needed to rebuild a run's reports or charts (``--keep-records``).
     """
-    for sub in ("records", "checkpoints"):
-        shutil.rmtree(run_dir / "soak" / sub, ignore_errors=True)
-    (run_dir / "soak" / "fills.csv").unlink(missing_ok=True)
+    for d in [run_dir, *sorted((run_dir / "models").glob("*"))]:
+        for sub in ("records", "checkpoints"):
+            shutil.rmtree(d / "soak" / sub, ignore_errors=True)
+        (d / "soak" / "fills.csv").unlink(missing_ok=True)
+        (d / "soak" / "checkpoint.npz").unlink(missing_ok=True)
 
 
 def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str, Any]:

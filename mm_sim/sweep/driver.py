@@ -45,6 +45,7 @@ from mm_sim.config import (
 )
 from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json, hold_lock, sidecar_path
+from mm_sim.runtime.arm_names import ALL as ALL_ARMS
 from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
@@ -83,6 +84,8 @@ class SweepOptions:
     top: int = 5
     criterion: Criterion = field(default_factory=Criterion)
     keep_records: bool = False
+    # Fill-model arms of the held-out runs of the top cells (runtime/model_arms.py).
+    model_arms: tuple[str, ...] = ALL_ARMS
     wait_workers: float = 60.0  # --scheduler: how long to wait for a first worker
     connect_timeout: float = 10.0  # --scheduler: how long the scheduler may take to answer
 
@@ -450,6 +453,7 @@ class _Phase:
             iteration_minutes=self.settings.iteration_minutes,
             out_dir=str(self.opts.out.resolve()),
             keep_records=self.opts.keep_records,
+            model_arms=self.opts.model_arms if self.name == "test" else (),
         )
 
     def run(self, cells: Sequence[Cell], feeds: Sequence[FeedCase]) -> int:

@@ -99,6 +99,27 @@ def run_intervals(out_dir: Path, cell_id: str) -> dict[str, tuple[float, float]]
     return out
 
 
+def run_model_bands(out_dir: Path, cell_id: str) -> dict[str, tuple[float, float]]:
+    """The model error bar (net_bps over the fill-model arms, docs/REPORTS.md) of each of a
+    cell's runs that ran model arms (the held-out runs of the top cells), by feed label."""
+    out: dict[str, tuple[float, float]] = {}
+    base = Path(out_dir) / "runs" / cell_id
+    if not base.is_dir():
+        return out
+    for run in sorted(base.iterdir()):
+        run_json, edge_json = run / "soak" / "run.json", run / "reports" / "EDGE_REPORT.json"
+        if not (run_json.is_file() and edge_json.is_file()):
+            continue
+        try:
+            label = json.loads(run_json.read_text())["settings"]["feed"]
+            model = json.loads(edge_json.read_text()).get("error_bars", {}).get("model")
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(label, str) and model and model.get("lo") is not None:
+            out[label] = (float(model["lo"]), float(model["hi"]))
+    return out
+
+
 def cell_noise(
     out_dir: Path, scores: Sequence[CellScore], train: Sequence[str]
 ) -> dict[str, CellNoise]:
@@ -275,8 +296,11 @@ def render_markdown(
     base_o: Overrides,
     base_p: Profile,
     noise: dict[str, CellNoise] | None = None,
+    bands: dict[str, tuple[float, float]] | None = None,
 ) -> str:
+    """``bands``: the best cell's model error bar per feed (``run_model_bands``)."""
     g = info.grid
+    bands = bands or {}
     best = ranked[0] if ranked else None
     noise = noise or {}
     L = [
@@ -354,20 +378,24 @@ def render_markdown(
         "Per feed:",
         "",
         *_table(
-            ["feed", "split", "net_bps", "95 % interval", "verdict"],
+            ["feed", "split", "net_bps", "95 % interval", "fill-model band", "verdict"],
             [
-                [f"`{f}`", "train", _fmt(n), _iv(noise.get(cell.id), f), v]
+                [f"`{f}`", "train", _fmt(n), _iv(noise.get(cell.id), f), _band(bands, f), v]
                 for f, n, v in zip(info.train, best.train.net_bps, best.train.verdicts, strict=True)
             ]
             + (
                 [
-                    [f"`{f}`", "test", _fmt(n), _iv(noise.get(cell.id), f), v]
+                    [f"`{f}`", "test", _fmt(n), _iv(noise.get(cell.id), f), _band(bands, f), v]
                     for f, n, v in zip(info.test, oos.net_bps, oos.verdicts, strict=True)
                 ]
                 if oos
                 else []
             ),
         ),
+        "The fill-model band is net_bps under each fill-model rule flipped (model arms of the "
+        "held-out runs, `sweep --model-arms`; docs/REPORTS.md): how much of the result rests "
+        "on the simulated venue's rules rather than on the cell.",
+        "",
         "",
         f"## Top {len(top)}: in-sample vs out-of-sample net_bps",
         "",
@@ -446,6 +474,11 @@ def render_markdown(
     return "\n".join(L)
 
 
+def _band(bands: dict[str, tuple[float, float]], feed: str) -> str:
+    lo_hi = bands.get(feed)
+    return "—" if lo_hi is None else f"[{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]"
+
+
 def _pm(n: CellNoise | None) -> str:
     return f" ± {n.noise_bps:.3f}" if n is not None and n.noise_bps is not None else ""
 
@@ -519,7 +552,8 @@ def write_report(
     atomic_write_bytes(out_dir / HEATMAP, png)
     written.append(out_dir / HEATMAP)
     noise = cell_noise(out_dir, [*ranked], info.train)
-    md = render_markdown(info, ranked, top, infl, base_o, base_p, noise)
+    bands = run_model_bands(out_dir, best.id) if best is not None else {}
+    md = render_markdown(info, ranked, top, infl, base_o, base_p, noise, bands)
     atomic_write_bytes(out_dir / REPORT, md.encode())
     written.append(out_dir / REPORT)
     if best is not None:

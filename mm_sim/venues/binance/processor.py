@@ -341,7 +341,7 @@ class StreamProcessor:
 
     def _do(self, actions: list[Action], now: int) -> None:
         stage = self.stage
-        for a in actions:
+        for n, a in enumerate(actions):
             k = a.kind
             if k is ActionKind.APPLY:
                 d = a.diff
@@ -353,9 +353,18 @@ class StreamProcessor:
                 s = a.snapshot
                 assert s is not None
                 ms = s.event_ms if s.event_ms is not None else s.txn_ms
-                # A spot snapshot has no event time. It takes the last exchange time seen, not
-                # the receive time: a receive time ahead of the venue's clock would hold every
-                # later event at it (exchange times never go back) until the venue caught up.
+                # A spot snapshot has no event time. It takes the event time of the first diff
+                # applied on top of it (its state precedes that diff), else the last exchange
+                # time seen; never the receive time: a receive time ahead of the venue's clock
+                # would hold every later event at it (exchange times never go back), and in
+                # exchange order the buffered diffs applied after it would sort before it.
+                first = next(
+                    (b.diff.event_ms for b in actions[n + 1 :]
+                     if b.kind is ActionKind.APPLY and b.diff is not None),
+                    None,
+                )  # fmt: skip
+                if ms is None and first is not None:
+                    ms = first
                 exch = self._exch(ms) if ms is not None else (self.last_exch or now)
                 self.last_exch = exch
                 stage.one(exch, now, KIND_CLEAR, 0, 0.0, 0.0)
