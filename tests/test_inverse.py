@@ -261,6 +261,12 @@ def test_coinm_edge_reconciles_in_coin(coinm_soak) -> None:
     assert net == pytest.approx(a["net"], rel=1e-9, abs=1e-15)
     assert abs(t["pnl_residual"]) < 1e-12 * max(1.0, abs(t["pnl"]) + notional)
     assert t["net_bps"] * t["notional"] / 1e4 == pytest.approx(pnl, rel=1e-9, abs=1e-15)
+    # Quote-currency figures beside the coin ones.
+    m = t["money"]
+    assert m["currency"] == "base_coin" and m["contract_size"] == C
+    assert m["notional_quote"] == pytest.approx(t["volume"] * C)
+    assert m["pnl_quote"] == pytest.approx(t["pnl"] * t["final_mid"])
+    assert "Inverse contract" in (art / "reports" / "SOAK_RESULTS.md").read_text()
     # Position notional in quote currency: contracts x C.
     assert t["position"]["inventory_notional_max_abs"] == pytest.approx(
         t["position"]["max_abs"] * C

@@ -53,7 +53,7 @@ from mm_sim.report.churn import (
     rule_cycles,
     venue_rules,
 )
-from mm_sim.report.inverse import coin_fills, coin_marks
+from mm_sim.report.inverse import coin_fills, coin_marks, money_figures
 from mm_sim.report.schema import (
     ActionCounts,
     Amounts,
@@ -436,6 +436,13 @@ def section(
         quotes=_quote_stats(parts),
         final_mid=end.mid if end else None,
         neg_edge_drivers=drivers,
+        money=money_figures(
+            parts[0].contract_size if parts else 0.0,
+            _f(pnl),
+            net,
+            math.fsum(_cat(parts, "qty")),
+            end.mid if end else None,
+        ),
     )
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mm_sim.report.schema import Money
+
 
 def contract_size_of(instrument: dict[str, Any] | None) -> float:
     """C of an inverse instrument as run.json records it, 0 for a linear one (or none)."""
@@ -49,3 +51,35 @@ def quote_value(coin: float | None, mid: float | None) -> float | None:
     if coin is None or mid is None:
         return None
     return coin * mid
+
+
+def money_figures(
+    csize: float, pnl: float | None, net: float, contracts: float, final_mid: float | None
+) -> Money | None:
+    """The quote-currency figures beside an inverse section's coin ones (None if linear)."""
+    if csize <= 0.0:
+        return None
+    return Money(
+        currency="base_coin",
+        contract_size=csize,
+        quote_mid=final_mid,
+        pnl_quote=quote_value(pnl, final_mid),
+        net_quote=quote_value(net, final_mid),
+        notional_quote=contracts * csize,
+    )
+
+
+def inverse_note(money: Money | None, pnl: float | None, notional: float) -> list[str]:
+    """SOAK_RESULTS.md's units line of an inverse run (nothing for a linear one)."""
+    if money is None:
+        return []
+    pnl_text = "—" if pnl is None else f"{pnl:+,.8f}"
+    pq = "—" if money.pnl_quote is None else f"{money.pnl_quote:+,.2f}"
+    mid = "—" if money.quote_mid is None else f"{money.quote_mid:,.2f}"
+    return [
+        f"Inverse contract ({money.contract_size:g} quote per contract): quantities are "
+        f"contracts, money is base coin. Notional {notional:,.8f} coin "
+        f"= {money.notional_quote:,.2f} quote; PnL {pnl_text} coin = {pq} quote at the final "
+        f"mid {mid}.",
+        "",
+    ]

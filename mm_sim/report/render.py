@@ -38,7 +38,7 @@ from mm_sim.report.edge import (
     sections_of,
 )
 from mm_sim.report.gate import evaluate, kpi_gate
-from mm_sim.report.inverse import contract_size_of
+from mm_sim.report.inverse import contract_size_of, inverse_note
 from mm_sim.report.markdown import band_note, churn_md, error_bars_md
 from mm_sim.report.model_bars import model_error_bars
 from mm_sim.report.rundir import RECORD_DTYPES, PendingIteration, RunDir
@@ -232,6 +232,7 @@ def render_markdown(
         f"over {t.fills:,} fills, notional {_n(t.notional, 2)}, "
         f"PnL {_n(t.pnl, 4)}, {len(lines)} iterations.",
         "",
+        *inverse_note(t.money, t.pnl, t.notional),
         band_note(gate),
         "",
         f"**Next step:** {gate.next_step}",

@@ -133,6 +133,22 @@ class Driver(_Model):
     threshold: float | None
 
 
+class Money(_Model):
+    """Units of an inverse run's money figures: base coin, with quote-currency figures beside.
+
+    ``pnl``, ``notional`` and ``amounts`` of the section are base coin; these are their values
+    in quote currency. The traded notional is exact (contracts x contract size); a coin amount
+    is converted at the section's final mid (what the coin is worth at its end).
+    """
+
+    currency: Literal["base_coin"]
+    contract_size: float
+    quote_mid: float | None
+    pnl_quote: float | None
+    net_quote: float | None
+    notional_quote: float
+
+
 class EdgeSection(_Model):
     iteration: int | None
     ts_start_ns: int | None
@@ -173,6 +189,7 @@ class EdgeSection(_Model):
     quotes: QuoteStats
     final_mid: float | None
     neg_edge_drivers: list[Driver]
+    money: Money | None = None  # inverse instruments only (linear: quote currency throughout)
 
 
 class RunIdentity(_Model):

@@ -51,6 +51,15 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
         f"{_f(t['inventory_bps'])}   (adverse 1s {_f(t['adverse_bps'])}, not in the sum)",
         file=out,
     )
+    money = t.get("money")
+    if money:  # inverse: coin figures, their quote-currency values beside
+        print(
+            f"money in base coin (inverse, {money['contract_size']:g} quote per contract): "
+            f"notional {t['notional']:,.8f} coin = {money['notional_quote']:,.2f} quote, "
+            f"pnl {_f(t['pnl'], '+,.8f')} coin = {_f(money['pnl_quote'], '+,.2f')} quote "
+            f"at mid {_f(money['quote_mid'], ',.2f')}",
+            file=out,
+        )
     print(
         f"fills {t['fills']:,}  notional {t['notional']:,.2f}  pnl {_f(t['pnl'], '+,.4f')}  "
         f"maker {_f(t['maker_share_pct'], '.1f')}%  cancel_ratio {_f(t['cancel_ratio'], '.3f')}  "
