@@ -126,6 +126,31 @@ def test_same_seed_same_results(baseline, tmp_path: Path) -> None:
     assert totals(tmp_path / "again") == totals(art)
 
 
+def test_resume_continues_the_checkpointed_tuner(baseline, tmp_path: Path) -> None:
+    """Cut the finished run back to two committed iterations and resume: the last iteration
+    is re-run from the checkpointed tuner, so its final tuner state (and totals) are the
+    uninterrupted run's; a fresh tuner would have forgotten the first two iterations."""
+    import shutil
+
+    from mm_sim.runtime.checkpoint import load_checkpoint
+    from mm_sim.runtime.tuner import Tuner
+
+    art, _ = baseline
+    out = tmp_path / "cut"
+    shutil.copytree(art, out)
+    ck = out / "soak" / "checkpoints"
+    want = load_checkpoint(ck, 2).tuner
+    assert load_checkpoint(ck, 1).tuner != Tuner().state_dict(), "nothing for a resume to lose"
+    metrics = out / "soak" / "metrics.jsonl"
+    metrics.write_bytes(b"".join(metrics.read_bytes().splitlines(keepends=True)[:2]))
+    (ck / "iteration-00002.npz").unlink()
+    r = run_soak(out, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming after iteration 2 of 3" in r.stdout
+    assert load_checkpoint(ck, 2).tuner == want
+    assert totals(out) == totals(art)
+
+
 def test_killed_soak_resumes_to_the_same_totals(baseline, tmp_path: Path) -> None:
     art, _ = baseline
     out = tmp_path / "killed"
