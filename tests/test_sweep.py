@@ -179,6 +179,16 @@ def test_report_shows_in_and_out_of_sample_and_a_heat_map(swept) -> None:
         assert f"| {v.rank} | `{v.scored.cell.id}` |" in md
     # The heat map's axes are the fields that vary, most influential first.
     assert "## Heat map (`overrides." in md
+    # The best cell's held-out run ran the model arms: its fill-model band is on its row and
+    # spans that run's own net_bps; training runs have none.
+    edges = list((out / "runs" / best.cell.id).glob("*/reports/EDGE_REPORT.json"))
+    model = [json.loads(p.read_text())["error_bars"]["model"] for p in edges]
+    held = [m for m in model if m]
+    assert len(held) == len(TEST) and len(model) == len(TRAIN) + len(TEST)
+    lo, hi = held[0]["lo"], held[0]["hi"]
+    assert lo <= held[0]["net_bps"] <= hi and len(held[0]["arms"]) == 4
+    row = next(ln for ln in md.splitlines() if ln.startswith(f"| `{TEST[0]}` | test |"))
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in row
 
 
 def test_best_cell_maximises_the_documented_score(swept) -> None:
