@@ -457,13 +457,19 @@ def render_charts(
     # Cumulative PnL (account value relative to the start) and net_bps per iteration.
     fig = Figure(figsize=(10, 6.5))
     ax1, ax2 = fig.subplots(2, 1)
-    with np.errstate(invalid="ignore"):
-        value = m["cash"] + np.where(m["position"] == 0, 0.0, m["position"] * m["mid"])
+    money = iters[0].money if iters else None  # inverse: the account is valued in coin
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if money is not None:
+            pos_value = -m["position"] * money.contract_size / m["mid"]
+        else:
+            pos_value = m["position"] * m["mid"]
+        value = m["cash"] + np.where(m["position"] == 0, 0.0, pos_value)
     if len(value):
         ax1.plot(tx, value - value[0], lw=1.0, color="tab:blue")
     vlines(ax1)
     ax1.axhline(0, color="0.5", lw=0.6)
-    ax1.set(xlabel=tlabel, ylabel="PnL (quote)", title="Cumulative PnL")
+    unit_label = "PnL (base coin)" if money is not None else "PnL (quote)"
+    ax1.set(xlabel=tlabel, ylabel=unit_label, title="Cumulative PnL")
     net = [s.net_bps if s.net_bps is not None else 0.0 for s in iters]
     colors = ["tab:green" if v >= profile.gates.bands.ok else "tab:red" for v in net]
     ax2.bar(labels, net, color=colors)
