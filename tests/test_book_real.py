@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from numba import njit
 
+import mm_sim.feeds.convert.binance as binance
 from mm_sim.core.book import (
     ST_BASE,
     ST_DROPPED,
@@ -24,9 +25,7 @@ from mm_sim.core.book import (
 )
 from mm_sim.core.reference_book import ReferenceBook
 from mm_sim.events import ASK, BID, open_feed
-
-binance = pytest.importorskip("mm_sim.feeds.convert.binance")
-from mm_sim.feeds.convert.base import ConvertOptions  # noqa: E402
+from mm_sim.feeds.convert.base import ConvertOptions
 
 pytestmark = pytest.mark.shared_data
 

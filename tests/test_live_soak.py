@@ -56,7 +56,8 @@ def fake_exchange() -> Iterator[str]:
         yield url
 
 
-def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    # A hang guard only (a cold numba cache on a loaded 2-core machine takes minutes).
     return subprocess.run(
         [sys.executable, "-m", "mm_sim", *args],
         cwd=REPO,
@@ -83,7 +84,7 @@ def test_paper_trading_soak_on_the_fake_exchange(fake_exchange: str, tmp_path: P
         ]
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "SOAK RESULTS" in r.stdout and re.search(r"verdict (PASS|FAIL|WARN)", r.stdout)
+    assert "SOAK RESULTS" in r.stdout and re.search(r"verdict (SUCCESS|OK|WARN|FAIL) ", r.stdout)
     for name in ("SOAK_RESULTS.md", "EDGE_REPORT.json", "KPI_GATE.json"):
         assert (art / "reports" / name).exists(), name
     live = json.loads((art / "soak" / "live_feed.json").read_text())
