@@ -13,7 +13,6 @@ The spread of net_bps across the arms is the model error bar (``report/model_bar
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,12 +24,11 @@ import numpy as np
 from mm_sim.config import EventOrder, OrderType, Overrides, Profile, ThroughFill
 from mm_sim.core.engine import Engine
 from mm_sim.events import Instrument, atomic_write_json
+from mm_sim.report.model_bars import ARM_JSON, MODELS_DIR
 from mm_sim.report.render import evaluate_pending
 from mm_sim.report.rundir import RunDir, make_run_config
 from mm_sim.runtime.arm_names import RULE_ARMS
 
-MODELS_DIR = "models"
-ARM_JSON = "arm.json"
 CHECKPOINT = "checkpoint.npz"
 
 
@@ -200,7 +198,3 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def describe(specs: list[ArmSpec]) -> str:
-    return json.dumps([{"arm": s.name, "switch": s.switch, "value": s.value} for s in specs])

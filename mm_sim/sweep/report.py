@@ -22,7 +22,7 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,24 +77,33 @@ class CellNoise:
     noise_bps: float | None  # median half-width over the training feeds; None if any lacks one
 
 
-def run_intervals(out_dir: Path, cell_id: str) -> dict[str, tuple[float, float]]:
-    """The net_bps interval of each of a cell's runs kept under ``out_dir/runs/<cell_id>/``,
-    by feed label (read from the run's run.json); runs without an interval are left out."""
-    out: dict[str, tuple[float, float]] = {}
+def _run_edges(out_dir: Path, cell_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(feed label, EDGE_REPORT.json) of each of a cell's runs kept under
+    ``out_dir/runs/<cell_id>/`` (the label read from the run's run.json)."""
     base = Path(out_dir) / "runs" / cell_id
     if not base.is_dir():
-        return out
+        return
     for run in sorted(base.iterdir()):
         run_json, edge_json = run / "soak" / "run.json", run / "reports" / "EDGE_REPORT.json"
         if not (run_json.is_file() and edge_json.is_file()):
             continue
         try:
             label = json.loads(run_json.read_text())["settings"]["feed"]
-            st = json.loads(edge_json.read_text()).get("error_bars", {}).get("statistical")
+            edge = json.loads(edge_json.read_text())
         except (ValueError, KeyError, TypeError):
             continue
+        if isinstance(label, str) and isinstance(edge, dict):
+            yield label, edge
+
+
+def run_intervals(out_dir: Path, cell_id: str) -> dict[str, tuple[float, float]]:
+    """The net_bps interval of each of a cell's runs, by feed label; runs without an interval
+    are left out."""
+    out: dict[str, tuple[float, float]] = {}
+    for label, edge in _run_edges(out_dir, cell_id):
+        st = edge.get("error_bars", {}).get("statistical")
         net = (st or {}).get("figures", {}).get("net_bps") or {}
-        if isinstance(label, str) and net.get("lo") is not None and net.get("hi") is not None:
+        if net.get("lo") is not None and net.get("hi") is not None:
             out[label] = (float(net["lo"]), float(net["hi"]))
     return out
 
@@ -103,19 +112,9 @@ def run_model_bands(out_dir: Path, cell_id: str) -> dict[str, tuple[float, float
     """The model error bar (net_bps over the fill-model arms, docs/REPORTS.md) of each of a
     cell's runs that ran model arms (the held-out runs of the top cells), by feed label."""
     out: dict[str, tuple[float, float]] = {}
-    base = Path(out_dir) / "runs" / cell_id
-    if not base.is_dir():
-        return out
-    for run in sorted(base.iterdir()):
-        run_json, edge_json = run / "soak" / "run.json", run / "reports" / "EDGE_REPORT.json"
-        if not (run_json.is_file() and edge_json.is_file()):
-            continue
-        try:
-            label = json.loads(run_json.read_text())["settings"]["feed"]
-            model = json.loads(edge_json.read_text()).get("error_bars", {}).get("model")
-        except (ValueError, KeyError, TypeError):
-            continue
-        if isinstance(label, str) and model and model.get("lo") is not None:
+    for label, edge in _run_edges(out_dir, cell_id):
+        model = edge.get("error_bars", {}).get("model")
+        if model and model.get("lo") is not None and model.get("hi") is not None:
             out[label] = (float(model["lo"]), float(model["hi"]))
     return out
 
