@@ -422,3 +422,25 @@ def test_rolling_net_bps_of_the_emergency_rule_is_in_coin() -> None:
     pnl = 10.0 * C * (1 / 100.0 - 1 / 125.0)
     assert n == 1
     assert net == pytest.approx(pnl / (10.0 * C / 100.0) * 1e4)  # +2,000 bps: the mid rose 25 %
+
+
+# --------------------------------------------------------------------------------------------
+# Loopback: the fake exchange in futures mode serves an inverse feed as a COIN-M symbol
+# --------------------------------------------------------------------------------------------
+
+
+def test_record_from_fake_coinm_exchange_keeps_the_contract_size(tmp_path: Path) -> None:
+    from test_live_soak import _env, _serve
+
+    definition = coinm_definition(tmp_path / "coinm.json")
+    with _serve("--feed", str(definition), "--market", "futures", "--speed", "20") as url:
+        r = subprocess.run(
+            [sys.executable, "-m", "mm_sim", "record", "--feed", url, "--minutes", "0.1",
+             "-o", str(tmp_path / "rec.npy")],
+            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((tmp_path / "rec.json").read_text())
+    assert meta["instrument"]["inverse"] is True
+    assert meta["instrument"]["contract_size"] == C
+    assert meta["instrument"]["lot_size"] == 1.0

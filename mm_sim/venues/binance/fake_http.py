@@ -136,6 +136,8 @@ async def h_exchange_info(fx: FakeExchange, req: web.Request) -> web.Response:
     }
     if fx.market is Market.FUTURES:
         sym["contractType"] = "PERPETUAL"
+        if fx.instrument.inverse:  # served as a COIN-M symbol (what dapi's exchangeInfo says)
+            sym["contractSize"] = fx.instrument.contract_size
     return web.json_response({"timezone": "UTC", "symbols": [sym]})
 
 
@@ -152,6 +154,7 @@ async def h_info(fx: FakeExchange, req: web.Request) -> web.Response:
             "update_id": fx.book.update_id,
             "tick_size": fx.instrument.tick_size,
             "lot_size": fx.instrument.lot_size,
+            "contract_size": fx.instrument.contract_size if fx.instrument.inverse else None,
             "price_decimals": fx.price_dec,
             "clients": len(fx.clients),
             "options": dataclasses.asdict(fx.opts),

@@ -234,6 +234,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     market = spec.market
     symbol = spec.symbol
     tick, lot, decimals = spec.tick_size, spec.lot_size, None
+    csize: float | None = None  # contract size of an inverse (COIN-M) symbol
     clock: Callable[[], int] = time.time_ns
     speed = 1.0
     rest = spec.rest_base.rstrip("/")
@@ -247,6 +248,8 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
             tick = tick or float(info["tick_size"])
             lot = lot or float(info["lot_size"])
             decimals = int(info["price_decimals"])
+            if info.get("contract_size") is not None:
+                csize = float(info["contract_size"])
             speed = float(info["speed"])
             clock = scaled_clock(int(info["epoch_ns"]), speed)
         if market is None or symbol is None:
@@ -266,6 +269,8 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
             tick = tick or info_sym.tick_size
             lot = lot or info_sym.lot_size
             decimals = info_sym.price_decimals
+            if info_sym.extra.get("contractSize") is not None:
+                csize = float(info_sym.extra["contractSize"])
         time_path = "/fapi/v1/time" if market == "futures" else "/api/v3/time"
         est = await clock_sync.measure(session, f"{rest}{time_path}", clock)
     shift_ns, shift_how = clock_sync.chosen_shift(spec.clock, est)
@@ -306,7 +311,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         busy_poll=spec.busy_poll,
     )
     venue = ("fake-" if spec.fake else "") + f"binance-{market}"
-    instrument = Instrument(symbol.upper(), venue, tick, lot, decimals)
+    instrument = Instrument(symbol.upper(), venue, tick, lot, decimals, csize is not None, csize)
     client = BinanceClient(cfg, clock=clock)
     reorder = None
     if spec.reorder_ms > 0:
