@@ -24,6 +24,7 @@ import numpy as np
 from mm_sim.config import EventOrder, OrderType, Overrides, Profile, ThroughFill
 from mm_sim.core.engine import Engine
 from mm_sim.events import Instrument, atomic_write_json
+from mm_sim.feeds.clock import shift_local
 from mm_sim.report.model_bars import ARM_JSON, MODELS_DIR
 from mm_sim.report.render import evaluate_pending
 from mm_sim.report.rundir import RunDir, make_run_config
@@ -101,9 +102,8 @@ class _Arm:
     def events(self, ev: np.ndarray) -> np.ndarray:
         if not self.spec.unshift_ns or not len(ev):
             return ev
-        out = np.array(ev)
-        out["local_ts"] -= self.spec.unshift_ns
-        return out
+        # the exact inverse of replay's shift (receipt-stamped events move back too)
+        return shift_local(ev, -self.spec.unshift_ns)
 
 
 class ModelArms:
