@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {plan.note}", file=sys.stderr)
     cfg = _soak_config(args, settings, profile, overrides, identity, instrument, events, plan)
     cfg.clock_shift_ns = clock.shift_ns
-    outcome = _run_loop(Soak(cfg))
+    outcome = _run_loop(Soak(cfg, sys.stdout))
     print_summary(outcome, root, sys.stdout)
     return 130 if outcome.interrupted else 0
 
@@ -318,7 +318,7 @@ def _run_live(
                 args, settings, profile, overrides, feed.identity, instrument,
                 np.empty(0, dtype=EVENT_DTYPE), plan, source,
             )  # fmt: skip
-            soak = Soak(cfg)
+            soak = Soak(cfg, sys.stdout)
             # Everything alive now lives to the end: keep it out of the cyclic GC's full
             # collections, which would otherwise pause the stream for tens of milliseconds.
             gc.freeze()
