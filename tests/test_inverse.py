@@ -261,6 +261,8 @@ def test_coinm_edge_reconciles_in_coin(coinm_soak) -> None:
     assert net == pytest.approx(a["net"], rel=1e-9, abs=1e-15)
     assert abs(t["pnl_residual"]) < 1e-12 * max(1.0, abs(t["pnl"]) + notional)
     assert t["net_bps"] * t["notional"] / 1e4 == pytest.approx(pnl, rel=1e-9, abs=1e-15)
+    # The bootstrap's time blocks rebuild the same coin amounts.
+    assert abs(rep["error_bars"]["statistical"]["reconcile_residual"]) < 1e-12
     # Quote-currency figures beside the coin ones.
     m = t["money"]
     assert m["currency"] == "base_coin" and m["contract_size"] == C
