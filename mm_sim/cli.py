@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 
 import mm_sim.commands
@@ -62,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     long path: exit 1) or a bug (exit 70); its traceback is printed only with
     ``--log-level debug``, so a user never has to read one.
     """
-    command = "?"
+    given = sys.argv[1:] if argv is None else argv
+    command = next((a for a in given if a in command_names()), "?")
     debug = False
+    # A process started in the background by a script inherits SIGINT ignored; the soak
+    # honours it once running, so honour it from the start too (Ctrl-C or kill -INT while
+    # modules and compiled kernels load stops the run, exit 130).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         from mm_sim import logs
 
