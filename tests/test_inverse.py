@@ -446,3 +446,25 @@ def test_record_from_fake_coinm_exchange_keeps_the_contract_size(tmp_path: Path)
     assert meta["instrument"]["inverse"] is True
     assert meta["instrument"]["contract_size"] == C
     assert meta["instrument"]["lot_size"] == 1.0
+
+
+def test_dust_rule_values_an_inverse_order_at_contracts_times_c() -> None:
+    """Binance's dust rule compares an order's quote value: 6 contracts are 600, not 369,600."""
+    from mm_sim.config import VenueRuleGates
+    from mm_sim.report.churn import END_CANCEL, Orders, rule_cycles
+    from mm_sim.report.inverse import rule_orders
+
+    orders = Orders(
+        order_id=np.array([1, 2], np.int64),
+        start_ts=np.array([0, 10**9], np.int64),
+        end_ts=np.array([2 * 10**9, 3 * 10**9], np.int64),
+        qty=np.array([6.0, 20.0]),
+        price=np.array([61600.0, 61600.0]),
+        executed=np.zeros(2),
+        end=np.array([END_CANCEL, END_CANCEL], np.int8),
+        lost_cancels=0,
+    )
+    rules = VenueRuleGates(dust_notional=1000.0)
+    assert rule_cycles(orders, rules)[0].dust_orders == 0  # read as linear: 369,600 each
+    assert rule_cycles(rule_orders(orders, C), rules)[0].dust_orders == 1  # 600 < 1000 < 2000
+    assert rule_orders(orders, 0.0) is orders

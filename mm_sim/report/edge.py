@@ -53,7 +53,7 @@ from mm_sim.report.churn import (
     rule_cycles,
     venue_rules,
 )
-from mm_sim.report.inverse import coin_fills, coin_marks, money_figures
+from mm_sim.report.inverse import coin_fills, coin_marks, money_figures, rule_orders
 from mm_sim.report.schema import (
     ActionCounts,
     Amounts,
@@ -375,6 +375,7 @@ def section(
         _cat_records(parts, "action_records"), _cat_records(parts, "fill_records")
     )
     churn = churn_counts(orders)
+    csize = parts[0].contract_size if parts else 0.0
     post_only = sum(p.post_only_rejected for p in parts)
 
     bps = {
@@ -422,7 +423,7 @@ def section(
             rejected=churn.rejected,
             lost_cancels=churn.lost_cancels,
         ),
-        venue_rules=venue_rules(rule_cycles(orders, rules), rules),
+        venue_rules=venue_rules(rule_cycles(rule_orders(orders, csize), rules), rules),
         post_only_rejected=post_only,
         post_only_rejected_share=post_only / churn.orders_sent if churn.orders_sent else None,
         order_age_p50_ms=_pct(age, 50),
@@ -437,7 +438,7 @@ def section(
         final_mid=end.mid if end else None,
         neg_edge_drivers=drivers,
         money=money_figures(
-            parts[0].contract_size if parts else 0.0,
+            csize,
             _f(pnl),
             net,
             math.fsum(_cat(parts, "qty")),

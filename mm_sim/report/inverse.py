@@ -12,10 +12,12 @@ units (contracts, quote prices); only the money terms use this view (docs/CORE.m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from mm_sim.report.churn import Orders
 from mm_sim.report.schema import Money
 
 
@@ -44,6 +46,14 @@ def coin_marks(marks: np.ndarray, csize: float) -> np.ndarray:
         out["mid"] = 1.0 / marks["mid"]
     out["position"] = -marks["position"] * csize
     return out
+
+
+def rule_orders(orders: Orders, csize: float) -> Orders:
+    """Orders as the venue's dust rule values them (qty × price, quote): an inverse contract
+    is worth C whatever the price."""
+    if csize <= 0.0:
+        return orders
+    return replace(orders, price=np.full(len(orders.price), csize))
 
 
 def quote_value(coin: float | None, mid: float | None) -> float | None:
