@@ -442,3 +442,23 @@ def test_convert_refuses_a_feed_without_a_book(tmp_path: Path, feed: Path, share
     r = mm("convert", "--from", "binance", str(src), "-o", str(p), "--force")
     assert_refused(r, "no book snapshot")
     assert snapshot(p.parent) == before
+
+
+def test_a_feed_down_for_a_whole_iteration_is_an_outage(tmp_path: Path, feed: Path) -> None:
+    """No event in a whole iteration (a live feed down, a hole in the data): the run record,
+    the summary and the exit status say so."""
+
+    def hole(e: np.ndarray) -> np.ndarray:
+        t = e["exch_ts"] - e["exch_ts"][0]
+        return e[(t < 6e9) | (t >= 12e9)]
+
+    p = rewrite_feed(feed, tmp_path, hole)
+    out = tmp_path / "a"
+    r = mm("soak", "--feed", str(p), "--iterations", "3", "--iteration-minutes", "0.1",
+           "--no-tune", "--artifacts", str(out))  # fmt: skip
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "FEED OUTAGE: no events in iteration(s) 2" in r.stdout
+    lines = [json.loads(x) for x in (out / "soak" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["extra"]["outage"] for ln in lines] == [False, True, False]
+    assert "feed outage" in (out / "soak" / "summary.txt").read_text()

@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.clock_shift_ns = clock.shift_ns
     outcome = _run_loop(Soak(cfg, sys.stdout))
     print_summary(outcome, root, sys.stdout)
-    return 130 if outcome.interrupted else 0
+    return _exit_status(outcome)
 
 
 def _soak_config(
@@ -331,7 +331,15 @@ def _run_live(
     outcome = _run_coro(main())
     print_summary(outcome, root, sys.stdout)
     print(f"live feed counters: {counters_path}")
-    return 130 if outcome.interrupted else 0
+    return _exit_status(outcome)
+
+
+def _exit_status(outcome: SoakOutcome) -> int:
+    """0 done; 130 interrupted; 3 done, but the feed was down for whole iterations (their
+    figures describe no market: docs/WHAT_HAPPENS_WHEN.md)."""
+    if outcome.interrupted:
+        return 130
+    return 3 if outcome.final.get("outages") else 0
 
 
 def _warm_engine(profile: Profile, overrides: Overrides, seed: int) -> None:

@@ -37,6 +37,7 @@ class Recorder:
         self.last_report: dict[str, Any] = {}
         self.iterations_done = 0
         self._pending: dict[str, PendingIteration] = {}
+        self._events: dict[int, int] = {}  # feed events per iteration (an outage has none)
 
     def open(self, run_info: dict[str, Any], resume: bool) -> int | None:
         """Start or resume; returns the last committed iteration to resume after, if any."""
@@ -68,6 +69,8 @@ class Recorder:
         return lines[-1].iteration
 
     def add_chunk(self, done: ChunkDone) -> None:
+        if done.arm == "tuned":
+            self._events[done.iteration] = self._events.get(done.iteration, 0) + done.n_events
         fills = done.fills
         if len(fills):
             fills = fills.copy()
@@ -110,13 +113,22 @@ class Recorder:
         partial: bool,
     ) -> None:
         pending = self._pending.pop("tuned")
+        n_events = self._events.pop(iteration, 0)
+        # No event in a whole iteration: the feed was down (a live outage) or the data has a
+        # hole; its figures describe a market nobody saw, so the record says so.
+        outage = n_events == 0
         self.tuned.commit_iteration(
             pending,
             overrides=overrides_in_force,
             decisions=decisions,
             overrides_next=overrides_next,
             partial=partial,
+            extra={"events": n_events, "outage": outage},
         )
+        if outage:
+            self.tuned.append_summary(
+                f"iteration {iteration + 1}: feed outage: no events in the whole iteration"
+            )
         if self.control is not None:
             self.control.commit_iteration(
                 self._pending.pop("control"), overrides=initial_overrides, partial=partial
@@ -148,6 +160,9 @@ class Recorder:
             self.tuned.append_summary("interrupted: reports cover the committed iterations")
         summary["note"] = note
         summary["interrupted"] = interrupted
+        summary["outages"] = [
+            ln.iteration for ln in self.tuned.committed_lines() if ln.extra.get("outage")
+        ]
         self.tuned.close()
         if self.control is not None:
             self.control.close()

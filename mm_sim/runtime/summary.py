@@ -108,6 +108,13 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
             f"tuner uplift {_f(c.get('uplift_bps'))} bps",
             file=out,
         )
+    if final.get("outages"):
+        which = ", ".join(str(i + 1) for i in final["outages"])
+        print(
+            f"FEED OUTAGE: no events in iteration(s) {which}; their figures describe a market "
+            "nobody saw (exit status 3)",
+            file=out,
+        )
     if final.get("note"):
         print(f"note: {final['note']}", file=out)
     failed = gate.get("hard_failed", [])
