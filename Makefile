@@ -12,7 +12,7 @@ PEER_STAMP := $(PEER_VENV)/.installed
 # Kernels are cached next to the venv so a second run starts without recompiling.
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.venv/numba-cache
 
-.PHONY: setup soak test lint bench bench-quick fmt clean live-demo sweep peer-setup peer
+.PHONY: setup soak test lint bench bench-quick fmt clean live-demo sweep peer-setup peer test-peer
 
 setup: $(STAMP)
 
@@ -53,6 +53,11 @@ $(PEER_STAMP): pyproject.toml
 	$(PEER_PY) -m pip install -q --upgrade pip
 	$(PEER_PY) -m pip install -q -e '.[dev,peer]'
 	touch $(PEER_STAMP)
+
+# The hftbacktest tests (tests/test_peer.py) need hftbacktest, which lives in .venv-peer only:
+# under `make test` they skip; `make test-peer` runs them there.
+test-peer: $(PEER_STAMP)
+	NUMBA_CACHE_DIR=$(CURDIR)/$(PEER_VENV)/numba-cache $(PEER_PY) -m pytest tests/test_peer.py $(ARGS)
 
 # The peer comparison alone (synthetic feed and every real data set), JSON on stdout.
 peer: $(PEER_STAMP)
