@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_edge import simulate_run
 
@@ -64,3 +65,22 @@ def test_operator_watcher_ignores_its_own_write(tmp_path: Path) -> None:
     path = tmp_path / "runtime_overrides.json"
     path.write_bytes(b"{}")
     assert read_edit(path, Overrides(), b"{}") is None
+
+
+def test_a_killed_writers_temp_file_is_cleaned_by_the_next_writer(tmp_path: Path) -> None:
+    """A SIGKILLed `record`/`convert` leaves its hidden temp file; the next writer of the same
+    name removes it, but never the temp file of a writer still running (it holds the lock)."""
+    import fcntl
+
+    from mm_sim.events import EVENT_DTYPE, Instrument, write_feed
+
+    stale = tmp_path / ".f.npy.dead1234.tmp"
+    stale.write_bytes(b"half a feed")
+    live = tmp_path / ".f.npy.live5678.tmp"
+    live.write_bytes(b"being written")
+    with open(live, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        write_feed(tmp_path / "f.npy", np.zeros(3, EVENT_DTYPE), Instrument("X", "v", 0.1, 0.1))
+        assert not stale.exists()
+        assert live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".f.npy.live5678.tmp", "f.json", "f.npy"]
