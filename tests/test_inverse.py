@@ -352,6 +352,8 @@ def test_converter_reads_contract_size_and_soak_runs_in_coin(
     assert inst["inverse"] is True and inst["contract_size"] == 100.0
     assert inst["tick_size"] == 0.1 and inst["lot_size"] == 1.0
     assert meta["stats"]["contract_size_source"] == "exchange_info"
+    r = mm("inspect", str(tmp_path / "f.npy"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["contract_size"] == 100.0
     r = mm("convert", "--from", "binance", str(cap), "-o", str(tmp_path / "g.npy"),
            "--exchange-info", str(info), "--contract-size", "10")  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]

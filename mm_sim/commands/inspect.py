@@ -74,7 +74,12 @@ def render(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"{r['symbol']} @ {r['venue']}, tick {r['tick_size']:g}",
+        title=f"{r['symbol']} @ {r['venue']}, tick {r['tick_size']:g}"
+        + (
+            f", inverse: {r['contract_size']:g} quote per contract (quantities in contracts)"
+            if r.get("contract_size")
+            else ""
+        ),
         caption=str(r["feed"]),
         title_justify="left",
         caption_justify="left",

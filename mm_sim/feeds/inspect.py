@@ -480,5 +480,7 @@ def inspect_feed(feed: Feed, chunk: int = CHUNK) -> dict[str, Any]:
     out["clock"] = clock_summary(s, model_of(feed))
     out["symbol"] = feed.instrument.symbol
     out["venue"] = feed.instrument.venue
+    if feed.instrument.inverse:  # quantities are contracts of this many quote units
+        out["contract_size"] = feed.instrument.contract_size
     out["feed"] = str(feed.path)
     return out
