@@ -190,7 +190,8 @@ class InstrumentCfg(_Section):
         None,
         gt=0,
         description="Quote currency per contract of an inverse instrument (100 for "
-        "BTCUSD_PERP); null = taken from the feed's metadata.",
+        "BTCUSD_PERP); set, it makes the instrument inverse unless inverse is false; null = "
+        "taken from the feed's metadata.",
     )
 
 
@@ -449,7 +450,8 @@ class Profile(BaseSettings):
         tick, lot = i.tick_size, i.lot_size
         if tick is None and lot is None and i.inverse is None and i.contract_size is None:
             return feed
-        inverse = feed.inverse if i.inverse is None else i.inverse
+        # A contract size alone makes the instrument inverse; inverse=false forces linear.
+        inverse = (feed.inverse or i.contract_size is not None) if i.inverse is None else i.inverse
         return Instrument(
             feed.symbol, feed.venue, tick or feed.tick_size, lot or feed.lot_size,
             feed.price_decimals, inverse,

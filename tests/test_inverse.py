@@ -169,8 +169,13 @@ def test_instrument_checks_and_sidecar_round_trip() -> None:
     lin = FeedMeta(Instrument("X", "v", 0.1, 1.0)).to_json()
     assert "inverse" not in lin["instrument"]  # linear sidecars unchanged
     profile = Profile(instrument={"contract_size": 10.0, "inverse": True})
-    got = profile.instrument_for(Instrument("X", "v", 0.1, 1.0))
+    lin_inst = Instrument("X", "v", 0.1, 1.0)
+    got = profile.instrument_for(lin_inst)
     assert got.inverse and got.contract_size == 10.0
+    implied = Profile(instrument={"contract_size": 10.0}).instrument_for(lin_inst)
+    assert implied.inverse and implied.contract_size == 10.0
+    forced = Profile(instrument={"inverse": False}).instrument_for(INV)
+    assert not forced.inverse and forced.contract_size is None
 
 
 # --------------------------------------------------------------------------------------------
