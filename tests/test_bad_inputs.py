@@ -462,3 +462,7 @@ def test_a_feed_down_for_a_whole_iteration_is_an_outage(tmp_path: Path, feed: Pa
     lines = [json.loads(x) for x in (out / "soak" / "metrics.jsonl").read_text().splitlines()]
     assert [ln["extra"]["outage"] for ln in lines] == [False, True, False]
     assert "feed outage" in (out / "soak" / "summary.txt").read_text()
+    # ... and the verdict: a hard gate names the iteration the figures do not cover
+    gate = json.loads((out / "reports" / "KPI_GATE.json").read_text())
+    assert gate["verdict"] == "FAIL" and "feed_outage" in gate["hard_failed"]
+    assert "iteration(s) 2" in gate["next_step"]

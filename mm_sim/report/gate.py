@@ -270,12 +270,32 @@ def kpi_gate(
     iterations: Sequence[EdgeSection],
     gates: GatesCfg,
     band_decision: BandSignificance | None = None,
+    outages: Sequence[int] = (),
 ) -> KpiGate:
     """KPI_GATE.json: the totals gated, plus each iteration's verdict.
 
     ``band_decision``: whether the band of net_bps holds over its statistical interval.
+    ``outages``: iterations in which the feed delivered no event at all (a live feed down, or
+    a gap in the data). Such a run's figures cover less than it says, so the ``feed_outage``
+    hard gate fails it, naming them (docs/REPORTS.md, section 3).
     """
     res = evaluate(totals, gates)
+    if outages:
+        gone = ", ".join(str(i + 1) for i in outages)
+        check = GateCheck(
+            name="feed_outage", kind="hard", metric="iterations_without_events", op="<=",
+            threshold=0.0, ideal=None, value=float(len(outages)), passed=False, status="FAIL",
+        )  # fmt: skip
+        res = res.model_copy(
+            update={
+                "verdict": "FAIL",
+                "hard_failed": [*res.hard_failed, check.name],
+                "checks": [check, *res.checks],
+                "next_step": f"The feed delivered no event in iteration(s) {gone}: check the "
+                f"feed (connection, data gap) and re-run; the figures cover only the rest. "
+                + res.next_step,
+            }
+        )
     per_iter = []
     for sec in iterations:
         r = evaluate(sec, gates)

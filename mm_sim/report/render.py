@@ -163,7 +163,8 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
             statistical=stat, model=model_error_bars(rd.root, totals.net_bps, len(lines), g)
         ),
     )
-    gate = kpi_gate(totals, iters, g, stat.band_decision)
+    outages = [ln.iteration for ln in lines if ln.extra.get("outage")]
+    gate = kpi_gate(totals, iters, g, stat.band_decision, outages)
     rd.reports.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rd.reports / EDGE_REPORT, dump(edge))
     atomic_write_json(rd.reports / KPI_GATE, dump(gate))
