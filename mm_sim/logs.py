@@ -28,9 +28,24 @@ def configure(json_logs: bool | None = None, level: str = "INFO") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=False,
     )
+
+
+class _StderrLogger:
+    """Prints each line to ``sys.stderr`` as it is at that moment. Why not structlog's
+    PrintLogger: it keeps the stream it was made with, so after an in-process caller (a test
+    capturing output) swapped ``sys.stderr`` and closed its copy, every later log line raised
+    "I/O operation on closed file" in whatever code happened to log."""
+
+    def __init__(self, *_args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = err = critical = exception = fatal = msg
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
