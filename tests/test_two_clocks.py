@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_core_match import overrides
 
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.engine import Engine
@@ -42,19 +43,6 @@ def profile(
         limiter={"max_in_flight": 4, "venue_budget": 1000, "venue_window_ms": 1000.0},
         mark_interval_ms=1000.0,
     )
-
-
-def overrides(**kw: float) -> Overrides:
-    base: dict[str, Any] = {
-        "min_interval_ms": 0.0,
-        "replace_rate_per_min": 6000,
-        "base_spread_bps_delta": 0.0,
-        "tail_age_ms": 60000.0,
-        "impact_cap_ratio": 10.0,
-        "max_delta_ratio": 10.0,
-    }
-    base.update(kw)
-    return Overrides(**base)
 
 
 def received_in_order(sc: Script) -> np.ndarray:

@@ -78,45 +78,26 @@ def make_counters() -> np.ndarray:
 def apply_fill(
     acc: np.ndarray, side: int, price: float, qty: float, fee_bps: float, liquidity: int
 ) -> float:
-    """Book one fill into the account; returns the fee (quote currency, positive = paid)."""
-    if acc[CSIZE_SLOT] > 0.0:
-        return _apply_inverse_fill(acc, side, price, qty, fee_bps, liquidity)
-    notional = price * qty
+    """Book one fill into the account; returns the fee (positive = paid).
+
+    Linear: the notional ``price * qty`` (quote currency) is paid on a buy. Inverse
+    (``contract_size`` C > 0): the coin notional ``qty * C / price`` is received on a buy."""
+    c = acc[CSIZE_SLOT]
+    if c > 0.0:
+        notional = qty * c / price
+        flow = notional  # cash change of a buy
+    else:
+        notional = price * qty
+        flow = -notional
     fee = notional * fee_bps * 1e-4
     if side > 0:
         acc[A_POS] += qty
-        acc[A_CASH] -= notional
+        acc[A_CASH] += flow
         acc[A_BUY_QTY] += qty
         acc[A_BUY_NOTIONAL] += notional
     else:
         acc[A_POS] -= qty
-        acc[A_CASH] += notional
-        acc[A_SELL_QTY] += qty
-        acc[A_SELL_NOTIONAL] += notional
-    acc[A_CASH] -= fee
-    acc[A_FEES] += fee
-    if liquidity == LIQ_MAKER:
-        acc[A_MAKER_QTY] += qty
-    else:
-        acc[A_TAKER_QTY] += qty
-    return fee
-
-
-@njit(**JIT)
-def _apply_inverse_fill(
-    acc: np.ndarray, side: int, price: float, qty: float, fee_bps: float, liquidity: int
-) -> float:
-    """An inverse fill: coin notional ``qty * C / price``, received on a buy, paid on a sell."""
-    notional = qty * acc[CSIZE_SLOT] / price
-    fee = notional * fee_bps * 1e-4
-    if side > 0:
-        acc[A_POS] += qty
-        acc[A_CASH] += notional
-        acc[A_BUY_QTY] += qty
-        acc[A_BUY_NOTIONAL] += notional
-    else:
-        acc[A_POS] -= qty
-        acc[A_CASH] -= notional
+        acc[A_CASH] -= flow
         acc[A_SELL_QTY] += qty
         acc[A_SELL_NOTIONAL] += notional
     acc[A_CASH] -= fee

@@ -98,8 +98,9 @@ class ClientConfig:
         )
 
 
-def retry_after_s(value: str | None, default: float) -> float:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+def retry_after_s(value: str | None, default: float, now: float | None = None) -> float:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (counted
+    from ``now``, wall-clock seconds; the current time by default)."""
     if not value:
         return default
     try:
@@ -110,7 +111,7 @@ def retry_after_s(value: str | None, default: float) -> float:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return default
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def venue_message(body: bytes) -> str:
