@@ -173,10 +173,41 @@ def _npy_header(count: int) -> bytes:
     return body + len(hdr).to_bytes(2, "little") + hdr
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (``os.umask`` can
+    only be read by setting it, which for a moment applies to every other thread's files)."""
+    status = "/proc/self/status"  # Linux
+    with contextlib.suppress(OSError, ValueError), open(status, encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """A hidden temp file ``.NAME.*.tmp`` next to ``path``, to be renamed onto it.
+
+    ``mkstemp`` creates it 0600 whatever the umask, and the rename would publish that: reports
+    and feeds unreadable to the group a shared filesystem (a Dask cluster's workers) relies on.
+    The file gets the mode ``open()`` would have given it (0666 minus the umask) instead.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if hasattr(os, "fchmod"):  # POSIX (Windows has no group or other modes)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via temp file + fsync + rename so readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -263,9 +294,7 @@ class FeedWriter:
         self.count = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.removed_stale = clean_stale_temp_files(self.path.parent, self.path.name, 3600.0)
-        fd, self._tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
+        fd, self._tmp = temp_file_beside(self.path)
         self._fh = os.fdopen(fd, "wb")
         _try_lock(self._fh)
         self._fh.write(_npy_header(0))
@@ -311,8 +340,7 @@ class FeedWriter:
             clock=(clock or self._lags.model()).to_json(),
         )
         side = sidecar_path(self.path)
-        side_fd, side_tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{side.name}.",
-                                             suffix=".tmp")  # fmt: skip
+        side_fd, side_tmp = temp_file_beside(side)
         try:
             with os.fdopen(side_fd, "wb") as fh:
                 fh.write((json.dumps(meta.to_json(), indent=2) + "\n").encode())
