@@ -239,7 +239,15 @@ def test_control_arm_reports_tuned_vs_frozen(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     cmp = json.loads((out / "reports" / "CONTROL_COMPARISON.json").read_text())
     assert [row["iteration"] for row in cmp["iterations"]] == [0, 1, 2]
-    assert "uplift_bps" in cmp["totals"]
+    # The sign is pinned: uplift is tuned minus frozen, in the totals, the rows and the console.
+    tuned, frozen = totals(out)["net_bps"], totals(out / "control")["net_bps"]
+    t = cmp["totals"]
+    assert tuned != frozen and t["uplift_bps"] == tuned - frozen
+    for row in cmp["iterations"]:
+        assert row["uplift_bps"] == row["tuned_net_bps"] - row["frozen_net_bps"]
+    ci = t["uplift_ci"]
+    assert ci["lo"] < ci["hi"] and abs(ci["estimate"] - t["uplift_bps"]) < 1e-9
+    assert f"tuner uplift {tuned - frozen:+.3f} bps, 95% CI [{ci['lo']:+.3f}," in r.stdout
     assert "Tuned vs frozen" in (out / "reports" / "SOAK_RESULTS.md").read_text()
     frozen = [
         json.loads(x) for x in (out / "control" / "soak" / "metrics.jsonl").read_text().splitlines()

@@ -159,3 +159,61 @@ def test_state_round_trip_gives_same_decisions() -> None:
     rb = b.after_iteration(metrics(1, net_bps=-1.0), cur)
     assert ra[0] == rb[0]
     assert [d.marker() for d in ra[1]] == [d.marker() for d in rb[1]]
+
+
+# -- the guardrails, each with a test that fails when it is broken ------------------------------
+
+
+def test_negative_streak_resets_on_a_non_negative_iteration() -> None:
+    """Two *consecutive* negative iterations: a positive one in between restarts the count."""
+    t = Tuner()
+    for i, net in enumerate((-1.0, 0.5, -1.0)):
+        new, decs = t.after_iteration(metrics(i, net_bps=net), BASE)
+        assert new == BASE and not changed(decs), f"fallback after iteration {i}"
+    assert t.state.negative_streak == 1
+    new, decs = t.after_iteration(metrics(3, net_bps=-1.0), BASE)
+    assert {d.driver for d in decs if d.field} == {"fallback"}
+
+
+def test_multi_fail_guard_skips_moves_that_are_not_calming() -> None:
+    """With the guard at one trigger, C's age relief (faster, more replaces) is not calming and
+    is skipped; without the guard it would apply."""
+    from mm_sim.runtime.tuner import TunerPolicy
+
+    m = metrics(order_age_p95_ms=500.0)
+    free, _ = Tuner(TunerPolicy(calm_only_triggers=99)).after_iteration(m, BASE)
+    assert free.min_interval_ms < BASE.min_interval_ms
+    new, decs = Tuner(TunerPolicy(calm_only_triggers=1)).after_iteration(m, BASE)
+    assert new == BASE
+    assert [d.field for d in decs] == [None, None]
+    assert all("1+ triggers allow only calming moves" in d.reason for d in decs)
+
+
+def test_multi_fail_guard_never_skips_a_seed_move_under_the_default_policy() -> None:
+    """Why the guard cannot bite on the seed's own moves (docs/TUNER.md): over every mix of
+    triggers, the default policy decides exactly what a policy without the guard decides."""
+    import itertools
+
+    from mm_sim.runtime.tuner import TunerPolicy, calm_only, scenario_triggers
+
+    fired = 0
+    for slip, adv, age, blocked, net, streak in itertools.product(
+        (False, True), (1.0, 6.0), (100.0, 500.0), (False, True), (-2.0, 1.0), (0, 1)
+    ):
+        kw = {
+            "net_bps": net,
+            "adverse_p95": adv,
+            "order_age_p95_ms": age,
+            "drivers": ("slippage_bps",) if slip else (),
+            "slippage_bps": -1.0 if slip else 0.0,
+            "block_ratios": {"throttle": 0.6} if blocked else {},
+        }
+        runs = []
+        for guard in (3, 99):
+            t = Tuner(TunerPolicy(calm_only_triggers=guard))
+            t.state.negative_streak = streak
+            runs.append(t.after_iteration(metrics(1, **kw), BASE))
+        assert runs[0][0] == runs[1][0]
+        m = metrics(1, **kw)
+        fired += calm_only(scenario_triggers(m, streak + (net < 0), TunerPolicy()), TunerPolicy())
+    assert fired  # the guard does fire (A+B+D); it only finds nothing to skip

@@ -209,6 +209,33 @@ def concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(list(arrays)) if arrays else np.empty(0)
 
 
+def series_of(parts: Sequence[Parts], cfg: ErrorBarsCfg) -> BlockSeries | None:
+    """A run's (or a window's) time blocks, from its iterations' parts.
+
+    Amounts are rebuilt in the money view (the records themselves unless inverse). Two runs on
+    the same events get the same blocks (marks fall on the same times), which is what a paired
+    comparison of two arms relies on (``mm_sim.report.paired``).
+    """
+    marks = concat([p.money_marks for p in parts]) if parts else np.empty(0)
+    if not parts or len(marks) < 2:
+        return None
+    fills = [p.money_fills for p in parts]
+    f_ts = concat([f["ts"].astype(np.int64) for f in fills]).astype(np.int64)
+    return block_series(
+        marks,
+        f_ts,
+        concat([f["side"] * f["qty"] for f in fills]),
+        concat([f["mid_fill"] for f in fills]),
+        concat([p.notional for p in parts]),
+        concat([p.gross for p in parts]),
+        concat([p.slippage for p in parts]),
+        concat([p.fees_eff for p in parts]),
+        concat([p.markouts[GATE_HORIZON_MS] for p in parts]),
+        cfg,
+        parts[0].start.money().position if parts[0].start is not None else 0.0,
+    )
+
+
 METHOD = (
     "block bootstrap over time: the run's marks cut into consecutive blocks of block_s, blocks "
     "drawn with replacement (as many as the run has), figure = resampled amount / resampled "
@@ -222,26 +249,7 @@ def statistical_error_bars(
     """The run's statistical error bars (EDGE_REPORT.json ``error_bars.statistical``)."""
     cfg = gates.error_bars
     estimates = {k: getattr(totals, k) for k in FIGURES}
-    # Amounts are rebuilt in the money view (the records themselves unless inverse).
-    marks = concat([p.money_marks for p in parts]) if parts else np.empty(0)
-    fills = [p.money_fills for p in parts]
-    series = None
-    if parts and len(marks) >= 2:
-        f_ts = concat([f["ts"].astype(np.int64) for f in fills]).astype(np.int64)
-        side_qty = concat([f["side"] * f["qty"] for f in fills])
-        series = block_series(
-            marks,
-            f_ts,
-            side_qty,
-            concat([f["mid_fill"] for f in fills]),
-            concat([p.notional for p in parts]),
-            concat([p.gross for p in parts]),
-            concat([p.slippage for p in parts]),
-            concat([p.fees_eff for p in parts]),
-            concat([p.markouts[GATE_HORIZON_MS] for p in parts]),
-            cfg,
-            parts[0].start.money().position if parts[0].start is not None else 0.0,
-        )
+    series = series_of(parts, cfg)
     note = None
     if series is None or len(series) < 2 or totals.fills == 0:
         note = "no interval: fewer than two time blocks, or no fills"

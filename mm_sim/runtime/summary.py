@@ -102,10 +102,12 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
         )
     final = outcome.final
     if final.get("control"):
+        from mm_sim.report.control import uplift_text
+
         c = final["control"]
         print(
             f"control arm (overrides frozen): net_bps {_f(c.get('frozen_net_bps'))}, "
-            f"tuner uplift {_f(c.get('uplift_bps'))} bps",
+            f"tuner uplift {uplift_text(c.get('uplift_bps'), c.get('uplift_ci'))}",
             file=out,
         )
     if final.get("outages"):

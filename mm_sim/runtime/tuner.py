@@ -23,8 +23,10 @@ threshold (``TunerPolicy.*_scale`` is the distance at which the full step is use
 Guardrails: a field changes at most ``max_changes_per_field`` times over the soak; the spread
 delta rises by at most +0.10 per iteration; every value is clamped to its valid range (the
 ``Overrides`` model); when three or more scenarios trigger at once only calming moves (wider,
-slower, smaller) are applied; with ``freeze_after_convergence`` the tuner stops changing anything
-after the first iteration whose net_bps reaches the OK band following at least one change.
+slower, smaller) are applied (``calm_only`` says why this never skips a seed move under the
+default policy; it bites on the walk-forward tuner's candidates); with
+``freeze_after_convergence`` the tuner stops changing anything after the first iteration whose
+net_bps reaches the OK band following at least one change.
 """
 
 from __future__ import annotations
@@ -165,25 +167,19 @@ class Tuner:
 
         # (driver, field, delta, reason) proposals from each triggered scenario.
         proposals: list[tuple[str, str, float, str]] = []
-        triggers: list[str] = []
-        a_trig = "slippage_bps" in m.drivers
-        b_trig = m.adverse_p95 > p.adverse_p95_trigger
-        if a_trig:
-            triggers.append("A")
+        triggers = scenario_triggers(m, st.negative_streak, p)
+        blocked = {k: v for k, v in m.block_ratios.items() if v > p.block_ratio_limit}
+        if "A" in triggers:
             mm = -m.slippage_bps / p.slippage_scale_bps
             why = f"slippage_bps {m.slippage_bps:.3f} is a negative-edge driver"
             proposals.append(("slippage_bps", "base_spread_bps_delta", _step(0.02, 0.05, mm), why))
             proposals.append(("slippage_bps", "tail_age_ms", _step(50, 100, mm), why))
-        if b_trig:
-            triggers.append("B")
+        if "B" in triggers:
             mm = (m.adverse_p95 - p.adverse_p95_trigger) / p.adverse_scale_bps
             why = f"adverse cost p95 {m.adverse_p95:.3f} > {p.adverse_p95_trigger}"
             proposals.append(("adverse_bps", "impact_cap_ratio", -_step(0.02, 0.04, mm), why))
             proposals.append(("adverse_bps", "max_delta_ratio", -_step(0.02, 0.04, mm), why))
-        blocked = {k: v for k, v in m.block_ratios.items() if v > p.block_ratio_limit}
-        healthy = m.net_bps >= 0 and not a_trig and not b_trig and not blocked
-        if m.order_age_p95_ms > p.order_age_p95_trigger_ms and healthy:
-            triggers.append("C")
+        if "C" in triggers:
             mm = (m.order_age_p95_ms - p.order_age_p95_trigger_ms) / p.age_scale_ms
             why = (
                 f"order_age_p95 {m.order_age_p95_ms:.0f} ms > "
@@ -191,8 +187,7 @@ class Tuner:
             )
             proposals.append(("order_age", "min_interval_ms", -round(_step(10, 20, mm)), why))
             proposals.append(("order_age", "replace_rate_per_min", round(_step(30, 60, mm)), why))
-        if st.negative_streak >= p.fallback_after:
-            triggers.append("D")
+        if "D" in triggers:
             proposals.extend(
                 self._fallback(m.net_bps, f"net_bps < 0 for {st.negative_streak} iterations")
             )
@@ -200,8 +195,7 @@ class Tuner:
         if not proposals:
             return current, [Decision.hold(m.iteration, _hold_reason(m, blocked))]
 
-        calm_only = len(triggers) >= p.calm_only_triggers
-        return self._apply(m.iteration, current, proposals, calm_only, None)
+        return self._apply(m.iteration, current, proposals, calm_only(triggers, p), None)
 
     def emergency(
         self,
@@ -259,8 +253,11 @@ class Tuner:
         decisions: list[Decision] = []
         for fname, (driver, delta, why) in merged.items():
             old = values[fname]
-            if calm_only and delta * CALMING_SIGN[fname] <= 0:
-                skip = f"{fname}: {driver} move skipped, 3+ triggers allow only calming moves"
+            if calm_only and not is_calming(fname, delta):
+                skip = (
+                    f"{fname}: {driver} move skipped, {p.calm_only_triggers}+ triggers allow "
+                    "only calming moves"
+                )
                 decisions.append(Decision.hold(iteration, skip, sim_ts))
                 continue
             if st.changes.get(fname, 0) >= p.max_changes_per_field:
@@ -282,6 +279,41 @@ class Tuner:
             st.changed_once = True
             decisions.append(Decision(iteration, driver, fname, old, new, why, sim_ts))
         return Overrides.model_validate(values), decisions
+
+
+def scenario_triggers(m: IterationMetrics, negative_streak: int, p: TunerPolicy) -> list[str]:
+    """Which of the scenarios A–D this iteration's metrics trigger (the streak counts this
+    iteration already). Shared with the walk-forward tuner, whose multi-fail guard reads it."""
+    out = []
+    a_trig = "slippage_bps" in m.drivers
+    b_trig = m.adverse_p95 > p.adverse_p95_trigger
+    blocked = any(v > p.block_ratio_limit for v in m.block_ratios.values())
+    healthy = m.net_bps >= 0 and not a_trig and not b_trig and not blocked
+    if a_trig:
+        out.append("A")
+    if b_trig:
+        out.append("B")
+    if m.order_age_p95_ms > p.order_age_p95_trigger_ms and healthy:
+        out.append("C")
+    if negative_streak >= p.fallback_after:
+        out.append("D")
+    return out
+
+
+def calm_only(triggers: list[str], p: TunerPolicy) -> bool:
+    """The multi-fail guard: with this many scenarios firing at once, only calming moves.
+
+    Under the default policy it never skips a move of the seed tuner: C excludes A and B (its
+    health test) and D (net_bps >= 0 vs a negative streak), so 3+ triggers means A+B+D, whose
+    moves are all calming already. It bites on any move that is not calming: the walk-forward
+    tuner's candidates, and C's moves under a policy with a lower ``calm_only_triggers``.
+    """
+    return len(triggers) >= p.calm_only_triggers
+
+
+def is_calming(fname: str, delta: float) -> bool:
+    """A change towards wider, slower, smaller, longer-lived quoting (``CALMING_SIGN``)."""
+    return delta * CALMING_SIGN[fname] > 0
 
 
 def _hold_reason(m: IterationMetrics, blocked: dict[str, float]) -> str:
