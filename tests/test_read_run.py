@@ -21,9 +21,11 @@ from test_rundir import write_run
 import mm_sim
 from mm_sim.cli import main
 from mm_sim.config import Profile
+from mm_sim.errors import UserError
 from mm_sim.report.export import export_run
 from mm_sim.report.frames import TABLES, RunFrames
 from mm_sim.report.render import build_reports
+from mm_sim.report.rundir import RunDir
 from mm_sim.report.schema import SCHEMA_VERSION, EdgeReport, KpiGate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,3 +150,27 @@ def test_the_documented_example_runs(
     assert mine == pytest.approx(theirs, rel=1e-12)
     for name in ("ts_ns", "time", "iteration", "adverse.1s.adverse_bps", "amounts.net"):
         assert f"`{name}`" in doc and (name in frames.iterations or name in frames.fills)
+
+
+def test_record_layouts_read_with_one_json_load(run: tuple[Path, RunFrames]) -> None:
+    root, frames = run
+    cfg = json.loads((root / "soak" / "run.json").read_text())
+    fills = cfg["records"]["fills"]
+    assert fills["ts"] == "<i8" and fills["price"] == "<f8"
+    raw = np.fromfile(root / "soak" / "records" / "fills.bin", dtype=np.dtype(list(fills.items())))
+    assert raw["price"].tolist() == frames.fills["price"].tolist()
+
+
+def test_runs_with_the_older_layout_text_still_load(
+    run: tuple[Path, RunFrames], tmp_path: Path
+) -> None:
+    root, _ = run
+    cfg = json.loads((root / "soak" / "run.json").read_text())
+    old = {k: json.dumps([[n, t] for n, t in v.items()]) for k, v in cfg["records"].items()}
+    (tmp_path / "soak").mkdir()
+    (tmp_path / "soak" / "run.json").write_text(json.dumps({**cfg, "records": old}))
+    assert RunDir(tmp_path).load_config().records == old
+    changed = {**cfg["records"], "marks": {**cfg["records"]["marks"], "mid": "<f4"}}
+    (tmp_path / "soak" / "run.json").write_text(json.dumps({**cfg, "records": changed}))
+    with pytest.raises(UserError, match="records 'marks' were written with layout"):
+        RunDir(tmp_path).load_config()

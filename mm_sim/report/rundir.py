@@ -84,8 +84,21 @@ _FEED_LENGTH_KEYS = ("duration_s", "count")
 RUN_DIR_ENTRIES = frozenset({"soak", "reports", "control"})
 
 
-def _descr(dt: np.dtype) -> str:
-    return json.dumps(np.lib.format.dtype_to_descr(dt))
+def record_layout(dt: np.dtype) -> dict[str, str]:
+    """A record dtype as run.json describes it: field name -> numpy type string, in order
+    (``np.dtype(list(layout.items()))`` rebuilds it; the records have no padding)."""
+    return {str(name): str(t) for name, t in np.lib.format.dtype_to_descr(dt)}
+
+
+def stored_layout(value: Any) -> dict[str, str] | None:
+    """A layout read from run.json; runs written before the plain form stored numpy's descr
+    as JSON text inside the JSON, which is read too. ``None`` when it is neither."""
+    if isinstance(value, str):
+        try:
+            value = {str(n): str(t) for n, t in json.loads(value)}
+        except (ValueError, TypeError):
+            return None
+    return dict(value) if isinstance(value, dict) else None
 
 
 def make_run_config(
@@ -110,7 +123,7 @@ def make_run_config(
         initial_overrides={k: float(v) for k, v in ovr.items()},
         feed=json.loads(json.dumps(dict(feed), default=str)),
         seed=seed,
-        records={k: _descr(dt) for k, dt in RECORD_DTYPES.items()},
+        records={k: record_layout(dt) for k, dt in RECORD_DTYPES.items()},
     )
 
 
@@ -480,10 +493,10 @@ class RunDir:
             ) from None
         cfg = validate(RunConfig, data, str(self.run_json))
         for name, dt in RECORD_DTYPES.items():
-            if cfg.records.get(name) != _descr(dt):
+            if stored_layout(cfg.records.get(name)) != record_layout(dt):
                 raise UserError(
                     f"{self.run_json}: records '{name}' were written with layout "
-                    f"{cfg.records.get(name)}, this mm_sim uses {_descr(dt)}"
+                    f"{cfg.records.get(name)}, this mm_sim uses {record_layout(dt)}"
                 )
         return cfg
 

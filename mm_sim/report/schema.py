@@ -325,7 +325,9 @@ class RunConfig(BaseModel):
     initial_overrides: dict[str, float]
     feed: dict[str, Any]
     seed: int | None
-    records: dict[str, str]  # name -> numpy dtype descr (JSON text) of the raw record files
+    # name -> the raw record file's layout, field -> numpy type string (older runs: numpy's
+    # descr as JSON text, still read)
+    records: dict[str, dict[str, str] | str]
 
 
 class IterationLine(_Model):
