@@ -17,6 +17,7 @@ from mm_sim.config import Overrides, Profile, RunSettings, field_bounds
 READERS = {
     "instrument": "core/book.py (tick grid), core/quote.py (rounding) — null: from the feed",
     "quoting": "core/quote.py",
+    "matching": "core/match.py and core/timeline.py (fill rules, event order)",
     "inventory": "core/limiter.py (`risk` blocks)",
     "fees": "core/account.py (fee per fill), report/edge.py (fees_eff_bps)",
     "latency": "core/engine.py (order entry, cancel, ack timing)",
@@ -30,22 +31,47 @@ READERS = {
     "gates.error_bars": "report/bootstrap.py (statistical error bars, band significance)",
 }
 
-SUFFIX_UNITS = (("_ms", "ms"), ("_bps", "bps"), ("_pct", "%"), ("_s", "s"), ("per_min", "1/min"))
+# Units are read from a field's name, one "_"-separated word at a time (a substring test
+# found "ratio" inside "iteration"). The last word names a unit (``*_ms``), or a word anywhere
+# names a quantity (``*_ratio_*``); fields whose name says neither are listed by path.
+LAST_WORD_UNITS = {"ms": "ms", "bps": "bps", "pct": "%", "s": "s", "minutes": "min"}
 WORD_UNITS = (
-    ("qty", "base units"),
-    ("position", "base units"),
-    ("notional", "quote currency"),
-    ("ratio", "fraction"),
-    ("bps", "bps"),
+    (("per", "min"), "1/min"),
+    (("ratio",), "fraction"),
+    (("qty",), "base units"),
+    (("position",), "base units"),
+    (("notional",), "quote currency"),
+    (("bps",), "bps"),
 )
+PATH_UNITS = {
+    "instrument.tick_size": "quote currency",
+    "instrument.lot_size": "base units (contracts if inverse)",
+    "instrument.contract_size": "quote currency",
+    "gates.hard.adverse_p95_max": "bps",
+    "gates.soft.slippage_p95_max": "bps",
+    "gates.soft.slippage_p95_ideal": "bps",
+    "gates.bands.success": "bps",
+    "gates.bands.ok": "bps",
+    "gates.bands.warn": "bps",
+    "gates.venue_rules.ufr_ban": "fraction",
+    "gates.venue_rules.icr_ban": "fraction",
+    "gates.venue_rules.dr_ban": "fraction",
+    "gates.venue_rules.ufr_recording_orders": "orders",
+    "gates.venue_rules.icr_recording_orders": "orders",
+    "gates.venue_rules.dr_recording_orders": "orders",
+    "gates.error_bars.confidence": "fraction",
+}
 
 
-def _unit(name: str) -> str:
-    for suffix, unit in SUFFIX_UNITS:
-        if name.endswith(suffix):
-            return unit
-    for word, unit in WORD_UNITS:
-        if word in name:
+def unit_of(path: str) -> str:
+    """The unit column of the field at dotted ``path`` ("" for counts, names and switches)."""
+    if path in PATH_UNITS:
+        return PATH_UNITS[path]
+    words = path.rsplit(".", 1)[-1].split("_")
+    if words[-1] in LAST_WORD_UNITS:
+        return LAST_WORD_UNITS[words[-1]]
+    for needed, unit in WORD_UNITS:
+        if all(w in words for w in needed):
             return unit
     return ""
 
@@ -66,25 +92,44 @@ def _default(value: Any) -> str:
     return "null" if value is None else f"{value}"
 
 
+def _is_section(info: FieldInfo) -> bool:
+    ann = info.annotation
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
 def _rows(model: type[BaseModel], prefix: str, env_prefix: str, reader: str) -> list[str]:
-    rows: list[str] = []
-    for name, info in model.model_fields.items():
-        ann = info.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            sub = f"{prefix}{name}"
-            rows.append(f"\n### `{sub}` — read by {READERS.get(sub, reader)}\n")
-            rows.append("| field | meaning | unit | default | range | env |")
-            rows.append("|---|---|---|---|---|---|")
-            rows.extend(
-                _rows(ann, f"{sub}.", f"{env_prefix}{name.upper()}__", READERS.get(sub, reader))
-            )
+    """The model's own fields (rows of the table the caller opened), then one titled table
+    per sub-section: a field listed after a section would land in that section's table."""
+    fields = model.model_fields.items()
+    rows = _field_rows([(n, i) for n, i in fields if not _is_section(i)], prefix, env_prefix)
+    for name, info in fields:
+        if not _is_section(info):
             continue
+        sub = f"{prefix}{name}"
+        ann = info.annotation
+        assert isinstance(ann, type) and issubclass(ann, BaseModel)
+        inner = _rows(ann, f"{sub}.", f"{env_prefix}{name.upper()}__", READERS.get(sub, reader))
+        rows.append(f"\n### `{sub}` — read by {READERS.get(sub, reader)}\n")
+        if inner and inner[0].startswith("|"):
+            rows += [TABLE_HEAD, TABLE_RULE]
+        rows += inner
+    return rows
+
+
+TABLE_HEAD = "| field | meaning | unit | default | range | env |"
+TABLE_RULE = "|---|---|---|---|---|---|"
+
+
+def _field_rows(fields: list[tuple[str, FieldInfo]], prefix: str, env_prefix: str) -> list[str]:
+    rows: list[str] = []
+    for name, info in fields:
+        ann = info.annotation
         choices = ""
         if isinstance(ann, type) and hasattr(ann, "__members__"):
             choices = " (" + " \\| ".join(ann.__members__) + ")"
         rows.append(
             f"| `{prefix}{name}` | {(info.description or '').replace('|', '/')}{choices} | "
-            f"{_unit(name)} | {_default(info.default)} | {_range(info)} | "
+            f"{unit_of(prefix + name)} | {_default(info.default)} | {_range(info)} | "
             f"`{env_prefix}{name.upper()}` |"
         )
     return rows
