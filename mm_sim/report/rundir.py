@@ -87,7 +87,7 @@ RUN_DIR_ENTRIES = frozenset({"soak", "reports", "control"})
 def record_layout(dt: np.dtype) -> dict[str, str]:
     """A record dtype as run.json describes it: field name -> numpy type string, in order
     (``np.dtype(list(layout.items()))`` rebuilds it; the records have no padding)."""
-    return {str(name): str(t) for name, t in np.lib.format.dtype_to_descr(dt)}
+    return {str(f[0]): str(f[1]) for f in np.lib.format.dtype_to_descr(dt)}
 
 
 def stored_layout(value: Any) -> dict[str, str] | None:
