@@ -7,6 +7,9 @@ numba book kernel, the book's top N levels must equal orderbook row k, for every
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from mm_sim.feeds.convert.base import ConvertOptions
 from mm_sim.feeds.convert.lobster import convert, seconds_to_ns
 
 E_ASK, E_BID = "9999999999", "-9999999999"  # LOBSTER's empty-level placeholders
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".venv" / "numba-cache")}
 
 
 def ob(asks: list[tuple[int, int]], bids: list[tuple[int, int]], n: int = 3) -> str:
@@ -265,3 +270,65 @@ def test_symbol_choice_and_tick_option(tmp_path: Path) -> None:
     feed = open_feed(res.out)
     assert feed.instrument.symbol == "MSFT" and feed.instrument.tick_size == 0.0001
     assert int(np.sum(feed.events["kind"] == KIND_TRADE)) == 1
+
+
+def test_files_named_otherwise_take_ticker_and_date_from_the_flags(tmp_path: Path) -> None:
+    msg, book = write_pair(tmp_path, ROWS)
+    ref = open_feed(convert([msg, book], tmp_path / "ref.npy", ConvertOptions()).out)
+    own = tmp_path / "mine"
+    own.mkdir()
+    m2, b2 = own / "apple msgs.csv", own / "apple book.txt"
+    m2.write_bytes(msg.read_bytes())
+    b2.write_bytes(book.read_bytes())
+    with pytest.raises(UserError, match=r"not a LOBSTER file name.*give --ticker and --date"):
+        convert([b2, m2], tmp_path / "o.npy", ConvertOptions())
+    opts = ConvertOptions(extra={"ticker": "aapl", "date": "2012-06-21"})
+    res = convert([b2, m2], tmp_path / "o.npy", opts)  # kinds told apart by their columns
+    feed = open_feed(res.out)
+    assert feed.instrument.symbol == "AAPL"
+    assert as_tuples(feed.events) == as_tuples(ref.events)
+    with pytest.raises(UserError, match=r"--date 21/06/2012: expected YYYY-MM-DD"):
+        convert(
+            [m2, b2],
+            tmp_path / "x.npy",
+            ConvertOptions(extra={"ticker": "A", "date": "21/06/2012"}),
+        )
+    with pytest.raises(UserError, match=r"expected one orderbook file .* found 0"):
+        convert([m2], tmp_path / "x.npy", opts)
+    odd = own / "notes.csv"
+    odd.write_text("a,b,c\n")
+    with pytest.raises(UserError, match=r"notes\.csv:1: neither a LOBSTER message file"):
+        convert([m2, b2, odd], tmp_path / "x.npy", opts)
+
+
+def test_cli_ticker_and_date(tmp_path: Path) -> None:
+    msg, book = write_pair(tmp_path, ROWS)
+    m2, b2 = tmp_path / "m.csv", tmp_path / "b.csv"
+    m2.write_bytes(msg.read_bytes())
+    b2.write_bytes(book.read_bytes())
+    out = tmp_path / "cli.npy"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mm_sim",
+            "convert",
+            "--from",
+            "lobster",
+            str(m2),
+            str(b2),
+            "--ticker",
+            "AAPL",
+            "--date",
+            "2012-06-21",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert int(open_feed(out).events["exch_ts"][0]) == DAY_NS + 34200 * 10**9 + 1

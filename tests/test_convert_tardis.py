@@ -287,7 +287,7 @@ def test_inputs_are_classified_by_header(tmp_path: Path) -> None:
     with pytest.raises(FeedError, match=r"quotes\.csv:1: not a tardis\.dev"):
         convert([other], tmp_path / "out.npy", ConvertOptions())
     trades = write(tmp_path / "trades.csv", TRADE_HEADER, TRADE_ROWS)
-    with pytest.raises(UserError, match="no incremental_book_L2 file"):
+    with pytest.raises(UserError, match="no incremental_book_L2, book_snapshot_N or quotes file"):
         convert([trades], tmp_path / "out.npy", ConvertOptions())
 
 

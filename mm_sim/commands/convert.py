@@ -14,7 +14,12 @@ import numpy as np
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, open_feed, read_sidecar, sidecar_path
 from mm_sim.feeds.convert import FORMATS
-from mm_sim.feeds.convert.base import ConvertOptions
+from mm_sim.feeds.convert.base import BadLines, ConvertOptions, ConvertResult
+from mm_sim.feeds.progress import read_bar
+
+# Above this share of skipped lines a non-strict conversion is refused unless
+# --allow-bad-lines: a feed missing that much of its input is not the market it claims to be.
+BAD_SHARE_LIMIT = 0.01
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output feed (.npy)")
     p.add_argument("--symbol", help="instrument to keep from a multi-symbol capture")
     p.add_argument("--exchange-info", type=Path, help="exchangeInfo response for tick/lot sizes")
-    p.add_argument("--tick-size", type=float, help="price tick (overrides exchangeInfo)")
+    p.add_argument(
+        "--tick",
+        "--tick-size",
+        dest="tick_size",
+        type=float,
+        help="price tick (overrides exchangeInfo; without either it is inferred from the "
+        "prices' decimals, a lower bound, with a warning)",
+    )
     p.add_argument("--lot-size", type=float, help="quantity step (overrides exchangeInfo)")
     p.add_argument(
         "--contract-size",
@@ -41,9 +53,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "BTCUSD_PERP (overrides exchangeInfo's contractSize; makes the feed inverse)",
     )
     p.add_argument(
+        "--ticker",
+        help="lobster: the ticker of input files not named by LOBSTER's convention",
+    )
+    p.add_argument(
+        "--date",
+        help="lobster: the trading day (YYYY-MM-DD) of input files not named by LOBSTER's "
+        "convention (it dates the messages' times)",
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="stop at the first bad line, and refuse a feed whose book is lost before its end",
+    )
+    p.add_argument(
+        "--allow-bad-lines",
+        action="store_true",
+        help=f"publish even when more than {BAD_SHARE_LIMIT:.0%} of the lines were bad and "
+        "skipped (default: refuse, nothing written)",
     )
     p.add_argument(
         "--force", action="store_true", help="replace OUT when it is already an mm_sim feed"
@@ -64,13 +91,16 @@ def run(args: argparse.Namespace) -> int:
         tick_size=args.tick_size,
         lot_size=args.lot_size,
         contract_size=args.contract_size,
+        extra={k: v for k in ("ticker", "date") if (v := getattr(args, k)) is not None},
     )
     target = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
     _check_replace(target, args.force)
     _clean_stale_stages(target)
     stage = target.with_name(f".{target.stem}.converting-{os.getpid()}.npy")
     try:
-        result = module.convert(list(args.inputs), stage, opts)
+        with read_bar(list(args.inputs), f"convert {target.name}", sys.stderr):
+            result = module.convert(list(args.inputs), stage, opts)
+        _check_bad_share(result, args.allow_bad_lines)
         cut = _check_book(stage, args.strict)
         # One unit: the sidecar names its data's size and hash, so a crash between the two
         # renames leaves a pair that open_feed refuses, never a valid-looking mix.
@@ -82,17 +112,25 @@ def run(args: argparse.Namespace) -> int:
     result.out = target
     if cut:
         result.stats["book_less_tail_cut"] = cut
+    share = _bad_share(result)
     summary = {
         "out": str(result.out),
         "events": result.events,
-        "bad_lines": result.bad_lines.to_json(),
+        "lines": result.lines,
+        "bad_lines": {**result.bad_lines.to_json(), "share": share},
+        "warnings": result.warnings,
         **result.stats,
         "clock": open_feed(result.out).meta.clock,  # the sidecar's clock model (docs/FEEDS.md)
     }
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"wrote {result.events:,} events to {result.out}")
+        print(
+            f"wrote {result.events:,} events to {result.out} (bad lines: "
+            f"{result.bad_lines.total:,} of {result.lines:,} = {share:.2%})"
+        )
         for key, value in result.stats.items():
             print(f"  {key}: {value}")
         clock = summary["clock"] or {}
@@ -109,6 +147,31 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("  bad lines: 0")
     return 0
+
+
+def _bad_share(result: ConvertResult) -> float:
+    return result.bad_lines.total / result.lines if result.lines else 0.0
+
+
+def _check_bad_share(result: ConvertResult, allowed: bool) -> None:
+    """Refuse (nothing written) a conversion that skipped more than BAD_SHARE_LIMIT of its
+    lines, unless the user said that is fine."""
+    share = _bad_share(result)
+    if allowed or share <= BAD_SHARE_LIMIT:
+        return
+    raise UserError(
+        f"{result.bad_lines.total:,} of {result.lines:,} lines ({share:.2%}) were bad and "
+        f"skipped, more than {BAD_SHARE_LIMIT:.0%}: {_reasons(result.bad_lines)}; nothing "
+        "written (pass --allow-bad-lines to publish anyway, or --strict to stop at the first)"
+    )
+
+
+def _reasons(bad: BadLines) -> str:
+    parts = []
+    for reason, n in bad.counts.most_common(3):
+        where = ", ".join(bad.examples.get(reason, [])[:2])
+        parts.append(f"{n:,} x {reason} (e.g. {where})")
+    return "; ".join(parts)
 
 
 def _check_replace(target: Path, force: bool) -> None:

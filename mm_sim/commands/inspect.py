@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
+import sys
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from mm_sim.errors import UserError
 from mm_sim.events import open_feed
 from mm_sim.feeds.clock import GENERATED
 from mm_sim.feeds.inspect import clock_summary, inspect_events, inspect_feed, summarise
+from mm_sim.feeds.progress import WorkBar
 from mm_sim.feeds.spec import FileFeedSpec, load_events, resolve_feed
 
 
@@ -31,12 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def compute(feed_arg: str, seed: int = 1) -> dict[str, Any]:
-    """Resolve ``feed_arg`` and inspect it (files stay memory-mapped)."""
+def compute(feed_arg: str, seed: int = 1, bar_out: TextIO | None = None) -> dict[str, Any]:
+    """Resolve ``feed_arg`` and inspect it (files stay memory-mapped); a progress bar on
+    ``bar_out`` when it is a terminal (a feed of a day is a minute of work)."""
+    bar_out = bar_out if bar_out is not None else io.StringIO()
     spec = resolve_feed(feed_arg)
     if isinstance(spec, FileFeedSpec):
         # Content problems are shown, not refused: inspect is where a user looks at them.
-        return inspect_feed(open_feed(spec.path, check=False))
+        feed = open_feed(spec.path, check=False)
+        label = f"inspect {Path(spec.path).name}"
+        with WorkBar(label, 2 * len(feed.events), "events", bar_out) as bar:
+            return inspect_feed(feed, progress=lambda done: bar.update(completed=done))
     events, instrument, identity = load_events(spec, seed)
     state = inspect_events(events, instrument.tick_size)
     out = summarise(state, instrument.tick_size, {})
@@ -152,7 +161,7 @@ def render(r: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 2**64:
         raise UserError(f"--seed = {args.seed}: expected 0 <= seed < 2**64")
-    result = compute(args.feed, args.seed)
+    result = compute(args.feed, args.seed, sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

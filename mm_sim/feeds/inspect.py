@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,13 +249,17 @@ def inspect_events(
     chunk: int = CHUNK,
     n_ticks: int = DEFAULT_TICKS,
     gap_s: float = TIME_GAP_S,
+    progress: Callable[[int], None] | None = None,
 ) -> InspectState:
-    """Run the kernel over ``events`` (an array or a memory map) ``chunk`` events at a time."""
+    """Run the kernel over ``events`` (an array or a memory map) ``chunk`` events at a time;
+    ``progress(events done)`` after each chunk."""
     book = make_book(tick_size, n_ticks)
     s = InspectState(acc=_new_acc(gap_s))
     for i in range(0, len(events), chunk):
         part = np.asarray(events[i : i + chunk])
         inspect_chunk(part, book.bid, book.ask, book.st, book.tick_size, s.acc, s.ticks, s.hists)
+        if progress is not None:
+            progress(i + len(part))
     inspect_finish(book.bid, book.ask, book.st, s.acc, s.ticks, s.hists)
     st = book.st
     base = int(st[ST_BASE])
@@ -447,12 +452,18 @@ def clock_summary(s: InspectState, model: ClockModel) -> dict[str, Any]:
     }
 
 
-def inspect_feed(feed: Feed, chunk: int = CHUNK) -> dict[str, Any]:
+def inspect_feed(
+    feed: Feed, chunk: int = CHUNK, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Inspect an opened feed: the kernel pass plus the sidecar's identity, gap figure and
-    clock model."""
+    clock model. ``progress(done)`` counts both passes (content checks, then the kernel) over
+    ``2 * len(feed.events)``."""
     from mm_sim.feeds.validate import check_events, valid_mask
 
+    n = len(feed.events)
     problems = check_events(feed.events, chunk=chunk)
+    if progress is not None:
+        progress(n)
     events = feed.events
     if any(p.code not in ("ts_backwards", "ts_backwards_far") for p in problems):
         # The book kernel reads prices and sides as given: feed it only well-formed events.
@@ -465,7 +476,8 @@ def inspect_feed(feed: Feed, chunk: int = CHUNK) -> dict[str, Any]:
             ]
             or [events[:0]]
         )
-    s = inspect_events(events, feed.instrument.tick_size, chunk=chunk)
+    after_checks = None if progress is None else (lambda done: progress(n + done))
+    s = inspect_events(events, feed.instrument.tick_size, chunk=chunk, progress=after_checks)
     out = summarise(s, feed.instrument.tick_size, feed.meta.stats)
     out["problems"] = [
         {

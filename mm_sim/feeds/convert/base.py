@@ -18,6 +18,7 @@ import numpy as np
 
 from mm_sim.errors import FeedError, UserError
 from mm_sim.events import EVENT_DTYPE, FeedWriter
+from mm_sim.feeds.progress import current_tracker
 
 MAX_EXAMPLES = 5
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -32,23 +33,27 @@ def is_gzip(path: Path) -> bool:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
-def open_binary(path: Path) -> io.BufferedIOBase:
-    """Open for reading bytes, gunzipping transparently."""
+def open_binary(path: Path, track: bool = False) -> io.BufferedIOBase:
+    """Open for reading bytes, gunzipping transparently. ``track``: this is the converter's main
+    pass over the file, whose progress a bar may show (mm_sim/feeds/progress.py)."""
     gz = is_gzip(path)
     try:
-        return gzip.GzipFile(path, "rb") if gz else open(path, "rb")
+        raw = open(path, "rb")  # noqa: SIM115 (returned to the caller, who closes it)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    tracker = current_tracker() if track else None
+    if tracker is not None:
+        tracker.opened(path, raw)
+    if not gz:
+        return raw
+    gzf = gzip.GzipFile(fileobj=raw, mode="rb")
+    gzf.myfileobj = raw  # type: ignore[assignment]  # closed with the GzipFile, as with a path
+    return gzf
 
 
-def open_text(path: Path) -> TextIO:
-    """Open for reading UTF-8 text, gunzipping transparently."""
-    if is_gzip(path):
-        return io.TextIOWrapper(gzip.GzipFile(path, "rb"), encoding="utf-8", newline="")
-    try:
-        return open(path, encoding="utf-8", newline="")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+def open_text(path: Path, track: bool = False) -> TextIO:
+    """Open for reading UTF-8 text, gunzipping transparently (``track`` as in open_binary)."""
+    return io.TextIOWrapper(open_binary(path, track), encoding="utf-8", newline="")  # type: ignore[type-var]
 
 
 @dataclass
@@ -96,6 +101,19 @@ class ConvertResult:
     events: int
     bad_lines: BadLines
     stats: dict[str, Any]  # format-specific: messages by type, gaps, resyncs, symbols seen...
+    lines: int = 0  # data lines (rows, messages) read: the base of the bad-line share
+    warnings: list[str] = field(default_factory=list)  # printed by the command, kept in --json
+
+
+def inferred_tick_warning(tick: float, what: str = "prices") -> str:
+    """Why a warning: the most decimals seen is only a lower bound of the tick (Deribit
+    BTC-PERPETUAL quotes 0.5 steps, written with one decimal: inferred 0.1), and a tick too
+    fine makes the book kernel and the quoting rules work on prices the venue refuses."""
+    return (
+        f"the tick size {tick:g} was inferred from the most decimals seen in the {what}; it is a "
+        "lower bound (the true tick may be a multiple of it, e.g. 0.5 for Deribit "
+        "BTC-PERPETUAL where 0.1 is inferred): pass --tick (or --exchange-info) to set it"
+    )
 
 
 class EventBuffer:

@@ -32,7 +32,12 @@ from typing import Any
 
 from mm_sim.errors import UserError
 from mm_sim.events import KIND_NAMES, FeedWriter, Instrument
-from mm_sim.feeds.convert.base import ConvertOptions, ConvertResult, open_binary
+from mm_sim.feeds.convert.base import (
+    ConvertOptions,
+    ConvertResult,
+    inferred_tick_warning,
+    open_binary,
+)
 from mm_sim.feeds.convert.binance_columns import Columns
 from mm_sim.feeds.convert.binance_inputs import (
     FMT_CF_HTTP,
@@ -176,7 +181,9 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
     except BaseException:
         writer.abort()
         raise
-    return ConvertResult(path, writer.count, conv.bad, stats)
+    lines = sum(int(f.get("lines", 0)) for f in conv.files)
+    warnings = [inferred_tick_warning(tick)] if tick_source == "inferred" else []
+    return ConvertResult(path, writer.count, conv.bad, stats, lines, warnings)
 
 
 def _contract_size(

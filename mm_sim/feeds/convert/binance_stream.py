@@ -175,7 +175,7 @@ class StreamConverter:
         self.has_receive_time = not no_recv
         if inp.connect_ns is not None:
             self._skip_external_before(inp.connect_ns)
-        fh = open_binary(path)
+        fh = open_binary(path, track=True)
         try:
             for raw in fh:
                 lineno += 1

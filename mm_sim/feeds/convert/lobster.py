@@ -90,16 +90,67 @@ def _parse_name(path: Path) -> re.Match[str]:
     if m is None:
         raise UserError(
             f"{path}: not a LOBSTER file name; expected TICKER_YYYY-MM-DD_START_END_message_N.csv "
-            "or ..._orderbook_N.csv (the date in the name dates the messages' times)"
+            "or ..._orderbook_N.csv (the date in the name dates the messages' times); for files "
+            "named otherwise give --ticker and --date"
         )
     return m
 
 
-def pair_inputs(inputs: list[Path]) -> list[_Pair]:
-    """Match each message file with its orderbook file; keep the message files' order."""
+def _content_kind(path: Path) -> str:
+    """'message' or 'orderbook' from the first row's column count (6, or 4 per level): a file
+    renamed by its user carries no kind in its name."""
+    try:
+        with open_text(path) as fh:
+            first = fh.readline()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise FeedError(f"{path}: unreadable ({exc})") from exc
+    n = len(first.rstrip("\r\n").split(",")) if first.strip() else 0
+    if n == 6:
+        return "message"
+    if n and n % 4 == 0:
+        return "orderbook"
+    raise UserError(
+        f"{path}:1: neither a LOBSTER message file (6 columns) nor an orderbook file (4 columns "
+        f"per level): {n} columns"
+    )
+
+
+def _pair_renamed(paths: list[Path], ticker: str | None, day: str | None) -> _Pair:
+    """The one message/orderbook pair among files not named by LOBSTER's convention."""
+    if not ticker or not day:
+        _parse_name(paths[0])  # the error that says how the files should be named
+    assert ticker and day
+    try:
+        on = date.fromisoformat(day)
+    except ValueError as exc:
+        raise UserError(f"--date {day}: expected YYYY-MM-DD") from exc
+    kinds: dict[str, list[Path]] = {"message": [], "orderbook": []}
+    for p in paths:
+        kinds[_content_kind(p)].append(p)
+    for kind, found in kinds.items():
+        if len(found) != 1:
+            listed = ", ".join(map(str, paths))
+            raise UserError(
+                f"--ticker/--date name one day: expected one {kind} file among the inputs not "
+                f"named by LOBSTER's convention ({listed}), found {len(found)}"
+            )
+    return _Pair(ticker.upper(), on, None, kinds["message"][0], kinds["orderbook"][0])
+
+
+def pair_inputs(
+    inputs: list[Path], ticker: str | None = None, date_text: str | None = None
+) -> list[_Pair]:
+    """Match each message file with its orderbook file; keep the message files' order.
+
+    Files named by LOBSTER's convention carry their ticker, date and kind; the others (a user's
+    own names) form one pair for ``ticker`` on ``date_text``, told apart by their columns."""
+    renamed = [p for p in inputs if _NAME.match(p.name) is None]
+    extra = [_pair_renamed(renamed, ticker, date_text)] if renamed else []
     messages: list[tuple[Path, re.Match[str]]] = []
     books: dict[tuple[str, str, str | None], Path] = {}
     for p in inputs:
+        if p in renamed:
+            continue
         m = _parse_name(p)
         key = (m["ticker"], m["date"], m["level"])
         if m["kind"] == "message":
@@ -122,8 +173,9 @@ def pair_inputs(inputs: list[Path]) -> list[_Pair]:
         lvl = int(m["level"]) if m["level"] else None
         pairs.append(_Pair(m["ticker"], day, lvl, p, ob))
     if books:
-        extra = next(iter(books.values()))
-        raise UserError(f"{extra}: orderbook file without its message file among the inputs")
+        alone = next(iter(books.values()))
+        raise UserError(f"{alone}: orderbook file without its message file among the inputs")
+    pairs += extra
     if not pairs:
         raise UserError("no LOBSTER message file among the inputs")
     return pairs
@@ -152,7 +204,7 @@ def seconds_to_ns(text: str) -> int:
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     try:
-        with open_text(path) as fh:
+        with open_text(path, track=True) as fh:
             lineno = 0
             for line in fh:
                 lineno += 1
@@ -170,6 +222,7 @@ class _Converter:
         self.kinds: Counter[str] = Counter()
         self.trade_sides: Counter[str] = Counter()
         self.levels_n = 0
+        self.lines = 0  # message rows read
 
     def fail(self, where: str, reason: str, value: str) -> None:
         if self.bad.strict:
@@ -261,6 +314,7 @@ class _Converter:
                     )
                 break
             mline, mfields = m
+            self.lines += 1
             _, ofields = o
             mwhere = f"{pair.message}:{mline}"
             msg = self._message(mfields, mwhere)
@@ -312,7 +366,7 @@ class _Converter:
 
 def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResult:
     """Convert LOBSTER message/orderbook pairs (several days chain in order) to a native feed."""
-    pairs = pair_inputs([Path(p) for p in inputs])
+    pairs = pair_inputs([Path(p) for p in inputs], opts.extra.get("ticker"), opts.extra.get("date"))
     tickers = sorted({p.ticker for p in pairs})
     if opts.symbol:
         pairs = [p for p in pairs if p.ticker.upper() == opts.symbol.upper()]
@@ -358,4 +412,6 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
     except BaseException:
         writer.abort()
         raise
-    return ConvertResult(out=path, events=writer.count, bad_lines=bad, stats=stats)
+    return ConvertResult(
+        out=path, events=writer.count, bad_lines=bad, stats=stats, lines=conv.lines
+    )

@@ -13,6 +13,9 @@ Trades carry the aggressor side; ``unknown`` sides are inferred from the book at
 (at or above the best ask: buyer; at or below the best bid: seller) and dropped (counted) when
 the price is inside the spread or the book is empty.
 
+The ``book_snapshot_N`` and ``quotes`` datasets stand in for the incremental book: their rows
+are diffed into depth events (:mod:`mm_sim.feeds.convert.tardis_snapshots`).
+
 Timestamps are microseconds since the epoch (UTC) in the files, nanoseconds in the feed.
 Everything streams: memory stays bounded whatever the size of the inputs.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ from mm_sim.feeds.convert.base import (
     ConvertOptions,
     ConvertResult,
     EventBuffer,
+    inferred_tick_warning,
     open_text,
 )
 
@@ -92,9 +96,10 @@ def text_decimals(text: str) -> int:
 @dataclass
 class _Input:
     path: Path
-    kind: str  # BOOK or TRADES
+    kind: str  # BOOK, TRADES, or a snapshot kind (tardis_snapshots: SNAPSHOT, QUOTES)
     index: dict[str, int]  # column name -> position
     ncols: int
+    levels: list[tuple[int, int, int]] = field(default_factory=list)  # snapshot level columns
 
 
 def classify(path: Path) -> _Input:
@@ -110,9 +115,16 @@ def classify(path: Path) -> _Input:
         return _Input(path, BOOK, index, len(cols))
     if set(TRADE_COLUMNS) <= index.keys():
         return _Input(path, TRADES, index, len(cols))
+    from mm_sim.feeds.convert.tardis_snapshots import snapshot_columns
+
+    snap = snapshot_columns(index)
+    if snap is not None:
+        return _Input(path, snap[0], index, len(cols), snap[1])
     raise FeedError(
-        f"{path}:1: not a tardis.dev {BOOK} or {TRADES} CSV: header {header.strip()[:120]!r}; "
-        f"expected the columns {','.join(BOOK_COLUMNS)} or {','.join(TRADE_COLUMNS)}"
+        f"{path}:1: not a tardis.dev {BOOK}, book_snapshot_N, quotes or {TRADES} CSV: header "
+        f"{header.strip()[:120]!r}; expected the columns {','.join(BOOK_COLUMNS)}, "
+        "exchange,symbol,timestamp,local_timestamp,asks[0].price,asks[0].amount,bids[0].price,"
+        f"bids[0].amount,..., the quotes columns, or {','.join(TRADE_COLUMNS)}"
     )
 
 
@@ -129,6 +141,7 @@ class _Rows:
         self.other_symbol_rows = 0
         self.price_decimals = 0
         self.amount_decimals = 0
+        self.lines = 0  # data rows read, of every file
 
     def fail(self, where: str, reason: str, value: str) -> None:
         """A bad line: stop in strict mode (with the value), else count it under ``reason``."""
@@ -154,25 +167,25 @@ class _Rows:
         return False
 
 
-def _lines(inp: _Input) -> Iterator[tuple[int, list[str]]]:
+def _lines(inp: _Input, rows: _Rows) -> Iterator[tuple[int, list[str]]]:
     """Data lines of one file as (line number, fields); the header is skipped."""
     try:
-        with open_text(inp.path) as fh:
+        with open_text(inp.path, track=True) as fh:
             fh.readline()
             lineno = 1
             for line in fh:
                 lineno += 1
                 if line.strip():
+                    rows.lines += 1
                     yield lineno, line.rstrip("\r\n").split(",")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise FeedError(f"{inp.path}: unreadable after line {lineno} ({exc})") from exc
 
 
-def _common(
-    fields: list[str], inp: _Input, where: str, rows: _Rows
-) -> tuple[int, int, float, float] | None:
-    """Timestamps, price and amount of a row (validated), or None after reporting it bad."""
-    ix = inp.index
+def row_times(
+    fields: list[str], ix: dict[str, int], where: str, rows: _Rows
+) -> tuple[int, int] | None:
+    """(local_ns, exch_ns) of a row (validated), or None after reporting it bad."""
     try:
         local_us = int(fields[ix["local_timestamp"]])
     except ValueError:
@@ -188,6 +201,17 @@ def _common(
         return None
     if local_us <= 0 or exch_us <= 0:
         rows.fail(where, "timestamp: expected a positive time", f"{exch_us},{local_us}")
+        return None
+    return local_us * 1000, exch_us * 1000
+
+
+def _common(
+    fields: list[str], inp: _Input, where: str, rows: _Rows
+) -> tuple[int, int, float, float] | None:
+    """Timestamps, price and amount of a row (validated), or None after reporting it bad."""
+    ix = inp.index
+    times = row_times(fields, ix, where, rows)
+    if times is None:
         return None
     ptext = fields[ix["price"]]
     try:
@@ -211,7 +235,7 @@ def _common(
     d = text_decimals(atext)
     if d > rows.amount_decimals:
         rows.amount_decimals = d
-    return local_us * 1000, exch_us * 1000, price, amount
+    return times[0], times[1], price, amount
 
 
 def _stream(
@@ -231,7 +255,7 @@ def _stream(
         ix = inp.index
         i_sym, i_side, i_exch = ix["symbol"], ix["side"], ix["exchange"]
         i_snap = ix.get("is_snapshot", -1)
-        for lineno, fields in _lines(inp):
+        for lineno, fields in _lines(inp, rows):
             where = f"{inp.path}:{lineno}"
             if len(fields) != inp.ncols:
                 rows.fail(where, f"expected {inp.ncols} columns", str(len(fields)))
@@ -310,14 +334,24 @@ def _instrument(opts: ConvertOptions, rows: _Rows) -> tuple[Instrument, dict[str
 
 def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResult:
     """Convert tardis.dev book and trade CSV files (gzip or plain) into one native feed."""
+    from mm_sim.feeds.convert.tardis_snapshots import check_inputs, snapshot_stream
+
     classified = [classify(Path(p)) for p in inputs]
     books = [c for c in classified if c.kind == BOOK]
     trades = [c for c in classified if c.kind == TRADES]
-    if not books:
+    snaps = [c for c in classified if c.kind not in (BOOK, TRADES)]
+    if not books and not snaps:
         raise UserError(
-            f"no {BOOK} file among the inputs ({', '.join(str(p) for p in inputs)}): "
-            "the book is needed; trades alone cannot be replayed"
+            f"no {BOOK}, book_snapshot_N or quotes file among the inputs "
+            f"({', '.join(str(p) for p in inputs)}): the book is needed; trades alone cannot "
+            "be replayed"
         )
+    if books and snaps:
+        raise UserError(
+            f"{snaps[0].path}: book snapshots together with {BOOK} ({books[0].path}): give one "
+            "kind of book (the incremental one is exact, the snapshots only the top levels)"
+        )
+    book_source = check_inputs(snaps) if snaps else BOOK
     bad = BadLines(strict=opts.strict)
     rows = _Rows(opts, bad)
     ref = ReferenceBook(_REF_TICK)  # only to place unknown-side trades against the touch
@@ -327,7 +361,7 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
     writer = FeedWriter(out, placeholder)
     try:
         buf = EventBuffer(writer)
-        book_it = _stream(books, rows)
+        book_it = snapshot_stream(snaps, rows) if snaps else _stream(books, rows)
         trade_it = _stream(trades, rows)
         b = next(book_it, None)
         t = next(trade_it, None)
@@ -370,13 +404,16 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
             "symbols_seen": dict(rows.seen.most_common(20)),
             "rows_other_symbols": rows.other_symbol_rows,
             "gaps": 0,  # tardis CSV rows carry no exchange sequence numbers to check
+            "book_source": book_source,
             **how,
         }
+        if snaps:  # a book built from snapshots: only this many levels a side are known
+            stats["book_levels"] = len(snaps[0].levels) // 2
         source = {
             "format": "tardis",
             "exchange": rows.exchange,
             "symbol": instrument.symbol,
-            "book_files": [str(c.path) for c in books],
+            "book_files": [str(c.path) for c in books or snaps],
             "trade_files": [str(c.path) for c in trades],
             "bad_lines": bad.to_json(),
         }
@@ -384,4 +421,14 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
     except BaseException:
         writer.abort()
         raise
-    return ConvertResult(out=path, events=writer.count, bad_lines=bad, stats=stats)
+    warnings = []
+    if how["tick_size"].startswith("inferred"):
+        warnings.append(inferred_tick_warning(instrument.tick_size))
+    return ConvertResult(
+        out=path,
+        events=writer.count,
+        bad_lines=bad,
+        stats=stats,
+        lines=rows.lines,
+        warnings=warnings,
+    )
