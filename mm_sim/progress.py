@@ -4,6 +4,7 @@ own plain lines when ``self.live`` is None, so a non-interactive log reads as a 
 
 from __future__ import annotations
 
+import sys
 from types import TracebackType
 from typing import Any, Self, TextIO
 
@@ -33,7 +34,11 @@ class TerminalProgress:
 
     def __enter__(self) -> Self:
         if self.console.is_terminal:
-            self.live = RichProgress(*self._columns(), console=self.console)
+            # Log lines (stderr) are drawn above the bar when stderr is this terminal too; a
+            # stderr sent to a file keeps them (rich would move them onto the terminal).
+            self.live = RichProgress(
+                *self._columns(), console=self.console, redirect_stderr=sys.stderr.isatty()
+            )
             self.live.__enter__()
             self.task = self.live.add_task(**self._task())
         return self

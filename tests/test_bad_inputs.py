@@ -458,11 +458,11 @@ def test_a_feed_down_for_a_whole_iteration_is_an_outage(tmp_path: Path, feed: Pa
            "--no-tune", "--artifacts", str(out))  # fmt: skip
     assert r.returncode == 3, r.stderr[-3000:]
     assert "Traceback" not in r.stdout + r.stderr
-    assert "FEED OUTAGE: no events in iteration(s) 2" in r.stdout
+    assert "FEED OUTAGE: no events in iteration(s) 1" in r.stdout
     lines = [json.loads(x) for x in (out / "soak" / "metrics.jsonl").read_text().splitlines()]
     assert [ln["extra"]["outage"] for ln in lines] == [False, True, False]
     assert "feed outage" in (out / "soak" / "summary.txt").read_text()
     # ... and the verdict: a hard gate names the iteration the figures do not cover
     gate = json.loads((out / "reports" / "KPI_GATE.json").read_text())
     assert gate["verdict"] == "FAIL" and "feed_outage" in gate["hard_failed"]
-    assert "iteration(s) 2" in gate["next_step"]
+    assert "iteration(s) 1" in gate["next_step"]

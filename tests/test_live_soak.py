@@ -200,7 +200,7 @@ def test_killed_live_soak_resumes_from_its_last_committed_iteration(
     )  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith("iteration 1/3"):
+        if line.startswith("iteration 0 (1/3 done)"):
             proc.kill()  # SIGKILL: no handler runs, nothing is tidied up
             break
     proc.wait(30)

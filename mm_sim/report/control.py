@@ -99,7 +99,7 @@ def _markdown(data: dict[str, Any]) -> str:
     ]
     for r in data["iterations"]:
         out.append(
-            f"| {r['iteration'] + 1} | {_fmt(r['tuned_net_bps'])} | {_fmt(r['frozen_net_bps'])} "
+            f"| {r['iteration']} | {_fmt(r['tuned_net_bps'])} | {_fmt(r['frozen_net_bps'])} "
             f"| {_fmt(r['uplift_bps'])} | {r['tuned_fills']} | {r['frozen_fills']} |"
         )
     t = data.get("totals", {})

@@ -281,7 +281,7 @@ def kpi_gate(
     """
     res = evaluate(totals, gates)
     if outages:
-        gone = ", ".join(str(i + 1) for i in outages)
+        gone = ", ".join(str(i) for i in outages)
         check = GateCheck(
             name="feed_outage", kind="hard", metric="iterations_without_events", op="<=",
             threshold=0.0, ideal=None, value=float(len(outages)), passed=False, status="FAIL",

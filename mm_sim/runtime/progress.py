@@ -1,12 +1,17 @@
 """Progress of a soak: a rich live display on a terminal, plain lines otherwise.
 
 Plain lines go to the same stream as the results so a log of a non-interactive run reads as a
-story: one line per finished iteration with its figures.
+story: one line per finished iteration with its figures. Iterations are numbered as
+metrics.jsonl and the reports number them (from 0); how many are done is a count beside it.
+Other lines printed during the run (the tuner's markers) go through ``say``, which prints
+them above the bar instead of over it.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeElapsedColumn
@@ -35,7 +40,8 @@ class Progress(TerminalProgress):
 
     def _columns(self) -> tuple[ProgressColumn, ...]:
         return (
-            TextColumn("[bold]iteration {task.fields[it]}/{task.total}"),
+            TextColumn("[bold]iteration {task.fields[it]}"),
+            TextColumn("({task.completed}/{task.total} done)"),
             BarColumn(),
             TextColumn("sim {task.fields[sim]}"),
             TextColumn("{task.fields[rate]} ev/s"),
@@ -49,12 +55,18 @@ class Progress(TerminalProgress):
             "description": "soak",
             "total": self.total,
             "completed": self._start,
-            "it": self._start + 1,
-            "sim": "0:00:00",
+            "it": self._start,
+            "sim": starting_note(),
             "rate": "-",
             "net": "-",
             "verdict": "-",
         }
+
+    def __enter__(self) -> Progress:
+        super().__enter__()
+        if self.live is None and kernels_cached() is False:
+            print(f"{COLD_COMPILE_NOTE} ...", file=self.out, flush=True)
+        return self
 
     def chunk(self, iteration: int, sim_ts: int, n_events: int, seconds: float, net: float) -> None:
         self.events += n_events
@@ -63,7 +75,7 @@ class Progress(TerminalProgress):
         if self.live is not None:
             rate = self.events / max(time.perf_counter() - self.wall0, 1e-9)
             self.update(
-                it=iteration + 1,
+                it=iteration,
                 sim=_fmt_sim(sim_ts - self.t0_ns),
                 rate=f"{rate:,.0f}",
                 net=f"{net:+.2f}" if net == net else "-",
@@ -81,10 +93,60 @@ class Progress(TerminalProgress):
             return
         wall = time.perf_counter() - self.wall0
         print(
-            f"iteration {iteration + 1}/{self.total}: net_bps {net:+.3f}  "
-            f"fills {report.get('fills', 0)}  pnl {report.get('pnl', float('nan')):+.2f}  "
-            f"verdict so far {self.verdict}  ({self.events:,} events, {wall:.1f} s wall, "
-            f"{self.events / max(wall, 1e-9):,.0f} ev/s)",
+            f"iteration {iteration} ({iteration + 1}/{self.total} done): this iteration "
+            f"net_bps {net:+.3f}  fills {report.get('fills', 0)}  "
+            f"pnl {report.get('pnl', float('nan')):+.2f}; so far: verdict {self.verdict}, "
+            f"{self.events:,} events, {wall:.1f} s wall, "
+            f"{self.events / max(wall, 1e-9):,.0f} ev/s",
             file=self.out,
             flush=True,
         )
+
+    def say(self, line: str) -> None:
+        """Print a line of the run's story: above the bar on a terminal (a plain print would
+        land on the bar's own line and be redrawn over), as is otherwise."""
+        if self.live is not None:
+            self.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=self.out, flush=True)
+
+
+def announce(progress: Progress | None, out: TextIO, decisions: Sequence[Any], event: str) -> None:
+    """Show tuner decisions once each: the greppable marker on stdout, and the structured log
+    line on stderr, except when both are the same terminal (the reader would see every
+    decision twice); the log line is then kept at debug level."""
+    from mm_sim.logs import get_logger
+
+    log = get_logger("mm_sim.soak")
+    both_on_terminal = progress is not None and progress.live is not None and sys.stderr.isatty()
+    for d in decisions:
+        if progress is not None:
+            progress.say(d.marker())
+        else:
+            print(d.marker(), file=out, flush=True)
+        if both_on_terminal:
+            log.debug(event, **d.to_json())
+        elif "emergency" in event:
+            log.warning(event, **d.to_json())
+        else:
+            log.info(event, **d.to_json())
+
+
+# Measured: a cold numba cache costs the first soak about this long before its first event.
+COLD_COMPILE_NOTE = "compiling kernels (first run only, 1-2 min)"
+
+
+def kernels_cached() -> bool | None:
+    """Whether the replay kernel has a compiled copy in numba's cache for its current source
+    (``None``: cannot tell). Only a bar's first words depend on it."""
+    try:
+        from mm_sim.core.driver import run_chunk
+
+        return bool(run_chunk._cache._cache_file._load_index())
+    except Exception:  # numba internals: any change there only loses the hint
+        return None
+
+
+def starting_note() -> str:
+    """What the bar says before the first chunk has run."""
+    return COLD_COMPILE_NOTE if kernels_cached() is False else "starting"

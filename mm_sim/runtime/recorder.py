@@ -127,7 +127,7 @@ class Recorder:
         )
         if outage:
             self.tuned.append_summary(
-                f"iteration {iteration + 1}: feed outage: no events in the whole iteration"
+                f"iteration {iteration}: feed outage: no events in the whole iteration"
             )
         if self.control is not None:
             self.control.commit_iteration(
@@ -177,6 +177,6 @@ def _summary_line(
     changes = "; ".join(d.marker() for d in decisions if d.field is not None) or "no change"
     flag = " (partial)" if partial else ""
     return (
-        f"iteration {iteration + 1}{flag}: net_bps {net} fills {e.fills} "
+        f"iteration {iteration}{flag}: this iteration's net_bps {net} fills {e.fills} "
         f"verdict {pending.gate.verdict} | {changes}"
     )

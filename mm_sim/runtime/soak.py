@@ -32,7 +32,7 @@ from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Sto
 from mm_sim.runtime.checkpoint import load_checkpoint, save_checkpoint
 from mm_sim.runtime.model_arms import ModelArms, arm_specs
 from mm_sim.runtime.operator import operator_decisions, read_edit
-from mm_sim.runtime.progress import Progress
+from mm_sim.runtime.progress import Progress, announce
 from mm_sim.runtime.recorder import Recorder
 from mm_sim.runtime.replay import ReplayPlan, replay_chunks
 from mm_sim.runtime.tuner import Decision, IterationMetrics, Tuner
@@ -150,6 +150,7 @@ class Soak:
         )
         self.tuner = Tuner(freeze_after_convergence=cfg.freeze_after_convergence)
         self.overrides = cfg.overrides
+        self._progress: Progress | None = None  # while run() shows one
         self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts)
         self.models = ModelArms(
             cfg.artifacts,
@@ -211,8 +212,8 @@ class Soak:
             self.decisions = [Decision(**d) for d in ck.decisions]
             self.start_iteration = committed + 1
             print(
-                f"resuming after iteration {committed + 1} of {len(cfg.plan.iterations)} "
-                f"(checkpoint in {self.recorder.checkpoint_dir})",
+                f"resuming after iteration {committed} ({committed + 1}/{len(cfg.plan.iterations)} "
+                f"done; checkpoint in {self.recorder.checkpoint_dir})",
                 file=self.out,
             )
         self._write_overrides()
@@ -242,6 +243,7 @@ class Soak:
 
     async def _runner_task(self, progress: Progress) -> bool:
         """Drive the core chunk by chunk; return True when interrupted."""
+        self._progress = progress
         inbox = self.bus.subscribe(EventChunk, Stop)
         changes = self.bus.subscribe(OverridesChanged)
         current_it = self.start_iteration
@@ -374,9 +376,7 @@ class Soak:
         if self.cfg.tune and not partial:
             await self.bus.publish(IterationEnded(iteration, metrics, self.overrides, sim_ts))
             td = await self._done_q.get()
-            for d in td.decisions:
-                print(d.marker(), file=self.out, flush=True)
-                log.info("autotune", **d.to_json())
+            announce(self._progress, self.out, td.decisions, "autotune")
             self._iter_decisions.extend(td.decisions)
             if td.overrides is not None and td.overrides != self.overrides:
                 self.overrides = td.overrides
@@ -434,9 +434,7 @@ class Soak:
                     r.iteration, r.net_bps, r.fills, r.overrides, r.sim_ts
                 )
                 if decisions:
-                    for d in decisions:
-                        print(d.marker(), file=self.out, flush=True)
-                        log.warning("autotune emergency", **d.to_json())
+                    announce(self._progress, self.out, decisions, "autotune emergency")
                     await self.bus.publish(OverridesChanged(new, "emergency", decisions[0].reason))
             await self.bus.publish(TunerDone(r.iteration, tuple(decisions)))
 

@@ -72,13 +72,13 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
     partial = _partial_iterations(root)
     for it in edge["iterations"]:
         print(
-            f"{it['iteration'] + 1:>4} {_f(it['net_bps']):>9} {it['fills']:>7} "
+            f"{it['iteration']:>4} {_f(it['net_bps']):>9} {it['fills']:>7} "
             f"{_f(it['pnl'], '+.4f'):>11} {verdicts.get(it['iteration'], '-'):>8}"
             + ("  (partial)" if it["iteration"] in partial else ""),
             file=out,
         )
     if partial:
-        which = ", ".join(str(i + 1) for i in sorted(partial))
+        which = ", ".join(str(i) for i in sorted(partial))
         print(
             f"partial iterations: {which} (shorter than --iteration-minutes: the feed ended or "
             "the run was interrupted; the verdict covers them as recorded)",
@@ -111,7 +111,7 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
             file=out,
         )
     if final.get("outages"):
-        which = ", ".join(str(i + 1) for i in final["outages"])
+        which = ", ".join(str(i) for i in final["outages"])
         print(
             f"FEED OUTAGE: no events in iteration(s) {which}; their figures describe a market "
             "nobody saw (exit status 3)",
