@@ -4,7 +4,7 @@ Why it reuses mm_sim's own quoting and limiter kernels: the comparison is only m
 both simulators run the same strategy. :func:`decide` calls ``mm_sim.core.quote`` (volatility
 EWMA, Avellaneda-Stoikov targets, step limit, never-cross clamp) and ``mm_sim.core.limiter``
 (risk check, pacing, in-flight cap, token buckets) with the parameter vector
-``engine.make_params`` builds, and follows ``driver.decide`` / ``driver._side_decision`` step by
+``engine.make_params`` builds, and follows ``strategy.decide`` / ``strategy._side_decision`` step by
 step, so the two simulators differ only where venue simulators may differ: book, queue,
 matching, latency bookkeeping.
 
@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from mm_sim.core import driver as D
 from mm_sim.core import engine as E
 from mm_sim.core import limiter as L
+from mm_sim.core import params as D
 from mm_sim.core import quote as Q
 from mm_sim.core.limiter import NO_TS, consume, gate, risk_breach
 from mm_sim.core.quote import (
@@ -568,5 +568,5 @@ def count_wakeups(hbt: Any) -> int:
 
 
 # numba keys this module's on-disk cache on this file only, while ``decide`` compiles in the
-# core's constants and kernels (driver.K_*, quote, limiter): bind it to the core sources too.
+# core's constants and kernels (params.K_*, quote, limiter): bind it to the core sources too.
 E.bind_cache_to_sources((sys.modules[__name__],))

@@ -37,10 +37,11 @@ from mm_sim.config import MatchingCfg, Overrides, Profile
 from mm_sim.core import driver as drv
 from mm_sim.core import engine as eng
 from mm_sim.core import limiter, match, quote
+from mm_sim.core import params as prm
 from mm_sim.core.account import apply_fill, make_account
 from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply, mid_price
-from mm_sim.core.driver import CT_LF, CT_LI, CT_P, CT_VOL_F, CT_VOL_I, JIT, Ctl
 from mm_sim.core.match import OUT_NOUT, BookArrays
+from mm_sim.core.params import CT_LF, CT_LI, CT_P, CT_VOL_F, CT_VOL_I, JIT, Ctl
 from mm_sim.events import KIND_TRADE, Instrument
 
 
@@ -130,8 +131,8 @@ def pipeline_batches(
     """
     bid, ask, bst = book
     p, vol_f, vol_i, lf, li = ctl[CT_P], ctl[CT_VOL_F], ctl[CT_VOL_I], ctl[CT_LF], ctl[CT_LI]
-    tick = p[drv.K_TICK]
-    levels = int(p[drv.K_IMPACT_LEVELS])
+    tick = p[prm.K_TICK]
+    levels = int(p[prm.K_IMPACT_LEVELS])
     nb = events.shape[0] // batch
     sent = 0
     last_bb = -1
@@ -164,17 +165,17 @@ def pipeline_batches(
             bb = bst[ST_BASE] + bbi
             ba = bst[ST_BASE] + bai
             mid = mid_price(bst, tick)
-            quote.vol_update(vol_f, vol_i, now, mid, p[drv.K_VOL_SAMPLE_NS], p[drv.K_VOL_HL_S])
+            quote.vol_update(vol_f, vol_i, now, mid, p[prm.K_VOL_SAMPLE_NS], p[prm.K_VOL_HL_S])
             var = vol_f[quote.VOL_VAR]
             if touched or bb != last_bb or ba != last_ba or var != last_var:
                 bt, at, _h = quote.target_ticks(
-                    mid, bb, ba, tick, 0.0, np.sqrt(var), p[drv.K_GAMMA], p[drv.K_TAU_S],
-                    p[drv.K_HALF_BPS] + p[drv.K_SPREAD_DELTA_BPS], p[drv.K_MAX_DELTA_RATIO],
+                    mid, bb, ba, tick, 0.0, np.sqrt(var), p[prm.K_GAMMA], p[prm.K_TAU_S],
+                    p[prm.K_HALF_BPS] + p[prm.K_SPREAD_DELTA_BPS], p[prm.K_MAX_DELTA_RATIO],
                 )  # fmt: skip
                 bdep, bnd_b = quote.side_depth(bid, ask, bst, 1, levels)
                 adep, bnd_a = quote.side_depth(bid, ask, bst, -1, levels)
-                bl = quote.quote_lots(p[drv.K_ORDER_QTY], p[drv.K_IMPACT_RATIO], bdep, p[drv.K_LOT])
-                al = quote.quote_lots(p[drv.K_ORDER_QTY], p[drv.K_IMPACT_RATIO], adep, p[drv.K_LOT])
+                bl = quote.quote_lots(p[prm.K_ORDER_QTY], p[prm.K_IMPACT_RATIO], bdep, p[prm.K_LOT])
+                al = quote.quote_lots(p[prm.K_ORDER_QTY], p[prm.K_IMPACT_RATIO], adep, p[prm.K_LOT])
                 last_bb = bb
                 last_ba = ba
                 last_var = var
@@ -187,14 +188,14 @@ def pipeline_batches(
                     continue
                 action = 3 if si[k, limiter.S_SLOT] >= 0 else 1  # replace, else place
                 reason = limiter.gate(
-                    action, False, now, si[k, limiter.S_LAST_ACT], p[drv.K_MIN_INTERVAL_NS], 0,
-                    int(p[drv.K_MAX_IN_FLIGHT]), lf, li, p[drv.K_REPL_CAP], p[drv.K_REPL_RATE],
-                    p[drv.K_VENUE_CAP], p[drv.K_VENUE_RATE],
+                    action, False, now, si[k, limiter.S_LAST_ACT], p[prm.K_MIN_INTERVAL_NS], 0,
+                    int(p[prm.K_MAX_IN_FLIGHT]), lf, li, p[prm.K_REPL_CAP], p[prm.K_REPL_RATE],
+                    p[prm.K_VENUE_CAP], p[prm.K_VENUE_RATE],
                 )  # fmt: skip
                 if reason < 0:
                     limiter.consume(
-                        action, now, lf, li, p[drv.K_REPL_CAP], p[drv.K_REPL_RATE],
-                        p[drv.K_VENUE_CAP], p[drv.K_VENUE_RATE],
+                        action, now, lf, li, p[prm.K_REPL_CAP], p[prm.K_REPL_RATE],
+                        p[prm.K_VENUE_CAP], p[prm.K_VENUE_RATE],
                     )  # fmt: skip
                     si[k, limiter.S_SLOT] = 0
                     si[k, limiter.S_PX] = want

@@ -26,7 +26,7 @@ from mm_sim.config import (
     QueueModel,
     ThroughFill,
 )
-from mm_sim.core import account, driver, limiter, match, quote, rng, timeline
+from mm_sim.core import account, driver, limiter, match, params, quote, rng, strategy, timeline
 from mm_sim.core.account import (
     A_CASH,
     A_POS,
@@ -47,7 +47,29 @@ from mm_sim.core.book import (
 
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
-from mm_sim.core.driver import (
+from mm_sim.core.driver import run_chunk, write_mark
+from mm_sim.core.jitcall import entry_point
+from mm_sim.core.match import (
+    O_CURRENT,
+    O_ID,
+    O_PX,
+    O_REFS,
+    O_SIDE,
+    O_STATUS,
+    OF_CROSS_USED,
+    OF_FILLED,
+    OF_FRONT,
+    OF_QTY,
+    OF_REM,
+    VENUE_KEYS,
+    VS_NLIVE,
+    VSF_POS_VIEW,
+    WALK_MAX,
+    BookArrays,
+    Out,
+    Venue,
+)
+from mm_sim.core.params import (
     DECISION_MARGIN,
     G_SIZE,
     G_VCLOCK,
@@ -93,29 +115,6 @@ from mm_sim.core.driver import (
     NO_MARKS,
     STATE_VERSION,
     Ctl,
-    run_chunk,
-    write_mark,
-)
-from mm_sim.core.jitcall import entry_point
-from mm_sim.core.match import (
-    O_CURRENT,
-    O_ID,
-    O_PX,
-    O_REFS,
-    O_SIDE,
-    O_STATUS,
-    OF_CROSS_USED,
-    OF_FILLED,
-    OF_FRONT,
-    OF_QTY,
-    OF_REM,
-    VENUE_KEYS,
-    VS_NLIVE,
-    VSF_POS_VIEW,
-    WALK_MAX,
-    BookArrays,
-    Out,
-    Venue,
 )
 from mm_sim.core.quote import (
     QMF_SIZE,
@@ -576,7 +575,8 @@ def _core_sources_digest() -> str:
 
     h = hashlib.sha256()
     for mod in (
-        events, records, book, quote, limiter, account, match, rng, driver, timeline,
+        events, records, book, quote, limiter, account, match, rng, params, strategy, driver,
+        timeline,
         Path(__file__),
     ):  # fmt: skip
         path = Path(mod) if isinstance(mod, Path) else Path(inspect.getfile(mod))
@@ -600,5 +600,5 @@ def bind_cache_to_sources(modules: tuple[Any, ...]) -> None:
 
 
 bind_cache_to_sources(
-    (quote, limiter, account, match, rng, driver, timeline, sys.modules[__name__])
+    (quote, limiter, account, match, rng, strategy, driver, timeline, sys.modules[__name__])
 )
