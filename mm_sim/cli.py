@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 import signal
 import sys
+from typing import Any, ClassVar
 
 import mm_sim.commands
 from mm_sim import __version__
@@ -29,29 +30,106 @@ def command_names() -> list[str]:
     return [n for n in PRIMARY if n in found] + sorted(found - set(PRIMARY))
 
 
+# Options that only switch something on need no stated default (off).
+_SWITCHES = (
+    argparse._StoreTrueAction,
+    argparse._StoreFalseAction,
+    argparse._StoreConstAction,
+    argparse._HelpAction,
+    argparse._VersionAction,
+)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it states one itself.
+
+    ``known`` names defaults that live elsewhere (the soak's run settings, whose flags default
+    to ``None`` so a flag left out lets the environment decide): they are shown from there,
+    never typed twice.
+    """
+
+    known: ClassVar[dict[str, Any]] = {}
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or isinstance(action, _SWITCHES) or "default" in text.lower():
+            return text
+        if action.required:
+            return f"{text} (required)".lstrip()
+        value = action.default
+        if value is None and action.dest in self.known:
+            value = self.known[action.dest]
+        shown = "none" if value is None or value == [] else str(value).replace("%", "%%")
+        return f"{text} (default: {shown})".lstrip()
+
+
+def _settings_formatter() -> type[argparse.HelpFormatter]:
+    from mm_sim.config import RunSettings
+
+    class SettingsDefaults(DefaultsFormatter):
+        known: ClassVar[dict[str, Any]] = {
+            name: f.default for name, f in RunSettings.model_fields.items()
+        }
+
+    return SettingsDefaults
+
+
+def _add_global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The global options; on a subcommand's parser too (``mm_sim soak --log-level debug``),
+    where they default to absent so the value given before the subcommand stands."""
+    absent: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--log-json",
+        action=argparse.BooleanOptionalAction,
+        help="JSON log lines on stderr (default: JSON unless stderr is a terminal)",
+        **({"default": None} if top else absent),
+    )
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        metavar="{" + ",".join(LOG_LEVELS) + "}",
+        help="DEBUG (also prints the traceback of an internal error), INFO, WARNING, ERROR "
+        "(default: INFO; any case)",
+        **({"default": "INFO"} if top else absent),
+    )
+
+
+def _log_level(text: str) -> str:
+    level = {"WARN": "WARNING"}.get(text.upper(), text.upper())
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level: expected one of {', '.join(LOG_LEVELS)}"
+        )
+    return level
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser below ``parser`` (``config show``, ``validate as2008`` ...)."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in dict.fromkeys(action.choices.values()):
+                out += [sp, *_parsers(sp)]
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mm_sim",
         description="Event-driven market-making simulator and soak harness.",
+        epilog="Global options (--log-level, --log-json) may also follow the subcommand.",
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mm_sim {__version__}")
-    parser.add_argument(
-        "--log-json",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="JSON log lines on stderr (default: JSON unless stderr is a terminal)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="DEBUG (also prints the traceback of an internal error), INFO, WARNING, ERROR",
-    )
+    _add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in command_names():
         importlib.import_module(f"mm_sim.commands.{name}").register(sub)
+    settings = _settings_formatter()
+    for sp in _parsers(parser):
+        sp.formatter_class = settings if sp.prog.endswith(" soak") else DefaultsFormatter
+        _add_global_options(sp, top=False)
     return parser
 
 

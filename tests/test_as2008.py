@@ -54,12 +54,14 @@ def test_inventory_strategy_has_less_risk_than_symmetric(study: dict) -> None:
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(study: dict, tmp_path: Path) -> None:
+    # --out PATH writes the file (the fixture used its older spelling, --json PATH) ...
     again = tmp_path / "again.json"
-    assert run_cli("--paths", "400", "--seed", "7", "--json", str(again)).returncode == 0
+    assert run_cli("--paths", "400", "--seed", "7", "--out", str(again)).returncode == 0
     assert json.loads(again.read_text())["rows"] == study["rows"]
-    other = tmp_path / "other.json"
-    assert run_cli("--paths", "400", "--seed", "8", "--json", str(other)).returncode == 0
-    assert json.loads(other.read_text())["rows"] != study["rows"]
+    # ... and --json alone prints the same object, as every command's --json does
+    other = run_cli("--paths", "400", "--seed", "8", "--json")
+    assert other.returncode == 0
+    assert json.loads(other.stdout)["rows"] != study["rows"]
 
 
 def test_bad_arguments_are_user_errors() -> None:

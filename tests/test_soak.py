@@ -254,6 +254,12 @@ def test_control_arm_reports_tuned_vs_frozen(tmp_path: Path) -> None:
     ]
     first = frozen[0]["overrides"]
     assert all(ln["overrides"] == first for ln in frozen)
+    # The README's artifact tree names what a --control run leaves.
+    tree = (REPO / "README.md").read_text().split("## A soak's artifacts")[1].split("```")[1]
+    for d in (out, out / "control"):
+        for entry in [*d.iterdir(), *(d / "reports").iterdir()]:
+            name = "*.png" if entry.suffix == ".png" else entry.name
+            assert name in tree, f"README.md's artifact tree does not show {entry}"
 
 
 def test_a_second_run_moves_the_first_aside(tmp_path: Path) -> None:

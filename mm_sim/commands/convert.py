@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mm_sim.commands import JSON_HELP
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, open_feed, read_sidecar, sidecar_path
 from mm_sim.feeds.convert import FORMATS
@@ -75,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force", action="store_true", help="replace OUT when it is already an mm_sim feed"
     )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mm_sim.commands import JSON_HELP
 from mm_sim.errors import UserError
 
 
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-o", "--out", type=Path, metavar="DIR",
         help="where the files go (default: RUN_DIR/export)",
     )  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=run)
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from mm_sim.commands import JSON_HELP
 from mm_sim.errors import UserError
 from mm_sim.events import open_feed
 from mm_sim.feeds.clock import GENERATED
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("feed", metavar="FEED", help="feed .npy, feed name from feeds/, or definition")
     p.add_argument("--seed", type=int, default=1, help="seed for generated feeds (default 1)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=run)
 
 

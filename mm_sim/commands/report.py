@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mm_sim.commands import JSON_HELP
 from mm_sim.errors import UserError
 
 
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument(
         "--check",
         action="store_true",

@@ -51,20 +51,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run ITERATIONS x ITERATION_MINUTES of simulated time through the core, tune the "
             "runtime overrides between iterations, and write the edge report, KPI gate and "
-            "verdict under --artifacts. Defaults reproduce the seed: profile S1, baseline "
+            "verdict under --out. Defaults reproduce the seed: profile S1, baseline "
             "overrides, 6 x 30 min on the embedded synthetic market."
         ),
     )
     p.add_argument("--profile", help="profile name (S1) or path to a profile JSON")
-    p.add_argument("--overrides", help="starting runtime overrides JSON")
+    p.add_argument(
+        "--overrides",
+        help="starting runtime overrides JSON (default: overrides/runtime_overrides.json)",
+    )
     p.add_argument("--feed", help="feed name from feeds/, a .npy feed, or a definition .json")
     p.add_argument("--iterations", type=int, help="number of iterations (default 6)")
     p.add_argument("--iteration-minutes", type=float, help="simulated minutes each (default 30)")
     p.add_argument("--seed", type=int, help="seed of the synthetic market and the core (default 1)")
-    p.add_argument("--artifacts", help="output directory (default artifacts/)")
     p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run in --artifacts"
-    )
+        "-o", "--out", "--artifacts", dest="artifacts", metavar="DIR",
+        help="where results go (default: artifacts; --artifacts is its older name)",
+    )  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-tune", dest="tune", action="store_false", help="keep the overrides fixed")
     p.add_argument(
         "--freeze-after-convergence",
@@ -76,7 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also run a frozen-overrides arm on the same feed and seed (tuner uplift)",
     )
-    p.add_argument("--speed", type=float, help="pace replay against the wall clock (1 = real time)")
+    p.add_argument(
+        "--speed", type=float,
+        help="pace replay against the wall clock (1 = real time; default: as fast as it runs)",
+    )  # fmt: skip
     p.add_argument(
         "--model-arms",
         metavar="all|none|RULE,...",
@@ -112,26 +119,26 @@ def _archive_previous(root: Path) -> None:
     if not root.exists():
         return
     if not root.is_dir():
-        raise UserError(f"--artifacts {root}: not a directory (choose another --artifacts)")
+        raise UserError(f"--out {root}: not a directory (choose another --out)")
     if not any(root.iterdir()):
         return
     real = root.resolve()
     if real == Path.cwd().resolve() or real.parent == real:
         raise UserError(
-            f"--artifacts {root}: refusing to move the current (or root) directory aside; "
-            "choose a subdirectory, e.g. --artifacts artifacts"
+            f"--out {root}: refusing to move the current (or root) directory aside; "
+            "choose a subdirectory, e.g. --out artifacts"
         )
     if not is_run_dir(real):
         raise UserError(
-            f"--artifacts {root}: directory is not empty and is not an mm_sim run directory "
+            f"--out {root}: directory is not empty and is not an mm_sim run directory "
             "(no soak/run.json); choose an empty or new directory"
         )
     lock_path = real / "soak" / ".lock"
     lock_path.parent.mkdir(exist_ok=True)
     lock = hold_lock(
         lock_path,
-        f"--artifacts {root}: another mm_sim process is running in this directory; "
-        "wait for it to finish, or choose another --artifacts",
+        f"--out {root}: another mm_sim process is running in this directory; "
+        "wait for it to finish, or choose another --out",
     )
     try:
         stamp = dt.datetime.fromtimestamp(real.stat().st_mtime).strftime("%Y%m%d-%H%M%S")

@@ -46,23 +46,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, help="local cluster: worker processes (default: one per core)"
     )
     cluster.add_argument(
-        "--scheduler", metavar="tcp://HOST:PORT", help="run on an existing Dask cluster"
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run on an existing Dask cluster (default: a local one)",
     )
     p.add_argument(
         "--wait-workers",
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="with --scheduler: how long to wait for a first worker to join (60)",
+        help="with --scheduler: how long to wait for a first worker to join",
     )
     p.add_argument(
         "--connect-timeout",
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="with --scheduler: how long the scheduler may take to answer (10)",
+        help="with --scheduler: how long the scheduler may take to answer",
     )
-    p.add_argument("--out", type=Path, default=Path("sweep-artifacts"), help="output directory")
+    p.add_argument(
+        "-o", "--out", type=Path, default=Path("sweep-artifacts"), metavar="DIR",
+        help="where results go",
+    )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="run only what has no result in --out")
     p.add_argument(
         "--iterations", type=int, help="iterations per run (MM_ITERATIONS; default 6, as the soak)"
@@ -97,18 +102,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="auto|raw|SHIFT_MS",
         help="shift added to each feed's local_ts, as the soak's --clock (MM_CLOCK; default auto)",
     )
-    p.add_argument("--top", type=int, default=5, help="cells re-run on the test feeds (5)")
+    p.add_argument("--top", type=int, default=5, help="cells re-run on the test feeds")
     p.add_argument(
         "--dispersion-weight",
         type=float,
         default=1.0,
-        help="score penalty per bps of MAD of net_bps across training feeds (1.0)",
+        help="score penalty per bps of MAD of net_bps across training feeds",
     )
     p.add_argument(
         "--gate-penalty",
         type=float,
         default=1.0,
-        help="score penalty in bps per failed hard gate per feed (1.0)",
+        help="score penalty in bps per failed hard gate per feed",
     )
     p.set_defaults(func=run)
 

@@ -285,7 +285,7 @@ class RunDir:
         # The lock first: a second process starting on the same directory stops here, before
         # it looks at (or writes) anything.
         if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"{self.root}: not a directory (choose another --artifacts)")
+            raise UserError(f"{self.root}: not a directory (choose another --out)")
         if self.root.is_dir() and any(p.name != "soak" for p in self.root.iterdir()):
             self.check_fresh()  # the user's own files: refused before anything is created
         self._acquire_lock()

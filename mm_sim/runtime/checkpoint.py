@@ -67,7 +67,7 @@ def load_checkpoint(directory: Path, iteration: int) -> Checkpoint:
     if not path.exists():
         raise UserError(
             f"{path}: checkpoint of the last committed iteration is missing; cannot resume "
-            "(start a fresh run in another --artifacts directory)"
+            "(start a fresh run in another --out directory)"
         )
     try:
         with np.load(path) as z:
@@ -86,7 +86,7 @@ def load_checkpoint(directory: Path, iteration: int) -> Checkpoint:
         # Truncated, overwritten or hand-edited: resuming from it would continue another run.
         raise UserError(
             f"{path}: checkpoint is damaged ({type(exc).__name__}: {exc}); cannot resume "
-            "(start a fresh run in another --artifacts directory)"
+            "(start a fresh run in another --out directory)"
         ) from None
     if ck.iteration != iteration:
         raise UserError(f"{path}: holds iteration {ck.iteration}, expected {iteration}")

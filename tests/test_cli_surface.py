@@ -1,0 +1,99 @@
+"""One way to say things on the command line: defaults shown, one output flag, one --json,
+global options anywhere, log levels checked."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from mm_sim.cli import _parsers, build_parser, main
+from mm_sim.commands import JSON_HELP
+
+REPO = Path(__file__).resolve().parent.parent
+SWITCHES = (
+    argparse._StoreTrueAction,
+    argparse._StoreFalseAction,
+    argparse._StoreConstAction,
+    argparse._HelpAction,
+    argparse._VersionAction,
+)
+
+
+@pytest.fixture(scope="module")
+def parser() -> argparse.ArgumentParser:
+    return build_parser()
+
+
+def _options(parser: argparse.ArgumentParser):
+    for p in [parser, *_parsers(parser)]:
+        for action in p._actions:
+            if action.option_strings and not isinstance(action, SWITCHES):
+                yield p, action
+
+
+def test_every_option_help_shows_its_default(parser: argparse.ArgumentParser) -> None:
+    missing = []
+    for p, action in _options(parser):
+        text = p._get_formatter()._get_help_string(action) % {"default": action.default}
+        if "default" not in text.lower() and "(required)" not in text:
+            missing.append(f"{p.prog} {action.option_strings[-1]}")
+    assert not missing, missing
+
+
+def test_soak_help_takes_its_defaults_from_the_run_settings(
+    parser: argparse.ArgumentParser,
+) -> None:
+    from mm_sim.config import RunSettings
+
+    soak = next(p for p in _parsers(parser) if p.prog.endswith(" soak"))
+    text = soak.format_help()
+    assert f"(default: {RunSettings.model_fields['feed'].default})" in " ".join(text.split())
+
+
+def test_one_output_flag(parser: argparse.ArgumentParser) -> None:
+    by_prog = {p.prog.split(" ", 1)[1]: p for p in _parsers(parser)}
+    for name in ("soak", "sweep", "convert", "record", "export", "validate as2008"):
+        flags = {s for a in by_prog[name]._actions for s in a.option_strings}
+        assert {"-o", "--out"} <= flags, name
+    old = parser.parse_args(["soak", "--artifacts", "A"])
+    new = parser.parse_args(["soak", "-o", "A"])
+    assert old.artifacts == new.artifacts == "A"
+
+
+def test_json_means_one_thing(parser: argparse.ArgumentParser) -> None:
+    helps = {
+        p.prog: a.help
+        for p in [parser, *_parsers(parser)]
+        for a in p._actions
+        if "--json" in a.option_strings
+    }
+    assert len(helps) >= 5
+    assert all(h is not None and h.startswith(JSON_HELP) for h in helps.values()), helps
+
+
+def test_global_options_after_the_subcommand(
+    parser: argparse.ArgumentParser, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert parser.parse_args(["report", "R", "--log-level", "debug"]).log_level == "DEBUG"
+    assert parser.parse_args(["--log-level", "error", "report", "R"]).log_level == "ERROR"
+    assert parser.parse_args(["report", "R", "--log-level", "warn"]).log_level == "WARNING"
+    assert parser.parse_args(["report", "R", "--no-log-json"]).log_json is False
+    assert parser.parse_args(["report", "R"]).log_json is None
+    assert main(["report", str(tmp_path / "nowhere"), "--log-level", "warning"]) == 2
+    assert "nowhere: run directory not found" in capsys.readouterr().err
+
+
+def test_log_level_is_checked(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "R", "--log-level", "loud"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'loud' is not a log level: expected one of DEBUG, INFO, WARNING, ERROR" in err
+
+
+def test_readme_lists_the_global_options() -> None:
+    readme = (REPO / "README.md").read_text()
+    for flag in ("--log-level", "--log-json", "--version"):
+        assert f"`{flag}" in readme, flag
