@@ -12,6 +12,7 @@ from array import array
 import numpy as np
 
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_TRADE, FeedWriter
+from mm_sim.venues.binance.fastparse import fill_diff
 from mm_sim.venues.binance.messages import Level
 
 _CHUNK = 1 << 16
@@ -60,6 +61,7 @@ class Columns:
         self.last_exch: int | None = None
         self.local_backwards = 0
         self._last_local: int | None = None
+        self._scratch = np.empty(256, dtype=EVENT_DTYPE)  # diff_flat's events before copying
         self._reset()
 
     def _reset(self) -> None:
@@ -90,6 +92,23 @@ class Columns:
         self.lo.extend([local] * n)
         self.kd.extend([kind] * n)
         self.sd.extend([side] * n)
+        if len(self.ex) >= _CHUNK:
+            self.flush()
+
+    def diff_flat(self, fb: np.ndarray, fa: np.ndarray, exch: int, local: int) -> None:
+        """A diff's levels (flat price, qty arrays) as DEPTH events, deletions of both sides
+        first: fastparse.fill_diff, whose reference is messages.deletions_first (what
+        :meth:`levels` is given on the general path)."""
+        n = (len(fb) + len(fa)) // 2
+        if n > len(self._scratch):
+            self._scratch = np.empty(2 * n, dtype=EVENT_DTYPE)
+        rec = self._scratch[: fill_diff(self._scratch, fb, fa, exch, local)]
+        self.ex.frombytes(rec["exch_ts"].tobytes())
+        self.lo.frombytes(rec["local_ts"].tobytes())
+        self.px.frombytes(rec["price"].tobytes())
+        self.qt.frombytes(rec["qty"].tobytes())
+        self.kd.frombytes(rec["kind"].tobytes())
+        self.sd.frombytes(rec["side"].tobytes())
         if len(self.ex) >= _CHUNK:
             self.flush()
 

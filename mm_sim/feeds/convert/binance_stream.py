@@ -16,6 +16,7 @@ from mm_sim.errors import FeedError
 from mm_sim.events import ASK, BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
 from mm_sim.feeds.convert.base import BadLines, ConvertOptions, open_binary
 from mm_sim.feeds.convert.binance_columns import Columns
+from mm_sim.feeds.convert.binance_fast import read_fast
 from mm_sim.feeds.convert.binance_inputs import (
     FMT_CF_WS,
     FMT_HFT,
@@ -52,6 +53,25 @@ NEVER = 1 << 62
 _OFFSET_SAMPLES = 50_000
 
 
+class _File:
+    """Per-file reading state (what the summary's ``files`` entry reports)."""
+
+    def __init__(self, inp: Input, symbol: str) -> None:
+        self.inp = inp
+        self.lineno = 0
+        self.n_msgs = 0
+        self.last_recv = -1
+        self.recv_back = 0
+        self.first_local: int | None = None
+        self.local = 0  # receive time of the latest line that had one
+        self.seen_trade = False
+        self.skip_agg = symbol in inp.trade_symbols  # trade and aggTrade both: keep trade
+        self.single_symbol = len(inp.symbols) <= 1
+        self.hft = inp.fmt == FMT_HFT
+        self.cf = inp.fmt == FMT_CF_WS
+        self.no_recv = inp.fmt == FMT_JSONL
+
+
 class StreamConverter:
     """Streams the message files in order into the book sync and the event columns."""
 
@@ -81,7 +101,10 @@ class StreamConverter:
         self._offset_step = 1
         self._offset_tick = 0
         self.last_ticker: BookTicker | None = None
-        self.last_ticker_raw: tuple[Any, bool, int, str] | None = None
+        # the last raw bookTicker of the symbol: (payload or None, raw line or None, no
+        # receive time, receive time, (path, line)); parsed once, at the end
+        self.last_ticker_raw: tuple[Any, bytes | None, bool, int, tuple[Path, int]] | None = None
+        self._partial_streams: dict[bytes, bool] = {}  # stream name -> a partial book stream?
         self.files: list[dict[str, Any]] = []
         self.has_receive_time = True
 
@@ -96,6 +119,9 @@ class StreamConverter:
                 d = a.diff
                 assert d is not None
                 exch = d.event_ms * MS
+                if d.flat is not None:  # the fast path's diffs: one numba call for the events
+                    cols.diff_flat(d.flat[0], d.flat[1], exch, now)
+                    continue
                 for levels, side in zip(deletions_first(d.bids, d.asks), _DIFF_SIDES, strict=True):
                     cols.levels(levels, side, KIND_DEPTH, exch, now)
             elif k is ActionKind.REBASE:
@@ -155,174 +181,185 @@ class StreamConverter:
 
     def stream(self, inp: Input) -> None:
         path = inp.path
-        fmt = inp.fmt
         bad_before = self.bad.total
-        info: dict[str, Any] = {"path": str(path), "format": fmt, "compressed": inp.gz}
-        lineno = 0
-        n_msgs = 0
-        skip_agg = self.symbol in inp.trade_symbols
-        seen_trade = False
-        single_symbol = len(inp.symbols) <= 1
-        sel = self.symbol
-        counts = self.messages
-        last_recv = -1
-        recv_back = 0
-        first_local: int | None = None
-        local = 0
-        hft = fmt == FMT_HFT
-        cf = fmt == FMT_CF_WS
-        no_recv = fmt == FMT_JSONL
-        self.has_receive_time = not no_recv
+        info: dict[str, Any] = {"path": str(path), "format": inp.fmt, "compressed": inp.gz}
+        f = _File(inp, self.symbol)
+        self.has_receive_time = not f.no_recv
         if inp.connect_ns is not None:
             self._skip_external_before(inp.connect_ns)
         fh = open_binary(path, track=True)
         try:
-            for raw in fh:
-                lineno += 1
-                try:
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError as exc:
-                        raise MessageError("malformed line: not UTF-8 text", exc.reason) from None
-                    if hft:
-                        sp = line.find(" ")
-                        if sp <= 0:
-                            if not line.strip():
-                                continue
-                            raise MessageError(
-                                "malformed line: expected '<receive ns> <message JSON>'"
-                            )
-                        try:
-                            local = int(line[:sp])
-                        except ValueError:
-                            raise MessageError(
-                                "bad receive time: expected integer nanoseconds",
-                                repr(line[:sp][:30]),
-                            ) from None
-                        payload, stream = decode(line, sp + 1)
-                    elif cf:
-                        sp = line.find(": ")
-                        if sp <= 0:
-                            if not line.strip():
-                                continue
-                            hm = WS_HEADER.match(raw)
-                            if hm:  # a new connection: the book must be re-synced
-                                self._new_connection(sec_to_ns(hm.group(2)))
-                                continue
-                            raise MessageError(
-                                "malformed line: expected '<receive seconds>: <message JSON>'"
-                            )
-                        try:
-                            local = sec_to_ns(line[:sp].encode())
-                        except ValueError:
-                            raise MessageError(
-                                "bad receive time: expected unix seconds",
-                                repr(line[:sp][:30]),
-                            ) from None
-                        payload, stream = decode(line, sp + 2)
-                    else:
-                        if not line.strip():
-                            continue
-                        payload, stream = decode(line)
-                    # bookTicker (most lines of a capture) is only counted, like kline: skip
-                    # its number parsing and keep the last raw one for the stats.
-                    if (
-                        stream is not None
-                        and stream.endswith("@bookTicker")
-                        and type(payload) is dict
-                    ):
-                        msg = None
-                    else:
-                        msg = parse_payload(payload, stream)
-                except MessageError as err:
-                    record_bad(self.bad, f"{path}:{lineno}", err)
-                    continue
-                n_msgs += 1
-                if no_recv:
-                    local = self._event_local(msg) if msg is not None else self.last_local
-                if local < last_recv:
-                    recv_back += 1
-                last_recv = local
-                if first_local is None:
-                    first_local = local
-                if local >= self.next_snap_ts:
-                    self._feed_external(local)
-                if msg is None:
-                    if payload.get("s") != sel:
-                        self.other_symbol += 1
-                    else:
-                        counts["bookTicker"] += 1
-                        self.last_ticker_raw = (payload, no_recv, local, f"{path}:{lineno}")
-                elif type(msg) is BookTicker:
-                    if msg.symbol != sel:
-                        self.other_symbol += 1
-                        continue
-                    counts["bookTicker"] += 1
-                    msg.local_ts = local
-                    self.last_ticker = msg
-                elif type(msg) is DepthDiff:
-                    if msg.symbol != sel:
-                        self.other_symbol += 1
-                        continue
-                    counts["depthUpdate"] += 1
-                    msg.local_ts = local
-                    self._diff(msg, path, lineno)
-                elif type(msg) is Trade:
-                    if msg.symbol != sel:
-                        self.other_symbol += 1
-                        continue
-                    if msg.aggregated:
-                        counts["aggTrade"] += 1
-                        if skip_agg or seen_trade:
-                            self.aggtrade_duplicates += 1
-                            continue
-                    else:
-                        counts["trade"] += 1
-                        seen_trade = True
-                    self._trade(msg, local)
-                elif type(msg) is DepthSnapshot:
-                    if not single_symbol:
-                        record_bad(
-                            self.bad,
-                            f"{path}:{lineno}",
-                            MessageError(
-                                "depth snapshot without symbol in a multi-symbol file",
-                                ", ".join(sorted(inp.symbols)),
-                            ),
-                        )
-                        continue
-                    if inp.symbols and sel not in inp.symbols:
-                        self.other_symbol += 1
-                        continue
-                    counts["snapshot"] += 1
-                    msg.symbol = sel
-                    msg.local_ts = local
-                    self._feed_snapshot(msg)
-                elif type(msg) is Skipped:
-                    if msg.symbol is not None and msg.symbol != sel:
-                        self.other_symbol += 1
-                        continue
-                    counts[msg.kind] += 1
+            if f.hft and not self.opts.extra.get("general_path"):
+                read_fast(self, f, fh)
+            else:
+                self._lines(f, fh)
         except (OSError, EOFError, zlib.error) as exc:
-            where = f"{path}:{lineno + 1}"
+            where = f"{path}:{f.lineno + 1}"
             if self.opts.strict:
                 raise FeedError(f"{where}: unreadable compressed data ({exc})") from exc
             self.bad.bad(where, "truncated or corrupt compressed data (rest of file skipped)")
         finally:
             fh.close()
-        self.recv_backwards += recv_back
+        self.recv_backwards += f.recv_back
         info.update(
-            lines=lineno,
-            messages=n_msgs,
+            lines=f.lineno,
+            messages=f.n_msgs,
             bad_lines=self.bad.total - bad_before,
             symbols=sorted(inp.symbols),
-            first_local_ts=iso(first_local),
-            last_local_ts=iso(last_recv if last_recv >= 0 else None),
-            receive_time_backwards=recv_back,
+            first_local_ts=iso(f.first_local),
+            last_local_ts=iso(f.last_recv if f.last_recv >= 0 else None),
+            receive_time_backwards=f.recv_back,
         )
         if inp.connect_ns is not None:
             info["connected_at"] = iso(inp.connect_ns)
         self.files.append(info)
+
+    def _lines(self, f: _File, fh: Any) -> None:
+        """The general path: every line decoded with json and parsed in Python."""
+        for raw in fh:
+            f.lineno += 1
+            self._general_line(f, raw)
+
+    def _general_line(self, f: _File, raw: bytes) -> None:
+        """One line read the general way: decoded, parsed, routed (or counted bad)."""
+        try:
+            parsed = self._parse_line(f, raw)
+        except MessageError as err:
+            record_bad(self.bad, f"{f.inp.path}:{f.lineno}", err)
+            return
+        if parsed is None:
+            return
+        msg, payload, local = parsed
+        if f.no_recv:
+            local = self._event_local(msg) if msg is not None else self.last_local
+        self._seen(f, local)
+        if msg is None:
+            if payload.get("s") != self.symbol:
+                self.other_symbol += 1
+            else:
+                self.messages["bookTicker"] += 1
+                where = (f.inp.path, f.lineno)
+                self.last_ticker_raw = (payload, None, f.no_recv, local, where)
+            return
+        self._route(f, msg, local)
+
+    def _parse_line(self, f: _File, raw: bytes) -> tuple[Any, Any, int] | None:
+        """(message or None for a raw bookTicker, payload, receive time) of a line; None for a
+        line without a message (blank, a new cryptofeed connection)."""
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MessageError("malformed line: not UTF-8 text", exc.reason) from None
+        local = f.local
+        if f.hft:
+            sp = line.find(" ")
+            if sp <= 0:
+                if not line.strip():
+                    return None
+                raise MessageError("malformed line: expected '<receive ns> <message JSON>'")
+            try:
+                local = f.local = int(line[:sp])
+            except ValueError:
+                raise MessageError(
+                    "bad receive time: expected integer nanoseconds",
+                    repr(line[:sp][:30]),
+                ) from None
+            payload, stream = decode(line, sp + 1)
+        elif f.cf:
+            sp = line.find(": ")
+            if sp <= 0:
+                if not line.strip():
+                    return None
+                hm = WS_HEADER.match(raw)
+                if hm:  # a new connection: the book must be re-synced
+                    self._new_connection(sec_to_ns(hm.group(2)))
+                    return None
+                raise MessageError("malformed line: expected '<receive seconds>: <message JSON>'")
+            try:
+                local = f.local = sec_to_ns(line[:sp].encode())
+            except ValueError:
+                raise MessageError(
+                    "bad receive time: expected unix seconds",
+                    repr(line[:sp][:30]),
+                ) from None
+            payload, stream = decode(line, sp + 2)
+        else:
+            if not line.strip():
+                return None
+            payload, stream = decode(line)
+        # bookTicker (most lines of a capture) is only counted, like kline: skip its number
+        # parsing and keep the last raw one for the stats.
+        if stream is not None and stream.endswith("@bookTicker") and type(payload) is dict:
+            return None, payload, local
+        return parse_payload(payload, stream), payload, local
+
+    def _seen(self, f: _File, local: int) -> None:
+        """A message read: receive-time bookkeeping, and REST snapshots due by now."""
+        f.n_msgs += 1
+        if local < f.last_recv:
+            f.recv_back += 1
+        f.last_recv = local
+        if f.first_local is None:
+            f.first_local = local
+        if local >= self.next_snap_ts:
+            self._feed_external(local)
+
+    def _route(self, f: _File, msg: Any, local: int) -> None:
+        """One parsed message of the file into the book sync or the events."""
+        sel = self.symbol
+        counts = self.messages
+        tm = type(msg)
+        if tm is BookTicker:
+            if msg.symbol != sel:
+                self.other_symbol += 1
+                return
+            counts["bookTicker"] += 1
+            msg.local_ts = local
+            self.last_ticker = msg
+        elif tm is DepthDiff:
+            if msg.symbol != sel:
+                self.other_symbol += 1
+                return
+            counts["depthUpdate"] += 1
+            msg.local_ts = local
+            self._diff(msg, f.inp.path, f.lineno)
+        elif tm is Trade:
+            if msg.symbol != sel:
+                self.other_symbol += 1
+                return
+            if msg.aggregated:
+                counts["aggTrade"] += 1
+                if f.skip_agg or f.seen_trade:
+                    self.aggtrade_duplicates += 1
+                    return
+            else:
+                counts["trade"] += 1
+                f.seen_trade = True
+            self._trade(msg, local)
+        elif tm is DepthSnapshot:
+            inp = f.inp
+            if not f.single_symbol:
+                record_bad(
+                    self.bad,
+                    f"{inp.path}:{f.lineno}",
+                    MessageError(
+                        "depth snapshot without symbol in a multi-symbol file",
+                        ", ".join(sorted(inp.symbols)),
+                    ),
+                )
+                return
+            if inp.symbols and sel not in inp.symbols:
+                self.other_symbol += 1
+                return
+            counts["snapshot"] += 1
+            msg.symbol = sel
+            msg.local_ts = local
+            self._feed_snapshot(msg)
+        elif tm is Skipped:
+            if msg.symbol is not None and msg.symbol != sel:
+                self.other_symbol += 1
+                return
+            counts[msg.kind] += 1
 
     def _new_connection(self, connect_ns: int) -> None:
         self.connections += 1
@@ -389,11 +426,13 @@ class StreamConverter:
         if self._snap_i < len(self.snapshots):
             self._feed_external(NEVER)
         if self.last_ticker_raw is not None:
-            payload, no_recv, local, where = self.last_ticker_raw
+            payload, raw, no_recv, local, (path, lineno) = self.last_ticker_raw
             try:
+                if raw is not None:  # kept raw by the fast path: decode it now, once
+                    payload = decode(raw[raw.index(b" ") + 1 :])[0]
                 t = parse_payload(payload)
             except MessageError as err:
-                record_bad(self.bad, where, err)
+                record_bad(self.bad, f"{path}:{lineno}", err)
                 return
             if type(t) is BookTicker and (
                 self.last_ticker is None or local >= self.last_ticker.local_ts

@@ -1,0 +1,478 @@
+"""A numba line scanner for hftbacktest captures (``<receive ns> <message>``): the converter's
+hot loop without ``json`` for the three messages that make up nearly every line.
+
+Why: a capture is ~70 % ``bookTicker`` lines (only counted), ~20 % trades and a few depth diffs
+that carry most of the events. The general path decodes every line with ``json`` and parses each
+number with ``float()``; this kernel reads a whole decompressed block at once and, per line,
+says which of three plain shapes it has and what it holds:
+
+- ``TICKER``: ``{"stream":"<name>@bookTicker","data":{…}}`` whose data is one flat object of
+  plain values (strings without escapes, JSON numbers, booleans, null) with one string ``s``:
+  the general path only counts it and keeps the last one, so the symbol is all that is needed;
+- ``DEPTH``: a plain ``depthUpdate`` frame, parsed by the live client's kernel
+  (:func:`mm_sim.venues.binance.fastparse.parse_depth_bytes`);
+- ``TRADE``: a plain spot ``trade`` frame (:func:`~mm_sim.venues.binance.fastparse.
+  parse_trade_bytes`).
+
+Anything else — another message, whitespace, escapes, a receive time that is not plain digits,
+a line the kernels refuse — is ``FALLBACK`` and takes the general path, line for line as before.
+So the fast path never decides anything the general path would decide differently: for every
+line it accepts, its result equals the general parser's (``reference_line`` is that parser;
+tests/test_convert_binance_fast.py compares them, and the whole conversion's output is compared
+byte for byte with the general path's on every real capture).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from mm_sim.venues.binance.fastparse import (
+    I_E,
+    I_FINAL,
+    I_FIRST,
+    I_HAS_PU,
+    I_HAS_T,
+    I_NA,
+    I_NB,
+    I_PREV,
+    I_SIZE,
+    I_STREAM0,
+    I_STREAM1,
+    I_SYM0,
+    I_SYM1,
+    I_T,
+    T_E,
+    T_HAS_T,
+    T_M,
+    T_SIZE,
+    T_SYM0,
+    T_SYM1,
+    T_T,
+    T_TID,
+    _unwrap,
+    _whole,
+    parse_depth_bytes,
+    parse_trade_bytes,
+)
+from mm_sim.venues.binance.messages import (
+    _PARTIAL_DEPTH,
+    DepthDiff,
+    MessageError,
+    Trade,
+    decode,
+    parse_payload,
+)
+
+FALLBACK = 0
+TICKER = 1
+DEPTH = 2
+TRADE = 3
+BLANK = 4  # an empty line: the general path skips it too
+
+# per-line int columns written by the kernel
+L_START = 0  # where the line starts in the block
+L_END = 1  # where it ends (before its newline)
+L_LOCAL = 2  # receive time, ns
+L_SYM0 = 3  # symbol span (absolute in the block)
+L_SYM1 = 4
+L_LV = 5  # DEPTH: first float of its levels in ``lv`` (bids, then asks); TRADE: of (p, q)
+L_STREAM0 = 6  # DEPTH: the combined stream's name span (absolute), L_STREAM1 < 0: none
+L_STREAM1 = 7
+L_SIZE = 8
+
+_BOOK_TICKER = np.frombuffer(b"@bookTicker", dtype=np.uint8).copy()
+_QUOTE = 34
+_COLON = 58
+_COMMA = 44
+_LBRACE = 123
+_RBRACE = 125
+_LBRACKET = 91
+_BACKSLASH = 92
+_MINUS = 45
+_DOT = 46
+_ZERO = 48
+_NINE = 57
+_SPACE = 32
+_NEWLINE = 10
+
+
+@njit(cache=True)
+def _plain_string(buf: np.ndarray, i: int) -> int:
+    """A JSON string of printable ASCII without escapes at ``i``: index of its closing quote."""
+    n = buf.shape[0]
+    if i >= n or buf[i] != _QUOTE:
+        return -1
+    j = i + 1
+    while j < n:
+        c = buf[j]
+        if c == _QUOTE:
+            return j
+        if c == _BACKSLASH or c < 32 or c >= 127:
+            return -1
+        j += 1
+    return -1
+
+
+@njit(cache=True)
+def _digits(buf: np.ndarray, i: int) -> int:
+    j = i
+    while j < buf.shape[0] and _ZERO <= buf[j] <= _NINE:
+        j += 1
+    return j
+
+
+@njit(cache=True)
+def _number(buf: np.ndarray, i: int) -> int:
+    """A JSON number at ``i`` (``-?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?``): the index after it."""
+    n = buf.shape[0]
+    j = i
+    if j < n and buf[j] == _MINUS:
+        j += 1
+    if j >= n or not (_ZERO <= buf[j] <= _NINE):
+        return -1
+    if buf[j] == _ZERO:
+        j += 1
+    else:
+        j = _digits(buf, j)
+    if j < n and buf[j] == _DOT:
+        k = _digits(buf, j + 1)
+        if k == j + 1:
+            return -1
+        j = k
+    if j < n and (buf[j] == 101 or buf[j] == 69):  # e E
+        j += 1
+        if j < n and (buf[j] == 43 or buf[j] == _MINUS):
+            j += 1
+        k = _digits(buf, j)
+        if k == j:
+            return -1
+        j = k
+    return j
+
+
+@njit(cache=True)
+def _word(buf: np.ndarray, i: int, w0: int, w: np.ndarray) -> int:
+    if i + w.shape[0] > buf.shape[0] or buf[i] != w0:
+        return -1
+    for k in range(w.shape[0]):
+        if buf[i + k] != w[k]:
+            return -1
+    return i + w.shape[0]
+
+
+_TRUE = np.frombuffer(b"true", dtype=np.uint8).copy()
+_FALSE = np.frombuffer(b"false", dtype=np.uint8).copy()
+_NULL = np.frombuffer(b"null", dtype=np.uint8).copy()
+
+
+@njit(cache=True)
+def _flat_object(buf: np.ndarray, i: int, out: np.ndarray) -> int:
+    """One flat JSON object of plain values at ``i`` with exactly one string member ``s``
+    (its span into ``out[L_SYM0]``, ``out[L_SYM1]``): the index after its ``}``, or -1."""
+    n = buf.shape[0]
+    if i >= n or buf[i] != _LBRACE:
+        return -1
+    j = i + 1
+    found = 0
+    if j < n and buf[j] == _RBRACE:
+        return -1  # no "s"
+    while True:
+        ke = _plain_string(buf, j)
+        if ke < 0 or ke + 1 >= n or buf[ke + 1] != _COLON:
+            return -1
+        is_s = ke == j + 2 and buf[j + 1] == 115
+        v = ke + 2
+        if v >= n:
+            return -1
+        c = buf[v]
+        if c == _QUOTE:
+            e = _plain_string(buf, v)
+            if e < 0:
+                return -1
+            if is_s:
+                found += 1
+                out[L_SYM0] = v + 1
+                out[L_SYM1] = e
+            j = e + 1
+        else:
+            if is_s:
+                return -1  # a non-string symbol: the general path decides
+            if c == 116:
+                j = _word(buf, v, c, _TRUE)
+            elif c == 102:
+                j = _word(buf, v, c, _FALSE)
+            elif c == 110:
+                j = _word(buf, v, c, _NULL)
+            else:
+                j = _number(buf, v)
+            if j < 0:
+                return -1
+        if j >= n:
+            return -1
+        if buf[j] == _COMMA:
+            j += 1
+            continue
+        if buf[j] != _RBRACE:
+            return -1
+        return j + 1 if found == 1 else -1
+
+
+@njit(cache=True)
+def _ends_with(buf: np.ndarray, end: int, lit: np.ndarray) -> bool:
+    m = lit.shape[0]
+    if end < m:
+        return False
+    for k in range(m):  # noqa: SIM110 (numba: no generator expressions)
+        if buf[end - m + k] != lit[k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _receive_ns(buf: np.ndarray, s: int, e: int) -> tuple[int, int]:
+    """(receive ns, index of the message) of ``<digits> <message>``; (0, -1) when the prefix is
+    anything else (the general path reads it then)."""
+    j = s
+    v = 0
+    while j < e and _ZERO <= buf[j] <= _NINE:
+        v = v * 10 + (buf[j] - _ZERO)
+        j += 1
+    nd = j - s
+    if nd == 0 or nd > 19 or (nd == 19 and buf[s] > 56) or j >= e or buf[j] != _SPACE:
+        return 0, -1
+    return v, j + 1
+
+
+@njit(cache=True)
+def scan_block(
+    buf: np.ndarray,
+    lines: np.ndarray,
+    codes: np.ndarray,
+    dints: np.ndarray,
+    tints: np.ndarray,
+    lv: np.ndarray,
+    vb: np.ndarray,
+    va: np.ndarray,
+) -> tuple[int, int, int]:
+    """Scan the complete lines of ``buf`` (each ending in a newline): per line its code, span,
+    receive time and parsed fields. Returns (lines scanned, bytes consumed, floats written to
+    ``lv``); the caller keeps the rest (an unfinished line) for the next block. Stops early when
+    an output is full."""
+    n = buf.shape[0]
+    nl = 0
+    pos = 0
+    nv = 0
+    tv = np.zeros(2)
+    while pos < n and nl < codes.shape[0]:
+        e = pos
+        while e < n and buf[e] != _NEWLINE:
+            e += 1
+        if e >= n:
+            break  # no newline: not a complete line yet
+        if nv + (e - pos) // 2 + 8 > lv.shape[0]:
+            break  # the level buffer might not hold this line: next call
+        row = lines[nl]
+        row[L_START] = pos
+        row[L_END] = e
+        row[L_STREAM1] = -1
+        code = FALLBACK
+        if e == pos:
+            code = BLANK
+        else:
+            local, js = _receive_ns(buf, pos, e)
+            if js >= 0:
+                row[L_LOCAL] = local
+                msg = buf[js:e]
+                start, se = _unwrap(msg)
+                if (
+                    se >= 0
+                    and _ends_with(msg, se, _BOOK_TICKER)
+                    and _whole(msg, _flat_object(msg, start, row), True)
+                ):
+                    code = TICKER
+                    row[L_SYM0] += js
+                    row[L_SYM1] += js
+                elif start >= 0 and (se < 0 or not _ends_with(msg, se, _BOOK_TICKER)):
+                    di = dints[nl]
+                    if parse_depth_bytes(msg, di, vb, va):
+                        code = DEPTH
+                        nb = 2 * di[I_NB]
+                        na = 2 * di[I_NA]
+                        row[L_LV] = nv
+                        row[L_SYM0] = js + di[I_SYM0]
+                        row[L_SYM1] = js + di[I_SYM1]
+                        lv[nv : nv + nb] = vb[:nb]
+                        lv[nv + nb : nv + nb + na] = va[:na]
+                        nv += nb + na
+                        if di[I_STREAM1] >= 0:  # wrapped in a combined stream
+                            row[L_STREAM0] = js + di[I_STREAM0]
+                            row[L_STREAM1] = js + di[I_STREAM1]
+                    elif parse_trade_bytes(msg, tints[nl], tv):
+                        code = TRADE
+                        row[L_LV] = nv
+                        row[L_SYM0] = js + tints[nl, T_SYM0]
+                        row[L_SYM1] = js + tints[nl, T_SYM1]
+                        lv[nv] = tv[0]
+                        lv[nv + 1] = tv[1]
+                        nv += 2
+        codes[nl] = code
+        nl += 1
+        pos = e + 1
+    return nl, pos, nv
+
+
+class BlockScanner:
+    """Reusable output buffers around :func:`scan_block`."""
+
+    def __init__(self, max_lines: int = 1 << 15) -> None:
+        self.codes = np.zeros(max_lines, dtype=np.int8)
+        self.lines = np.zeros((max_lines, L_SIZE), dtype=np.int64)
+        self.dints = np.zeros((max_lines, I_SIZE), dtype=np.int64)
+        self.tints = np.zeros((max_lines, T_SIZE), dtype=np.int64)
+        self.lv = np.zeros(1 << 16)
+        self.vb = np.zeros(16)
+        self.va = np.zeros(16)
+
+    def scan(self, block: bytes) -> tuple[int, int, int]:
+        """(lines scanned, bytes consumed, level floats) of ``block``; results in the buffers."""
+        buf = np.frombuffer(block, dtype=np.uint8)
+        longest = len(block)  # a bound for one line's levels
+        if len(self.vb) < longest // 2 + 2:
+            self.vb = np.zeros(longest // 2 + 2)
+            self.va = np.zeros(longest // 2 + 2)
+        if len(self.lv) < len(block) // 2 + 16:
+            self.lv = np.zeros(len(block) // 2 + 16)
+        return scan_block(
+            buf, self.lines, self.codes, self.dints, self.tints, self.lv, self.vb, self.va
+        )
+
+
+def depth_code(row: list[int], block: bytes, partial: dict[bytes, bool]) -> int:
+    """DEPTH, or FALLBACK for a diff of a partial book stream (``<sym>@depth5``…), which the
+    general path counts and skips; ``partial`` caches the verdict by stream name."""
+    name = block[row[L_STREAM0] : row[L_STREAM1]]
+    is_partial = partial.get(name)
+    if is_partial is None:
+        is_partial = partial[name] = bool(_PARTIAL_DEPTH.search(name.decode()))
+    return FALLBACK if is_partial else DEPTH
+
+
+def read_fast(conv: Any, f: Any, fh: Any) -> None:
+    """Stream one hftbacktest file's lines through the scanner into ``conv``, a
+    :class:`~mm_sim.feeds.convert.binance_stream.StreamConverter` (``f``: its per-file state).
+
+    Lines the scanner accepts are routed with the objects the general parser would have made;
+    the others go through ``conv._general_line``, so the output is the general path's, byte for
+    byte (tests/test_convert_binance_fast.py)."""
+    scanner = BlockScanner()
+    sel = conv.symbol.encode("ascii", "replace")
+    counts = conv.messages
+    partial: dict[bytes, bool] = conv._partial_streams
+    path = f.inp.path
+    rest = b""
+    while True:
+        # read1: what one decompression step yields, so a truncated gzip still gives up its
+        # readable start, as the line-by-line reading did.
+        chunk = fh.read1(1 << 20)
+        block = rest + chunk if rest else chunk
+        if not chunk:
+            if block:  # a last line without a newline
+                f.lineno += 1
+                conv._general_line(f, block)
+            return
+        nl, used, nv = scanner.scan(block)
+        codes = scanner.codes[:nl].tolist()
+        rows = scanner.lines[:nl].tolist()
+        lv = scanner.lv[:nv].tolist()
+        dints = scanner.dints
+        tints = scanner.tints
+        for i in range(nl):
+            f.lineno += 1
+            code = codes[i]
+            row = rows[i]
+            if code == TICKER:
+                local = row[L_LOCAL]
+                f.n_msgs += 1  # conv._seen, inlined: most lines are these
+                if local < f.last_recv:
+                    f.recv_back += 1
+                f.last_recv = local
+                if f.first_local is None:
+                    f.first_local = local
+                if local >= conv.next_snap_ts:
+                    conv._feed_external(local)
+                if block[row[L_SYM0] : row[L_SYM1]] != sel:
+                    conv.other_symbol += 1
+                else:
+                    counts["bookTicker"] += 1
+                    raw = block[row[L_START] : row[L_END]]
+                    conv.last_ticker_raw = (None, raw, False, local, (path, f.lineno))
+                continue
+            if code == DEPTH and row[L_STREAM1] >= 0:
+                code = depth_code(row, block, partial)
+            if code == DEPTH:
+                iv = dints[i].tolist()
+                nb, na = 2 * iv[I_NB], 2 * iv[I_NA]
+                k = row[L_LV]
+                vb, va = lv[k : k + nb], lv[k + nb : k + nb + na]
+                msg: Any = DepthDiff(
+                    block[row[L_SYM0] : row[L_SYM1]].decode("ascii"),
+                    iv[I_FIRST],
+                    iv[I_FINAL],
+                    iv[I_PREV] if iv[I_HAS_PU] else None,
+                    iv[I_E],
+                    iv[I_T] if iv[I_HAS_T] else None,
+                    list(zip(vb[0::2], vb[1::2], strict=True)),
+                    list(zip(va[0::2], va[1::2], strict=True)),
+                    flat=(np.array(vb), np.array(va)),
+                )
+            elif code == TRADE:
+                tv = tints[i].tolist()
+                k = row[L_LV]
+                ev = tv[T_E]
+                msg = Trade(
+                    block[row[L_SYM0] : row[L_SYM1]].decode("ascii"),
+                    lv[k],
+                    lv[k + 1],
+                    tv[T_M] == 1,
+                    tv[T_T] if tv[T_HAS_T] else ev,
+                    ev,
+                    tv[T_TID],
+                    False,
+                    None,
+                )
+            elif code == BLANK:
+                continue
+            else:
+                conv._general_line(f, block[row[L_START] : row[L_END]])
+                continue
+            local = row[L_LOCAL]
+            conv._seen(f, local)
+            conv._route(f, msg, local)
+        rest = block[used:]
+
+
+def reference_line(raw: bytes) -> tuple[int, int | None, Any]:
+    """The general path's reading of one hftbacktest line: (code it would take, receive ns,
+    parsed message or the bookTicker payload). Raises MessageError where the general path
+    reports a bad line. What the kernel accepts must agree with this (the differential test)."""
+    line = raw.decode("utf-8")
+    sp = line.find(" ")
+    if sp <= 0:
+        if not line.strip():
+            return BLANK, None, None
+        raise MessageError("malformed line")
+    local = int(line[:sp])
+    payload, stream = decode(line, sp + 1)
+    if stream is not None and stream.endswith("@bookTicker") and type(payload) is dict:
+        return TICKER, local, payload
+    msg = parse_payload(payload, stream)
+    kind = type(msg).__name__
+    return {"DepthDiff": DEPTH, "Trade": TRADE}.get(kind, FALLBACK), local, msg
+
+
+def warm() -> None:
+    """Compile (or load) the kernel before anything is timed."""
+    BlockScanner(4).scan(b'1 {"stream":"x@bookTicker","data":{"s":"X","u":1}}\n')

@@ -1,0 +1,250 @@
+"""The numba line scanner of hftbacktest captures against the general path.
+
+Three checks: line by line, every line the kernel accepts reads as the general parser reads it
+(``reference_line``), on plain and mutated lines; a whole conversion through the fast path
+equals the general path's byte for byte on hand-written captures with bad, blank, odd and
+truncated data; and on the real captures the output is byte-identical to what the converter
+wrote before the fast path existed (hashes taken from that code).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mm_sim.feeds.convert import binance
+from mm_sim.feeds.convert.base import ConvertOptions
+from mm_sim.feeds.convert.binance_fast import (
+    BLANK,
+    DEPTH,
+    FALLBACK,
+    L_LOCAL,
+    L_SYM0,
+    L_SYM1,
+    TICKER,
+    TRADE,
+    BlockScanner,
+    depth_code,
+    reference_line,
+)
+from mm_sim.venues.binance.messages import MessageError
+
+SYM = "ABCUSDT"
+NS = 1_723_161_253_000_000_000
+
+
+def js(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def depth(u: int, e_ms: int, b: list, a: list, futures: bool = False, stream: str = "") -> str:
+    d: dict[str, Any] = {"e": "depthUpdate", "E": e_ms, "s": SYM, "U": u, "u": u + 1}
+    if futures:
+        d.update(T=e_ms - 1, pu=u - 1)
+    d.update(b=b, a=a)
+    return js({"stream": stream or f"{SYM.lower()}@depth@100ms", "data": d})
+
+
+def trade(t: int, e_ms: int, p: str, q: str, m: bool, sym: str = SYM) -> str:
+    d = {"e": "trade", "E": e_ms, "s": sym, "t": t, "p": p, "q": q, "T": e_ms - 1, "m": m}
+    d["M"] = True
+    return js({"stream": f"{sym.lower()}@trade", "data": d})
+
+
+def ticker(u: int, bid: str, ask: str, sym: str = SYM) -> str:
+    d = {"u": u, "s": sym, "b": bid, "B": "1.5", "a": ask, "A": "0.25"}
+    return js({"stream": f"{sym.lower()}@bookTicker", "data": d})
+
+
+def snapshot(lid: int, bids: list, asks: list) -> str:
+    return js({"lastUpdateId": lid, "bids": bids, "asks": asks})
+
+
+PLAIN = [
+    f"{NS} {ticker(1, '100.10', '100.20')}",
+    f"{NS + 1} {ticker(2, '100.10', '100.30', sym='XYZUSDT')}",
+    f"{NS + 2} {depth(10, 5, [['100.10', '2.5'], ['100.00', '0']], [['100.30', '1']])}",
+    f"{NS + 3} {depth(12, 6, [], [['100.40', '0.001']], futures=True)}",
+    f"{NS + 4} {trade(7, 9, '100.20', '0.010', True)}",
+    f"{NS + 5} {trade(8, 9, '100.25', '3', False)}",
+]
+MUTANTS = [
+    "",  # blank
+    f"{NS} " + ticker(1, "1", "2").replace(":", ": ", 1),  # whitespace: general path
+    f"{NS} " + ticker(1, "1", "2").replace('"s":"ABCUSDT"', '"s":"AB\\u0043USDT"'),  # escape
+    f"+{NS} {ticker(1, '1', '2')}",  # a sign in the receive time
+    f"{NS}  {ticker(1, '1', '2')}",  # two spaces
+    f"{NS} {ticker(1, '1', '2')}x",  # trailing garbage
+    f"{NS} {ticker(1, '1', '2')[:-3]}",  # cut
+    f"{NS} " + js({"stream": "abcusdt@bookTicker", "data": {"u": 1, "s": 5}}),  # non-string s
+    f"{NS} " + js({"stream": "abcusdt@bookTicker", "data": {"u": 1.5e3, "s": "A", "x": None}}),
+    f"{NS} " + js({"stream": "abcusdt@bookTicker", "data": {"s": "A", "s2": [1]}}),  # nested
+    f"{NS} " + js({"stream": "abcusdt@bookTicker", "data": {"s": "A", "x": -0.5, "y": True}}),
+    f"{NS} " + js({"stream": "abcusdt@bookTicker", "data": {"u": 1}}),  # no s
+    f"{NS} " + '{"stream":"abcusdt@bookTicker","data":{"s":"A","s":"B"}}',  # duplicate key
+    f"{NS} {depth(10, 5, [['1.0', '1']], [], stream='abcusdt@depth5@100ms')}",  # partial
+    f"{NS} {depth(10, 5, [['1.0', '1']], [], stream='abcusdt@bookTicker')}",
+    f"{NS} {depth(10, 5, [['0', '1']], [])}",  # zero price: refused everywhere
+    f"{NS} {depth(10, 5, [['1e2', '1']], [])}",  # exponent
+    f"{NS} " + depth(10, 5, [], []).replace('"U":10', '"U":99'),  # U > u
+    f"{NS} " + trade(7, 9, "1.5", "2", True).replace('"t":7', '"t":7,"X":"MARKET"'),
+    f"{NS} " + trade(7, 9, "1.5", "2", True).replace('"trade"', '"aggTrade"', 1),
+    f"{NS} {snapshot(5, [['1.0', '2']], [['1.5', '1']])}",
+    f"{NS} " + js({"e": "kline", "s": SYM}),
+    f"{NS} " + js({"stream": "abcusdt@trade", "data": [1, 2]}),
+    f"{NS} {{not json",
+    "12ab " + ticker(1, "1", "2"),
+    "99999999999999999999 " + ticker(1, "1", "2"),  # 20 digits
+    "9300000000000000000 " + ticker(1, "1", "2"),  # 19 digits, above int64
+]
+
+
+def scan(lines: list[str]) -> tuple[list[int], list[list[int]], BlockScanner, bytes]:
+    data = "".join(line + "\n" for line in lines).encode()
+    sc = BlockScanner()
+    nl, used, _ = sc.scan(data)
+    assert nl == len(lines) and used == len(data)
+    return sc.codes[:nl].tolist(), sc.lines[:nl].tolist(), sc, data
+
+
+def general(line: str) -> tuple[int, int | None, Any] | None:
+    try:
+        return reference_line(line.encode())
+    except (MessageError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def test_plain_lines_are_taken_by_the_kernel_and_read_as_the_general_path_reads_them() -> None:
+    codes, rows, _, data = scan(PLAIN)
+    assert codes == [TICKER, TICKER, DEPTH, DEPTH, TRADE, TRADE]
+    for i, line in enumerate(PLAIN):
+        ref = general(line)
+        assert ref is not None and ref[0] == codes[i] and ref[1] == rows[i][L_LOCAL]
+        sym = data[rows[i][L_SYM0] : rows[i][L_SYM1]].decode()
+        if codes[i] == TICKER:
+            assert sym == ref[2]["s"]
+        else:
+            assert sym == ref[2].symbol
+
+
+def test_mutated_lines_fall_back_or_agree() -> None:
+    codes, rows, _, data = scan(MUTANTS)
+    partial: dict[bytes, bool] = {}
+    codes = [
+        depth_code(r, data, partial) if c == DEPTH else c for c, r in zip(codes, rows, strict=True)
+    ]
+    assert codes[0] == BLANK
+    for i, line in enumerate(MUTANTS[1:], 1):
+        ref = general(line)
+        if codes[i] == FALLBACK:
+            continue  # the general path decides, as before
+        assert ref is not None, f"kernel accepted a line the general path refuses: {line!r}"
+        assert (ref[0], ref[1]) == (codes[i], rows[i][L_LOCAL]), line
+        if codes[i] == TICKER:
+            assert data[rows[i][L_SYM0] : rows[i][L_SYM1]].decode() == ref[2]["s"]
+    accepted = [MUTANTS[i] for i, c in enumerate(codes) if c not in (FALLBACK, BLANK)]
+    # Only the two plain-but-unusual tickers are the kernel's; everything else is left alone.
+    assert len(accepted) == 2, accepted
+
+
+def capture_rows() -> list[str]:
+    """A capture: a diff before the inline snapshot, the seam, trades, tickers, and every kind
+    of mutant (bad, blank, odd) sprinkled between them."""
+    bids = [["99.50", "1"], ["99.40", "2"]]
+    asks = [["100.50", "1"], ["100.60", "3"]]
+    rows = [
+        f"{NS} {depth(100, 1000, [['99.55', '1']], [])}",
+        f"{NS + 10} {snapshot(100, bids, asks)}",
+    ]
+    u = 102
+    for k in range(300):
+        t = NS + 1000 * (k + 2)
+        side = [[f"{99.50 - 0.01 * (k % 7):.2f}", f"{k % 5}"]]
+        rows.append(f"{t} {depth(u, 1000 + k, side, [['100.50', str(1 + k % 3)]])}")
+        u += 2
+        rows.append(f"{t + 1} {ticker(u, '99.50', '100.50')}")
+        if k % 3 == 0:
+            rows.append(f"{t + 3} {trade(k, 1000 + k, '100.50', '0.5', k % 2 == 0)}")
+        if k % 11 == 0:  # one symbol in the file: the inline snapshot needs it
+            mutant = MUTANTS[1 + (k // 11) % (len(MUTANTS) - 1)]
+            rows.append(mutant.replace('"A"', f'"{SYM}"').replace('"B"', f'"{SYM}"'))
+        if k % 50 == 0:
+            rows.append(f"{t - 5000} {ticker(u, '99.50', '100.50')}")  # receive time backwards
+    return rows
+
+
+def convert_both(path: Path, tmp_path: Path, **kw: Any) -> tuple[bytes, dict, bytes, dict]:
+    out = []
+    for general_path in (True, False):
+        extra = {"general_path": True} if general_path else {}
+        dst = tmp_path / f"{'g' if general_path else 'f'}{path.name}.npy"
+        res = binance.convert([path], dst, ConvertOptions(extra=extra, **kw))
+        stats = {k: v for k, v in res.stats.items() if k not in ("elapsed_s", "messages_per_s")}
+        stats["bad"] = res.bad_lines.to_json()
+        out += [dst.read_bytes(), stats]
+    return out[0], out[1], out[2], out[3]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_whole_capture_converts_byte_for_byte_as_the_general_path(tmp_path: Path, gz) -> None:
+    rows = capture_rows()
+    text = "".join(r + "\n" for r in rows).encode()
+    path = tmp_path / ("cap.gz" if gz else "cap.txt")
+    path.write_bytes(gzip.compress(text) if gz else text)
+    g, gs, f, fs = convert_both(path, tmp_path, symbol=SYM)
+    assert f == g and fs == gs
+    assert gs["bad"]["total"] > 0 and gs["receive_time_backwards"] > 0
+    assert gs["messages"]["depthUpdate"] >= 301 and gs["events"]["depth"] > 300
+
+
+def test_a_truncated_gzip_and_a_last_line_without_newline_read_the_same(tmp_path: Path) -> None:
+    rows = capture_rows()
+    text = "".join(r + "\n" for r in rows).encode()
+    cut = tmp_path / "cut.gz"
+    data = gzip.compress(text)
+    cut.write_bytes(data[: int(len(data) * 0.7)])
+    g, gs, f, fs = convert_both(cut, tmp_path, symbol=SYM)
+    assert f == g and fs == gs
+    assert gs["bad"]["by_reason"].get("truncated or corrupt compressed data (rest of file skipped)")
+    tail = tmp_path / "tail.txt"
+    tail.write_bytes(text.rstrip(b"\n"))
+    g, gs, f, fs = convert_both(tail, tmp_path, symbol=SYM)
+    assert f == g and fs == gs
+
+
+# The real captures: sha256 of the .npy the converter wrote at commit f66a4ba, before the fast
+# path (python -m mm_sim convert ... as in docs/FEEDS_BINANCE.md).
+REAL = {
+    "spot-btcusdt": (
+        ["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
+        None,
+        "b0b86f7fb954b7b8f559e8f3fc638ccf453816bcd7aee9a2d8c343a0d48cbd51",
+    ),
+    "spot-ethusdt": (
+        ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"],
+        None,
+        "fa1c0bfa20c109cafd17d7ecebe4657f9bd7a4866fa868f21ec2eebaa14b58af",
+    ),
+    "usdm-btcusdt": (
+        ["usdm/btcusdt_20240808.gz"],
+        None,
+        "557504a2e62beb569de3e5092207fda55c3deada0e7af508b0bff7ef50672e0e",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_captures_are_byte_identical_to_the_converter_before(
+    shared_data: Path, tmp_path: Path, name: str
+) -> None:
+    files, symbol, digest = REAL[name]
+    inputs = [shared_data / "hftbacktest-binance" / f for f in files]
+    res = binance.convert(inputs, tmp_path / "o.npy", ConvertOptions(symbol=symbol))
+    assert hashlib.sha256(res.out.read_bytes()).hexdigest() == digest
+    assert int(np.load(res.out, mmap_mode="r").shape[0]) == res.events
