@@ -57,3 +57,50 @@ def test_synthetic_tick_in_bp_is_computed() -> None:
     assert said, "docs/SYNTHETIC.md: the tick sentence moved"
     assert float(said[1]) == round(tick_bp, 3)
     assert int(said[3]) == round(float(said[2]) / tick_bp)
+
+
+def test_lobster_bad_line_rule(tmp_path: Path) -> None:
+    """docs/FEEDS.md: a bad row skips message and book row; an execution without size or price
+    is a bad line whose (valid) book row still applies."""
+    from test_convert_lobster import ROWS, assert_book_follows_orderbook, write_pair
+
+    from mm_sim.events import KIND_TRADE, open_feed
+    from mm_sim.feeds.convert.base import ConvertOptions
+    from mm_sim.feeds.convert.lobster import convert
+
+    rows = list(ROWS)
+    rows[3] = ("34202.0,4,2001,0,1000200,-1", rows[3][1])  # execution of size 0
+    rows[6] = ("34205,3,1001,100", rows[6][1])  # 4 columns: the whole row is skipped
+    msg, book = write_pair(tmp_path, rows)
+    res = convert([msg, book], tmp_path / "out.npy", ConvertOptions())
+    assert res.bad_lines.counts == {
+        "message: execution needs size > 0 and price > 0": 1,
+        "message: expected 6 columns": 1,
+    }
+    ev = open_feed(res.out).events
+    assert_book_follows_orderbook(ev, [r for i, r in enumerate(rows) if i != 6])
+    assert int((ev["kind"] == KIND_TRADE).sum()) == 2  # rows 2 and 5; row 3's trade dropped
+    doc = " ".join((DOCS / "FEEDS.md").read_text().split())
+    assert "message rows with fewer than 6 columns" in doc
+    assert "an execution (type 4 or 5) whose size or price is not > 0" in doc
+
+
+def test_binance_market_detected_from_on_a_spot_capture(tmp_path: Path) -> None:
+    from test_convert_binance import gap_rows, write_hft
+
+    from mm_sim.feeds.convert.base import ConvertOptions
+    from mm_sim.feeds.convert.binance import convert
+
+    res = convert([write_hft(tmp_path / "cap.txt", gap_rows())], tmp_path / "o.npy",
+                  ConvertOptions())  # fmt: skip
+    assert res.stats["market"] == "spot"
+    assert res.stats["market_detected_from"] == "no 'pu' in any depthUpdate"
+    assert "`no 'pu' in any depthUpdate` (spot)" in (DOCS / "FEEDS_BINANCE.md").read_text()
+
+
+def test_every_metrics_line_field_has_a_row() -> None:
+    from mm_sim.report.schema import IterationLine
+
+    doc = (DOCS / "REPORTS.md").read_text().split("## 5. `metrics.jsonl`")[1].split("\n## ")[0]
+    rows = set(re.findall(r"^\| `(\w+)` \|", doc, flags=re.M))
+    assert rows == set(IterationLine.model_fields)

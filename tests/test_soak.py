@@ -260,6 +260,10 @@ def test_control_arm_reports_tuned_vs_frozen(tmp_path: Path) -> None:
         for entry in [*d.iterdir(), *(d / "reports").iterdir()]:
             name = "*.png" if entry.suffix == ".png" else entry.name
             assert name in tree, f"README.md's artifact tree does not show {entry}"
+    # ... and REPORTS.md names every key a real soak puts in a metrics line's `extra`.
+    extra = (REPO / "docs" / "REPORTS.md").read_text().split("| `extra` |")[1].split("\n")[0]
+    for line in (out / "soak" / "metrics.jsonl").read_text().splitlines():
+        assert all(f"`{k}`" in extra for k in json.loads(line)["extra"]), line[-300:]
 
 
 def test_a_second_run_moves_the_first_aside(tmp_path: Path) -> None:

@@ -272,7 +272,9 @@ def _stats(
     stats: dict[str, Any] = {
         "symbol": conv.symbol,
         "market": market,
-        "market_detected_from": "'pu' in depthUpdate" if has_diffs else "n/a",
+        "market_detected_from": ("'pu' in depthUpdate" if futures else "no 'pu' in any depthUpdate")
+        if has_diffs
+        else "n/a",
         "venue": venue,
         "symbols_seen": sorted(set().union(*(i.symbols for i in sniffed if i.is_messages))),
         "messages": dict(sorted(conv.messages.items())),
