@@ -21,7 +21,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -679,6 +679,23 @@ class RunSettings(BaseSettings):
         description="Fill-model arms run beside the soak for the model error bars: all, none or "
         "a comma-separated list of crossing_fills, through_fill, event_order, order_type, clock "
         "(docs/REPORTS.md).",
+    )
+    tuner: Literal["seed", "walk-forward"] = Field(
+        "seed",
+        description="Who tunes the overrides between iterations: seed = the seed's scenarios "
+        "A-D, walk-forward = counterfactual replays of each iteration (docs/TUNER.md).",
+    )
+    shadow: int = Field(
+        0,
+        ge=0,
+        le=12,
+        description="Shadow arms: engines running candidate overrides on the same events, "
+        "paper only (docs/TUNER.md).",
+    )
+    scheduler: str | None = Field(
+        None,
+        description="Dask scheduler (tcp://HOST:PORT) for the walk-forward replays; null = in "
+        "the soak's process.",
     )
 
     @field_validator("clock", mode="before")

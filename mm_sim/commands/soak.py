@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -74,6 +75,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--freeze-after-convergence",
         action="store_true",
         help="stop tuning after the first iteration in the OK band following a change",
+    )
+    p.add_argument(
+        "--tuner",
+        choices=("seed", "walk-forward"),
+        help="seed: the seed's scenarios A-D (default); walk-forward: replay each iteration "
+        "under candidate overrides and apply a winner that beats the incumbent beyond its error "
+        "bars to the next iteration (docs/TUNER.md; MM_TUNER)",
+    )
+    p.add_argument(
+        "--shadow",
+        type=int,
+        metavar="K",
+        help="run K shadow engines with candidate overrides on the same events, paper only, "
+        "reported beside the primary (0-12; MM_SHADOW)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run the walk-forward replays on this Dask cluster (docs/SWEEP.md; MM_SCHEDULER)",
     )
     p.add_argument(
         "--control",
@@ -169,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
             "speed": args.speed,
             "clock": args.clock,
             "model_arms": args.model_arms,
+            "tuner": args.tuner,
+            "shadow": args.shadow,
+            "scheduler": args.scheduler,
         }
     )
     prof_cli, ovr_cli = parse_set_flags(args.set)
@@ -201,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {plan.note}", file=sys.stderr)
     cfg = _soak_config(args, settings, profile, overrides, identity, instrument, events, plan)
     cfg.clock_shift_ns = clock.shift_ns
-    outcome = _run_loop(Soak(cfg, sys.stdout))
+    with _replay_cluster(settings) as (cfg.replay_client, cfg.replay_where):
+        outcome = _run_loop(Soak(cfg, sys.stdout))
     print_summary(outcome, root, sys.stdout)
     return _exit_status(outcome)
 
@@ -240,6 +264,22 @@ def _soak_config(
         model_arms=parse_arms(settings.model_arms),
         source=source,
     )
+
+
+@contextlib.contextmanager
+def _replay_cluster(settings: RunSettings) -> Iterator[tuple[Any, str]]:
+    """(client, description) of the Dask cluster at --scheduler for the walk-forward replays,
+    connected before the soak's event loop starts (Dask's connection set-up runs an event loop
+    of its own); (None, "in-process") without one."""
+    if settings.scheduler is None or settings.tuner != "walk-forward":
+        if settings.scheduler is not None:
+            print("note: --scheduler is used by --tuner walk-forward only", file=sys.stderr)
+        yield None, "in-process"
+        return
+    from mm_sim.sweep.driver import connect
+
+    with connect(None, settings.scheduler) as conn:
+        yield conn
 
 
 def _run_loop(soak: Soak) -> SoakOutcome:
@@ -325,6 +365,7 @@ def _run_live(
                 args, settings, profile, overrides, feed.identity, instrument,
                 np.empty(0, dtype=EVENT_DTYPE), plan, source,
             )  # fmt: skip
+            cfg.replay_client, cfg.replay_where = replays
             soak = Soak(cfg, sys.stdout)
             # Everything alive now lives to the end: keep it out of the cyclic GC's full
             # collections, which would otherwise pause the stream for tens of milliseconds.
@@ -335,7 +376,8 @@ def _run_live(
         save_counters()
         return outcome
 
-    outcome = _run_coro(main())
+    with _replay_cluster(settings) as replays:
+        outcome = _run_coro(main())
     print_summary(outcome, root, sys.stdout)
     print(f"live feed counters: {counters_path}")
     return _exit_status(outcome)

@@ -71,7 +71,7 @@ FILLS_CSV_HEADER = (
 # Settings of a run that must not change when it is resumed (others, e.g. iterations, may).
 RESUME_IDENTITY = ("profile", "initial_overrides", "feed", "seed")
 # Run settings and runner switches that change what a run means, named as the user sets them.
-RESUME_SETTINGS = {"iteration_minutes": "--iteration-minutes"}
+RESUME_SETTINGS = {"iteration_minutes": "--iteration-minutes", "tuner": "--tuner"}
 RESUME_SWITCHES = {
     "tune": "--no-tune",
     "control": "--control",

@@ -111,7 +111,9 @@ class Recorder:
         decisions: list[Decision],
         initial_overrides: Overrides,
         partial: bool,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """``extra``: more of the iteration's record for its line (the walk-forward search)."""
         pending = self._pending.pop("tuned")
         n_events = self._events.pop(iteration, 0)
         # No event in a whole iteration: the feed was down (a live outage) or the data has a
@@ -123,7 +125,7 @@ class Recorder:
             decisions=decisions,
             overrides_next=overrides_next,
             partial=partial,
-            extra={"events": n_events, "outage": outage},
+            extra={"events": n_events, "outage": outage, **(extra or {})},
         )
         if outage:
             self.tuned.append_summary(

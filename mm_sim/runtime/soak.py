@@ -36,6 +36,10 @@ from mm_sim.runtime.progress import Progress, announce
 from mm_sim.runtime.recorder import Recorder
 from mm_sim.runtime.replay import ReplayPlan, replay_chunks
 from mm_sim.runtime.tuner import Decision, IterationMetrics, Tuner
+from mm_sim.tuning.session import TuningSession
+from mm_sim.tuning.walkforward import NAME as WALK_FORWARD
+from mm_sim.tuning.walkforward import WalkForwardTuner
+from mm_sim.tuning.window import Window
 
 log = get_logger("mm_sim.soak")
 
@@ -57,6 +61,7 @@ class IterationEnded:
     metrics: IterationMetrics
     overrides: Overrides
     sim_ts: int
+    window: Window | None = None  # the iteration's events and start state (walk-forward)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,10 @@ class SoakConfig:
     # An alternative chunk source (a live feed): called with the first iteration to run.
     # None replays ``events`` along ``plan``.
     source: Callable[[int], AsyncIterator[EventChunk]] | None = None
+    # A Dask client for the walk-forward replays (--scheduler; opened before the event loop
+    # starts, as Dask's own set-up runs one) and its description; None = in this process.
+    replay_client: Any = None
+    replay_where: str = "in-process"
 
 
 @dataclass
@@ -148,7 +157,21 @@ class Soak:
             if cfg.control
             else None
         )
-        self.tuner = Tuner(freeze_after_convergence=cfg.freeze_after_convergence)
+        self.tuner: Tuner | WalkForwardTuner = self._make_tuner(None)
+        self.tuning = (
+            TuningSession(
+                cfg.profile,
+                cfg.instrument,
+                cfg.settings.seed,
+                keep_windows=self.walk_forward,
+                shadows=cfg.settings.shadow,
+                client=cfg.replay_client,
+                where=cfg.replay_where,
+            )
+            if self.walk_forward or cfg.settings.shadow
+            else None
+        )
+        self._tuning_extra: dict[str, Any] = {}
         self.overrides = cfg.overrides
         self._progress: Progress | None = None  # while run() shows one
         self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts)
@@ -168,6 +191,22 @@ class Soak:
         self._uncommitted: tuple[int, int] | None = None  # (iteration, sim_ts) not yet committed
         self._own_write: str | None = None
         self._rejected0: dict[str, int] = {}  # engines' post-only rejections counted so far
+
+    @property
+    def walk_forward(self) -> bool:
+        return self.cfg.tune and self.cfg.settings.tuner == WALK_FORWARD
+
+    def _make_tuner(self, state: dict[str, Any] | None) -> Tuner | WalkForwardTuner:
+        """The tuner ``--tuner`` names, fresh or from a checkpoint's state."""
+        freeze = self.cfg.freeze_after_convergence
+        if self.walk_forward:
+            bars = self.cfg.profile.gates.error_bars
+            if state is None:
+                return WalkForwardTuner(bars, freeze)
+            return WalkForwardTuner.from_state(state, bars, freeze)
+        if state is None:
+            return Tuner(freeze_after_convergence=freeze)
+        return Tuner.from_state(state, freeze=freeze)
 
     # -- set-up --------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -192,6 +231,7 @@ class Soak:
             "tune": cfg.tune,
             "control": cfg.control,
             "freeze_after_convergence": cfg.freeze_after_convergence,
+            "shadow": cfg.settings.shadow,
             "iterations": [
                 {"index": p.index, "start_ns": p.start_ns, "end_ns": p.end_ns}
                 for p in cfg.plan.iterations
@@ -204,7 +244,7 @@ class Soak:
             self.engine.load_state(ck.engine)
             if self.control is not None and ck.control is not None:
                 self.control.load_state(ck.control)
-            self.tuner = Tuner.from_state(ck.tuner, freeze=cfg.freeze_after_convergence)
+            self.tuner = self._make_tuner(ck.tuner)
             self.overrides = Overrides.model_validate(ck.overrides)
             self.engine.set_overrides(self.overrides)
             self.models.set_overrides(self.overrides)
@@ -262,6 +302,16 @@ class Soak:
             # The venue may need an event of the next chunk first (two clocks, core/timeline.py):
             # the engine holds the last reorder window back until the iteration ends.
             flush = chunk.end_of_iteration or chunk.end_of_feed
+            if self.tuning is not None:
+                self.tuning.feed(
+                    chunk.iteration,
+                    chunk.events,
+                    flush,
+                    self.engine,
+                    self._span(chunk.iteration),
+                    self.recorder.tuned,
+                    self.overrides,
+                )
             res = self.engine.run(chunk.events, flush=flush)
             marks = res.marks
             if chunk.end_of_iteration:
@@ -331,6 +381,10 @@ class Soak:
                 self._iter_decisions.extend(td.decisions)
             await asyncio.sleep(0)
 
+    def _span(self, iteration: int) -> tuple[int, int]:
+        plans = [p for p in self.cfg.plan.iterations if p.index == iteration]
+        return (plans[0].start_ns, plans[0].end_ns) if plans else (0, 0)
+
     def _feed_cut(self, iteration: int) -> bool:
         plans = [p for p in self.cfg.plan.iterations if p.index == iteration]
         return bool(plans) and plans[0].partial and self.cfg.source is None
@@ -373,8 +427,19 @@ class Soak:
         overrides_in_force = self.overrides
         # The model arms commit first: the primary's reports, rebuilt on its commit, read them.
         self.models.end_iteration(iteration, overrides_in_force, ws_lag_p95, partial)
+        window = None
+        self._tuning_extra = {}
+        if self.tuning is not None:
+            if partial:
+                self.tuning.drop_window()
+            else:
+                window = self.tuning.end(ws_lag_p95)
+                if self.tuning.shadows is not None:
+                    self._tuning_extra["shadows"] = self.tuning.shadow_rows()
         if self.cfg.tune and not partial:
-            await self.bus.publish(IterationEnded(iteration, metrics, self.overrides, sim_ts))
+            await self.bus.publish(
+                IterationEnded(iteration, metrics, self.overrides, sim_ts, window)
+            )
             td = await self._done_q.get()
             announce(self._progress, self.out, td.decisions, "autotune")
             self._iter_decisions.extend(td.decisions)
@@ -405,6 +470,7 @@ class Soak:
             decisions=decisions,
             initial_overrides=self.cfg.overrides,
             partial=partial,
+            extra=self._tuning_extra,
         )
         self._own_write = self.recorder.tuned.last_overrides_text
 
@@ -424,7 +490,10 @@ class Soak:
         while True:
             msg = await inbox.get()
             if isinstance(msg, IterationEnded):
-                new, decisions = self.tuner.after_iteration(msg.metrics, msg.overrides)
+                if isinstance(self.tuner, WalkForwardTuner):
+                    new, decisions = self._walk_forward(msg)
+                else:
+                    new, decisions = self.tuner.after_iteration(msg.metrics, msg.overrides)
                 await self.bus.publish(TunerDone(msg.iteration, tuple(decisions), new))
                 continue
             r: RollingStats = msg
@@ -437,6 +506,18 @@ class Soak:
                     announce(self._progress, self.out, decisions, "autotune emergency")
                     await self.bus.publish(OverridesChanged(new, "emergency", decisions[0].reason))
             await self.bus.publish(TunerDone(r.iteration, tuple(decisions)))
+
+    def _walk_forward(self, msg: IterationEnded) -> tuple[Overrides, list[Decision]]:
+        """Replay the iteration under the candidates and decide; the record joins the line."""
+        assert isinstance(self.tuner, WalkForwardTuner)
+        assert self.tuning is not None and msg.window is not None
+        run = self.tuning.evaluator(msg.window)
+        new, decisions, record = self.tuner.after_window(msg.metrics, msg.overrides, run)
+        cost = self.tuning.cost
+        for row, src in zip(record["candidates"], cost.pop("sources", []), strict=False):
+            row["source"] = src
+        self._tuning_extra["tuning"] = {**record, "cost": cost}
+        return new, decisions
 
     async def _operator_task(self) -> None:
         """Hot-swap operator edits of the live overrides file; reject invalid ones, keep old."""
@@ -473,6 +554,8 @@ class Soak:
             loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         total = len(self.cfg.plan.iterations)
         with Progress(total, self.start_iteration, self.cfg.plan, self.out) as progress:
+            if self.walk_forward and self.cfg.replay_client is not None:
+                print(f"walk-forward replays on the {self.cfg.replay_where}", file=self.out)
             feed = asyncio.create_task(self._feed_task())
             tuner = asyncio.create_task(self._tuner_task())
             operator = asyncio.create_task(self._operator_task())

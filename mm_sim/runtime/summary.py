@@ -92,6 +92,10 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
         print(f"block ratios (of {blocks['attempts']:,} attempts): {', '.join(parts)}", file=out)
     changes = [d for d in outcome.decisions if d.field is not None and d.driver != "operator"]
     print(f"tuner changes: {len(changes)}", file=out)
+    from mm_sim.tuning.record import summary_lines
+
+    for line in summary_lines(root):
+        print(line, file=out)
     by_hand = [d for d in outcome.decisions if d.driver == "operator"]
     if by_hand:
         print(

@@ -96,7 +96,15 @@ class Decision:
         return cls(iteration, "HOLD", None, None, None, reason, sim_ts)
 
     def marker(self) -> str:
-        """The greppable stdout line the seed names."""
+        """The greppable stdout line the seed names; the walk-forward tuner's names itself and
+        says why (``| autotune | walk-forward | CHANGE or HOLD | why |``)."""
+        if self.driver == "walk-forward":
+            what = (
+                "HOLD"
+                if self.field is None
+                else f"{self.field} {_fmt(self.old)} -> {_fmt(self.new)}"
+            )
+            return f"| autotune | walk-forward | {what} | {self.reason} |"
         if self.field is None:
             return f"| autotune | HOLD | {self.reason} |"
         change = f"{self.field} {_fmt(self.old)} -> {_fmt(self.new)}"

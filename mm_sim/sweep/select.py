@@ -61,6 +61,14 @@ class Criterion:
             "excepted), over the training feeds; no fills counts 0 bps"
         )
 
+    def score(self, s: FeedSummary) -> float:
+        """The score of a summary over feeds (the walk-forward tuner's folds are its feeds)."""
+        return (
+            s.median_net_bps
+            - self.dispersion_weight * s.mad_bps
+            - self.gate_penalty_bps * s.gate_failures
+        )
+
 
 @dataclass(frozen=True)
 class FeedSummary:
@@ -119,12 +127,7 @@ def score_cells(
         s = summarize_feeds(cell, train_feeds, rows, gates)
         if s is None:
             continue
-        score = (
-            s.median_net_bps
-            - criterion.dispersion_weight * s.mad_bps
-            - criterion.gate_penalty_bps * s.gate_failures
-        )
-        out.append(CellScore(cell, s, score))
+        out.append(CellScore(cell, s, criterion.score(s)))
     out.sort(key=lambda c: (-c.score, c.cell.index))
     return out
 
