@@ -242,3 +242,42 @@ def test_replays_on_a_dask_cluster_decide_the_same(walked: Path, tmp_path: Path)
         ta, tb = a["extra"]["tuning"], b["extra"]["tuning"]
         assert tb["cost"]["where"].startswith("Dask cluster at")
         assert ta["candidates"] == tb["candidates"] and a["decisions"] == b["decisions"]
+
+
+# -- shadow arms -----------------------------------------------------------------------------
+
+
+def test_shadows_are_the_replays_they_stand_for(walked: Path, tmp_path: Path) -> None:
+    """--shadow 3: three candidates come from engines that ran beside the primary all iteration,
+    with the very records and scores their replays had; the decisions are the same, with three
+    replays fewer per iteration, and the shadows are reported beside the primary."""
+    out = tmp_path / "sh"
+    r = soak(out, "--tuner", "walk-forward", "--shadow", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "shadow arms (paper;" in r.stdout and "walk-forward search: 20 replays" in r.stdout
+    for a, b in zip(lines(walked), lines(out), strict=True):
+        ta, tb = a["extra"]["tuning"], b["extra"]["tuning"]
+        strip = [{k: v for k, v in row.items() if k != "source"} for row in tb["candidates"]]
+        assert strip == [
+            {k: v for k, v in row.items() if k != "source"} for row in ta["candidates"]
+        ]
+        assert [row["source"] for row in tb["candidates"]][1:4] == [
+            f"shadow {i}" for i in (1, 2, 3)
+        ]
+        assert tb["cost"]["replays"] == 10 and tb["cost"]["from_shadows"] == 3
+        assert [d["new"] for d in a["decisions"]] == [d["new"] for d in b["decisions"]]
+        shadows = b["extra"]["shadows"]
+        assert [s["id"] for s in shadows] == [row["id"] for row in tb["candidates"][1:4]]
+        assert [s["records_sha256"] for s in shadows] == [
+            row["records_sha256"] for row in tb["candidates"][1:4]
+        ]
+
+
+def test_the_seed_tuner_with_shadows_reports_them_only(tmp_path: Path) -> None:
+    out = tmp_path / "seed"
+    r = soak(out, "--shadow", "2", args=["--iterations", "1", "--iteration-minutes", "1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    (ln,) = lines(out)
+    assert "tuning" not in ln["extra"]
+    assert [s["id"] for s in ln["extra"]["shadows"]] == ["min_interval_ms-10", "min_interval_ms+10"]
+    assert "walk-forward search" not in r.stdout and "shadow arms (paper;" in r.stdout

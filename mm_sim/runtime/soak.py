@@ -18,7 +18,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -516,6 +516,10 @@ class Soak:
         cost = self.tuning.cost
         for row, src in zip(record["candidates"], cost.pop("sources", []), strict=False):
             row["source"] = src
+            if row["id"] == record["winner"] and src.startswith("shadow"):
+                # a shadow arm ran these overrides live all iteration: they are promoted
+                record["promoted"] = src
+                decisions = [replace(d, reason=f"{d.reason}; promoted {src}") for d in decisions]
         self._tuning_extra["tuning"] = {**record, "cost": cost}
         return new, decisions
 
