@@ -30,6 +30,8 @@ import numpy as np
 from numba import njit
 
 from mm_sim.venues.binance.fastparse import (
+    _FALSE,
+    _TRUE,
     I_E,
     I_FINAL,
     I_FIRST,
@@ -52,6 +54,8 @@ from mm_sim.venues.binance.fastparse import (
     T_SYM1,
     T_T,
     T_TID,
+    _literal,
+    _string,
     _unwrap,
     _whole,
     parse_depth_bytes,
@@ -89,31 +93,12 @@ _COLON = 58
 _COMMA = 44
 _LBRACE = 123
 _RBRACE = 125
-_LBRACKET = 91
-_BACKSLASH = 92
 _MINUS = 45
 _DOT = 46
 _ZERO = 48
 _NINE = 57
 _SPACE = 32
 _NEWLINE = 10
-
-
-@njit(cache=True)
-def _plain_string(buf: np.ndarray, i: int) -> int:
-    """A JSON string of printable ASCII without escapes at ``i``: index of its closing quote."""
-    n = buf.shape[0]
-    if i >= n or buf[i] != _QUOTE:
-        return -1
-    j = i + 1
-    while j < n:
-        c = buf[j]
-        if c == _QUOTE:
-            return j
-        if c == _BACKSLASH or c < 32 or c >= 127:
-            return -1
-        j += 1
-    return -1
 
 
 @njit(cache=True)
@@ -153,18 +138,6 @@ def _number(buf: np.ndarray, i: int) -> int:
     return j
 
 
-@njit(cache=True)
-def _word(buf: np.ndarray, i: int, w0: int, w: np.ndarray) -> int:
-    if i + w.shape[0] > buf.shape[0] or buf[i] != w0:
-        return -1
-    for k in range(w.shape[0]):
-        if buf[i + k] != w[k]:
-            return -1
-    return i + w.shape[0]
-
-
-_TRUE = np.frombuffer(b"true", dtype=np.uint8).copy()
-_FALSE = np.frombuffer(b"false", dtype=np.uint8).copy()
 _NULL = np.frombuffer(b"null", dtype=np.uint8).copy()
 
 
@@ -180,7 +153,7 @@ def _flat_object(buf: np.ndarray, i: int, out: np.ndarray) -> int:
     if j < n and buf[j] == _RBRACE:
         return -1  # no "s"
     while True:
-        ke = _plain_string(buf, j)
+        ke = _string(buf, j)
         if ke < 0 or ke + 1 >= n or buf[ke + 1] != _COLON:
             return -1
         is_s = ke == j + 2 and buf[j + 1] == 115
@@ -189,7 +162,7 @@ def _flat_object(buf: np.ndarray, i: int, out: np.ndarray) -> int:
             return -1
         c = buf[v]
         if c == _QUOTE:
-            e = _plain_string(buf, v)
+            e = _string(buf, v)
             if e < 0:
                 return -1
             if is_s:
@@ -201,11 +174,11 @@ def _flat_object(buf: np.ndarray, i: int, out: np.ndarray) -> int:
             if is_s:
                 return -1  # a non-string symbol: the general path decides
             if c == 116:
-                j = _word(buf, v, c, _TRUE)
+                j = v + 4 if _literal(buf, v, _TRUE) else -1
             elif c == 102:
-                j = _word(buf, v, c, _FALSE)
+                j = v + 5 if _literal(buf, v, _FALSE) else -1
             elif c == 110:
-                j = _word(buf, v, c, _NULL)
+                j = v + 4 if _literal(buf, v, _NULL) else -1
             else:
                 j = _number(buf, v)
             if j < 0:
