@@ -27,7 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from benchmarks import data, scaling, soak_e2e, stages
+from benchmarks import convert_bench, data, scaling, soak_e2e, stages
 from benchmarks.jsonsafe import clean
 from mm_sim.config import load_profile
 from mm_sim.events import atomic_write_bytes, atomic_write_json, write_feed
@@ -192,6 +192,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{sw['workers_1']['cells_per_min']:.1f} -> {sw['workers_2']['cells_per_min']:.1f} "
             f"cells/min, load {sw['loadavg_at_start'][0]:.2f}")  # fmt: skip
     _peer_targets(res.get("peer", {}), add)
+    for row in convert_bench.targets(res.get("conversion", {})):
+        add(row["name"], row["target"], row["value"], row["met"], row["note"])
     for key, _, label in LIVE_RUNS:
         lv = res.get(key, {})
         name = f"live arrival -> decision p99 ({label})"
@@ -605,6 +607,7 @@ def markdown(res: dict[str, Any]) -> str:
             else:
                 L.append(f"- {label} cache: first run {r['first_run_s']:.2f} s "
                          f"(imports {r['import_s']:.2f} s)")  # fmt: skip
+    L += convert_bench.markdown(res.get("conversion", {}))
     L += ["", "## Peer (hftbacktest)", ""]
     L += _peer_markdown(res.get("peer", {}))
     return "\n".join(L) + "\n"
@@ -766,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import sweep_bench
 
             res["sweep"] = sweep_bench.measure(mode)
+        step("conversion: Binance capture -> feed (fast vs general path), convert --workers")
+        try:
+            res["conversion"] = convert_bench.measure(mode, work)
+        except Exception as exc:  # one section must not sink the bench
+            res["conversion"] = {"error": repr(exc)}
         if cfg["peer"] and not args.skip_peer:
             step("peer: hftbacktest side by side, in .venv-peer")
             res["peer"] = peer_subprocess(feed_path, work, cfg["repeats"], cfg["real"])

@@ -1,0 +1,276 @@
+"""Conversion bench: Binance capture -> native feed, events/s per core, and many files on Dask.
+
+Measured side by side in one run (ratios, not absolute times, are what carries across
+machines):
+
+- each hftbacktest capture under ``../shared/data`` (or, without it, a generated capture of the
+  same shape) converted in this process by the fast path (numba line scanner) and by the general
+  path (json per line, the converter before the scanner); best of ``repeats``; the two outputs
+  are compared byte for byte;
+- where the fast path's time goes: one conversion under cProfile, own time grouped by stage;
+- independent files converted with ``convert --workers``' machinery (``parallel.run_all`` on a
+  Dask LocalCluster) with 1 and then 2 workers, after a warm-up task on every worker (numba
+  kernels loaded); the speed-up is the ratio of the two phases' wall times.
+
+The issue's target is 3 M events/s per core for the conversion; ``targets`` scores it.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.data import REAL_SETS, SHARED_DATA
+
+TARGET_EVENTS_PER_S = 3e6
+
+# Stages of the fast path, by where the profiled function lives (first match wins).
+_STAGES = (
+    ("decompress (zlib)", ("zlib", "gzip.py", "_compression.py")),
+    ("line scanner (numba)", ("scan_block",)),
+    ("pre-scan of symbols", ("prescan_messages", "findall")),
+    ("book sync (venue rules)", ("sync.py",)),
+    (
+        "events to columns and writer",
+        ("binance_columns.py", "fastparse.py", "events.py", "blake2b"),
+    ),
+    ("python per message (routing, objects)", ("binance_fast.py", "binance_stream.py")),
+)
+
+
+def _hft_sets(root: Path) -> list[tuple[str, list[Path]]]:
+    sets = []
+    for rs in REAL_SETS:
+        paths = [root / p for p in rs.inputs]
+        if all(p.name.endswith(".gz") and "hftbacktest" in str(p) for p in paths) and all(
+            p.exists() for p in paths
+        ):
+            sets.append((rs.name, paths))
+    return sets
+
+
+def generated_capture(path: Path, diffs: int, sym: str = "BTCUSDT", seed: int = 1) -> Path:
+    """An hftbacktest-shaped capture (inline snapshot, depth diffs of ~20 levels, trades, and
+    bookTickers on most lines), written gzipped: the bench's input when no real data is here."""
+    import gzip
+    import random
+
+    rnd = random.Random(seed)
+    t = 1_723_161_253_000_000_000
+    mid = 60_000.0
+    lines = []
+
+    def js(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+    def diff(e_ms: int, first: int, last: int, b: list, a: list) -> str:
+        d = {"e": "depthUpdate", "E": e_ms, "s": sym, "U": first, "u": last, "b": b, "a": a}
+        return js({"stream": f"{sym.lower()}@depth@100ms", "data": d})
+
+    lines.append(f"{t} " + diff(1, 1000, 1000, [], []))
+    bids = [[f"{mid - 0.01 * (k + 1):.2f}", "1.000"] for k in range(100)]
+    asks = [[f"{mid + 0.01 * k:.2f}", "1.000"] for k in range(100)]
+    lines.append(f"{t + 1000} " + js({"lastUpdateId": 1000, "bids": bids, "asks": asks}))
+    u = 1001
+    for i in range(diffs):
+        t += 100_000_000
+        e_ms = t // 1_000_000 - 1270
+        b = [[f"{mid - 0.01 * rnd.randint(1, 60):.2f}", f"{rnd.randint(0, 3000) / 1000:.3f}"]
+             for _ in range(10)]  # fmt: skip
+        a = [[f"{mid + 0.01 * rnd.randint(0, 60):.2f}", f"{rnd.randint(0, 3000) / 1000:.3f}"]
+             for _ in range(10)]  # fmt: skip
+        b.append([f"{mid - 0.01:.2f}", "1.000"])  # the touch always holds
+        a.append([f"{mid:.2f}", "1.000"])
+        lines.append(f"{t} " + diff(e_ms, u, u + 5, b, a))
+        u += 6
+        for k in range(3):
+            lines.append(f"{t + 10 + k} " + js({"stream": f"{sym.lower()}@trade", "data": {
+                "e": "trade", "E": e_ms, "s": sym, "t": 3 * i + k, "p": f"{mid:.2f}",
+                "q": "0.010", "T": e_ms, "m": k % 2 == 0, "M": True}}))  # fmt: skip
+        for k in range(11):
+            lines.append(f"{t + 20 + k} " + js({"stream": f"{sym.lower()}@bookTicker", "data": {
+                "u": u, "s": sym, "b": f"{mid - 0.01:.2f}", "B": "1.000", "a": f"{mid:.2f}",
+                "A": "1.000"}}))  # fmt: skip
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6))
+    return path
+
+
+def _convert(inputs: list[Path], out: Path, general: bool) -> tuple[float, int]:
+    from mm_sim.feeds.convert import binance
+    from mm_sim.feeds.convert.base import ConvertOptions
+
+    opts = ConvertOptions(extra={"general_path": True} if general else {})
+    t0 = time.perf_counter()
+    res = binance.convert(inputs, out, opts)
+    return time.perf_counter() - t0, res.events
+
+
+def _breakdown(inputs: list[Path], out: Path) -> dict[str, float]:
+    """Share of the fast path's own time per stage (cProfile, one conversion)."""
+    prof = cProfile.Profile()
+    prof.enable()
+    _convert(inputs, out, general=False)
+    prof.disable()
+    st = pstats.Stats(prof)
+    shares: dict[str, float] = {name: 0.0 for name, _ in _STAGES}
+    shares["other"] = 0.0
+    total = 0.0
+    for (filename, _, func), row in st.stats.items():  # type: ignore[attr-defined]
+        own = row[2]
+        total += own
+        where = f"{filename}:{func}"
+        for name, needles in _STAGES:
+            if any(n in where for n in needles):
+                shares[name] += own
+                break
+        else:
+            shares["other"] += own
+    return {k: round(v / total, 4) for k, v in shares.items()} if total else shares
+
+
+def _parallel(files: list[Path], work: Path) -> dict[str, Any]:
+    """Wall time of run_all over ``files`` on 1 and on 2 LocalCluster workers (warm)."""
+    from mm_sim.feeds.convert.base import ConvertOptions
+    from mm_sim.feeds.convert.parallel import plan, run_all
+    from mm_sim.sweep.driver import connect
+
+    out: dict[str, Any] = {"files": [f.name for f in files]}
+    warm_file = generated_capture(work / "warm.gz", 30)
+    for n in (1, 2):
+        dst = work / f"par{n}"
+        shutil.rmtree(dst, ignore_errors=True)
+        with open(os.devnull, "w") as quiet, connect(n, None, out=quiet) as (client, engine):
+            warm = plan("binance", [warm_file], work / f"warm{n}", ConvertOptions())
+            for w in list(client.scheduler_info()["workers"]):  # load the kernels everywhere
+                shutil.rmtree(work / f"warm{n}", ignore_errors=True)
+                (work / f"warm{n}").mkdir()
+                client.submit(
+                    _warm_task, warm[0].inputs, str(work / f"warm{n}" / f"{w[-5:]}.npy"),
+                    workers=[w], pure=False,
+                ).result()  # fmt: skip
+            jobs = plan("binance", files, dst, ConvertOptions())
+            dst.mkdir(parents=True)
+            t0 = time.perf_counter()
+            results = run_all("binance", jobs, ConvertOptions(), False, client, lambda r: None)
+            wall = time.perf_counter() - t0
+        events = sum(r.get("events", 0) for r in results)
+        failed = [r["key"] for r in results if not r["ok"]]
+        out[f"workers_{n}"] = {"wall_s": wall, "events": events, "failed": failed,
+                               "engine": engine}  # fmt: skip
+    out["speedup_2_vs_1"] = out["workers_1"]["wall_s"] / out["workers_2"]["wall_s"]
+    return out
+
+
+def _warm_task(inputs: list[str], out: str) -> int:
+    from mm_sim.feeds.convert import binance
+    from mm_sim.feeds.convert.base import ConvertOptions
+
+    return binance.convert([Path(p) for p in inputs], Path(out), ConvertOptions()).events
+
+
+def measure(mode: str, work: Path, root: Path = SHARED_DATA) -> dict[str, Any]:
+    """The conversion figures (a dict for latest.json)."""
+    from mm_sim.feeds.convert.binance_fast import warm
+
+    repeats = 1 if mode == "tiny" else 2
+    work = work / "convert_bench"
+    work.mkdir(parents=True, exist_ok=True)
+    warm()
+    sets = [] if mode == "tiny" else _hft_sets(root)
+    source = "real captures (../shared/data)" if sets else "generated capture"
+    if not sets:
+        sets = [
+            ("generated", [generated_capture(work / "gen.gz", 300 if mode == "tiny" else 3000)])
+        ]
+    rows: list[dict[str, Any]] = []
+    for name, inputs in sets:
+        fast = min(_convert(inputs, work / f"{name}-f.npy", False) for _ in range(repeats))
+        general = min(_convert(inputs, work / f"{name}-g.npy", True) for _ in range(repeats))
+        same = (work / f"{name}-f.npy").read_bytes() == (work / f"{name}-g.npy").read_bytes()
+        rows.append({
+            "set": name, "events": fast[1], "fast_s": fast[0], "general_s": general[0],
+            "events_per_s": fast[1] / fast[0], "general_events_per_s": general[1] / general[0],
+            "speedup_vs_general": general[0] / fast[0], "identical_output": same,
+        })  # fmt: skip
+    worst = min(float(r["events_per_s"]) for r in rows)
+    res: dict[str, Any] = {
+        "source": source,
+        "sets": rows,
+        "events_per_s_per_core": worst,
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "ratio_to_target": worst / TARGET_EVENTS_PER_S,
+        "met": worst >= TARGET_EVENTS_PER_S,
+        "loadavg_at_start": list(os.getloadavg()),
+        "method": "in-process binance.convert, best of "
+        f"{repeats}; events/s of the slowest set; one process = one core",
+    }
+    res["fast_path_time_share"] = _breakdown(sets[0][1], work / "prof.npy")
+    if mode == "tiny":
+        res["parallel"] = {"skipped": "tiny mode"}
+    else:
+        files = [p for _, inputs in sets for p in inputs[:1]]  # first day: each has a snapshot
+        if len(files) < 2:
+            files = [generated_capture(work / f"p{k}.gz", 3000, seed=k) for k in range(4)]
+        try:
+            res["parallel"] = _parallel(files, work)
+        except Exception as exc:  # one section must not sink the bench
+            res["parallel"] = {"error": repr(exc)}
+    return res
+
+
+def targets(conv: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversion rows of the bench's target table (``add`` keyword arguments)."""
+    if "events_per_s_per_core" not in conv:
+        return []
+    rows = [{
+        "name": "Binance capture -> feed, events/s per core", "target": ">= 3,000,000",
+        "value": conv["events_per_s_per_core"], "met": conv["met"],
+        "note": f"{conv['ratio_to_target']:.2f} x target; "
+        f"{min(r['speedup_vs_general'] for r in conv['sets']):.1f}x the general path; "
+        f"{conv['source']}",
+    }]  # fmt: skip
+    par = conv.get("parallel", {})
+    if "speedup_2_vs_1" in par:
+        rows.append({
+            "name": "convert --workers, 2 vs 1", "target": ">= 1.8",
+            "value": par["speedup_2_vs_1"], "met": par["speedup_2_vs_1"] >= 1.8,
+            "note": f"{len(par['files'])} files; load {conv['loadavg_at_start'][0]:.2f}",
+        })  # fmt: skip
+    return rows
+
+
+def markdown(conv: dict[str, Any]) -> list[str]:
+    """The conversion section of latest.md."""
+    if "sets" not in conv:
+        return ["", "## Conversion", "", str(conv.get("error", "not measured"))]
+    L = [
+        "",
+        f"## Conversion: Binance capture -> feed ({conv['source']})",
+        "",
+        "| set | events | fast s | fast ev/s | general ev/s | x general | identical |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in conv["sets"]:
+        L.append(
+            f"| {r['set']} | {r['events']:,} | {r['fast_s']:.2f} | {r['events_per_s']:,.0f} | "
+            f"{r['general_events_per_s']:,.0f} | {r['speedup_vs_general']:.2f} | "
+            f"{'yes' if r['identical_output'] else 'NO'} |"
+        )
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in conv["fast_path_time_share"].items())
+    L += ["", f"Fast path, share of own time (cProfile): {shares}."]
+    par = conv.get("parallel", {})
+    if "speedup_2_vs_1" in par:
+        w1, w2 = par["workers_1"], par["workers_2"]
+        L.append(
+            f"\n`convert --workers`: {len(par['files'])} files, 1 worker {w1['wall_s']:.2f} s, "
+            f"2 workers {w2['wall_s']:.2f} s: speed-up {par['speedup_2_vs_1']:.2f}."
+        )
+    elif par:
+        L.append(f"\n`convert --workers`: {par.get('skipped') or par.get('error')}")
+    return L
