@@ -10,7 +10,6 @@ reproduces the runner's files byte for byte.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -18,16 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from mm_sim.config import Profile
-from mm_sim.core.records import BLOCK_REASONS
 from mm_sim.events import atomic_write_bytes, atomic_write_json
 from mm_sim.feeds.clock import clock_line
 from mm_sim.report.bootstrap import statistical_error_bars
+from mm_sim.report.charts import CHARTS, chart_figures, png, run_chart_options
 from mm_sim.report.edge import (
-    BPS,
     GATE_HORIZON_MS,
     HORIZONS_MS,
     Slice,
@@ -58,13 +54,6 @@ EDGE_REPORT = "EDGE_REPORT.json"
 KPI_GATE = "KPI_GATE.json"
 SOAK_METRICS = "soak_metrics.json"
 SOAK_RESULTS = "SOAK_RESULTS.md"
-CHARTS = {
-    "pnl": ("pnl.png", "Cumulative PnL and net_bps per iteration"),
-    "inventory": ("inventory.png", "Inventory over time"),
-    "quoted_spread": ("quoted_spread.png", "Our quotes around the mid (bps)"),
-    "blocks": ("blocks.png", "Block reasons per iteration"),
-}
-MAX_PLOT_POINTS = 20_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,8 +162,9 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
     files = [EDGE_REPORT, KPI_GATE, SOAK_METRICS, SOAK_RESULTS]
     if charts:
         marks = [r["marks"] for r in recs]
-        for key, png in render_charts(marks, iters, profile).items():
-            atomic_write_bytes(rd.reports / CHARTS[key][0], png)
+        figs = chart_figures(marks, iters, profile, lines, **run_chart_options(cfg))
+        for key, fig in figs.items():
+            atomic_write_bytes(rd.reports / CHARTS[key][0], png(fig))
             files.append(CHARTS[key][0])
     md = render_markdown(cfg, edge, gate, lines, charts)
     atomic_write_bytes(rd.reports / SOAK_RESULTS, md.encode())
@@ -412,128 +402,6 @@ def _overrides_md(cfg: RunConfig, lines: Sequence[IterationLine]) -> list[str]:
             for d in decisions
         ],
     )
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Charts (matplotlib's object API on an Agg canvas: no global backend state)
-# --------------------------------------------------------------------------------------------
-
-
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _thin(n: int) -> slice:
-    return slice(None, None, max(1, math.ceil(n / MAX_PLOT_POINTS)))
-
-
-def render_charts(
-    marks_by_iter: Sequence[np.ndarray], iters: Sequence[EdgeSection], profile: Profile
-) -> dict[str, bytes]:
-    """The four PNG charts, as bytes keyed like ``CHARTS``."""
-    marks = (
-        np.concatenate(list(marks_by_iter))
-        if marks_by_iter
-        else np.empty(0, dtype=RECORD_DTYPES["marks"])
-    )
-    t0 = int(marks["ts"][0]) if len(marks) else 0
-    span_s = (int(marks["ts"][-1]) - t0) / 1e9 if len(marks) else 0.0
-    unit, per = ("s", 1e9) if span_s < 120 else ("min", 60e9) if span_s < 7200 else ("h", 3.6e12)
-    tlabel = f"simulated time ({unit})"
-    m = marks[_thin(len(marks))]
-    tx = (m["ts"] - t0) / per
-    bounds = [(int(x["ts"][-1]) - t0) / per for x in marks_by_iter[:-1] if len(x)]
-    labels = [str(s.iteration) for s in iters]
-
-    def vlines(ax: Any) -> None:
-        for b in bounds:
-            ax.axvline(b, color="0.8", lw=0.8, zorder=0)
-
-    out: dict[str, bytes] = {}
-
-    # Cumulative PnL (account value relative to the start) and net_bps per iteration.
-    fig = Figure(figsize=(10, 6.5))
-    ax1, ax2 = fig.subplots(2, 1)
-    money = iters[0].money if iters else None  # inverse: the account is valued in coin
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if money is not None:
-            pos_value = -m["position"] * money.contract_size / m["mid"]
-        else:
-            pos_value = m["position"] * m["mid"]
-        value = m["cash"] + np.where(m["position"] == 0, 0.0, pos_value)
-    if len(value):
-        ax1.plot(tx, value - value[0], lw=1.0, color="tab:blue")
-    vlines(ax1)
-    ax1.axhline(0, color="0.5", lw=0.6)
-    unit_label = "PnL (base coin)" if money is not None else "PnL (quote)"
-    ax1.set(xlabel=tlabel, ylabel=unit_label, title="Cumulative PnL")
-    net = [s.net_bps if s.net_bps is not None else 0.0 for s in iters]
-    colors = ["tab:green" if v >= profile.gates.bands.ok else "tab:red" for v in net]
-    ax2.bar(labels, net, color=colors)
-    b = profile.gates.bands
-    for level, name, color in (
-        (b.success, "success", "tab:green"),
-        (b.ok, "ok", "tab:olive"),
-        (b.warn, "warn", "tab:orange"),
-    ):
-        ax2.axhline(level, ls="--", lw=0.8, color=color, label=f"{name} ≥ {level:g}")
-    ax2.axhline(0, color="0.5", lw=0.6)
-    ax2.legend(loc="best", fontsize=8)
-    ax2.set(xlabel="iteration", ylabel="net_bps", title="net_bps per iteration")
-    fig.tight_layout()
-    out["pnl"] = _png(fig)
-
-    # Inventory.
-    fig = Figure(figsize=(10, 4))
-    ax = fig.subplots()
-    ax.plot(tx, m["position"], lw=0.9, color="tab:purple", drawstyle="steps-post")
-    lim = profile.inventory.max_position
-    ax.axhline(lim, ls="--", lw=0.8, color="tab:red", label=f"±max_position {lim:g}")
-    ax.axhline(-lim, ls="--", lw=0.8, color="tab:red")
-    ax.legend(loc="upper right", fontsize=8)
-    vlines(ax)
-    ax.set(xlabel=tlabel, ylabel="position (base)", title="Inventory")
-    fig.tight_layout()
-    out["inventory"] = _png(fig)
-
-    # Our quotes and the best bid/ask, as distance from the mid in bps.
-    fig = Figure(figsize=(10, 4.5))
-    ax = fig.subplots()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = {
-            k: (m[k] - m["mid"]) / m["mid"] * BPS
-            for k in ("bid_quote", "ask_quote", "best_bid", "best_ask")
-        }
-    ax.plot(tx, rel["best_bid"], lw=0.5, color="0.7", label="best bid/ask")
-    ax.plot(tx, rel["best_ask"], lw=0.5, color="0.7")
-    ax.plot(tx, rel["bid_quote"], lw=0.9, color="tab:green", label="our bid")
-    ax.plot(tx, rel["ask_quote"], lw=0.9, color="tab:red", label="our ask")
-    ax.axhline(0, color="0.3", lw=0.6)
-    vlines(ax)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set(xlabel=tlabel, ylabel="(price − mid) / mid, bps", title="Quoted spread")
-    fig.tight_layout()
-    out["quoted_spread"] = _png(fig)
-
-    # Block reasons per iteration (stacked).
-    fig = Figure(figsize=(10, 4))
-    ax = fig.subplots()
-    reasons = list(BLOCK_REASONS)
-    for s in iters:
-        reasons += [r for r in s.block_reasons.counts if r not in reasons]
-    bottom = np.zeros(len(iters))
-    for r in reasons:
-        vals = np.array([s.block_reasons.counts.get(r, 0) for s in iters], dtype=float)
-        ax.bar(labels, vals, bottom=bottom, label=r)
-        bottom += vals
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set(xlabel="iteration", ylabel="blocked actions", title="Block reasons per iteration")
-    fig.tight_layout()
-    out["blocks"] = _png(fig)
     return out
 
 

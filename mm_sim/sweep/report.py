@@ -67,6 +67,8 @@ class SweepInfo:
     iterations_run: tuple[int, ...]  # distinct iterations committed per run, over those rows
     all_fail: bool  # every training row of every scored cell has the verdict FAIL
     engine: str
+    # "LABEL: what the run did not get" per stored feed that ends before the run (cut there).
+    cut_feeds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,19 +226,36 @@ def heatmap_matrix(
     return m
 
 
+def colour_limits(values: np.ndarray, gate: float) -> tuple[float, float]:
+    """The colour scale's ends, symmetric about the net_bps gate: a cell at the gate is the
+    middle colour, every failing cell is on the red half (centred on zero, cells that all
+    fail the gate were drawn green)."""
+    finite = values[np.isfinite(values)]
+    half = float(np.max(np.abs(finite - gate))) if finite.size else 1.0
+    half = half if half > 0 else 1.0
+    return gate - half, gate + half
+
+
 def render_heatmap(
-    grid: Grid, ranked: Sequence[CellScore], infl: Sequence[Influence], best: Cell | None
+    grid: Grid,
+    ranked: Sequence[CellScore],
+    infl: Sequence[Influence],
+    best: Cell | None,
+    gate: float,
 ) -> bytes:
+    """``gate``: the hard gate's net_bps minimum (profile.gates.hard.net_bps_min)."""
     x_key = infl[0].key if infl else None
     y_key = infl[1].key if len(infl) > 1 else None
     m = heatmap_matrix(grid, ranked, x_key, y_key)
     fig = Figure(figsize=(max(6.5, 2.5 + 0.9 * m.shape[1]), max(3.2, 1.8 + 0.6 * m.shape[0])))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    finite = m[np.isfinite(m)]
-    lim = float(np.max(np.abs(finite))) if finite.size else 1.0
-    im = ax.imshow(m, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
-    fig.colorbar(im, ax=ax, label="net_bps (median over training feeds)")
+    lo, hi = colour_limits(m, gate)
+    im = ax.imshow(m, cmap="RdYlGn", vmin=lo, vmax=hi, aspect="auto", origin="lower")
+    bar = fig.colorbar(im, ax=ax, label="net_bps, median over training feeds")
+    bar.ax.axhline(gate, color="black", lw=1.2)
+    bar.ax.text(1.05, gate, f" gate {gate:g}", transform=bar.ax.get_yaxis_transform(),
+                va="center", ha="left", fontsize=7, clip_on=False)  # fmt: skip
     xs = _axis(grid, x_key)[1].values if x_key else ("all",)
     ys = _axis(grid, y_key)[1].values if y_key else ("all",)
     ax.set_xticks(range(len(xs)), [_val(v) for v in xs])
@@ -252,11 +271,25 @@ def render_heatmap(
         c = xs.index(vals[x_key]) if x_key else 0
         r = ys.index(vals[y_key]) if y_key else 0
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
-    ax.set_title("net_bps by the two most influential fields (best cell boxed)", fontsize=10)
+    ax.set_title(heatmap_title(x_key, y_key, gate), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
+
+
+def heatmap_title(x_key: str | None, y_key: str | None, gate: float) -> str:
+    """What the map shows, in two short lines (the figure may be only 6.5 in wide)."""
+    if x_key and y_key:
+        what = f"by {x_key} and {y_key}"
+    elif x_key:
+        what = f"by {x_key}"
+    else:
+        what = "(no field varies)"
+    return (
+        f"Median net_bps {what}\n"
+        f"red below the {gate:g} bps gate (net_bps_min), green above; best cell boxed"
+    )
 
 
 def best_overrides_json(cell: Cell, base: Overrides) -> dict[str, float]:
@@ -322,6 +355,11 @@ def render_markdown(
         "",
         f"- training feeds: {', '.join(f'`{f}`' for f in info.train)}",
         f"- test feeds: {', '.join(f'`{f}`' for f in info.test) or '— (none: out-of-sample not measured; use --train/--test)'}",  # noqa: E501
+        *(
+            f"- **cut short**: `{note.split(': ', 1)[0]}`: {note.split(': ', 1)[1]} — every run"
+            " on it is partial (column `partial`)"
+            for note in info.cut_feeds
+        ),
         "",
         "## Criterion",
         "",
@@ -547,7 +585,7 @@ def write_report(
     infl = influences(info.grid, ranked)
     best = ranked[0].cell if ranked else None
     written = []
-    png = render_heatmap(info.grid, ranked, infl, best)
+    png = render_heatmap(info.grid, ranked, infl, best, base_p.gates.hard.net_bps_min)
     atomic_write_bytes(out_dir / HEATMAP, png)
     written.append(out_dir / HEATMAP)
     noise = cell_noise(out_dir, [*ranked], info.train)
