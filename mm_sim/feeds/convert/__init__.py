@@ -6,6 +6,7 @@ Each format module exposes ``convert(inputs, out, options) -> ConvertResult``; t
 
 FORMATS = {
     "binance": "mm_sim.feeds.convert.binance",
+    "binance-csv": "mm_sim.feeds.convert.binance_csv",
     "tardis": "mm_sim.feeds.convert.tardis",
     "lobster": "mm_sim.feeds.convert.lobster",
 }
