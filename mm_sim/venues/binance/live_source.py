@@ -25,7 +25,7 @@ import aiohttp
 import numpy as np
 
 from mm_sim.errors import UserError
-from mm_sim.events import EVENT_DTYPE, Instrument
+from mm_sim.events import Instrument
 from mm_sim.feeds.clock import LagSampler
 from mm_sim.feeds.spec import BinanceLiveFeedSpec, snapshot_limit_error
 from mm_sim.logs import get_logger
@@ -35,6 +35,7 @@ from mm_sim.venues.binance.client import BinanceClient, ClientConfig, Sink
 from mm_sim.venues.binance.client_config import default_routes, default_trade_stream
 from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
 from mm_sim.venues.binance.messages import MessageError, decode, parse_exchange_info
+from mm_sim.venues.binance.processor import join_events
 from mm_sim.venues.binance.reorder import ReorderBuffer, ReorderingSink
 from mm_sim.venues.binance.sync import Market
 
@@ -127,6 +128,7 @@ class LiveFeed:
         parts: list[np.ndarray] = []
         arrivals: list[int] = []
         window_start: float | None = None
+        last_ts = 0  # exchange time of the last event in parts
         last = n_iterations - 1
         lat = self.latencies_ns
         while it < n_iterations:
@@ -148,17 +150,20 @@ class LiveFeed:
             if reorder is not None:
                 new = reorder.push(new, clock())
                 if it == last and clock() >= end:
-                    new = _join([new, reorder.flush(clock())])
+                    new = join_events([new, reorder.flush(clock())])
             if len(new):
                 parts.append(new)
+                last_ts = int(new["exch_ts"][-1])
                 if lat is not None:
                     arrivals.extend(polled.arrivals_ns)
                 if window_start is None:
                     window_start = time.monotonic()
-            ev = _join(parts)
-            over = clock() >= end
-            cut = int(np.searchsorted(ev["exch_ts"], end, side="left")) if len(ev) else 0
-            if over or cut < len(ev):
+            # Parts are in exchange order, so the last event tells whether the iteration's end
+            # has been reached; they are joined only when a chunk goes out (joining them at
+            # every poll cost milliseconds per chunk: join_events).
+            if clock() >= end or (parts and last_ts >= end):
+                ev = join_events(parts)
+                cut = int(np.searchsorted(ev["exch_ts"], end, side="left")) if len(ev) else 0
                 head, tail = ev[:cut], ev[cut:]
                 parts = [tail] if len(tail) else []
                 window_start = time.monotonic() if len(tail) else None
@@ -169,9 +174,10 @@ class LiveFeed:
             due = (
                 window_start is not None and time.monotonic() - window_start >= chunk_s
                 if chunk_s > 0
-                else len(ev) > 0
+                else bool(parts)
             )
-            if due and len(ev):
+            if due and parts:
+                ev = join_events(parts)
                 parts = []
                 window_start = None
                 yield self._emit(EventChunk(it, ev, False), arrivals)
@@ -200,14 +206,6 @@ def feed_warnings(client: dict[str, Any]) -> list[str]:
             "stream is probably on the wrong path (see the feed's 'connections')"
         )
     return out
-
-
-def _join(parts: list[np.ndarray]) -> np.ndarray:
-    if not parts:
-        return np.empty(0, dtype=EVENT_DTYPE)
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate(parts)
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str, what: str) -> Any:

@@ -99,56 +99,81 @@ class ClientCounters:
         return d
 
 
-class _Stage:
-    """Events in arrival order, staged as ready-made record arrays (one per trade, one per diff
-    filled by a numba kernel, one per snapshot): a frame's events cost one small allocation, and
-    ``take`` hands over the only array or the concatenation. On a live path one frame at a time
-    is the common case, so that is the one kept cheap."""
+_ARENA = 8192  # records per stage arena
 
-    __slots__ = ("n", "parts")
+
+def join_events(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts end to end. ``np.concatenate`` promotes the record dtype in Python for every
+    call (numpy 2: 45 µs for two one-record parts, 7.8 ms for 240, measured), so the parts are
+    joined as plain int64 rows: 0.8 ms for 240."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return np.empty(0, dtype=EVENT_DTYPE)
+    if all(p.dtype == EVENT_DTYPE and p.flags.c_contiguous for p in parts):
+        return np.concatenate([p.view(np.int64) for p in parts]).view(EVENT_DTYPE)
+    return np.concatenate(parts)
+
+
+class _Stage:
+    """Events in arrival order, written straight into an arena of records (a trade by one
+    assignment, a diff or a snapshot by a numba kernel). ``take`` hands over a view of what
+    was staged since the last take: no allocation and no concatenation per frame. Numpy
+    joins record arrays slowly (``join_events``), and a live frame that brought a trade and a
+    CLEAR, or frames decided together, used to cost tens of µs in ``np.concatenate`` alone.
+    A region of an arena is written once and never reused, so every view handed out stays
+    valid; a full arena is replaced by a new one (what is staged but not taken moves along)."""
+
+    __slots__ = ("buf", "n", "start")
 
     def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-        self.n = 0
+        self.buf = np.empty(_ARENA, dtype=EVENT_DTYPE)
+        self.start = 0  # first record not yet taken
+        self.n = 0  # end of the staged records
 
     def __len__(self) -> int:
-        return self.n
+        return self.n - self.start
+
+    def _room(self, k: int) -> int:
+        """Where the next ``k`` records go (a new arena when this one is full)."""
+        n = self.n
+        if n + k <= len(self.buf):
+            return n
+        pending = n - self.start
+        buf = np.empty(max(_ARENA, 2 * (pending + k)), dtype=EVENT_DTYPE)
+        if pending:
+            buf[:pending] = self.buf[self.start : n]
+        self.buf = buf
+        self.start = 0
+        self.n = pending
+        return pending
 
     def one(self, exch: int, local: int, kind: int, side: int, price: float, qty: float) -> None:
-        self.parts.append(np.array([(exch, local, price, qty, kind, side)], dtype=EVENT_DTYPE))
-        self.n += 1
+        i = self._room(1)
+        self.buf[i] = (exch, local, price, qty, kind, side)
+        self.n = i + 1
 
     def levels(self, bids: np.ndarray, asks: np.ndarray, kind: int, exch: int, local: int) -> None:
         """Both sides of a snapshot (flat price, qty arrays) as one block, bids first."""
-        n = (len(bids) + len(asks)) // 2
-        if not n:
+        k = (len(bids) + len(asks)) // 2
+        if not k:
             return
-        rec = np.empty(n, dtype=EVENT_DTYPE)
-        i = fill_levels(rec, 0, bids, BID, kind, exch, local)
-        fill_levels(rec, i, asks, ASK, kind, exch, local)
-        self.parts.append(rec)
-        self.n += n
+        i = self._room(k)
+        i = fill_levels(self.buf, i, bids, BID, kind, exch, local)
+        self.n = fill_levels(self.buf, i, asks, ASK, kind, exch, local)
 
     def diff(self, bids: np.ndarray, asks: np.ndarray, exch: int, local: int) -> None:
         """A diff's levels (flat price, qty arrays), deletions first (``fill_diff``)."""
-        n = (len(bids) + len(asks)) // 2
-        if not n:
+        k = (len(bids) + len(asks)) // 2
+        if not k:
             return
-        rec = np.empty(n, dtype=EVENT_DTYPE)
-        fill_diff(rec, bids, asks, exch, local)
-        self.parts.append(rec)
-        self.n += n
+        i = self._room(k)
+        fill_diff(self.buf[i : i + k], bids, asks, exch, local)
+        self.n = i + k
 
     def take(self) -> np.ndarray:
-        parts = self.parts
-        if len(parts) == 1:
-            rec = parts[0]
-        elif not parts:
-            return np.empty(0, dtype=EVENT_DTYPE)
-        else:
-            rec = np.concatenate(parts)
-        self.parts = []
-        self.n = 0
+        rec = self.buf[self.start : self.n]
+        self.start = self.n
         return rec
 
 
@@ -402,4 +427,4 @@ def _is_shutdown(payload: dict[str, Any]) -> bool:
     return type(inner) is dict and inner.get("e") == "serverShutdown"
 
 
-__all__ = ["ClientCounters", "StreamProcessor"]
+__all__ = ["ClientCounters", "StreamProcessor", "join_events"]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mm_sim.events import EVENT_DTYPE, KIND_TRADE
+from mm_sim.venues.binance.processor import join_events
 
 _HOLD_KEEP = 1 << 16  # hold samples kept for the report (a ring)
 
@@ -67,7 +68,7 @@ class ReorderBuffer:
         """Events whose exchange time plus the window has passed, sorted by exchange time."""
         if not self._n_held:
             return np.empty(0, dtype=EVENT_DTYPE)
-        ev = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
+        ev = join_events(self._held)
         due = ev["exch_ts"] <= now_ns - self.window_ns
         if not due.any():
             self._held = [ev]
@@ -82,7 +83,7 @@ class ReorderBuffer:
         """Everything held, in order (the end of a run)."""
         if not self._n_held:
             return np.empty(0, dtype=EVENT_DTYPE)
-        ev = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
+        ev = join_events(self._held)
         self._held, self._n_held = [], 0
         return self._order(ev, now_ns)
 
