@@ -3,6 +3,7 @@ no cluster needed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from mm_sim.config import Overrides, Profile, load_profile
+from mm_sim.config import Overrides, Profile, load_overrides, load_profile
 from mm_sim.errors import UserError
 from mm_sim.events import write_feed
 from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
+from mm_sim.sweep.cell import CellTask, run_cell
 from mm_sim.sweep.feeds import parse_token, resolve_cases
 from mm_sim.sweep.grid import load_grid
 from mm_sim.sweep.report import SweepInfo, render_markdown
@@ -204,19 +206,33 @@ def test_two_definitions_with_one_name_are_two_feeds(tmp_path: Path) -> None:
     assert len({c.label for c in cases}) == 2 and len({c.slug for c in cases}) == 2
 
 
-def test_a_stored_feed_shorter_than_the_run_is_refused(tmp_path: Path) -> None:
+def test_a_stored_feed_shorter_than_the_run_is_replayed_to_its_end_and_flagged(
+    tmp_path: Path,
+) -> None:
+    """One policy with the soak (docs/WHAT_HAPPENS_WHEN.md): the run is cut at the feed's end,
+    and the row and the report say so."""
     spec = resolve_feed("synthetic-short")
     assert isinstance(spec, SyntheticFeedSpec)
-    events, inst, ident = load_events(spec.model_copy(update={"duration_s": 31.0}), 3)
+    events, inst, ident = load_events(spec.model_copy(update={"duration_s": 45.0}), 3)
     path = write_feed(tmp_path / "day.npy", events, inst, source=ident)
-    with pytest.raises(UserError) as info:
-        resolve_cases([f"{path}@3"], 1, 2, 0.5)
-    msg = str(info.value)
-    assert str(path) in msg and "shorter than the 1 minutes each run replays (2 × 0.5)" in msg
+    (case,) = resolve_cases([f"{path}@3"], 1, 2, 0.5)
     span = (int(events["exch_ts"][-1]) - int(events["exch_ts"][0])) / 60e9
-    assert f"covers {span:.2f} simulated minutes" in msg
-    (case,) = resolve_cases([f"{path}@3"], 1, 1, 0.5)  # one 30-second iteration fits
+    assert case.cut_note is not None and f"covers {span:.1f} simulated minutes" in case.cut_note
     assert case.label == f"{path}@3" and case.spec["path"] == str(path.resolve())
+    (whole,) = resolve_cases([f"{path}@3"], 1, 1, 0.5)  # one 30-second iteration fits
+    assert whole.cut_note is None
+
+    profile = load_profile("S1")
+    task = CellTask(
+        cell_id="c0", feed=case, profile=profile.model_dump(mode="json"),
+        overrides=load_overrides().model_dump(), iterations=2, iteration_minutes=0.5,
+        out_dir=str(tmp_path / "out"),
+    )  # fmt: skip
+    row = run_cell(task)
+    assert row["partial"] == "cut by the feed's end" and row["iterations_run"] == 2
+    metrics = (task.run_dir / "soak" / "metrics.jsonl").read_text().splitlines()
+    lines = [json.loads(x) for x in metrics]
+    assert [m["partial"] for m in lines] == [False, True]
 
 
 def test_results_file_commits_each_key_once_and_cuts_a_torn_tail(tmp_path: Path) -> None:
@@ -308,6 +324,10 @@ def test_report_warns_when_every_verdict_is_fail_and_counts_stale_rows(tmp_path:
     md = render_markdown(_info(g, all_fail=False), ranked, top, [], BASE_O, BASE_P)
     assert "every cell's verdict is FAIL" not in md
     assert "Rows: 4 in `sweep_results.csv`; iterations committed" in md
+    assert "cut short" not in md
+    cut = dataclasses.replace(_info(g), cut_feeds=("a@1: the feed covers 0.8 simulated minutes",))
+    md = render_markdown(cut, ranked, top, [], BASE_O, BASE_P)
+    assert "- **cut short**: `a@1`: the feed covers 0.8 simulated minutes — every run" in md
 
 
 def test_latency_stays_sweepable(tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from mm_sim.config import Overrides, Profile, RunSettings
-from mm_sim.errors import UserError
 from mm_sim.events import open_feed, sidecar_path, write_feed
 from mm_sim.feeds.clock import GENERATED
 from mm_sim.feeds.spec import load_events
@@ -102,16 +101,18 @@ def ensure_feed(case: FeedCase, out_dir: str) -> dict[str, Any]:
     return {"path": str(path), "identity": open_feed(path).meta.source}
 
 
-def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path) -> int:
-    """Run the soak; the number of iterations it committed."""
+def _soak(
+    task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path
+) -> tuple[int, bool]:
+    """Run the soak; the number of iterations it committed, and whether the feed cut it."""
     from mm_sim.runtime.soak import Soak, SoakConfig
 
     profile = Profile.model_validate(task.profile)
     overrides = Overrides.model_validate(task.overrides)
     feed = open_feed(events_path)
+    # A feed shorter than the run is replayed to its end, as the soak does: the soak commits the
+    # cut iteration as partial and the row says so (``partial``).
     plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))
-    if plan.note:  # the driver checked the length; the file changed since, or is another one
-        raise UserError(f"feed {task.feed.label!r} ({events_path}): {plan.note}")
     settings = RunSettings(
         profile=profile.name,
         overrides=None,
@@ -141,7 +142,8 @@ def _soak(task: CellTask, events_path: str, identity: dict[str, Any], artifacts:
     soak = Soak(cfg, out=io.StringIO())
     # A fresh event loop in this (worker) thread; the soak's SIGINT hook is skipped off the
     # main thread, which is what a worker wants.
-    return asyncio.run(soak.run()).iterations_done
+    done = asyncio.run(soak.run()).iterations_done
+    return done, plan.note is not None
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
@@ -184,7 +186,7 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        iterations_run = _soak(task, prepared["path"], prepared["identity"], tmp)
+        iterations_run, cut = _soak(task, prepared["path"], prepared["identity"], tmp)
         if not task.keep_records:
             _drop_records(tmp)
         # An earlier attempt may have finished its run but died before reporting: replace it.
@@ -198,6 +200,7 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
     row = {"cell_id": task.cell_id, "feed": task.feed.label, "seed": task.feed.seed}
     row.update(summarize(final))
     row["iterations_run"] = iterations_run
+    row["partial"] = "cut by the feed's end" if cut else ""
     row["run_dir"] = str(final.relative_to(task.out_dir))
     row["wall_s"] = time.perf_counter() - t0
     row["worker"] = f"{socket.gethostname()}:{os.getpid()}"

@@ -627,6 +627,10 @@ def run_sweep(
         settings.clock,
     )
     train, test = cases[: len(opts.train)], cases[len(opts.train) :]
+    for case in cases:
+        if case.cut_note:
+            print(f"note: feed {case.label}: {case.cut_note} (every run on it is partial)",
+                  file=sys.stderr)  # fmt: skip
     lock = _prepare_dir(opts.out, _meta(settings, profile, overrides, grid), opts.resume)
     try:
         return _run_locked(opts, settings, profile, overrides, grid, train, test, out, cell_fn,
@@ -735,6 +739,7 @@ def _run_locked(
         ),
         all_fail=bool(ranked) and all(v == "FAIL" for s in ranked for v in s.train.verdicts),
         engine=engine,
+        cut_feeds=tuple(f"{f.label}: {f.cut_note}" for f in (*train, *test) if f.cut_note),
     )
     files = [results.path, *write_report(opts.out, info, ranked, top, overrides, profile)]
     timings["total_s"] = time.perf_counter() - t_all

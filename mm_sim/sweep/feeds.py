@@ -9,7 +9,9 @@ seed only drives the core's own randomness (probabilistic queue position), exact
 A feed's label in the results is the token as given with its seed (``NAME@SEED``), never a name
 read from inside a definition: two definition files that call themselves the same would
 otherwise share one label, and their rows one key. A stored feed shorter than the run is
-refused up front, naming both durations: cells are compared on full runs only.
+replayed to its end, as ``soak`` does (docs/WHAT_HAPPENS_WHEN.md, "A feed shorter than the
+run"): every cell on it is cut at the same place, so cells stay comparable, and every row and the
+report say so (``partial``, ``feed_note``).
 
 A task carries the resolved definition (a few hundred bytes of JSON), never events: the worker
 generates a synthetic day or memory-maps a file by path, so a real cluster needs the file feeds
@@ -54,6 +56,8 @@ class FeedCase:
     # and how run.json records it (mm_sim.feeds.clock).
     clock_shift_ns: int = 0
     clock: dict[str, Any] = field(default_factory=dict)
+    # Set when a stored feed ends before the run: every run on it is cut there (partial).
+    cut_note: str | None = None
 
     @property
     def kind(self) -> str:
@@ -89,19 +93,10 @@ def parse_token(token: str, default_seed: int) -> tuple[str, int]:
     return token, default_seed
 
 
-def _check_length(token: str, path: Path, iterations: int, iteration_minutes: float) -> None:
-    """Refuse a stored feed that ends before the run does (it would be cut short silently)."""
+def _length_note(path: Path, iterations: int, iteration_minutes: float) -> str | None:
+    """What the run will not get from a stored feed that ends before it does (None: nothing)."""
     events = open_feed(path).events  # a memory map: only the pages searched are read
-    plan = plan_iterations(events, iterations, int(iteration_minutes * 60e9))
-    if plan.note is None:
-        return
-    ts = events["exch_ts"]
-    span_min = (int(ts[-1]) - int(ts[0])) / 60e9 if len(events) else 0.0
-    raise UserError(
-        f"feed {token!r} ({path}) covers {span_min:.2f} simulated minutes, shorter than the "
-        f"{iterations * iteration_minutes:g} minutes each run replays ({iterations} × "
-        f"{iteration_minutes:g}): use fewer --iterations or --iteration-minutes, or a longer feed"
-    )
+    return plan_iterations(events, iterations, int(iteration_minutes * 60e9)).note
 
 
 def resolve_case(
@@ -114,8 +109,9 @@ def resolve_case(
     """Resolve and check one token now, so a typo stops the sweep before any cluster starts.
 
     A synthetic day is generated exactly as long as a run replays (as the soak does); a file
-    feed is used as recorded and must be at least that long. ``clock`` is the soak's
-    ``--clock``: the shift is decided here, from the feed's clock model, as the soak does.
+    feed is used as recorded, to its end when it is shorter than the run (``cut_note``).
+    ``clock`` is the soak's ``--clock``: the shift is decided here, from the feed's clock
+    model, as the soak does.
     """
     name, seed = parse_token(token, default_seed)
     spec = resolve_feed(name)
@@ -133,10 +129,11 @@ def resolve_case(
             SyntheticParams(**spec.params)
         except ValueError as exc:
             raise UserError(f"feed {token!r}: invalid synthetic parameters: {exc}") from None
-    else:
+    cut_note = None
+    if not isinstance(spec, SyntheticFeedSpec):
         assert isinstance(spec, FileFeedSpec)
         path = open_feed(Path(spec.path).resolve(), check=True).path.resolve()  # + content
-        _check_length(token, path, iterations, iteration_minutes)
+        cut_note = _length_note(path, iterations, iteration_minutes)
         spec = spec.model_copy(update={"path": str(path)})
     applied = replay_clock(spec, clock)
     return FeedCase(
@@ -145,6 +142,7 @@ def resolve_case(
         spec=spec.model_dump(mode="json"),
         clock_shift_ns=applied.shift_ns,
         clock=applied.record(),
+        cut_note=cut_note,
     )
 
 

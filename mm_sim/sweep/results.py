@@ -26,6 +26,7 @@ ID_COLUMNS = ("split", "cell_id", "feed", "seed")
 RESULT_COLUMNS = (
     *METRICS,
     "iterations_run",
+    "partial",  # empty, or why the run is shorter than asked (a stored feed that ended first)
     "verdict",
     "band",
     "hard_failed",
