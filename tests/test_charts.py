@@ -14,7 +14,7 @@ from test_rundir import write_run
 from mm_sim.config import Profile
 from mm_sim.report.charts import NS_PER_DAY, chart_figures, run_chart_options
 from mm_sim.report.currency import split_symbol
-from mm_sim.report.render import build_reports
+from mm_sim.report.render import build_reports, money_name
 from mm_sim.report.rundir import RunDir
 from mm_sim.report.schema import DecisionRecord, EdgeReport
 from mm_sim.sweep.report import colour_limits, heatmap_title
@@ -134,3 +134,15 @@ def test_the_axis_follows_the_feed(run) -> None:
     assert run_chart_options(cfg)["real_time"] is True  # a file feed
     synthetic = cfg.model_copy(update={"feed": {"kind": "synthetic", "name": "synthetic"}})
     assert run_chart_options(synthetic)["real_time"] is False
+
+
+def test_results_table_names_the_money(run) -> None:
+    rd, _, _, edge = run
+    cfg = rd.load_config()
+    assert money_name(cfg, edge.totals) == "quote"  # the test run records no instrument
+    usdt = cfg.model_copy(update={"instrument": {"symbol": "BTCUSDT", "venue": "binance"}})
+    assert money_name(usdt, edge.totals) == "USDT"
+    assert (
+        "| component | bps of notional | amount (quote) |"
+        in (rd.reports / "SOAK_RESULTS.md").read_text()
+    )

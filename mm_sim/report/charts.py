@@ -173,9 +173,7 @@ def chart_figures(
     the marked changes); ``instrument``: run.json's, for the currencies; ``real_time``: the
     feed is recorded or live, so the axis is UTC."""
     ctx = _Context(marks_by_iter, iters, lines, real_time)
-    cur = currencies(instrument)
-    if iters and iters[0].money is not None and cur.money == cur.quote:
-        cur = Currencies(base="contracts", quote=cur.quote, money="base coin")
+    cur = currencies(instrument, inverse=bool(iters) and iters[0].money is not None)
     return {
         "pnl": _pnl(ctx, iters, profile, cur),
         "inventory": _inventory(ctx, profile, cur),

@@ -27,11 +27,12 @@ class Currencies:
     money: str  # what PnL, fees and cash are in (the base coin for an inverse instrument)
 
 
-def currencies(instrument: dict[str, Any] | None) -> Currencies:
-    """The currencies of ``instrument`` as run.json records it (symbol, venue, inverse)."""
+def currencies(instrument: dict[str, Any] | None, inverse: bool = False) -> Currencies:
+    """The currencies of ``instrument`` as run.json records it (symbol, venue, inverse);
+    ``inverse``: the reports say the run is inverse (its money is coin) whatever it records."""
     inst = instrument or {}
     base, quote = split_symbol(str(inst.get("symbol") or ""), str(inst.get("venue") or ""))
-    if inst.get("inverse"):
+    if inst.get("inverse") or inverse:
         coin = base if base != "base" else "base coin"
         return Currencies(base="contracts", quote=quote, money=coin)
     return Currencies(base=base, quote=quote, money=quote)

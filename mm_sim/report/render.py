@@ -23,6 +23,7 @@ from mm_sim.events import atomic_write_bytes, atomic_write_json
 from mm_sim.feeds.clock import clock_line
 from mm_sim.report.bootstrap import statistical_error_bars
 from mm_sim.report.charts import CHARTS, chart_figures, png, run_chart_options
+from mm_sim.report.currency import currencies
 from mm_sim.report.edge import (
     GATE_HORIZON_MS,
     HORIZONS_MS,
@@ -251,7 +252,7 @@ def render_markdown(
     out += ["## Edge breakdown (all iterations)", ""]
     a = t.amounts
     out += _table(
-        ("component", "bps of notional", "amount (quote)"),
+        ("component", "bps of notional", f"amount ({money_name(cfg, t)})"),
         [
             ("gross", _n(t.gross_bps), _n(a.gross, 6)),
             ("slippage", _n(t.slippage_bps), _n(a.slippage, 6)),
@@ -403,6 +404,11 @@ def _overrides_md(cfg: RunConfig, lines: Sequence[IterationLine]) -> list[str]:
         ],
     )
     return out
+
+
+def money_name(cfg: RunConfig, totals: EdgeSection) -> str:
+    """What the run's money figures are in, named (USDT; BTC for an inverse BTCUSD_PERP)."""
+    return currencies((cfg.model_extra or {}).get("instrument"), totals.money is not None).money
 
 
 def report_paths(root: Path) -> list[Path]:
