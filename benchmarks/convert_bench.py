@@ -8,6 +8,8 @@ machines):
   path (json per line, the converter before the scanner); best of ``repeats``; the two outputs
   are compared byte for byte;
 - where the fast path's time goes: one conversion under cProfile, own time grouped by stage;
+- peak anonymous memory of a conversion (a subprocess, polled) on a generated capture and on
+  one four times as long: flat means streaming, so a file larger than RAM converts too;
 - four generated files of equal size converted with ``convert --workers``' machinery
   (``parallel.run_all`` on a Dask LocalCluster) with 1 and then 2 workers, after a warm-up task
   on every worker (numba kernels loaded); the speed-up is the ratio of the two wall times.
@@ -167,6 +169,54 @@ def _parallel(files: list[Path], work: Path) -> dict[str, Any]:
     return out
 
 
+def _peak_anon_mb(inputs: list[Path], out: Path) -> float:
+    """Peak anonymous RSS (MB) of a conversion in a fresh subprocess, polled every 20 ms.
+    Anonymous, because the output is checked through a read-only memory map whose file pages
+    count in RSS but are the page cache's, not the process's, to give back."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from mm_sim.feeds.convert import binance;"
+        "from mm_sim.feeds.convert.base import ConvertOptions;"
+        "binance.convert([Path(p) for p in sys.argv[2:]], Path(sys.argv[1]), ConvertOptions())"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out), *map(str, inputs)])
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(0.02)
+    if proc.wait() != 0:
+        raise RuntimeError(f"conversion subprocess failed ({proc.returncode})")
+    return peak / 1024
+
+
+def _memory(work: Path) -> dict[str, Any]:
+    """Peak anonymous memory converting a capture and one 4x as long: flat means the converter
+    streams, so a file larger than RAM converts in the same memory."""
+    runs = {}
+    for mult in (1, 4):
+        src = generated_capture(work / f"mem{mult}.gz", 4000 * mult, seed=mult)
+        raw_mb = sum(len(line) for line in _lines(src)) / 1e6
+        peak = _peak_anon_mb([src], work / f"mem{mult}.npy")
+        runs[f"x{mult}"] = {"input_mb_uncompressed": raw_mb, "peak_anon_mb": peak}
+    small, big = runs["x1"]["peak_anon_mb"], runs["x4"]["peak_anon_mb"]
+    return {**runs, "ratio": big / small, "flat": big <= 1.10 * small + 16.0}
+
+
+def _lines(path: Path) -> Any:
+    import gzip
+
+    with gzip.open(path, "rb") as fh:
+        yield from fh
+
+
 def _warm_task(inputs: list[str], out: str) -> int:
     from mm_sim.feeds.convert import binance
     from mm_sim.feeds.convert.base import ConvertOptions
@@ -213,6 +263,7 @@ def measure(mode: str, work: Path, root: Path = SHARED_DATA) -> dict[str, Any]:
     res["fast_path_time_share"] = _breakdown(sets[0][1], work / "prof.npy")
     if mode == "tiny":
         res["parallel"] = {"skipped": "tiny mode"}
+        res["memory"] = {"skipped": "tiny mode"}
     else:
         # Four files of one size: with unequal ones (the real days differ 3x) the speed-up
         # would measure the largest file, not the parallelism.
@@ -221,6 +272,10 @@ def measure(mode: str, work: Path, root: Path = SHARED_DATA) -> dict[str, Any]:
             res["parallel"] = _parallel(files, work)
         except Exception as exc:  # one section must not sink the bench
             res["parallel"] = {"error": repr(exc)}
+        try:
+            res["memory"] = _memory(work)
+        except Exception as exc:
+            res["memory"] = {"error": repr(exc)}
     return res
 
 
@@ -235,6 +290,15 @@ def targets(conv: dict[str, Any]) -> list[dict[str, Any]]:
         f"{min(r['speedup_vs_general'] for r in conv['sets']):.1f}x the general path; "
         f"{conv['source']}",
     }]  # fmt: skip
+    mem = conv.get("memory", {})
+    if "flat" in mem:
+        rows.append({
+            "name": "convert memory, 4x input", "target": "peak anon <= 1.10 x 1x + 16 MB",
+            "value": mem["ratio"], "met": mem["flat"],
+            "note": f"{mem['x1']['peak_anon_mb']:.0f} -> {mem['x4']['peak_anon_mb']:.0f} MB for "
+            f"{mem['x1']['input_mb_uncompressed']:.0f} -> "
+            f"{mem['x4']['input_mb_uncompressed']:.0f} MB of capture",
+        })  # fmt: skip
     par = conv.get("parallel", {})
     if "speedup_2_vs_1" in par:
         rows.append({
@@ -273,4 +337,11 @@ def markdown(conv: dict[str, Any]) -> list[str]:
         )
     elif par:
         L.append(f"\n`convert --workers`: {par.get('skipped') or par.get('error')}")
+    mem = conv.get("memory", {})
+    if "flat" in mem:
+        L.append(
+            f"\nPeak anonymous memory: {mem['x1']['peak_anon_mb']:.0f} MB for a "
+            f"{mem['x1']['input_mb_uncompressed']:.0f} MB capture, "
+            f"{mem['x4']['peak_anon_mb']:.0f} MB for {mem['x4']['input_mb_uncompressed']:.0f} MB."
+        )
     return L
