@@ -72,7 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="real captures (skipped if absent)",
     )
     t.add_argument("--profile", default="S1", help="profile name or path (S1)")
-    t.add_argument("--out", type=Path, default=Path("validation-artifacts/tuner"), help="runs")
+    t.add_argument(
+        "-o", "--out", type=Path, default=Path("validation-artifacts/tuner"),
+        help="where the runs and the report go",
+    )  # fmt: skip
+    t.add_argument("--json", action="store_true", help=JSON_HELP)
     t.add_argument("--md", type=Path, help="the report (default OUT/TUNER_VALIDATION.md)")
     t.set_defaults(func=run_tuner)
 
@@ -151,11 +155,13 @@ def run_tuner(args: argparse.Namespace) -> int:
     ]
     real, skipped = real_days(args.data, out, args.real_iteration_minutes)
     days += real
-    print(f"{len(days)} days x 2 tuners, each with its control arm; runs in {out}/runs")
+    talk = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON only
+    print(f"{len(days)} days x 2 tuners, each with its control arm; runs in {out}/runs", file=talk)
 
     def progress(r: Any) -> None:
         up = "n/a" if r.uplift_bps is None else f"{r.uplift_bps:+.3f}"
-        print(f"  {r.day:<16} {r.tuner:<12} uplift {up:>7} bps  ({r.wall_s:.1f} s)", flush=True)
+        line = f"  {r.day:<16} {r.tuner:<12} uplift {up:>7} bps  ({r.wall_s:.1f} s)"
+        print(line, file=talk, flush=True)
 
     results = run_study(days, out, profile, overrides, progress)
     summary = summarize(results)
@@ -172,9 +178,11 @@ def run_tuner(args: argparse.Namespace) -> int:
     path = args.md or out / "TUNER_VALIDATION.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, md.encode())
-    atomic_write_json(path.with_suffix(".json"), {
-        "setup": setup, "summary": summary, "runs": [vars(r) for r in results]
-    })  # fmt: skip
+    result = {"setup": setup, "summary": summary, "runs": [vars(r) for r in results]}
+    atomic_write_json(path.with_suffix(".json"), result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
     print()
     for tuner, s in summary.items():
         print(

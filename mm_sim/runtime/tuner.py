@@ -49,6 +49,8 @@ CALMING_SIGN = {
 
 @dataclass(frozen=True)
 class TunerPolicy:
+    """Every threshold and step of the seed's policy (docs/TUNER.md lists them from here)."""
+
     adverse_p95_trigger: float = 4.0
     order_age_p95_trigger_ms: float = 330.0
     block_ratio_limit: float = 0.40
@@ -64,6 +66,44 @@ class TunerPolicy:
     # Emergency (mid-iteration) rule on a rolling window of fills.
     emergency_net_bps: float = -5.0
     emergency_min_fills: int = 20
+    # Step ranges (low, high) of each scenario's moves, magnitudes.
+    a_spread_step: tuple[float, float] = (0.02, 0.05)
+    a_tail_age_step_ms: tuple[float, float] = (50, 100)
+    b_impact_cap_step: tuple[float, float] = (0.02, 0.04)
+    b_max_delta_step: tuple[float, float] = (0.02, 0.04)
+    c_min_interval_step_ms: tuple[float, float] = (10, 20)
+    c_replace_rate_step: tuple[float, float] = (30, 60)
+    d_spread_step: tuple[float, float] = (0.05, 0.10)
+    d_min_interval_step_ms: tuple[float, float] = (20, 40)
+    d_replace_rate_step: tuple[float, float] = (40, 80)
+
+
+# What each threshold means (docs/TUNER.md's table is built from this and the defaults).
+POLICY_DOC = {
+    "adverse_p95_trigger": "B fires when the adverse cost p95 (bps) is above this",
+    "order_age_p95_trigger_ms": "C fires when the order-age p95 (ms) is above this, and healthy",
+    "block_ratio_limit": "a block reason above this share of attempts: not healthy (no C)",
+    "fallback_after": "D fires after this many consecutive iterations with net_bps < 0",
+    "slippage_scale_bps": "A's full step at slippage_bps this far below 0",
+    "adverse_scale_bps": "B's full step at adverse p95 this far above its trigger",
+    "age_scale_ms": "C's full step at order-age p95 this far above its trigger",
+    "fallback_scale_bps": "D's (and the emergency rule's) full step at net_bps this far below 0",
+    "max_changes_per_field": "a field changes at most this many times over the soak",
+    "max_spread_step": "base_spread_bps_delta rises by at most this per iteration",
+    "calm_only_triggers": "this many scenarios at once: only calming moves (multi-fail guard)",
+    "ok_band_bps": "--freeze-after-convergence freezes at the first net_bps >= this after a change",
+    "emergency_net_bps": "mid-iteration fallback when the 5-min rolling net_bps is below this",
+    "emergency_min_fills": "... over at least this many fills (once per iteration)",
+    "a_spread_step": "A: base_spread_bps_delta + (low..high)",
+    "a_tail_age_step_ms": "A: tail_age_ms + (low..high)",
+    "b_impact_cap_step": "B: impact_cap_ratio − (low..high)",
+    "b_max_delta_step": "B: max_delta_ratio − (low..high)",
+    "c_min_interval_step_ms": "C: min_interval_ms − (low..high), rounded",
+    "c_replace_rate_step": "C: replace_rate_per_min + (low..high), rounded",
+    "d_spread_step": "D: base_spread_bps_delta + (low..high)",
+    "d_min_interval_step_ms": "D: min_interval_ms + (low..high), rounded",
+    "d_replace_rate_step": "D: replace_rate_per_min − (low..high), rounded",
+}
 
 
 @dataclass(frozen=True)
@@ -124,7 +164,8 @@ def _clamp01(x: float) -> float:
     return 0.0 if x != x else max(0.0, min(1.0, x))
 
 
-def _step(lo: float, hi: float, m: float) -> float:
+def _step(lo_hi: tuple[float, float], m: float) -> float:
+    lo, hi = lo_hi
     return lo + (hi - lo) * _clamp01(m)
 
 
@@ -180,21 +221,31 @@ class Tuner:
         if "A" in triggers:
             mm = -m.slippage_bps / p.slippage_scale_bps
             why = f"slippage_bps {m.slippage_bps:.3f} is a negative-edge driver"
-            proposals.append(("slippage_bps", "base_spread_bps_delta", _step(0.02, 0.05, mm), why))
-            proposals.append(("slippage_bps", "tail_age_ms", _step(50, 100, mm), why))
+            proposals.append(
+                ("slippage_bps", "base_spread_bps_delta", _step(p.a_spread_step, mm), why)
+            )
+            proposals.append(("slippage_bps", "tail_age_ms", _step(p.a_tail_age_step_ms, mm), why))
         if "B" in triggers:
             mm = (m.adverse_p95 - p.adverse_p95_trigger) / p.adverse_scale_bps
             why = f"adverse cost p95 {m.adverse_p95:.3f} > {p.adverse_p95_trigger}"
-            proposals.append(("adverse_bps", "impact_cap_ratio", -_step(0.02, 0.04, mm), why))
-            proposals.append(("adverse_bps", "max_delta_ratio", -_step(0.02, 0.04, mm), why))
+            proposals.append(
+                ("adverse_bps", "impact_cap_ratio", -_step(p.b_impact_cap_step, mm), why)
+            )
+            proposals.append(
+                ("adverse_bps", "max_delta_ratio", -_step(p.b_max_delta_step, mm), why)
+            )
         if "C" in triggers:
             mm = (m.order_age_p95_ms - p.order_age_p95_trigger_ms) / p.age_scale_ms
             why = (
                 f"order_age_p95 {m.order_age_p95_ms:.0f} ms > "
                 f"{p.order_age_p95_trigger_ms:.0f} and execution healthy"
             )
-            proposals.append(("order_age", "min_interval_ms", -round(_step(10, 20, mm)), why))
-            proposals.append(("order_age", "replace_rate_per_min", round(_step(30, 60, mm)), why))
+            proposals.append(
+                ("order_age", "min_interval_ms", -round(_step(p.c_min_interval_step_ms, mm)), why)
+            )
+            proposals.append(
+                ("order_age", "replace_rate_per_min", round(_step(p.c_replace_rate_step, mm)), why)
+            )
         if "D" in triggers:
             proposals.extend(
                 self._fallback(m.net_bps, f"net_bps < 0 for {st.negative_streak} iterations")
@@ -232,11 +283,12 @@ class Tuner:
         return self._apply(iteration, current, props, True, sim_ts)
 
     def _fallback(self, net_bps: float, why: str) -> list[tuple[str, str, float, str]]:
-        mm = -net_bps / self.policy.fallback_scale_bps
+        p = self.policy
+        mm = -net_bps / p.fallback_scale_bps
         return [
-            ("fallback", "base_spread_bps_delta", _step(0.05, 0.10, mm), why),
-            ("fallback", "min_interval_ms", round(_step(20, 40, mm)), why),
-            ("fallback", "replace_rate_per_min", -round(_step(40, 80, mm)), why),
+            ("fallback", "base_spread_bps_delta", _step(p.d_spread_step, mm), why),
+            ("fallback", "min_interval_ms", round(_step(p.d_min_interval_step_ms, mm)), why),
+            ("fallback", "replace_rate_per_min", -round(_step(p.d_replace_rate_step, mm)), why),
         ]
 
     def _apply(
