@@ -159,8 +159,8 @@ def check_book(stage: Path, strict: bool, name: str = "") -> dict[str, int] | No
     events = feed.events
     if not has_snapshot(events):
         raise UserError(
-            f"{name or feed.path.name}: the converted data holds no book snapshot, so the feed would "
-            "have no book (give the snapshot file with the stream); nothing written"
+            f"{name or feed.path.name}: the converted data holds no book snapshot, so the feed "
+            "would have no book (give the snapshot file with the stream); nothing written"
         )
     bad = [f for f in check_events(events) if f.fatal]
     if bad:
