@@ -130,3 +130,37 @@ def test_parallel_needs_a_directory_and_one_engine(tmp_path: Path) -> None:
         "127.0.0.1:1",
     )
     assert proc.returncode == 2 and "give one" in proc.stderr
+
+
+def test_an_existing_cluster_by_address(tmp_path: Path) -> None:
+    """--scheduler: the cluster of someone else (here a LocalCluster of this process)."""
+    import logging
+
+    from dask.distributed import LocalCluster
+
+    src = tmp_path / "src"
+    src.mkdir()
+    inputs = [
+        *day_files(src, "2024-01-01", "BTC-PERPETUAL", 1_700_000_000_000_000),
+        *day_files(src, "2024-01-02", "BTC-PERPETUAL", 1_700_086_400_000_000),
+    ]
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        out = tmp_path / "out"
+        proc = cli(
+            "convert", "--from", "tardis", *map(str, inputs), "-o", str(out),
+            "--scheduler", cluster.scheduler_address, "--tick", "0.5",
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"Dask cluster at {cluster.scheduler_address}" in proc.stdout
+    assert "converted 2 of 2 file(s)" in proc.stdout
+    assert sorted(p.name for p in out.glob("*.npy")) == [
+        "deribit_2024-01-01_BTC-PERPETUAL.npy",
+        "deribit_2024-01-02_BTC-PERPETUAL.npy",
+    ]
