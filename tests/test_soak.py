@@ -315,4 +315,9 @@ def test_short_recorded_feed_ends_the_soak_with_a_clear_message(tmp_path: Path) 
     lines = (tmp_path / "a" / "soak" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["partial"] for x in lines] == [False, True]
     assert "partial iterations: 1" in r.stdout
-    assert "(partial)" in (tmp_path / "a" / "reports" / "SOAK_RESULTS.md").read_text()
+    md = (tmp_path / "a" / "reports" / "SOAK_RESULTS.md").read_text()
+    assert "(partial)" in md and "2 iterations, 1 of them cut short (iteration 1)." in md
+    gate = json.loads((tmp_path / "a" / "reports" / "KPI_GATE.json").read_text())
+    assert gate["partial_iterations"] == [1]
+    assert [it["partial"] for it in gate["iterations"]] == [False, True]
+    assert gate["next_step"].startswith("Iteration(s) 1 ran shorter than asked")

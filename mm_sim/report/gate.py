@@ -271,6 +271,7 @@ def kpi_gate(
     gates: GatesCfg,
     band_decision: BandSignificance | None = None,
     outages: Sequence[int] = (),
+    partial: Sequence[int] = (),
 ) -> KpiGate:
     """KPI_GATE.json: the totals gated, plus each iteration's verdict.
 
@@ -278,6 +279,9 @@ def kpi_gate(
     ``outages``: iterations in which the feed delivered no event at all (a live feed down, or
     a gap in the data). Such a run's figures cover less than it says, so the ``feed_outage``
     hard gate fails it, naming them (docs/REPORTS.md, section 3).
+    ``partial``: iterations cut short (a stored feed that ended first, an interrupt). They are
+    judged as recorded, and the verdict's next step says which they are, so a shorter run is
+    never read as a whole one.
     """
     res = evaluate(totals, gates)
     if outages:
@@ -296,6 +300,14 @@ def kpi_gate(
                 + res.next_step,
             }
         )
+    if partial:
+        cut = ", ".join(str(i) for i in partial)
+        res = res.model_copy(
+            update={
+                "next_step": f"Iteration(s) {cut} ran shorter than asked (the feed ended or the "
+                "run was interrupted); the verdict covers them as recorded. " + res.next_step
+            }
+        )
     per_iter = []
     for sec in iterations:
         r = evaluate(sec, gates)
@@ -306,6 +318,7 @@ def kpi_gate(
                 band=r.band,
                 net_bps=r.net_bps,
                 hard_failed=r.hard_failed,
+                partial=sec.iteration in partial,
             )
         )
     return KpiGate(
@@ -322,4 +335,5 @@ def kpi_gate(
         soft=[c for c in res.checks if c.kind == "soft"],
         next_step=res.next_step,
         iterations=per_iter,
+        partial_iterations=list(partial),
     )

@@ -154,7 +154,8 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
         ),
     )
     outages = [ln.iteration for ln in lines if ln.extra.get("outage")]
-    gate = kpi_gate(totals, iters, g, stat.band_decision, outages)
+    partial = [ln.iteration for ln in lines if ln.partial]
+    gate = kpi_gate(totals, iters, g, stat.band_decision, outages, partial)
     rd.reports.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rd.reports / EDGE_REPORT, dump(edge))
     atomic_write_json(rd.reports / KPI_GATE, dump(gate))
@@ -222,7 +223,13 @@ def render_markdown(
         "",
         f"**Verdict: {gate.verdict}** (net_bps band {gate.band}) — net_bps {_n(t.net_bps)} "
         f"over {t.fills:,} fills, notional {_n(t.notional, 2)}, "
-        f"PnL {_n(t.pnl, 4)}, {len(lines)} iterations.",
+        f"PnL {_n(t.pnl, 4)}, {len(lines)} iterations"
+        + (
+            f", {len(gate.partial_iterations)} of them cut short (iteration "
+            f"{', '.join(str(i) for i in gate.partial_iterations)})."
+            if gate.partial_iterations
+            else "."
+        ),
         "",
         *inverse_note(t.money, t.pnl, t.notional),
         band_note(gate),

@@ -276,6 +276,7 @@ class IterationVerdict(_Model):
     band: Verdict
     net_bps: float | None
     hard_failed: list[str]
+    partial: bool = False  # cut short (the feed ended, or the run was interrupted)
 
 
 class KpiGate(_Model):
@@ -294,6 +295,9 @@ class KpiGate(_Model):
     soft: list[GateCheck]
     next_step: str
     iterations: list[IterationVerdict]
+    # Iterations cut short (the feed ended, or the run was interrupted): the verdict covers
+    # them as recorded, and next_step says so.
+    partial_iterations: list[int] = []
 
 
 # --------------------------------------------------------------------------------------------
