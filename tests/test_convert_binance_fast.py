@@ -168,6 +168,13 @@ def capture_rows() -> list[str]:
         side = [[f"{99.50 - 0.01 * (k % 7):.2f}", f"{k % 5}"]]
         rows.append(f"{t} {depth(u, 1000 + k, side, [['100.50', str(1 + k % 3)]])}")
         u += 2
+        if k == 120:  # overlapping the previous diff (spot): applied, counted
+            rows.append(f"{t} {depth(u - 1, 1000 + k, [['99.45', '1']], [])}")
+        if k == 250:  # a bid through the ask: the book is crossed, cleared, re-requested
+            rows.append(f"{t} {depth(u, 1000 + k, [['100.70', '1']], [])}")
+            u += 2
+        if k == 260:  # a later snapshot re-bases it; the diffs buffered meanwhile replay
+            rows.append(f"{t + 2} {snapshot(u - 3, bids, asks)}")
         rows.append(f"{t + 1} {ticker(u, '99.50', '100.50')}")
         if k % 3 == 0:
             rows.append(f"{t + 3} {trade(k, 1000 + k, '100.50', '0.5', k % 2 == 0)}")
@@ -200,6 +207,7 @@ def test_a_whole_capture_converts_byte_for_byte_as_the_general_path(tmp_path: Pa
     g, gs, f, fs = convert_both(path, tmp_path, symbol=SYM)
     assert f == g and fs == gs
     assert gs["bad"]["total"] > 0 and gs["receive_time_backwards"] > 0
+    assert gs["crossed"] == 1 and gs["overlapping_diffs"] >= 1 and gs["rebases"] == 2
     assert gs["messages"]["depthUpdate"] >= 301 and gs["events"]["depth"] > 300
 
 

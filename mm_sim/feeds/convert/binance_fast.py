@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim.events import KIND_CLEAR, KIND_TRADE
+from mm_sim.feeds.convert.binance_inputs import MS
 from mm_sim.venues.binance.fastparse import (
     _FALSE,
     _TRUE,
@@ -53,7 +55,6 @@ from mm_sim.venues.binance.fastparse import (
     T_SYM0,
     T_SYM1,
     T_T,
-    T_TID,
     _literal,
     _string,
     _unwrap,
@@ -65,10 +66,10 @@ from mm_sim.venues.binance.messages import (
     _PARTIAL_DEPTH,
     DepthDiff,
     MessageError,
-    Trade,
     decode,
     parse_payload,
 )
+from mm_sim.venues.binance.sync import Market
 
 FALLBACK = 0
 TICKER = 1
@@ -345,6 +346,7 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
     counts = conv.messages
     partial: dict[bytes, bool] = conv._partial_streams
     path = f.inp.path
+    cols = conv.cols
     rest = b""
     while True:
         # read1: what one decompression step yields, so a truncated gzip still gives up its
@@ -359,7 +361,8 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
         nl, used, nv = scanner.scan(block)
         codes = scanner.codes[:nl].tolist()
         rows = scanner.lines[:nl].tolist()
-        lv = scanner.lv[:nv].tolist()
+        lvarr = scanner.lv
+        lv = lvarr[:nv].tolist()
         dints = scanner.dints
         tints = scanner.tints
         for i in range(nl):
@@ -387,8 +390,32 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
                 code = depth_code(row, block, partial)
             if code == DEPTH:
                 iv = dints[i].tolist()
+                local = row[L_LOCAL]
+                conv._seen(f, local)
                 nb, na = 2 * iv[I_NB], 2 * iv[I_NA]
                 k = row[L_LV]
+                sync = conv.sync
+                if (
+                    sync is not None
+                    and block[row[L_SYM0] : row[L_SYM1]] == sel
+                    and (iv[I_HAS_PU] == 1) == (conv.market is Market.FUTURES)
+                ):
+                    # The steady state without objects: the venue's own apply_next says
+                    # whether this diff simply continues the synced book (0: it does not, and
+                    # nothing changed; the object path below decides as before).
+                    fb, fa = lvarr[k : k + nb], lvarr[k + nb : k + nb + na]
+                    done = sync.apply_next(iv[I_FIRST], iv[I_FINAL], iv[I_PREV], fb, fa)
+                    if done:
+                        counts["depthUpdate"] += 1
+                        exch = iv[I_E] * MS
+                        conv.last_local = local
+                        conv.last_exch = exch
+                        conv._sample_offset(local - exch)
+                        cols.diff_flat(fb, fa, exch, local)
+                        if done == 2:  # applied, and the book is crossed: no book from here
+                            cols.one(exch, local, KIND_CLEAR, 0, 0.0, 0.0)
+                            conv.invalidations += 1
+                        continue
                 vb, va = lv[k : k + nb], lv[k + nb : k + nb + na]
                 msg: Any = DepthDiff(
                     block[row[L_SYM0] : row[L_SYM1]].decode("ascii"),
@@ -401,29 +428,34 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
                     list(zip(va[0::2], va[1::2], strict=True)),
                     flat=(np.array(vb), np.array(va)),
                 )
-            elif code == TRADE:
-                tv = tints[i].tolist()
+                conv._route(f, msg, local)
+                continue
+            if code == TRADE:
+                local = row[L_LOCAL]
+                conv._seen(f, local)
+                if block[row[L_SYM0] : row[L_SYM1]] != sel:
+                    conv.other_symbol += 1
+                    continue
+                # conv._route and conv._trade for a spot trade (no order type), inlined
+                counts["trade"] += 1
+                f.seen_trade = True
                 k = row[L_LV]
+                qty = lv[k + 1]
+                if qty <= 0.0:
+                    conv.trades_zero_qty += 1
+                    continue
+                tv = tints[i].tolist()
                 ev = tv[T_E]
-                msg = Trade(
-                    block[row[L_SYM0] : row[L_SYM1]].decode("ascii"),
-                    lv[k],
-                    lv[k + 1],
-                    tv[T_M] == 1,
-                    tv[T_T] if tv[T_HAS_T] else ev,
-                    ev,
-                    tv[T_TID],
-                    False,
-                    None,
-                )
-            elif code == BLANK:
+                exch = ev * MS
+                conv.last_local = local
+                conv.last_exch = exch
+                conv._sample_offset(local - exch)
+                side = -1 if tv[T_M] == 1 else 1
+                tm = tv[T_T] if tv[T_HAS_T] else ev
+                cols.one(tm * MS, local, KIND_TRADE, side, lv[k], qty)
                 continue
-            else:
+            if code != BLANK:
                 conv._general_line(f, block[row[L_START] : row[L_END]])
-                continue
-            local = row[L_LOCAL]
-            conv._seen(f, local)
-            conv._route(f, msg, local)
         rest = block[used:]
 
 
