@@ -164,3 +164,20 @@ def test_an_existing_cluster_by_address(tmp_path: Path) -> None:
         "deribit_2024-01-01_BTC-PERPETUAL.npy",
         "deribit_2024-01-02_BTC-PERPETUAL.npy",
     ]
+
+
+def test_binance_csv_files_group_by_symbol_and_day(tmp_path: Path) -> None:
+    names = [
+        "BTCUSDT_T_DEPTH_2020-07-02_depth_snap.csv",
+        "BTCUSDT_T_DEPTH_2020-07-02_depth_update.csv",
+        "BTCUSDT-trades-2020-07-02.csv",
+        "BTCUSDT_T_DEPTH_2020-07-03_depth_snap.csv",
+        "ETHUSDT-aggTrades-2020-07-02.csv",
+    ]
+    jobs = plan("binance-csv", [tmp_path / n for n in names], tmp_path, ConvertOptions())
+    got = {j.key: sorted(Path(p).name for p in j.inputs) for j in jobs}
+    assert got == {
+        "BTCUSDT_2020-07-02": sorted(names[:3]),
+        "BTCUSDT_2020-07-03": [names[3]],
+        "ETHUSDT_2020-07-02": [names[4]],
+    }

@@ -1,5 +1,6 @@
 """Many conversions at once on the sweep's Dask cluster: one task per input file (a LOBSTER
-message/orderbook pair, or the tardis files of one exchange, day and symbol), one feed each.
+message/orderbook pair, the tardis files of one exchange, day and symbol, or the Binance CSVs of
+one symbol and day), one feed each.
 
 Why Dask: days × symbols of recordings are where users outgrow one machine first, and the
 sweep already knows how to start a local cluster or join one (``mm_sim.sweep.driver.connect``).
@@ -24,6 +25,12 @@ from mm_sim.feeds.convert.base import ConvertOptions
 
 # tardis.dev's download names: <exchange>_<data type>_<YYYY-MM-DD>_<symbol>.csv.gz
 _TARDIS_TYPE = re.compile(r"_(incremental_book_L2|trades|book_snapshot_\d+|quotes)_")
+# Binance public CSV names: SYMBOL_T_DEPTH_YYYY-MM-DD_depth_{snap,update}.csv and
+# SYMBOL-{trades,aggTrades}-YYYY-MM-DD.csv
+_BINANCE_CSV_DAY = re.compile(
+    r"^(?P<sym>[A-Z0-9]+(?:_[A-Z0-9]+)??)(?:_T_DEPTH_|-trades-|-aggTrades-)"
+    r"(?P<day>\d{4}-\d{2}(?:-\d{2})?)"
+)
 _SUFFIXES = (".gz", ".csv", ".txt", ".json", ".jsonl", ".npy")
 
 
@@ -56,6 +63,12 @@ def plan(fmt: str, inputs: list[Path], out_dir: Path, opts: ConvertOptions) -> l
     elif fmt == "tardis":
         for p in inputs:
             groups.setdefault(_TARDIS_TYPE.sub("_", _stem(p.name)), []).append(p)
+    elif fmt == "binance-csv":
+        # One day of one symbol: its depth snapshot and update files and its trades.
+        for p in inputs:
+            m = _BINANCE_CSV_DAY.match(p.name)
+            key = f"{m['sym']}_{m['day']}" if m else _stem(p.name)
+            groups.setdefault(key, []).append(p)
     else:
         stems = [_stem(p.name) for p in inputs]
         for p, stem in zip(inputs, stems, strict=True):
