@@ -47,6 +47,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from mm_sim.errors import UserError
 from mm_sim.logs import get_logger
+from mm_sim.venues.binance import clock_sync
 from mm_sim.venues.binance.client_config import ClientConfig, Polled, retry_after_s, venue_message
 from mm_sim.venues.binance.client_parts import Conn as _Conn
 from mm_sim.venues.binance.client_parts import HttpStatus as _HttpStatus
@@ -64,6 +65,7 @@ log = get_logger("mm_sim.binance")
 # produced some of them, in order.
 Sink = Callable[[np.ndarray, list[int]], None]
 CATCH_UP = 16  # push mode: more frames than this waiting, decide on them together (behind)
+CLOCK_MOVED_NS = 1_000_000_000  # a venue clock this far off after a loss: a restarted venue
 
 
 class BinanceClient:
@@ -105,6 +107,7 @@ class BinanceClient:
         self.sink_error: BaseException | None = None
         self.fatal: UserError | None = None  # a permanent error (bad symbol, bad limit)
         self._connection_class = _direct_connection(clock)
+        self.clock_log: list[dict[str, Any]] = []  # venue clocks found moved (restarts)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -504,6 +507,7 @@ class BinanceClient:
         cfg = self.cfg
         attempt = 0
         current: _Conn | None = None
+        lost = False  # the stream was lost: check the venue's clock before reconnecting
         tick = max(0.02, min(1.0, cfg.stale_after_s / 4, cfg.max_connection_s / 4))
         while not self._closing:
             if current is None or current.closed.is_set():
@@ -512,12 +516,17 @@ class BinanceClient:
                     attempt = 1 if lived >= cfg.backoff_reset_after_s else attempt + 1
                     if current.reason not in ("stale", "rollover"):
                         self.counters.disconnects += 1
+                    lost = current.reason != "rollover"
                     log.warning("websocket closed", reason=current.reason, lived_s=round(lived, 1))
                     await asyncio.sleep(self._backoff(attempt))
+                if lost:
+                    await self._check_venue_clock()
                 current = await self._open(overlap=False)
                 if current is None:
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt))
+                else:
+                    lost = False
                 continue
             if not self._nudge.is_set():
                 timer = asyncio.get_running_loop().call_later(tick, self._nudge.set)
@@ -541,6 +550,35 @@ class BinanceClient:
             if now - current.opened >= cfg.max_connection_s or shutdown > self._shutdown_seen:
                 self._shutdown_seen = shutdown
                 current = await self._rollover(current)
+
+    async def _check_venue_clock(self) -> None:
+        """Measure the venue's clock again (its server time) before reconnecting. A venue that
+        restarted may come back on another clock (the fake exchange's starts at its launch):
+        its event times would then be far behind ours and, held at the last time seen
+        (exchange times never go back), freeze the run's exchange clock. A clock moved by
+        more than ``CLOCK_MOVED_NS`` beyond the estimate's error is a restarted venue: its
+        times are mapped onto ours from now on (``venue_shift_ns``, unless the feed's clock
+        is ``raw``) and its trade ids begin again (``note_restart``)."""
+        if self._session is None:
+            return
+        est = await clock_sync.measure(self._session, self.cfg.time_url, self.clock, quiet=True)
+        c = self.counters
+        c.clock_checks += 1
+        if est is None:
+            return  # the venue is still down, or has no server time: the next attempt asks
+        proc = self.proc
+        moved = est.offset_ns + proc.venue_shift_ns  # against what the shift in force expects
+        if abs(moved) <= est.uncertainty_ns + CLOCK_MOVED_NS:
+            return
+        proc.note_restart(f"venue clock moved {moved / 1e6:+.0f} ms")
+        entry = {**est.to_json(), "moved_ms": round(moved / 1e6, 3), "rebased": False}
+        if self.cfg.rebase_clock:
+            proc.venue_shift_ns = -est.offset_ns
+            c.clock_rebases += 1
+            c.venue_clock_shift_ms = round(-est.offset_ns / 1e6, 3)
+            entry["rebased"] = True
+        self.clock_log.append(entry)
+        log.warning("venue clock moved", **entry)
 
     async def _supervise_aux(self, route: int) -> None:
         """Keep one connection of a route without the depth stream (trades): reconnect with

@@ -63,6 +63,9 @@ class ClientConfig:
     busy_poll: bool = False  # spin the event loop: lowest latency, one core kept at 100 %
     routes: tuple[Route, ...] = ()  # empty: SPOT_ROUTES (one combined connection)
     trade_silence_s: float = 120.0  # depth flows but no trade for this long: a loud warning
+    # After a lost connection the venue's clock is measured again before reconnecting; a clock
+    # that moved (a restarted venue) is mapped back onto ours unless the feed's clock is raw.
+    rebase_clock: bool = True
 
     @property
     def route_list(self) -> tuple[Route, ...]:
@@ -96,6 +99,12 @@ class ClientConfig:
             f"{self.rest_base.rstrip('/')}{path}?symbol={self.symbol.upper()}"
             f"&limit={self.snapshot_limit}"
         )
+
+    @property
+    def time_url(self) -> str:
+        """The venue's server-time endpoint (its clock, for the offset estimate)."""
+        path = "/fapi/v1/time" if self.market is Market.FUTURES else "/api/v3/time"
+        return f"{self.rest_base.rstrip('/')}{path}"
 
 
 def retry_after_s(value: str | None, default: float, now: float | None = None) -> float:

@@ -62,9 +62,14 @@ def best_offset(samples: list[tuple[int, int, int]]) -> ServerOffset | None:
 
 
 async def measure(
-    session: aiohttp.ClientSession, url: str, clock: Callable[[], int], n: int = SAMPLES
+    session: aiohttp.ClientSession,
+    url: str,
+    clock: Callable[[], int],
+    n: int = SAMPLES,
+    quiet: bool = False,
 ) -> ServerOffset | None:
-    """``n`` server-time requests to ``url``; None (and a warning) when none answered."""
+    """``n`` server-time requests to ``url``; None (and, unless ``quiet``, a warning) when
+    none answered."""
     samples: list[tuple[int, int, int]] = []
     for _ in range(n):
         try:
@@ -81,7 +86,7 @@ async def measure(
             samples.append((t0, server, t1))
         await asyncio.sleep(0)
     est = best_offset(samples)
-    if est is None:
+    if est is None and not quiet:
         log.warning("venue server time unavailable: clock offset not estimated", url=url)
     return est
 

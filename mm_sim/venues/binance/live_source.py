@@ -75,6 +75,8 @@ class LiveFeed:
             **self.identity.get("clock", {}),
             "lag_ms_corrected": model.lag_ms_raw,  # lags of events already corrected live
             "lag_samples": model.samples,
+            # venue clocks found moved after a lost connection (a restarted venue)
+            "venue_clock_moves": list(self.client.clock_log),
         }
 
     def counters(self) -> dict[str, Any]:
@@ -307,6 +309,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         stale_after_s=spec.stale_after_s,
         max_connection_s=spec.max_connection_s,
         busy_poll=spec.busy_poll,
+        rebase_clock=spec.clock != "raw",
     )
     venue = ("fake-" if spec.fake else "") + f"binance-{market}"
     instrument = Instrument(symbol.upper(), venue, tick, lot, decimals, csize is not None, csize)

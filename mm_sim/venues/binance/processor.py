@@ -92,6 +92,10 @@ class ClientCounters:
     trade_silences: int = 0  # episodes of no trade for trade_silence_s while depth flowed
     trade_silence_max_s: float = 0.0  # longest time without a trade while depth flowed
     trade_silent_now: bool = False  # the last check found such an episode still going
+    venue_restarts: int = 0  # the venue came back with its clock moved or its ids restarted
+    clock_checks: int = 0  # venue clock measured again after a lost connection
+    clock_rebases: int = 0  # ... and found moved: its event times mapped back onto ours
+    venue_clock_shift_ms: float = 0.0  # added to the venue's event times since the last one
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "bad"}
@@ -210,6 +214,11 @@ class StreamProcessor:
         self._depth = DepthParser()  # plain depthUpdate frames skip json (same result)
         self._trades = TradeParser()  # so do plain spot trades
         self._futures = 1 if self.market is Market.FUTURES else 0  # as the parser's I_HAS_PU
+        # Added to the venue's event times: nonzero once a restarted venue's clock was found
+        # moved, so its times continue ours (the run's clock never goes back).
+        self.venue_shift_ns = 0
+        self._uid_at_loss: int | None = None  # the book's update id when the stream was lost
+        self._restart_noted = False  # this loss's restart already counted
         self._sym = self.symbol.encode()
 
     # --- inputs ---------------------------------------------------------------------------
@@ -335,8 +344,22 @@ class StreamProcessor:
 
     def reset(self, reason: str, local_ns: int) -> None:
         """The stream's continuity is lost (new connection, overflow): the book is unknown."""
+        uid = self.sync.last_update_id
+        if uid is not None and (self._uid_at_loss is None or uid > self._uid_at_loss):
+            self._uid_at_loss = uid
         self.need_snapshot = False
         self._do(self.sync.reset(reason), local_ns)
+
+    def note_restart(self, why: str) -> None:
+        """The venue restarted (its clock moved, or its update ids began again): its trade ids
+        begin again too, so the duplicate filter forgets ours (else every trade of the new
+        session would be dropped as already seen). Counted once per loss of the stream."""
+        if self._restart_noted:
+            return
+        self._restart_noted = True
+        self.counters.venue_restarts += 1
+        self.last_trade_id = -1
+        log.warning("venue restarted: resyncing", why=why, symbol=self.symbol)
 
     def take(self) -> np.ndarray:
         return self.stage.take()
@@ -344,7 +367,7 @@ class StreamProcessor:
     # --- internals ------------------------------------------------------------------------
 
     def _exch(self, ms: int) -> int:
-        ns = ms * _MS
+        ns = ms * _MS + self.venue_shift_ns
         if ns < self.last_exch:
             return self.last_exch if self.monotonic_exch else ns
         self.last_exch = ns
@@ -377,6 +400,12 @@ class StreamProcessor:
             elif k is ActionKind.REBASE:
                 s = a.snapshot
                 assert s is not None
+                lost = self._uid_at_loss
+                if lost is not None and s.last_update_id < lost:
+                    # A book the venue rebuilt from scratch: ids below the ones we had.
+                    self.note_restart(f"update ids began again ({s.last_update_id} < {lost})")
+                self._uid_at_loss = None
+                self._restart_noted = False
                 ms = s.event_ms if s.event_ms is not None else s.txn_ms
                 # A spot snapshot has no event time. It takes the event time of the first diff
                 # applied on top of it (its state precedes that diff), else the last exchange
