@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
-import sys
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "mm_sim", "validate", "tuner", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    """The CLI's own entry point, in this process (the kernels stay loaded between tests)."""
+    from mm_sim.cli import main
+
+    argv = ["validate", "tuner", *args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 def test_uplift_is_tuned_minus_frozen_out_of_sample(tmp_path: Path) -> None:

@@ -3,10 +3,10 @@ against real soaks (a replay is the soak it stands for, bit for bit; resume; --t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
-import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +21,6 @@ from mm_sim.tuning.counterfactual import Evaluation
 from mm_sim.tuning.search import STEPS, Candidate, neighbourhood
 from mm_sim.tuning.walkforward import WalkForwardTuner
 
-REPO = Path(__file__).resolve().parent.parent
 BASE = Overrides()
 RNG = np.random.default_rng(5)
 SHARED = RNG.normal(0.0, 20.0, 40)  # the market's noise, shared by every arm
@@ -111,9 +110,15 @@ ARGS = ["--iterations", "2", "--iteration-minutes", "1", "--seed", "7"]
 
 
 def soak(out: Path, *extra: str, args: Sequence[str] = ARGS) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "mm_sim", "soak", *args, "--artifacts", str(out), *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    return r
+    """``mm_sim soak`` through the CLI's own entry point, in this process: the compiled kernels
+    stay loaded from one soak to the next (a subprocess would load them again each time)."""
+    from mm_sim.cli import main
+
+    argv = ["soak", *args, "--artifacts", str(out), *extra]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 def lines(out: Path) -> list[dict]:
