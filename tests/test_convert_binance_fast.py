@@ -228,21 +228,38 @@ def test_a_truncated_gzip_and_a_last_line_without_newline_read_the_same(tmp_path
 
 # The real captures: sha256 of the .npy the converter wrote at commit f66a4ba, before the fast
 # path (python -m mm_sim convert ... as in docs/FEEDS_BINANCE.md).
+H, C = "hftbacktest-binance/", "cryptofeed-binance/"
 REAL = {
     "spot-btcusdt": (
-        ["spot/btcusdt_20240808.gz", "spot/btcusdt_20240809.gz"],
+        [H + "spot/btcusdt_20240808.gz", H + "spot/btcusdt_20240809.gz"],
+        None,
         None,
         "b0b86f7fb954b7b8f559e8f3fc638ccf453816bcd7aee9a2d8c343a0d48cbd51",
     ),
     "spot-ethusdt": (
-        ["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"],
+        [H + "spot/ethusdt_20240808.gz", H + "spot/ethusdt_20240809.gz"],
+        None,
         None,
         "fa1c0bfa20c109cafd17d7ecebe4657f9bd7a4866fa868f21ec2eebaa14b58af",
     ),
     "usdm-btcusdt": (
-        ["usdm/btcusdt_20240808.gz"],
+        [H + "usdm/btcusdt_20240808.gz"],
+        None,
         None,
         "557504a2e62beb569de3e5092207fda55c3deada0e7af508b0bff7ef50672e0e",
+    ),
+    # cryptofeed captures take the general path (restructured with the fast one)
+    "cryptofeed-usdm-sushiusdt": (
+        [C + "BINANCE_FUTURES.ws.1.0", C + "BINANCE_FUTURES.http.0.0"],
+        "SUSHIUSDT",
+        C + "BINANCE_FUTURES.0",
+        "014155b79ea63249f511ebc38fde5e9cb2f861738bf8a1def3e0c93c1728edfa",
+    ),
+    "cryptofeed-spot-nknusdt": (
+        [C + "BINANCE.ws.1.0", C + "BINANCE.http.0.0"],
+        "NKNUSDT",
+        C + "BINANCE.0",
+        "6bf556ae49e56b02eade4cc36e4bd3225900bb22fd8be64301c22d4c731e7c94",
     ),
 }
 
@@ -251,8 +268,9 @@ REAL = {
 def test_real_captures_are_byte_identical_to_the_converter_before(
     shared_data: Path, tmp_path: Path, name: str
 ) -> None:
-    files, symbol, digest = REAL[name]
-    inputs = [shared_data / "hftbacktest-binance" / f for f in files]
-    res = binance.convert(inputs, tmp_path / "o.npy", ConvertOptions(symbol=symbol))
+    files, symbol, info, digest = REAL[name]
+    inputs = [shared_data / f for f in files]
+    opts = ConvertOptions(symbol=symbol, exchange_info=shared_data / info if info else None)
+    res = binance.convert(inputs, tmp_path / "o.npy", opts)
     assert hashlib.sha256(res.out.read_bytes()).hexdigest() == digest
     assert int(np.load(res.out, mmap_mode="r").shape[0]) == res.events
