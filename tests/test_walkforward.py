@@ -286,3 +286,44 @@ def test_the_seed_tuner_with_shadows_reports_them_only(tmp_path: Path) -> None:
     assert "tuning" not in ln["extra"]
     assert [s["id"] for s in ln["extra"]["shadows"]] == ["min_interval_ms-10", "min_interval_ms+10"]
     assert "walk-forward search" not in r.stdout and "shadow arms (paper;" in r.stdout
+
+
+def test_folds_add_up_to_the_window_and_survive_a_gap() -> None:
+    """The score's folds split the window's PnL exactly (each fold starts where the previous
+    one ended); a span without marks (a feed gap) gives fewer folds, never an empty one."""
+    from mm_sim.config import load_profile
+    from mm_sim.core.engine import Engine
+    from mm_sim.feeds.synthetic import SyntheticParams, generate
+    from mm_sim.report.edge import section
+    from mm_sim.tuning.counterfactual import _cut, _parts, replay
+    from mm_sim.tuning.window import Window
+
+    events, inst = generate(SyntheticParams(), seed=2, duration_s=90)
+    profile = load_profile("S1")
+    inst = profile.instrument_for(inst)
+    ts = events["exch_ts"]
+    state = Engine(profile, BASE, inst, 1).state_arrays()
+    w = Window(0, int(ts[0]), int(ts[0]) + 90 * 10**9, state, None)
+    for lo in range(0, len(events), 20000):
+        w.add(events[lo : lo + 20000], lo + 20000 >= len(events))
+    rep = replay(w, profile, inst, 1, BASE)
+    g = profile.gates
+
+    def net_of(folds: list[dict]) -> float:
+        start, total = None, 0.0
+        for f in folds:
+            p = _parts(w, f, start, None)
+            total += section([p], 0, g.hard.adverse_p95_max, g.venue_rules).amounts.net
+            start = p.end
+        return total
+
+    whole = section([_parts(w, rep.records, None, None)], 0, g.hard.adverse_p95_max, g.venue_rules)
+    assert whole.fills > 0
+    folds = _cut(rep.records, w, 3)
+    assert len(folds) == 3 and all(len(f["marks"]) for f in folds)
+    assert net_of(folds) == pytest.approx(whole.amounts.net, rel=1e-9, abs=1e-9)
+    m = rep.records["marks"]
+    third = int(ts[0]) + 30 * 10**9
+    gap = {**rep.records, "marks": m[(m["ts"] < third) | (m["ts"] > third + 40 * 10**9)]}
+    folds = _cut(gap, w, 3)
+    assert len(folds) == 2 and all(len(f["marks"]) for f in folds)

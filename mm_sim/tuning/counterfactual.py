@@ -109,17 +109,19 @@ def replay(
 def _cut(records: dict[str, np.ndarray], window: Window, folds: int) -> list[dict[str, Any]]:
     """The records of each fold. A fold ends at the first mark at or after its time edge and
     holds every record stamped at or before that mark (a mark includes what happened up to
-    it); what comes after the last mark belongs to the last fold."""
+    it); what comes after the last cut belongs to the last fold."""
     ts = records["marks"]["ts"]
     span = window.end_ns - window.start_ns
     edges = [window.start_ns + span * j // folds for j in range(1, folds)]
-    idx = np.minimum(np.searchsorted(ts, edges, side="left"), len(ts) - 1)
-    cuts = ts[idx] if len(ts) else np.zeros(0, np.int64)
-    out: list[dict[str, Any]] = [{} for _ in range(folds)]
+    idx = np.searchsorted(ts, edges, side="left")
+    # A cut needs a mark at or after it with another mark after that, so that no fold is
+    # without marks to value it (a feed gap can leave a span without any): fewer folds then.
+    cuts = np.unique(ts[idx[idx < len(ts) - 1]])
+    out: list[dict[str, Any]] = [{} for _ in range(len(cuts) + 1)]
     for name in RECORDS:
         r = records[name]
         which = np.searchsorted(cuts, r["ts"], side="left")
-        for j in range(folds):
+        for j in range(len(out)):
             out[j][name] = r[which == j]
     return out
 
