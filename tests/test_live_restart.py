@@ -51,11 +51,12 @@ async def test_restarted_venue_is_resynced_clock_and_trade_ids_included(feed, mo
         await run.until(lambda: cl.counters.trades >= 5)
         before = len(run.events)
         last_exch = int(run.events["exch_ts"].max())
-        trades = cl.counters.trades
+        trades, diffs = cl.counters.trades, cl.counters.diffs
         new = await _restart(run, feed, clock_offset_ms=BEHIND_MS)
         try:
             await run.until(lambda: cl.counters.venue_restarts >= 1)
             await run.until(lambda: cl.counters.trades >= trades + 5)
+            await run.until(lambda: cl.counters.diffs >= diffs + 20)
             await run.matches_truth()  # the new venue's book, at its own update ids
         finally:
             await new.stop()

@@ -7,7 +7,7 @@ Two layers, as in a sans-I/O design:
 - :class:`BinanceClient` only moves bytes: one reader task per websocket connection pushes
   frames into a bounded queue (it never waits for the consumer; when the queue is full the
   frame is counted as overflow and a marker makes the consumer resync), a fetch task gets REST
-  snapshots with backoff, a supervisor task reconnects with exponential backoff and jitter,
+  snapshots with backoff (``client_rest.py``, with the venue clock checks after a loss), a supervisor task reconnects with exponential backoff and jitter,
   closes a connection that went stale (frames may still flow: pings are not data), and rolls a
   connection over before the exchange's 24 h limit (or at once on ``serverShutdown``) by opening
   the next one first and switching once its stream continues the book (no resync, no gap).
@@ -47,15 +47,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from mm_sim.errors import UserError
 from mm_sim.logs import get_logger
-from mm_sim.venues.binance import clock_sync
-from mm_sim.venues.binance.client_config import ClientConfig, Polled, retry_after_s, venue_message
+from mm_sim.venues.binance.client_config import ClientConfig, Polled, retry_after_s
 from mm_sim.venues.binance.client_parts import Conn as _Conn
-from mm_sim.venues.binance.client_parts import HttpStatus as _HttpStatus
 from mm_sim.venues.binance.client_parts import TradeSilence as _TradeSilence
-from mm_sim.venues.binance.client_parts import note_weight
+from mm_sim.venues.binance.client_rest import RestSide
 from mm_sim.venues.binance.direct_ws import Clock, _direct_connection, _DirectConnection
 from mm_sim.venues.binance.fastparse import warm as warm_parsers
-from mm_sim.venues.binance.messages import DepthDiff, MessageError, decode, parse_snapshot
+from mm_sim.venues.binance.messages import DepthDiff
 from mm_sim.venues.binance.processor import ClientCounters, StreamProcessor
 from mm_sim.venues.binance.sync import BookSync, Market
 
@@ -65,10 +63,9 @@ log = get_logger("mm_sim.binance")
 # produced some of them, in order.
 Sink = Callable[[np.ndarray, list[int]], None]
 CATCH_UP = 16  # push mode: more frames than this waiting, decide on them together (behind)
-CLOCK_MOVED_NS = 1_000_000_000  # a venue clock this far off after a loss: a restarted venue
 
 
-class BinanceClient:
+class BinanceClient(RestSide):
     """One symbol's live book from Binance (or the fake exchange). Use as an async context."""
 
     def __init__(
@@ -353,73 +350,6 @@ class BinanceClient:
         self._switched.set()
         log.info("connection rolled over", old=old, new=cid)
 
-    # --- snapshots ------------------------------------------------------------------------
-
-    def _start_snapshot(self) -> None:
-        task = self._snap_task
-        if task is not None and not task.done():
-            if task is asyncio.current_task():
-                # Push mode: the snapshot this task just delivered was processed inside it (and
-                # refused: stale, crossed). The task must fetch again rather than end, or the
-                # request is lost and the book stays unsynced until the next reconnect.
-                self._refetch = True
-            return
-        self._snap_task = asyncio.create_task(self._fetch_snapshot(self._epoch))
-
-    async def _fetch_snapshot(self, epoch: int) -> None:
-        cfg = self.cfg
-        delay = cfg.snapshot_retry_base_s
-        assert self._session is not None
-        while epoch == self._epoch and not self._closing:
-            self.counters.snapshot_fetches += 1
-            try:
-                async with self._session.get(cfg.depth_url) as resp:
-                    body = await resp.read()
-                    if resp.status in (429, 418):
-                        self.counters.rate_limited += 1
-                        wait = retry_after_s(resp.headers.get("Retry-After"), delay)
-                        log.warning("snapshot rate-limited", status=resp.status, retry_after=wait)
-                        self.counters.rate_limit_wait_s += wait
-                        await asyncio.sleep(wait)
-                        delay = min(cfg.snapshot_retry_cap_s, delay * 2)
-                        continue
-                    note_weight(self.counters, resp.headers)
-                    if 400 <= resp.status < 500:
-                        # Bad symbol, bad limit: asking again cannot help.
-                        self._fail(
-                            UserError(
-                                f"{cfg.depth_url}: the venue refused the depth snapshot request "
-                                f"(HTTP {resp.status}): {venue_message(body)}"
-                            )
-                        )
-                        return
-                    if resp.status != 200:
-                        raise _HttpStatus(f"HTTP {resp.status}: {body[:80]!r}")
-                local = self.clock()
-                snap = parse_snapshot(decode(body)[0], cfg.symbol.upper())
-            except (aiohttp.ClientError, TimeoutError, MessageError, _HttpStatus) as exc:
-                self.counters.snapshot_failures += 1
-                log.warning("snapshot fetch failed; retrying", error=str(exc)[:120])
-                await asyncio.sleep(delay * self.rng.uniform(0.5, 1.0))
-                delay = min(cfg.snapshot_retry_cap_s, delay * 2)
-                continue
-            self._refetch = False
-            self._items.append(("snap", epoch, snap, local))
-            self._notify()
-            if not self._refetch:
-                return
-            self._refetch = False
-            delay = cfg.snapshot_retry_base_s
-
-    def _fail(self, err: UserError) -> None:
-        """A permanent error: stop, and raise it to the consumer (``poll``, or ``fatal``)."""
-        self.counters.permanent_errors += 1
-        log.error("live feed stopped", error=str(err)[:300])
-        self.fatal = err
-        self._closing = True
-        self._wake.set()
-        self._nudge.set()
-
     # --- connections ----------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
@@ -550,35 +480,6 @@ class BinanceClient:
             if now - current.opened >= cfg.max_connection_s or shutdown > self._shutdown_seen:
                 self._shutdown_seen = shutdown
                 current = await self._rollover(current)
-
-    async def _check_venue_clock(self) -> None:
-        """Measure the venue's clock again (its server time) before reconnecting. A venue that
-        restarted may come back on another clock (the fake exchange's starts at its launch):
-        its event times would then be far behind ours and, held at the last time seen
-        (exchange times never go back), freeze the run's exchange clock. A clock moved by
-        more than ``CLOCK_MOVED_NS`` beyond the estimate's error is a restarted venue: its
-        times are mapped onto ours from now on (``venue_shift_ns``, unless the feed's clock
-        is ``raw``) and its trade ids begin again (``note_restart``)."""
-        if self._session is None:
-            return
-        est = await clock_sync.measure(self._session, self.cfg.time_url, self.clock, quiet=True)
-        c = self.counters
-        c.clock_checks += 1
-        if est is None:
-            return  # the venue is still down, or has no server time: the next attempt asks
-        proc = self.proc
-        moved = est.offset_ns + proc.venue_shift_ns  # against what the shift in force expects
-        if abs(moved) <= est.uncertainty_ns + CLOCK_MOVED_NS:
-            return
-        proc.note_restart(f"venue clock moved {moved / 1e6:+.0f} ms")
-        entry = {**est.to_json(), "moved_ms": round(moved / 1e6, 3), "rebased": False}
-        if self.cfg.rebase_clock:
-            proc.venue_shift_ns = -est.offset_ns
-            c.clock_rebases += 1
-            c.venue_clock_shift_ms = round(-est.offset_ns / 1e6, 3)
-            entry["rebased"] = True
-        self.clock_log.append(entry)
-        log.warning("venue clock moved", **entry)
 
     async def _supervise_aux(self, route: int) -> None:
         """Keep one connection of a route without the depth stream (trades): reconnect with
