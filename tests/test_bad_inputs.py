@@ -381,8 +381,8 @@ def test_bad_input_is_refused_cleanly(
 def test_artifacts_dot_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     before = snapshot(tmp_path)
-    r = mm("soak", *TINY, "--artifacts", ".", cwd=tmp_path)
-    assert_refused(r, "--artifacts .")
+    r = mm("soak", *TINY, "--out", ".", cwd=tmp_path)
+    assert_refused(r, "--out .")
     assert snapshot(tmp_path) == before
 
 

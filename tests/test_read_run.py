@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,14 +114,13 @@ def test_parquet_export_reads_back(run: tuple[Path, RunFrames], tmp_path: Path) 
         assert manifest["tables"][name]["rows"] == len(back)
 
 
-def test_export_command_csv(run: tuple[Path, RunFrames], tmp_path: Path) -> None:
+def test_export_command_csv(
+    run: tuple[Path, RunFrames], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root, frames = run
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".venv" / "numba-cache")}
-    cmd = [sys.executable, "-m", "mm_sim", "export", str(root), "--format", "csv"]
-    res = subprocess.run([*cmd, "--out", str(tmp_path), "--json"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    argv = ["export", str(root), "--format", "csv", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
     assert out["schema_version"] == SCHEMA_VERSION and out["format"] == "csv"
     fills = pd.read_csv(tmp_path / "fills.csv")
     pd.testing.assert_frame_equal(fills.drop(columns="time"), frames.fills.drop(columns="time"),
