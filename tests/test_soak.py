@@ -249,6 +249,7 @@ def test_control_arm_reports_tuned_vs_frozen(tmp_path: Path) -> None:
     assert ci["lo"] < ci["hi"] and abs(ci["estimate"] - t["uplift_bps"]) < 1e-9
     assert f"tuner uplift {tuned - frozen:+.3f} bps, 95% CI [{ci['lo']:+.3f}," in r.stdout
     assert "Tuned vs frozen" in (out / "reports" / "SOAK_RESULTS.md").read_text()
+    assert "each iteration on its own (not cumulative):\niter" in r.stdout
     frozen = [
         json.loads(x) for x in (out / "control" / "soak" / "metrics.jsonl").read_text().splitlines()
     ]

@@ -67,6 +67,7 @@ def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
         file=out,
     )
     print("", file=out)
+    print("each iteration on its own (not cumulative):", file=out)
     print(f"{'iter':>4} {'net_bps':>9} {'fills':>7} {'pnl':>11} {'verdict':>8}", file=out)
     verdicts = {v["iteration"]: v["verdict"] for v in gate.get("iterations", [])}
     partial = _partial_iterations(root)
