@@ -416,7 +416,7 @@ def test_coinm_url_without_exchange_info_takes_binance_default(tmp_path: Path) -
 def test_rolling_net_bps_of_the_emergency_rule_is_in_coin() -> None:
     """The soak's mid-iteration guard values an inverse book in coin, like the report."""
     from mm_sim.core.records import FILL_DTYPE, MARK_DTYPE
-    from mm_sim.runtime.soak import _Rolling
+    from mm_sim.runtime.rolling import Rolling
 
     marks = np.zeros(2, MARK_DTYPE)
     marks["ts"] = [0, 1_000_000_000]
@@ -425,7 +425,7 @@ def test_rolling_net_bps_of_the_emergency_rule_is_in_coin() -> None:
     marks["cash"] = [10.0 * C / 100.0, 10.0 * C / 100.0]  # bought 10 contracts at 100, no fee
     fills = np.zeros(1, FILL_DTYPE)
     fills["qty"], fills["price"] = 10.0, 100.0
-    r = _Rolling(C)
+    r = Rolling(C)
     r.add(marks, fills)
     net, n = r.net_bps()
     pnl = 10.0 * C * (1 / 100.0 - 1 / 125.0)

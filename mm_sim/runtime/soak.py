@@ -16,7 +16,6 @@ import contextlib
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from mm_sim.runtime.operator import operator_decisions, read_edit
 from mm_sim.runtime.progress import Progress, announce
 from mm_sim.runtime.recorder import Recorder
 from mm_sim.runtime.replay import ReplayPlan, replay_chunks
+from mm_sim.runtime.rolling import Rolling
 from mm_sim.runtime.tuner import Decision, IterationMetrics, Tuner
 from mm_sim.tuning.session import TuningSession
 from mm_sim.tuning.walkforward import NAME as WALK_FORWARD
@@ -42,8 +42,6 @@ from mm_sim.tuning.walkforward import WalkForwardTuner
 from mm_sim.tuning.window import Window
 
 log = get_logger("mm_sim.soak")
-
-ROLLING_WINDOW_NS = 5 * 60 * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -110,42 +108,6 @@ class SoakOutcome:
     decisions: list[Decision] = field(default_factory=list)
 
 
-class _Rolling:
-    """Rolling net_bps over the last few simulated minutes, from marks and fills."""
-
-    def __init__(self, contract_size: float = 0.0) -> None:
-        self.equity: deque[tuple[int, float]] = deque()
-        self.fills: deque[tuple[int, float]] = deque()
-        self.csize = contract_size  # inverse: equity and notional in the base coin
-
-    def add(self, marks: np.ndarray, fills: np.ndarray) -> None:
-        c = self.csize
-        for m in marks:
-            if np.isfinite(m["mid"]):
-                pos_value = -m["position"] * c / m["mid"] if c > 0 else m["position"] * m["mid"]
-                self.equity.append((int(m["ts"]), float(m["cash"] + pos_value)))
-        for f in fills:
-            notional = f["qty"] * c / f["price"] if c > 0 else f["qty"] * f["price"]
-            self.fills.append((int(f["ts"]), float(notional)))
-        if self.equity:
-            horizon = self.equity[-1][0] - ROLLING_WINDOW_NS
-            while self.equity and self.equity[0][0] < horizon:
-                self.equity.popleft()
-            while self.fills and self.fills[0][0] < horizon:
-                self.fills.popleft()
-
-    def net_bps(self) -> tuple[float, int]:
-        notional = sum(n for _, n in self.fills)
-        if len(self.equity) < 2 or notional <= 0:
-            return float("nan"), len(self.fills)
-        pnl = self.equity[-1][1] - self.equity[0][1]
-        return pnl / notional * 1e4, len(self.fills)
-
-    def reset(self) -> None:
-        self.equity.clear()
-        self.fills.clear()
-
-
 class Soak:
     def __init__(self, cfg: SoakConfig, out: TextIO = sys.stdout) -> None:
         self.cfg = cfg
@@ -185,7 +147,7 @@ class Soak:
         self.decisions: list[Decision] = []
         self.stop_requested = asyncio.Event()
         self.start_iteration = 0
-        self.rolling = _Rolling(contract_size_of(cfg.instrument))
+        self.rolling = Rolling(contract_size_of(cfg.instrument))
         self._lags: list[np.ndarray] = []
         self._iter_decisions: list[Decision] = []
         self._uncommitted: tuple[int, int] | None = None  # (iteration, sim_ts) not yet committed

@@ -1,0 +1,49 @@
+"""The emergency rule's input: net_bps over the last few simulated minutes, from marks and fills.
+
+Apart from the soak because it is its own small job: a window of equity and notional that the
+runner feeds after every chunk and the tuner task reads.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+ROLLING_WINDOW_NS = 5 * 60 * 1_000_000_000
+
+
+class Rolling:
+    """Rolling net_bps over the last few simulated minutes, from marks and fills."""
+
+    def __init__(self, contract_size: float = 0.0) -> None:
+        self.equity: deque[tuple[int, float]] = deque()
+        self.fills: deque[tuple[int, float]] = deque()
+        self.csize = contract_size  # inverse: equity and notional in the base coin
+
+    def add(self, marks: np.ndarray, fills: np.ndarray) -> None:
+        c = self.csize
+        for m in marks:
+            if np.isfinite(m["mid"]):
+                pos_value = -m["position"] * c / m["mid"] if c > 0 else m["position"] * m["mid"]
+                self.equity.append((int(m["ts"]), float(m["cash"] + pos_value)))
+        for f in fills:
+            notional = f["qty"] * c / f["price"] if c > 0 else f["qty"] * f["price"]
+            self.fills.append((int(f["ts"]), float(notional)))
+        if self.equity:
+            horizon = self.equity[-1][0] - ROLLING_WINDOW_NS
+            while self.equity and self.equity[0][0] < horizon:
+                self.equity.popleft()
+            while self.fills and self.fills[0][0] < horizon:
+                self.fills.popleft()
+
+    def net_bps(self) -> tuple[float, int]:
+        notional = sum(n for _, n in self.fills)
+        if len(self.equity) < 2 or notional <= 0:
+            return float("nan"), len(self.fills)
+        pnl = self.equity[-1][1] - self.equity[0][1]
+        return pnl / notional * 1e4, len(self.fills)
+
+    def reset(self) -> None:
+        self.equity.clear()
+        self.fills.clear()
