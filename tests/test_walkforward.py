@@ -207,19 +207,55 @@ def test_a_cut_walk_forward_soak_resumes_identically(walked: Path, tmp_path: Pat
     (out / "soak" / "checkpoints" / "iteration-00001.npz").unlink()
     r = soak(out, "--tuner", "walk-forward", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
-    a, b = lines(walked), lines(out)
-
-    def strip(ln: dict) -> dict:
-        t = dict(ln["extra"]["tuning"])
-        t.pop("cost")
-        return {**ln, "extra": {**ln["extra"], "tuning": t}}
-
-    assert [strip(x) for x in a] == [strip(x) for x in b]
+    assert [_strip_cost(x) for x in lines(walked)] == [_strip_cost(x) for x in lines(out)]
     edge = "reports/EDGE_REPORT.json"
     assert (
         json.loads((out / edge).read_text())["totals"]
         == json.loads((walked / edge).read_text())["totals"]
     )
+
+
+def test_a_killed_walk_forward_soak_resumes_identically(walked: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-run (paced so it is still running; pacing never changes the chunking), then
+    --resume: the same record and totals as the uninterrupted run."""
+    import os
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mm_sim", "soak", *ARGS, "--artifacts", str(out),
+           "--tuner", "walk-forward", "--speed", "20"]  # fmt: skip
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
+    metrics = out / "soak" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "soak finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert metrics.read_bytes().count(b"\n") == 1
+    r = soak(out, "--tuner", "walk-forward", "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming after iteration" in r.stdout
+    assert [_strip_cost(x) for x in lines(out)] == [_strip_cost(x) for x in lines(walked)]
+    edge = "reports/EDGE_REPORT.json"
+    assert (
+        json.loads((out / edge).read_text())["totals"]
+        == json.loads((walked / edge).read_text())["totals"]
+    )
+
+
+def _strip_cost(ln: dict) -> dict:
+    """A metrics line without the search's timings (the only figures that depend on the clock)."""
+    t = dict(ln["extra"]["tuning"])
+    t.pop("cost")
+    return {**ln, "extra": {**ln["extra"], "tuning": t}}
 
 
 def test_resume_refuses_another_tuner(walked: Path, tmp_path: Path) -> None:
