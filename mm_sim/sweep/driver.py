@@ -46,6 +46,7 @@ from mm_sim.config import (
 from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json, hold_lock, sidecar_path
 from mm_sim.runtime.arm_names import ALL as ALL_ARMS
+from mm_sim.runtime.progress import COLD_COMPILE_NOTE, kernels_cached
 from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
@@ -680,6 +681,8 @@ def _run_locked(
                             opts.connect_timeout,
                         )
                     )
+                    if kernels_cached() is False:  # else the warm-up is silent and quick
+                        print(f"{COLD_COMPILE_NOTE}: warming the workers", file=out, flush=True)
                     _warm(client)
                     timings["cluster_start_s"] = time.perf_counter() - t
                 return client
