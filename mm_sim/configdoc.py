@@ -17,7 +17,7 @@ from mm_sim.config import Overrides, Profile, RunSettings, field_bounds
 READERS = {
     "instrument": "core/book.py (tick grid), core/quote.py (rounding) — null: from the feed",
     "quoting": "core/quote.py",
-    "matching": "core/match.py and core/timeline.py (fill rules, event order)",
+    "matching": "core/engine.py (fill rules, to the kernels), core/timeline.py (event order)",
     "inventory": "core/limiter.py (`risk` blocks)",
     "fees": "core/account.py (fee per fill), report/edge.py (fees_eff_bps)",
     "latency": "core/engine.py (order entry, cancel, ack timing)",
