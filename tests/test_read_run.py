@@ -95,6 +95,8 @@ def test_iterations_and_decisions_are_flat(run: tuple[Path, RunFrames]) -> None:
     assert {"overrides.base_spread_bps_delta", "extra.events", "actions.place"} <= set(its)
     assert its["decisions"].tolist() == [2, 2, 2]
     d = frames.decisions
+    for name in ("fills", "marks", "actions", "blocks", "decisions"):  # docs/REPORTS.md §9
+        assert list(frames.table(name).columns[:3]) == ["ts_ns", "time", "iteration"], name
     assert d.groupby("iteration").size().tolist() == [2, 2, 2]
     hold = d[d["driver"] == "HOLD"].iloc[0]
     assert hold["time"] == pd.Timestamp(int(hold["ts_ns"]), unit="ns", tz="UTC")

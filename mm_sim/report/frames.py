@@ -199,9 +199,10 @@ def decisions_frame(pd: Any, lines: Sequence[IterationLine]) -> Any:
     cols = ("iteration", "sim_ts", "driver", "field", "old", "new", "reason")
     frame = pd.DataFrame(rows, columns=list(cols))
     frame = frame.rename(columns={"sim_ts": "ts_ns"})
-    frame["ts_ns"] = frame["ts_ns"].astype("Int64")
-    frame.insert(2, "time", utc(frame["ts_ns"]))
-    return frame.astype({"iteration": "int64", "old": "float64", "new": "float64"})
+    frame["ts_ns"] = frame["ts_ns"].astype("Int64")  # missing for a decision at a boundary
+    frame["time"] = utc(frame["ts_ns"])
+    order = ["ts_ns", "time", "iteration", "driver", "field", "old", "new", "reason"]
+    return frame[order].astype({"iteration": "int64", "old": "float64", "new": "float64"})
 
 
 def read_run(root: str | Path) -> RunFrames:
