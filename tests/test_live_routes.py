@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,14 @@ from live_harness import MODES, running, small_feed
 from test_live_soak import _env, _serve
 
 from mm_sim.events import KIND_DEPTH, KIND_TRADE, open_feed
-from mm_sim.feeds.spec import resolve_feed
-from mm_sim.venues.binance.client_config import FUTURES_ROUTES, SPOT_ROUTES
+from mm_sim.feeds.spec import BinanceLiveFeedSpec, resolve_feed
+from mm_sim.venues.binance.client_config import (
+    FUTURES_ROUTES,
+    SPOT_ROUTES,
+    ClientConfig,
+    default_routes,
+)
+from mm_sim.venues.binance.sync import Market
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,24 +82,87 @@ def test_shipped_definitions_default_to_the_documented_layout() -> None:
     assert [(c.path, c.streams) for c in fut.connections] == [(p, s) for p, s in FUTURES_ROUTES]
     spot = resolve_feed("binance-spot-testnet")
     assert spot.connections is None and spot.trade_stream == "trade"
+    # COIN-M is not split by path: one connection at the base, REST under /dapi/v1
+    coin = resolve_feed("binance-coinm-testnet")
+    assert coin.margin == "coin-m" and coin.trade_stream == "aggTrade"
+    assert [(c.path, c.streams) for c in coin.connections] == [(p, s) for p, s in SPOT_ROUTES]
 
 
-def _definition(tmp_path: Path, url: str, **update: object) -> Path:
-    """The shipped futures definition with only its hosts pointed at the fake exchange."""
-    data = json.loads((REPO / "feeds" / "binance-futures-testnet.json").read_text())
+def test_each_market_asks_its_own_rest_api_and_stream_paths() -> None:
+    """The URLs the client opens, per market, as Binance documents them (docs/LIVE.md)."""
+    base = {"ws_base": "wss://h", "rest_base": "https://r", "trade_stream": "aggTrade"}
+    usdm = ClientConfig("BTCUSDT", Market.FUTURES, routes=default_routes(Market.FUTURES), **base)
+    assert usdm.stream_urls == [
+        "wss://h/public/stream?streams=btcusdt@depth@100ms",
+        "wss://h/market/stream?streams=btcusdt@aggTrade",
+    ]
+    assert usdm.depth_url.startswith("https://r/fapi/v1/depth?") and usdm.time_url.endswith(
+        "/fapi/v1/time"
+    )
+    coin = ClientConfig(
+        "BTCUSD_PERP",
+        Market.FUTURES,
+        routes=default_routes(Market.FUTURES, coin_m=True),
+        coin_m=True,
+        **base,
+    )
+    assert coin.stream_urls == [
+        "wss://h/stream?streams=btcusd_perp@depth@100ms/btcusd_perp@aggTrade"
+    ]
+    assert coin.depth_url.startswith("https://r/dapi/v1/depth?") and coin.time_url.endswith(
+        "/dapi/v1/time"
+    )
+    spot = ClientConfig("BTCUSDT", Market.SPOT, ws_base="wss://h", rest_base="https://r")
+    assert spot.stream_urls == ["wss://h/stream?streams=btcusdt@depth@100ms/btcusdt@trade"]
+    assert spot.depth_url.startswith("https://r/api/v3/depth?")
+
+
+def test_margin_is_for_futures_only() -> None:
+    with pytest.raises(ValueError, match="margin"):
+        BinanceLiveFeedSpec(
+            kind="binance-ws", name="x", market="spot", margin="coin-m", ws_base="w", rest_base="r"
+        )
+
+
+def test_record_with_the_shipped_coinm_definition_gets_depth_and_trades(tmp_path) -> None:
+    """``record --feed binance-coinm-testnet``, hosts pointed at a fake exchange serving an
+    inverse feed as a COIN-M symbol (REST under /dapi/v1); the rest as shipped."""
+    from test_inverse import C, coinm_definition
+
+    synth = coinm_definition(tmp_path / "synth.json")
+    with _serve("--feed", str(synth), "--market", "futures") as url:  # speed 1: a real venue
+        with urllib.request.urlopen(url.replace("ws://", "http://") + "/fake/info") as r:
+            info = json.loads(r.read())
+        definition = _definition(tmp_path, url, source="binance-coinm-testnet.json")
+        res = _record(definition, tmp_path / "rec.npy", "0.1", symbol=info["symbol"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "WARNING" not in res.stdout
+    kinds = np.asarray(open_feed(tmp_path / "rec.npy").events["kind"])
+    assert np.count_nonzero(kinds == KIND_TRADE) > 0 and np.count_nonzero(kinds == KIND_DEPTH) > 0
+    meta = json.loads((tmp_path / "rec.json").read_text())
+    assert meta["instrument"]["inverse"] is True and meta["instrument"]["contract_size"] == C
+    text = json.dumps(meta)
+    assert "/dapi/v1/depth" in text and "@aggTrade" in text and "/public/" not in text
+
+
+def _definition(
+    tmp_path: Path, url: str, source: str = "binance-futures-testnet.json", **update: object
+) -> Path:
+    """A shipped definition with only its hosts pointed at the fake exchange."""
+    data = json.loads((REPO / "feeds" / source).read_text())
     port = url.rsplit(":", 1)[1]
     data["ws_base"] = f"ws://127.0.0.1:{port}"
     data["rest_base"] = f"http://127.0.0.1:{port}"
     data.update(update)
-    path = tmp_path / "binance-futures-testnet.json"
+    path = tmp_path / source
     path.write_text(json.dumps(data))
     return path
 
 
 def _record(
-    definition: Path, out: Path | None, minutes: str, cwd: Path = REPO
+    definition: Path, out: Path | None, minutes: str, cwd: Path = REPO, symbol: str = "BTCUSDT"
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "mm_sim", "record", "--feed", f"{definition}:BTCUSDT"]
+    cmd = [sys.executable, "-m", "mm_sim", "record", "--feed", f"{definition}:{symbol}"]
     cmd += ["--minutes", minutes] + (["-o", str(out)] if out is not None else [])
     return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
 

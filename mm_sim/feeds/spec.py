@@ -82,6 +82,14 @@ class BinanceLiveFeedSpec(_Spec):
 
     kind: Literal["binance-ws"]
     market: Literal["spot", "futures"] | None = None
+    margin: Literal["usd-m", "coin-m"] | None = Field(
+        None,
+        description=(
+            "futures: usd-m (REST /fapi/v1, streams split /public + /market) or coin-m "
+            "(REST /dapi/v1, one connection at the base); default usd-m, on the fake exchange "
+            "what it serves"
+        ),
+    )
     symbol: str | None = None
     ws_base: str
     rest_base: str
@@ -95,8 +103,8 @@ class BinanceLiveFeedSpec(_Spec):
     connections: tuple[StreamRoute, ...] | None = Field(
         None,
         description=(
-            "websocket connections and the streams each carries; default per market: spot one "
-            "connection at the base, futures /public (depth) and /market (trades)"
+            "websocket connections and the streams each carries; default per market: spot and "
+            "COIN-M one connection at the base, USD-M futures /public (depth) and /market (trades)"
         ),
     )
     snapshot_limit: int = Field(1000, ge=1, le=5000)
@@ -136,6 +144,8 @@ class BinanceLiveFeedSpec(_Spec):
                     raise ValueError(
                         f"connections: exactly one connection must carry '{kind}', found {n}"
                     )
+        if self.margin is not None and self.market == "spot":
+            raise ValueError(f"margin {self.margin!r} is for a futures market, not spot")
         if self.market is not None:
             err = snapshot_limit_error(self.market, self.snapshot_limit)
             if err:

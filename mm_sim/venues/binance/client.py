@@ -7,10 +7,11 @@ Two layers, as in a sans-I/O design:
 - :class:`BinanceClient` only moves bytes: one reader task per websocket connection pushes
   frames into a bounded queue (it never waits for the consumer; when the queue is full the
   frame is counted as overflow and a marker makes the consumer resync), a fetch task gets REST
-  snapshots with backoff (``client_rest.py``, with the venue clock checks after a loss), a supervisor task reconnects with exponential backoff and jitter,
-  closes a connection that went stale (frames may still flow: pings are not data), and rolls a
-  connection over before the exchange's 24 h limit (or at once on ``serverShutdown``) by opening
-  the next one first and switching once its stream continues the book (no resync, no gap).
+  snapshots with backoff (``client_rest.py``, with the venue clock checks after a loss), a
+  supervisor task reconnects with exponential backoff and jitter, closes a connection that
+  went stale (frames may still flow: pings are not data), and rolls a connection over before
+  the exchange's 24 h limit (or at once on ``serverShutdown``) by opening the next one first
+  and switching once its stream continues the book (no resync, no gap).
 
 Every message keeps its local receive time (``clock()``, the caller's idea of "now" in the
 exchange's time base) next to the exchange event time, so feed lag in the reports is measured.

@@ -18,16 +18,23 @@ from mm_sim.venues.binance.sync import Market
 # Which of the feed's two streams a connection carries.
 DEPTH = "depth"
 TRADES = "trade"
-# (path under ws_base, streams carried). Spot serves everything on one connection; USD-M futures
-# routes market streams by category since 2026 (docs/LIVE.md): depth on /public, trades on
-# /market, and a connection without a routed path only gets /public data.
+# (path under ws_base, streams carried). Spot and COIN-M futures serve everything on one
+# connection; USD-M futures routes market streams by category since 2026 (docs/LIVE.md): depth
+# on /public, trades on /market, and a connection without a routed path only gets /public data.
 Route = tuple[str, tuple[str, ...]]
 SPOT_ROUTES: tuple[Route, ...] = (("", (DEPTH, TRADES)),)
 FUTURES_ROUTES: tuple[Route, ...] = (("/public", (DEPTH,)), ("/market", (TRADES,)))
 
 
-def default_routes(market: Market) -> tuple[Route, ...]:
-    return FUTURES_ROUTES if market is Market.FUTURES else SPOT_ROUTES
+def default_routes(market: Market, coin_m: bool = False) -> tuple[Route, ...]:
+    return FUTURES_ROUTES if market is Market.FUTURES and not coin_m else SPOT_ROUTES
+
+
+def rest_prefix(market: Market, coin_m: bool = False) -> str:
+    """The REST API's path: spot ``/api/v3``, USD-M ``/fapi/v1``, COIN-M ``/dapi/v1``."""
+    if market is not Market.FUTURES:
+        return "/api/v3"
+    return "/dapi/v1" if coin_m else "/fapi/v1"
 
 
 def default_trade_stream(market: Market) -> str:
@@ -66,6 +73,7 @@ class ClientConfig:
     # After a lost connection the venue's clock is measured again before reconnecting; a clock
     # that moved (a restarted venue) is mapped back onto ours unless the feed's clock is raw.
     rebase_clock: bool = True
+    coin_m: bool = False  # futures: COIN-M (REST under /dapi/v1) rather than USD-M (/fapi/v1)
 
     @property
     def route_list(self) -> tuple[Route, ...]:
@@ -93,18 +101,17 @@ class ClientConfig:
         return [self.route_url(i) for i in range(len(self.route_list))]
 
     @property
+    def api(self) -> str:
+        return self.rest_base.rstrip("/") + rest_prefix(self.market, self.coin_m)
+
+    @property
     def depth_url(self) -> str:
-        path = "/fapi/v1/depth" if self.market is Market.FUTURES else "/api/v3/depth"
-        return (
-            f"{self.rest_base.rstrip('/')}{path}?symbol={self.symbol.upper()}"
-            f"&limit={self.snapshot_limit}"
-        )
+        return f"{self.api}/depth?symbol={self.symbol.upper()}&limit={self.snapshot_limit}"
 
     @property
     def time_url(self) -> str:
         """The venue's server-time endpoint (its clock, for the offset estimate)."""
-        path = "/fapi/v1/time" if self.market is Market.FUTURES else "/api/v3/time"
-        return f"{self.rest_base.rstrip('/')}{path}"
+        return f"{self.api}/time"
 
 
 def retry_after_s(value: str | None, default: float, now: float | None = None) -> float:
@@ -153,6 +160,7 @@ __all__ = [
     "Route",
     "default_routes",
     "default_trade_stream",
+    "rest_prefix",
     "retry_after_s",
     "venue_message",
 ]

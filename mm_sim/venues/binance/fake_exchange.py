@@ -15,7 +15,8 @@ What it serves (one aiohttp app, HTTP and websocket on the same port):
 - ``/stream?streams=<sym>@depth@100ms/<sym>@trade`` (combined, ``{"stream","data"}`` wrapped)
   and ``/ws/<stream>`` (raw); ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS`` are answered.
   ``<sym>@depth`` is served at the same 100 ms pace as ``@depth@100ms`` (a simplification).
-- ``GET /api/v3/depth`` (spot) or ``/fapi/v1/depth`` (futures) and ``exchangeInfo``.
+- ``GET /api/v3/depth`` (spot), ``/fapi/v1/depth`` (futures; ``/dapi/v1`` for an inverse feed,
+  served as a COIN-M symbol) and ``exchangeInfo``.
 - Introspection under ``/fake/``: ``info`` (symbol, market, clock, send statistics),
   ``book?update_id=N&depth=K`` (the TRUE book right after the diff ending at ``N``),
   ``inject?fault=F&count=C`` (one-shot faults for tests), ``faults?faults=a,b&rate=R`` (switch
@@ -54,6 +55,7 @@ from aiohttp import web
 from mm_sim.events import ASK, BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE, Instrument
 from mm_sim.logs import get_logger
 from mm_sim.venues.binance import fake_http as http
+from mm_sim.venues.binance.client_config import rest_prefix
 from mm_sim.venues.binance.fake_delivery import Delivery
 from mm_sim.venues.binance.fake_options import BanState, FakeOptions, WeightMeter
 from mm_sim.venues.binance.fake_parts import (
@@ -189,7 +191,8 @@ class FakeExchange(Delivery):
     async def start(self) -> None:
         app = web.Application()
         futures = self.market is Market.FUTURES
-        prefix = "/fapi/v1" if futures else "/api/v3"
+        # an inverse feed is a COIN-M symbol: its REST API is under /dapi/v1
+        prefix = rest_prefix(self.market, futures and self.instrument.inverse)
         app.router.add_get(f"{prefix}/depth", partial(http.h_depth, self))
         app.router.add_get(f"{prefix}/exchangeInfo", partial(http.h_exchange_info, self))
         app.router.add_get(f"{prefix}/time", partial(http.h_time, self))

@@ -32,7 +32,11 @@ from mm_sim.logs import get_logger
 from mm_sim.runtime.bus import EventChunk
 from mm_sim.venues.binance import clock_sync
 from mm_sim.venues.binance.client import BinanceClient, ClientConfig, Sink
-from mm_sim.venues.binance.client_config import default_routes, default_trade_stream
+from mm_sim.venues.binance.client_config import (
+    default_routes,
+    default_trade_stream,
+    rest_prefix,
+)
 from mm_sim.venues.binance.credentials import BinanceCredentials, load_credentials
 from mm_sim.venues.binance.messages import MessageError, decode, parse_exchange_info
 from mm_sim.venues.binance.processor import join_events
@@ -238,6 +242,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     clock: Callable[[], int] = time.time_ns
     speed = 1.0
     rest = spec.rest_base.rstrip("/")
+    margin = spec.margin
     async with aiohttp.ClientSession(timeout=timeout) as session:
         if spec.fake:
             info = await _get_json(session, f"{rest}/fake/info", "fake exchange info")
@@ -250,15 +255,17 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
             decimals = int(info["price_decimals"])
             if info.get("contract_size") is not None:
                 csize = float(info["contract_size"])
+                margin = margin or "coin-m"  # the fake serves an inverse feed as COIN-M
             speed = float(info["speed"])
             clock = scaled_clock(int(info["epoch_ns"]), speed)
         if market is None or symbol is None:
             raise UserError(
                 f"feed {spec.name!r}: 'market' and 'symbol' are required for a Binance feed"
             )
+        coin_m = market == "futures" and margin == "coin-m"
+        api = rest + rest_prefix(Market(market), coin_m)
         if tick is None or lot is None:
-            path = "/fapi/v1/exchangeInfo" if market == "futures" else "/api/v3/exchangeInfo"
-            url = f"{rest}{path}?symbol={symbol.upper()}"
+            url = f"{api}/exchangeInfo?symbol={symbol.upper()}"
             try:
                 table = parse_exchange_info(await _get_json(session, url, "exchangeInfo"))
             except MessageError as err:
@@ -271,8 +278,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
             decimals = info_sym.price_decimals
             if info_sym.extra.get("contractSize") is not None:
                 csize = float(info_sym.extra["contractSize"])
-        time_path = "/fapi/v1/time" if market == "futures" else "/api/v3/time"
-        est = await clock_sync.measure(session, f"{rest}{time_path}", clock)
+        est = await clock_sync.measure(session, f"{api}/time", clock)
     shift_ns, shift_how = clock_sync.chosen_shift(spec.clock, est)
     clock_info: dict[str, Any] = {
         "convention": "shift added to local_ts; the venue's clock is the reference",
@@ -293,7 +299,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
     routes = (
         tuple((c.path, tuple(c.streams)) for c in spec.connections)
         if spec.connections is not None
-        else default_routes(mkt)
+        else default_routes(mkt, coin_m)
     )
     cfg = ClientConfig(
         symbol=symbol.upper(),
@@ -310,6 +316,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         max_connection_s=spec.max_connection_s,
         busy_poll=spec.busy_poll,
         rebase_clock=spec.clock != "raw",
+        coin_m=coin_m,
     )
     venue = ("fake-" if spec.fake else "") + f"binance-{market}"
     instrument = Instrument(symbol.upper(), venue, tick, lot, decimals, csize is not None, csize)
@@ -322,6 +329,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         "kind": "binance-ws",
         "name": spec.name,
         "market": market,
+        **({"margin": "coin-m"} if coin_m else {}),
         "symbol": symbol.upper(),
         "ws": cfg.stream_url,
         "ws_connections": cfg.stream_urls,
