@@ -78,18 +78,19 @@ class WalkForwardTuner:
         error_bars: ErrorBarsCfg,
         freeze_after_convergence: bool = False,
         state: WalkForwardState | None = None,
-        policy: WalkForwardPolicy | None = None,
         seed_policy: TunerPolicy | None = None,
     ) -> None:
+        """The scores come in from the evaluator (``WalkForwardPolicy`` sets how they are
+        made); the tuner compares them, with ``error_bars`` for the paired intervals."""
         self.error_bars = error_bars
         self.freeze_after_convergence = freeze_after_convergence
         self.state = state or WalkForwardState()
-        self.policy = policy or WalkForwardPolicy()
         self.seed_policy = seed_policy or TunerPolicy()
+        seed_state = self.state.seed
         self._seed = (
-            Tuner.from_state(self.state.seed, self.seed_policy)
-            if self.state.seed
-            else (Tuner(self.seed_policy))
+            Tuner.from_state(seed_state, self.seed_policy)
+            if seed_state
+            else Tuner(self.seed_policy)
         )
 
     # -- persistence (resume) ----------------------------------------------------------------
