@@ -45,6 +45,7 @@ class TuningSession:
         self.profile = profile
         self.instrument = instrument
         self.seed = seed
+        self.keep_chunks = keep_windows  # the replays need the events; shadows need the state
         self.keep_windows = keep_windows or shadows > 0
         self.shadows = ShadowArms(shadows, profile, instrument, seed) if shadows else None
         self.client = client
@@ -79,7 +80,8 @@ class TuningSession:
             )
             if self.shadows is not None:
                 self.shadows.start(self.window, current)
-        self.window.add(events, flush)
+        if self.keep_chunks:
+            self.window.add(events, flush)
         if self.shadows is not None:
             self.shadows.run(events, flush)
 
