@@ -213,7 +213,7 @@ def test_killed_live_soak_resumes_from_its_last_committed_iteration(
 
     r = _run([*args, "--resume"])
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resuming after iteration {len(committed)} of 3" in r.stdout
+    assert f"resuming after iteration {committed[-1]} ({len(committed)}/3 done" in r.stdout
     after = [x for x in metrics.read_text().splitlines() if x.strip()]
     assert after[: len(before)] == before  # committed iterations kept as they were
     assert [json.loads(x)["iteration"] for x in after] == [0, 1, 2]
