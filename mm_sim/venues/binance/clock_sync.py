@@ -69,7 +69,8 @@ async def measure(
     quiet: bool = False,
 ) -> ServerOffset | None:
     """``n`` server-time requests to ``url``; None (and, unless ``quiet``, a warning) when
-    none answered."""
+    none answered. With ``quiet`` (a venue that may be down) the first request that fails to
+    connect ends the attempt: five timeouts in a row would hold a reconnect up for minutes."""
     samples: list[tuple[int, int, int]] = []
     for _ in range(n):
         try:
@@ -80,7 +81,11 @@ async def measure(
             if resp.status != 200:
                 continue
             server = decode(body)[0].get("serverTime")
-        except (aiohttp.ClientError, TimeoutError, MessageError, AttributeError):
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if quiet and not isinstance(exc, aiohttp.ClientResponseError):
+                break
+            continue
+        except (MessageError, AttributeError):
             continue
         if isinstance(server, int) and not isinstance(server, bool):
             samples.append((t0, server, t1))
