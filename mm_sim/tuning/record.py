@@ -45,8 +45,7 @@ def summary_lines(root: Path) -> list[str]:
         for ln in shadowed:
             nets = [_f(s["net_bps"]) for s in ln.extra["shadows"]]
             out.append(
-                f"{ln.iteration:>4} {_f(ln.edge.net_bps):>9} "
-                + " ".join(f"{x:>9}" for x in nets)
+                f"{ln.iteration:>4} {_f(ln.edge.net_bps):>9} " + " ".join(f"{x:>9}" for x in nets)
             )
         for s in shadowed[-1].extra["shadows"]:
             out.append(f"  #{s['shadow']} in the last iteration: {s['id']}")
