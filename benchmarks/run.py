@@ -577,6 +577,16 @@ def markdown(res: dict[str, Any]) -> str:
                     f"{len(run['server_stalls'])} (server lateness p99 "
                     f"{_fmt(run['server']['late_us']['p99'])} µs)."
                 )
+        pull = lv.get("pull_mode", {})
+        if "latency_us" in pull:
+            a, e, t = pull["latency_us"], pull["end_to_end_us"], pull["end_to_end_tail"]
+            L.append(
+                f"- pull mode ({pull['path']}): arrival -> decision p50 {_fmt(a['p50'])} / p99 "
+                f"{_fmt(a['p99'])} µs, exchange event time -> decision p50 {_fmt(e['p50'])} / "
+                f"p99 {_fmt(e['p99'])} µs; of the end-to-end samples over its p99, "
+                f"{t['clustered']} were due within {t['cluster_us']:g} µs of the previous "
+                f"message (the workload's clustering), {t['ours']} not."
+            )
         mx = lv.get("fake_exchange_max", {})
         if "msgs_per_s" in mx:
             L.append(f"\nFake exchange ceiling (bare reader): {_fmt(mx['msgs_per_s'], 0)} msg/s.")
@@ -777,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
             res["live_latency"] = live_latency.measure(mode, busy_poll=True)
             step("live path latency, client event loop sleeping between frames")
             res["live_latency_sleeping"] = live_latency.measure(mode, busy_poll=False)
+            step("live path latency, pull mode (the soak's 50 ms chunks)")
+            res["live_latency"]["pull_mode"] = live_latency.measure_pull(mode)
             if mode == "full":
                 res["live_latency"]["fake_exchange_max"] = live_latency.measure_server_max(5.0)
         except Exception as exc:  # one section must not sink the bench
