@@ -50,20 +50,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Soak every day with each tuner (seed, walk-forward) and its control arm, and report "
             "the distribution of out-of-sample uplift (tuned minus frozen net_bps from the "
-            "second iteration on): mean, 95%% CI of the mean, share of runs where tuned beats "
+            "second iteration on): mean, 95 % CI of the mean, share of runs where tuned beats "
             "frozen (docs/TUNER.md). The defaults take a few minutes on two cores."
         ),
     )
-    t.add_argument("--seeds", type=int, default=10, help="synthetic days, seeds 1..N (10)")
-    t.add_argument("--iterations", type=int, default=4, help="iterations per synthetic day (4)")
+    t.add_argument("--seeds", type=int, default=10, help="synthetic days, seeds 1..N")
+    t.add_argument("--iterations", type=int, default=4, help="iterations per synthetic day")
     t.add_argument(
-        "--iteration-minutes", type=float, default=3.0, help="minutes per synthetic iteration (3)"
+        "--iteration-minutes", type=float, default=3.0, help="minutes per synthetic iteration"
     )
     t.add_argument(
         "--real-iteration-minutes",
         type=float,
         default=1.0,
-        help="minutes per iteration on the real captures (1; they are about 6-11 minutes long)",
+        help="minutes per iteration on the real captures (they are about 6-11 minutes long)",
     )
     t.add_argument(
         "--data",
@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=Path("../shared/data"),
         help="real captures (skipped if absent)",
     )
-    t.add_argument("--profile", default="S1", help="profile name or path (S1)")
+    t.add_argument("--profile", default="S1", help="profile name or path")
     t.add_argument(
         "-o", "--out", type=Path, default=Path("validation-artifacts/tuner"),
         help="where the runs and the report go",
