@@ -28,8 +28,9 @@ soak: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m mm_sim sweep --grid sweeps/example.toml $(ARGS)
 
+# One pytest worker per core, each taking whole test files (their module fixtures stay shared).
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mm_sim tests benchmarks
