@@ -38,7 +38,6 @@ from mm_sim.venues.binance.fastparse import (
     I_FINAL,
     I_FIRST,
     I_HAS_PU,
-    I_HAS_T,
     I_NA,
     I_NB,
     I_PREV,
@@ -47,7 +46,6 @@ from mm_sim.venues.binance.fastparse import (
     I_STREAM1,
     I_SYM0,
     I_SYM1,
-    I_T,
     T_E,
     T_HAS_T,
     T_M,
@@ -59,12 +57,12 @@ from mm_sim.venues.binance.fastparse import (
     _string,
     _unwrap,
     _whole,
+    depth_diff,
     parse_depth_bytes,
     parse_trade_bytes,
 )
 from mm_sim.venues.binance.messages import (
     _PARTIAL_DEPTH,
-    DepthDiff,
     MessageError,
     decode,
     parse_payload,
@@ -417,17 +415,8 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
                             conv.invalidations += 1
                         continue
                 vb, va = lv[k : k + nb], lv[k + nb : k + nb + na]
-                msg: Any = DepthDiff(
-                    block[row[L_SYM0] : row[L_SYM1]].decode("ascii"),
-                    iv[I_FIRST],
-                    iv[I_FINAL],
-                    iv[I_PREV] if iv[I_HAS_PU] else None,
-                    iv[I_E],
-                    iv[I_T] if iv[I_HAS_T] else None,
-                    list(zip(vb[0::2], vb[1::2], strict=True)),
-                    list(zip(va[0::2], va[1::2], strict=True)),
-                    flat=(np.array(vb), np.array(va)),
-                )
+                symbol = block[row[L_SYM0] : row[L_SYM1]].decode("ascii")
+                msg: Any = depth_diff(symbol, iv, vb, va, np.array(vb), np.array(va))
                 conv._route(f, msg, local)
                 continue
             if code == TRADE:

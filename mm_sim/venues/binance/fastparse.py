@@ -22,6 +22,8 @@ Longer numbers are left to the general path.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -434,6 +436,25 @@ class TradeParser:
         return self.ints.tolist(), self.vals.tolist()
 
 
+def depth_diff(
+    symbol: str, iv: Any, vb: list[float], va: list[float], fb: np.ndarray, fa: np.ndarray
+) -> DepthDiff:
+    """A :class:`DepthDiff` from a scanned frame's integers ``iv`` (``I_*``) and its levels,
+    flat ``[price, qty, price, qty, ...]`` both as lists and as arrays (the live parser and the
+    capture converter each have one form at hand)."""
+    return DepthDiff(
+        symbol,
+        iv[I_FIRST],
+        iv[I_FINAL],
+        iv[I_PREV] if iv[I_HAS_PU] else None,
+        iv[I_E],
+        iv[I_T] if iv[I_HAS_T] else None,
+        list(zip(vb[0::2], vb[1::2], strict=True)),
+        list(zip(va[0::2], va[1::2], strict=True)),
+        flat=(fb, fa),
+    )
+
+
 class DepthParser:
     """Reusable buffers around :func:`parse_depth_bytes`; one per stream processor.
 
@@ -477,22 +498,10 @@ class DepthParser:
 
     def build(self, iv: list[int]) -> DepthDiff:
         """The :class:`DepthDiff` of the last :meth:`scan` (which returned ``iv``)."""
-        data = self.data
         fb = self.vb[: 2 * iv[I_NB]].copy()
         fa = self.va[: 2 * iv[I_NA]].copy()
-        vb = fb.tolist()
-        va = fa.tolist()
-        return DepthDiff(
-            data[iv[I_SYM0] : iv[I_SYM1]].decode("ascii"),
-            iv[I_FIRST],
-            iv[I_FINAL],
-            iv[I_PREV] if iv[I_HAS_PU] else None,
-            iv[I_E],
-            iv[I_T] if iv[I_HAS_T] else None,
-            list(zip(vb[0::2], vb[1::2], strict=True)),
-            list(zip(va[0::2], va[1::2], strict=True)),
-            flat=(fb, fa),
-        )
+        symbol = self.data[iv[I_SYM0] : iv[I_SYM1]].decode("ascii")
+        return depth_diff(symbol, iv, fb.tolist(), fa.tolist(), fb, fa)
 
     def parse(self, raw: bytes | bytearray | str) -> DepthDiff | None:
         """The diff in ``raw``, or None when ``raw`` is not a plain depthUpdate frame."""
