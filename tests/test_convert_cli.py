@@ -11,10 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_harness import ENV, cli
+
 from mm_sim.events import open_feed
 
 REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".venv" / "numba-cache")}
 HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount"
 T0 = 1_700_000_000_000_000
 
@@ -34,17 +35,6 @@ def book_file(path: Path, rows: int, bad: int, price_step: str = "0.5") -> Path:
         lines.append(f"deribit,BTC-PERPETUAL,{t},{t + 1},false,bid,{price},{i % 7 + 1}")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mm_sim", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=ENV,
-        timeout=300,
-    )
 
 
 def test_more_than_one_percent_bad_lines_is_refused_unless_allowed(tmp_path: Path) -> None:

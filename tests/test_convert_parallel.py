@@ -4,17 +4,15 @@ published atomically, the same bytes as one-by-one conversions, and resumable.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_harness import cli
 
 from mm_sim.feeds.convert.base import ConvertOptions
 from mm_sim.feeds.convert.parallel import plan
 from mm_sim.feeds.convert.publish import publish
 
 REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".venv" / "numba-cache")}
 BOOK = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount"
 TRADES = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount"
 
@@ -38,17 +36,6 @@ def day_files(folder: Path, day: str, sym: str, t0: int, rows: int = 60) -> list
         p.write_text("\n".join(lines) + "\n")
         paths.append(p)
     return paths
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mm_sim", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=ENV,
-        timeout=600,
-    )
 
 
 def test_days_and_symbols_convert_in_parallel_as_they_do_one_by_one(tmp_path: Path) -> None:
