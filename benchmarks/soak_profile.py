@@ -10,8 +10,10 @@ program can see.
 Stages (the first rule that matches a stack wins):
 
 - ``kernel compile/load``: numba's compiler or its cache loader is on the stack;
-- ``charts``: matplotlib, or the report renderer;
-- ``edge/markout evaluation``: report/edge.py, markouts, bootstrap error bars, model bars;
+- ``charts``: matplotlib, or report/charts.py (drawing and encoding the PNGs);
+- ``edge/markout evaluation``: report/edge.py, churn, markouts, bootstrap error bars, model
+  bars (the report renderer's evaluation: it was counted under charts before 2026-12-05, which
+  made charts look three times as costly as they were);
 - ``reports``: the rest of mm_sim/report (gates, churn, markdown, run directory);
 - ``recorder``: runtime/recorder.py (records to disk, fsync);
 - ``kernel``: the core's Python side and the numba code it calls (mm_sim/core);
@@ -24,6 +26,8 @@ Stages (the first rule that matches a stack wins):
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import shutil
@@ -69,12 +73,13 @@ def classify(stack: str) -> str:
     joined = ";".join(files)
     if re.search(r"numba/core/(compiler|typed_passes|untyped_passes|caching|typeinfer)", joined):
         return "kernel compile/load"
-    if "matplotlib/" in joined or "mm_sim/report/render" in joined:
+    if "matplotlib/" in joined or "mm_sim/report/charts" in joined:
         return "charts"
     inner = [i for i, f in enumerate(files) if "mm_sim/" in f]
     if not inner:
         return "start-up and imports" if "importlib" in joined else "other"
-    if any(s in joined for s in ("report/edge", "report/bootstrap", "model_bars", "markout")):
+    evaluation = ("report/edge", "report/churn", "report/bootstrap", "model_bars", "markout")
+    if any(s in joined for s in evaluation):
         return "edge/markout evaluation"
     f = files[inner[-1]]
     if "importlib" in ";".join(files[inner[-1] + 1 :]):
@@ -150,3 +155,24 @@ def markdown(prof: dict[str, Any]) -> list[str]:
         if prof["share"][s] > 0:
             lines.append(f"| {s} | {prof['share'][s] * 100:.1f} % | {prof['seconds'][s]:.2f} |")
     return [*lines, ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.soak_profile [--rate HZ] [-- SOAK ARGS...]``: the stage table."""
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak_profile",
+        description="Profile one `python -m mm_sim soak` with py-spy (warm kernel cache) and print "
+        "the share and seconds of each stage (Markdown, or --json).",
+    )
+    ap.add_argument("--rate", type=int, default=250, help="samples per second (250)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("soak_args", nargs="*", help="arguments for mm_sim soak (after --)")
+    args = ap.parse_args(argv)
+    prof = profile_soak(args.soak_args, cache_dir=None, rate=args.rate)
+    prof["load_avg_1m"] = os.getloadavg()[0]
+    print(json.dumps(prof, indent=2) if args.json else "\n".join(markdown(prof)))
+    return 0 if "skipped" not in prof else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
