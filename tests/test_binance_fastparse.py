@@ -18,13 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, KIND_SNAPSHOT
-from mm_sim.venues.binance.fastparse import (
-    DepthParser,
-    fill_diff,
-    fill_levels,
-    fill_levels_ref,
-    flat_levels,
-)
+from mm_sim.venues.binance.fastparse import DepthParser, flat_levels
+from mm_sim.venues.binance.fill_events import fill_diff, fill_levels, fill_levels_ref, put_one
 from mm_sim.venues.binance.messages import (
     DepthDiff,
     MessageError,
@@ -259,9 +254,21 @@ def test_fill_diff_kernel_matches_deletions_first() -> None:
         got = np.zeros(nb + na, dtype=EVENT_DTYPE)
         assert fill_diff(got, bids, asks, 7, 9) == nb + na
         assert got.tobytes() == _diff_ref(bids, asks, 7, 9).tobytes()
+        # at an offset into a larger arena (the live stage's use), nothing before it touched
+        arena = np.zeros(nb + na + 3, dtype=EVENT_DTYPE)
+        assert fill_diff(arena, bids, asks, 7, 9, 3) == nb + na
+        assert arena[3:].tobytes() == got.tobytes() and not arena[:3]["kind"].any()
         b = lv[:nb]
         repeats += bool(set(b[b[:, 1] == 0, 0]) & set(b[b[:, 1] != 0, 0]))
     assert repeats > 10  # the fallback branch was exercised
+
+
+def test_put_one_writes_the_record_numpy_would() -> None:
+    got = np.zeros(3, dtype=EVENT_DTYPE)
+    want = np.zeros(3, dtype=EVENT_DTYPE)
+    put_one(got, 1, 5, 6, 2, -1, 101.25, 0.5)
+    want[1] = (5, 6, 101.25, 0.5, 2, -1)
+    assert got.tobytes() == want.tobytes()
 
 
 def test_fill_diff_never_crosses_a_book_the_message_leaves_uncrossed() -> None:

@@ -381,7 +381,7 @@ class Engine:
             # Decisions on arrival; the venue follows once no later event can precede (within
             # the live window, which keeps the venue's lag behind the strategy small).
             self._timeline.window = self._live_window
-            events = self._timeline.items(events, final=False, live=True)
+            events = self._timeline.items_live(events)
         nout = self._nout
         nout[:] = 0
         n = len(events)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim.core.jitcall import entry_point
 from mm_sim.events import EVENT_DTYPE
 
 # Like the driver's kernels, the per-item ones never allocate and are compiled without numba's
@@ -65,19 +66,25 @@ T_CLAMPED = 4  # events whose venue time was clamped to L - W
 T_STARTED = 5
 T_SIZE = 6
 
+# The live path's entry points of _take and _emit (Timeline.items_live), made on first use.
+_LIVE: list[Any] = []
+
 NEG_INF = -(1 << 62)
 BIG = 1 << 62
 
 
-# An event record as five int64 words (EVENT_DTYPE is 40 aligned bytes): exch_ts, local_ts,
-# price, qty, and kind | side << 32. Items are copied word by word, and a flag is or-ed into
-# the kind's word (flags and kinds stay below 2**31).
-W_EXCH = 0
-W_LOCAL = 1
-W_KIND = 4
-WORDS = 5
-assert EVENT_DTYPE.itemsize == 8 * WORDS and EVENT_DTYPE.fields is not None
-assert [EVENT_DTYPE.fields[f][1] for f in ("exch_ts", "local_ts", "kind")] == [0, 8, 32]
+@njit(inline="always", **JIT)
+def _copy(dst: np.ndarray, d: int, src: np.ndarray, s: int, exch: int, flags: int) -> None:
+    """Record ``src[s]`` into ``dst[d]`` with ``exch_ts`` set to ``exch`` and ``flags`` or-ed
+    into its kind (flags and kinds stay below 2**31)."""
+    r = src[s]
+    o = dst[d]
+    o.exch_ts = exch
+    o.local_ts = r.local_ts
+    o.price = r.price
+    o.qty = r.qty
+    o.kind = r.kind | flags
+    o.side = r.side
 
 
 @njit(**JIT)
@@ -99,12 +106,12 @@ def _take(
     last = vkey[vq[vn - 1]] if vn > 0 else NEG_INF
     in_order = True
     for k in range(n):
-        local = new[k, W_LOCAL]
+        local = new[k].local_ts
         if local > lmax:
             lmax = local
         b = nb + k
         skey[b] = lmax
-        v = new[k, W_EXCH]
+        v = new[k].exch_ts
         if v < lmax - window:
             v = lmax - window
             ts[T_CLAMPED] += 1
@@ -156,18 +163,10 @@ def _put(
 ) -> None:  # fmt: skip
     """Item ``w``: buffer event ``b`` (in ``buf`` below ``nb0``, else in ``new``) with ``flags``;
     a venue item carries its venue time as exch_ts."""
-    out[w, W_EXCH] = exch
     if b < nb0:
-        out[w, W_LOCAL] = buf[b, W_LOCAL]
-        out[w, 2] = buf[b, 2]
-        out[w, 3] = buf[b, 3]
-        out[w, W_KIND] = buf[b, W_KIND] | flags
+        _copy(out, w, buf, b, exch, flags)
     else:
-        r = b - nb0
-        out[w, W_LOCAL] = new[r, W_LOCAL]
-        out[w, 2] = new[r, 2]
-        out[w, 3] = new[r, 3]
-        out[w, W_KIND] = new[r, W_KIND] | flags
+        _copy(out, w, new, b - nb0, exch, flags)
 
 
 @njit(**JIT)
@@ -202,7 +201,7 @@ def _emit(
                 # the strategy does not (its items go out unsynced: the venue lags behind).
                 if not live or i >= nb:
                     break
-                sx = buf[i, W_EXCH] if i < nb0 else new[i - nb0, W_EXCH]
+                sx = buf[i].exch_ts if i < nb0 else new[i - nb0].exch_ts
                 _put(out, w, buf, new, nb0, i, sx, ITEM_S)
                 w += 1
                 i += 1
@@ -220,7 +219,7 @@ def _emit(
             # The strategy's item is next: every venue item up to its time has gone out.
             if not (final or live or sk < bound):
                 break
-            sx = buf[i, W_EXCH] if i < nb0 else new[i - nb0, W_EXCH]
+            sx = buf[i].exch_ts if i < nb0 else new[i - nb0].exch_ts
             _put(out, w, buf, new, nb0, i, sx, ITEM_S | ITEM_SYNC)
             w += 1
             i += 1
@@ -231,11 +230,9 @@ def _emit(
             lo = vq[k]
     for k in range(lo, nb):
         if k < nb0:
-            for c in range(WORDS):
-                buf[k - lo, c] = buf[k, c]
+            _copy(buf, k - lo, buf, k, buf[k].exch_ts, 0)
         else:
-            for c in range(WORDS):
-                buf[k - lo, c] = new[k - nb0, c]
+            _copy(buf, k - lo, new, k - nb0, new[k - nb0].exch_ts, 0)
         skey[k - lo] = skey[k]
         vkey[k - lo] = vkey[k]
     for k in range(j, vn):
@@ -257,13 +254,11 @@ class Timeline:
     def _alloc(self, cap: int) -> None:
         self.cap = cap
         self.buf = np.zeros(cap, dtype=EVENT_DTYPE)
-        self.bufw = self.buf.view(np.int64).reshape(cap, WORDS)
         self.skey = np.zeros(cap, dtype=np.int64)
         self.vkey = np.zeros(cap, dtype=np.int64)
         self.vq = np.zeros(cap, dtype=np.int64)
         self.tmp = np.zeros(cap, dtype=np.int64)
         self.out = np.zeros(2 * cap, dtype=EVENT_DTYPE)
-        self.outw = self.out.view(np.int64).reshape(2 * cap, WORDS)
 
     def _reserve(self, n: int) -> None:
         need = int(self.ts[T_NB]) + n
@@ -281,14 +276,36 @@ class Timeline:
         next call."""
         self._reserve(len(events))
         nb0 = int(self.ts[T_NB])
-        new = np.ascontiguousarray(events).view(np.int64).reshape(len(events), WORDS)
-        if len(events) and not _take(new, self.window, self.ts, self.skey, self.vkey, self.vq):
+        if len(events) and not _take(events, self.window, self.ts, self.skey, self.vkey, self.vq):
             _merge_new(len(events), self.ts, self.vkey, self.vq, self.tmp)
         n = _emit(
-            final, live, self.window, self.ts, self.bufw, new, nb0, self.skey, self.vkey,
-            self.vq, self.outw,
+            final, live, self.window, self.ts, self.buf, events, nb0, self.skey, self.vkey,
+            self.vq, self.out,
         )  # fmt: skip
         return self.out[:n]
+
+    def items_live(self, events: np.ndarray) -> np.ndarray:
+        """``items(events, final=False, live=True)`` for a live frame's few events, through the
+        kernels' compiled entry points (``core.jitcall``): the dispatchers' typing of eleven
+        arguments cost more than the merge of a frame. ``events`` must be a 1-d, C-contiguous,
+        writeable, aligned EVENT_DTYPE array (``Engine.run_live`` makes sure)."""
+        n = len(events)
+        if int(self.ts[T_NB]) + n > self.cap:
+            self._reserve(n)
+        nb0 = int(self.ts[T_NB])
+        if not _LIVE:
+            _LIVE.append(entry_point(_take, events, self.window, self.ts, self.skey, self.vkey,
+                                     self.vq))  # fmt: skip
+            _LIVE.append(entry_point(_emit, False, True, self.window, self.ts, self.buf, events,
+                                     nb0, self.skey, self.vkey, self.vq, self.out))  # fmt: skip
+        take, emit = _LIVE
+        if n and not take(events, self.window, self.ts, self.skey, self.vkey, self.vq):
+            _merge_new(n, self.ts, self.vkey, self.vq, self.tmp)
+        w = emit(
+            False, True, self.window, self.ts, self.buf, events, nb0, self.skey, self.vkey,
+            self.vq, self.out,
+        )  # fmt: skip
+        return self.out[:w]
 
     @property
     def held(self) -> int:

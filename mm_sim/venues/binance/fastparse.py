@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, KIND_SNAPSHOT
+from mm_sim.core.jitcall import entry_point
+from mm_sim.events import EVENT_DTYPE, KIND_SNAPSHOT
+from mm_sim.venues.binance.fill_events import fill_diff, fill_levels, fill_levels_ref
 from mm_sim.venues.binance.messages import _PARTIAL_DEPTH, DepthDiff
 
 # ints[] layout written by the kernel
@@ -415,6 +417,20 @@ def parse_trade_bytes(buf: np.ndarray, ints: np.ndarray, vals: np.ndarray) -> bo
     return _whole(buf, _trade_payload(buf, start, ints, vals), se >= 0)
 
 
+_ENTRY: dict[tuple[Any, bool], Any] = {}
+
+
+def _entry(kernel: Any, buf: np.ndarray, *args: np.ndarray) -> Any:
+    """``kernel``'s compiled entry point (``core.jitcall``) for a frame's bytes (read-only when
+    they are ``bytes``, writeable when a ``bytearray``) and the parser's own buffers: the
+    dispatcher's typing of four arrays cost about as much as parsing a trade."""
+    key = (kernel, buf.flags.writeable)
+    fn = _ENTRY.get(key)
+    if fn is None:
+        fn = _ENTRY[key] = entry_point(kernel, buf, *args)
+    return fn
+
+
 class TradeParser:
     """Reusable buffers around :func:`parse_trade_bytes`: a live feed's most frequent message
     without json or a Trade object. For every frame it accepts, the result equals the general
@@ -430,7 +446,9 @@ class TradeParser:
         data: bytes | bytearray = raw.encode() if isinstance(raw, str) else raw
         if b'"e":"trade"' not in data:
             return None
-        if not parse_trade_bytes(np.frombuffer(data, dtype=np.uint8), self.ints, self.vals):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        parse = _entry(parse_trade_bytes, buf, self.ints, self.vals)
+        if not parse(buf, self.ints, self.vals):
             return None
         self.data = data
         return self.ints.tolist(), self.vals.tolist()
@@ -480,7 +498,9 @@ class DepthParser:
         if cap > len(self.vb):
             self.vb = np.empty(cap)
             self.va = np.empty(cap)
-        if not parse_depth_bytes(buf, self.ints, self.vb, self.va):
+        if not _entry(parse_depth_bytes, buf, self.ints, self.vb, self.va)(
+            buf, self.ints, self.vb, self.va
+        ):
             return None
         iv: list[int] = self.ints.tolist()
         if iv[I_STREAM1] >= 0:
@@ -523,82 +543,6 @@ def warm() -> None:
     rec = np.empty(2, dtype=EVENT_DTYPE)
     fill_levels(rec, 0, diff.flat[0], 1, KIND_SNAPSHOT, 1, 1)
     fill_diff(rec, diff.flat[0], diff.flat[1], 1, 1)
-
-
-@njit(cache=True)
-def fill_levels(
-    rec: np.ndarray, start: int, flat: np.ndarray, side: int, kind: int, exch: int, local: int
-) -> int:
-    """Write the levels of ``flat`` (price, qty interleaved) as events ``rec[start:]``; returns
-    the index after them. Reference: :func:`fill_levels_ref`."""
-    n = flat.shape[0] // 2
-    for i in range(n):
-        r = rec[start + i]
-        r.exch_ts = exch
-        r.local_ts = local
-        r.price = flat[2 * i]
-        r.qty = flat[2 * i + 1]
-        r.kind = kind
-        r.side = side
-    return start + n
-
-
-def fill_levels_ref(
-    rec: np.ndarray, start: int, flat: np.ndarray, side: int, kind: int, exch: int, local: int
-) -> int:
-    """Plain numpy reference of :func:`fill_levels`."""
-    n = len(flat) // 2
-    part = rec[start : start + n]
-    part["exch_ts"] = exch
-    part["local_ts"] = local
-    part["price"] = flat[0::2]
-    part["qty"] = flat[1::2]
-    part["kind"] = kind
-    part["side"] = side
-    return start + n
-
-
-@njit(cache=True)
-def _deleted_and_set(flat: np.ndarray) -> bool:
-    """Whether one price of this side is both deleted and set in the same diff."""
-    n = flat.shape[0] // 2
-    for i in range(n):
-        if flat[2 * i + 1] == 0.0:
-            for j in range(n):
-                if flat[2 * j + 1] != 0.0 and flat[2 * j] == flat[2 * i]:
-                    return True
-    return False
-
-
-@njit(cache=True)
-def _fill_where(
-    rec: np.ndarray, k: int, flat: np.ndarray, side: int, zero: bool, exch: int, local: int
-) -> int:
-    for i in range(flat.shape[0] // 2):
-        q = flat[2 * i + 1]
-        if (q == 0.0) == zero:
-            r = rec[k]
-            r.exch_ts = exch
-            r.local_ts = local
-            r.price = flat[2 * i]
-            r.qty = q
-            r.kind = KIND_DEPTH
-            r.side = side
-            k += 1
-    return k
-
-
-@njit(cache=True)
-def fill_diff(rec: np.ndarray, bids: np.ndarray, asks: np.ndarray, exch: int, local: int) -> int:
-    """A diff's levels as DEPTH events ``rec[0:]``, deletions of both sides first (see
-    :func:`mm_sim.venues.binance.messages.deletions_first`, its reference); returns the count."""
-    if _deleted_and_set(bids) or _deleted_and_set(asks):
-        k = fill_levels(rec, 0, bids, 1, KIND_DEPTH, exch, local)
-        return fill_levels(rec, k, asks, -1, KIND_DEPTH, exch, local)
-    k = _fill_where(rec, 0, bids, 1, True, exch, local)
-    k = _fill_where(rec, k, asks, -1, True, exch, local)
-    k = _fill_where(rec, k, bids, 1, False, exch, local)
-    return _fill_where(rec, k, asks, -1, False, exch, local)
 
 
 def flat_levels(levels: list[tuple[float, float]]) -> np.ndarray:

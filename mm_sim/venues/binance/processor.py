@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mm_sim.core.jitcall import entry_point
 from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, KIND_TRADE
 from mm_sim.logs import get_logger
 from mm_sim.venues.binance.fastparse import (
@@ -36,10 +37,9 @@ from mm_sim.venues.binance.fastparse import (
     T_TID,
     DepthParser,
     TradeParser,
-    fill_diff,
-    fill_levels,
     flat_levels,
 )
+from mm_sim.venues.binance.fill_events import fill_diff, fill_levels, put_one
 from mm_sim.venues.binance.messages import (
     DepthDiff,
     DepthSnapshot,
@@ -119,6 +119,20 @@ def join_events(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+# The compiled entry points (core.jitcall) of fill_diff and put_one for the stage's arena and
+# flat float64 level arrays, made on first use: a dispatcher's typing of the arguments cost more
+# than writing a frame's events.
+_STAGE_KERNELS: list[Any] = []
+
+
+def _kernels(buf: np.ndarray) -> list[Any]:
+    if not _STAGE_KERNELS:
+        flat = np.zeros(2)
+        _STAGE_KERNELS.append(entry_point(fill_diff, buf, flat, flat, 0, 0, 0))
+        _STAGE_KERNELS.append(entry_point(put_one, buf, 0, 0, 0, 0, 0, 0.0, 0.0))
+    return _STAGE_KERNELS
+
+
 class _Stage:
     """Events in arrival order, written straight into an arena of records (a trade by one
     assignment, a diff or a snapshot by a numba kernel). ``take`` hands over a view of what
@@ -154,7 +168,7 @@ class _Stage:
 
     def one(self, exch: int, local: int, kind: int, side: int, price: float, qty: float) -> None:
         i = self._room(1)
-        self.buf[i] = (exch, local, price, qty, kind, side)
+        _kernels(self.buf)[1](self.buf, i, exch, local, kind, side, float(price), float(qty))
         self.n = i + 1
 
     def levels(self, bids: np.ndarray, asks: np.ndarray, kind: int, exch: int, local: int) -> None:
@@ -167,12 +181,14 @@ class _Stage:
         self.n = fill_levels(self.buf, i, asks, ASK, kind, exch, local)
 
     def diff(self, bids: np.ndarray, asks: np.ndarray, exch: int, local: int) -> None:
-        """A diff's levels (flat price, qty arrays), deletions first (``fill_diff``)."""
+        """A diff's levels (flat, C-contiguous float64 price, qty arrays, as the parsers and
+        ``flat_levels`` make them: the entry point reads them as such), deletions first
+        (``fill_diff``)."""
         k = (len(bids) + len(asks)) // 2
         if not k:
             return
         i = self._room(k)
-        fill_diff(self.buf[i : i + k], bids, asks, exch, local)
+        _kernels(self.buf)[0](self.buf, bids, asks, exch, local, i)
         self.n = i + k
 
     def take(self) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""Native events written straight into a record array from a frame's parsed levels.
+
+Why a module of its own: the live stream processor (``processor.py``) and the capture converter
+write the same DEPTH/SNAPSHOT events from the flat ``[price, qty, ...]`` arrays the parsers in
+``fastparse.py`` leave, and the live path also stages single trades; each of these is one small
+numba kernel so that a frame's events cost one compiled call, not a numpy assignment per field.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from mm_sim.events import KIND_DEPTH
+
+
+@njit(cache=True)
+def fill_levels(
+    rec: np.ndarray, start: int, flat: np.ndarray, side: int, kind: int, exch: int, local: int
+) -> int:
+    """Write the levels of ``flat`` (price, qty interleaved) as events ``rec[start:]``; returns
+    the index after them. Reference: :func:`fill_levels_ref`."""
+    n = flat.shape[0] // 2
+    for i in range(n):
+        r = rec[start + i]
+        r.exch_ts = exch
+        r.local_ts = local
+        r.price = flat[2 * i]
+        r.qty = flat[2 * i + 1]
+        r.kind = kind
+        r.side = side
+    return start + n
+
+
+def fill_levels_ref(
+    rec: np.ndarray, start: int, flat: np.ndarray, side: int, kind: int, exch: int, local: int
+) -> int:
+    """Plain numpy reference of :func:`fill_levels`."""
+    n = len(flat) // 2
+    part = rec[start : start + n]
+    part["exch_ts"] = exch
+    part["local_ts"] = local
+    part["price"] = flat[0::2]
+    part["qty"] = flat[1::2]
+    part["kind"] = kind
+    part["side"] = side
+    return start + n
+
+
+@njit(cache=True)
+def _deleted_and_set(flat: np.ndarray) -> bool:
+    """Whether one price of this side is both deleted and set in the same diff."""
+    n = flat.shape[0] // 2
+    for i in range(n):
+        if flat[2 * i + 1] == 0.0:
+            for j in range(n):
+                if flat[2 * j + 1] != 0.0 and flat[2 * j] == flat[2 * i]:
+                    return True
+    return False
+
+
+@njit(cache=True)
+def _fill_where(
+    rec: np.ndarray, k: int, flat: np.ndarray, side: int, zero: bool, exch: int, local: int
+) -> int:
+    for i in range(flat.shape[0] // 2):
+        q = flat[2 * i + 1]
+        if (q == 0.0) == zero:
+            r = rec[k]
+            r.exch_ts = exch
+            r.local_ts = local
+            r.price = flat[2 * i]
+            r.qty = q
+            r.kind = KIND_DEPTH
+            r.side = side
+            k += 1
+    return k
+
+
+@njit(cache=True)
+def fill_diff(
+    rec: np.ndarray, bids: np.ndarray, asks: np.ndarray, exch: int, local: int, start: int = 0
+) -> int:
+    """A diff's levels as DEPTH events ``rec[start:]``, deletions of both sides first (see
+    :func:`mm_sim.venues.binance.messages.deletions_first`, its reference); returns the count."""
+    if _deleted_and_set(bids) or _deleted_and_set(asks):
+        k = fill_levels(rec, start, bids, 1, KIND_DEPTH, exch, local)
+        return fill_levels(rec, k, asks, -1, KIND_DEPTH, exch, local) - start
+    k = _fill_where(rec, start, bids, 1, True, exch, local)
+    k = _fill_where(rec, k, asks, -1, True, exch, local)
+    k = _fill_where(rec, k, bids, 1, False, exch, local)
+    return _fill_where(rec, k, asks, -1, False, exch, local) - start
+
+
+@njit(cache=True)
+def put_one(
+    rec: np.ndarray, i: int, exch: int, local: int, kind: int, side: int, price: float, qty: float
+) -> None:
+    """One event into ``rec[i]`` (a trade, a CLEAR): numpy's assignment of a tuple to a record
+    costs several µs, this compiled call well under one."""
+    r = rec[i]
+    r.exch_ts = exch
+    r.local_ts = local
+    r.price = price
+    r.qty = qty
+    r.kind = kind
+    r.side = side
