@@ -713,6 +713,44 @@ class RunSettings(BaseSettings):
         return ",".join(parse_arms(str(v))) or "none"
 
 
+class CacheSettings(BaseSettings):
+    """Where generated feeds are kept between runs (``MM_<NAME>``; not part of a run's record:
+    a cached feed is byte-identical to a freshly generated one)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MM_", extra="ignore", case_sensitive=False, allow_inf_nan=False
+    )
+
+    synthetic_cache: bool = Field(
+        True,
+        description="Keep each generated synthetic day on disk and reuse it when the feed "
+        "definition, seed, duration and generator are the same (docs/SYNTHETIC.md).",
+    )
+    synthetic_cache_dir: str | None = Field(
+        None,
+        description="Directory of the synthetic feed cache; null = $XDG_CACHE_HOME/mm_sim/"
+        "synthetic (~/.cache/mm_sim/synthetic).",
+    )
+    synthetic_cache_max_mb: float = Field(
+        2048.0,
+        ge=0,
+        le=1e7,
+        description="Size cap of the cache; the least recently used days are removed beyond it.",
+    )
+
+
+def load_cache_settings() -> CacheSettings:
+    try:
+        return CacheSettings()
+    except ValidationError as exc:
+        errs = [
+            f"environment MM_{'.'.join(map(str, e['loc'])).upper()} = {e.get('input')!r}: "
+            f"{e['msg']}"
+            for e in exc.errors()
+        ]
+        raise UserError("invalid cache settings: " + "; ".join(errs)) from None
+
+
 def load_run_settings(cli: dict[str, Any]) -> RunSettings:
     try:
         return RunSettings(**{k: v for k, v in cli.items() if v is not None})

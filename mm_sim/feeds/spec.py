@@ -242,7 +242,8 @@ def load_events(
         feed = open_feed(spec.path, check=True)  # a replay: refuse garbage (feeds/validate.py)
         identity = {"kind": "file", "path": str(feed.path), "count": len(feed.events)}
         return feed.events, feed.instrument, identity
-    from mm_sim.feeds.synthetic import SyntheticParams, generate
+    from mm_sim.feeds.synthetic import SyntheticParams
+    from mm_sim.feeds.synthetic_cache import generate_cached
 
     try:
         params = SyntheticParams(**spec.params)
@@ -252,7 +253,8 @@ def load_events(
             for e in exc.errors()
         )
         raise UserError(f"feed {spec.name!r}: invalid synthetic parameters: {errs}") from None
-    events, instrument = generate(params, seed=seed, duration_s=spec.duration_s)
+    # generated once per definition, seed and duration, then read back (docs/SYNTHETIC.md)
+    events, instrument = generate_cached(params, seed, spec.duration_s)
     identity = {
         "kind": "synthetic",
         "name": spec.name,

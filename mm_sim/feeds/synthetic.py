@@ -27,6 +27,9 @@ INVERSE_SYMBOL = "SYNTH-BTCUSD_PERP"  # the same market quoted as a coin-margine
 VENUE = "synthetic"
 SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
 REGIME_NAMES = ("calm", "normal", "stressed")
+# Bump when the events a seed and parameters give change (the disk cache, synthetic_cache.py,
+# keys on it; it also keys on this module's and the kernel's source text).
+GENERATOR_VERSION = 1
 
 _Vol = Annotated[float, Field(gt=0.0, le=5.0)]
 _Dur = Annotated[float, Field(ge=1.0, le=1e7)]
