@@ -228,14 +228,15 @@ def _peer_targets(peer: dict[str, Any], add: Any) -> None:
     ag = peer.get("agreement")
     if "ratio_events_per_s" not in peer or not ag:
         why = str(peer.get("peer") or peer.get("error") or "no compared run")
-        add("mm_sim / hftbacktest events/s", ">= 2 on every run", None, None, why)
+        add("mm_sim / hftbacktest events/s", ">= 3 on every run", None, None, why)
         return
     n = ag["runs"]
     lost = len(ag["not_compared"])
     tail = f"; {lost} run(s) not compared" if lost else ""
     sp = ag["events_per_s_ratio"]
-    add("mm_sim / hftbacktest events/s", ">= 2 on every run", sp["min"],
-        sp["min"] >= 2.0 and not lost,
+    # Issue 17's goal (an earlier issue asked >= 2): the kernel 3x hftbacktest on every run.
+    add("mm_sim / hftbacktest events/s", ">= 3 on every run", sp["min"],
+        sp["min"] >= 3.0 and not lost,
         f"lowest of {n} runs: {sp['min_run']}; headline {peer['ratio_events_per_s']:.2f}, "
         f"highest {sp['max']:.2f}{tail}")  # fmt: skip
     arms = ag.get("arms", {})
