@@ -321,7 +321,7 @@ def _stats(
         "first_exch_ts_ns": cols.first_exch,
         "last_exch_ts_ns": cols.last_exch,
         "clock_offset_ms_median": (
-            round(statistics.median(conv.offsets) / 1e6, 3) if conv.offsets else None
+            round(statistics.median(offs) / 1e6, 3) if (offs := conv.offsets.values()) else None
         ),
         "receive_time_backwards": conv.recv_backwards,
         "events_local_ts_backwards": cols.local_backwards,

@@ -112,6 +112,17 @@ class Columns:
         if len(self.ex) >= _CHUNK:
             self.flush()
 
+    def records(self, rec: np.ndarray) -> None:
+        """Events already in EVENT_DTYPE records (the block kernel's), appended in bulk."""
+        self.ex.frombytes(rec["exch_ts"].tobytes())
+        self.lo.frombytes(rec["local_ts"].tobytes())
+        self.px.frombytes(rec["price"].tobytes())
+        self.qt.frombytes(rec["qty"].tobytes())
+        self.kd.frombytes(rec["kind"].tobytes())
+        self.sd.frombytes(rec["side"].tobytes())
+        if len(self.ex) >= _CHUNK:
+            self.flush()
+
     def flush(self) -> None:
         n = len(self.ex)
         if not n:

@@ -332,120 +332,92 @@ def depth_code(row: list[int], block: bytes, partial: dict[bytes, bool]) -> int:
     return FALLBACK if is_partial else DEPTH
 
 
-def read_fast(conv: Any, f: Any, fh: Any) -> None:
-    """Stream one hftbacktest file's lines through the scanner into ``conv``, a
-    :class:`~mm_sim.feeds.convert.binance_stream.StreamConverter` (``f``: its per-file state).
-
-    Lines the scanner accepts are routed with the objects the general parser would have made;
-    the others go through ``conv._general_line``, so the output is the general path's, byte for
-    byte (tests/test_convert_binance_fast.py)."""
-    scanner = BlockScanner()
-    sel = conv.symbol.encode("ascii", "replace")
-    counts = conv.messages
-    partial: dict[bytes, bool] = conv._partial_streams
-    path = f.inp.path
-    cols = conv.cols
-    rest = b""
-    while True:
-        # read1: what one decompression step yields, so a truncated gzip still gives up its
-        # readable start, as the line-by-line reading did.
-        chunk = fh.read1(1 << 20)
-        block = rest + chunk if rest else chunk
-        if not chunk:
-            if block:  # a last line without a newline
-                f.lineno += 1
-                conv._general_line(f, block)
-            return
-        nl, used, nv = scanner.scan(block)
-        codes = scanner.codes[:nl].tolist()
-        rows = scanner.lines[:nl].tolist()
-        lvarr = scanner.lv
-        lv = lvarr[:nv].tolist()
-        dints = scanner.dints
-        tints = scanner.tints
-        for i in range(nl):
-            f.lineno += 1
-            code = codes[i]
-            row = rows[i]
-            if code == TICKER:
-                local = row[L_LOCAL]
-                f.n_msgs += 1  # conv._seen, inlined: most lines are these
-                if local < f.last_recv:
-                    f.recv_back += 1
-                f.last_recv = local
-                if f.first_local is None:
-                    f.first_local = local
-                if local >= conv.next_snap_ts:
-                    conv._feed_external(local)
-                if block[row[L_SYM0] : row[L_SYM1]] != sel:
-                    conv.other_symbol += 1
-                else:
-                    counts["bookTicker"] += 1
-                    raw = block[row[L_START] : row[L_END]]
-                    conv.last_ticker_raw = (None, raw, False, local, (path, f.lineno))
-                continue
-            if code == DEPTH and row[L_STREAM1] >= 0:
-                code = depth_code(row, block, partial)
-            if code == DEPTH:
-                iv = dints[i].tolist()
-                local = row[L_LOCAL]
-                conv._seen(f, local)
-                nb, na = 2 * iv[I_NB], 2 * iv[I_NA]
-                k = row[L_LV]
-                sync = conv.sync
-                if (
-                    sync is not None
-                    and block[row[L_SYM0] : row[L_SYM1]] == sel
-                    and (iv[I_HAS_PU] == 1) == (conv.market is Market.FUTURES)
-                ):
-                    # The steady state without objects: the venue's own apply_next says
-                    # whether this diff simply continues the synced book (0: it does not, and
-                    # nothing changed; the object path below decides as before).
-                    fb, fa = lvarr[k : k + nb], lvarr[k + nb : k + nb + na]
-                    done = sync.apply_next(iv[I_FIRST], iv[I_FINAL], iv[I_PREV], fb, fa)
-                    if done:
-                        counts["depthUpdate"] += 1
-                        exch = iv[I_E] * MS
-                        conv.last_local = local
-                        conv.last_exch = exch
-                        conv._sample_offset(local - exch)
-                        cols.diff_flat(fb, fa, exch, local)
-                        if done == 2:  # applied, and the book is crossed: no book from here
-                            cols.one(exch, local, KIND_CLEAR, 0, 0.0, 0.0)
-                            conv.invalidations += 1
-                        continue
-                vb, va = lv[k : k + nb], lv[k + nb : k + nb + na]
-                symbol = block[row[L_SYM0] : row[L_SYM1]].decode("ascii")
-                msg: Any = depth_diff(symbol, iv, vb, va, np.array(vb), np.array(va))
-                conv._route(f, msg, local)
-                continue
-            if code == TRADE:
-                local = row[L_LOCAL]
-                conv._seen(f, local)
-                if block[row[L_SYM0] : row[L_SYM1]] != sel:
-                    conv.other_symbol += 1
-                    continue
-                # conv._route and conv._trade for a spot trade (no order type), inlined
-                counts["trade"] += 1
-                f.seen_trade = True
-                k = row[L_LV]
-                qty = lv[k + 1]
-                if qty <= 0.0:
-                    conv.trades_zero_qty += 1
-                    continue
-                tv = tints[i].tolist()
-                ev = tv[T_E]
-                exch = ev * MS
+def py_line(conv: Any, f: Any, line: bytes, scanner: BlockScanner) -> bytes | None:
+    """One line (with its newline) read as before the block kernel: scanned, then routed with
+    the objects the general parser would have made, or read by ``conv._general_line``; ``conv``
+    is a :class:`~mm_sim.feeds.convert.binance_stream.StreamConverter`, ``f`` its per-file
+    state. Returns the combined-stream name of a diff found not to be a partial book stream
+    (the block kernel may then take that stream's diffs), else None."""
+    nl, _, _ = scanner.scan(line)
+    assert nl == 1
+    f.lineno += 1
+    code = int(scanner.codes[0])
+    row = scanner.lines[0].tolist()
+    lvarr = scanner.lv
+    stream: bytes | None = None
+    if code == TICKER:
+        local = row[L_LOCAL]
+        conv._seen(f, local)
+        if line[row[L_SYM0] : row[L_SYM1]] != conv.symbol.encode("ascii", "replace"):
+            conv.other_symbol += 1
+        else:
+            conv.messages["bookTicker"] += 1
+            raw = line[row[L_START] : row[L_END]]
+            conv.last_ticker_raw = (None, raw, False, local, (f.inp.path, f.lineno))
+        return None
+    if code == DEPTH and row[L_STREAM1] >= 0:
+        code = depth_code(row, line, conv._partial_streams)
+        if code == DEPTH:
+            stream = line[row[L_STREAM0] : row[L_STREAM1]]
+    if code == DEPTH:
+        iv = scanner.dints[0].tolist()
+        local = row[L_LOCAL]
+        conv._seen(f, local)
+        nb, na = 2 * iv[I_NB], 2 * iv[I_NA]
+        k = row[L_LV]
+        sync = conv.sync
+        fb, fa = lvarr[k : k + nb].copy(), lvarr[k + nb : k + nb + na].copy()
+        symbol = line[row[L_SYM0] : row[L_SYM1]].decode("ascii")
+        if (
+            sync is not None
+            and symbol == conv.symbol
+            and (iv[I_HAS_PU] == 1) == (conv.market is Market.FUTURES)
+        ):
+            # The steady state without objects: the venue's own apply_next says whether this
+            # diff simply continues the synced book (0: it does not, and nothing changed; the
+            # object path below decides as before).
+            done = sync.apply_next(iv[I_FIRST], iv[I_FINAL], iv[I_PREV], fb, fa)
+            if done:
+                conv.messages["depthUpdate"] += 1
+                exch = iv[I_E] * MS
                 conv.last_local = local
                 conv.last_exch = exch
                 conv._sample_offset(local - exch)
-                side = -1 if tv[T_M] == 1 else 1
-                tm = tv[T_T] if tv[T_HAS_T] else ev
-                cols.one(tm * MS, local, KIND_TRADE, side, lv[k], qty)
-                continue
-            if code != BLANK:
-                conv._general_line(f, block[row[L_START] : row[L_END]])
-        rest = block[used:]
+                conv.cols.diff_flat(fb, fa, exch, local)
+                if done == 2:  # applied, and the book is crossed: no book from here
+                    conv.cols.one(exch, local, KIND_CLEAR, 0, 0.0, 0.0)
+                    conv.invalidations += 1
+                return stream
+        msg: Any = depth_diff(symbol, iv, fb.tolist(), fa.tolist(), fb, fa)
+        conv._route(f, msg, local)
+        return stream
+    if code == TRADE:
+        local = row[L_LOCAL]
+        conv._seen(f, local)
+        if line[row[L_SYM0] : row[L_SYM1]] != conv.symbol.encode("ascii", "replace"):
+            conv.other_symbol += 1
+            return None
+        # conv._route and conv._trade for a spot trade (no order type), inlined
+        conv.messages["trade"] += 1
+        f.seen_trade = True
+        k = row[L_LV]
+        price, qty = float(lvarr[k]), float(lvarr[k + 1])
+        if qty <= 0.0:
+            conv.trades_zero_qty += 1
+            return None
+        tv = scanner.tints[0].tolist()
+        ev = tv[T_E]
+        exch = ev * MS
+        conv.last_local = local
+        conv.last_exch = exch
+        conv._sample_offset(local - exch)
+        side = -1 if tv[T_M] == 1 else 1
+        tm = tv[T_T] if tv[T_HAS_T] else ev
+        conv.cols.one(tm * MS, local, KIND_TRADE, side, price, qty)
+        return None
+    if code != BLANK:
+        conv._general_line(f, line[row[L_START] : row[L_END]])
+    return None
 
 
 def reference_line(raw: bytes) -> tuple[int, int | None, Any]:

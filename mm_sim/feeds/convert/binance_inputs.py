@@ -13,10 +13,24 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from typing import Any, cast
 
 from mm_sim.errors import FeedError, UserError
 from mm_sim.feeds.convert.base import BadLines, ConvertOptions, is_gzip, open_binary
+from mm_sim.feeds.progress import current_tracker
 from mm_sim.venues.binance.messages import MessageError, SymbolInfo, decode, parse_exchange_info
+
+_inflate_lib: ModuleType
+INFLATE_ERRORS: tuple[type[BaseException], ...]
+try:  # ISA-L's inflate: ~3x zlib's on these captures (benchmarks/README.md, Conversion)
+    from isal import isal_zlib
+
+    _inflate_lib, INFLATE = isal_zlib, "isal"
+    INFLATE_ERRORS = (OSError, EOFError, zlib.error, cast(type[BaseException], isal_zlib.error))
+except ImportError:  # pragma: no cover (a dependency; the stdlib's zlib does the same, slower)
+    _inflate_lib, INFLATE = zlib, "zlib"
+    INFLATE_ERRORS = (OSError, EOFError, zlib.error)
 
 FMT_CF_WS = "cryptofeed-ws"
 FMT_CF_HTTP = "cryptofeed-http"
@@ -89,6 +103,62 @@ def sniff(path: Path) -> Input:
         "'<url> -> <time>: <body>' (cryptofeed REST), '<seconds>: <json>', '<ns> <json>' "
         f"(hftbacktest) or a JSON message per line; got {first[:60]!r}"
     )
+
+
+class Blocks:
+    """A capture's bytes in blocks of about ``size`` (decompressed when gzip), for the main
+    pass: :meth:`read1` gives the next block, ``b""`` at the end.
+
+    Why not ``gzip.GzipFile``: the inflate is ISA-L's when installed (3x zlib here), and a
+    truncated file still gives up everything before the cut, as GzipFile's ``read1`` does (the
+    error comes with the call after the last readable block). Members are chained and zero
+    padding between them skipped, as GzipFile does; the trailer's CRC and size are checked by
+    the inflater. The raw file is registered with the progress bar's tracker."""
+
+    def __init__(self, path: Path, size: int = 1 << 20, track: bool = True) -> None:
+        self.gz = is_gzip(path)
+        try:
+            self.raw = open(path, "rb")  # noqa: SIM115 (closed by close())
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        tracker = current_tracker() if track else None
+        if tracker is not None:
+            tracker.opened(path, self.raw)
+        self.size = size
+        self._d: Any = None
+        self._tail = b""  # compressed input not yet given to the inflater
+
+    def read1(self, _n: int = -1) -> bytes:
+        if not self.gz:
+            return self.raw.read(self.size)
+        while True:
+            d = self._d
+            if d is None:  # between members
+                if not self._tail:
+                    self._tail = self.raw.read(1 << 18)
+                    if not self._tail:
+                        return b""
+                self._tail = self._tail.lstrip(b"\0")  # padding between members
+                if not self._tail:
+                    continue
+                d = self._d = _inflate_lib.decompressobj(31)
+            # with an empty tail this drains output the last call held back (size reached)
+            out = d.decompress(self._tail, self.size)
+            self._tail = d.unconsumed_tail
+            if d.eof:
+                self._tail = d.unused_data + self._tail
+                self._d = None
+            elif not out and not self._tail:
+                self._tail = self.raw.read(1 << 18)
+                if not self._tail:
+                    raise EOFError(
+                        "Compressed file ended before the end-of-stream marker was reached"
+                    )
+            if out:
+                return bytes(out)
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def prescan_messages(inp: Input) -> None:

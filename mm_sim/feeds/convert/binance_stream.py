@@ -7,22 +7,26 @@ continue one stream), so they live together while the files are streamed one aft
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mm_sim.errors import FeedError
 from mm_sim.events import ASK, BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
-from mm_sim.feeds.convert.base import BadLines, ConvertOptions, open_binary
+from mm_sim.feeds.convert.base import BadLines, ConvertOptions
+from mm_sim.feeds.convert.binance_block import OFFSET_SAMPLES, read_fast
+from mm_sim.feeds.convert.binance_book import TouchBook
 from mm_sim.feeds.convert.binance_columns import Columns
-from mm_sim.feeds.convert.binance_fast import read_fast
 from mm_sim.feeds.convert.binance_inputs import (
     FMT_CF_WS,
     FMT_HFT,
     FMT_JSONL,
+    INFLATE_ERRORS,
     MS,
     WS_HEADER,
+    Blocks,
     Input,
     iso,
     record_bad,
@@ -50,7 +54,33 @@ from mm_sim.venues.binance.sync import (
 _DIFF_SIDES = (BID, ASK, BID, ASK)  # the order deletions_first returns its level lists
 NEVER = 1 << 62
 
-_OFFSET_SAMPLES = 50_000
+
+class OffsetSampler:
+    """Receive minus exchange time of every step-th message (the sidecar's median clock offset):
+    at most ``2 * OFFSET_SAMPLES`` kept, halved (every other one, step doubled) when full. In a
+    numpy array so the block kernel samples into the same storage."""
+
+    def __init__(self) -> None:
+        self.arr = np.zeros(2 * OFFSET_SAMPLES, dtype=np.int64)
+        self.n = 0
+        self.step = 1
+        self.tick = 0
+
+    def add(self, off: int) -> None:
+        self.tick += 1
+        if self.tick < self.step:
+            return
+        self.tick = 0
+        self.arr[self.n] = off
+        self.n += 1
+        if self.n >= 2 * OFFSET_SAMPLES:
+            self.arr[:OFFSET_SAMPLES] = self.arr[0 : 2 * OFFSET_SAMPLES : 2].copy()
+            self.n = OFFSET_SAMPLES
+            self.step *= 2
+
+    def values(self) -> list[int]:
+        out: list[int] = self.arr[: self.n].tolist()
+        return out
 
 
 class _File:
@@ -97,9 +127,7 @@ class StreamConverter:
         self.recv_backwards = 0
         self.last_local = 0
         self.last_exch = 0
-        self.offsets: list[int] = []
-        self._offset_step = 1
-        self._offset_tick = 0
+        self.offsets = OffsetSampler()
         self.last_ticker: BookTicker | None = None
         # the last raw bookTicker of the symbol: (payload or None, raw line or None, no
         # receive time, receive time, (path, line)); parsed once, at the end
@@ -176,6 +204,10 @@ class StreamConverter:
         self.market = market
         max_buffer = int(self.opts.extra.get("max_buffer", DEFAULT_MAX_BUFFER))
         self.sync = BookSync(market, max_buffer=max_buffer)
+        if not self.opts.extra.get("general_path"):
+            # the same answers as the venue's LightBook, O(1) per level (binance_book.py); the
+            # general path keeps LightBook, so comparing the two outputs checks this too
+            self.sync.book = TouchBook()
 
     # --- per file -------------------------------------------------------------------------
 
@@ -187,13 +219,13 @@ class StreamConverter:
         self.has_receive_time = not f.no_recv
         if inp.connect_ns is not None:
             self._skip_external_before(inp.connect_ns)
-        fh = open_binary(path, track=True)
+        fh = Blocks(path)
         try:
             if f.hft and not self.opts.extra.get("general_path"):
                 read_fast(self, f, fh)
             else:
                 self._lines(f, fh)
-        except (OSError, EOFError, zlib.error) as exc:
+        except INFLATE_ERRORS as exc:
             where = f"{path}:{f.lineno + 1}"
             if self.opts.strict:
                 raise FeedError(f"{where}: unreadable compressed data ({exc})") from exc
@@ -214,11 +246,21 @@ class StreamConverter:
             info["connected_at"] = iso(inp.connect_ns)
         self.files.append(info)
 
-    def _lines(self, f: _File, fh: Any) -> None:
+    def _lines(self, f: _File, fh: Blocks) -> None:
         """The general path: every line decoded with json and parsed in Python."""
-        for raw in fh:
-            f.lineno += 1
-            self._general_line(f, raw)
+        rest = b""
+        while True:
+            chunk = fh.read1()
+            if not chunk:
+                if rest:  # a last line without a newline
+                    f.lineno += 1
+                    self._general_line(f, rest)
+                return
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for raw in lines:
+                f.lineno += 1
+                self._general_line(f, raw + b"\n")
 
     def _general_line(self, f: _File, raw: bytes) -> None:
         """One line read the general way: decoded, parsed, routed (or counted bad)."""
@@ -410,16 +452,8 @@ class StreamConverter:
         self.cols.one(tr.trade_ms * MS, local, KIND_TRADE, tr.aggressor_side, tr.price, tr.qty)
 
     def _sample_offset(self, off: int) -> None:
-        if not self.has_receive_time:
-            return
-        self._offset_tick += 1
-        if self._offset_tick < self._offset_step:
-            return
-        self._offset_tick = 0
-        self.offsets.append(off)
-        if len(self.offsets) >= 2 * _OFFSET_SAMPLES:
-            self.offsets = self.offsets[::2]
-            self._offset_step *= 2
+        if self.has_receive_time:
+            self.offsets.add(off)
 
     def finish(self) -> None:
         """Snapshots received after the last message still re-base a book that needs one."""
