@@ -12,7 +12,6 @@ stamp, so rebuilding gives the same bytes.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -35,7 +34,12 @@ CHARTS = {
     "quoted_spread": ("quoted_spread.png", "Our quotes around the mid (bps)"),
     "blocks": ("blocks.png", "Block reasons per iteration"),
 }
-MAX_PLOT_POINTS = 20_000
+# A line is drawn from its min/max envelope over this many equal columns of the time axis, four
+# per pixel of a 10-inch figure at 100 dpi: every spike and gap of the full series stays (a
+# stride would drop them), the picture's difference from the full series' is half a stride's
+# of as many points (tests/test_chart_envelope.py), and a chart costs the same for a minute or a
+# month of marks.
+ENVELOPE_COLUMNS = 4000
 NS_PER_DAY = 86_400e9
 # How each kind of override change is drawn: (label, colour, line style).
 CHANGE_STYLE = {
@@ -52,8 +56,42 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _thin(n: int) -> slice:
-    return slice(None, None, max(1, math.ceil(n / MAX_PLOT_POINTS)))
+def envelope(x: np.ndarray, y: np.ndarray, columns: int = ENVELOPE_COLUMNS) -> tuple[Any, Any]:
+    """The points of ``(x, y)`` (x ascending) that a plot needs at ``columns`` equal columns
+    of its x range (``envelope_by``); series no longer than four points a column are returned
+    as they are."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) <= 4 * columns:
+        return x, y
+    span = x[-1] - x[0]
+    scale = columns / span if span > 0 else 0.0
+    return envelope_by(x, y, np.minimum(((x - x[0]) * scale).astype(np.int64), columns - 1))
+
+
+def envelope_by(x: np.ndarray, y: np.ndarray, col: np.ndarray) -> tuple[Any, Any]:
+    """In each column (``col``, non-decreasing, one per point) of each finite stretch of ``y``,
+    its first, lowest, highest and last point, in order. A gap (NaN in y) stays a gap:
+    stretches are joined by a NaN, as matplotlib breaks a line there."""
+    idx = np.flatnonzero(np.isfinite(y))
+    if not len(idx):
+        return x[:0], y[:0]
+    col = col[idx]
+    gap = np.diff(idx) != 1  # a NaN between two finite points
+    start = np.r_[True, (np.diff(col) != 0) | gap]
+    group = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    last = np.r_[first[1:] - 1, len(idx) - 1]
+    v = y[idx]
+    order = np.lexsort((v, group))  # by group, then value: a group's min first, max last
+    keep = np.unique(np.concatenate([first, last, order[first], order[last]]))
+    xs, ys = x[idx[keep]], v[keep]
+    # a gap always ends a group and starts the next, and both ends are kept: adjacent in keep
+    breaks = np.flatnonzero(gap[keep[1:] - 1])
+    if len(breaks):
+        xs = np.insert(xs, breaks + 1, np.nan)
+        ys = np.insert(ys, breaks + 1, np.nan)
+    return xs, ys
 
 
 @dataclass(frozen=True)
@@ -124,14 +162,18 @@ class _Context:
         t0 = int(marks["ts"][0]) if len(marks) else 0
         t1 = int(marks["ts"][-1]) if len(marks) else 0
         self.axis = time_axis(t0, t1, real_time)
-        self.m = marks[_thin(len(marks))]
-        self.tx = self.axis.x(self.m["ts"])
+        self.m = marks
+        self.tx = np.asarray(self.axis.x(marks["ts"]), dtype=np.float64)
         numbers = [s.iteration if s.iteration is not None else k for k, s in enumerate(iters)]
         self.starts = [
             (n, int(x["ts"][0])) for n, x in zip(numbers, marks_by_iter, strict=False) if len(x)
         ]
         ends = {n: int(x["ts"][-1]) for n, x in zip(numbers, marks_by_iter, strict=False) if len(x)}
         self.changes = override_changes(lines, ends)
+
+    def line(self, ax: Any, y: np.ndarray, **style: Any) -> None:
+        """``y`` (one value per mark) over time, drawn from its envelope (``envelope``)."""
+        ax.plot(*envelope(self.tx, y), **style)
 
     def iterations(self, ax: Any) -> None:
         """Boundaries as grey lines, each iteration's number at its start, inside the top."""
@@ -195,7 +237,7 @@ def _pnl(ctx: _Context, iters: Sequence[EdgeSection], profile: Profile, cur: Cur
             pos_value = m["position"] * m["mid"]
         value = m["cash"] + np.where(m["position"] == 0, 0.0, pos_value)
     if len(value):
-        ax1.plot(ctx.tx, value - value[0], lw=1.0, color="tab:blue", label="PnL")
+        ctx.line(ax1, value - value[0], lw=1.0, color="tab:blue", label="PnL")
     ctx.iterations(ax1)
     ctx.mark_changes(ax1)
     ax1.axhline(0, color="0.5", lw=0.6)
@@ -224,7 +266,7 @@ def _pnl(ctx: _Context, iters: Sequence[EdgeSection], profile: Profile, cur: Cur
 def _inventory(ctx: _Context, profile: Profile, cur: Currencies) -> Figure:
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
-    ax.plot(ctx.tx, ctx.m["position"], lw=0.9, color="tab:purple", drawstyle="steps-post")
+    ctx.line(ax, ctx.m["position"], lw=0.9, color="tab:purple", drawstyle="steps-post")
     lim = profile.inventory.max_position
     ax.axhline(lim, ls="--", lw=0.8, color="tab:red", label=f"±max_position {lim:g} {cur.base}")
     ax.axhline(-lim, ls="--", lw=0.8, color="tab:red")
@@ -246,10 +288,10 @@ def _spread(ctx: _Context) -> Figure:
             k: (m[k] - m["mid"]) / m["mid"] * BPS
             for k in ("bid_quote", "ask_quote", "best_bid", "best_ask")
         }
-    ax.plot(ctx.tx, rel["best_bid"], lw=0.5, color="0.7", label="best bid/ask")
-    ax.plot(ctx.tx, rel["best_ask"], lw=0.5, color="0.7")
-    ax.plot(ctx.tx, rel["bid_quote"], lw=0.9, color="tab:green", label="our bid")
-    ax.plot(ctx.tx, rel["ask_quote"], lw=0.9, color="tab:red", label="our ask")
+    ctx.line(ax, rel["best_bid"], lw=0.5, color="0.7", label="best bid/ask")
+    ctx.line(ax, rel["best_ask"], lw=0.5, color="0.7")
+    ctx.line(ax, rel["bid_quote"], lw=0.9, color="tab:green", label="our bid")
+    ctx.line(ax, rel["ask_quote"], lw=0.9, color="tab:red", label="our ask")
     ax.axhline(0, color="0.3", lw=0.6)
     ctx.iterations(ax)
     ctx.mark_changes(ax)
