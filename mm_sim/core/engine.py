@@ -383,7 +383,7 @@ class Engine:
             self._timeline.window = self._live_window
             events = self._timeline.items_live(events)
         nout = self._nout
-        nout[:] = 0
+        nout.fill(0)  # (a slice assignment costs several times more on this path)
         n = len(events)
         i = kernel(events, 0, *self._args)
         while i < n:

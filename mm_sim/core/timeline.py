@@ -290,9 +290,9 @@ class Timeline:
         arguments cost more than the merge of a frame. ``events`` must be a 1-d, C-contiguous,
         writeable, aligned EVENT_DTYPE array (``Engine.run_live`` makes sure)."""
         n = len(events)
-        if int(self.ts[T_NB]) + n > self.cap:
+        nb0 = self.ts.item(T_NB)
+        if nb0 + n > self.cap:
             self._reserve(n)
-        nb0 = int(self.ts[T_NB])
         if not _LIVE:
             _LIVE.append(entry_point(_take, events, self.window, self.ts, self.skey, self.vkey,
                                      self.vq))  # fmt: skip

@@ -418,6 +418,7 @@ def parse_trade_bytes(buf: np.ndarray, ints: np.ndarray, vals: np.ndarray) -> bo
 
 
 _ENTRY: dict[tuple[Any, bool], Any] = {}
+_U8 = np.dtype(np.uint8)  # a dtype object: np.frombuffer resolves a type name on every call
 
 
 def _entry(kernel: Any, buf: np.ndarray, *args: np.ndarray) -> Any:
@@ -446,7 +447,7 @@ class TradeParser:
         data: bytes | bytearray = raw.encode() if isinstance(raw, str) else raw
         if b'"e":"trade"' not in data:
             return None
-        buf = np.frombuffer(data, dtype=np.uint8)
+        buf = np.frombuffer(data, _U8)
         parse = _entry(parse_trade_bytes, buf, self.ints, self.vals)
         if not parse(buf, self.ints, self.vals):
             return None
@@ -493,7 +494,7 @@ class DepthParser:
         data: bytes | bytearray = raw.encode() if isinstance(raw, str) else raw
         if b'"depthUpdate"' not in data:
             return None
-        buf = np.frombuffer(data, dtype=np.uint8)
+        buf = np.frombuffer(data, _U8)
         cap = len(buf) // 2 + 2
         if cap > len(self.vb):
             self.vb = np.empty(cap)
