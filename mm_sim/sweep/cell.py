@@ -7,12 +7,13 @@ decomposition and gates — so a best cell carries over to ``mm_sim soak --overr
 
 A task holds only small JSON-able values (the full profile and overrides of the cell, the feed's
 definition and seed, paths). Events are read here: a synthetic day is generated once into
-``DIR/feeds/`` (written atomically; any worker finding it there memory-maps it), a file feed is
-memory-mapped from its path. Each attempt writes its run directory under a temporary name and
-renames it into ``DIR/runs/<cell>/<feed>/`` when complete, so a worker killed mid-cell leaves
-nothing that a re-run on another worker could trip over or that could be counted. Only a run's
-reports and metrics are kept unless ``keep_records`` (raw records: tens of MB per simulated
-hour).
+``DIR/feeds/`` (written atomically; any worker finding it there reads it), a file feed is read
+from its path; either is opened, verified and read into memory once per worker and kept for its
+next cells (``sweep/cache.py``). Each attempt writes its run directory under a temporary name
+and renames it into ``DIR/runs/<cell>/<feed>/`` when complete, so a worker killed mid-cell
+leaves nothing that a re-run on another worker could trip over or that could be counted. Only a
+run's reports and metrics are kept unless ``keep_records`` (raw records: tens of MB per
+simulated hour).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mm_sim.config import Overrides, Profile, RunSettings
+from mm_sim.config import Overrides, RunSettings
 from mm_sim.events import open_feed, sidecar_path, write_feed
 from mm_sim.feeds.clock import GENERATED
 from mm_sim.feeds.spec import load_events
 from mm_sim.runtime.replay import plan_iterations
+from mm_sim.sweep import cache
 from mm_sim.sweep.feeds import FeedCase, spec_model
 
 # Totals copied from EDGE_REPORT.json into a result row (gate metrics included).
@@ -107,9 +109,9 @@ def _soak(
     """Run the soak; the number of iterations it committed, and whether the feed cut it."""
     from mm_sim.runtime.soak import Soak, SoakConfig
 
-    profile = Profile.model_validate(task.profile)
+    profile = cache.profile(task.profile)
     overrides = Overrides.model_validate(task.overrides)
-    feed = open_feed(events_path)
+    feed = cache.feed(events_path)  # opened and verified once per worker (sweep/cache.py)
     # A feed shorter than the run is replayed to its end, as the soak does: the soak commits the
     # cut iteration as partial and the row says so (``partial``).
     plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))

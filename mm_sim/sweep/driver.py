@@ -47,6 +47,7 @@ from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json, hold_lock, sidecar_path
 from mm_sim.runtime.arm_names import ALL as ALL_ARMS
 from mm_sim.runtime.progress import COLD_COMPILE_NOTE, kernels_cached
+from mm_sim.sweep import cache
 from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
@@ -714,6 +715,11 @@ def _run_locked(
             )
             top_cells = [s.cell for s in ranked[: opts.top]]
             ran += phase("test", top_cells, test)
+            if client is not None:
+                # Workers keep feeds in memory between cells (sweep/cache.py); a long-lived
+                # cluster should not hold a finished sweep's days.
+                with contextlib.suppress(Exception):
+                    client.run(cache.clear)
         for row in results.rows.values():  # a feed may have moved between splits on resume
             row["split"] = _split_of(row["feed"], train_labels, test_labels)
         results.rewrite_sorted(_order(grid, train, test))
