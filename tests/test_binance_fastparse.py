@@ -156,6 +156,16 @@ def test_mutated_messages_are_declined_or_agree() -> None:
     assert declined > taken > 0
 
 
+def test_bytes_bytearray_and_str_frames_parse_alike() -> None:
+    """The parsers call a compiled entry point made for the buffer's writability: a bytearray
+    (writeable) after bytes (read-only) must not be read through the wrong one."""
+    raw = b'{"e":"depthUpdate","E":5,"s":"X","U":3,"u":4,"b":[["1.5","2"]],"a":[["1.75","0"]]}'
+    parser = DepthParser()
+    got = [parser.parse(r) for r in (raw, bytearray(raw), raw.decode(), raw)]
+    assert got[0] is not None and got[0].bids == [(1.5, 2.0)] and got[0].asks == [(1.75, 0.0)]
+    assert all(g == got[0] for g in got)
+
+
 @pytest.mark.parametrize(
     "raw",
     [

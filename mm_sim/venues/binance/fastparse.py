@@ -421,11 +421,11 @@ _ENTRY: dict[tuple[Any, bool], Any] = {}
 _U8 = np.dtype(np.uint8)  # a dtype object: np.frombuffer resolves a type name on every call
 
 
-def _entry(kernel: Any, buf: np.ndarray, *args: np.ndarray) -> Any:
-    """``kernel``'s compiled entry point (``core.jitcall``) for a frame's bytes (read-only when
-    they are ``bytes``, writeable when a ``bytearray``) and the parser's own buffers: the
-    dispatcher's typing of four arrays cost about as much as parsing a trade."""
-    key = (kernel, buf.flags.writeable)
+def _entry(kernel: Any, data: bytes | bytearray, buf: np.ndarray, *args: np.ndarray) -> Any:
+    """``kernel``'s compiled entry point (``core.jitcall``) for a frame's bytes (``buf`` is
+    read-only when ``data`` is ``bytes``, writeable when a ``bytearray``) and the parser's own
+    buffers: the dispatcher's typing of four arrays cost about as much as parsing a trade."""
+    key = (kernel, type(data) is not bytes)
     fn = _ENTRY.get(key)
     if fn is None:
         fn = _ENTRY[key] = entry_point(kernel, buf, *args)
@@ -448,7 +448,7 @@ class TradeParser:
         if b'"e":"trade"' not in data:
             return None
         buf = np.frombuffer(data, _U8)
-        parse = _entry(parse_trade_bytes, buf, self.ints, self.vals)
+        parse = _entry(parse_trade_bytes, data, buf, self.ints, self.vals)
         if not parse(buf, self.ints, self.vals):
             return None
         self.data = data
@@ -499,7 +499,7 @@ class DepthParser:
         if cap > len(self.vb):
             self.vb = np.empty(cap)
             self.va = np.empty(cap)
-        if not _entry(parse_depth_bytes, buf, self.ints, self.vb, self.va)(
+        if not _entry(parse_depth_bytes, data, buf, self.ints, self.vb, self.va)(
             buf, self.ints, self.vb, self.va
         ):
             return None
