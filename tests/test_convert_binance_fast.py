@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mm_sim.errors import FeedError, UserError
 from mm_sim.feeds.convert import binance
 from mm_sim.feeds.convert.base import ConvertOptions
 from mm_sim.feeds.convert.binance_fast import (
@@ -274,3 +275,94 @@ def test_real_captures_are_byte_identical_to_the_converter_before(
     res = binance.convert(inputs, tmp_path / "o.npy", opts)
     assert hashlib.sha256(res.out.read_bytes()).hexdigest() == digest
     assert int(np.load(res.out, mmap_mode="r").shape[0]) == res.events
+
+
+# --- one pass: no pre-scan, its guesses checked at the end ---------------------------------
+
+
+def convert_counting(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any
+) -> tuple[bytes, dict, bytes, dict, int]:
+    """convert_both, and how many files the fast conversion pre-scanned (0: one pass held)."""
+    from mm_sim.feeds.convert import binance as mod
+
+    calls: list[Path] = []
+    real = mod.prescan_messages
+    monkeypatch.setattr(mod, "prescan_messages", lambda inp: calls.append(inp.path) or real(inp))
+    g, gs, f, fs = convert_both(path, tmp_path, **kw)
+    fast_calls = len(calls) - 1  # the general path pre-scans its one file
+    return g, gs, f, fs, fast_calls
+
+
+def write(tmp_path: Path, rows: list[str], name: str = "cap.gz") -> Path:
+    path = tmp_path / name
+    path.write_bytes(gzip.compress("".join(r + "\n" for r in rows).encode()))
+    return path
+
+
+def test_one_pass_holds_on_a_plain_capture(tmp_path: Path, monkeypatch) -> None:
+    g, gs, f, fs, scans = convert_counting(write(tmp_path, capture_rows()), tmp_path, monkeypatch)
+    assert scans == 0 and f == g and fs == gs
+    assert gs["symbols_seen"] == [SYM] and gs["files"][0]["symbols"] == [SYM]
+
+
+def test_one_pass_given_up_when_a_later_symbol_makes_the_snapshot_ambiguous(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Another symbol after the inline snapshot: with the whole file known, the snapshot is a
+    bad line (whose book is it?); the single pass read it as ours, so it converts again."""
+    rows = capture_rows()
+    rows.append(f"{NS + 10**9} {ticker(9, '1.0', '2.0', sym='XYZUSDT')}")
+    g, gs, f, fs, scans = convert_counting(write(tmp_path, rows), tmp_path, monkeypatch, symbol=SYM)
+    assert scans == 1 and f == g and fs == gs
+    assert "depth snapshot without symbol in a multi-symbol file" in gs["bad"]["by_reason"]
+    assert gs["symbols_seen"] == [SYM, "XYZUSDT"]
+
+
+def test_one_pass_given_up_when_the_first_block_misleads(tmp_path: Path, monkeypatch) -> None:
+    """Over a MB of spot diffs and tickers, then a futures diff (``pu``): the pre-scan makes the
+    whole capture futures (the spot diffs become bad lines); the first block said spot."""
+    rows = capture_rows()
+    while sum(len(r) + 1 for r in rows) < 1 << 20:
+        rows.append(f"{NS + 10**9} {ticker(1, '99.50', '100.50')}")
+    rows.append(f"{NS + 10**9} {depth(10_000, 9000, [['99.40', '1']], [], futures=True)}")
+    g, gs, f, fs, scans = convert_counting(write(tmp_path, rows), tmp_path, monkeypatch)
+    assert scans == 1 and f == g and fs == gs and gs["market"] == "futures"
+
+
+def test_one_pass_given_up_for_kept_aggtrades(tmp_path: Path, monkeypatch) -> None:
+    """An aggTrade before the file's first trade: the pre-scan knows the trades come and skips
+    it as a duplicate; a single pass cannot, so it converts again."""
+    rows = capture_rows()
+    agg = trade(1, 1001, "100.50", "0.5", True).replace('"trade"', '"aggTrade"', 1)
+    rows.insert(2, f"{NS + 11} " + agg.replace('"t":1', '"a":1'))
+    g, gs, f, fs, scans = convert_counting(write(tmp_path, rows), tmp_path, monkeypatch)
+    assert scans == 1 and f == g and fs == gs
+    assert gs["aggtrade_skipped_duplicate"] == 1
+
+
+def test_one_pass_refuses_a_wrong_symbol_before_publishing(tmp_path: Path) -> None:
+    path = write(tmp_path, capture_rows())
+    out = tmp_path / "o" / "feed.npy"
+    out.parent.mkdir()
+    with pytest.raises(UserError, match="symbol 'NOPEUSDT' not found in the inputs"):
+        binance.convert([path], out, ConvertOptions(symbol="NOPEUSDT"))
+    assert list(out.parent.iterdir()) == []
+    # a lower-case --symbol names the capture's symbol: one pass, same feed
+    res = binance.convert([path], out, ConvertOptions(symbol=SYM.lower()))
+    assert res.stats["symbol"] == SYM
+
+
+def test_one_pass_strict_errors_are_the_pre_scans(tmp_path: Path) -> None:
+    """--strict: the first bad line stops the conversion, with the error the two-pass reading
+    gives (file, line, reason), and nothing is left behind."""
+    path = write(tmp_path, capture_rows())
+    errors = []
+    for extra in ({"general_path": True}, {}):
+        out = tmp_path / f"{len(errors)}" / "o.npy"
+        out.parent.mkdir()
+        with pytest.raises(FeedError) as exc:
+            binance.convert([path], out, ConvertOptions(symbol=SYM, strict=True, extra=extra))
+        errors.append(str(exc.value))
+        assert list(out.parent.iterdir()) == []
+    assert errors[0] == errors[1] and "cap.gz:" in errors[0]

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mm_sim.errors import UserError
+from mm_sim.errors import FeedError, UserError
 from mm_sim.events import KIND_NAMES, FeedWriter, Instrument
 from mm_sim.feeds.convert.base import (
     ConvertOptions,
@@ -45,7 +45,11 @@ from mm_sim.feeds.convert.binance_inputs import (
     FMT_HFT,
     FMT_JSONL,
     HTTP_LINE,
+    INFLATE_ERRORS,
+    SYM_RE,
+    Blocks,
     Input,
+    OnePassMiss,
     exchange_info_market,
     iso,
     load_exchange_info,
@@ -56,7 +60,7 @@ from mm_sim.feeds.convert.binance_inputs import (
     sniff,
     url_market,
 )
-from mm_sim.feeds.convert.binance_stream import NEVER, StreamConverter
+from mm_sim.feeds.convert.binance_stream import NEVER, StreamConverter, snapshot_verdict
 from mm_sim.venues.binance.messages import (
     DepthSnapshot,
     MessageError,
@@ -98,22 +102,113 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
     started = time.perf_counter()
     if not inputs:
         raise UserError("no input files")
-    conv = StreamConverter(opts)
     sniffed = [sniff(Path(p)) for p in inputs]
+    if all(i.fmt == FMT_HFT for i in sniffed) and not opts.extra.get("general_path"):
+        try:
+            return _convert(inputs, sniffed, out, opts, started, one_pass=True)
+        except OnePassMiss:
+            sniffed = [sniff(Path(p)) for p in inputs]
+    return _convert(inputs, sniffed, out, opts, started, one_pass=False)
+
+
+def _first_guess(inp: Input, opts: ConvertOptions) -> tuple[str, bool, bool]:
+    """(symbol, has diffs, futures) as the first block of the first file suggests: what a
+    single pass starts from, checked against the whole files at its end (_check_one_pass)."""
+    blocks = inp.blocks = Blocks(inp.path)
+    try:
+        first = blocks.read1()
+    except INFLATE_ERRORS as exc:
+        raise OnePassMiss(str(exc)) from exc
+    blocks.unread(first)
+    if opts.symbol:
+        symbol = opts.symbol.upper()
+    else:
+        m = SYM_RE.search(first)
+        if m is None:
+            raise OnePassMiss("no symbol in the first block")
+        symbol = m.group(1).decode("latin1")
+    if not (symbol.isascii() and symbol.isprintable() and SYM_RE.fullmatch(
+        b'"s":"' + symbol.encode() + b'"'
+    )):  # fmt: skip
+        raise OnePassMiss("a symbol the line scanner does not take")
+    if symbol in ("pu", "aggTrade", "depthUpdate"):  # words the block kernel flags (FLAG_WORDS)
+        raise OnePassMiss("a symbol named like a flag word")
+    return symbol, b'"depthUpdate"' in first, b'"pu"' in first
+
+
+def _check_one_pass(
+    conv: StreamConverter, opts: ConvertOptions, msg_inputs: list[Input], guess: tuple
+) -> None:
+    """The single pass's guesses against what the pre-scan would have found in the whole
+    files: equal, or :class:`OnePassMiss` (the caller converts again with the pre-scan). A
+    symbol error is the same either way and is raised as such."""
+    symbol = resolve_symbol(opts, msg_inputs, [])
+    futures = any(i.has_pu for i in msg_inputs)
+    has_diffs = any(i.has_diffs for i in msg_inputs)
+    if (symbol, has_diffs, futures) != guess:
+        raise OnePassMiss("the first block was not like the files")
+    for f in conv.file_states:
+        if f.agg_kept:  # would the pre-scan have found the trades that make it a duplicate?
+            raise OnePassMiss("aggTrades kept")
+        if f.snapshot_verdicts - {snapshot_verdict(f.inp.symbols, symbol)}:
+            raise OnePassMiss("an inline snapshot read before the file's symbols were known")
+
+
+def _convert(
+    inputs: list[Path],
+    sniffed: list[Input],
+    out: Path,
+    opts: ConvertOptions,
+    started: float,
+    one_pass: bool,
+) -> ConvertResult:
+    """One conversion. ``one_pass``: no pre-scan; the symbol and market are guessed from the
+    first block and checked at the end, before anything is published (a wrong ``--symbol`` is
+    then refused after the pass rather than before it); any error on the way, or a guess that
+    does not hold, raises :class:`OnePassMiss` and the caller converts again with the pre-scan,
+    which reports errors in their usual order."""
+    conv = StreamConverter(opts)
+    conv.one_pass = one_pass
     msg_inputs = [i for i in sniffed if i.is_messages]
     http = [i for i in sniffed if not i.is_messages]
     if not msg_inputs:
         raise UserError(
             "no message files among the inputs (only REST captures); add the websocket capture"
         )
-    for inp in msg_inputs:
-        prescan_messages(inp)
-    for inp in http:
-        prescan_http(inp, conv.bad)
-    symbol = resolve_symbol(opts, msg_inputs, http)
+    try:
+        return _convert_inputs(inputs, sniffed, msg_inputs, http, conv, out, opts, started)
+    except (UserError, FeedError) as exc:
+        if one_pass and not getattr(exc, "one_pass_checked", False):
+            raise OnePassMiss(str(exc)) from exc
+        raise
+    finally:
+        for inp in msg_inputs:
+            if inp.blocks is not None:
+                inp.blocks.close()
+
+
+def _convert_inputs(
+    inputs: list[Path],
+    sniffed: list[Input],
+    msg_inputs: list[Input],
+    http: list[Input],
+    conv: StreamConverter,
+    out: Path,
+    opts: ConvertOptions,
+    started: float,
+) -> ConvertResult:
+    if conv.one_pass:
+        guess = _first_guess(msg_inputs[0], opts)
+        symbol, has_diffs, futures = guess
+    else:
+        for inp in msg_inputs:
+            prescan_messages(inp)
+        for inp in http:
+            prescan_http(inp, conv.bad)
+        symbol = resolve_symbol(opts, msg_inputs, http)
+        futures = any(i.has_pu for i in msg_inputs)
+        has_diffs = any(i.has_diffs for i in msg_inputs)
     conv.symbol = symbol
-    futures = any(i.has_pu for i in msg_inputs)
-    has_diffs = any(i.has_diffs for i in msg_inputs)
 
     # Tick and lot: flags win, then exchangeInfo (explicit file, else one found in the inputs),
     # else the most decimals seen in the data.
@@ -159,6 +254,13 @@ def convert(inputs: list[Path], out: Path, opts: ConvertOptions) -> ConvertResul
     try:
         for inp in msg_inputs:
             conv.stream(inp)
+        if conv.one_pass:
+            try:
+                _check_one_pass(conv, opts, msg_inputs, guess)
+            except UserError as exc:  # the symbol error the pre-scan would have raised first
+                exc.one_pass_checked = True  # type: ignore[attr-defined]
+                raise
+            conv.one_pass = False  # checked: what follows is as with the pre-scan
         conv.finish()
         conv.cols.flush()
         tick, lot, decimals = _tick_lot(opts, sym_info, conv.cols, tick_source, lot_source)

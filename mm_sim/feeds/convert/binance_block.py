@@ -39,9 +39,10 @@ from mm_sim.feeds.convert.binance_fast import (
     _ends_with,
     _flat_object,
     _receive_ns,
+    flag_word,
     py_line,
 )
-from mm_sim.feeds.convert.binance_inputs import MS
+from mm_sim.feeds.convert.binance_inputs import MS, OnePassMiss, line_symbols, scan_flags
 from mm_sim.venues.binance.fastparse import (
     I_E,
     I_FINAL,
@@ -97,7 +98,11 @@ S_TICK_END = 25
 S_TICK_LOCAL = 26
 S_TICK_LINENO = 27
 S_HAS_TICK = 28
-S_SIZE = 29
+S_ONE_SYMBOL = 29  # 1: lines of other symbols are the caller's (it collects the symbols seen)
+S_TOOK_SEL = 30  # a line of the symbol was taken
+S_SAW_DIFF = 31  # a depth diff was taken (the pre-scan's has_diffs)
+S_SAW_PU = 32  # one with ``pu`` (has_pu)
+S_SIZE = 33
 
 # why run_block returned
 R_MORE = 0  # no complete line left: read more
@@ -120,6 +125,7 @@ X_TID = 8
 X_SIZE = 9
 
 _NEWLINE = 10
+_STREAM0 = len(b'{"stream":"')  # where a combined stream's name starts
 _LBRACE = 123
 _TRADE = np.frombuffer(b"trade", dtype=np.uint8).copy()
 _MARKET = np.frombuffer(b"MARKET", dtype=np.uint8).copy()
@@ -293,9 +299,13 @@ def run_block(
         if se >= 0 and _ends_with(msg, se, _BOOK_TICKER):
             if not _whole(msg, _flat_object(msg, start, row), True):
                 return pos, R_LINE
+            ours = _same(msg, row[L_SYM0], row[L_SYM1], sel)
+            if not ours and st[S_ONE_SYMBOL] == 1:
+                return pos, R_LINE
             st[S_LINENO] += 1
             _seen(st, local)
-            if _same(msg, row[L_SYM0], row[L_SYM1], sel):
+            if ours:
+                st[S_TOOK_SEL] = 1
                 st[S_N_TICKER] += 1
                 st[S_TICK_START] = pos
                 st[S_TICK_END] = e
@@ -309,7 +319,12 @@ def run_block(
         if parse_depth_bytes(msg, di, vb, va):
             if di[I_STREAM1] >= 0 and not _same(msg, di[I_STREAM0], di[I_STREAM1], stream_ok):
                 return pos, R_LINE
+            st[S_SAW_DIFF] = 1
+            if di[I_HAS_PU] == 1:
+                st[S_SAW_PU] = 1
             if not _same(msg, di[I_SYM0], di[I_SYM1], sel):
+                if st[S_ONE_SYMBOL] == 1:
+                    return pos, R_LINE
                 st[S_LINENO] += 1
                 _seen(st, local)
                 st[S_OTHER] += 1
@@ -329,6 +344,7 @@ def run_block(
             if not fits(keys, heap, meta, 0, nb // 2) or not fits(keys, heap, meta, 1, na // 2):
                 return pos, R_LINE
             # BookSync.apply_next, then the converter's events for the diff
+            st[S_TOOK_SEL] = 1
             st[S_LINENO] += 1
             _seen(st, local)
             st[S_DIFFS] += 1
@@ -355,12 +371,18 @@ def run_block(
         if _whole(msg, _trade_payload(msg, start, ti, tv), se >= 0):
             if ti[X_X1] >= 0 and not _same(msg, ti[X_X0], ti[X_X1], _MARKET):
                 return pos, R_LINE  # skipped by order type: counted by name in Python
+            if se >= 0 and flag_word(msg, _STREAM0, se):
+                return pos, R_LINE
+            ours = _same(msg, ti[X_SYM0], ti[X_SYM1], sel)
+            if not ours and st[S_ONE_SYMBOL] == 1:
+                return pos, R_LINE
             st[S_LINENO] += 1
             _seen(st, local)
-            if not _same(msg, ti[X_SYM0], ti[X_SYM1], sel):
+            if not ours:
                 st[S_OTHER] += 1
                 pos = e + 1
                 continue
+            st[S_TOOK_SEL] = 1
             st[S_N_TRADE] += 1
             st[S_SEEN_TRADE] = 1
             qty = tv[1]
@@ -387,6 +409,9 @@ _I64 = 1 << 63
 
 def _clamp(v: int) -> int:
     return -_I64 if v < -_I64 else _I64 - 1 if v >= _I64 else v
+
+
+FLAG_WORDS = (b"pu", b"aggTrade", b"depthUpdate")
 
 
 class BlockState:
@@ -447,6 +472,7 @@ class BlockState:
             _clamp(conv.last_local), _clamp(conv.last_exch), _clamp(conv.next_snap_ts),
             int(synced), last_id if synced else 0, int(conv.market == "futures"),
             0, 0, off.n, off.step, off.tick, 0, 0, 0, 0, 0, 0,
+            int(conv.one_pass), 0, 0, 0,
         ]  # fmt: skip
         self.loaded = st.tolist()
 
@@ -456,8 +482,14 @@ class BlockState:
             f.lineno, f.n_msgs, last_recv, f.recv_back, first, has_first, seen_trade,
             n_tick, n_depth, n_trade, other, zero, last_local, last_exch, _,
             _, last_id, _, diffs, applied, off_n, off_step, off_tick, nev,
-            t0, t1, t_local, t_line, has_tick,
+            t0, t1, t_local, t_line, has_tick, _, took_sel, saw_diff, saw_pu,
         ) = self.st.tolist()  # fmt: skip
+        if took_sel:
+            f.inp.symbols.add(conv.symbol)
+        if saw_diff:
+            f.inp.has_diffs = True
+        if saw_pu:
+            f.inp.has_pu = True
         was = self.loaded
         # Times the general parser read beyond int64 were clamped on load: only what the kernel
         # changed goes back.
@@ -496,9 +528,19 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
     """Stream one hftbacktest file through the block kernel into ``conv``, a
     :class:`~mm_sim.feeds.convert.binance_stream.StreamConverter` (``f``: its per-file state);
     the lines the kernel leaves go through :func:`~mm_sim.feeds.convert.binance_fast.py_line`
-    one at a time."""
+    one at a time.
+
+    In a single pass (``conv.one_pass``: no pre-scan) this also collects what the pre-scan
+    would have found (binance_inputs.scan_symbols): the kernel leaves every line of another
+    symbol, or with a flag word where it does not expect one, to Python and sets the flags of
+    the lines it takes; Python lines are searched for symbols and flags. When more
+    than one line in eight goes to Python the single pass is given up (:class:`OnePassMiss`):
+    the two passes are faster then."""
     state = BlockState(conv, f)
     scanner = BlockScanner(4)
+    inp = f.inp
+    one_pass = conv.one_pass
+    py_lines = 0
     rest = b""
     while True:
         # read1: what one decompression step yields, so a truncated gzip still gives up its
@@ -507,6 +549,9 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
         block = rest + chunk if rest else chunk
         if not chunk:
             if block:  # a last line without a newline
+                if one_pass:
+                    scan_flags(inp, block)
+                    line_symbols(inp, block)
                 f.lineno += 1
                 conv._general_line(f, block)
             return
@@ -517,8 +562,15 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
                 break
             if why == R_LINE:
                 end = block.index(b"\n", pos) + 1
-                stream = py_line(conv, f, block[pos:end], scanner)
-                if stream is not None:
+                line = block[pos:end]
+                if one_pass:
+                    line_symbols(inp, line)
+                    scan_flags(inp, line)
+                    py_lines += 1
+                    if py_lines > 4096 and 8 * py_lines > f.lineno:
+                        raise OnePassMiss(f"{inp.path}: most lines need Python")
+                stream = py_line(conv, f, line, scanner)
+                if stream is not None and stream not in FLAG_WORDS:
                     state.stream_ok = np.frombuffer(stream, dtype=np.uint8)
                 pos = end
             elif why == R_CROSSED:

@@ -140,10 +140,31 @@ def _number(buf: np.ndarray, i: int) -> int:
 _NULL = np.frombuffer(b"null", dtype=np.uint8).copy()
 
 
+_PU = np.frombuffer(b"pu", dtype=np.uint8).copy()
+_AGG_TRADE = np.frombuffer(b"aggTrade", dtype=np.uint8).copy()
+_DEPTH_UPDATE = np.frombuffer(b"depthUpdate", dtype=np.uint8).copy()
+
+
+@njit(cache=True)
+def flag_word(buf: np.ndarray, a: int, b: int) -> bool:
+    """Whether the string ``buf[a:b]`` is ``pu``, ``aggTrade`` or ``depthUpdate``: the words
+    the pre-scan looks for (binance_inputs.scan_flags). A line the block kernel takes has them
+    only where it knows (a diff's key ``pu``, its ``e``), so it can set the flags itself."""
+    m = b - a
+    if m == 2:
+        return _literal(buf, a, _PU)
+    if m == 8:
+        return _literal(buf, a, _AGG_TRADE)
+    if m == 11:
+        return _literal(buf, a, _DEPTH_UPDATE)
+    return False
+
+
 @njit(cache=True)
 def _flat_object(buf: np.ndarray, i: int, out: np.ndarray) -> int:
     """One flat JSON object of plain values at ``i`` with exactly one string member ``s``
-    (its span into ``out[L_SYM0]``, ``out[L_SYM1]``): the index after its ``}``, or -1."""
+    (its span into ``out[L_SYM0]``, ``out[L_SYM1]``) and no key or string :func:`flag_word`:
+    the index after its ``}``, or -1."""
     n = buf.shape[0]
     if i >= n or buf[i] != _LBRACE:
         return -1
@@ -153,7 +174,7 @@ def _flat_object(buf: np.ndarray, i: int, out: np.ndarray) -> int:
         return -1  # no "s"
     while True:
         ke = _string(buf, j)
-        if ke < 0 or ke + 1 >= n or buf[ke + 1] != _COLON:
+        if ke < 0 or ke + 1 >= n or buf[ke + 1] != _COLON or flag_word(buf, j + 1, ke):
             return -1
         is_s = ke == j + 2 and buf[j + 1] == 115
         v = ke + 2
@@ -162,7 +183,7 @@ def _flat_object(buf: np.ndarray, i: int, out: np.ndarray) -> int:
         c = buf[v]
         if c == _QUOTE:
             e = _string(buf, v)
-            if e < 0:
+            if e < 0 or flag_word(buf, v + 1, e):
                 return -1
             if is_s:
                 found += 1

@@ -44,8 +44,13 @@ HTTP_LINE = re.compile(rb"^(\S+) -> (\d+(?:\.\d+)?): ")
 _CF_LINE = re.compile(rb"^\d+(?:\.\d+)?: [\[{]")
 _HFT_LINE = re.compile(rb"^\d+ [\[{]")
 _URL_SYMBOL = re.compile(rb"[?&]symbol=([A-Za-z0-9_\-]+)")
-_SYM_RE = re.compile(rb'"s"\s*:\s*"([^"\\]{1,40})"')
-_TRADE_RE = re.compile(rb'"e"\s*:\s*"(trade|aggTrade)"[^{}]*?"s"\s*:\s*"([^"\\]{1,40})"')
+# Per line (no match crosses a newline, so a file's symbols do not depend on where its blocks
+# are cut, and the main pass can collect them line by line: binance_block.read_fast).
+SYM_RE = re.compile(rb'"s"[ \t\r\f\v]*:[ \t\r\f\v]*"([^"\\\n]{1,40})"')
+_TRADE_RE = re.compile(
+    rb'"e"[ \t\r\f\v]*:[ \t\r\f\v]*"(trade|aggTrade)"[^{}\n]*?'
+    rb'"s"[ \t\r\f\v]*:[ \t\r\f\v]*"([^"\\\n]{1,40})"'
+)
 
 
 def sec_to_ns(text: bytes) -> int:
@@ -65,6 +70,8 @@ class Input:
     trade_symbols: set[str] = field(default_factory=set)  # only filled when aggTrade is present
     has_diffs: bool = False
     has_pu: bool = False
+    has_agg: bool = False
+    blocks: Blocks | None = None  # the main pass's reader, its first block already read
     # cryptofeed-http: (recv ns, line number, symbol) of each depth snapshot
     snapshot_lines: list[tuple[int, int, str]] = field(default_factory=list)
     exchange_info: dict[str, SymbolInfo] | None = None
@@ -125,10 +132,17 @@ class Blocks:
         if tracker is not None:
             tracker.opened(path, self.raw)
         self.size = size
+        self._unread: list[bytes] = []
         self._d: Any = None
         self._tail = b""  # compressed input not yet given to the inflater
 
+    def unread(self, block: bytes) -> None:
+        """Give ``block`` back: the next read1 returns it (a block looked at before the pass)."""
+        self._unread.append(block)
+
     def read1(self, _n: int = -1) -> bytes:
+        if self._unread:
+            return self._unread.pop()
         if not self.gz:
             return self.raw.read(self.size)
         while True:
@@ -164,35 +178,59 @@ class Blocks:
 def prescan_messages(inp: Input) -> None:
     """Symbols, futures-ness and trade/aggTrade presence from raw bytes (no JSON decoding)."""
     rest = b""
-    has_agg = False
+    fh = Blocks(inp.path, track=False)
     try:
-        with open_binary(inp.path) as fh:
-            while True:
-                # read1: what one decompression step yields, so a truncated gzip still
-                # gives up its readable start.
-                chunk = fh.read1(1 << 20)
-                data = rest + chunk
-                if chunk:
-                    cut = data.rfind(b"\n") + 1
-                    data, rest = data[:cut], data[cut:]
-                    if not data:
-                        continue
-                inp.symbols.update(s.decode("latin1") for s in set(_SYM_RE.findall(data)))
-                if has_agg or b'"aggTrade"' in data:
-                    has_agg = True  # only then does it matter which symbols carry `trade`
-                    inp.trade_symbols.update(
-                        sym.decode("latin1")
-                        for etype, sym in set(_TRADE_RE.findall(data))
-                        if etype == b"trade"
-                    )
-                if not inp.has_diffs and b'"depthUpdate"' in data:
-                    inp.has_diffs = True
-                if not inp.has_pu and b'"pu"' in data:
-                    inp.has_pu = True
-                if not chunk:
-                    break
-    except (OSError, EOFError, zlib.error):
+        while True:
+            # read1: what one decompression step yields, so a truncated gzip still gives up
+            # its readable start.
+            chunk = fh.read1()
+            data = rest + chunk
+            if chunk:
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+                if not data:
+                    continue
+            scan_symbols(inp, data)
+            if not chunk:
+                break
+    except INFLATE_ERRORS:
         pass  # the main pass reports unreadable data at its line
+    finally:
+        fh.close()
+
+
+def scan_symbols(inp: Input, data: bytes) -> None:
+    """The pre-scan of complete lines ``data``: symbols, trade symbols (when aggTrade is
+    present), diffs, ``pu``."""
+    inp.symbols.update(s.decode("latin1") for s in set(SYM_RE.findall(data)))
+    if inp.has_agg or b'"aggTrade"' in data:
+        inp.has_agg = True  # only then does it matter which symbols carry `trade`
+        inp.trade_symbols.update(
+            sym.decode("latin1") for etype, sym in set(_TRADE_RE.findall(data)) if etype == b"trade"
+        )
+    scan_flags(inp, data)
+
+
+def line_symbols(inp: Input, line: bytes) -> None:
+    """The pre-scan's symbols of one line, collected by a single pass."""
+    if b'"s"' in line:
+        inp.symbols.update(s.decode("latin1") for s in SYM_RE.findall(line))
+
+
+class OnePassMiss(Exception):
+    """A single pass over the captures (no pre-scan) decided something the whole files' symbols
+    and flags would have decided otherwise, or would be slower than two: convert again with the
+    pre-scan (binance.convert)."""
+
+
+def scan_flags(inp: Input, data: bytes) -> None:
+    """Whether the complete lines ``data`` hold a depth diff, ``pu`` (futures), an aggTrade."""
+    if not inp.has_diffs and b'"depthUpdate"' in data:
+        inp.has_diffs = True
+    if not inp.has_pu and b'"pu"' in data:
+        inp.has_pu = True
+    if not inp.has_agg and b'"aggTrade"' in data:
+        inp.has_agg = True
 
 
 def prescan_http(inp: Input, bad: BadLines) -> None:

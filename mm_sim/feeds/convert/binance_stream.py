@@ -83,6 +83,16 @@ class OffsetSampler:
         return out
 
 
+def snapshot_verdict(symbols: set[str], sel: str) -> str:
+    """What an inline snapshot (no symbol of its own) of a file with these symbols is: ``ours``,
+    ``other symbol`` or ``several symbols`` (a bad line: whose book is it?)."""
+    if len(symbols) > 1:
+        return "several symbols"
+    if symbols and sel not in symbols:
+        return "other symbol"
+    return "ours"
+
+
 class _File:
     """Per-file reading state (what the summary's ``files`` entry reports)."""
 
@@ -96,7 +106,10 @@ class _File:
         self.local = 0  # receive time of the latest line that had one
         self.seen_trade = False
         self.skip_agg = symbol in inp.trade_symbols  # trade and aggTrade both: keep trade
-        self.single_symbol = len(inp.symbols) <= 1
+        # What a single pass (no pre-scan, binance.convert) decided before the file's symbols
+        # and trades were all known; checked against them at the end.
+        self.agg_kept = False  # an aggTrade of the symbol was kept
+        self.snapshot_verdicts: set[str] = set()
         self.hft = inp.fmt == FMT_HFT
         self.cf = inp.fmt == FMT_CF_WS
         self.no_recv = inp.fmt == FMT_JSONL
@@ -134,6 +147,9 @@ class StreamConverter:
         self.last_ticker_raw: tuple[Any, bytes | None, bool, int, tuple[Path, int]] | None = None
         self._partial_streams: dict[bytes, bool] = {}  # stream name -> a partial book stream?
         self.files: list[dict[str, Any]] = []
+        self.file_states: list[_File] = []
+        # no pre-scan (binance.convert): collect the files' symbols and flags on the way
+        self.one_pass = False
         self.has_receive_time = True
 
     # --- actions -> events ----------------------------------------------------------------
@@ -216,10 +232,12 @@ class StreamConverter:
         bad_before = self.bad.total
         info: dict[str, Any] = {"path": str(path), "format": inp.fmt, "compressed": inp.gz}
         f = _File(inp, self.symbol)
+        self.file_states.append(f)
         self.has_receive_time = not f.no_recv
         if inp.connect_ns is not None:
             self._skip_external_before(inp.connect_ns)
-        fh = Blocks(path)
+        fh = inp.blocks or Blocks(path)
+        inp.blocks = None
         try:
             if f.hft and not self.opts.extra.get("general_path"):
                 read_fast(self, f, fh)
@@ -374,13 +392,16 @@ class StreamConverter:
                 if f.skip_agg or f.seen_trade:
                     self.aggtrade_duplicates += 1
                     return
+                f.agg_kept = True
             else:
                 counts["trade"] += 1
                 f.seen_trade = True
             self._trade(msg, local)
         elif tm is DepthSnapshot:
             inp = f.inp
-            if not f.single_symbol:
+            verdict = snapshot_verdict(inp.symbols, sel)
+            f.snapshot_verdicts.add(verdict)
+            if verdict == "several symbols":
                 record_bad(
                     self.bad,
                     f"{inp.path}:{f.lineno}",
@@ -390,7 +411,7 @@ class StreamConverter:
                     ),
                 )
                 return
-            if inp.symbols and sel not in inp.symbols:
+            if verdict == "other symbol":
                 self.other_symbol += 1
                 return
             counts["snapshot"] += 1
