@@ -713,9 +713,10 @@ class RunSettings(BaseSettings):
         return ",".join(parse_arms(str(v))) or "none"
 
 
-class CacheSettings(BaseSettings):
-    """Where generated feeds are kept between runs (``MM_<NAME>``; not part of a run's record:
-    a cached feed is byte-identical to a freshly generated one)."""
+class LocalSettings(BaseSettings):
+    """How this machine runs a soak (``MM_<NAME>``): settings that never change a reported
+    number, so they are not part of a run's record (a cached feed is byte-identical to a
+    generated one; the model arms give the same records in a second process or inline)."""
 
     model_config = SettingsConfigDict(
         env_prefix="MM_", extra="ignore", case_sensitive=False, allow_inf_nan=False
@@ -737,18 +738,23 @@ class CacheSettings(BaseSettings):
         le=1e7,
         description="Size cap of the cache; the least recently used days are removed beyond it.",
     )
+    model_arms_process: bool = Field(
+        True,
+        description="Run the fill-model arms in a second (forked) process beside the primary "
+        "engine; false = after it on each chunk, in the soak's process (docs/REPORTS.md).",
+    )
 
 
-def load_cache_settings() -> CacheSettings:
+def load_local_settings() -> LocalSettings:
     try:
-        return CacheSettings()
+        return LocalSettings()
     except ValidationError as exc:
         errs = [
             f"environment MM_{'.'.join(map(str, e['loc'])).upper()} = {e.get('input')!r}: "
             f"{e['msg']}"
             for e in exc.errors()
         ]
-        raise UserError("invalid cache settings: " + "; ".join(errs)) from None
+        raise UserError("invalid local settings: " + "; ".join(errs)) from None
 
 
 def load_run_settings(cli: dict[str, Any]) -> RunSettings:

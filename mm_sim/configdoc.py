@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from mm_sim.config import CacheSettings, Overrides, Profile, RunSettings, field_bounds
+from mm_sim.config import LocalSettings, Overrides, Profile, RunSettings, field_bounds
 
 # Which component reads each section: the doc answers "what does this value change?".
 READERS = {
@@ -182,14 +182,14 @@ def render() -> str:
     out += _rows(RunSettings, "", "MM_", "")
     out += [
         "",
-        "## Cache settings (environment only)",
+        "## Local settings (environment only)",
         "",
-        'Where generated synthetic days are kept between runs (docs/SYNTHETIC.md, "Disk '
-        "cache\"). Not part of a run's record: a cached day is byte-identical to a generated "
-        "one.",
+        "How this machine runs a soak: where generated synthetic days are kept between runs "
+        '(docs/SYNTHETIC.md, "Disk cache") and whether the model arms run in a second '
+        "process. None of them changes a reported number, so none is part of a run's record.",
         "",
         "| field | meaning | unit | default | range | env |",
         "|---|---|---|---|---|---|",
     ]
-    out += _rows(CacheSettings, "", "MM_", "")
+    out += _rows(LocalSettings, "", "MM_", "")
     return "\n".join(out) + "\n"

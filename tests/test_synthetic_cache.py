@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mm_sim.config import CacheSettings
+from mm_sim.config import LocalSettings
 from mm_sim.feeds import synthetic_cache as C
 from mm_sim.feeds.synthetic import SyntheticParams, generate
 
@@ -17,8 +17,8 @@ DURATION = 20.0
 PARAMS = SyntheticParams()
 
 
-def _settings(root: Path, **kw: object) -> CacheSettings:
-    return CacheSettings(synthetic_cache_dir=str(root), **kw)  # type: ignore[arg-type]
+def _settings(root: Path, **kw: object) -> LocalSettings:
+    return LocalSettings(synthetic_cache_dir=str(root), **kw)  # type: ignore[arg-type]
 
 
 def _entries(root: Path) -> list[str]:
@@ -110,7 +110,7 @@ def test_least_recently_used_days_are_evicted_beyond_the_cap(tmp_path: Path) -> 
 def test_environment_names_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MM_SYNTHETIC_CACHE_DIR", str(tmp_path / "here"))
     monkeypatch.setenv("MM_SYNTHETIC_CACHE", "0")
-    s = CacheSettings()
+    s = LocalSettings()
     assert C.cache_dir(s) is None
     monkeypatch.setenv("MM_SYNTHETIC_CACHE", "1")
-    assert C.cache_dir(CacheSettings()) == tmp_path / "here"
+    assert C.cache_dir(LocalSettings()) == tmp_path / "here"

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim.config import CacheSettings, load_cache_settings
+from mm_sim.config import LocalSettings, load_local_settings
 from mm_sim.events import EVENT_DTYPE, Instrument, temp_file_beside
 from mm_sim.feeds import synthetic, synthetic_kernel
 from mm_sim.logs import get_logger
@@ -45,7 +45,7 @@ def default_dir() -> Path:
     return Path(base) / "mm_sim" / "synthetic"
 
 
-def cache_dir(settings: CacheSettings) -> Path | None:
+def cache_dir(settings: LocalSettings) -> Path | None:
     """The cache directory, or None when the cache is switched off."""
     if not settings.synthetic_cache:
         return None
@@ -89,10 +89,10 @@ def generate_cached(
     params: synthetic.SyntheticParams,
     seed: int,
     duration_s: float,
-    settings: CacheSettings | None = None,
+    settings: LocalSettings | None = None,
 ) -> tuple[np.ndarray, Instrument]:
     """``synthetic.generate`` through the cache (the same events, byte for byte)."""
-    settings = settings if settings is not None else load_cache_settings()
+    settings = settings if settings is not None else load_local_settings()
     root = cache_dir(settings)
     if root is None:
         return synthetic.generate(params, seed=seed, duration_s=duration_s)

@@ -22,14 +22,18 @@ class Rolling:
         self.csize = contract_size  # inverse: equity and notional in the base coin
 
     def add(self, marks: np.ndarray, fills: np.ndarray) -> None:
+        # Whole arrays at once (a 3 h soak has 100 k marks): the same float operations in the
+        # same order as one record at a time, so the same bits.
         c = self.csize
-        for m in marks:
-            if np.isfinite(m["mid"]):
-                pos_value = -m["position"] * c / m["mid"] if c > 0 else m["position"] * m["mid"]
-                self.equity.append((int(m["ts"]), float(m["cash"] + pos_value)))
-        for f in fills:
-            notional = f["qty"] * c / f["price"] if c > 0 else f["qty"] * f["price"]
-            self.fills.append((int(f["ts"]), float(notional)))
+        m = marks[np.isfinite(marks["mid"])]
+        if len(m):
+            pos = m["position"]
+            pos_value = -pos * c / m["mid"] if c > 0 else pos * m["mid"]
+            self.equity.extend(zip(m["ts"].tolist(), (m["cash"] + pos_value).tolist(), strict=True))
+        if len(fills):
+            q, px = fills["qty"], fills["price"]
+            notional = q * c / px if c > 0 else q * px
+            self.fills.extend(zip(fills["ts"].tolist(), notional.tolist(), strict=True))
         if self.equity:
             horizon = self.equity[-1][0] - ROLLING_WINDOW_NS
             while self.equity and self.equity[0][0] < horizon:

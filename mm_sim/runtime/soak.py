@@ -23,10 +23,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from mm_sim.config import Overrides, Profile, RunSettings
+from mm_sim.config import Overrides, Profile, RunSettings, load_local_settings
 from mm_sim.core.engine import Engine, contract_size_of
 from mm_sim.events import Instrument
 from mm_sim.logs import get_logger
+from mm_sim.runtime.arms_process import ArmsProcess, can_fork
 from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Stop
 from mm_sim.runtime.checkpoint import load_checkpoint, save_checkpoint
 from mm_sim.runtime.model_arms import ModelArms, arm_specs
@@ -137,13 +138,7 @@ class Soak:
         self.overrides = cfg.overrides
         self._progress: Progress | None = None  # while run() shows one
         self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts)
-        self.models = ModelArms(
-            cfg.artifacts,
-            arm_specs(cfg.profile, cfg.model_arms, cfg.clock_shift_ns),
-            cfg.overrides,
-            cfg.instrument,
-            cfg.settings.seed,
-        )
+        self.models = self._model_arms()
         self.decisions: list[Decision] = []
         self.stop_requested = asyncio.Event()
         self.start_iteration = 0
@@ -153,6 +148,30 @@ class Soak:
         self._uncommitted: tuple[int, int] | None = None  # (iteration, sim_ts) not yet committed
         self._own_write: str | None = None
         self._rejected0: dict[str, int] = {}  # engines' post-only rejections counted so far
+
+    def _model_arms(self) -> ModelArms | ArmsProcess:
+        """The arms inline, or in a forked child beside the primary (runtime/arms_process.py)."""
+        cfg = self.cfg
+        specs = arm_specs(cfg.profile, cfg.model_arms, cfg.clock_shift_ns)
+
+        def make() -> ModelArms:
+            return ModelArms(cfg.artifacts, specs, cfg.overrides, cfg.instrument, cfg.settings.seed)
+
+        if specs and cfg.source is None and load_local_settings().model_arms_process and can_fork():
+            arms = ArmsProcess(make, self._replay)
+            log.info("model arms run in a child process", arms=len(specs), pid=arms.pid)
+            return arms
+        return make()
+
+    def _replay(self, start_iteration: int) -> AsyncIterator[EventChunk]:
+        """The replayed feed's chunks from an iteration on (boundaries: the feed's alone)."""
+        return replay_chunks(
+            self.cfg.events,
+            self.cfg.plan,
+            self.cfg.chunk_events,
+            start_iteration,
+            clock_shift_ns=self.cfg.clock_shift_ns,
+        )
 
     @property
     def walk_forward(self) -> bool:
@@ -274,6 +293,8 @@ class Soak:
                     self.recorder.tuned,
                     self.overrides,
                 )
+            # First, so that arms in a child process run this chunk while the primary does.
+            self.models.run(chunk.events, flush, chunk.iteration)
             res = self.engine.run(chunk.events, flush=flush)
             marks = res.marks
             if chunk.end_of_iteration:
@@ -295,7 +316,6 @@ class Soak:
                 chunk.end_of_feed,
             )
             self.recorder.add_chunk(done)
-            self.models.run(chunk.events, flush, chunk.iteration)
             self.rolling.add(marks, res.fills)
             if self.control is not None:
                 cres = self.control.run(chunk.events, flush=flush)

@@ -1,0 +1,177 @@
+"""The model arms in a second process, beside the primary engine instead of after it.
+
+Why: the default soak runs four model arms, each a full engine over every event, so the arms
+are four fifths of the kernel's time; run after the primary on each chunk, they are all on the
+critical path. The arms depend on the primary only through the overrides it runs (tuner,
+emergency and operator changes, each applied from a chunk boundary), and the primary on the
+arms only through their committed iterations (the model error bars in its reports). So a forked
+child runs them: it cuts the same chunks from the same events (its own copy of the replay, whose
+boundaries depend on the feed alone), the parent sends it each change of overrides and a
+"run the next chunk" per chunk in the order the inline code would have applied them, and waits
+for it only where the inline code needed its result: at an iteration's commit, at open and at
+close. Every arm therefore sees the same events with the same overrides from the same event on,
+and writes the same files (``tests/test_soak_identical.py`` runs a soak both ways and compares
+them byte for byte).
+
+Fork, not spawn: the child shares the events (a copy-on-write map of the feed) and the loaded
+modules with the parent instead of importing and reading them again. It is used only where a
+fork is safe and useful: a replayed feed (a live feed's events exist in the parent only), at
+least one arm, no other thread in the parent (a Dask client's threads would not survive into
+the child) and a platform with fork; ``MM_MODEL_ARMS_PROCESS=0`` keeps the arms inline.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from mm_sim.config import Overrides
+from mm_sim.runtime.bus import EventChunk
+from mm_sim.runtime.model_arms import ModelArms
+
+ChunkSource = Callable[[int], AsyncIterator[EventChunk]]
+
+
+def can_fork() -> bool:
+    return "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+
+
+def drive(chunks: AsyncIterator[EventChunk]) -> Iterator[EventChunk]:
+    """An async chunk generator read without an event loop: the replay only ever awaits
+    ``asyncio.sleep(0)`` (and no pacing sleep without ``--speed``, which the child never has),
+    which yields None to whoever drives it."""
+    while True:
+        step: Any = chunks.__anext__()
+        try:
+            while True:
+                step.send(None)
+        except StopIteration as done:
+            yield done.value
+        except StopAsyncIteration:
+            return
+
+
+class ArmsProcess:
+    """``ModelArms``' interface (open, run, set_overrides, end_iteration, close) served by a
+    forked child. ``make`` builds the arms in the child; ``source(start_iteration)`` gives the
+    replay's chunks from an iteration on (the same call the parent's feed makes)."""
+
+    def __init__(self, make: Callable[[], ModelArms], source: ChunkSource) -> None:
+        ctx = mp.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        # Whatever the parent has buffered would otherwise be written again by the child.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._proc = ctx.Process(
+            target=_serve, args=(child, make, source), name="mm_sim-model-arms", daemon=True
+        )
+        self._proc.start()
+        child.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def _call(self, *msg: Any) -> None:
+        self._conn.send(msg)
+        try:
+            reply = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"the model arms' process ended unexpectedly (exit code {self._proc.exitcode})"
+            ) from None
+        if reply is not None:
+            raise RuntimeError(f"the model arms' process failed:\n{reply}")
+
+    def open(self, run_info: Mapping[str, Any], resume: bool, committed: int | None) -> None:
+        self._call("open", dict(run_info), resume, committed)
+
+    def run(self, events: np.ndarray, flush: bool, iteration: int) -> None:
+        first = int(events["exch_ts"][0]) if len(events) else None
+        self._conn.send(("run", flush, iteration, len(events), first))  # no reply: overlap
+
+    def set_overrides(self, o: Overrides) -> None:
+        self._conn.send(("overrides", o))
+
+    def end_iteration(
+        self, iteration: int, overrides: Overrides, ws_lag_p95_ms: float, partial: bool
+    ) -> None:
+        self._call("end", iteration, overrides, ws_lag_p95_ms, partial)
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._call("close")
+        self._proc.join(timeout=30)
+        self._conn.close()
+
+    def __del__(self) -> None:  # an abandoned run (an exception in the parent) stops the child
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+
+
+def _serve(conn: Connection, make: Callable[[], ModelArms], source: ChunkSource) -> None:
+    # Ctrl-C goes to the whole process group; the parent finishes the chunk and commits, and
+    # needs the arms to do the same, so the signal is the parent's alone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    failure: str | None = None  # the first error, reported at the next call that waits
+    arms: ModelArms | None = None
+    chunks: Iterator[EventChunk] | None = None
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        op, args = msg[0], msg[1:]
+        if failure is None:
+            try:
+                if op == "open":
+                    arms = make()
+                    arms.open(*args)
+                    committed = args[2]
+                    chunks = drive(source(0 if committed is None else committed + 1))
+                elif op == "run":
+                    assert arms is not None and chunks is not None
+                    _run(arms, chunks, *args)
+                elif op == "overrides":
+                    assert arms is not None
+                    arms.set_overrides(args[0])
+                elif op == "end":
+                    assert arms is not None
+                    arms.end_iteration(*args)
+                elif op == "close" and arms is not None:
+                    arms.close()
+            except BaseException:
+                failure = traceback.format_exc()
+        if op in ("open", "end", "close"):
+            conn.send(failure)
+        if op == "close":
+            return
+
+
+def _run(
+    arms: ModelArms,
+    chunks: Iterator[EventChunk],
+    flush: bool,
+    iteration: int,
+    n: int,
+    first: int | None,
+) -> None:
+    chunk = next(chunks)
+    ev = chunk.events
+    got = int(ev["exch_ts"][0]) if len(ev) else None
+    if (chunk.iteration, len(ev), got) != (iteration, n, first):
+        raise RuntimeError(
+            f"the arms' replay is out of step with the primary's: chunk of iteration "
+            f"{chunk.iteration} with {len(ev)} events from {got}, the primary's: iteration "
+            f"{iteration}, {n} events from {first}"
+        )
+    arms.run(ev, flush, iteration)

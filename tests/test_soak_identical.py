@@ -1,0 +1,70 @@
+"""The soak's speed-ups change no byte of what it writes.
+
+One short soak (all model arms, a clock shift so the clock arm runs too, the tuner on) three
+times, as a user runs it (``python -m mm_sim soak`` in a subprocess):
+
+- everything off: the synthetic day generated in the run, the model arms inline after the
+  primary on each chunk (``MM_SYNTHETIC_CACHE=0``, ``MM_MODEL_ARMS_PROCESS=0``);
+- cold: the day generated and written to an empty cache, the arms in a forked child;
+- warm: the day read back from that cache, the arms in a forked child.
+
+Every file of the run directory is compared byte for byte: reports, charts, records, metrics
+lines, summaries, checkpoints and every model arm's directory. Exceptions, none of them a
+figure: nothing. The run directory's absolute path is in run.json, so each run writes
+``art`` relative to a working directory of its own (the same relative path in all three), and
+no artifact holds a wall-clock time (progress lines with wall times go to stdout only, which
+is not compared).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ARGS = ["--iterations", "2", "--iteration-minutes", "2", "--seed", "5", "--clock", "3"]
+ARGS += ["--model-arms", "all"]  # tests/conftest.py switches them off for other soaks
+EXCEPTIONS: frozenset[str] = frozenset()  # relative paths allowed to differ (see docstring)
+
+
+CHILD = "model arms run in a child process"  # the soak's log line when it forks them
+
+
+def _soak(cwd: Path, env: dict[str, str]) -> dict[str, bytes]:
+    cwd.mkdir()
+    full = {**os.environ, **env}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "soak", "--out", "art", *ARGS],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: the verdict failed its gates
+    assert (CHILD in proc.stderr) == (env["MM_MODEL_ARMS_PROCESS"] == "1"), proc.stderr[-3000:]
+    root = cwd / "art"
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and str(p.relative_to(root)) not in EXCEPTIONS
+    }
+
+
+def test_speedups_write_the_same_bytes(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    off = _soak(tmp_path / "off", {"MM_SYNTHETIC_CACHE": "0", "MM_MODEL_ARMS_PROCESS": "0"})
+    on = {"MM_SYNTHETIC_CACHE": "1", "MM_SYNTHETIC_CACHE_DIR": str(cache)}
+    on["MM_MODEL_ARMS_PROCESS"] = "1"
+    cold = _soak(tmp_path / "cold", on)
+    assert len(list(cache.iterdir())) == 2  # the day was stored ...
+    warm = _soak(tmp_path / "warm", on)  # ... and this run read it back
+    # the run is what the comparison is about: every arm, its records, reports and charts
+    assert {"reports/EDGE_REPORT.json", "reports/pnl.png", "soak/records/fills.bin"} <= set(off)
+    arms = {p.split("/")[1] for p in off if p.startswith("models/")}
+    assert len(arms) == 5, arms  # four fill rules and the clock
+    for name, run in (("cold cache, arms in a child", cold), ("warm cache", warm)):
+        assert sorted(run) == sorted(off), name
+        differ = [p for p in off if run[p] != off[p]]
+        assert not differ, f"{name}: {differ}"
