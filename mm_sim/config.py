@@ -738,6 +738,14 @@ class LocalSettings(BaseSettings):
         le=1e7,
         description="Size cap of the cache; the least recently used days are removed beyond it.",
     )
+    sweep_feed_cache_mb: float = Field(
+        1024.0,
+        ge=0,
+        le=1e7,
+        description="Per sweep worker process: feeds up to this size are read into memory on "
+        "a worker's first cell on them and kept for its next cells; larger ones stay memory-"
+        "mapped (opened and verified once); 0 = every cell opens its feed (docs/SWEEP.md).",
+    )
     model_arms_process: bool = Field(
         True,
         description="Run the fill-model arms in a second (forked) process beside the primary "

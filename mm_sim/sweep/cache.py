@@ -16,9 +16,9 @@ publish is a new inode) is opened and verified again, never served stale. Entrie
 changed are dropped on the next look-up, and the least recently used feed goes first when the
 budget is exceeded.
 
-The budget is ``MM_SWEEP_FEED_CACHE_MB`` per worker process (default 1024): a feed larger than it
-stays memory-mapped (only the open and the hash are saved), as do feeds when it is 0, which also
-turns the cache off (every run opens and verifies its feed, as before).
+The budget is ``MM_SWEEP_FEED_CACHE_MB`` per worker process (``LocalSettings``, default 1024): a
+feed larger than it stays memory-mapped (only the open and the hash are saved); 0 turns the
+cache off (every run opens and verifies its feed, as before).
 
 Profiles: each task carries its cell's full profile as JSON; a worker validates each distinct
 one once (the models are frozen, so one validated instance can be shared by every run).
@@ -36,11 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim.config import Profile
+from mm_sim.config import Profile, load_local_settings
 from mm_sim.events import Instrument, open_feed, sidecar_path
 
-BUDGET_ENV = "MM_SWEEP_FEED_CACHE_MB"
-DEFAULT_BUDGET_MB = 1024
+BUDGET_ENV = "MM_SWEEP_FEED_CACHE_MB"  # LocalSettings.sweep_feed_cache_mb
 _PROFILES_KEPT = 64  # distinct cell profiles: a grid's profile fields rarely have more
 
 
@@ -61,12 +60,7 @@ _stats = {"feed_opens": 0, "feed_hits": 0, "profile_parses": 0, "profile_hits": 
 
 def budget_bytes() -> int:
     """The per-process budget for feeds held in memory; 0 turns the cache off."""
-    raw = os.environ.get(BUDGET_ENV, "")
-    try:
-        mb = float(raw) if raw.strip() else DEFAULT_BUDGET_MB
-    except ValueError:
-        mb = DEFAULT_BUDGET_MB
-    return max(0, int(mb * (1 << 20)))
+    return int(load_local_settings().sweep_feed_cache_mb * (1 << 20))
 
 
 def _identity(path: Path) -> tuple[int, ...]:
