@@ -25,10 +25,11 @@ counted twice); it lets a wrong ``--symbol`` fail before anything is written.
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mm_sim.errors import FeedError, UserError
 from mm_sim.events import KIND_NAMES, FeedWriter, Instrument
@@ -423,7 +424,7 @@ def _stats(
         "first_exch_ts_ns": cols.first_exch,
         "last_exch_ts_ns": cols.last_exch,
         "clock_offset_ms_median": (
-            round(statistics.median(offs) / 1e6, 3) if (offs := conv.offsets.values()) else None
+            round(float(np.median(offs)) / 1e6, 3) if len(offs := conv.offsets.array()) else None
         ),
         "receive_time_backwards": conv.recv_backwards,
         "events_local_ts_backwards": cols.local_backwards,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_TRADE
+from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_TRADE
 from mm_sim.feeds.convert.binance_book import TouchBook, fits, touch_apply
 from mm_sim.feeds.convert.binance_fast import (
     _BOOK_TICKER,
@@ -64,9 +64,9 @@ from mm_sim.venues.binance.fastparse import (
     _string_is,
     _unwrap,
     _whole,
-    fill_diff,
     parse_depth_bytes,
 )
+from mm_sim.venues.binance.fill_events import _fill_where, fill_levels
 
 # S_*: the state vector
 S_LINENO = 0
@@ -129,6 +129,7 @@ _STREAM0 = len(b'{"stream":"')  # where a combined stream's name starts
 _LBRACE = 123
 _TRADE = np.frombuffer(b"trade", dtype=np.uint8).copy()
 _MARKET = np.frombuffer(b"MARKET", dtype=np.uint8).copy()
+_AT_TRADE = np.frombuffer(b"@trade", dtype=np.uint8).copy()
 
 
 @njit(cache=True)
@@ -202,6 +203,49 @@ def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) 
 
 
 @njit(cache=True)
+def _mixed(flat: np.ndarray, scratch: np.ndarray) -> bool:
+    """Whether one price of this side is both removed (qty 0) and set in the same diff:
+    fastparse's ``_deleted_and_set``, in O(n log n) instead of O(n^2) (a futures diff of a
+    hundred levels was ~80 ns a level)."""
+    n = flat.shape[0] // 2
+    z = 0
+    for i in range(n):
+        if flat[2 * i + 1] == 0.0:
+            scratch[z] = flat[2 * i]
+            z += 1
+    if z == 0 or z == n:
+        return False
+    gone = np.sort(scratch[:z])
+    for i in range(n):
+        if flat[2 * i + 1] != 0.0:
+            p = flat[2 * i]
+            k = np.searchsorted(gone, p)
+            if k < z and gone[k] == p:
+                return True
+    return False
+
+
+@njit(cache=True)
+def fill_diff_sorted(
+    rec: np.ndarray,
+    bids: np.ndarray,
+    asks: np.ndarray,
+    exch: int,
+    local: int,
+    scratch: np.ndarray,
+) -> int:
+    """fastparse.fill_diff (a diff's levels as DEPTH events, deletions of both sides first
+    unless a price is both removed and set), with :func:`_mixed` for its check."""
+    if _mixed(bids, scratch) or _mixed(asks, scratch):
+        k = fill_levels(rec, 0, bids, 1, KIND_DEPTH, exch, local)
+        return fill_levels(rec, k, asks, -1, KIND_DEPTH, exch, local)
+    k = _fill_where(rec, 0, bids, 1, True, exch, local)
+    k = _fill_where(rec, k, asks, -1, True, exch, local)
+    k = _fill_where(rec, k, bids, 1, False, exch, local)
+    return _fill_where(rec, k, asks, -1, False, exch, local)
+
+
+@njit(cache=True)
 def _same(buf: np.ndarray, a: int, b: int, lit: np.ndarray) -> bool:
     if b - a != lit.shape[0]:
         return False
@@ -265,6 +309,7 @@ def run_block(
     qtys: np.ndarray,
     used: np.ndarray,
     heap: np.ndarray,
+    hslot: np.ndarray,
     meta: np.ndarray,
     row: np.ndarray,
     di: np.ndarray,
@@ -272,6 +317,7 @@ def run_block(
     vb: np.ndarray,
     va: np.ndarray,
     tv: np.ndarray,
+    scratch: np.ndarray,
 ) -> tuple[int, int]:
     """Take the lines of ``buf`` from ``pos`` on (see the module docstring): (position of the
     first line not taken, R_* reason). ``sel``: the symbol's bytes; ``stream_ok``: the one
@@ -316,7 +362,9 @@ def run_block(
                 st[S_OTHER] += 1
             pos = e + 1
             continue
-        if parse_depth_bytes(msg, di, vb, va):
+        # a trade stream's line is a trade (anything else there goes to Python anyway)
+        is_trade = se >= 0 and _ends_with(msg, se, _AT_TRADE)
+        if not is_trade and parse_depth_bytes(msg, di, vb, va):
             if di[I_STREAM1] >= 0 and not _same(msg, di[I_STREAM0], di[I_STREAM1], stream_ok):
                 return pos, R_LINE
             st[S_SAW_DIFF] = 1
@@ -352,14 +400,14 @@ def run_block(
             st[S_LAST_ID] = final
             fb = vb[:nb]
             fa = va[:na]
-            crossed = touch_apply(keys, qtys, used, heap, meta, fb, fa) == 1
+            crossed = touch_apply(keys, qtys, used, heap, hslot, meta, fb, fa) == 1
             st[S_N_DEPTH] += 1
             exch = di[I_E] * MS
             st[S_LAST_LOCAL] = local
             st[S_LAST_EXCH] = exch
             _sample(st, offs, local - exch)
             k = st[S_NEV]
-            k += fill_diff(out[k:], fb, fa, exch, local)
+            k += fill_diff_sorted(out[k:], fb, fa, exch, local, scratch)
             if crossed:  # no book from here: the caller invalidates the sync
                 _event(out, k, exch, local, KIND_CLEAR, 0, 0.0, 0.0)
                 k += 1
@@ -431,6 +479,7 @@ class BlockState:
         self.vb = np.zeros(1 << 16)
         self.va = np.zeros(1 << 16)
         self.tv = np.zeros(2)
+        self.scratch = np.zeros(1 << 16)  # a side's removed prices (fill_diff_sorted)
         self._empty_book = TouchBook(4)
 
     def run(self, block: bytes, pos: int) -> tuple[int, int]:
@@ -440,6 +489,7 @@ class BlockState:
         if len(self.vb) < cap:
             self.vb = np.zeros(cap)
             self.va = np.zeros(cap)
+            self.scratch = np.zeros(cap)
         if len(self.out) < cap // 4 + 2:
             self.out = np.empty(cap // 4 + 2, dtype=EVENT_DTYPE)
         self.load()
@@ -450,8 +500,8 @@ class BlockState:
             self.st[S_SYNCED] = 0
         res = run_block(
             buf, pos, self.st, self.sel, self.stream_ok, self.out, self.conv.offsets.arr,
-            b.keys, b.qtys, b.used, b.heap, b.meta,
-            self.row, self.di, self.ti, self.vb, self.va, self.tv,
+            *b.arrays(),
+            self.row, self.di, self.ti, self.vb, self.va, self.tv, self.scratch,
         )  # fmt: skip
         self.store(block)
         return int(res[0]), int(res[1])
@@ -520,6 +570,7 @@ class BlockState:
             sync.counters.applied += applied
         if nev:
             conv.cols.records(self.out[:nev])
+            self.out = np.empty(len(self.out), dtype=EVENT_DTYPE)  # that one is the writer's
         if has_tick:
             conv.last_ticker_raw = (None, block[t0:t1], False, t_local, (f.inp.path, t_line))
 

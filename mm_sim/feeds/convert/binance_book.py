@@ -12,13 +12,12 @@ table are popped then). Same answers as ``LightBook`` and its reference ``LightB
 The state is plain numpy arrays so the converter's block kernel
 (:mod:`mm_sim.feeds.convert.binance_block`) applies a diff in the same compiled call that parsed
 it. Per side ``s`` (0 bids, 1 asks): ``keys[s]``/``qtys[s]``/``used[s]`` the open-addressing
-table (used: 0 empty, 1 live, 2 removed), ``heap[s]`` keys ``sign * price`` (best on top),
-``meta[s]`` = (live levels, live + removed slots, heap size).
+table (used: 0 empty, 1 live, 2 removed), ``heap[s]``/``hslot[s]`` the heap of ``sign * price``
+(best on top) and the slot each entry was stored in (an entry is live while that slot holds
+its price), ``meta[s]`` = (live levels, live + removed slots, heap size).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import njit
@@ -35,18 +34,15 @@ _LIVE = 1
 _GONE = 2
 
 
-@njit(cache=True, inline="always")
-def _slot0(p: float, mask: int) -> int:
-    m, e = math.frexp(p)
-    h = (int(m * 9007199254740992.0) ^ (e * 40503)) * 0x9E3779B97F4A7C15
-    return (h ^ (h >> 29)) & mask
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
 
 
 @njit(cache=True)
-def _find(keys: np.ndarray, used: np.ndarray, p: float) -> tuple[int, int]:
-    """(slot holding ``p`` or -1, first free slot on its probe path)."""
+def _find(keys: np.ndarray, used: np.ndarray, p: float, bits: int) -> tuple[int, int]:
+    """(slot holding ``p`` or -1, first free slot on its probe path); ``bits``: p's bits."""
     mask = keys.shape[0] - 1
-    i = _slot0(p, mask)
+    h = bits * _GOLDEN
+    i = (h ^ (h >> 32)) & mask
     free = -1
     while True:
         u = used[i]
@@ -61,44 +57,51 @@ def _find(keys: np.ndarray, used: np.ndarray, p: float) -> tuple[int, int]:
 
 
 @njit(cache=True)
-def _push(heap: np.ndarray, n: int, k: float) -> int:
+def _push(heap: np.ndarray, hslot: np.ndarray, n: int, k: float, slot: int) -> int:
     i = n
-    heap[i] = k
     while i > 0:
         parent = (i - 1) >> 1
-        if heap[parent] >= heap[i]:
+        if heap[parent] >= k:
             break
-        heap[parent], heap[i] = heap[i], heap[parent]
+        heap[i] = heap[parent]
+        hslot[i] = hslot[parent]
         i = parent
+    heap[i] = k
+    hslot[i] = slot
     return n + 1
 
 
 @njit(cache=True)
-def _pop(heap: np.ndarray, n: int) -> int:
+def _pop(heap: np.ndarray, hslot: np.ndarray, n: int) -> int:
     n -= 1
-    heap[0] = heap[n]
+    k = heap[n]
+    slot = hslot[n]
     i = 0
     while True:
-        left = 2 * i + 1
-        if left >= n:
+        c = 2 * i + 1
+        if c >= n:
             break
-        c = left
-        if left + 1 < n and heap[left + 1] > heap[left]:
-            c = left + 1
-        if heap[i] >= heap[c]:
+        if c + 1 < n and heap[c + 1] > heap[c]:
+            c += 1
+        if k >= heap[c]:
             break
-        heap[i], heap[c] = heap[c], heap[i]
+        heap[i] = heap[c]
+        hslot[i] = hslot[c]
         i = c
+    heap[i] = k
+    hslot[i] = slot
     return n
 
 
 @njit(cache=True)
-def _rebuild_heap(keys: np.ndarray, used: np.ndarray, heap: np.ndarray, sign: float) -> int:
+def _rebuild_heap(
+    keys: np.ndarray, used: np.ndarray, heap: np.ndarray, hslot: np.ndarray, sign: float
+) -> int:
     """The heap from the live levels only (drops the removed entries it accumulated)."""
     n = 0
     for i in range(keys.shape[0]):
         if used[i] == _LIVE:
-            n = _push(heap, n, sign * keys[i])
+            n = _push(heap, hslot, n, sign * keys[i], i)
     return n
 
 
@@ -108,19 +111,22 @@ def _side(
     qtys: np.ndarray,
     used: np.ndarray,
     heap: np.ndarray,
+    hslot: np.ndarray,
     meta: np.ndarray,
     flat: np.ndarray,
     sign: float,
 ) -> None:
     """One side's levels (price, qty interleaved) in order: qty > 0 sets, anything else
-    removes (as LightBook)."""
+    removes (as LightBook). Prices are > 0 (the parsers refuse others), so a price's bits
+    identify it."""
     live = meta[M_LIVE]
     nused = meta[M_USED]
     nh = meta[M_HEAP]
+    bits = flat.view(np.int64)
     for j in range(flat.shape[0] // 2):
         p = flat[2 * j]
         q = flat[2 * j + 1]
-        at, free = _find(keys, used, p)
+        at, free = _find(keys, used, p, bits[2 * j])
         if q > 0.0:
             if at >= 0:
                 qtys[at] = q
@@ -131,7 +137,7 @@ def _side(
                 keys[free] = p
                 qtys[free] = q
                 live += 1
-                nh = _push(heap, nh, sign * p)
+                nh = _push(heap, hslot, nh, sign * p, free)
         elif at >= 0:
             used[at] = _GONE
             live -= 1
@@ -142,17 +148,23 @@ def _side(
 
 @njit(cache=True)
 def _top(
-    keys: np.ndarray, used: np.ndarray, heap: np.ndarray, meta: np.ndarray, sign: float
+    keys: np.ndarray,
+    used: np.ndarray,
+    heap: np.ndarray,
+    hslot: np.ndarray,
+    meta: np.ndarray,
+    sign: float,
 ) -> float:
-    """The side's best price (NaN when empty), popping heap entries no longer in the table."""
+    """The side's best price (NaN when empty), popping heap entries whose slot no longer holds
+    their price (removed, or reused by another)."""
     nh = meta[M_HEAP]
     while nh > 0:
         p = sign * heap[0]
-        at, _ = _find(keys, used, p)
-        if at >= 0:
+        slot = hslot[0]
+        if used[slot] == _LIVE and keys[slot] == p:
             meta[M_HEAP] = nh
             return p
-        nh = _pop(heap, nh)
+        nh = _pop(heap, hslot, nh)
     meta[M_HEAP] = nh
     return np.nan
 
@@ -171,6 +183,7 @@ def touch_apply(
     qtys: np.ndarray,
     used: np.ndarray,
     heap: np.ndarray,
+    hslot: np.ndarray,
     meta: np.ndarray,
     fb: np.ndarray,
     fa: np.ndarray,
@@ -181,16 +194,17 @@ def touch_apply(
         keys, heap, meta, 1, fa.shape[0] // 2
     ):
         return -1
-    _side(keys[0], qtys[0], used[0], heap[0], meta[0], fb, 1.0)
-    _side(keys[1], qtys[1], used[1], heap[1], meta[1], fa, -1.0)
+    _side(keys[0], qtys[0], used[0], heap[0], hslot[0], meta[0], fb, 1.0)
+    _side(keys[1], qtys[1], used[1], heap[1], hslot[1], meta[1], fa, -1.0)
     # Heaps keep removed prices until they surface: rebuild when mostly garbage.
     for s in range(2):
         if meta[s, M_HEAP] > 4 * meta[s, M_LIVE] + 256:
-            meta[s, M_HEAP] = _rebuild_heap(keys[s], used[s], heap[s], 1.0 if s == 0 else -1.0)
+            sign = 1.0 if s == 0 else -1.0
+            meta[s, M_HEAP] = _rebuild_heap(keys[s], used[s], heap[s], hslot[s], sign)
     if meta[0, M_LIVE] == 0 or meta[1, M_LIVE] == 0:
         return 0
-    bid = _top(keys[0], used[0], heap[0], meta[0], 1.0)
-    ask = _top(keys[1], used[1], heap[1], meta[1], -1.0)
+    bid = _top(keys[0], used[0], heap[0], hslot[0], meta[0], 1.0)
+    ask = _top(keys[1], used[1], heap[1], hslot[1], meta[1], -1.0)
     return 1 if bid >= ask else 0
 
 
@@ -204,6 +218,7 @@ class TouchBook(LightBook):
         self.qtys = np.zeros((2, cap))
         self.used = np.zeros((2, cap), dtype=np.int8)
         self.heap = np.zeros((2, cap))
+        self.hslot = np.zeros((2, cap), dtype=np.int64)
         self.meta = np.zeros((2, 3), dtype=np.int64)
 
     def clear(self) -> None:
@@ -219,11 +234,17 @@ class TouchBook(LightBook):
     def apply_flat(self, fb: np.ndarray, fa: np.ndarray) -> bool:
         """Levels as flat float arrays (price, qty interleaved); whether the book is now
         crossed (best bid >= best ask)."""
-        r = touch_apply(self.keys, self.qtys, self.used, self.heap, self.meta, fb, fa)
+        fb = np.ascontiguousarray(fb, dtype=np.float64)
+        fa = np.ascontiguousarray(fa, dtype=np.float64)
+        r = touch_apply(*self.arrays(), fb, fa)
         if r < 0:
             self.grow(len(fb) // 2 + len(fa) // 2)
-            r = touch_apply(self.keys, self.qtys, self.used, self.heap, self.meta, fb, fa)
+            r = touch_apply(*self.arrays(), fb, fa)
         return r == 1
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """(keys, qtys, used, heap, hslot, meta): the state touch_apply works on."""
+        return self.keys, self.qtys, self.used, self.heap, self.hslot, self.meta
 
     def grow(self, extra: int) -> None:
         """Room for ``extra`` more levels per side: the table rehashed (removed slots dropped)
@@ -235,8 +256,9 @@ class TouchBook(LightBook):
         self.qtys = np.zeros((2, cap))
         self.used = np.zeros((2, cap), dtype=np.int8)
         self.heap = np.zeros((2, cap))
+        self.hslot = np.zeros((2, cap), dtype=np.int64)
         self.meta = np.zeros((2, 3), dtype=np.int64)
-        touch_apply(self.keys, self.qtys, self.used, self.heap, self.meta, live[0], live[1])
+        touch_apply(*self.arrays(), live[0], live[1])
 
     def _levels(self, s: int) -> np.ndarray:
         on = self.used[s] == _LIVE
@@ -262,9 +284,13 @@ class TouchBook(LightBook):
     def best_bid(self) -> float | None:
         if self.meta[0, M_LIVE] == 0:
             return None
-        return float(_top(self.keys[0], self.used[0], self.heap[0], self.meta[0], 1.0))
+        return float(
+            _top(self.keys[0], self.used[0], self.heap[0], self.hslot[0], self.meta[0], 1.0)
+        )
 
     def best_ask(self) -> float | None:
         if self.meta[1, M_LIVE] == 0:
             return None
-        return float(_top(self.keys[1], self.used[1], self.heap[1], self.meta[1], -1.0))
+        return float(
+            _top(self.keys[1], self.used[1], self.heap[1], self.hslot[1], self.meta[1], -1.0)
+        )

@@ -62,6 +62,8 @@ class Columns:
         self.local_backwards = 0
         self._last_local: int | None = None
         self._scratch = np.empty(256, dtype=EVENT_DTYPE)  # diff_flat's events before copying
+        self._parts: list[np.ndarray] = []  # staged record parts, in order, before the columns
+        self._staged = 0  # events in _parts
         self._reset()
 
     def _reset(self) -> None:
@@ -79,7 +81,7 @@ class Columns:
         self.sd.append(side)
         self.px.append(price)
         self.qt.append(qty)
-        if len(self.ex) >= _CHUNK:
+        if len(self.ex) + self._staged >= _CHUNK:
             self.flush()
 
     def levels(self, levels: list[Level], side: int, kind: int, exch: int, local: int) -> None:
@@ -92,7 +94,7 @@ class Columns:
         self.lo.extend([local] * n)
         self.kd.extend([kind] * n)
         self.sd.extend([side] * n)
-        if len(self.ex) >= _CHUNK:
+        if len(self.ex) + self._staged >= _CHUNK:
             self.flush()
 
     def diff_flat(self, fb: np.ndarray, fa: np.ndarray, exch: int, local: int) -> None:
@@ -109,21 +111,20 @@ class Columns:
         self.qt.frombytes(rec["qty"].tobytes())
         self.kd.frombytes(rec["kind"].tobytes())
         self.sd.frombytes(rec["side"].tobytes())
-        if len(self.ex) >= _CHUNK:
+        if len(self.ex) + self._staged >= _CHUNK:
             self.flush()
 
     def records(self, rec: np.ndarray) -> None:
-        """Events already in EVENT_DTYPE records (the block kernel's), appended in bulk."""
-        self.ex.frombytes(rec["exch_ts"].tobytes())
-        self.lo.frombytes(rec["local_ts"].tobytes())
-        self.px.frombytes(rec["price"].tobytes())
-        self.qt.frombytes(rec["qty"].tobytes())
-        self.kd.frombytes(rec["kind"].tobytes())
-        self.sd.frombytes(rec["side"].tobytes())
-        if len(self.ex) >= _CHUNK:
+        """Events already in EVENT_DTYPE records (the block kernel's), taken as they are (the
+        caller gives ``rec`` up): staged after the events appended before them."""
+        self._seal()
+        self._parts.append(rec)
+        self._staged += len(rec)
+        if self._staged >= _CHUNK:
             self.flush()
 
-    def flush(self) -> None:
+    def _seal(self) -> None:
+        """The events appended one by one so far, as a record part (order kept)."""
         n = len(self.ex)
         if not n:
             return
@@ -134,6 +135,17 @@ class Columns:
         rec["qty"] = np.frombuffer(self.qt, dtype=np.float64)
         rec["kind"] = np.frombuffer(self.kd, dtype=np.int32)
         rec["side"] = np.frombuffer(self.sd, dtype=np.int32)
+        self._parts.append(rec)
+        self._staged += n
+        self._reset()
+
+    def flush(self) -> None:
+        self._seal()
+        if not self._parts:
+            return
+        rec = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
+        self._parts = []
+        self._staged = 0
         self.kind_counts += np.bincount(rec["kind"], minlength=8)[:8]
         market = rec["exch_ts"][(rec["kind"] == KIND_DEPTH) | (rec["kind"] == KIND_TRADE)]
         if len(market):
@@ -159,4 +171,3 @@ class Columns:
             self.local_backwards += 1
         self._last_local = int(local[-1])
         self.writer.write(rec)
-        self._reset()

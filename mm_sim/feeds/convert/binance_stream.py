@@ -71,12 +71,17 @@ class OffsetSampler:
         if self.tick < self.step:
             return
         self.tick = 0
-        self.arr[self.n] = off
+        # a receive time the general parser read beyond int64 (bad data): clamped
+        self.arr[self.n] = min(max(off, -(1 << 63)), (1 << 63) - 1)
         self.n += 1
         if self.n >= 2 * OFFSET_SAMPLES:
             self.arr[:OFFSET_SAMPLES] = self.arr[0 : 2 * OFFSET_SAMPLES : 2].copy()
             self.n = OFFSET_SAMPLES
             self.step *= 2
+
+    def array(self) -> np.ndarray:
+        """The samples (a view)."""
+        return self.arr[: self.n]
 
     def values(self) -> list[int]:
         out: list[int] = self.arr[: self.n].tolist()
