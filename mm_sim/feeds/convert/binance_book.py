@@ -242,7 +242,9 @@ class TouchBook(LightBook):
             r = touch_apply(*self.arrays(), fb, fa)
         return r == 1
 
-    def arrays(self) -> tuple[np.ndarray, ...]:
+    def arrays(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(keys, qtys, used, heap, hslot, meta): the state touch_apply works on."""
         return self.keys, self.qtys, self.used, self.heap, self.hslot, self.meta
 
