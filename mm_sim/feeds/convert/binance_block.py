@@ -486,10 +486,10 @@ class BlockState:
         """One kernel call from ``pos``: load, run, store."""
         buf = np.frombuffer(block, dtype=np.uint8)
         cap = len(block) // 2 + 2
-        if len(self.vb) < cap:
-            self.vb = np.zeros(cap)
-            self.va = np.zeros(cap)
-            self.scratch = np.zeros(cap)
+        if len(self.vb) < cap:  # room for any line of the block (blocks vary: headroom)
+            self.vb = np.empty(2 * cap)
+            self.va = np.empty(2 * cap)
+            self.scratch = np.empty(2 * cap)
         if len(self.out) < cap // 4 + 2:
             self.out = np.empty(cap // 4 + 2, dtype=EVENT_DTYPE)
         self.load()
@@ -569,8 +569,8 @@ class BlockState:
             sync.counters.diffs += diffs
             sync.counters.applied += applied
         if nev:
-            conv.cols.records(self.out[:nev])
-            self.out = np.empty(len(self.out), dtype=EVENT_DTYPE)  # that one is the writer's
+            # a copy of what was written (a fresh buffer per call costs its page faults)
+            conv.cols.records(self.out[:nev].copy())
         if has_tick:
             conv.last_ticker_raw = (None, block[t0:t1], False, t_local, (f.inp.path, t_line))
 
