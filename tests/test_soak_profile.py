@@ -19,6 +19,10 @@ def test_each_stage_is_told_by_its_innermost_frames() -> None:
             "edge/markout evaluation"
         ),
         LOOP + ";render (mm_sim/report/render.py:10);savefig (matplotlib/figure.py:3)": "charts",
+        # the renderer's evaluation is not drawing (it was counted as charts once)
+        LOOP + ";build_reports (mm_sim/report/render.py:10);build_orders "
+        "(mm_sim/report/churn.py:80)": "edge/markout evaluation",
+        LOOP + ";png (mm_sim/report/charts.py:50)": "charts",
         LOOP + ";kpi_gate (mm_sim/report/gate.py:40)": "reports",
         LOOP + ";Tuner.decide (mm_sim/runtime/tuner.py:70)": "tuner",
         LOOP + ";Bus.put (mm_sim/runtime/bus.py:12)": "bus and run loop",
