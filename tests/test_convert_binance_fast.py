@@ -366,3 +366,19 @@ def test_one_pass_strict_errors_are_the_pre_scans(tmp_path: Path) -> None:
         errors.append(str(exc.value))
         assert list(out.parent.iterdir()) == []
     assert errors[0] == errors[1] and "cap.gz:" in errors[0]
+
+
+def test_a_line_longer_than_the_kernels_buffers(tmp_path: Path, monkeypatch) -> None:
+    """A diff of 6,000 levels (~100 KB, more than the block kernel's buffers start with) and a
+    snapshot as large: the buffers grow for it and the output is still the general path's."""
+    rows = capture_rows()
+    big_b = [[f"{90 - 0.001 * k:.3f}", "1"] for k in range(3000)]
+    big_a = [[f"{110 + 0.001 * k:.3f}", "0" if k % 2 else "2"] for k in range(3000)]
+    at = next(i for i, r in enumerate(rows) if '"u":103' in r or '"U":102' in r)
+    u = int(rows[at].split('"u":')[1].split(",")[0])
+    rows.insert(at + 1, f"{NS + 1500} {depth(u + 1, 1001, big_b, big_a)}")
+    rows = [r.replace(f'"U":{u + 1},"u":{u + 2}', f'"U":{u + 3},"u":{u + 4}', 1)
+            if i > at + 1 else r for i, r in enumerate(rows)]  # fmt: skip
+    g, gs, f, fs, scans = convert_counting(write(tmp_path, rows), tmp_path, monkeypatch)
+    assert scans == 0 and f == g and fs == gs
+    assert gs["events"]["depth"] > 6000

@@ -108,6 +108,7 @@ S_SIZE = 33
 R_MORE = 0  # no complete line left: read more
 R_LINE = 1  # the line at the returned position is the caller's
 R_FLUSH = 2  # the event buffer is full
+R_GROW = 4  # the line at the returned position needs larger buffers
 R_CROSSED = 3  # the last line applied crossed the book (its CLEAR is written)
 
 OFFSET_SAMPLES = 50_000  # binance_stream keeps up to twice this many, then halves
@@ -329,6 +330,8 @@ def run_block(
             e += 1
         if e >= n:
             return pos, R_MORE
+        if (e - pos) // 2 + 2 > vb.shape[0] or (e - pos) // 8 + 2 > out.shape[0]:
+            return pos, R_GROW  # a line longer than the buffers were made for
         if st[S_NEV] + (e - pos) // 8 + 2 > out.shape[0]:
             return pos, R_FLUSH
         if e == pos:  # blank: skipped, as the general path does
@@ -476,22 +479,15 @@ class BlockState:
         self.row = np.zeros(L_SIZE, dtype=np.int64)
         self.di = np.zeros(I_SIZE, dtype=np.int64)
         self.ti = np.zeros(X_SIZE, dtype=np.int64)
-        self.vb = np.zeros(1 << 16)
-        self.va = np.zeros(1 << 16)
+        self.vb = np.empty(1 << 14)  # one line's levels (grown for a longer line: R_GROW)
+        self.va = np.empty(1 << 14)
         self.tv = np.zeros(2)
-        self.scratch = np.zeros(1 << 16)  # a side's removed prices (fill_diff_sorted)
+        self.scratch = np.empty(1 << 14)  # a side's removed prices (fill_diff_sorted)
         self._empty_book = TouchBook(4)
 
     def run(self, block: bytes, pos: int) -> tuple[int, int]:
         """One kernel call from ``pos``: load, run, store."""
         buf = np.frombuffer(block, dtype=np.uint8)
-        cap = len(block) // 2 + 2
-        if len(self.vb) < cap:  # room for any line of the block (blocks vary: headroom)
-            self.vb = np.empty(2 * cap)
-            self.va = np.empty(2 * cap)
-            self.scratch = np.empty(2 * cap)
-        if len(self.out) < cap // 4 + 2:
-            self.out = np.empty(cap // 4 + 2, dtype=EVENT_DTYPE)
         self.load()
         sync = self.conv.sync
         book = sync.book if sync is not None and isinstance(sync.book, TouchBook) else None
@@ -504,7 +500,14 @@ class BlockState:
             self.row, self.di, self.ti, self.vb, self.va, self.tv, self.scratch,
         )  # fmt: skip
         self.store(block)
-        return int(res[0]), int(res[1])
+        pos, why = int(res[0]), int(res[1])
+        if why == R_GROW:  # buffers for that line (bounded by the longest line, not the input)
+            need = block.index(b"\n", pos) - pos + 16
+            levels = max(len(self.vb), need // 2 + 2)
+            self.vb, self.va, self.scratch = np.empty(levels), np.empty(levels), np.empty(levels)
+            self.out = np.empty(max(len(self.out), need // 8 + 2), dtype=EVENT_DTYPE)
+            return self.run(block, pos)
+        return pos, why
 
     def load(self) -> None:
         conv, f, st = self.conv, self.f, self.st
