@@ -18,9 +18,11 @@ is not compared).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ARGS = ["--iterations", "2", "--iteration-minutes", "2", "--seed", "5", "--clock", "3"]
@@ -31,11 +33,14 @@ EXCEPTIONS: frozenset[str] = frozenset()  # relative paths allowed to differ (se
 CHILD = "model arms run in a child process"  # the soak's log line when it forks them
 
 
-def _soak(cwd: Path, env: dict[str, str]) -> dict[str, bytes]:
-    cwd.mkdir()
+def _soak(
+    cwd: Path, env: dict[str, str], args: list[str] = ARGS, fresh: bool = True
+) -> dict[str, bytes]:
+    if fresh:
+        cwd.mkdir()
     full = {**os.environ, **env}
     proc = subprocess.run(
-        [sys.executable, "-m", "mm_sim", "soak", "--out", "art", *ARGS],
+        [sys.executable, "-m", "mm_sim", "soak", "--out", "art", *args],
         cwd=cwd,
         env=full,
         capture_output=True,
@@ -68,3 +73,43 @@ def test_speedups_write_the_same_bytes(tmp_path: Path) -> None:
         assert sorted(run) == sorted(off), name
         differ = [p for p in off if run[p] != off[p]]
         assert not differ, f"{name}: {differ}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_killed_soak_with_arms_in_a_child_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    """SIGKILL the soak after its first commit: its arms' child must not outlive it (it holds
+    the arms' directory locks), and ``--resume`` must end with the uninterrupted run's bytes."""
+    env = {"MM_SYNTHETIC_CACHE_DIR": str(tmp_path / "cache"), "MM_MODEL_ARMS_PROCESS": "1"}
+    args = [*ARGS, "--iterations", "3"]
+    full = _soak(tmp_path / "full", env, args)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    err = cut / "stderr.txt"
+    cmd = [sys.executable, "-m", "mm_sim", "soak", "--out", "art", *args]
+    with err.open("w") as fe:
+        proc = subprocess.Popen(
+            cmd, cwd=cut, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=fe
+        )
+        metrics = cut / "art" / "soak" / "metrics.jsonl"
+        deadline = time.monotonic() + 600
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    (line,) = [ln for ln in err.read_text().splitlines() if CHILD in ln]
+    child = int(json.loads(line)["pid"])
+    deadline = time.monotonic() + 120  # liveness bound, not a speed figure
+    while _alive(child):
+        assert time.monotonic() < deadline, "the arms' child outlived the killed soak"
+        time.sleep(0.05)
+    resumed = _soak(cut, env, [*args, "--resume"], fresh=False)
+    assert sorted(resumed) == sorted(full)
+    assert [p for p in full if resumed[p] != full[p]] == []

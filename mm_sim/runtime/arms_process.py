@@ -23,6 +23,7 @@ the child) and a platform with fork; ``MM_MODEL_ARMS_PROCESS=0`` keeps the arms 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import sys
 import threading
@@ -71,7 +72,10 @@ class ArmsProcess:
         sys.stdout.flush()
         sys.stderr.flush()
         self._proc = ctx.Process(
-            target=_serve, args=(child, make, source), name="mm_sim-model-arms", daemon=True
+            target=_serve,
+            args=(child, self._conn, os.getpid(), make, source),
+            name="mm_sim-model-arms",
+            daemon=True,
         )
         self._proc.start()
         child.close()
@@ -80,26 +84,37 @@ class ArmsProcess:
     def pid(self) -> int | None:
         return self._proc.pid
 
+    def _gone(self) -> RuntimeError:
+        self._proc.join(timeout=5)
+        return RuntimeError(
+            f"the model arms' process ended unexpectedly (exit code {self._proc.exitcode})"
+        )
+
+    def _send(self, *msg: Any) -> None:
+        try:
+            self._conn.send(msg)
+        except OSError:  # a broken pipe: the child is gone
+            raise self._gone() from None
+
     def _call(self, *msg: Any) -> None:
-        self._conn.send(msg)
+        self._send(*msg)
         try:
             reply = self._conn.recv()
         except EOFError:
-            raise RuntimeError(
-                f"the model arms' process ended unexpectedly (exit code {self._proc.exitcode})"
-            ) from None
+            raise self._gone() from None
         if reply is not None:
-            raise RuntimeError(f"the model arms' process failed:\n{reply}")
+            last = reply.strip().splitlines()[-1] if reply.strip() else "no traceback"
+            raise RuntimeError(f"the model arms' process failed: {last}\n{reply}")
 
     def open(self, run_info: Mapping[str, Any], resume: bool, committed: int | None) -> None:
         self._call("open", dict(run_info), resume, committed)
 
     def run(self, events: np.ndarray, flush: bool, iteration: int) -> None:
         first = int(events["exch_ts"][0]) if len(events) else None
-        self._conn.send(("run", flush, iteration, len(events), first))  # no reply: overlap
+        self._send("run", flush, iteration, len(events), first)  # no reply: they overlap
 
     def set_overrides(self, o: Overrides) -> None:
-        self._conn.send(("overrides", o))
+        self._send("overrides", o)
 
     def end_iteration(
         self, iteration: int, overrides: Overrides, ws_lag_p95_ms: float, partial: bool
@@ -118,7 +133,16 @@ class ArmsProcess:
             proc.terminate()
 
 
-def _serve(conn: Connection, make: Callable[[], ModelArms], source: ChunkSource) -> None:
+def _serve(
+    conn: Connection,
+    parent_end: Connection,
+    parent: int,
+    make: Callable[[], ModelArms],
+    source: ChunkSource,
+) -> None:
+    # The parent's end of the pipe came along with the fork: closed, so that the parent's
+    # death is an end of file here instead of a pipe this process keeps open itself.
+    parent_end.close()
     # Ctrl-C goes to the whole process group; the parent finishes the chunk and commits, and
     # needs the arms to do the same, so the signal is the parent's alone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -129,6 +153,10 @@ def _serve(conn: Connection, make: Callable[[], ModelArms], source: ChunkSource)
         try:
             msg = conn.recv()
         except EOFError:  # the parent is gone
+            return
+        if os.getppid() != parent:
+            # Killed with chunks still queued: their records would be dropped on resume
+            # anyway, and the arms' directory locks must not outlive the run.
             return
         op, args = msg[0], msg[1:]
         if failure is None:
