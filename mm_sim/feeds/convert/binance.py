@@ -179,7 +179,8 @@ def _convert(
     try:
         return _convert_inputs(inputs, sniffed, msg_inputs, http, conv, out, opts, started)
     except (UserError, FeedError) as exc:
-        if one_pass and not getattr(exc, "one_pass_checked", False):
+        # conv.one_pass: still unchecked (the check clears it; what follows is as two-pass)
+        if conv.one_pass and not getattr(exc, "one_pass_checked", False):
             raise OnePassMiss(str(exc)) from exc
         raise
     finally:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_TRADE
+from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_TRADE
 from mm_sim.feeds.convert.binance_book import TouchBook, fits, touch_apply
 from mm_sim.feeds.convert.binance_fast import (
     _BOOK_TICKER,
@@ -43,6 +43,22 @@ from mm_sim.feeds.convert.binance_fast import (
     py_line,
 )
 from mm_sim.feeds.convert.binance_inputs import MS, OnePassMiss, line_symbols, scan_flags
+from mm_sim.feeds.convert.binance_lines import (
+    AT_TRADE,
+    MARKET,
+    X_E,
+    X_HAS_T,
+    X_M,
+    X_SIZE,
+    X_SYM0,
+    X_SYM1,
+    X_T,
+    X_X0,
+    X_X1,
+    fill_diff_sorted,
+    same,
+    trade_payload,
+)
 from mm_sim.venues.binance.fastparse import (
     I_E,
     I_FINAL,
@@ -56,17 +72,10 @@ from mm_sim.venues.binance.fastparse import (
     I_STREAM1,
     I_SYM0,
     I_SYM1,
-    _bool,
-    _decimal,
-    _int,
-    _next_member,
-    _string,
-    _string_is,
     _unwrap,
     _whole,
     parse_depth_bytes,
 )
-from mm_sim.venues.binance.fill_events import _fill_where, fill_levels
 
 # S_*: the state vector
 S_LINENO = 0
@@ -113,147 +122,8 @@ R_CROSSED = 3  # the last line applied crossed the book (its CLEAR is written)
 
 OFFSET_SAMPLES = 50_000  # binance_stream keeps up to twice this many, then halves
 
-# trade ints
-X_E = 0
-X_T = 1
-X_HAS_T = 2
-X_M = 3
-X_SYM0 = 4
-X_SYM1 = 5
-X_X0 = 6  # X (order type) span; X_X1 < 0: no X
-X_X1 = 7
-X_TID = 8
-X_SIZE = 9
-
 _NEWLINE = 10
 _STREAM0 = len(b'{"stream":"')  # where a combined stream's name starts
-_LBRACE = 123
-_TRADE = np.frombuffer(b"trade", dtype=np.uint8).copy()
-_MARKET = np.frombuffer(b"MARKET", dtype=np.uint8).copy()
-_AT_TRADE = np.frombuffer(b"@trade", dtype=np.uint8).copy()
-
-
-@njit(cache=True)
-def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) -> int:
-    """One flat ``trade`` object (spot: e E s t p q T m M; futures: e E T s t p q X m), keys
-    once each, e E s t p q m required; the index after its ``}``, or -1."""
-    n = buf.shape[0]
-    if i >= n or buf[i] != _LBRACE:
-        return -1
-    j = i + 1
-    seen = 0
-    ints[X_X1] = -1
-    while True:
-        ke = _string(buf, j)
-        if ke < 0 or ke + 1 >= n or buf[ke + 1] != 58 or ke - j - 1 != 1:
-            return -1
-        k0 = buf[j + 1]
-        v = ke + 2
-        if k0 == 101:  # e
-            bit = 1
-            j = _string_is(buf, v, _TRADE)
-        elif k0 == 69:  # E
-            bit = 2
-            j = _int(buf, v, ints, X_E)
-        elif k0 == 115:  # s
-            bit = 4
-            se = _string(buf, v)
-            if se < 0:
-                return -1
-            ints[X_SYM0] = v + 1
-            ints[X_SYM1] = se
-            j = se + 1
-        elif k0 == 116:  # t
-            bit = 8
-            j = _int(buf, v, ints, X_TID)
-        elif k0 == 112:  # p
-            bit = 16
-            j = _decimal(buf, v, vals, 0, True)
-        elif k0 == 113:  # q
-            bit = 32
-            j = _decimal(buf, v, vals, 1, False)
-        elif k0 == 84:  # T
-            bit = 64
-            j = _int(buf, v, ints, X_T)
-        elif k0 == 109:  # m
-            bit = 128
-            j = _bool(buf, v, ints, X_M)
-        elif k0 == 77:  # M (ignored, but a boolean)
-            bit = 256
-            j = _bool(buf, v, ints, -1)
-        elif k0 == 88:  # X
-            bit = 512
-            se = _string(buf, v)
-            if se < 0:
-                return -1
-            ints[X_X0] = v + 1
-            ints[X_X1] = se
-            j = se + 1
-        else:
-            return -1
-        j, seen = _next_member(buf, j, seen, bit)
-        if j >= 0:
-            continue
-        if j == -1:
-            return -1
-        required = 1 | 2 | 4 | 8 | 16 | 32 | 128
-        if seen & required != required:
-            return -1
-        ints[X_HAS_T] = 1 if seen & 64 else 0
-        return -2 - j
-
-
-@njit(cache=True)
-def _mixed(flat: np.ndarray, scratch: np.ndarray) -> bool:
-    """Whether one price of this side is both removed (qty 0) and set in the same diff:
-    fastparse's ``_deleted_and_set``, in O(n log n) instead of O(n^2) (a futures diff of a
-    hundred levels was ~80 ns a level)."""
-    n = flat.shape[0] // 2
-    z = 0
-    for i in range(n):
-        if flat[2 * i + 1] == 0.0:
-            scratch[z] = flat[2 * i]
-            z += 1
-    if z == 0 or z == n:
-        return False
-    gone = np.sort(scratch[:z])
-    for i in range(n):
-        if flat[2 * i + 1] != 0.0:
-            p = flat[2 * i]
-            k = np.searchsorted(gone, p)
-            if k < z and gone[k] == p:
-                return True
-    return False
-
-
-@njit(cache=True)
-def fill_diff_sorted(
-    rec: np.ndarray,
-    bids: np.ndarray,
-    asks: np.ndarray,
-    exch: int,
-    local: int,
-    scratch: np.ndarray,
-) -> int:
-    """fastparse.fill_diff (a diff's levels as DEPTH events, deletions of both sides first
-    unless a price is both removed and set), with :func:`_mixed` for its check."""
-    if _mixed(bids, scratch) or _mixed(asks, scratch):
-        k = fill_levels(rec, 0, bids, 1, KIND_DEPTH, exch, local)
-        return fill_levels(rec, k, asks, -1, KIND_DEPTH, exch, local)
-    k = _fill_where(rec, 0, bids, 1, True, exch, local)
-    k = _fill_where(rec, k, asks, -1, True, exch, local)
-    k = _fill_where(rec, k, bids, 1, False, exch, local)
-    return _fill_where(rec, k, asks, -1, False, exch, local)
-
-
-@njit(cache=True)
-def _same(buf: np.ndarray, a: int, b: int, lit: np.ndarray) -> bool:
-    if b - a != lit.shape[0]:
-        return False
-    for k in range(lit.shape[0]):  # noqa: SIM110 (numba)
-        if buf[a + k] != lit[k]:
-            return False
-    return True
 
 
 @njit(cache=True)
@@ -348,7 +218,7 @@ def run_block(
         if se >= 0 and _ends_with(msg, se, _BOOK_TICKER):
             if not _whole(msg, _flat_object(msg, start, row), True):
                 return pos, R_LINE
-            ours = _same(msg, row[L_SYM0], row[L_SYM1], sel)
+            ours = same(msg, row[L_SYM0], row[L_SYM1], sel)
             if not ours and st[S_ONE_SYMBOL] == 1:
                 return pos, R_LINE
             st[S_LINENO] += 1
@@ -366,14 +236,14 @@ def run_block(
             pos = e + 1
             continue
         # a trade stream's line is a trade (anything else there goes to Python anyway)
-        is_trade = se >= 0 and _ends_with(msg, se, _AT_TRADE)
+        is_trade = se >= 0 and _ends_with(msg, se, AT_TRADE)
         if not is_trade and parse_depth_bytes(msg, di, vb, va):
-            if di[I_STREAM1] >= 0 and not _same(msg, di[I_STREAM0], di[I_STREAM1], stream_ok):
+            if di[I_STREAM1] >= 0 and not same(msg, di[I_STREAM0], di[I_STREAM1], stream_ok):
                 return pos, R_LINE
             st[S_SAW_DIFF] = 1
             if di[I_HAS_PU] == 1:
                 st[S_SAW_PU] = 1
-            if not _same(msg, di[I_SYM0], di[I_SYM1], sel):
+            if not same(msg, di[I_SYM0], di[I_SYM1], sel):
                 if st[S_ONE_SYMBOL] == 1:
                     return pos, R_LINE
                 st[S_LINENO] += 1
@@ -419,12 +289,12 @@ def run_block(
             if crossed:
                 return pos, R_CROSSED
             continue
-        if _whole(msg, _trade_payload(msg, start, ti, tv), se >= 0):
-            if ti[X_X1] >= 0 and not _same(msg, ti[X_X0], ti[X_X1], _MARKET):
+        if _whole(msg, trade_payload(msg, start, ti, tv), se >= 0):
+            if ti[X_X1] >= 0 and not same(msg, ti[X_X0], ti[X_X1], MARKET):
                 return pos, R_LINE  # skipped by order type: counted by name in Python
             if se >= 0 and flag_word(msg, _STREAM0, se):
                 return pos, R_LINE
-            ours = _same(msg, ti[X_SYM0], ti[X_SYM1], sel)
+            ours = same(msg, ti[X_SYM0], ti[X_SYM1], sel)
             if not ours and st[S_ONE_SYMBOL] == 1:
                 return pos, R_LINE
             st[S_LINENO] += 1
