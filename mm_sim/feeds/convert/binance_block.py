@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_TRADE
+from mm_sim.events import KIND_CLEAR, KIND_TRADE
 from mm_sim.feeds.convert.binance_book import TouchBook, fits, touch_apply
 from mm_sim.feeds.convert.binance_fast import (
     _BOOK_TICKER,
@@ -345,7 +345,6 @@ class BlockState:
         self.st = np.zeros(S_SIZE, dtype=np.int64)
         self.sel = np.frombuffer(conv.symbol.encode("ascii", "replace"), dtype=np.uint8)
         self.stream_ok = np.zeros(0, dtype=np.uint8)
-        self.out = np.empty(1 << 16, dtype=EVENT_DTYPE)
         self.row = np.zeros(L_SIZE, dtype=np.int64)
         self.di = np.zeros(I_SIZE, dtype=np.int64)
         self.ti = np.zeros(X_SIZE, dtype=np.int64)
@@ -356,26 +355,33 @@ class BlockState:
         self._empty_book = TouchBook(4)
 
     def run(self, block: bytes, pos: int) -> tuple[int, int]:
-        """One kernel call from ``pos``: load, run, store."""
+        """One kernel call from ``pos``: load, run, store. The events go straight into the
+        columns' staging buffer (Columns.stage_for)."""
         buf = np.frombuffer(block, dtype=np.uint8)
+        cols = self.conv.cols
+        out = cols.stage_for(0)
         self.load()
+        self.st[S_NEV] = cols.n
         sync = self.conv.sync
         book = sync.book if sync is not None and isinstance(sync.book, TouchBook) else None
         b = book if book is not None else self._empty_book
         if book is None:
             self.st[S_SYNCED] = 0
         res = run_block(
-            buf, pos, self.st, self.sel, self.stream_ok, self.out, self.conv.offsets.arr,
+            buf, pos, self.st, self.sel, self.stream_ok, out, self.conv.offsets.arr,
             *b.arrays(),
             self.row, self.di, self.ti, self.vb, self.va, self.tv, self.scratch,
         )  # fmt: skip
         self.store(block)
         pos, why = int(res[0]), int(res[1])
+        if why == R_FLUSH:
+            cols.flush()
+            return self.run(block, pos)
         if why == R_GROW:  # buffers for that line (bounded by the longest line, not the input)
             need = block.index(b"\n", pos) - pos + 16
             levels = max(len(self.vb), need // 2 + 2)
             self.vb, self.va, self.scratch = np.empty(levels), np.empty(levels), np.empty(levels)
-            self.out = np.empty(max(len(self.out), need // 8 + 2), dtype=EVENT_DTYPE)
+            cols.stage_for(need // 8 + 2)
             return self.run(block, pos)
         return pos, why
 
@@ -441,9 +447,7 @@ class BlockState:
             sync.last_update_id = last_id
             sync.counters.diffs += diffs
             sync.counters.applied += applied
-        if nev:
-            # a copy of what was written (a fresh buffer per call costs its page faults)
-            conv.cols.records(self.out[:nev].copy())
+        conv.cols.staged(nev)
         if has_tick:
             conv.last_ticker_raw = (None, block[t0:t1], False, t_local, (f.inp.path, t_line))
 

@@ -62,8 +62,10 @@ class Columns:
         self.local_backwards = 0
         self._last_local: int | None = None
         self._scratch = np.empty(256, dtype=EVENT_DTYPE)  # diff_flat's events before copying
-        self._parts: list[np.ndarray] = []  # staged record parts, in order, before the columns
-        self._staged = 0  # events in _parts
+        # Records staged for the writer, in order, before the columns: the block kernel writes
+        # its events straight into ``stage[n:]`` (stage_for / staged), nothing is copied twice.
+        self.stage = np.empty(2 * _CHUNK, dtype=EVENT_DTYPE)
+        self.n = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -81,7 +83,7 @@ class Columns:
         self.sd.append(side)
         self.px.append(price)
         self.qt.append(qty)
-        if len(self.ex) + self._staged >= _CHUNK:
+        if len(self.ex) + self.n >= _CHUNK:
             self.flush()
 
     def levels(self, levels: list[Level], side: int, kind: int, exch: int, local: int) -> None:
@@ -94,7 +96,7 @@ class Columns:
         self.lo.extend([local] * n)
         self.kd.extend([kind] * n)
         self.sd.extend([side] * n)
-        if len(self.ex) + self._staged >= _CHUNK:
+        if len(self.ex) + self.n >= _CHUNK:
             self.flush()
 
     def diff_flat(self, fb: np.ndarray, fa: np.ndarray, exch: int, local: int) -> None:
@@ -111,41 +113,58 @@ class Columns:
         self.qt.frombytes(rec["qty"].tobytes())
         self.kd.frombytes(rec["kind"].tobytes())
         self.sd.frombytes(rec["side"].tobytes())
-        if len(self.ex) + self._staged >= _CHUNK:
+        if len(self.ex) + self.n >= _CHUNK:
             self.flush()
 
     def records(self, rec: np.ndarray) -> None:
-        """Events already in EVENT_DTYPE records (the block kernel's), taken as they are (the
-        caller gives ``rec`` up): staged after the events appended before them."""
+        """Events already in EVENT_DTYPE records, staged after those appended before them."""
+        self.stage_for(len(rec))
+        self.stage[self.n : self.n + len(rec)] = rec
+        self.staged(self.n + len(rec))
+
+    def stage_for(self, room: int) -> np.ndarray:
+        """The staging buffer, with the events appended one by one moved into it and room for
+        ``room`` more after ``self.n``: a caller (the block kernel) writes there and then says
+        how far with :meth:`staged`."""
         self._seal()
-        self._parts.append(rec)
-        self._staged += len(rec)
-        if self._staged >= _CHUNK:
+        if self.n + room > len(self.stage):
+            if self.n:
+                self.flush()
+            if room > len(self.stage):
+                self.stage = np.empty(room + _CHUNK, dtype=EVENT_DTYPE)
+        return self.stage
+
+    def staged(self, n: int) -> None:
+        """The stage holds ``n`` events now; past a chunk they go to the writer."""
+        self.n = n
+        if n >= _CHUNK:
             self.flush()
 
     def _seal(self) -> None:
-        """The events appended one by one so far, as a record part (order kept)."""
-        n = len(self.ex)
-        if not n:
+        """The events appended one by one so far, into the stage (order kept)."""
+        k = len(self.ex)
+        if not k:
             return
-        rec = np.empty(n, dtype=EVENT_DTYPE)
+        if self.n + k > len(self.stage):
+            grown = np.empty(self.n + k + _CHUNK, dtype=EVENT_DTYPE)
+            grown[: self.n] = self.stage[: self.n]
+            self.stage = grown
+        rec = self.stage[self.n : self.n + k]
         rec["exch_ts"] = np.frombuffer(self.ex, dtype=np.int64)
         rec["local_ts"] = np.frombuffer(self.lo, dtype=np.int64)
         rec["price"] = np.frombuffer(self.px, dtype=np.float64)
         rec["qty"] = np.frombuffer(self.qt, dtype=np.float64)
         rec["kind"] = np.frombuffer(self.kd, dtype=np.int32)
         rec["side"] = np.frombuffer(self.sd, dtype=np.int32)
-        self._parts.append(rec)
-        self._staged += n
+        self.n += k
         self._reset()
 
     def flush(self) -> None:
         self._seal()
-        if not self._parts:
+        if not self.n:
             return
-        rec = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
-        self._parts = []
-        self._staged = 0
+        rec = self.stage[: self.n]
+        self.n = 0
         self.kind_counts += np.bincount(rec["kind"], minlength=8)[:8]
         market = rec["exch_ts"][(rec["kind"] == KIND_DEPTH) | (rec["kind"] == KIND_TRADE)]
         if len(market):
