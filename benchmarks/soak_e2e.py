@@ -4,8 +4,10 @@ Wall time covers everything the user waits for (interpreter start, kernel load o
 generation, replay, tuning, reports and plots); peak RSS is the child's own VmHWM, written by a
 thin ``runpy`` wrapper at exit (``ru_maxrss`` of a child includes the high-water mark of the
 parent it was forked from, so it would report this bench's size, not the soak's).
-Cold = an empty NUMBA_CACHE_DIR in a temporary directory, so every kernel compiles; warm = the
-project's cache, primed by one untimed run first.
+Cold = an empty NUMBA_CACHE_DIR and synthetic feed cache in a temporary directory, so every
+kernel compiles and the day is generated; warm = the project's kernel cache and the user's feed
+cache, primed by one untimed run first. CPU seconds (the soak and its model arms' child) and
+the load average go with each run: on a shared machine wall time says more about the others.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ def soak_once(
         art = Path(tmp) / "artifacts"
         env = dict(os.environ)
         if cache_dir is not None:
+            # A cold run is a fresh clone's first: no compiled kernels and no generated day
+            # (the synthetic feed's disk cache, docs/SYNTHETIC.md) either.
             env["NUMBA_CACHE_DIR"] = cache_dir
+            env["MM_SYNTHETIC_CACHE_DIR"] = str(Path(tmp) / "feed-cache")
         hwm = Path(tmp) / "vmhwm.txt"
         cmd = [sys.executable, "-c", _WRAPPER, str(hwm), "soak", "--artifacts", str(art),
                *soak_args]  # fmt: skip
