@@ -254,7 +254,7 @@ def measure(
 ) -> dict[str, Any]:
     """The conversion figures (a dict for latest.json). ``sections``: ``all``, or some of
     ``parallel``, ``memory`` (the per-core sets and the profile are always measured)."""
-    from mm_sim.feeds.convert.binance_fast import warm
+    from mm_sim.feeds.convert.binance_block import warm
 
     repeats = 1 if mode == "tiny" else 3
     work = work / "convert_bench"

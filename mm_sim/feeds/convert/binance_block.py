@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from mm_sim.events import KIND_CLEAR, KIND_TRADE
+from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_TRADE
 from mm_sim.feeds.convert.binance_book import TouchBook, fits, touch_apply
 from mm_sim.feeds.convert.binance_fast import (
     _BOOK_TICKER,
@@ -343,7 +343,8 @@ class BlockState:
         self.conv = conv
         self.f = f
         self.st = np.zeros(S_SIZE, dtype=np.int64)
-        self.sel = np.frombuffer(conv.symbol.encode("ascii", "replace"), dtype=np.uint8)
+        # writable copies: one compiled signature of run_block (a read-only array is another)
+        self.sel = np.frombuffer(conv.symbol.encode("ascii", "replace"), dtype=np.uint8).copy()
         self.stream_ok = np.zeros(0, dtype=np.uint8)
         self.row = np.zeros(L_SIZE, dtype=np.int64)
         self.di = np.zeros(I_SIZE, dtype=np.int64)
@@ -499,7 +500,7 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
                         raise OnePassMiss(f"{inp.path}: most lines need Python")
                 stream = py_line(conv, f, line, scanner)
                 if stream is not None and stream not in FLAG_WORDS:
-                    state.stream_ok = np.frombuffer(stream, dtype=np.uint8)
+                    state.stream_ok = np.frombuffer(stream, dtype=np.uint8).copy()
                 pos = end
             elif why == R_CROSSED:
                 # BookSync.apply_next's crossed branch (the kernel applied the diff)
@@ -508,4 +509,25 @@ def read_fast(conv: Any, f: Any, fh: Any) -> None:
         rest = block[pos:]
 
 
-__all__ = ["BlockState", "read_fast", "run_block"]
+def warm() -> None:
+    """Load (or compile) the block kernel and the touch book before anything is timed."""
+    from mm_sim.feeds.convert.binance_fast import warm as warm_scanner
+
+    warm_scanner()
+    book = TouchBook(4)
+    book.apply_flat(np.array([1.0, 1.0]), np.array([2.0, 1.0, 3.0, 0.0]))
+    book.best_bid()
+    line = b'1 {"stream":"x@bookTicker","data":{"s":"X","u":1}}\n'
+    st = np.zeros(S_SIZE, dtype=np.int64)
+    st[S_NEXT_SNAP] = 1 << 62
+    st[S_OFF_STEP] = 1
+    f64 = np.zeros(64)
+    run_block(
+        np.frombuffer(line, dtype=np.uint8), 0, st, np.frombuffer(b"X", dtype=np.uint8).copy(),
+        np.zeros(0, dtype=np.uint8), np.empty(64, dtype=EVENT_DTYPE), np.zeros(4, np.int64),
+        *book.arrays(), np.zeros(16, np.int64), np.zeros(16, np.int64),
+        np.zeros(16, np.int64), f64, f64.copy(), np.zeros(2), f64.copy(),
+    )  # fmt: skip
+
+
+__all__ = ["BlockState", "read_fast", "run_block", "warm"]

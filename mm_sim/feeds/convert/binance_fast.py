@@ -20,6 +20,10 @@ So the fast path never decides anything the general path would decide differentl
 line it accepts, its result equals the general parser's (``reference_line`` is that parser;
 tests/test_convert_binance_fast.py compares them, and the whole conversion's output is compared
 byte for byte with the general path's on every real capture).
+
+The conversion itself runs the block kernel (:mod:`mm_sim.feeds.convert.binance_block`), which
+uses this module's line pieces (receive time, the flat bookTicker object) and hands the lines it
+does not take to :func:`py_line`: this scanner on that one line, then the routing it did before.
 """
 
 from __future__ import annotations
