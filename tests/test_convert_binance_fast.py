@@ -382,3 +382,24 @@ def test_a_line_longer_than_the_kernels_buffers(tmp_path: Path, monkeypatch) -> 
     g, gs, f, fs, scans = convert_counting(write(tmp_path, rows), tmp_path, monkeypatch)
     assert scans == 0 and f == g and fs == gs
     assert gs["events"]["depth"] > 6000
+
+
+def test_real_futures_capture_feed_and_sidecar_as_the_general_paths(
+    shared_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """USD-M BTCUSDT through both paths: futures trades (X=MARKET) and diffs in the block kernel,
+    the touch book against the general path's LightBook, one pass: the same feed, the same
+    sidecar (bar the timing figures), the same clock model."""
+    from mm_sim.events import sidecar_path
+
+    path = shared_data / H / "usdm/btcusdt_20240808.gz"
+    g, gs, f, fs, scans = convert_counting(path, tmp_path, monkeypatch)
+    assert scans == 0 and f == g and fs == gs
+    assert gs["market"] == "futures" and gs["messages"]["trade"] > 20_000
+    sides = []
+    for prefix in ("g", "f"):
+        meta = json.loads(sidecar_path(tmp_path / f"{prefix}{path.name}.npy").read_text())
+        for key in ("elapsed_s", "messages_per_s"):
+            meta["stats"].pop(key)
+        sides.append(meta)
+    assert sides[0] == sides[1]
