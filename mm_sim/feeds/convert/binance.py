@@ -21,6 +21,12 @@ selected symbol's snapshots are held. A pre-scan of each message file (regex ove
 JSON) lists its symbols, whether it is futures (``pu``) and whether it carries both ``trade`` and
 ``aggTrade`` for a symbol (then ``trade`` is kept and ``aggTrade`` skipped, so prints are not
 counted twice); it lets a wrong ``--symbol`` fail before anything is written.
+
+hftbacktest captures skip it: decompressing a capture twice cost more than everything else the
+fast path does. One pass guesses the symbol and market from the first block, collects on the way
+what the pre-scan would have found, and checks both before publishing (:func:`_check_one_pass`);
+when a guess or a decision that needed the whole file does not hold, the capture is converted
+again with the pre-scan, so the output is the same either way (docs/FEEDS_BINANCE.md).
 """
 
 from __future__ import annotations
