@@ -10,6 +10,7 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
+from numba import njit
 
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_TRADE, FeedWriter
 from mm_sim.venues.binance.fastparse import fill_diff
@@ -40,6 +41,44 @@ def _off_grid(x: np.ndarray, step: float) -> int:
     return int(np.count_nonzero(np.abs(r - np.rint(r)) > 1e-6 + 1e-12 * np.abs(r)))
 
 
+@njit(cache=True)
+def chunk_facts(
+    rec: np.ndarray, kind_counts: np.ndarray, px: np.ndarray, qt: np.ndarray
+) -> tuple[int, int, int, int, int, int]:
+    """One pass over a chunk for its checks (the numpy version built a mask per question):
+    kinds counted into ``kind_counts``, the prices of priced events (all but CLEAR) into ``px``
+    and their positive quantities into ``qt``; returns (market events, their lowest and highest
+    exch_ts, prices, quantities, local_ts steps backwards inside the chunk)."""
+    n_market = 0
+    lo = 0
+    hi = 0
+    n_px = 0
+    n_qt = 0
+    back = 0
+    for i in range(rec.shape[0]):
+        r = rec[i]
+        k = r.kind
+        if 0 <= k < kind_counts.shape[0]:
+            kind_counts[k] += 1
+        if k == KIND_DEPTH or k == KIND_TRADE:  # noqa: SIM109 (numba)
+            t = r.exch_ts
+            if n_market == 0 or t < lo:
+                lo = t
+            if n_market == 0 or t > hi:
+                hi = t
+            n_market += 1
+        if k != KIND_CLEAR:
+            px[n_px] = r.price
+            n_px += 1
+            q = r.qty
+            if q > 0.0:
+                qt[n_qt] = q
+                n_qt += 1
+        if i > 0 and r.local_ts < rec[i - 1].local_ts:
+            back += 1
+    return n_market, lo, hi, n_px, n_qt, back
+
+
 class Columns:
     """Column-wise event staging: appending to typed arrays is several times cheaper than
     assigning fields of a numpy record one by one, and level lists go in with one extend.
@@ -66,6 +105,8 @@ class Columns:
         # its events straight into ``stage[n:]`` (stage_for / staged), nothing is copied twice.
         self.stage = np.empty(2 * _CHUNK, dtype=EVENT_DTYPE)
         self.n = 0
+        self._px = np.empty(0)  # a chunk's prices and positive quantities (chunk_facts)
+        self._qt = np.empty(0)
         self._reset()
 
     def _reset(self) -> None:
@@ -165,17 +206,16 @@ class Columns:
             return
         rec = self.stage[: self.n]
         self.n = 0
-        self.kind_counts += np.bincount(rec["kind"], minlength=8)[:8]
-        market = rec["exch_ts"][(rec["kind"] == KIND_DEPTH) | (rec["kind"] == KIND_TRADE)]
-        if len(market):
-            lo, hi = int(market.min()), int(market.max())
+        if len(self._px) < len(rec):
+            self._px = np.empty(len(rec))
+            self._qt = np.empty(len(rec))
+        n_market, lo, hi, n_px, n_qt, back = chunk_facts(rec, self.kind_counts, self._px, self._qt)
+        if n_market:
             self.first_exch = lo if self.first_exch is None else min(lo, self.first_exch)
             self.last_exch = hi if self.last_exch is None else max(hi, self.last_exch)
-        priced = rec["kind"] != KIND_CLEAR
-        px = rec["price"][priced]
-        qt = rec["qty"][priced]
-        qt = qt[qt > 0.0]
-        self.priced += len(px)
+        px = self._px[:n_px]
+        qt = self._qt[:n_qt]
+        self.priced += n_px
         if len(px):
             self.price_decimals = _grid_decimals(px, self.price_decimals)
             if self.tick is not None:
@@ -184,9 +224,8 @@ class Columns:
             self.qty_decimals = _grid_decimals(qt, self.qty_decimals)
             if self.lot is not None:
                 self.off_lot += _off_grid(qt, self.lot)
-        local = rec["local_ts"]
-        self.local_backwards += int(np.count_nonzero(np.diff(local) < 0))
-        if self._last_local is not None and local[0] < self._last_local:
+        self.local_backwards += back
+        if self._last_local is not None and int(rec[0]["local_ts"]) < self._last_local:
             self.local_backwards += 1
-        self._last_local = int(local[-1])
+        self._last_local = int(rec[-1]["local_ts"])
         self.writer.write(rec)
