@@ -92,11 +92,21 @@ def _read_all(read: object) -> tuple[bytes, str | None]:
     return b"".join(out), None
 
 
+@pytest.mark.parametrize("lib", ["isal", "zlib"])
 @pytest.mark.parametrize("case", ["text", "zeros", "members", "empty", "cut", "cut_zeros"])
 @pytest.mark.parametrize("size", [1 << 20, 1000])
-def test_blocks_read_what_gzip_reads(tmp_path: Path, case: str, size: int) -> None:
+def test_blocks_read_what_gzip_reads(
+    tmp_path: Path, case: str, size: int, lib: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Same bytes as GzipFile.read1, and the same EOFError at a cut: chained members, zero
-    padding, output far larger than its input (bounded per block), an empty member."""
+    padding, output far larger than its input (bounded per block), an empty member; with
+    ISA-L's inflate and with the standard library's (the fallback when isal is missing)."""
+    import zlib
+
+    from mm_sim.feeds.convert import binance_inputs
+
+    if lib == "zlib":
+        monkeypatch.setattr(binance_inputs, "_inflate_lib", zlib)
     rnd = random.Random(1)
     text = b"".join(b"%d %08x\n" % (i, rnd.getrandbits(32)) for i in range(60000))
     data = {
