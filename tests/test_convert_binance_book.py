@@ -7,6 +7,7 @@ import gzip
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -126,3 +127,33 @@ def test_blocks_read_what_gzip_reads(
         want = _read_all(lambda: fh.read1(1 << 20))
     assert got == want
     assert (want[1] is not None) == case.startswith("cut")
+
+
+def test_on_grid_is_the_numpy_expression() -> None:
+    """The chunk check's grid test, value by value in numba, against the numpy expression it
+    replaced: decimals of every length, halfway cases, huge and tiny values, NaN and inf."""
+    from mm_sim.feeds.convert.binance_columns import on_grid
+
+    rnd = np.random.default_rng(5)
+    values = [
+        np.round(rnd.uniform(0, 1e5, 2000), rnd.integers(0, 9)),
+        rnd.uniform(0, 1, 50),
+        np.array([0.5, 1.5, 2.5, 0.125, 0.05, 0.15, 0.25, 1e300, 5e-324, 61800.3, 0.001]),
+        np.array([1.0, np.nan]),
+        np.array([np.inf]),
+        np.zeros(0),
+    ]
+    checked = 0
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 * 10**d: inf, as before
+        for x in values:
+            for d in range(19):
+                scale = 10.0**d
+                want = bool(np.array_equal(np.rint(x * scale) / scale, x))
+                assert on_grid(x, scale) == want, (x[:5], d)
+                for single in x[:300]:
+                    one = np.array([single])
+                    assert on_grid(one, scale) == bool(
+                        np.array_equal(np.rint(one * scale) / scale, one)
+                    )
+                    checked += 1
+    assert checked > 5000

@@ -30,7 +30,7 @@ from numba import njit
 
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_TRADE
 from mm_sim.feeds.convert.binance_book import TouchBook, fits, touch_apply
-from mm_sim.feeds.convert.binance_columns import chunk_facts
+from mm_sim.feeds.convert.binance_columns import chunk_facts, on_grid
 from mm_sim.feeds.convert.binance_fast import (
     _BOOK_TICKER,
     L_SIZE,
@@ -519,6 +519,7 @@ def warm() -> None:
     book.apply_flat(np.array([1.0, 1.0]), np.array([2.0, 1.0, 3.0, 0.0]))
     book.best_bid()
     chunk_facts(np.zeros(2, dtype=EVENT_DTYPE), np.zeros(8, np.int64), np.zeros(2), np.zeros(2))
+    on_grid(np.zeros(2), 10.0)
     line = b'1 {"stream":"x@bookTicker","data":{"s":"X","u":1}}\n'
     st = np.zeros(S_SIZE, dtype=np.int64)
     st[S_NEXT_SNAP] = 1 << 62

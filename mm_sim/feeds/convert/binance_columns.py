@@ -28,11 +28,21 @@ def _grid_decimals(x: np.ndarray, start: int) -> int:
     """
     d = start
     while d < _MAX_DECIMALS:
-        scale = 10.0**d
-        if np.array_equal(np.rint(x * scale) / scale, x):
+        if on_grid(x, 10.0**d):
             return d
         d += 1
     return d
+
+
+@njit(cache=True)
+def on_grid(x: np.ndarray, scale: float) -> bool:
+    """``np.array_equal(np.rint(x * scale) / scale, x)`` in one pass without temporaries (the
+    same float operations, value by value; tests/test_convert_binance_book.py compares them)."""
+    for i in range(x.shape[0]):
+        v = x[i]
+        if np.rint(v * scale) / scale != v:
+            return False
+    return True
 
 
 def _off_grid(x: np.ndarray, step: float) -> int:
