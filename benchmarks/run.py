@@ -652,6 +652,14 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {label} | {w * 1e3:.0f} | {c * 1e3:.0f} | {w / pr['bare_wall_s']:.2f} | "
                 f"{c / pr['bare_cpu_s']:.2f} |"
             )
+        rp = sw.get("run_profile", {})
+        if "share" in rp:
+            parts = sorted(rp["share"].items(), key=lambda kv: -kv[1])
+            L += ["", f"Where a sweep run's time goes ({rp['profiler']}, {rp['samples']:,} "
+                  "samples of the runs above, feed kept): "
+                  + ", ".join(f"{k} {v * 100:.1f} %" for k, v in parts if v > 0) + "."]  # fmt: skip
+        elif rp:
+            L += ["", f"Where a sweep run's time goes: not measured ({rp.get('skipped')})."]
     elif sw:
         L += ["", "## Sweep on Dask", "", str(sw.get("skipped") or sw.get("error", ""))]
     ct = res.get("compile", {})

@@ -295,6 +295,87 @@ def per_run(grid: Path, feeds: list[str], out: Path, cfg: dict[str, Any]) -> dic
     return res
 
 
+# Stages of a sweep run for the py-spy breakdown: the first whose function is on a sampled
+# stack wins (py-spy raw frames read ``func (file:line)``).
+RUN_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("kernel compile/load", ("_compile_for_args",)),
+    ("feed open and verify", ("open_feed (",)),
+    ("checkpoints", ("save_checkpoint (",)),
+    ("reports (each iteration and at the end)",
+     ("build_reports (", "Recorder.finish (", "RunDir.commit_iteration (")),
+    ("iteration metrics", ("Recorder.iteration_metrics (",)),
+    ("rolling net_bps (emergency rule input)", ("Rolling.",)),
+    ("recorder per chunk", ("Recorder.add_chunk (",)),
+    ("kernel (run_chunk, timeline merge)", ("Engine._run_items (", "Timeline.items (")),
+    ("engine per call (copies, dispatch)", ("Engine.run (",)),
+    ("replay chunking", ("replay_chunks (",)),
+    ("run directory (drop records, row)", ("_drop_records (", "summarize (")),
+)  # fmt: skip
+LOOP_STAGE = "soak loop, bus and event loop"
+
+
+def _profiled_run(task: Any, prepared: Any) -> None:
+    """Marks the profiled runs on the sampled stacks (warm-up and priming runs are left out)."""
+    from mm_sim.sweep.cell import run_cell
+
+    run_cell(task, prepared)
+
+
+def _profile_child(work: Path, size: str) -> None:
+    """In the profiled subprocess: each side-by-side run once to warm the worker's cache, then
+    again through ``_profiled_run``."""
+    from mm_sim.sweep.cell import run_cell
+    from mm_sim.sweep.driver import warm_worker
+
+    cfg = SIZES[size]
+    feeds = sorted(str(p) for p in work.glob("day*.npy"))
+    tokens = [f"{f}@{Path(f).stem[3:]}" for f in feeds]
+    tasks, prepared = _tasks(work / "grid.toml", tokens, work / "prof", cfg)
+    tasks = tasks[: cfg["side_cells"] * len(prepared)]
+    warm_worker()
+    for task in tasks[: len(prepared)]:
+        run_cell(task, prepared[task.feed.label])
+    for task in tasks:
+        _profiled_run(task, prepared[task.feed.label])
+
+
+def run_profile(work: Path, size: str, rate: int = 100) -> dict[str, Any]:
+    """The side-by-side runs again in a subprocess under ``py-spy record``; share per stage of
+    the samples inside ``_profiled_run`` (``RUN_STAGES``), or why it was not measured."""
+    import shutil
+    import subprocess
+    from collections import Counter
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return {"skipped": "py-spy is not installed (the dev extra)"}
+    raw = work / "run_stacks.txt"
+    cmd = [spy, "record", "--rate", str(rate), "--format", "raw", "--output", str(raw), "--",
+           sys.executable, "-m", "benchmarks.sweep_bench", "--profile-child", str(work),
+           "--size", size]  # fmt: skip
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not raw.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"skipped": f"py-spy exited {proc.returncode}: {tail[0]}"}
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "_profiled_run (" not in stack or not n.isdigit():
+            continue
+        inner = stack[stack.index("_profiled_run (") :]
+        stage = next((name for name, pats in RUN_STAGES if any(p in inner for p in pats)),
+                     LOOP_STAGE)  # fmt: skip
+        counts[stage] += int(n)
+    total = sum(counts.values())
+    names = [name for name, _ in RUN_STAGES] + [LOOP_STAGE]
+    return {
+        "profiler": f"py-spy record --rate {rate}",
+        "samples": total,
+        "share": {s: counts[s] / total if total else 0.0 for s in names},
+    }
+
+
 RUN_TARGET = 1.3  # one sweep run <= 1.3 x the bare Engine.run (issue 17)
 SPEEDUP_TARGET = 1.8  # 2 workers vs 1 (issue 17; issue 8 asked 1.7)
 
@@ -324,6 +405,8 @@ def measure(size: str = "full") -> dict[str, Any]:
         )
         res["grid_toml"] = _grid(cfg)
         res["per_run"] = per_run(grid, feeds, work / "side", cfg)
+        if size != "tiny":  # a tiny run is all set-up
+            res["run_profile"] = run_profile(work, size)
         res["loadavg_after_per_run"] = list(os.getloadavg())
         # Alternate the worker counts and keep each one's fastest phase: the machine is shared,
         # and the minimum is the figure least disturbed by other processes.
@@ -363,7 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true")
     g.add_argument("--tiny", action="store_true")
+    ap.add_argument("--profile-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--size", default="full", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.profile_child is not None:
+        _profile_child(args.profile_child, args.size)
+        return 0
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     print(json.dumps(measure(size), indent=2))
     return 0
