@@ -1,8 +1,9 @@
 """Where a soak's wall time goes, by stage, from a sampling profiler (py-spy).
 
 ``python -m mm_sim soak`` runs under ``py-spy record --format raw`` (whole stacks, sampled at a
-fixed rate, without touching the soak's code; the model arms inline, ``MM_MODEL_ARMS_PROCESS=0``,
-so that all of the work is in the one process sampled), and each sample is put in one stage by the
+fixed rate, without touching the soak's code; the model arms inline,
+``MM_MODEL_ARMS_PROCESS=never``, so that all of the work is in the one process sampled), and
+each sample is put in one stage by the
 frames on its stack. Why a sampler and not timers in the code: the stages interleave (the bus
 hands chunks to the engine, the recorder writes while the tuner evaluates), and a sampler sees
 them all the same way, including interpreter start-up and imports that no timer inside the
@@ -124,7 +125,7 @@ def profile_soak(soak_args: list[str], cache_dir: str | None, rate: int = 250) -
         out = Path(tmp) / "stacks.txt"
         # The model arms inline: py-spy samples one process, and in a forked child their work
         # would be missing from the shares (the soak's records are the same either way).
-        env = {**os.environ, "MM_MODEL_ARMS_PROCESS": "0"}
+        env = {**os.environ, "MM_MODEL_ARMS_PROCESS": "never"}
         if cache_dir is not None:
             env["NUMBA_CACHE_DIR"] = cache_dir
         cmd = [spy, "record", "--rate", str(rate), "--format", "raw", "--output", str(out),

@@ -746,10 +746,11 @@ class LocalSettings(BaseSettings):
         "a worker's first cell on them and kept for its next cells; larger ones stay memory-"
         "mapped (opened and verified once); 0 = every cell opens its feed (docs/SWEEP.md).",
     )
-    model_arms_process: bool = Field(
-        True,
-        description="Run the fill-model arms in a second (forked) process beside the primary "
-        "engine; false = after it on each chunk, in the soak's process (docs/REPORTS.md).",
+    model_arms_process: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Where the fill-model arms run: always = in a second (forked) process beside "
+        "the primary engine; never = after it on each chunk, in the soak's process; auto = the "
+        "second process when the load average leaves a core free for it (docs/REPORTS.md).",
     )
 
 

@@ -17,7 +17,9 @@ Fork, not spawn: the child shares the events (a copy-on-write map of the feed) a
 modules with the parent instead of importing and reading them again. It is used only where a
 fork is safe and useful: a replayed feed (a live feed's events exist in the parent only), at
 least one arm, no other thread in the parent (a Dask client's threads would not survive into
-the child) and a platform with fork; ``MM_MODEL_ARMS_PROCESS=0`` keeps the arms inline.
+the child) and a platform with fork. ``MM_MODEL_ARMS_PROCESS``: ``auto`` (the default) forks only
+when the load average leaves a core free, ``always`` whenever it can, ``never`` keeps the arms
+inline.
 """
 
 from __future__ import annotations
@@ -43,6 +45,23 @@ ChunkSource = Callable[[int], AsyncIterator[EventChunk]]
 
 def can_fork() -> bool:
     return "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+
+
+def core_free() -> bool:
+    """Whether a second process would get a core of its own: on a machine whose other work
+    already fills the cores, the child only time-shares the parent's and costs a little more
+    CPU than running the arms inline (measured: benchmarks/README.md)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return cores > 1
+    return cores > 1 and load + 1.0 <= cores - 0.5
+
+
+def wanted(setting: str) -> bool:
+    """``MM_MODEL_ARMS_PROCESS``: always, never, or auto (a core is free)."""
+    return setting == "always" or (setting == "auto" and core_free())
 
 
 def drive(chunks: AsyncIterator[EventChunk]) -> Iterator[EventChunk]:

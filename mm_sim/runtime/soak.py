@@ -27,7 +27,7 @@ from mm_sim.config import Overrides, Profile, RunSettings, load_local_settings
 from mm_sim.core.engine import Engine, contract_size_of
 from mm_sim.events import Instrument
 from mm_sim.logs import get_logger
-from mm_sim.runtime.arms_process import ArmsProcess, can_fork
+from mm_sim.runtime.arms_process import ArmsProcess, can_fork, wanted
 from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Stop
 from mm_sim.runtime.checkpoint import load_checkpoint, save_checkpoint
 from mm_sim.runtime.model_arms import ModelArms, arm_specs
@@ -157,7 +157,12 @@ class Soak:
         def make() -> ModelArms:
             return ModelArms(cfg.artifacts, specs, cfg.overrides, cfg.instrument, cfg.settings.seed)
 
-        if specs and cfg.source is None and load_local_settings().model_arms_process and can_fork():
+        if (
+            specs
+            and cfg.source is None
+            and wanted(load_local_settings().model_arms_process)
+            and can_fork()
+        ):
             arms = ArmsProcess(make, self._replay)
             log.info("model arms run in a child process", arms=len(specs), pid=arms.pid)
             return arms
