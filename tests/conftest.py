@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,47 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 # arms, which multiply a soak's work by up to six; the tests of the arms ask for them with
 # --model-arms (tests/test_model_arms.py, tests/test_real_truth.py).
 os.environ.setdefault("MM_MODEL_ARMS", "none")
+
+# Generated synthetic days go to a cache of this test session's own (each xdist worker has one),
+# not the user's ~/.cache: a test then never depends on what an earlier run left there.
+_CACHE = tempfile.mkdtemp(prefix="mm_sim-test-synthetic-")
+os.environ.setdefault("MM_SYNTHETIC_CACHE_DIR", _CACHE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_synthetic_cache() -> Iterator[None]:
+    yield
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _live_kernels_loaded(request: pytest.FixtureRequest) -> None:
+    """Modules that run the fake exchange in the test's own event loop: the live client's
+    kernels are loaded first. The client loads them when it starts (before it connects, which
+    is what a real venue sees), but the process's first numba load takes most of a second, and
+    an in-process fake exchange stalled by it sends the backlog as one burst afterwards (an
+    8-frame queue then overflows at start-up). With the synthetic day read from the cache,
+    nothing else loads numba earlier."""
+    if Path(str(request.node.path)).stem in _IN_PROCESS_FAKE:
+        from mm_sim.venues.binance.fastparse import warm as warm_parsers
+        from mm_sim.venues.binance.sync import warm as warm_book
+
+        warm_parsers()
+        warm_book()
+
+
+_IN_PROCESS_FAKE = {
+    "test_fake_exchange",
+    "test_live_client",
+    "test_live_clock",
+    "test_live_reorder",
+    "test_live_restart",
+    "test_live_modes",
+    "test_live_routes",
+    "test_live_errors",
+    "test_live_engine",
+    "test_live_fastpath",
+}
 
 
 @pytest.fixture(scope="session")

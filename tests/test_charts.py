@@ -146,3 +146,30 @@ def test_results_table_names_the_money(run) -> None:
         "| component | bps of notional | amount (quote) |"
         in (rd.reports / "SOAK_RESULTS.md").read_text()
     )
+
+
+def test_a_chart_the_renderer_cannot_draw_costs_no_report(
+    run, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib once failed inside a live soak's charts ("raster overflow"), and the soak
+    ended in an internal error without its reports. A failing renderer (injected here: the
+    data that made matplotlib fail was not kept) now leaves every report whole and says so."""
+    import shutil
+
+    import mm_sim.report.render as render
+
+    rd0, *_ = run
+    root = tmp_path / "run"
+    shutil.copytree(rd0.root, root)
+    rd = RunDir(root)
+
+    def broken(*_a: object, **_k: object) -> dict:
+        raise RuntimeError("FT_Render_Glyph failed with error 0x62: raster overflow")
+
+    monkeypatch.setattr(render, "chart_figures", broken)
+    summary = build_reports(rd, Profile(), charts=True)
+    md = (rd.reports / "SOAK_RESULTS.md").read_text()
+    assert "Not drawn: the renderer failed (RuntimeError: FT_Render_Glyph" in md
+    assert not list(rd.reports.glob("*.png"))
+    assert summary["verdict"] and (rd.reports / "EDGE_REPORT.json").exists()
+    rd.close()

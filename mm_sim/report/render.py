@@ -21,6 +21,7 @@ import numpy as np
 from mm_sim.config import Profile
 from mm_sim.events import atomic_write_bytes, atomic_write_json
 from mm_sim.feeds.clock import clock_line
+from mm_sim.logs import get_logger
 from mm_sim.report.bootstrap import statistical_error_bars
 from mm_sim.report.charts import CHARTS, chart_figures, png, run_chart_options
 from mm_sim.report.currency import currencies
@@ -133,6 +134,9 @@ def evaluate_pending(
     )
 
 
+log = get_logger("mm_sim.report")
+
+
 def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str, Any]:
     """(Re)build every report from the committed data in ``rd``; returns a short summary."""
     cfg = rd.load_config()
@@ -162,13 +166,22 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
     atomic_write_json(rd.reports / SOAK_METRICS, dump(SoakMetrics(iterations=lines)))
     rows = rd.write_fills_csv(lines)
     files = [EDGE_REPORT, KPI_GATE, SOAK_METRICS, SOAK_RESULTS]
+    chart_error = None
     if charts:
         marks = [r["marks"] for r in recs]
-        figs = chart_figures(marks, iters, profile, lines, **run_chart_options(cfg))
-        for key, fig in figs.items():
-            atomic_write_bytes(rd.reports / CHARTS[key][0], png(fig))
+        try:
+            figs = chart_figures(marks, iters, profile, lines, **run_chart_options(cfg))
+            pngs = {key: png(fig) for key, fig in figs.items()}
+        except Exception as exc:  # a picture must not cost the run its reports
+            # The numbers are in the JSON and markdown reports; a chart the renderer cannot
+            # draw (matplotlib has failed on extreme data: "raster overflow") is said, not fatal.
+            chart_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("charts not drawn", error=chart_error)
+            pngs = {}
+        for key, data in pngs.items():
+            atomic_write_bytes(rd.reports / CHARTS[key][0], data)
             files.append(CHARTS[key][0])
-    md = render_markdown(cfg, edge, gate, lines, charts)
+    md = render_markdown(cfg, edge, gate, lines, charts, chart_error)
     atomic_write_bytes(rd.reports / SOAK_RESULTS, md.encode())
     return {
         "verdict": gate.verdict,
@@ -212,7 +225,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def render_markdown(
-    cfg: RunConfig, edge: EdgeReport, gate: KpiGate, lines: Sequence[IterationLine], charts: bool
+    cfg: RunConfig,
+    edge: EdgeReport,
+    gate: KpiGate,
+    lines: Sequence[IterationLine],
+    charts: bool,
+    chart_error: str | None = None,
 ) -> str:
     t = edge.totals
     feed = cfg.feed.get("name") or cfg.feed.get("path") or "?"
@@ -363,7 +381,10 @@ def render_markdown(
     out += _overrides_md(cfg, lines)
     if charts:
         out += ["## Charts", ""]
-        out += [f"![{title}]({name})" for name, title in CHARTS.values()]
+        if chart_error is None:
+            out += [f"![{title}]({name})" for name, title in CHARTS.values()]
+        else:
+            out += [f"Not drawn: the renderer failed ({chart_error}); the figures above are whole."]
         out += [""]
     return "\n".join(out)
 

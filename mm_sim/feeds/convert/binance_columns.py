@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_TRADE, FeedWriter
-from mm_sim.venues.binance.fastparse import fill_diff
+from mm_sim.venues.binance.fill_events import fill_diff
 from mm_sim.venues.binance.messages import Level
 
 _CHUNK = 1 << 16
@@ -152,7 +152,7 @@ class Columns:
 
     def diff_flat(self, fb: np.ndarray, fa: np.ndarray, exch: int, local: int) -> None:
         """A diff's levels (flat price, qty arrays) as DEPTH events, deletions of both sides
-        first: fastparse.fill_diff, whose reference is messages.deletions_first (what
+        first: fill_events.fill_diff, whose reference is messages.deletions_first (what
         :meth:`levels` is given on the general path)."""
         n = (len(fb) + len(fa)) // 2
         if n > len(self._scratch):

@@ -143,7 +143,7 @@ def fill_diff_sorted(
     local: int,
     scratch: np.ndarray,
 ) -> int:
-    """fastparse.fill_diff (a diff's levels as DEPTH events, deletions of both sides first
+    """fill_events.fill_diff (a diff's levels as DEPTH events, deletions of both sides first
     unless a price is both removed and set), with :func:`_mixed` for its check."""
     if _mixed(bids, scratch) or _mixed(asks, scratch):
         k = fill_levels(rec, 0, bids, 1, KIND_DEPTH, exch, local)

@@ -57,6 +57,7 @@ from mm_sim.venues.binance.fastparse import warm as warm_parsers
 from mm_sim.venues.binance.messages import DepthDiff
 from mm_sim.venues.binance.processor import ClientCounters, StreamProcessor
 from mm_sim.venues.binance.sync import BookSync, Market
+from mm_sim.venues.binance.sync import warm as warm_book
 
 log = get_logger("mm_sim.binance")
 
@@ -111,6 +112,7 @@ class BinanceClient(RestSide):
 
     async def start(self) -> None:
         warm_parsers()  # before any frame can arrive: loading kernels mid-stream stalls it
+        warm_book()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s)
         )

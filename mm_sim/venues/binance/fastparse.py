@@ -28,8 +28,7 @@ import numpy as np
 from numba import njit
 
 from mm_sim.core.jitcall import entry_point
-from mm_sim.events import EVENT_DTYPE, KIND_SNAPSHOT
-from mm_sim.venues.binance.fill_events import fill_diff, fill_levels, fill_levels_ref
+from mm_sim.venues.binance.fill_events import warm as warm_fill
 from mm_sim.venues.binance.messages import _PARTIAL_DEPTH, DepthDiff
 
 # ints[] layout written by the kernel
@@ -541,9 +540,7 @@ def warm() -> None:
         b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1.5","2"]],"a":[["1.6","0"]]}'
     )
     assert diff is not None and diff.flat is not None
-    rec = np.empty(2, dtype=EVENT_DTYPE)
-    fill_levels(rec, 0, diff.flat[0], 1, KIND_SNAPSHOT, 1, 1)
-    fill_diff(rec, diff.flat[0], diff.flat[1], 1, 1)
+    warm_fill()
 
 
 def flat_levels(levels: list[tuple[float, float]]) -> np.ndarray:
@@ -554,9 +551,6 @@ def flat_levels(levels: list[tuple[float, float]]) -> np.ndarray:
 __all__ = [
     "DepthParser",
     "TradeParser",
-    "fill_diff",
-    "fill_levels",
-    "fill_levels_ref",
     "flat_levels",
     "parse_depth_bytes",
     "parse_trade_bytes",

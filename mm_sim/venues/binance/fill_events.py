@@ -8,10 +8,13 @@ numba kernel so that a frame's events cost one compiled call, not a numpy assign
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
-from mm_sim.events import KIND_DEPTH
+from mm_sim.core.jitcall import entry_point
+from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
 
 
 @njit(cache=True)
@@ -105,3 +108,30 @@ def put_one(
     r.qty = qty
     r.kind = kind
     r.side = side
+
+
+# The compiled entry points (core.jitcall) of fill_diff and put_one for a writeable EVENT_DTYPE
+# arena and flat, C-contiguous float64 level arrays, made on first use (``warm`` makes them
+# before a stream opens): a dispatcher's typing of the arguments cost more than writing a
+# frame's events.
+_STAGE: list[Any] = []
+
+
+def stage_kernels(rec: np.ndarray) -> list[Any]:
+    """``[fill_diff, put_one]`` as entry points for arrays of ``rec``'s kind (see above)."""
+    if not _STAGE:
+        flat = np.zeros(2)
+        _STAGE.append(entry_point(fill_diff, rec, flat, flat, 0, 0, 0))
+        _STAGE.append(entry_point(put_one, rec, 0, 0, 0, 0, 0, 0.0, 0.0))
+    return _STAGE
+
+
+def warm() -> None:
+    """Load (or compile) these kernels, in the forms the live stage calls them, before a stream
+    opens: a first call inside it would stall the stream while numba loads them."""
+    rec = np.empty(4, dtype=EVENT_DTYPE)
+    flat = np.array([1.5, 2.0, 1.25, 0.0])
+    fill_levels(rec, 0, flat, 1, KIND_SNAPSHOT, 1, 1)
+    diff, one = stage_kernels(rec)
+    diff(rec, flat, flat, 1, 1, 0)
+    one(rec, 0, 1, 1, KIND_TRADE, 1, 1.5, 2.0)

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim.core.jitcall import entry_point
 from mm_sim.events import ASK, BID, EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, KIND_TRADE
 from mm_sim.logs import get_logger
 from mm_sim.venues.binance.fastparse import (
@@ -39,7 +38,7 @@ from mm_sim.venues.binance.fastparse import (
     TradeParser,
     flat_levels,
 )
-from mm_sim.venues.binance.fill_events import fill_diff, fill_levels, put_one
+from mm_sim.venues.binance.fill_events import fill_levels, stage_kernels
 from mm_sim.venues.binance.messages import (
     DepthDiff,
     DepthSnapshot,
@@ -119,20 +118,6 @@ def join_events(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-# The compiled entry points (core.jitcall) of fill_diff and put_one for the stage's arena and
-# flat float64 level arrays, made on first use: a dispatcher's typing of the arguments cost more
-# than writing a frame's events.
-_STAGE_KERNELS: list[Any] = []
-
-
-def _kernels(buf: np.ndarray) -> list[Any]:
-    if not _STAGE_KERNELS:
-        flat = np.zeros(2)
-        _STAGE_KERNELS.append(entry_point(fill_diff, buf, flat, flat, 0, 0, 0))
-        _STAGE_KERNELS.append(entry_point(put_one, buf, 0, 0, 0, 0, 0, 0.0, 0.0))
-    return _STAGE_KERNELS
-
-
 class _Stage:
     """Events in arrival order, written straight into an arena of records (a trade by one
     assignment, a diff or a snapshot by a numba kernel). ``take`` hands over a view of what
@@ -168,7 +153,7 @@ class _Stage:
 
     def one(self, exch: int, local: int, kind: int, side: int, price: float, qty: float) -> None:
         i = self._room(1)
-        _kernels(self.buf)[1](self.buf, i, exch, local, kind, side, float(price), float(qty))
+        stage_kernels(self.buf)[1](self.buf, i, exch, local, kind, side, float(price), float(qty))
         self.n = i + 1
 
     def levels(self, bids: np.ndarray, asks: np.ndarray, kind: int, exch: int, local: int) -> None:
@@ -188,7 +173,7 @@ class _Stage:
         if not k:
             return
         i = self._room(k)
-        _kernels(self.buf)[0](self.buf, bids, asks, exch, local, i)
+        stage_kernels(self.buf)[0](self.buf, bids, asks, exch, local, i)
         self.n = i + k
 
     def take(self) -> np.ndarray:

@@ -268,6 +268,12 @@ class LightBook:
         return b is not None and a is not None and b >= a
 
 
+def warm() -> None:
+    """Load the light book's kernel (and make its entry point) before a stream opens: a first
+    call inside it would stall the stream while numba loads it."""
+    LightBook().apply_flat(np.array([1.0, 2.0]), np.array([1.5, 2.0]))
+
+
 class LightBookRef:
     """Plain-Python reference of :class:`LightBook`: dicts of levels, heaps with lazy deletion."""
 
