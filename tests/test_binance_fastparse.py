@@ -290,3 +290,19 @@ def test_fill_diff_never_crosses_a_book_the_message_leaves_uncrossed() -> None:
     assert rec["qty"].tolist()[:3] == [0.0, 0.0, 0.0]  # the three deletions come first
     assert rec["price"].tolist() == [99.0, 100.0, 101.0, 101.0, 102.0]
     assert rec["side"].tolist() == [1, -1, -1, 1, -1]
+
+
+def test_one_trade_kernel_for_spot_and_futures_the_live_path_takes_spot() -> None:
+    """The converter and the live client share ``_trade_payload``: a futures trade (with its
+    ``X`` order type) parses, and the live TradeParser still leaves it to the general path."""
+    from mm_sim.venues.binance.fastparse import T_SIZE, T_X0, T_X1, TradeParser, _trade_payload
+
+    fut = b'{"e":"trade","E":7,"T":6,"s":"BTCUSDT","t":9,"p":"1.5","q":"2","X":"MARKET","m":true}'
+    spot = b'{"e":"trade","E":7,"s":"BTCUSDT","t":9,"p":"1.5","q":"2","T":6,"m":true,"M":true}'
+    ints, vals = np.zeros(T_SIZE, dtype=np.int64), np.zeros(2)
+    buf = np.frombuffer(fut, dtype=np.uint8)
+    assert _trade_payload(buf, 0, ints, vals) == len(fut)  # the index after its }
+    assert fut[ints[T_X0] : ints[T_X1]] == b"MARKET" and vals.tolist() == [1.5, 2.0]
+    assert _trade_payload(np.frombuffer(spot, dtype=np.uint8), 0, ints, vals) == len(spot)
+    assert ints[T_X1] == -1  # no X: a spot trade
+    assert TradeParser().scan(fut) is None and TradeParser().scan(spot) is not None

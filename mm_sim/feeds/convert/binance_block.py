@@ -44,22 +44,7 @@ from mm_sim.feeds.convert.binance_fast import (
     py_line,
 )
 from mm_sim.feeds.convert.binance_inputs import MS, OnePassMiss, line_symbols, scan_flags
-from mm_sim.feeds.convert.binance_lines import (
-    AT_TRADE,
-    MARKET,
-    X_E,
-    X_HAS_T,
-    X_M,
-    X_SIZE,
-    X_SYM0,
-    X_SYM1,
-    X_T,
-    X_X0,
-    X_X1,
-    fill_diff_sorted,
-    same,
-    trade_payload,
-)
+from mm_sim.feeds.convert.binance_lines import AT_TRADE, MARKET, fill_diff_sorted, same
 from mm_sim.venues.binance.fastparse import (
     I_E,
     I_FINAL,
@@ -73,6 +58,16 @@ from mm_sim.venues.binance.fastparse import (
     I_STREAM1,
     I_SYM0,
     I_SYM1,
+    T_E,
+    T_HAS_T,
+    T_M,
+    T_SIZE,
+    T_SYM0,
+    T_SYM1,
+    T_T,
+    T_X0,
+    T_X1,
+    _trade_payload,
     _unwrap,
     _whole,
     parse_depth_bytes,
@@ -290,12 +285,12 @@ def run_block(
             if crossed:
                 return pos, R_CROSSED
             continue
-        if _whole(msg, trade_payload(msg, start, ti, tv), se >= 0):
-            if ti[X_X1] >= 0 and not same(msg, ti[X_X0], ti[X_X1], MARKET):
+        if _whole(msg, _trade_payload(msg, start, ti, tv), se >= 0):
+            if ti[T_X1] >= 0 and not same(msg, ti[T_X0], ti[T_X1], MARKET):
                 return pos, R_LINE  # skipped by order type: counted by name in Python
             if se >= 0 and flag_word(msg, _STREAM0, se):
                 return pos, R_LINE
-            ours = same(msg, ti[X_SYM0], ti[X_SYM1], sel)
+            ours = same(msg, ti[T_SYM0], ti[T_SYM1], sel)
             if not ours and st[S_ONE_SYMBOL] == 1:
                 return pos, R_LINE
             st[S_LINENO] += 1
@@ -311,13 +306,13 @@ def run_block(
             if qty <= 0.0:
                 st[S_ZERO_QTY] += 1
             else:
-                ev = ti[X_E]
+                ev = ti[T_E]
                 exch = ev * MS
                 st[S_LAST_LOCAL] = local
                 st[S_LAST_EXCH] = exch
                 _sample(st, offs, local - exch)
-                tm = ti[X_T] if ti[X_HAS_T] == 1 else ev
-                side = -1 if ti[X_M] == 1 else 1
+                tm = ti[T_T] if ti[T_HAS_T] == 1 else ev
+                side = -1 if ti[T_M] == 1 else 1
                 _event(out, st[S_NEV], tm * MS, local, KIND_TRADE, side, tv[0], qty)
                 st[S_NEV] += 1
             pos = e + 1
@@ -349,7 +344,7 @@ class BlockState:
         self.stream_ok = np.zeros(0, dtype=np.uint8)
         self.row = np.zeros(L_SIZE, dtype=np.int64)
         self.di = np.zeros(I_SIZE, dtype=np.int64)
-        self.ti = np.zeros(X_SIZE, dtype=np.int64)
+        self.ti = np.zeros(T_SIZE, dtype=np.int64)
         self.vb = np.empty(1 << 14)  # one line's levels (grown for a longer line: R_GROW)
         self.va = np.empty(1 << 14)
         self.tv = np.zeros(2)

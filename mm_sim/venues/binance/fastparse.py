@@ -324,7 +324,9 @@ T_M = 3  # 1: the buyer was the maker
 T_HAS_T = 4
 T_SYM0 = 5
 T_SYM1 = 6
-T_SIZE = 7
+T_X0 = 7  # the X (order type) value's span, futures trades; T_X1 < 0: no X
+T_X1 = 8
+T_SIZE = 9
 
 _TRADE = np.frombuffer(b"trade", dtype=np.uint8).copy()
 _TRUE = np.frombuffer(b"true", dtype=np.uint8).copy()
@@ -347,13 +349,15 @@ def _bool(buf: np.ndarray, i: int, ints: np.ndarray, k: int) -> int:
 
 @njit(cache=True)
 def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) -> int:
-    """One flat spot ``trade`` object at ``i`` (keys e E s t p q T m M, no others); the index
-    after its ``}``, or -1."""
+    """One flat ``trade`` object at ``i`` (spot: keys e E s t p q T m M; futures: e E T s t p q
+    X m), each key once, e E s t p q m required; the index after its ``}``, or -1. The live path
+    takes spot trades only (``parse_trade_bytes``); the capture converter takes both."""
     n = buf.shape[0]
     if i >= n or buf[i] != _LBRACE:
         return -1
     j = i + 1
     seen = 0
+    ints[T_X1] = -1
     while True:
         ke = _string(buf, j)
         if ke < 0 or ke + 1 >= n or buf[ke + 1] != _COLON or ke - j - 1 != 1:
@@ -392,6 +396,14 @@ def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) 
         elif k0 == 77:  # M (ignored, but must be a boolean)
             bit = 256
             j = _bool(buf, v, ints, -1)
+        elif k0 == 88:  # X (futures: the order type)
+            bit = 512
+            se = _string(buf, v)
+            if se < 0:
+                return -1
+            ints[T_X0] = v + 1
+            ints[T_X1] = se
+            j = se + 1
         else:
             return -1
         j, seen = _next_member(buf, j, seen, bit)
@@ -413,7 +425,8 @@ def parse_trade_bytes(buf: np.ndarray, ints: np.ndarray, vals: np.ndarray) -> bo
     start, se = _unwrap(buf)
     if start < 0:
         return False
-    return _whole(buf, _trade_payload(buf, start, ints, vals), se >= 0)
+    # a futures trade (with X) is the general path's on the live client
+    return _whole(buf, _trade_payload(buf, start, ints, vals), se >= 0) and ints[T_X1] < 0
 
 
 _ENTRY: dict[tuple[Any, bool], Any] = {}
