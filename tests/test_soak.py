@@ -144,11 +144,20 @@ def test_resume_continues_the_checkpointed_tuner(baseline, tmp_path: Path) -> No
     metrics = out / "soak" / "metrics.jsonl"
     metrics.write_bytes(b"".join(metrics.read_bytes().splitlines(keepends=True)[:2]))
     (ck / "iteration-00002.npz").unlink()
+    # Killed after iteration 1's commit, before its line in summary.txt (the human log is
+    # written after the commit): the resume puts the line back from the record.
+    summary = out / "soak" / "summary.txt"
+    kept = [ln for ln in summary.read_text().splitlines() if ln.startswith("iteration 0")]
+    lost = [ln for ln in summary.read_text().splitlines() if ln.startswith("iteration 1")]
+    summary.write_text("\n".join(kept) + "\n")
     r = run_soak(out, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming after iteration 1 (2/3 done" in r.stdout
     assert load_checkpoint(ck, 2).tuner == want
     assert totals(out) == totals(art)
+    after = [ln for ln in summary.read_text().splitlines() if ln.startswith("iteration ")]
+    assert [ln.split(":")[0] for ln in after] == ["iteration 0", "iteration 1", "iteration 2"]
+    assert after[1] == f"{lost[0]} (restored from the record on resume)"
 
 
 def test_killed_soak_resumes_to_the_same_totals(baseline, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ same layout, so ``mm_sim report ROOT/control`` works on it too.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from mm_sim.report.control import write_comparison
 from mm_sim.report.edge import tuner_inputs
 from mm_sim.report.render import build_reports, evaluate_pending
 from mm_sim.report.rundir import PendingIteration, RunDir, make_run_config
+from mm_sim.report.schema import EdgeSection, IterationLine
 from mm_sim.runtime.bus import ChunkDone
 from mm_sim.runtime.checkpoint import load_checkpoint
 from mm_sim.runtime.tuner import Decision, IterationMetrics
@@ -66,7 +68,21 @@ class Recorder:
         self.iterations_done = len(lines)
         if not lines:
             return None
+        self._restore_summary_lines(lines)
         return lines[-1].iteration
+
+    def _restore_summary_lines(self, lines: list[IterationLine]) -> None:
+        """summary.txt is a human log outside the commit protocol: a kill between an
+        iteration's commit and its line there loses the line. On resume, each committed
+        iteration the log has no line for gets one, rebuilt from its committed record."""
+        path = self.tuned.summary_txt
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        have = {int(m.group(1)) for m in _LINE.finditer(text)}
+        for ln in lines:
+            if ln.iteration not in have:
+                decisions = [Decision(**d.model_dump()) for d in ln.decisions]
+                line = _summary_line(ln.iteration, ln.edge, ln.gate.verdict, decisions, ln.partial)
+                self.tuned.append_summary(f"{line} (restored from the record on resume)")
 
     def add_chunk(self, done: ChunkDone) -> None:
         if done.arm == "tuned":
@@ -143,7 +159,9 @@ class Recorder:
             "pnl": edge.pnl if edge.pnl is not None else float("nan"),
             "verdict": pending.gate.verdict,
         }
-        self.tuned.append_summary(_summary_line(iteration, pending, decisions, partial))
+        self.tuned.append_summary(
+            _summary_line(iteration, pending.edge, pending.gate.verdict, decisions, partial)
+        )
         # Reports are refreshed after every iteration, so a killed soak still leaves them.
         summary = build_reports(self.tuned, self.profile, charts=False)
         self.last_report["verdict_so_far"] = summary["verdict"]
@@ -171,14 +189,17 @@ class Recorder:
         return summary
 
 
+# A committed iteration's line in summary.txt (what _summary_line writes)
+_LINE = re.compile(r"^iteration (\d+)(?: \(partial\))?: this iteration's net_bps", re.M)
+
+
 def _summary_line(
-    iteration: int, pending: PendingIteration, decisions: list[Decision], partial: bool
+    iteration: int, e: EdgeSection, verdict: str, decisions: list[Decision], partial: bool
 ) -> str:
-    e = pending.edge
     net = "n/a" if e.net_bps is None else f"{e.net_bps:+.3f}"
     changes = "; ".join(d.marker() for d in decisions if d.field is not None) or "no change"
     flag = " (partial)" if partial else ""
     return (
         f"iteration {iteration}{flag}: this iteration's net_bps {net} fills {e.fills} "
-        f"verdict {pending.gate.verdict} | {changes}"
+        f"verdict {verdict} | {changes}"
     )
