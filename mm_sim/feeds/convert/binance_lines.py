@@ -21,7 +21,7 @@ AT_TRADE = np.frombuffer(b"@trade", dtype=np.uint8).copy()
 @njit(cache=True)
 def _mixed(flat: np.ndarray, scratch: np.ndarray) -> bool:
     """Whether one price of this side is both removed (qty 0) and set in the same diff:
-    fastparse's ``_deleted_and_set``, in O(n log n) instead of O(n^2) (a futures diff of a
+    fill_events' ``_deleted_and_set``, in O(n log n) instead of O(n^2) (a futures diff of a
     hundred levels was ~80 ns a level)."""
     n = flat.shape[0] // 2
     z = 0
