@@ -57,12 +57,12 @@ def make_book(tick_size: float, n_ticks: int = DEFAULT_TICKS) -> Book:
     return Book(np.zeros(n_ticks), np.zeros(n_ticks), st, float(tick_size))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def price_to_tick(price: float, tick_size: float) -> int:
     return int(np.floor(price / tick_size + 0.5))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _clear(bid: np.ndarray, ask: np.ndarray, st: np.ndarray) -> None:
     lo = st[ST_LO]
     hi = st[ST_HI]
@@ -77,7 +77,7 @@ def _clear(bid: np.ndarray, ask: np.ndarray, st: np.ndarray) -> None:
     st[ST_HI] = -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _recentre(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, centre_tick: int) -> None:
     """Shift the window so ``centre_tick`` sits in the middle; levels pushed out are dropped.
 
@@ -128,7 +128,7 @@ def _recentre(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, centre_tick: int
     st[ST_BEST_ASK] = _scan_ask(ask, new_lo, n) if st[ST_NASK] > 0 else -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _scan_bid(bid: np.ndarray, start: int) -> int:
     i = start
     while i >= 0:
@@ -138,7 +138,7 @@ def _scan_bid(bid: np.ndarray, start: int) -> int:
     return -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _scan_ask(ask: np.ndarray, start: int, n: int) -> int:
     i = start
     while i < n:
@@ -148,7 +148,7 @@ def _scan_ask(ask: np.ndarray, start: int, n: int) -> int:
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def book_apply(
     bid: np.ndarray,
     ask: np.ndarray,
@@ -171,12 +171,33 @@ def book_apply(
     book_apply_tick(bid, ask, st, kind, side, int(np.floor(x + 0.5)), qty)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def book_apply_tick(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, kind: int, side: int, t: int, qty: float
 ) -> None:
     """``book_apply`` with the price already on the tick grid (``price_to_tick``), for a caller
-    that needs the tick anyway: the division is the costly part of an update."""
+    that needs the tick anyway: the division is the costly part of an update.
+
+    Inlined where it is called: as a call, the driver's two updates per event (venue and
+    strategy books) cost about three times the updates themselves (numba passes each array as
+    seven words). Only the common case is inlined (a level update inside the placed window);
+    clears, the first update and levels outside the window go to ``_apply_rare``."""
+    i = t - st[ST_BASE]
+    if (
+        (kind != KIND_DEPTH and kind != KIND_SNAPSHOT)
+        or st[ST_INIT] == 0
+        or i < 0
+        or i >= bid.shape[0]
+    ):
+        _apply_rare(bid, ask, st, kind, side, t, qty)
+    else:
+        _set_level(bid, ask, st, side, i, qty, False)
+
+
+@njit(cache=True, _nrt=False)
+def _apply_rare(
+    bid: np.ndarray, ask: np.ndarray, st: np.ndarray, kind: int, side: int, t: int, qty: float
+) -> None:
     if kind == KIND_CLEAR:
         _clear(bid, ask, st)
         return
@@ -186,35 +207,43 @@ def book_apply_tick(
     if st[ST_INIT] == 0:
         st[ST_BASE] = t - n // 2
         st[ST_INIT] = 1
+    i = t - st[ST_BASE]
+    if 0 <= i < n:
+        _set_level(bid, ask, st, side, i, qty, False)
+        return
+    # Outside the window. An empty book has nothing to keep: move the window here. A level
+    # that would become its side's best is the touch, not depth: move the window to it (around
+    # both touches when they fit, else around it: the newest price wins). Anything else is far
+    # from the touch and is dropped (counted).
+    margin = n // 8
+    live = qty > 0.0
+    bb = st[ST_BEST_BID]
+    ba = st[ST_BEST_ASK]
+    if st[ST_NBID] == 0 and st[ST_NASK] == 0:
+        _recentre(bid, ask, st, t)
+    elif live and ((side > 0 and (bb < 0 or i > bb)) or (side <= 0 and (ba < 0 or i < ba))):
+        opp = ba if side > 0 else bb
+        centre = t
+        if opp >= 0:
+            o = st[ST_BASE] + opp
+            if abs(t - o) <= n - 2 * margin:
+                centre = (t + o) // 2
+        _recentre(bid, ask, st, centre)
+    else:
+        st[ST_DROPPED] += 1
+        return
+    _set_level(bid, ask, st, side, t - st[ST_BASE], qty, True)  # at most one shift per event
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _set_level(
+    bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int, i: int, qty: float, moved: bool
+) -> None:
+    """Set the level at index ``i`` (inside the window) to ``qty``; then, unless the window
+    has just ``moved``, keep the touch away from the window's edges."""
     if not (qty > 0.0):  # negative or NaN: the level is gone
         qty = 0.0
-    margin = n // 8
-    moved = False  # at most one window shift per event
-    i = t - st[ST_BASE]
-    if i < 0 or i >= n:
-        # Outside the window. An empty book has nothing to keep: move the window here. A level
-        # that would become its side's best is the touch, not depth: move the window to it
-        # (around both touches when they fit, else around it: the newest price wins). Anything
-        # else is far from the touch and is dropped (counted).
-        bb = st[ST_BEST_BID]
-        ba = st[ST_BEST_ASK]
-        if st[ST_NBID] == 0 and st[ST_NASK] == 0:
-            _recentre(bid, ask, st, t)
-        elif qty > 0.0 and (
-            (side > 0 and (bb < 0 or i > bb)) or (side <= 0 and (ba < 0 or i < ba))
-        ):
-            opp = ba if side > 0 else bb
-            centre = t
-            if opp >= 0:
-                o = st[ST_BASE] + opp
-                if abs(t - o) <= n - 2 * margin:
-                    centre = (t + o) // 2
-            _recentre(bid, ask, st, centre)
-        else:
-            st[ST_DROPPED] += 1
-            return
-        i = t - st[ST_BASE]
-        moved = True
+    n = bid.shape[0]
     # Counts move by (new level) - (old level), branch-free; the best level moves only when
     # the update is on it or beyond it. (Written this way the update is ~4x faster than with
     # the count updates nested in the level branches: fewer mispredicted branches.) A level at
@@ -236,7 +265,7 @@ def book_apply_tick(
             st[ST_BEST_ASK] = _scan_ask(ask, i + 1, n) if st[ST_NASK] > 0 else -1
         elif live and (st[ST_BEST_ASK] < 0 or i < st[ST_BEST_ASK]):
             st[ST_BEST_ASK] = i
-    if qty > 0.0:
+    if live:
         if i < st[ST_LO]:
             st[ST_LO] = i
         if i > st[ST_HI]:
@@ -245,6 +274,7 @@ def book_apply_tick(
     # event does it if this one already moved the window).
     if moved:
         return
+    margin = n // 8
     bb = st[ST_BEST_BID]
     ba = st[ST_BEST_ASK]
     if (bb >= 0 and (bb < margin or bb > n - margin)) or (
@@ -256,7 +286,7 @@ def book_apply_tick(
         _recentre(bid, ask, st, st[ST_BASE] + centre)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def book_apply_events(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, tick_size: float, events: np.ndarray
 ) -> None:
@@ -265,7 +295,7 @@ def book_apply_events(
         book_apply(bid, ask, st, tick_size, e.kind, e.side, e.price, e.qty)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def best_bid(bid: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     """Best bid price, NaN when the side is empty."""
     i = st[ST_BEST_BID]
@@ -274,7 +304,7 @@ def best_bid(bid: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     return (st[ST_BASE] + i) * tick_size
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def best_ask(ask: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     i = st[ST_BEST_ASK]
     if i < 0:
@@ -282,7 +312,7 @@ def best_ask(ask: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     return (st[ST_BASE] + i) * tick_size
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def mid_price(st: np.ndarray, tick_size: float) -> float:
     """Mid of the touch; NaN when either side is empty."""
     b = st[ST_BEST_BID]
@@ -292,7 +322,7 @@ def mid_price(st: np.ndarray, tick_size: float) -> float:
     return (st[ST_BASE] * 2 + b + a) * tick_size * 0.5
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def qty_at(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, tick_size: float, side: int, price: float
 ) -> float:
@@ -303,7 +333,7 @@ def qty_at(
     return bid[i] if side > 0 else ask[i]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def top_levels(
     bid: np.ndarray,
     ask: np.ndarray,
@@ -336,7 +366,7 @@ def top_levels(
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def depth_near_touch(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int, n: int) -> float:
     """Total visible quantity in the best ``n`` non-empty levels of one side."""
     total = 0.0
