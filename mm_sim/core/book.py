@@ -19,12 +19,17 @@ is stored as 0 (the level is removed), so the arrays only ever hold finite value
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
 from mm_sim.events import KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT
+
+# Without numba's reference counting, like the driver that calls them: with it, every call
+# increments and decrements each array's count (atomic operations), which cost more than an
+# update. Nothing here allocates.
+JIT: dict[str, Any] = {"cache": True, "_nrt": False}
 
 ST_BASE = 0  # tick number of index 0
 ST_BEST_BID = 1  # index of the best bid, -1 when the side is empty
@@ -57,12 +62,12 @@ def make_book(tick_size: float, n_ticks: int = DEFAULT_TICKS) -> Book:
     return Book(np.zeros(n_ticks), np.zeros(n_ticks), st, float(tick_size))
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def price_to_tick(price: float, tick_size: float) -> int:
     return int(np.floor(price / tick_size + 0.5))
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def _clear(bid: np.ndarray, ask: np.ndarray, st: np.ndarray) -> None:
     lo = st[ST_LO]
     hi = st[ST_HI]
@@ -77,7 +82,7 @@ def _clear(bid: np.ndarray, ask: np.ndarray, st: np.ndarray) -> None:
     st[ST_HI] = -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def _recentre(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, centre_tick: int) -> None:
     """Shift the window so ``centre_tick`` sits in the middle; levels pushed out are dropped.
 
@@ -128,7 +133,7 @@ def _recentre(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, centre_tick: int
     st[ST_BEST_ASK] = _scan_ask(ask, new_lo, n) if st[ST_NASK] > 0 else -1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def _scan_bid(bid: np.ndarray, start: int) -> int:
     i = start
     while i >= 0:
@@ -138,7 +143,7 @@ def _scan_bid(bid: np.ndarray, start: int) -> int:
     return -1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def _scan_ask(ask: np.ndarray, start: int, n: int) -> int:
     i = start
     while i < n:
@@ -148,7 +153,7 @@ def _scan_ask(ask: np.ndarray, start: int, n: int) -> int:
     return -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def book_apply(
     bid: np.ndarray,
     ask: np.ndarray,
@@ -171,7 +176,7 @@ def book_apply(
     book_apply_tick(bid, ask, st, kind, side, int(np.floor(x + 0.5)), qty)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def book_apply_tick(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, kind: int, side: int, t: int, qty: float
 ) -> None:
@@ -194,7 +199,7 @@ def book_apply_tick(
         _set_level(bid, ask, st, side, i, qty, False)
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def _apply_rare(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, kind: int, side: int, t: int, qty: float
 ) -> None:
@@ -235,7 +240,7 @@ def _apply_rare(
     _set_level(bid, ask, st, side, t - st[ST_BASE], qty, True)  # at most one shift per event
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def _set_level(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int, i: int, qty: float, moved: bool
 ) -> None:
@@ -286,7 +291,7 @@ def _set_level(
         _recentre(bid, ask, st, st[ST_BASE] + centre)
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def book_apply_events(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, tick_size: float, events: np.ndarray
 ) -> None:
@@ -295,7 +300,7 @@ def book_apply_events(
         book_apply(bid, ask, st, tick_size, e.kind, e.side, e.price, e.qty)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def best_bid(bid: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     """Best bid price, NaN when the side is empty."""
     i = st[ST_BEST_BID]
@@ -304,7 +309,7 @@ def best_bid(bid: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     return (st[ST_BASE] + i) * tick_size
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def best_ask(ask: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     i = st[ST_BEST_ASK]
     if i < 0:
@@ -312,7 +317,7 @@ def best_ask(ask: np.ndarray, st: np.ndarray, tick_size: float) -> float:
     return (st[ST_BASE] + i) * tick_size
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def mid_price(st: np.ndarray, tick_size: float) -> float:
     """Mid of the touch; NaN when either side is empty."""
     b = st[ST_BEST_BID]
@@ -322,7 +327,7 @@ def mid_price(st: np.ndarray, tick_size: float) -> float:
     return (st[ST_BASE] * 2 + b + a) * tick_size * 0.5
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(inline="always", **JIT)
 def qty_at(
     bid: np.ndarray, ask: np.ndarray, st: np.ndarray, tick_size: float, side: int, price: float
 ) -> float:
@@ -333,7 +338,7 @@ def qty_at(
     return bid[i] if side > 0 else ask[i]
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def top_levels(
     bid: np.ndarray,
     ask: np.ndarray,
@@ -366,7 +371,7 @@ def top_levels(
     return count
 
 
-@njit(cache=True, _nrt=False)
+@njit(**JIT)
 def depth_near_touch(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int, n: int) -> float:
     """Total visible quantity in the best ``n`` non-empty levels of one side."""
     total = 0.0
