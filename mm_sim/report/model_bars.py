@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mm_sim.config import GatesCfg
-from mm_sim.report.edge import iteration_parts, sections_of
+from mm_sim.report.edge import section
+from mm_sim.report.parts_memo import parts_of
 
 MODELS_DIR = "models"
 ARM_JSON = "arm.json"
@@ -48,8 +49,9 @@ def model_error_bars(
         lines = rd.committed_lines()[:iterations] if rd.run_json.exists() else []
         if row["complete"] and len(lines) == iterations and iterations > 0:
             recs = rd.iteration_records(lines)
-            parts = [iteration_parts(sl) for sl in _slices(recs, lines, run_contract_size(rd))]
-            totals, _ = sections_of(parts, gates.hard.adverse_p95_max, gates.venue_rules)
+            parts = parts_of(_slices(recs, lines, run_contract_size(rd)))
+            # only the totals: the per-iteration sections are the primary's business
+            totals = section(parts, None, gates.hard.adverse_p95_max, gates.venue_rules)
             row["net_bps"] = totals.net_bps
             row["fills"] = totals.fills
             row["maker_share_pct"] = totals.maker_share_pct

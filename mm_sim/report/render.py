@@ -31,7 +31,6 @@ from mm_sim.report.edge import (
     Slice,
     chain_states,
     horizon_key,
-    iteration_parts,
     iteration_section,
     sections_of,
 )
@@ -39,6 +38,7 @@ from mm_sim.report.gate import evaluate, kpi_gate
 from mm_sim.report.inverse import contract_size_of, inverse_note
 from mm_sim.report.markdown import band_note, churn_md, error_bars_md
 from mm_sim.report.model_bars import model_error_bars
+from mm_sim.report.parts_memo import parts_of
 from mm_sim.report.rundir import RECORD_DTYPES, PendingIteration, RunDir
 from mm_sim.report.schema import (
     EdgeReport,
@@ -143,7 +143,7 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
     lines = rd.committed_lines()
     recs = rd.iteration_records(lines)
     csize = contract_size_of((cfg.model_extra or {}).get("instrument"))
-    parts = [iteration_parts(sl) for sl in _slices(recs, lines, csize)]
+    parts = parts_of(_slices(recs, lines, csize))
     g = profile.gates
     totals, iters = sections_of(parts, g.hard.adverse_p95_max, g.venue_rules)
     stat = statistical_error_bars(parts, totals, g)
