@@ -14,7 +14,8 @@ from test_edge import SimRun, simulate_run
 from mm_sim.config import Overrides, Profile
 from mm_sim.errors import UserError
 from mm_sim.report.render import build_reports, evaluate_pending
-from mm_sim.report.rundir import FILLS_CSV_HEADER, RECORD_DTYPES, RunDir, make_run_config
+from mm_sim.report.runconfig import make_run_config
+from mm_sim.report.rundir import FILLS_CSV_HEADER, RECORD_DTYPES, RunDir
 from mm_sim.report.schema import EdgeReport, IterationLine
 
 PROFILE = Profile()

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mm_sim.report.render import build_reports
-    from mm_sim.report.rundir import RunDir, profile_from_config
+    from mm_sim.report.runconfig import profile_from_config
+    from mm_sim.report.rundir import RunDir
 
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")

@@ -125,6 +125,6 @@ def uplift_text(uplift_bps: float | None, ci: dict[str, Any] | None) -> str:
 
 
 def _profile(rd: RunDir) -> Any:
-    from mm_sim.report.rundir import profile_from_config
+    from mm_sim.report.runconfig import profile_from_config
 
     return profile_from_config(rd.load_config(), str(rd.run_json))

@@ -27,7 +27,8 @@ from mm_sim.events import Instrument, atomic_write_json
 from mm_sim.feeds.clock import shift_local
 from mm_sim.report.model_bars import ARM_JSON, MODELS_DIR
 from mm_sim.report.render import evaluate_pending
-from mm_sim.report.rundir import RunDir, make_run_config
+from mm_sim.report.runconfig import make_run_config
+from mm_sim.report.rundir import RunDir
 from mm_sim.runtime.arm_names import RULE_ARMS
 
 CHECKPOINT = "checkpoint.npz"

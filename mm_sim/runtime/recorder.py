@@ -18,7 +18,8 @@ from mm_sim.config import Overrides, Profile
 from mm_sim.report.control import write_comparison
 from mm_sim.report.edge import tuner_inputs
 from mm_sim.report.render import build_reports, evaluate_pending
-from mm_sim.report.rundir import PendingIteration, RunDir, make_run_config
+from mm_sim.report.runconfig import make_run_config
+from mm_sim.report.rundir import PendingIteration, RunDir
 from mm_sim.report.schema import EdgeSection, IterationLine
 from mm_sim.runtime.bus import ChunkDone
 from mm_sim.runtime.checkpoint import load_checkpoint
