@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mm_sim.events import KIND_DEPTH
-from mm_sim.venues.binance.fill_events import _fill_where, fill_levels
+from mm_sim.venues.binance.fill_events import write_diff
 
 MARKET = np.frombuffer(b"MARKET", dtype=np.uint8).copy()
 AT_TRADE = np.frombuffer(b"@trade", dtype=np.uint8).copy()
@@ -50,15 +49,10 @@ def fill_diff_sorted(
     local: int,
     scratch: np.ndarray,
 ) -> int:
-    """fill_events.fill_diff (a diff's levels as DEPTH events, deletions of both sides first
-    unless a price is both removed and set), with :func:`_mixed` for its check."""
-    if _mixed(bids, scratch) or _mixed(asks, scratch):
-        k = fill_levels(rec, 0, bids, 1, KIND_DEPTH, exch, local)
-        return fill_levels(rec, k, asks, -1, KIND_DEPTH, exch, local)
-    k = _fill_where(rec, 0, bids, 1, True, exch, local)
-    k = _fill_where(rec, k, asks, -1, True, exch, local)
-    k = _fill_where(rec, k, bids, 1, False, exch, local)
-    return _fill_where(rec, k, asks, -1, False, exch, local)
+    """fill_events.fill_diff with :func:`_mixed` for its check (a file's diffs can carry
+    thousands of levels, where fill_diff's quadratic check is not cheap)."""
+    keep = _mixed(bids, scratch) or _mixed(asks, scratch)
+    return write_diff(rec, bids, asks, exch, local, 0, keep)
 
 
 @njit(cache=True)

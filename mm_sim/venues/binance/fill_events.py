@@ -80,19 +80,32 @@ def _fill_where(
     return k
 
 
-@njit(cache=True)
-def fill_diff(
-    rec: np.ndarray, bids: np.ndarray, asks: np.ndarray, exch: int, local: int, start: int = 0
-) -> int:
-    """A diff's levels as DEPTH events ``rec[start:]``, deletions of both sides first (see
-    :func:`mm_sim.venues.binance.messages.deletions_first`, its reference); returns the count."""
-    if _deleted_and_set(bids) or _deleted_and_set(asks):
+@njit(cache=True, inline="always")
+def write_diff(
+    rec: np.ndarray, bids: np.ndarray, asks: np.ndarray, exch: int, local: int, start: int,
+    keep_order: bool,
+) -> int:  # fmt: skip
+    """A diff's levels as DEPTH events ``rec[start:]``, deletions of both sides first unless
+    ``keep_order`` (one price of a side is both removed and set in this diff: reordering would
+    change the book it leaves); returns the count. Callers choose how to check for that."""
+    if keep_order:
         k = fill_levels(rec, start, bids, 1, KIND_DEPTH, exch, local)
         return fill_levels(rec, k, asks, -1, KIND_DEPTH, exch, local) - start
     k = _fill_where(rec, start, bids, 1, True, exch, local)
     k = _fill_where(rec, k, asks, -1, True, exch, local)
     k = _fill_where(rec, k, bids, 1, False, exch, local)
     return _fill_where(rec, k, asks, -1, False, exch, local) - start
+
+
+@njit(cache=True)
+def fill_diff(
+    rec: np.ndarray, bids: np.ndarray, asks: np.ndarray, exch: int, local: int, start: int = 0
+) -> int:
+    """A diff's levels as DEPTH events ``rec[start:]``, deletions of both sides first (see
+    :func:`mm_sim.venues.binance.messages.deletions_first`, its reference); returns the count.
+    The check is quadratic in the diff's levels: a live frame has a few."""
+    keep = _deleted_and_set(bids) or _deleted_and_set(asks)
+    return write_diff(rec, bids, asks, exch, local, start, keep)
 
 
 @njit(cache=True)
