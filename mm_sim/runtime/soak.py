@@ -34,7 +34,7 @@ from mm_sim.runtime.model_arms import ModelArms, arm_specs
 from mm_sim.runtime.operator import operator_decisions, read_edit
 from mm_sim.runtime.progress import Progress, announce
 from mm_sim.runtime.recorder import Recorder
-from mm_sim.runtime.replay import ReplayPlan, replay_chunks
+from mm_sim.runtime.replay import CHUNK_NS, ReplayPlan, replay_chunks
 from mm_sim.runtime.rolling import Rolling
 from mm_sim.runtime.tuner import Decision, IterationMetrics, Tuner
 from mm_sim.tuning.session import TuningSession
@@ -88,6 +88,11 @@ class SoakConfig:
     control: bool = False
     charts: bool = True  # final PNG charts (reports are written either way)
     chunk_events: int = 65536
+    # Exchange time per replayed chunk. The emergency rule and operator edits act at chunk
+    # boundaries, so with either possible it is part of what a soak reports (the default, 2 s);
+    # a run with the tuner off and nobody editing (a sweep cell) may take a whole iteration,
+    # which gives the same records in a fraction of the per-chunk work.
+    chunk_ns: int = CHUNK_NS
     # Rules run as model arms beside the primary (runtime/model_arms.py; --model-arms).
     model_arms: tuple[str, ...] = ()
     # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
@@ -175,6 +180,7 @@ class Soak:
             self.cfg.plan,
             self.cfg.chunk_events,
             start_iteration,
+            chunk_ns=self.cfg.chunk_ns,
             clock_shift_ns=self.cfg.clock_shift_ns,
         )
 
@@ -258,6 +264,7 @@ class Soak:
                 self.cfg.chunk_events,
                 self.start_iteration,
                 self.cfg.settings.speed,
+                chunk_ns=self.cfg.chunk_ns,
                 clock_shift_ns=self.cfg.clock_shift_ns,
             )
         )

@@ -103,6 +103,11 @@ def ensure_feed(case: FeedCase, out_dir: str) -> dict[str, Any]:
     return {"path": str(path), "identity": open_feed(path).meta.source}
 
 
+# Events per chunk at most in a sweep cell (40 MB of records): bounds a chunk's copies on a
+# dense feed while leaving a 30 min iteration of the synthetic day in one or two chunks.
+SWEEP_CHUNK_EVENTS = 1 << 20
+
+
 def _soak(
     task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path
 ) -> tuple[int, bool]:
@@ -136,6 +141,10 @@ def _soak(
         clock_shift_ns=task.feed.clock_shift_ns,
         artifacts=artifacts,
         tune=False,
+        # Tuner off and nobody editing the cell's overrides: one chunk per iteration, the
+        # same records as 2 s chunks without their per-chunk work (SoakConfig.chunk_ns).
+        chunk_ns=int(task.iteration_minutes * 60e9),
+        chunk_events=SWEEP_CHUNK_EVENTS,
         model_arms=task.model_arms,
         # Charts are the slowest part of a short run's reports and nobody plots hundreds of
         # sweep runs one by one; ``mm_sim report RUN_DIR`` draws them from the records.
