@@ -117,8 +117,10 @@ class ModelArms:
         overrides: Overrides,
         instrument: Instrument,
         seed: int,
+        checkpoints: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.checkpoints = checkpoints  # SoakConfig.checkpoints
         self.arms = [_Arm(s, self.root, overrides, instrument, seed) for s in specs]
 
     def open(self, run_info: Mapping[str, Any], resume: bool, committed: int | None) -> None:
@@ -183,7 +185,7 @@ class ModelArms:
                 arm.rd, arm.spec.profile, iteration, ws_lag_p95_ms, rejected - arm.rejected0
             )
             arm.rejected0 = rejected
-            if not partial:
+            if not partial and self.checkpoints:
                 _save(arm.rd.soak / CHECKPOINT, arm.engine.state_arrays())
             arm.rd.commit_iteration(pending, overrides=overrides, partial=partial)
 

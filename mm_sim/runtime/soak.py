@@ -93,6 +93,9 @@ class SoakConfig:
     # a run with the tuner off and nobody editing (a sweep cell) may take a whole iteration,
     # which gives the same records in a fraction of the per-chunk work.
     chunk_ns: int = CHUNK_NS
+    # A checkpoint after each iteration is what a killed soak resumes from; a run that is never
+    # resumed (a sweep cell: a failed cell is run again from the start) can skip writing them.
+    checkpoints: bool = True
     # Rules run as model arms beside the primary (runtime/model_arms.py; --model-arms).
     model_arms: tuple[str, ...] = ()
     # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
@@ -160,7 +163,10 @@ class Soak:
         specs = arm_specs(cfg.profile, cfg.model_arms, cfg.clock_shift_ns)
 
         def make() -> ModelArms:
-            return ModelArms(cfg.artifacts, specs, cfg.overrides, cfg.instrument, cfg.settings.seed)
+            return ModelArms(
+                cfg.artifacts, specs, cfg.overrides, cfg.instrument, cfg.settings.seed,
+                checkpoints=cfg.checkpoints,
+            )  # fmt: skip
 
         if (
             specs
@@ -446,7 +452,7 @@ class Soak:
         self._uncommitted = None
         self.decisions.extend(decisions)
         self.rolling.reset()
-        if not partial:
+        if not partial and self.cfg.checkpoints:
             # A partial iteration is re-run in full on resume, so it gets no checkpoint.
             save_checkpoint(
                 self.recorder.checkpoint_dir,

@@ -1,6 +1,7 @@
-"""SoakConfig.chunk_ns: with the tuner off, a run cut into one chunk per iteration (what a sweep
-cell does) writes the same bytes as one cut into the default 2 s chunks; with the tuner on, the
-chunk is where the emergency rule acts, so the default stays."""
+"""A sweep cell's run settings (sweep/cell.py): with the tuner off, a run cut into one chunk per
+iteration (SoakConfig.chunk_ns) and without checkpoints (SoakConfig.checkpoints) writes the same
+records and reports as the soak's default 2 s chunks with checkpoints; with the tuner on, the
+chunk is where the emergency rule acts, so the soak keeps its default."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mm_sim.runtime.soak import Soak, SoakConfig
 ITERATIONS, MINUTES = 2, 3.0
 
 
-def _run(root: Path, **kw: int) -> Path:
+def _run(root: Path, **kw: int | bool) -> Path:
     spec = resolve_feed("synthetic")
     events, instrument, identity = load_events(spec, 3)
     prof = load_profile("S1")
@@ -36,13 +37,19 @@ def _run(root: Path, **kw: int) -> Path:
     return root
 
 
-def test_one_chunk_per_iteration_writes_the_same_bytes(
+def _is_checkpoint(f: Path) -> bool:
+    return "checkpoint" in f.name or "checkpoints" in f.parts
+
+
+def test_one_chunk_per_iteration_without_checkpoints_writes_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MM_MODEL_ARMS_PROCESS", "never")
     a = _run(tmp_path / "a")
-    b = _run(tmp_path / "b", chunk_ns=int(MINUTES * 60e9), chunk_events=1 << 20)
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    b = _run(tmp_path / "b", chunk_ns=int(MINUTES * 60e9), chunk_events=1 << 20, checkpoints=False)
+    every = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert any(_is_checkpoint(f) for f in every)  # the default run has them (arm's too)
+    files = [f for f in every if not _is_checkpoint(f)]
     assert any(f.name == "EDGE_REPORT.json" for f in files)
     assert any(f.suffix == ".bin" for f in files)  # the raw records are compared too
     differ = [
@@ -51,6 +58,7 @@ def test_one_chunk_per_iteration_writes_the_same_bytes(
         if f.name != "run.json" and (a / f).read_bytes() != (b / f).read_bytes()
     ]
     assert differ == []
+    # and the cell's run has exactly the other files: no checkpoint of the primary or the arm
     assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
 
 
