@@ -1,7 +1,8 @@
-"""A sweep cell's run settings (sweep/cell.py): with the tuner off, a run cut into one chunk per
-iteration (SoakConfig.chunk_ns) and without checkpoints (SoakConfig.checkpoints) writes the same
-records and reports as the soak's default 2 s chunks with checkpoints; with the tuner on, the
-chunk is where the emergency rule acts, so the soak keeps its default."""
+"""A sweep cell's run settings (sweep/cell.py). With the tuner off, a run cut into one chunk
+per iteration (SoakConfig.chunk_ns), without checkpoints (SoakConfig.checkpoints) and with its
+reports built once at the end (SoakConfig.interim_reports) writes the same records and reports
+as the soak's defaults (2 s chunks, checkpoints, reports after every iteration). With the tuner
+on, the chunk is where the emergency rule acts, so the soak keeps its default."""
 
 from __future__ import annotations
 
@@ -46,7 +47,13 @@ def test_one_chunk_per_iteration_without_checkpoints_writes_the_same_bytes(
 ) -> None:
     monkeypatch.setenv("MM_MODEL_ARMS_PROCESS", "never")
     a = _run(tmp_path / "a")
-    b = _run(tmp_path / "b", chunk_ns=int(MINUTES * 60e9), chunk_events=1 << 20, checkpoints=False)
+    b = _run(
+        tmp_path / "b",
+        chunk_ns=int(MINUTES * 60e9),
+        chunk_events=1 << 20,
+        checkpoints=False,
+        interim_reports=False,
+    )
     every = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert any(_is_checkpoint(f) for f in every)  # the default run has them (arm's too)
     files = [f for f in every if not _is_checkpoint(f)]

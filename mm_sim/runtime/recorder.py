@@ -28,10 +28,16 @@ from mm_sim.runtime.tuner import Decision, IterationMetrics
 
 class Recorder:
     def __init__(
-        self, root: Path, profile: Profile, control: bool = False, charts: bool = True
+        self,
+        root: Path,
+        profile: Profile,
+        control: bool = False,
+        charts: bool = True,
+        interim_reports: bool = True,
     ) -> None:
         self.root = Path(root)
         self.charts = charts
+        self.interim_reports = interim_reports  # SoakConfig.interim_reports
         self.profile = profile
         self.tuned = RunDir(self.root)
         self.control = RunDir(self.root / "control") if control else None
@@ -163,9 +169,11 @@ class Recorder:
         self.tuned.append_summary(
             _summary_line(iteration, pending.edge, pending.gate.verdict, decisions, partial)
         )
-        # Reports are refreshed after every iteration, so a killed soak still leaves them.
-        summary = build_reports(self.tuned, self.profile, charts=False)
-        self.last_report["verdict_so_far"] = summary["verdict"]
+        # Reports are refreshed after every iteration, so a killed soak still leaves them
+        # (a run nobody resumes or watches, a sweep cell, builds them once, in ``finish``).
+        if self.interim_reports:
+            summary = build_reports(self.tuned, self.profile, charts=False)
+            self.last_report["verdict_so_far"] = summary["verdict"]
 
     def write_overrides(self, overrides: Overrides) -> str:
         return self.tuned.write_overrides(overrides)

@@ -96,6 +96,9 @@ class SoakConfig:
     # A checkpoint after each iteration is what a killed soak resumes from; a run that is never
     # resumed (a sweep cell: a failed cell is run again from the start) can skip writing them.
     checkpoints: bool = True
+    # Reports rebuilt after each iteration (so a killed or watched soak has current ones);
+    # without, they are built once at the end.
+    interim_reports: bool = True
     # Rules run as model arms beside the primary (runtime/model_arms.py; --model-arms).
     model_arms: tuple[str, ...] = ()
     # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
@@ -145,7 +148,10 @@ class Soak:
         self._tuning_extra: dict[str, Any] = {}
         self.overrides = cfg.overrides
         self._progress: Progress | None = None  # while run() shows one
-        self.recorder = Recorder(cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts)
+        self.recorder = Recorder(
+            cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts,
+            interim_reports=cfg.interim_reports,
+        )  # fmt: skip
         self.models = self._model_arms()
         self.decisions: list[Decision] = []
         self.stop_requested = asyncio.Event()
