@@ -86,6 +86,18 @@ def _string(buf: np.ndarray, i: int) -> int:
 
 
 @njit(cache=True)
+def _string_into(buf: np.ndarray, i: int, out: np.ndarray, k0: int, k1: int) -> int:
+    """A plain ASCII string at ``i``: its bounds (first byte, closing quote) into ``out[k0]``
+    and ``out[k1]``; the index after it, or -1 (as :func:`_int`)."""
+    se = _string(buf, i)
+    if se < 0:
+        return -1
+    out[k0] = i + 1
+    out[k1] = se
+    return se + 1
+
+
+@njit(cache=True)
 def _int(buf: np.ndarray, i: int, out: np.ndarray, k: int) -> int:
     """An unsigned JSON integer at ``i`` into ``out[k]``; the index after it, or -1."""
     n = buf.shape[0]
@@ -266,12 +278,7 @@ def _payload(buf: np.ndarray, i: int, ints: np.ndarray, vb: np.ndarray, va: np.n
             j = _int(buf, v, ints, I_T)
         elif klen == 1 and k0 == 115:  # s
             bit = 8
-            se = _string(buf, v)
-            if se < 0:
-                return -1
-            ints[I_SYM0] = v + 1
-            ints[I_SYM1] = se
-            j = se + 1
+            j = _string_into(buf, v, ints, I_SYM0, I_SYM1)
         elif klen == 1 and k0 == 85:  # U
             bit = 16
             j = _int(buf, v, ints, I_FIRST)
@@ -372,12 +379,7 @@ def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) 
             j = _int(buf, v, ints, T_E)
         elif k0 == 115:  # s
             bit = 4
-            se = _string(buf, v)
-            if se < 0:
-                return -1
-            ints[T_SYM0] = v + 1
-            ints[T_SYM1] = se
-            j = se + 1
+            j = _string_into(buf, v, ints, T_SYM0, T_SYM1)
         elif k0 == 116:  # t
             bit = 8
             j = _int(buf, v, ints, T_TID)
@@ -398,12 +400,7 @@ def _trade_payload(buf: np.ndarray, i: int, ints: np.ndarray, vals: np.ndarray) 
             j = _bool(buf, v, ints, -1)
         elif k0 == 88:  # X (futures: the order type)
             bit = 512
-            se = _string(buf, v)
-            if se < 0:
-                return -1
-            ints[T_X0] = v + 1
-            ints[T_X1] = se
-            j = se + 1
+            j = _string_into(buf, v, ints, T_X0, T_X1)
         else:
             return -1
         j, seen = _next_member(buf, j, seen, bit)
