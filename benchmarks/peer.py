@@ -68,6 +68,7 @@ import numpy as np
 from benchmarks import peer_convert, peer_strategy
 from benchmarks.jsonsafe import clean
 from mm_sim.config import (
+    DecisionPoints,
     EventOrder,
     LatencyMode,
     OrderType,
@@ -160,6 +161,12 @@ def comparison_setup(
         q = profile.quoting.model_copy(update={"order_type": OrderType.limit})
         profile = profile.model_copy(update={"quoting": q})
         changes.append("quoting.order_type=limit (hftbacktest: GTC limit orders)")
+    if profile.quoting.decide != DecisionPoints.event:
+        # The cadence both run (CADENCE): a decision after every event, the peer woken per
+        # event by split ties; the agreement figures were established on it.
+        q = profile.quoting.model_copy(update={"decide": DecisionPoints.event})
+        profile = profile.model_copy(update={"quoting": q})
+        changes.append("quoting.decide=event (the peer is woken per event: split ties)")
     return profile, ov, changes
 
 

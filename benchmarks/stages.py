@@ -222,7 +222,7 @@ def engine_batches(
             nout[j] = 0  # records are discarded: the buffers never need to grow
         chunk = events[b * batch : (b + 1) * batch]
         c0 = _cycles()
-        done = drv.run_chunk(chunk, 0, book, sbook, ctl, venue, out, fill_margin)
+        done = drv.run_chunk(chunk, 0, book, sbook, ctl, venue, out, fill_margin, 0)
         cycles[b] = _cycles() - c0
         if done < batch:
             return b

@@ -169,6 +169,11 @@ class EventOrder(StrEnum):
     file = "file"  # one cursor in file (local receive) order for both
 
 
+class DecisionPoints(StrEnum):
+    timestamp = "timestamp"  # once per local timestamp: a whole message, then one decision
+    event = "event"  # after every event (a diff's levels one by one); snapshots grouped
+
+
 class ThroughFill(StrEnum):
     printed = "print"  # a print through our price fills at most the printed size
     order = "order"  # ... fills our whole remaining order (hftbacktest's rule)
@@ -219,6 +224,12 @@ class QuotingCfg(_Section):
         OrderType.post_only,
         description="post_only: a quote that would cross on arrival is rejected (GTX); "
         "limit: it takes liquidity as taker.",
+    )
+    decide: DecisionPoints = Field(
+        DecisionPoints.timestamp,
+        description="timestamp: the strategy decides once everything received at one local "
+        "time is applied (a whole depth message); event: after every event, on the book as "
+        "each level of a message leaves it.",
     )
 
 
@@ -677,8 +688,8 @@ class RunSettings(BaseSettings):
     model_arms: str = Field(
         "all",
         description="Fill-model arms run beside the soak for the model error bars: all, none or "
-        "a comma-separated list of crossing_fills, through_fill, event_order, order_type, clock "
-        "(docs/REPORTS.md).",
+        "a comma-separated list of crossing_fills, through_fill, event_order, order_type, decide, "
+        "clock (docs/REPORTS.md).",
     )
     tuner: Literal["seed", "walk-forward"] = Field(
         "seed",

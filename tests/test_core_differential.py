@@ -27,23 +27,26 @@ INST = Instrument("TEST", "sim", TICK, LOT)
 CENTER = 10_000  # tick of price 100.00
 
 
-# Fill-rule variants: (order type, matching section). The default model; the file-order model
-# with plain limit orders; exchange order with a window small enough to clamp late events, no
-# crossing fills and hftbacktest's through-print rule.
-VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
-    "default": ("post_only", {}),
-    "file-limit": ("limit", {"event_order": "file"}),
+# Rule variants: (order type, decision points, matching section). The default model; the
+# file-order model with plain limit orders; exchange order with a window small enough to clamp
+# late events, no crossing fills and hftbacktest's through-print rule; a decision after every
+# event (the streams put several events on one local time: dt = 0, snapshots).
+VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
+    "default": ("post_only", "timestamp", {}),
+    "file-limit": ("limit", "timestamp", {"event_order": "file"}),
     "clamp-limit-nocross-order": (
         "limit",
+        "timestamp",
         {"reorder_window_ms": 3.0, "crossing_fills": False, "through_fill": "order"},
     ),
+    "each-event": ("post_only", "event", {}),
 }
 
 
 def make_profile(
     model: str, mode: str, max_in_flight: int, max_pos: float, variant: str = "default"
 ) -> Profile:
-    order_type, matching = VARIANTS[variant]
+    order_type, decide, matching = VARIANTS[variant]
     return Profile(
         quoting={
             "order_qty": 0.005,
@@ -54,6 +57,7 @@ def make_profile(
             "vol_sample_ms": 5.0,
             "impact_levels": 3,
             "order_type": order_type,
+            "decide": decide,
         },
         matching=matching,
         inventory={"max_position": max_pos, "max_notional": 1e9},
@@ -259,6 +263,7 @@ def test_generated_streams_exercise_the_traps() -> None:
         "concurrency": 0,
         "post_only_rejected": 0,
         "clamped": 0,
+        "batched": 0,  # events decided together with the next one (same local time)
     }
     for n in range(40):
         steps = random_steps(rng, 70)
@@ -272,6 +277,7 @@ def test_generated_streams_exercise_the_traps() -> None:
         seen["lost"] += c["cancels_lost_race"] + c["replaces_rejected"]
         seen["post_only_rejected"] += c["post_only_rejected"]
         seen["clamped"] += c["late_events_clamped"]
+        seen["batched"] += c["events"] - c["decisions"] - c["no_decision"]
         for r in ("risk", "throttle", "min_interval", "concurrency"):
             seen[r] += c["blocks"][r]
     assert all(v > 0 for v in seen.values()), seen

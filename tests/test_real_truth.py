@@ -95,6 +95,26 @@ def test_one_cursor_in_receive_order_fills_orders_before_they_arrive(
     assert (fills["queue_ns"] < 0).sum() > 0
 
 
+@pytest.mark.parametrize("name", ["spot-btcusdt", "usdm-btcusdt"])
+def test_the_strategy_decides_once_per_message_on_real_data(
+    feeds: dict[str, Path], name: str
+) -> None:
+    """A capture's depth message is many events on one receive time (12-17 on these); the
+    strategy decides once it is all applied, never on the book half-way through it: one
+    decision per distinct local_ts, across the run's slices. Per event it decides on every
+    level, several times as often (the ``decide`` model arm reports what that changes)."""
+    local = open_feed(feeds[name]).events["local_ts"]
+    messages = int((np.diff(local) != 0).sum()) + 1
+    base = load_profile("S1")
+    eng, _ = run(feeds[name], base)
+    c = eng.counters()
+    assert c["decisions"] + c["other"]["no_decision"] == messages
+    each = base.model_copy(update={"quoting": base.quoting.model_copy(update={"decide": "event"})})
+    eng_e, _ = run(feeds[name], each)
+    ce = eng_e.counters()
+    assert ce["decisions"] + ce["other"]["no_decision"] > 5 * messages
+
+
 def test_post_only_quotes_are_rejected_on_real_data(feeds: dict[str, Path]) -> None:
     p = load_profile("S1")
     assert p.quoting.order_type == "post_only" and p.matching == MatchingCfg()
@@ -133,7 +153,7 @@ def test_a_soak_on_a_real_capture_reports_every_truth_figure(
     switches = {a["switch"] for a in model["arms"]}
     assert switches == {
         "matching.crossing_fills", "matching.through_fill", "matching.event_order",
-        "quoting.order_type", "clock",
+        "quoting.order_type", "quoting.decide", "clock",
     }  # fmt: skip
     nets = [a["net_bps"] for a in model["arms"] if a["net_bps"] is not None]
     assert len(nets) >= 4 and model["lo"] <= edge["totals"]["net_bps"] <= model["hi"]

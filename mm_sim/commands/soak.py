@@ -108,8 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model-arms",
         metavar="all|none|RULE,...",
         help="also run the soak once per fill-model rule flipped, for the model error bars "
-        "(rules: crossing_fills, through_fill, event_order, order_type, clock; MM_MODEL_ARMS; "
-        "default: all)",
+        "(rules: crossing_fills, through_fill, event_order, order_type, decide, clock; "
+        "MM_MODEL_ARMS; default: all)",
     )
     p.add_argument(
         "--clock",

@@ -2,16 +2,17 @@
 
 Per event, in file (local receive) order (docs/CORE.md, "Event loop"):
 
-1. a decision deferred by a snapshot batch that ended the previous slice runs, unless this
-   event continues the batch;
+1. a decision deferred by a batch that ended the previous slice runs, unless this event
+   continues the batch;
 2. marks due on the exchange clock are written (state as it was before this event);
 3. actions that reached the venue by this event's ``exch_ts`` are processed (place, replace,
    cancel; an arriving crossing order takes liquidity);
 4. the event updates the book, our queue positions and fills (trades, crossed book);
 5. fill reports the strategy has received by this event's ``local_ts`` are applied, acknowledged
    actions leave the in-flight list, finished orders are released;
-6. the strategy decides (book -> quote -> limiter -> actions). After CLEAR/SNAPSHOT events the
-   decision is deferred until the batch (same ``local_ts``) is complete.
+6. the strategy decides (book -> quote -> limiter -> actions) once every event of this
+   ``local_ts`` is applied: one decision per message received, never on a half-applied one
+   (``quoting.decide = event``: after every event, only snapshot batches grouped).
 
 All state lives in numpy arrays (``state_arrays``), so a run can be checkpointed between chunks
 and resumed bit for bit. The kernels take those arrays in a few tuples whose members always
@@ -47,6 +48,7 @@ from mm_sim.core.match import (
     OS_RESTING,
     OUT_MARKS,
     OUT_NOUT,
+    RULE_DECIDE_EACH_EVENT,
     VN_ACC,
     VN_CNT,
     VN_LIVE,
@@ -170,11 +172,15 @@ def run_chunk(
     venue: Venue,
     out: Out,
     fill_margin: int,
+    settle: int,
 ) -> int:
     """Process the items ``events[start:]``; returns the index of the first one not processed.
 
     ``vbook`` is the venue's book, ``sbook`` the strategy's; in the file-order model they are
-    the same arrays and items carry no flags (timeline.py).
+    the same arrays and items carry no flags (timeline.py). A decision whose batch reaches the
+    last item waits for the next call, which may continue the batch (results then do not
+    depend on how a feed is sliced); ``settle=1`` takes it at once: the live path, whose items
+    are whole messages.
     """
     vbid, vask, vbst = vbook
     sbid, sask, sbst = sbook
@@ -192,6 +198,9 @@ def run_chunk(
     qmodel = int(p[K_QUEUE_MODEL])
     qpower = p[K_QUEUE_POWER]
     rules = int(p[K_RULES])
+    # One decision per local timestamp (everything received at once is applied first), or
+    # one per event with only snapshot batches grouped (docs/CORE.md, "Decision points").
+    per_ts = rules & RULE_DECIDE_EACH_EVENT == 0
     n = events.shape[0]
     qmi[QM_VALID] = 0  # parameters may have been hot-swapped since the last call
     i = start
@@ -216,7 +225,7 @@ def run_chunk(
         decide_at = local
         if g[G_PENDING] == 1:
             g[G_PENDING] = 0
-            if not (on_s and kind == KIND_SNAPSHOT and local == g[G_PENDING_TS]):
+            if not (on_s and local == g[G_PENDING_TS] and (per_ts or kind == KIND_SNAPSHOT)):
                 process = False
                 decide_at = g[G_PENDING_TS]
         now_decide = not process
@@ -288,17 +297,18 @@ def run_chunk(
                 if vs[VS_DIRTY] == 1:
                     sweep_free(oi, live, vs)
                 now_decide = True
-                if kind in (KIND_CLEAR, KIND_SNAPSHOT):
-                    # A snapshot batch (same local_ts) is seen by the strategy once complete.
+                if per_ts or kind in (KIND_CLEAR, KIND_SNAPSHOT):
+                    # A batch (same local_ts: one message, a snapshot) is seen by the strategy
+                    # once complete; the next strategy item tells whether it continues.
                     if i + 1 < n:
                         nxt = events[i + 1]
                         nflags = nxt.kind & ITEM_FLAGS
                         now_decide = not (
                             (nflags == 0 or (nflags & ITEM_S) != 0)
-                            and nxt.kind & KIND_BITS == KIND_SNAPSHOT
                             and nxt.local_ts == local
+                            and (per_ts or nxt.kind & KIND_BITS == KIND_SNAPSHOT)
                         )
-                    else:
+                    elif settle == 0:
                         now_decide = False
                         g[G_PENDING] = 1
                         g[G_PENDING_TS] = local

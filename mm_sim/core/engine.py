@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mm_sim.config import (
+    DecisionPoints,
     EventOrder,
     LatencyMode,
     OrderType,
@@ -169,6 +170,8 @@ def fill_rules(profile: Profile) -> int:
         rules |= match.RULE_NO_CROSS_FILLS
     if m.through_fill == ThroughFill.order:
         rules |= match.RULE_THROUGH_ORDER
+    if profile.quoting.decide == DecisionPoints.event:
+        rules |= match.RULE_DECIDE_EACH_EVENT
     return rules
 
 
@@ -315,7 +318,10 @@ class Engine:
         event of a later slice before some of this one (timeline.py): ``flush=False`` holds
         back what a later event could precede (at most ``matching.reorder_window_ms`` of
         feed) for the next call, so results do not depend on how the feed is sliced;
-        ``flush=True`` (the end of a run or an iteration) processes everything.
+        ``flush=True`` (the end of a run or an iteration) processes everything, and the
+        strategy decides on the last batch (local timestamp) at once instead of when the next
+        call shows whether it continues: a caller must not cut a batch with ``flush=True``
+        (time-based cuts never do).
         """
         ev = np.asarray(events)
         if ev.dtype != EVENT_DTYPE:
@@ -332,13 +338,14 @@ class Engine:
         nout = self._nout
         nout[:] = 0
         if self._timeline is None:
-            self._run_items(ev)
+            self._run_items(ev, flush)
         else:
             # The timeline in bounded slices: its buffers stay small and warm (fresh pages
             # cost more than the merge itself).
             for lo in range(0, max(len(ev), 1), TIMELINE_SLICE):
                 last = lo + TIMELINE_SLICE >= len(ev)
-                self._run_items(self._timeline.items(ev[lo : lo + TIMELINE_SLICE], flush and last))
+                items = self._timeline.items(ev[lo : lo + TIMELINE_SLICE], flush and last)
+                self._run_items(items, flush and last)
         return ChunkResult(
             fills=out["fills"][: nout[NO_FILLS]].copy(),
             actions=out["actions"][: nout[NO_ACTIONS]].copy(),
@@ -346,11 +353,11 @@ class Engine:
             marks=out["marks"][: nout[NO_MARKS]].copy(),
         )
 
-    def _run_items(self, ev: np.ndarray) -> None:
+    def _run_items(self, ev: np.ndarray, settle: bool) -> None:
         i = 0
         n = len(ev)
         while i < n:
-            i = run_chunk(ev, i, *self._args)
+            i = run_chunk(ev, i, *self._args, int(settle))
             if i < n:
                 self._grow()
 
@@ -369,7 +376,7 @@ class Engine:
         kernel = self._live_kernel
         if kernel is None:
             # Made for the types of the bound arrays, which a grown buffer keeps.
-            kernel = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *self._args)
+            kernel = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *self._args, 1)
             self._live_kernel = kernel
         f = events.flags
         if not (f.c_contiguous and f.writeable and f.aligned and events.dtype == EVENT_DTYPE):
@@ -385,10 +392,11 @@ class Engine:
         nout = self._nout
         nout.fill(0)  # (a slice assignment costs several times more on this path)
         n = len(events)
-        i = kernel(events, 0, *self._args)
+        # settle=1: a message's decision is taken in this call, not when the next one comes
+        i = kernel(events, 0, *self._args, 1)
         while i < n:
             self._grow()
-            i = kernel(events, i, *self._args)
+            i = kernel(events, i, *self._args, 1)
         return nout
 
     def _bind_args(self) -> tuple[BookArrays, BookArrays, Ctl, Venue, Out, int]:

@@ -155,6 +155,9 @@ Terms = tuple[float, float, float, float, int, int, float, int]
 RULE_POST_ONLY = 1  # an order that would cross on arrival is rejected, not filled as taker
 RULE_NO_CROSS_FILLS = 2  # a book moving through a resting order without a print fills nothing
 RULE_THROUGH_ORDER = 4  # a print through our price fills our whole remaining order
+# Not a fill rule but the driver's, kept with them (profile ``quoting.decide``): the strategy
+# decides after every event, not once per local timestamp.
+RULE_DECIDE_EACH_EVENT = 8
 # The arrays one fill touches, out of Venue and Out, for emit_fill and the report ring:
 # oi, of, ni, nf, vs, vsf, si, acc, cnt, fills, nout. Why emit_fill does not take the whole
 # bundles: numba passes a tuple as all its members, and LLVM inlines a call the more readily the

@@ -51,7 +51,7 @@ K_SPREAD_DELTA_BPS = 27
 K_TAIL_AGE_NS = 28
 K_IMPACT_RATIO = 29
 K_MAX_DELTA_RATIO = 30
-K_RULES = 31  # fill rules, match.RULE_* bits
+K_RULES = 31  # fill rules and the decision points, match.RULE_* bits
 K_CSIZE = 32  # contract size of an inverse instrument, quote per contract (0 = linear)
 K_SIZE = 33
 
@@ -59,7 +59,7 @@ K_SIZE = 33
 G_NEXT_MARK = 0
 G_VCLOCK = 1  # the venue's clock: the last venue time it advanced to
 G_LAST_LOCAL = 2
-G_PENDING = 3  # 1 when a snapshot batch deferred its decision
+G_PENDING = 3  # 1 when a batch (one local_ts) ending a slice deferred its decision
 G_PENDING_TS = 4
 G_LAG = 5  # feed lag of the current event, ns (local - exch, floored at 0)
 G_STARTED = 6

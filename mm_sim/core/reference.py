@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mm_sim.config import (
+    DecisionPoints,
     EventOrder,
     LatencyMode,
     OrderType,
@@ -205,6 +206,7 @@ class RefEngine:
         self.mark_ns = round(profile.mark_interval_ms * 1e6)
         m = profile.matching
         self.post_only = profile.quoting.order_type == OrderType.post_only
+        self.per_ts = profile.quoting.decide == DecisionPoints.timestamp
         self.crossing_fills = m.crossing_fills
         self.through_order = m.through_fill == ThroughFill.order
         self.exchange_order = m.event_order == EventOrder.exchange
@@ -662,9 +664,9 @@ class RefEngine:
         on_s = part in ("S", "VS", "FILE")
         sync = part in ("S", "VS")
         if self.pending is not None:
-            # the previous event ended a snapshot batch unless this one continues it
+            # the previous event ended a batch (one local_ts) unless this one continues it
             ts, self.pending = self.pending, None
-            if not (on_s and kind == KIND_SNAPSHOT and local == ts):
+            if not (on_s and local == ts and (self.per_ts or kind == KIND_SNAPSHOT)):
                 self._decide(ts)
         if not self.started:
             self.next_mark = -((-exch) // self.mark_ns) * self.mark_ns
@@ -698,7 +700,7 @@ class RefEngine:
             self.book.apply(kind, side, t, qty)
         self._deliver(local)
         self._purge(local)
-        if kind in (KIND_CLEAR, KIND_SNAPSHOT):
+        if self.per_ts or kind in (KIND_CLEAR, KIND_SNAPSHOT):
             self.pending = local
         else:
             self._decide(local)
@@ -707,7 +709,7 @@ class RefEngine:
     def run(self, events: np.ndarray, flush: bool = True) -> RefResult:
         """Like ``Engine.run``: with ``flush=False`` the exchange-order model holds the events
         back until a later call flushes them (the engine holds back less; what both produce
-        over a run is the same)."""
+        over a run is the same), and the last batch's decision waits for the next event."""
         start = (len(self._fills), len(self._actions), len(self._blocks), len(self._marks))
         if not self.exchange_order:
             for e in events:
@@ -718,6 +720,10 @@ class RefEngine:
                 held, self.held = self.held, []
                 for part, e, exch in self._timeline(held):
                     self.step(part, e, exch)
+        if flush and self.pending is not None:
+            # the end of a run or an iteration: the last batch is complete
+            ts, self.pending = self.pending, None
+            self._decide(ts)
         return RefResult(
             np.array(self._fills[start[0] :], dtype=FILL_DTYPE),
             np.array(self._actions[start[1] :], dtype=ACTION_DTYPE),

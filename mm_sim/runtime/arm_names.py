@@ -3,7 +3,7 @@ check them without loading the core."""
 
 from __future__ import annotations
 
-RULE_ARMS = ("crossing_fills", "through_fill", "event_order", "order_type")
+RULE_ARMS = ("crossing_fills", "through_fill", "event_order", "order_type", "decide")
 ALL = (*RULE_ARMS, "clock")
 
 

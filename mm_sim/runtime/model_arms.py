@@ -4,7 +4,8 @@ Why: a net_bps figure is only as good as the fill model behind it, and the rules
 (docs/CORE.md, "Fill rules") are judgement calls a user may not share: whether a book moving
 through a resting order without a print fills it, whether a print through our price fills the
 whole order, whether the venue sees the feed in exchange-time order, whether quotes are
-post-only, and the feed's clock correction. Each arm flips one of them and runs a full engine
+post-only, whether the strategy decides per message or per event, and the feed's clock
+correction. Each arm flips one of them and runs a full engine
 on the same events with the same overrides as the primary arm (tuner and operator changes
 included), recorded in ``ROOT/models/NAME`` with the run directory's own layout, so its figures
 come from recorded fills and marks like the primary's and ``mm_sim report`` can rebuild them.
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim.config import EventOrder, OrderType, Overrides, Profile, ThroughFill
+from mm_sim.config import DecisionPoints, EventOrder, OrderType, Overrides, Profile, ThroughFill
 from mm_sim.core.engine import Engine
 from mm_sim.events import Instrument, atomic_write_json
 from mm_sim.feeds.clock import shift_local
@@ -68,9 +69,15 @@ def _type(p: Profile) -> tuple[str, str, Profile]:
     return "quoting.order_type", v.value, _with(p, "quoting", order_type=v)
 
 
+def _decide(p: Profile) -> tuple[str, str, Profile]:
+    each = p.quoting.decide == DecisionPoints.timestamp
+    v = DecisionPoints.event if each else DecisionPoints.timestamp
+    return "quoting.decide", v.value, _with(p, "quoting", decide=v)
+
+
 # Each rule gives (the setting, its other value, the profile with that value).
 RULES: dict[str, Callable[[Profile], tuple[str, str, Profile]]] = dict(
-    zip(RULE_ARMS, (_crossing, _through, _order, _type), strict=True)
+    zip(RULE_ARMS, (_crossing, _through, _order, _type, _decide), strict=True)
 )
 
 
