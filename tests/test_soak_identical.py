@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from mm_sim.runtime.arm_names import ALL as ALL_ARMS
+
 ARGS = ["--iterations", "2", "--iteration-minutes", "2", "--seed", "5", "--clock", "3"]
 ARGS += ["--model-arms", "all"]  # tests/conftest.py switches them off for other soaks
 EXCEPTIONS: frozenset[str] = frozenset()  # relative paths allowed to differ (see docstring)
@@ -68,7 +70,7 @@ def test_speedups_write_the_same_bytes(tmp_path: Path) -> None:
     # the run is what the comparison is about: every arm, its records, reports and charts
     assert {"reports/EDGE_REPORT.json", "reports/pnl.png", "soak/records/fills.bin"} <= set(off)
     arms = {p.split("/")[1] for p in off if p.startswith("models/")}
-    assert len(arms) == 5, arms  # four fill rules and the clock
+    assert len(arms) == len(ALL_ARMS), arms  # every fill-rule arm and the clock
     for name, run in (("cold cache, arms in a child", cold), ("warm cache", warm)):
         assert sorted(run) == sorted(off), name
         differ = [p for p in off if run[p] != off[p]]

@@ -33,6 +33,7 @@ import pytest
 
 from mm_sim.config import load_overrides, load_profile
 from mm_sim.errors import UserError
+from mm_sim.runtime.arm_names import RULE_ARMS
 from mm_sim.sweep.cell import CellTask, run_cell
 from mm_sim.sweep.driver import SweepOptions, SweepOutcome, _warm, probe_scheduler, run_sweep
 from mm_sim.sweep.results import TIMING_COLUMNS
@@ -186,7 +187,7 @@ def test_report_shows_in_and_out_of_sample_and_a_heat_map(swept) -> None:
     held = [m for m in model if m]
     assert len(held) == len(TEST) and len(model) == len(TRAIN) + len(TEST)
     lo, hi = held[0]["lo"], held[0]["hi"]
-    assert lo <= held[0]["net_bps"] <= hi and len(held[0]["arms"]) == 4
+    assert lo <= held[0]["net_bps"] <= hi and len(held[0]["arms"]) == len(RULE_ARMS)
     row = next(ln for ln in md.splitlines() if ln.startswith(f"| `{TEST[0]}` | test |"))
     assert f"[{lo:+.3f}, {hi:+.3f}]" in row
 
