@@ -139,7 +139,7 @@ def render() -> str:
     out = [
         "# Configuration reference",
         "",
-        "Generated from `mm_sim/config.py` by `python -m mm_sim config docs`; do not edit by "
+        "Generated from `mm_sim/config/` by `python -m mm_sim config docs`; do not edit by "
         "hand (a test compares this file with the models).",
         "",
         "Precedence, lowest first: the JSON file → environment variables → "

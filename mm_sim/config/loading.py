@@ -1,0 +1,183 @@
+"""Loading with precedence (file, then environment, then --set flags) and one clear error
+message naming where a bad value came from."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings
+
+from mm_sim.config.file_source import current_file
+from mm_sim.config.overrides import Overrides
+from mm_sim.config.paths import DEFAULT_OVERRIDES, DEFAULT_PROFILE, PROFILES_DIR
+from mm_sim.config.profile import Profile
+from mm_sim.errors import UserError
+from mm_sim.events import read_text_file
+
+
+def read_json_file(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise UserError(f"{path}: {what} file not found")
+    try:
+        data = json.loads(read_text_file(path, what))
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON in {what}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _line_of(path: Path, key: str) -> int | None:
+    pattern = re.compile(r'"' + re.escape(key) + r'"\s*:')
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if pattern.search(line):
+            return n
+    return None
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        cur = out
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = value
+    return out
+
+
+M = TypeVar("M", bound=BaseSettings)
+
+
+def _load(
+    cls: type[M], path: Path | None, cli: dict[str, Any] | None, env_prefix: str, what: str
+) -> M:
+    file_data = read_json_file(path, what) if path is not None else {}
+    cli = cli or {}
+    _check_env_names(cls, env_prefix, what)
+    token = current_file.set(file_data)
+    try:
+        return cls(**_nest(cli))
+    except ValidationError as exc:
+        raise UserError(_explain(exc, path, cli, env_prefix, what)) from None
+    finally:
+        current_file.reset(token)
+
+
+def _check_env_names(cls: type[BaseModel], env_prefix: str, what: str) -> None:
+    """An ``MM_PROFILE__*`` / ``MM_OVERRIDES__*`` variable that names no field is a typo the
+    settings loader would silently ignore: refuse it, naming the variable."""
+    for key in sorted(os.environ):
+        if not key.upper().startswith(env_prefix):
+            continue
+        model: Any = cls
+        parts = key[len(env_prefix) :].lower().split("__")
+        for i, part in enumerate(parts):
+            fields = getattr(model, "model_fields", None)
+            if not fields or part not in fields:
+                raise UserError(
+                    f"environment {key}: no {what} field '{'.'.join(parts[: i + 1])}' "
+                    "(check the spelling; see docs/CONFIG.md)"
+                )
+            model = fields[part].annotation
+
+
+def _explain(
+    exc: ValidationError,
+    path: Path | None,
+    cli: dict[str, Any],
+    env_prefix: str,
+    what: str,
+    where: str | None = None,
+) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        dotted = ".".join(loc)
+        env_name = env_prefix + "__".join(loc).upper()
+        value = err.get("input")
+        if where is not None:
+            origin = where
+        elif dotted in cli:
+            origin = f"command line --set {what}.{dotted}"
+        elif any(k.upper() == env_name for k in os.environ):
+            origin = f"environment {env_name}"
+        elif path is not None:
+            line = _line_of(path, loc[-1]) if loc else None
+            origin = f"{path}:{line}" if line else str(path)
+        else:
+            origin = "defaults"
+        if err["type"] == "extra_forbidden":
+            expected = "no such field (check the spelling; see docs/CONFIG.md)"
+        else:
+            expected = err["msg"]
+        lines.append(f"{origin}: {what} field '{dotted}' = {value!r}: {expected}")
+    return "invalid configuration: " + "; ".join(lines)  # one line, however many errors
+
+
+def resolve_profile_path(name_or_path: str | os.PathLike[str] | None) -> Path:
+    """``S1`` -> ``profiles/market_maker_S1.json``; anything else is a path."""
+    if name_or_path is None:
+        return DEFAULT_PROFILE
+    s = str(name_or_path)
+    named = PROFILES_DIR / f"market_maker_{s}.json"
+    if "/" not in s and not s.endswith(".json") and named.exists():
+        return named
+    p = Path(s)
+    if not p.exists() and not s.endswith(".json"):
+        known = sorted(x.stem.removeprefix("market_maker_") for x in PROFILES_DIR.glob("*.json"))
+        raise UserError(f"unknown profile {s!r}: not a file, and not one of {known}")
+    return p
+
+
+def load_profile(
+    name_or_path: str | os.PathLike[str] | None = None, cli: dict[str, Any] | None = None
+) -> Profile:
+    return _load(Profile, resolve_profile_path(name_or_path), cli, "MM_PROFILE__", "profile")
+
+
+def load_overrides(
+    path: str | os.PathLike[str] | None = None, cli: dict[str, Any] | None = None
+) -> Overrides:
+    p = Path(path) if path is not None else DEFAULT_OVERRIDES
+    return _load(Overrides, p, cli, "MM_OVERRIDES__", "overrides")
+
+
+def validate_overrides_dict(data: dict[str, Any], where: str) -> Overrides:
+    """Validate overrides arriving mid-run (operator edit, tuner): no env or CLI layering."""
+    try:
+        return Overrides.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_explain(exc, None, {}, "MM_OVERRIDES__", "overrides", where)) from None
+
+
+def parse_set_flags(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``--set profile.a.b=V`` / ``--set overrides.x=V`` into two flat dicts."""
+    prof: dict[str, Any] = {}
+    ovr: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. overrides.tail_age_ms=700")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        head, _, rest = key.strip().partition(".")
+        if head == "profile" and rest:
+            prof[rest] = value
+        elif head == "overrides" and rest:
+            ovr[rest] = value
+        else:
+            raise UserError(
+                f"--set {item!r}: key must start with 'profile.' or 'overrides.' "
+                "(e.g. profile.fees.maker_bps=-0.5)"
+            )
+    return prof, ovr
