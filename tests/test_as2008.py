@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mm_sim.core.as2008 import StudyParams, simulate_paths, simulate_paths_py
-from mm_sim.core.reference import RefRng
+from mm_sim.core.reference_parts import RefRng
 from mm_sim.core.rng import make_rng, rng_next, rng_uniform
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.engine import Engine
-from mm_sim.core.reference import RefEngine, Script
+from mm_sim.core.reference import RefEngine
+from mm_sim.core.script import Script
 from mm_sim.events import Instrument
 
 TICK = 0.01

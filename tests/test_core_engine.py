@@ -11,7 +11,7 @@ import pytest
 from mm_sim.config import LimiterCfg, MatchingCfg, Overrides, Profile
 from mm_sim.core.engine import ChunkResult, Engine
 from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, MARK_DTYPE
-from mm_sim.core.reference import Script
+from mm_sim.core.script import Script
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, Instrument
 from mm_sim.feeds.synthetic import SyntheticParams, generate

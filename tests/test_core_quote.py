@@ -28,7 +28,8 @@ from mm_sim.core.quote import (
     vol_update,
 )
 from mm_sim.core.records import ACT_CANCEL, ACT_REPLACE
-from mm_sim.core.reference import RefEngine, Script
+from mm_sim.core.reference import RefEngine
+from mm_sim.core.script import Script
 from mm_sim.events import KIND_DEPTH, Instrument
 from mm_sim.feeds.synthetic import SyntheticParams, generate
 

@@ -28,7 +28,8 @@ from test_core_differential import (
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.engine import Engine
 from mm_sim.core.records import LIQ_MAKER
-from mm_sim.core.reference import RefEngine, Script
+from mm_sim.core.reference import RefEngine
+from mm_sim.core.script import Script
 from mm_sim.errors import UserError
 from mm_sim.events import FeedMeta, Instrument
 

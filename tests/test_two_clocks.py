@@ -17,7 +17,8 @@ from test_core_match import overrides
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.engine import Engine
 from mm_sim.core.records import ACT_CANCEL, ACT_PLACE, LIQ_MAKER
-from mm_sim.core.reference import RefEngine, Script
+from mm_sim.core.reference import RefEngine
+from mm_sim.core.script import Script
 from mm_sim.events import Instrument
 
 TICK = 0.01

@@ -152,7 +152,7 @@ def simulate_paths_py(
     paths: int, seed: int, gamma: float, p: StudyParams
 ) -> list[tuple[float, float, float, float]]:
     """Plain-Python reference of :func:`simulate_paths` (same draws, same arithmetic)."""
-    from mm_sim.core.reference import RefRng
+    from mm_sim.core.reference_parts import RefRng
 
     rng = RefRng(seed)
     n_steps = round(p.T / p.dt)
