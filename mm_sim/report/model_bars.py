@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_sim.config import GatesCfg
-from mm_sim.report.edge import section
+from mm_sim.report.edge import headline
 from mm_sim.report.parts_memo import parts_of
 
 MODELS_DIR = "models"
@@ -50,8 +50,8 @@ def model_error_bars(
         if row["complete"] and len(lines) == iterations and iterations > 0:
             recs = rd.iteration_records(lines)
             parts = parts_of(_slices(recs, lines, run_contract_size(rd)))
-            # only the totals: the per-iteration sections are the primary's business
-            totals = section(parts, None, gates.hard.adverse_p95_max, gates.venue_rules)
+            # the totals' headline only: the rest of a section is the primary's business
+            totals = headline(parts)
             row["net_bps"] = totals.net_bps
             row["fills"] = totals.fills
             row["maker_share_pct"] = totals.maker_share_pct
