@@ -145,6 +145,27 @@ def test_crash_after_partial_write_resumes_exactly(tmp_path: Path, run: SimRun) 
     assert rd2.fills_csv.read_bytes() == clean.fills_csv.read_bytes()
 
 
+def test_resume_removes_writes_a_killed_run_left_unfinished(tmp_path: Path, run: SimRun) -> None:
+    """A SIGKILL between an atomic write's temp file and its rename leaves ``.NAME.*.tmp``
+    behind; once the resumed run holds the lock they are leftovers, and a resumed directory
+    must hold the files an uninterrupted run has (nothing else)."""
+    rd = write_run(tmp_path / "r", run, 2)
+    build_reports(rd, Profile())
+    rd.close()
+    stale = [
+        rd.reports / ".EDGE_REPORT.json.ktkxjnve.tmp",
+        rd.soak / ".run.json.a1b2c3.tmp",
+        rd.soak / "checkpoints" / ".checkpoint.npz.x9.tmp",
+    ]
+    for f in stale:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"half a file")
+    kept = rd.reports / "notes.tmp"  # not a hidden temp file of ours: left alone
+    kept.write_text("x")
+    RunDir(rd.root).begin(config(), resume=True)
+    assert [f for f in stale if f.exists()] == [] and kept.exists()
+
+
 def test_fills_csv_alone_recomputes_pnl(tmp_path: Path, run: SimRun) -> None:
     rd = write_run(tmp_path / "r", run)
     build_reports(rd, PROFILE, charts=False)

@@ -31,10 +31,12 @@ _KEPT: OrderedDict[bytes, Parts] = OrderedDict()
 
 def slice_key(sl: Slice) -> bytes:
     """A digest of every input of ``iteration_parts(sl)``."""
-    h = hashlib.blake2b(digest_size=20)
+    # SHA-1 for speed (twice BLAKE2b here; a memo key needs no collision resistance against an
+    # adversary), over the arrays' own buffers: no copy of the records
+    h = hashlib.sha1()
     for a in (sl.fills, sl.actions, sl.blocks, sl.marks):
         h.update(f"{a.dtype.descr}:{a.shape}".encode())
-        h.update(a.tobytes())
+        h.update(a.data if a.flags.c_contiguous else a.tobytes())
     # repr of a float is exact (it reads back as the same number)
     h.update(
         repr(

@@ -201,9 +201,21 @@ class RunDir:
                 f"{self.run_json}: cannot resume with a different {'; '.join(diff)} "
                 "(resume with the run's own settings, or start a new run directory)"
             )
+        self._remove_unfinished_writes()
         if self._drop_partial:
             self._drop_trailing_partial()
         return self._recover()
+
+    def _remove_unfinished_writes(self) -> None:
+        """The hidden ``.NAME.*.tmp`` files of atomic writes a killed run never renamed: with the
+        lock held nobody else writes here, so they are leftovers, and a resumed run must end
+        with the files an uninterrupted one has. (Model arms are run directories of their own
+        under ``models/``, cleaned when they resume.)"""
+        stale = [*self.root.glob(".*.tmp"), *self.soak.rglob(".*.tmp")]
+        if self.reports.is_dir():
+            stale += self.reports.glob(".*.tmp")
+        for tmp in stale:
+            tmp.unlink(missing_ok=True)
 
     def _drop_trailing_partial(self) -> None:
         """A partial (interrupted) last iteration is re-run in full on resume: uncommit it."""
