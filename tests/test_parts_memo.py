@@ -82,3 +82,32 @@ def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parts_memo, "MAX_KEPT", 2)
     parts_memo.parts_of(simulate_run(14, n_iter=4).slices())
     assert len(parts_memo._KEPT) == 2
+
+
+def test_iteration_sections_are_the_fresh_ones_evaluated_once_per_gates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner's section of an ended iteration is the one every later rebuild shows: kept
+    per (slice, gates), equal to a fresh evaluation, and each caller's copy is its own."""
+    monkeypatch.setattr(parts_memo, "_KEPT", type(parts_memo._KEPT)())
+    monkeypatch.setattr(parts_memo, "_SECTIONS", type(parts_memo._SECTIONS)())
+    slices = simulate_run(13, n_iter=2).slices()
+    calls: list[int | None] = []
+
+    def counting(parts, iteration, threshold, rules=None):  # type: ignore[no-untyped-def]
+        calls.append(iteration)
+        return section(parts, iteration, threshold, rules)
+
+    monkeypatch.setattr(parts_memo, "section", counting)
+    keyed = parts_memo.keyed_parts(slices)
+    first = parts_memo.iteration_sections(keyed, 5.0)
+    assert calls == [0, 1]
+    for sec, sl in zip(first, slices, strict=True):
+        assert sec == section([iteration_parts(sl)], sl.iteration, 5.0)
+    first[0].fills = -1  # a caller writing into its copy ...
+    again = parts_memo.iteration_sections(parts_memo.keyed_parts(slices), 5.0)
+    assert calls == [0, 1] and again[0].fills != -1  # ... changes nobody else's
+    assert again[1] == first[1]
+    # other gates are another evaluation
+    parts_memo.iteration_sections(keyed, 7.5)
+    assert calls == [0, 1, 0, 1]

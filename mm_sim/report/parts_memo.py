@@ -8,6 +8,10 @@ everything that function reads (the four record arrays, the start state and the 
 scalars). A key that matches is the same input, so the reports are the same bytes; a record
 file rewritten under the same run directory simply misses.
 
+An iteration's own section is kept the same way (``iteration_sections``), keyed by its slice and
+the gates: the runner evaluates it when the iteration ends, and each rebuild showed it again
+(in a sweep cell, two of every five sections a run computed).
+
 The kept parts are shared between rebuilds, so their arrays are made read-only: a caller that
 wrote into one would fail loudly instead of changing a later report.
 """
@@ -20,13 +24,18 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mm_sim.report.edge import Parts, Slice, iteration_parts
+from mm_sim.config import VenueRuleGates
+from mm_sim.report.edge import Parts, Slice, iteration_parts, section
+from mm_sim.report.schema import EdgeSection
 
 # Iterations kept (least recently used go first): a soak of 6 iterations x 5 arms needs 30;
 # a sweep worker's runs each need their own few.
 MAX_KEPT = 256
 
 _KEPT: OrderedDict[bytes, Parts] = OrderedDict()
+# An iteration's own section, by (its slice key, the gates it was evaluated against): the
+# runner evaluates it when the iteration ends and every later report rebuild shows it again.
+_SECTIONS: OrderedDict[tuple[bytes, float, str], EdgeSection] = OrderedDict()
 
 
 def slice_key(sl: Slice) -> bytes:
@@ -56,9 +65,10 @@ def _freeze(p: Parts) -> None:
                     a.flags.writeable = False
 
 
-def parts_of(slices: Iterable[Slice]) -> list[Parts]:
-    """``[iteration_parts(sl) for sl in slices]``, evaluating only slices not seen before."""
-    out: list[Parts] = []
+def keyed_parts(slices: Iterable[Slice]) -> list[tuple[bytes, Parts]]:
+    """``(slice_key(sl), iteration_parts(sl))`` per slice, evaluating only slices not seen
+    before."""
+    out: list[tuple[bytes, Parts]] = []
     for sl in slices:
         key = slice_key(sl)
         p = _KEPT.get(key)
@@ -70,5 +80,34 @@ def parts_of(slices: Iterable[Slice]) -> list[Parts]:
                 _KEPT.popitem(last=False)
         else:
             _KEPT.move_to_end(key)
-        out.append(p)
+        out.append((key, p))
+    return out
+
+
+def parts_of(slices: Iterable[Slice]) -> list[Parts]:
+    """``[iteration_parts(sl) for sl in slices]``, evaluating only slices not seen before."""
+    return [p for _, p in keyed_parts(slices)]
+
+
+def iteration_sections(
+    keyed: Iterable[tuple[bytes, Parts]],
+    adverse_threshold_bps: float,
+    rules: VenueRuleGates | None = None,
+) -> list[EdgeSection]:
+    """``section([p], p.iteration, ...)`` of each ``keyed_parts`` entry, evaluated once per
+    (slice, gates); each caller gets its own copy (sections are mutable models)."""
+    rules = rules if rules is not None else VenueRuleGates()
+    gates_key = rules.model_dump_json()
+    out: list[EdgeSection] = []
+    for key, p in keyed:
+        mkey = (key, adverse_threshold_bps, gates_key)
+        sec = _SECTIONS.get(mkey)
+        if sec is None:
+            sec = section([p], p.iteration, adverse_threshold_bps, rules)
+            _SECTIONS[mkey] = sec
+            if len(_SECTIONS) > MAX_KEPT:
+                _SECTIONS.popitem(last=False)
+        else:
+            _SECTIONS.move_to_end(mkey)
+        out.append(sec.model_copy(deep=True))
     return out

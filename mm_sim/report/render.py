@@ -31,14 +31,13 @@ from mm_sim.report.edge import (
     Slice,
     chain_states,
     horizon_key,
-    iteration_section,
-    sections_of,
+    section,
 )
 from mm_sim.report.gate import evaluate, kpi_gate
 from mm_sim.report.inverse import contract_size_of, inverse_note
 from mm_sim.report.markdown import band_note, churn_md, error_bars_md
 from mm_sim.report.model_bars import model_error_bars
-from mm_sim.report.parts_memo import parts_of
+from mm_sim.report.parts_memo import iteration_sections, keyed_parts
 from mm_sim.report.rundir import RECORD_DTYPES, PendingIteration, RunDir
 from mm_sim.report.schema import (
     EdgeReport,
@@ -124,7 +123,8 @@ def evaluate_pending(
         post_only_rejected=post_only_rejected,
         contract_size=csize,
     )
-    sec = iteration_section(sl, profile.gates.hard.adverse_p95_max, profile.gates.venue_rules)
+    g = profile.gates
+    (sec,) = iteration_sections(keyed_parts([sl]), g.hard.adverse_p95_max, g.venue_rules)
     return PendingIteration(
         iteration=iteration,
         edge=sec,
@@ -143,9 +143,11 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
     lines = rd.committed_lines()
     recs = rd.iteration_records(lines)
     csize = contract_size_of((cfg.model_extra or {}).get("instrument"))
-    parts = parts_of(_slices(recs, lines, csize))
+    keyed = keyed_parts(_slices(recs, lines, csize))
+    parts = [p for _, p in keyed]
     g = profile.gates
-    totals, iters = sections_of(parts, g.hard.adverse_p95_max, g.venue_rules)
+    iters = iteration_sections(keyed, g.hard.adverse_p95_max, g.venue_rules)
+    totals = section(parts, None, g.hard.adverse_p95_max, g.venue_rules)
     stat = statistical_error_bars(parts, totals, g)
     edge = EdgeReport(
         run=RunIdentity(profile=str(cfg.profile.get("name", "")), feed=cfg.feed, seed=cfg.seed),
