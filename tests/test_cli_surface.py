@@ -97,3 +97,29 @@ def test_readme_lists_the_global_options() -> None:
     readme = (REPO / "README.md").read_text()
     for flag in ("--log-level", "--log-json", "--version"):
         assert f"`{flag}" in readme, flag
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    """``mm_sim soak`` registers the soak alone: the other commands' stacks (the sweep's Dask
+    and report, the fake exchange's HTTP server) are not imported for it; a misspelt command
+    still gets the full list to choose from."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mm_sim.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('mm_sim.commands.sweep', 'mm_sim.commands.fake_exchange',"
+        " 'mm_sim.commands.soak', 'aiohttp') if m in sys.modules))\n"
+    )
+    run = [sys.executable, "-c", code]
+    soak = subprocess.run([*run, "soak", "--help"], capture_output=True, text=True, check=True)
+    assert soak.stdout.strip().splitlines()[-1] == "['mm_sim.commands.soak']"
+    fake = subprocess.run([*run, "fake-exchange", "--help"], capture_output=True, text=True)
+    assert "--msg-rate" in fake.stdout and "mm_sim.commands.sweep" not in fake.stdout
+    typo = subprocess.run([*run, "sok"], capture_output=True, text=True)
+    assert "invalid choice: 'sok'" in typo.stderr and "'fake-exchange'" in typo.stderr
