@@ -307,7 +307,10 @@ def connect(
             processes=True,
             host="127.0.0.1",
             dashboard_address=":0",  # its HTTP server always starts: any free port, no clash
-            silence_logs=logging.ERROR,
+            # Dask's own errors stay quiet too: a failed cell reaches the driver as its
+            # exception (reported by cell and feed), and on Ctrl-C a worker whose scheduler
+            # went first logged its heartbeat failure with a traceback
+            silence_logs=logging.CRITICAL,
         )
     with cluster, Client(cluster) as client:
         yield client, f"Dask LocalCluster, {n} worker process(es) × 1 thread"
