@@ -47,7 +47,7 @@ from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json, hold_lock, sidecar_path
 from mm_sim.runtime.arm_names import ALL as ALL_ARMS
 from mm_sim.runtime.progress import COLD_COMPILE_NOTE, kernels_cached
-from mm_sim.sweep import cache
+from mm_sim.sweep import cache, worker_logs
 from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
@@ -307,12 +307,10 @@ def connect(
             processes=True,
             host="127.0.0.1",
             dashboard_address=":0",  # its HTTP server always starts: any free port, no clash
-            # Dask's own errors stay quiet too: a failed cell reaches the driver as its
-            # exception (reported by cell and feed), and on Ctrl-C a worker whose scheduler
-            # went first logged its heartbeat failure with a traceback
-            silence_logs=logging.CRITICAL,
+            silence_logs=logging.ERROR,
         )
     with cluster, Client(cluster) as client:
+        client.register_plugin(worker_logs.plugin())  # no shutdown traceback (worker_logs.py)
         yield client, f"Dask LocalCluster, {n} worker process(es) × 1 thread"
 
 
