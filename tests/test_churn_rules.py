@@ -32,11 +32,18 @@ from mm_sim.report.churn import (
     rule_cycles,
     venue_rules,
 )
-from mm_sim.report.edge import Slice, chain_states, iteration_section
+from mm_sim.report.edge import Slice, chain_states
 from mm_sim.report.gate import evaluate
+from mm_sim.report.parts_memo import iteration_sections, keyed_parts
+from mm_sim.report.schema import EdgeSection
 
 S = 1_000_000_000
 T0 = 2_833_334 * 600 * S  # a cycle boundary (multiple of 600 s since the epoch)
+
+
+def _evaluated(sl: Slice, rules: VenueRuleGates | None = None) -> EdgeSection:
+    """An iteration's section as the runner evaluates it when the iteration ends."""
+    return iteration_sections(keyed_parts([sl]), 5.0, rules)[0]
 
 
 def actions(rows: list[tuple[float, int, int, float, float]]) -> np.ndarray:
@@ -143,7 +150,7 @@ def _section(rules: VenueRuleGates | None = None, post_only: int | None = None) 
     marks["cash"] = [0.0, -float((FILLS["qty"] * FILLS["price"]).sum())]
     start = chain_states([marks])[0][0]
     sl = Slice(0, FILLS, ACTIONS, np.zeros(0, BLOCK_DTYPE), marks, start, 20.0, post_only)
-    return iteration_section(sl, 5.0, rules)
+    return _evaluated(sl, rules)
 
 
 def test_recording_and_ban_thresholds_are_hard_gates() -> None:
@@ -179,8 +186,8 @@ def test_a_quoter_that_only_replaces_fails_cancel_ratio() -> None:
     f["fee"] = -3e-4 * 0.1
     marks["position"] = [0.0, 0.001]
     marks["cash"] = [0.0, -0.1 + 3e-4 * 0.1]
-    sec = iteration_section(
-        Slice(0, f, a, np.zeros(0, BLOCK_DTYPE), marks, chain_states([marks])[0][0], 20.0), 5.0
+    sec = _evaluated(
+        Slice(0, f, a, np.zeros(0, BLOCK_DTYPE), marks, chain_states([marks])[0][0], 20.0)
     )
     assert sec.cancel_action_share == 0.0
     assert sec.orders.sent == 100 and sec.orders.ended_by_replace == 99

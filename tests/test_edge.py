@@ -33,11 +33,11 @@ from mm_sim.report.edge import (
     Slice,
     chain_states,
     edge_sections,
-    iteration_section,
     markout_mids,
     rolling_net_bps,
     tuner_inputs,
 )
+from mm_sim.report.parts_memo import iteration_sections, keyed_parts
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -192,7 +192,8 @@ def one(fills: list[tuple], marks: np.ndarray, actions=None, blocks=None, start=
     a = np.zeros(0, ACTION_DTYPE) if actions is None else actions
     b = np.zeros(0, BLOCK_DTYPE) if blocks is None else blocks
     st_ = chain_states([marks])[0][0] if start is None else start
-    return iteration_section(Slice(0, f, a, b, marks, st_, None), 5.0)
+    (sec,) = iteration_sections(keyed_parts([Slice(0, f, a, b, marks, st_, None)]), 5.0)
+    return sec
 
 
 def test_buy_at_the_quote_mid_unchanged_is_gross_only() -> None:

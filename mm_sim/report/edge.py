@@ -590,12 +590,6 @@ def _quote_stats(parts: Sequence[Parts]) -> QuoteStats:
 # --------------------------------------------------------------------------------------------
 
 
-def iteration_section(
-    sl: Slice, adverse_threshold_bps: float, rules: VenueRuleGates | None = None
-) -> EdgeSection:
-    return section([iteration_parts(sl)], sl.iteration, adverse_threshold_bps, rules)
-
-
 def sections_of(
     parts: Sequence[Parts], adverse_threshold_bps: float, rules: VenueRuleGates | None = None
 ) -> tuple[EdgeSection, list[EdgeSection]]:
