@@ -36,7 +36,13 @@ import numpy as np
 from mm_sim.config import Overrides
 from mm_sim.core.records import LIQ_MAKER
 from mm_sim.errors import UserError
-from mm_sim.events import atomic_write_bytes, atomic_write_json, hold_lock, read_text_file
+from mm_sim.events import (
+    atomic_write_bytes,
+    atomic_write_json,
+    clean_stale_temp_files,
+    hold_lock,
+    read_text_file,
+)
 from mm_sim.report.runconfig import RECORD_DTYPES, record_layout, resume_conflicts, stored_layout
 from mm_sim.report.schema import (
     DecisionRecord,
@@ -211,11 +217,9 @@ class RunDir:
         lock held nobody else writes here, so they are leftovers, and a resumed run must end
         with the files an uninterrupted one has. (Model arms are run directories of their own
         under ``models/``, cleaned when they resume.)"""
-        stale = [*self.root.glob(".*.tmp"), *self.soak.rglob(".*.tmp")]
-        if self.reports.is_dir():
-            stale += self.reports.glob(".*.tmp")
-        for tmp in stale:
-            tmp.unlink(missing_ok=True)
+        subdirs = [d for d in self.soak.rglob("*") if d.is_dir()]
+        for d in (self.root, self.soak, *subdirs, self.reports):
+            clean_stale_temp_files(d, "*")
 
     def _drop_trailing_partial(self) -> None:
         """A partial (interrupted) last iteration is re-run in full on resume: uncommit it."""

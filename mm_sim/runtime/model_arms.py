@@ -70,8 +70,8 @@ def _type(p: Profile) -> tuple[str, str, Profile]:
 
 
 def _decide(p: Profile) -> tuple[str, str, Profile]:
-    each = p.quoting.decide == DecisionPoints.timestamp
-    v = DecisionPoints.event if each else DecisionPoints.timestamp
+    per_ts = p.quoting.decide == DecisionPoints.timestamp
+    v = DecisionPoints.event if per_ts else DecisionPoints.timestamp
     return "quoting.decide", v.value, _with(p, "quoting", decide=v)
 
 

@@ -21,7 +21,7 @@ class HeartbeatLossFilter(logging.Filter):
         return not record.getMessage().startswith(HEARTBEAT_LOSS)
 
 
-def quiet_heartbeat_loss(worker: Any = None) -> None:
+def quiet_heartbeat_loss() -> None:
     """Install the filter in this (worker) process, once."""
     log = logging.getLogger("distributed.worker")
     if not any(isinstance(f, HeartbeatLossFilter) for f in log.filters):
@@ -36,6 +36,6 @@ def plugin() -> Any:
         name = "mm_sim-quiet-heartbeat-loss"
 
         def setup(self, worker: Any) -> None:
-            quiet_heartbeat_loss(worker)
+            quiet_heartbeat_loss()
 
     return QuietHeartbeatLoss()
