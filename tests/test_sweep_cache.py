@@ -123,7 +123,7 @@ def test_a_feed_replaced_or_edited_at_its_path_is_opened_again(day, tmp_path: Pa
         fh.write(b"\x01" * 8)
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    with pytest.raises(UserError, match="blake2b"):
+    with pytest.raises(UserError, match="xxh3_128"):
         cache.feed(path)
 
 

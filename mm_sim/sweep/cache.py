@@ -1,7 +1,7 @@
 """What a sweep worker keeps between cells: the feeds it replays and the profiles it parses.
 
 Why: a worker runs hundreds of cells on the same few feeds, and before this each run opened its
-feed afresh — a blake2b hash of the whole file to check it against its sidecar (a few percent of
+feed afresh — a hash of the whole file to check it against its sidecar (a few percent of
 a run) and a read-only memory map that the engine copied chunk by chunk (it needs a writeable
 array for its one compiled signature). Neither changes between cells, so a worker does them
 once per feed: the first run on a feed opens and verifies it as before and, when it fits the
