@@ -326,7 +326,7 @@ class FeedWriter:
     def write(self, events: np.ndarray) -> None:
         if events.dtype != EVENT_DTYPE:
             raise TypeError(f"expected EVENT_DTYPE records, got {events.dtype}")
-        data = memoryview(np.ascontiguousarray(events).view(np.uint8))
+        data = np.ascontiguousarray(events).view(np.uint8).data
         self._fh.write(data)
         self._hash.update(data)
         self._bytes += len(data)
