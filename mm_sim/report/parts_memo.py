@@ -18,11 +18,11 @@ wrote into one would fail loudly instead of changing a later report.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
 
 import numpy as np
+import xxhash
 
 from mm_sim.config import VenueRuleGates
 from mm_sim.report.edge import Parts, Slice, iteration_parts, section
@@ -40,9 +40,9 @@ _SECTIONS: OrderedDict[tuple[bytes, float, str], EdgeSection] = OrderedDict()
 
 def slice_key(sl: Slice) -> bytes:
     """A digest of every input of ``iteration_parts(sl)``."""
-    # SHA-1 for speed (twice BLAKE2b here; a memo key needs no collision resistance against an
-    # adversary), over the arrays' own buffers: no copy of the records
-    h = hashlib.sha1()
+    # XXH3-128 for speed (memory speed, ~13x SHA-1 here; a memo key needs no collision
+    # resistance against an adversary), over the arrays' own buffers: no copy of the records
+    h = xxhash.xxh3_128()
     for a in (sl.fills, sl.actions, sl.blocks, sl.marks):
         h.update(f"{a.dtype.descr}:{a.shape}".encode())
         h.update(a.data if a.flags.c_contiguous else a.tobytes())
