@@ -430,7 +430,9 @@ class Soak:
                 self.recorder.add_marks("control", self.control.mark_now())
         lag = np.concatenate(self._lags) if self._lags else np.zeros(0)
         self._lags = []
-        ws_lag_p95 = float(np.percentile(lag, 95)) if len(lag) else float("nan")
+        # In place: the lags are this call's own copy (the same order statistics, no second one)
+        p95 = np.percentile(lag, 95, overwrite_input=True) if len(lag) else np.nan
+        ws_lag_p95 = float(p95)
         metrics = self.recorder.iteration_metrics(iteration, ws_lag_p95, self._rejections())
         overrides_in_force = self.overrides
         # The model arms commit first: the primary's reports, rebuilt on its commit, read them.
