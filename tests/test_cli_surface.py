@@ -42,6 +42,13 @@ def test_every_option_help_shows_its_default(parser: argparse.ArgumentParser) ->
     assert not missing, missing
 
 
+def test_every_command_formats_its_help(parser: argparse.ArgumentParser) -> None:
+    """argparse %-formats every help text when it prints --help: a bare percent sign in one
+    (``"1% of"``) made ``convert --help`` an internal error."""
+    for p in [parser, *_parsers(parser)]:
+        assert "usage:" in p.format_help(), p.prog
+
+
 def test_soak_help_takes_its_defaults_from_the_run_settings(
     parser: argparse.ArgumentParser,
 ) -> None:

@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-bad-lines",
         action="store_true",
-        help=f"publish even when more than {BAD_SHARE_LIMIT:.0%} of the lines were bad and "
+        # argparse %-formats help texts: the percent sign is doubled
+        help=f"publish even when more than {BAD_SHARE_LIMIT * 100:g}%% of the lines were bad and "
         "skipped (default: refuse, nothing written)",
     )
     p.add_argument(
