@@ -141,6 +141,16 @@ def test_sidecar_round_trip_and_old_sidecars(behind, tmp_path: Path) -> None:
     sidecar_path(old).write_text(json.dumps(meta))
     with pytest.raises(UserError, match=r"old\.json: field 'clock\.shift_ns'"):
         model_of(open_feed(old))
+    # A shift beyond the --clock bound (a replay then waited on receive times that never came)
+    # and a clock field of the wrong type are refused the same way.
+    meta["clock"] = {**stored, "shift_ns": 10**30}
+    sidecar_path(old).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"old\.json: field 'clock\.shift_ns' = 1000.*±1 day"):
+        model_of(open_feed(old))
+    meta["clock"] = {**stored, "quantile": "high"}
+    sidecar_path(old).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"old\.json: field 'clock\.quantile' = 'high'"):
+        model_of(open_feed(old))
 
 
 def test_on_open_estimate_of_a_long_feed_reads_blocks(tmp_path: Path) -> None:

@@ -113,16 +113,32 @@ class ClockModel:
             raise UserError(
                 f"{where}: field 'clock.shift_ns' = {shift!r}: expected an integer number of ns"
             )
+        if abs(shift) > MAX_SHIFT_MS * 1e6:
+            # A replay would shift every receive time by it (and a shift of years made the soak
+            # loop wait on times that never come): the same bound as --clock.
+            raise UserError(
+                f"{where}: field 'clock.shift_ns' = {shift}: expected a shift within ±1 day "
+                f"(±{MAX_SHIFT_MS * 1e6:.0f} ns); convert the feed again, or delete the sidecar's "
+                "'clock' entry to have it estimated from the data on open"
+            )
         lags = data.get("lag_ms_raw") or {}
         return cls(
             shift_ns=shift,
             method=str(data.get("method", "unknown")),
-            floor_ns=round(float(data.get("floor_ms", FLOOR_NS / 1e6)) * 1e6),
-            quantile=float(data.get("quantile", QUANTILE)),
-            samples=int(data.get("samples", 0)),
+            floor_ns=round(_number(data, "floor_ms", FLOOR_NS / 1e6, where) * 1e6),
+            quantile=_number(data, "quantile", QUANTILE, where),
+            samples=int(_number(data, "samples", 0, where)),
             lag_ms_raw={str(k): v for k, v in lags.items()} if isinstance(lags, dict) else {},
             estimated=str(data.get("estimated", "when the feed was written")),
         )
+
+
+def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
+    """A finite number from the sidecar's clock object, or a message naming the field."""
+    v = data.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise UserError(f"{where}: field 'clock.{key}' = {v!r}: expected a finite number")
+    return float(v)
 
 
 GENERATED = ClockModel(0, METHOD_GENERATED, estimated="exact: a generated feed")
