@@ -130,3 +130,30 @@ def test_a_command_loads_only_its_own_module() -> None:
     assert "--msg-rate" in fake.stdout and "mm_sim.commands.sweep" not in fake.stdout
     typo = subprocess.run([*run, "sok"], capture_output=True, text=True)
     assert "invalid choice: 'sok'" in typo.stderr and "'fake-exchange'" in typo.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["convert", "--from", "binance", "in.gz", "-o", ""],
+        ["export", "RUN", "-o", " "],
+        ["report", ""],
+        ["validate", "as2008", "--out", ""],
+    ],
+)
+def test_an_empty_path_is_refused_by_name(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    """An empty path (an unset shell variable) was the current folder, or an internal error
+    ("PosixPath('.') has an empty name") deep in the command."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "an empty path: expected a file or folder name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["inspect", ""], ["soak", "--feed", " "]])
+def test_an_empty_feed_name_is_refused_by_name(
+    command: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "an empty feed name: expected a feed .npy" in err and "synthetic-short" in err

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mm_sim.commands import JSON_HELP
+from mm_sim.commands import JSON_HELP, path_arg
 from mm_sim.errors import UserError
 from mm_sim.feeds.convert import FORMATS
 from mm_sim.feeds.convert.base import ConvertOptions
@@ -25,10 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--from", dest="fmt", required=True, choices=sorted(FORMATS))
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IN")
-    p.add_argument("-o", "--out", required=True, type=Path, help="output feed (.npy)")
+    p.add_argument("inputs", nargs="+", type=path_arg, metavar="IN")
+    p.add_argument("-o", "--out", required=True, type=path_arg, help="output feed (.npy)")
     p.add_argument("--symbol", help="instrument to keep from a multi-symbol capture")
-    p.add_argument("--exchange-info", type=Path, help="exchangeInfo response for tick/lot sizes")
+    p.add_argument(
+        "--exchange-info", type=path_arg, help="exchangeInfo response for tick/lot sizes"
+    )
     p.add_argument(
         "--tick",
         "--tick-size",

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from mm_sim.commands import JSON_HELP
+from mm_sim.commands import JSON_HELP, path_arg
 from mm_sim.errors import UserError
 
 
@@ -24,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "see docs/REPORTS.md, 'Reading a run in Python'."
         ),
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=path_arg, metavar="RUN_DIR")
     p.add_argument(
         "--format",
         choices=("parquet", "csv"),
@@ -32,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="file format (default: parquet)",
     )
     p.add_argument(
-        "-o", "--out", type=Path, metavar="DIR",
+        "-o", "--out", type=path_arg, metavar="DIR",
         help="where the files go (default: RUN_DIR/export)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help=JSON_HELP)

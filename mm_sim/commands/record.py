@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mm_sim.commands import path_arg
 from mm_sim.errors import UserError
 from mm_sim.events import FeedWriter
 from mm_sim.feeds.spec import BinanceLiveFeedSpec, resolve_feed
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o",
         "--out",
-        type=Path,
+        type=path_arg,
         help="output feed (.npy); default artifacts/recordings/<feed>-<SYMBOL>-<UTC time>.npy",
     )
     p.set_defaults(func=run)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from mm_sim.commands import JSON_HELP
+from mm_sim.commands import JSON_HELP, path_arg
 from mm_sim.errors import UserError
 
 
@@ -24,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "PNG charts and soak/fills.csv from RUN_DIR's committed records (see docs/REPORTS.md)."
         ),
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=path_arg, metavar="RUN_DIR")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument(

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mm_sim.commands import path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN
@@ -65,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --scheduler: how long the scheduler may take to answer",
     )
     p.add_argument(
-        "-o", "--out", type=Path, default=Path("sweep-artifacts"), metavar="DIR",
+        "-o", "--out", type=path_arg, default=Path("sweep-artifacts"), metavar="DIR",
         help="where results go",
     )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="run only what has no result in --out")

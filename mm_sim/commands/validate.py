@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mm_sim.commands import JSON_HELP
+from mm_sim.commands import JSON_HELP, path_arg
 from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--paths", type=int, default=1000, help="simulated paths per gamma")
     a.add_argument("--seed", type=int, default=2008, help="random seed (results are exact)")
     a.add_argument(
-        "-o", "--out", type=Path, metavar="PATH", help="also write the rows as JSON to PATH"
+        "-o", "--out", type=path_arg, metavar="PATH", help="also write the rows as JSON to PATH"
     )
     # --json prints the result as JSON, as every command's --json does; --json PATH is the
     # older spelling of --out PATH.
@@ -67,17 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--data",
-        type=Path,
+        type=path_arg,
         default=Path("../shared/data"),
         help="real captures (skipped if absent)",
     )
     t.add_argument("--profile", default="S1", help="profile name or path")
     t.add_argument(
-        "-o", "--out", type=Path, default=Path("validation-artifacts/tuner"),
+        "-o", "--out", type=path_arg, default=Path("validation-artifacts/tuner"),
         help="where the runs and the report go",
     )  # fmt: skip
     t.add_argument("--json", action="store_true", help=JSON_HELP)
-    t.add_argument("--md", type=Path, help="the report (default OUT/TUNER_VALIDATION.md)")
+    t.add_argument("--md", type=path_arg, help="the report (default OUT/TUNER_VALIDATION.md)")
     t.set_defaults(func=run_tuner)
 
 

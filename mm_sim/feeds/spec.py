@@ -183,6 +183,11 @@ def _live_from_url(url: str) -> BinanceLiveFeedSpec:
 
 def resolve_feed(name_or_path: str | os.PathLike[str]) -> AnySpec:
     s = str(name_or_path)
+    if not s.strip():
+        raise UserError(
+            "an empty feed name: expected a feed .npy, a definition .json, a name from feeds/ "
+            f"({', '.join(known_feeds())}) or a ws:// URL"
+        )
     if s.startswith(("ws://", "wss://")):
         return _live_from_url(s)
     symbol: str | None = None
