@@ -93,6 +93,10 @@ class Instrument:
     contract_size: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("tick_size", "lot_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
+                raise UserError(f"instrument {self.symbol}: {name} must be a number, got {v!r}")
         if not (self.tick_size > 0 and np.isfinite(self.tick_size)):
             raise UserError(
                 f"instrument {self.symbol}: tick_size must be > 0, got {self.tick_size}"
@@ -143,21 +147,41 @@ class FeedMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> FeedMeta:
+        inst = data.get("instrument")
+        if not isinstance(inst, dict):
+            raise UserError(f"{where}: field 'instrument' = {inst!r}: expected an object")
         try:
-            inst = Instrument(**data["instrument"])
-            return cls(
-                instrument=inst,
-                count=int(data.get("count", 0)),
-                source=dict(data.get("source", {})),
-                stats=dict(data.get("stats", {})),
-                format_version=int(data.get("format_version", FORMAT_VERSION)),
-                data=dict(data.get("data", {})),
-                clock=data.get("clock"),
+            instrument = Instrument(**inst)
+        except TypeError as exc:  # a field it does not know, or one missing
+            raise UserError(f"{where}: field 'instrument': {exc}") from None
+        except UserError as exc:
+            raise UserError(f"{where}: field 'instrument': {exc}") from None
+        count = data.get("count", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise UserError(f"{where}: field 'count' = {count!r}: expected an event count >= 0")
+        version = data.get("format_version", FORMAT_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise UserError(
+                f"{where}: field 'format_version' = {version!r}: expected an integer >= 1"
             )
-        except KeyError as exc:
-            raise UserError(f"{where}: invalid feed metadata: missing field {exc}") from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise UserError(f"{where}: invalid feed metadata: {exc}") from None
+        if version > FORMAT_VERSION:
+            raise UserError(
+                f"{where}: field 'format_version' = {version}: written by a newer mm_sim (this "
+                f"one reads format {FORMAT_VERSION}); upgrade mm_sim to replay it"
+            )
+        objects = {}
+        for key in ("source", "stats", "data"):
+            v = data.get(key, {})
+            if not isinstance(v, dict):
+                raise UserError(f"{where}: field '{key}' = {v!r}: expected an object")
+            objects[key] = dict(v)
+        return cls(
+            instrument=instrument,
+            count=count,
+            format_version=version,
+            clock=data.get("clock"),
+            **objects,
+        )
 
 
 def sidecar_path(npy_path: Path) -> Path:

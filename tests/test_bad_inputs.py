@@ -227,6 +227,21 @@ def _metrics_emptied(t: Path, f: Path, r: Path):
     return ["report", str(d), "--no-charts"], "no committed iteration", [d]
 
 
+def _records_garbled(name: str, command: str):
+    """A records file overwritten with random bytes of the same size: every size check passes,
+    and a report built from it printed figures of 270 digits with exit 0."""
+
+    def make(t: Path, f: Path, r: Path):
+        d = copy_run(r, t)
+        rec = d / "soak" / "records" / f"{name}.bin"
+        rec.write_bytes(np.random.default_rng(7).bytes(rec.stat().st_size))
+        argv = ["report", str(d), "--no-charts"] if command == "report" else ["export", str(d)]
+        kept = [d / "reports"] if command == "report" else [d]
+        return [*argv, "-o", str(t / "x")] if command == "export" else argv, str(rec), kept
+
+    return make
+
+
 def _metrics_duplicated(t: Path, f: Path, r: Path):
     d = copy_run(r, t)
     m = d / "soak" / "metrics.jsonl"
@@ -306,6 +321,58 @@ def _sweep_same_stored_feed(t: Path, f: Path, r: Path):
     return [*argv, "--iteration-minutes", "0.1", "--out", str(t / "s")], "replays the same", [p]
 
 
+def _edit_sidecar(t: Path, f: Path, change: Callable[[dict], None]) -> Path:
+    p = copy_feed(f, t / "f")
+    meta = json.loads(p.with_suffix(".json").read_text())
+    change(meta)
+    p.with_suffix(".json").write_text(json.dumps(meta))
+    return p
+
+
+def _sidecar_clock_of_years(t: Path, f: Path, r: Path):
+    # A replay shifted by 10**30 ns waited forever on receive times that never came.
+    p = _edit_sidecar(t, f, lambda m: m.update(clock={**m["clock"], "shift_ns": 10**30}))
+    return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], "clock.shift_ns", [p]
+
+
+def _sidecar_from_the_future(t: Path, f: Path, r: Path):
+    p = _edit_sidecar(t, f, lambda m: m.update(format_version=99))
+    return ["inspect", str(p)], "'format_version' = 99: written by a newer mm_sim", [p]
+
+
+def _sidecar_tick_null(t: Path, f: Path, r: Path):
+    p = _edit_sidecar(t, f, lambda m: m["instrument"].update(tick_size=None))
+    return ["inspect", str(p)], "tick_size must be a number", [p]
+
+
+def _sidecar_count_text(t: Path, f: Path, r: Path):
+    p = _edit_sidecar(t, f, lambda m: m.update(count="many"))
+    return ["inspect", str(p)], "field 'count' = 'many'", [p]
+
+
+def _sweep(t: Path, feeds: list[str], *extra: str) -> list[str]:
+    grid = str(REPO / "sweeps" / "example.toml")
+    run = ["--iterations", "1", "--iteration-minutes", "0.1", "--out", str(t / "s")]
+    return ["sweep", "--grid", grid, "--train", *feeds, *run, *extra]
+
+
+def _sweep_empty_feed(t: Path, f: Path, r: Path):
+    p = rewrite_feed(f, t, lambda ev: ev[:0])
+    return _sweep(t, [str(p)]), "has no events", [p.parent]
+
+
+def _record_over_a_feed(t: Path, f: Path, r: Path):
+    # Checked before connecting (nothing listens on the port): a recording cannot be had again.
+    p = copy_feed(f, t / "f")
+    return ["record", "--feed", "ws://127.0.0.1:9", "--minutes", "1", "-o", str(p)], "--force", [p]
+
+
+def _synthetic_of_years(t: Path, f: Path, r: Path):
+    d = t / "long.json"
+    d.write_text(json.dumps({"kind": "synthetic", "duration_s": 1e12}))
+    return ["inspect", str(d)], "duration_s", []
+
+
 def _plain(argv: list[str], culprit: str):
     return lambda t, f, r: ([a.replace("{t}", str(t)) for a in argv], culprit, [])
 
@@ -329,6 +396,9 @@ CASES = [
     Case("metrics.jsonl is a directory", _metrics_dir),
     Case("report on an emptied metrics.jsonl", _metrics_emptied),
     Case("report on a duplicated metrics.jsonl", _metrics_duplicated),
+    Case("report on garbled fill records", _records_garbled("fills", "report")),
+    Case("report on garbled mark records", _records_garbled("marks", "report")),
+    Case("export of garbled action records", _records_garbled("actions", "export")),
     Case("corrupt last metrics line on resume", _metrics_corrupt_line_resume),
     Case("corrupt checkpoint on resume", _checkpoint_corrupt),
     Case("resume with another --iteration-minutes", _resume_other_minutes),
@@ -339,6 +409,38 @@ CASES = [
     Case("convert over a feed without --force", _convert_over_feed),
     Case("convert --force over a non-feed", _convert_over_non_feed),
     Case("sweep X@1 vs X@2 on one stored feed", _sweep_same_stored_feed),
+    Case("sidecar clock shift of years", _sidecar_clock_of_years),
+    Case("sidecar from a newer mm_sim", _sidecar_from_the_future),
+    Case("sidecar tick_size null", _sidecar_tick_null),
+    Case("sidecar count not a number", _sidecar_count_text),
+    Case("sweep on a feed without events", _sweep_empty_feed),
+    Case(
+        "sweep --dispersion-weight nan",
+        lambda t, f, r: (
+            _sweep(t, ["synthetic-short"], "--dispersion-weight", "nan"),
+            "--dispersion-weight",
+            [],
+        ),
+    ),
+    Case(
+        "sweep FEED@SEED past 2**64",
+        lambda t, f, r: (_sweep(t, [f"synthetic-short@{2**70}"]), "below 2**64", []),
+    ),
+    Case(
+        "sweep with a bad MM_ setting (checked before a cluster starts)",
+        lambda t, f, r: (_sweep(t, ["synthetic-short"]), "MM_SWEEP_FEED_CACHE_MB", []),
+        env={"MM_SWEEP_FEED_CACHE_MB": "abc"},
+    ),
+    Case("record -o over a feed without --force", _record_over_a_feed),
+    Case(
+        "record --minutes inf",
+        _plain(["record", "--feed", "ws://127.0.0.1:9", "--minutes", "inf"], "--minutes"),
+    ),
+    Case(
+        "fake-exchange --duration-s -5",
+        _plain(["fake-exchange", "--duration-s", "-5"], "--duration-s"),
+    ),
+    Case("synthetic definition of years", _synthetic_of_years),
     Case("--log-level BOGUS", _plain(["--log-level", "BOGUS", "soak"], "--log-level")),
     Case("fake-exchange --stall-s -5", _plain(["fake-exchange", "--stall-s", "-5"], "--stall-s")),
     Case("--seed 2**64", _plain(["soak", "--seed", str(2**64), "--artifacts", "{t}/a"], "--seed")),

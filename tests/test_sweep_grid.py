@@ -111,6 +111,19 @@ def test_cell_ids_hash_values_not_positions(tmp_path: Path) -> None:
             ["step: Input should be greater than 0"],
         ),
         ("overrides.min_interval_ms = {from = 0, to = 4}\n", ["invalid table", "start"]),
+        # NaN or inf in a range failed later, counting its values (an internal error).
+        (
+            "overrides.tail_age_ms = {start = nan, stop = 1000, step = 300}\n",
+            ["bad.toml:1", "start.float: Input should be a finite number"],
+        ),
+        (
+            "overrides.tail_age_ms = {start = 400, stop = inf, step = 300}\n",
+            ["stop.float: Input should be a finite number"],
+        ),
+        (
+            "overrides.tail_age_ms = {start = 400, stop = 1000, step = inf}\n",
+            ["step.float: Input should be a finite number"],
+        ),
         # Gates judge the cells and fees/instrument describe the venue: not sweepable.
         (
             "profile.gates.bands.success = [2.0, 3.0]\n",

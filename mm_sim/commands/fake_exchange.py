@@ -10,7 +10,7 @@ import math
 import signal
 
 from mm_sim.errors import UserError
-from mm_sim.feeds.spec import SyntheticFeedSpec, load_events, resolve_feed
+from mm_sim.feeds.spec import MAX_SYNTHETIC_S, SyntheticFeedSpec, load_events, resolve_feed
 from mm_sim.venues.binance.fake_exchange import FAULTS, FakeExchange, FaultPlan
 from mm_sim.venues.binance.fake_parts import LATE_TRADE_RATES
 
@@ -143,9 +143,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--late-trades must be 'auto' or within [0, 1], got {args.late_trades!r}"
             )
+    duration = 600.0 if args.duration_s is None else args.duration_s
+    if not 0.0 < duration <= MAX_SYNTHETIC_S:  # NaN too
+        raise UserError(
+            f"--duration-s {args.duration_s!r}: expected seconds in (0, {MAX_SYNTHETIC_S:g}]"
+        )
     spec = resolve_feed(args.feed)
     if isinstance(spec, SyntheticFeedSpec):
-        spec = spec.model_copy(update={"duration_s": args.duration_s or 600.0})
+        spec = spec.model_copy(update={"duration_s": duration})
     events, instrument, _ = load_events(spec, args.seed)
     if len(events) == 0:
         raise UserError(f"feed {args.feed!r} has no events")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -12,8 +13,13 @@ from typing import Any
 
 from mm_sim.commands import path_arg
 from mm_sim.errors import UserError
-from mm_sim.events import FeedWriter
+from mm_sim.events import FeedWriter, temp_file_beside
+from mm_sim.feeds.convert.publish import check_replace
 from mm_sim.feeds.spec import BinanceLiveFeedSpec, resolve_feed
+
+# A week of exchange time: a longer capture is better cut into days (and inf was an internal
+# error)
+MAX_MINUTES = 7 * 24 * 60.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=path_arg,
         help="output feed (.npy); default artifacts/recordings/<feed>-<SYMBOL>-<UTC time>.npy",
     )
+    p.add_argument(
+        "--force", action="store_true", help="replace OUT when it is already an mm_sim feed"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.minutes > 0:
-        raise UserError(f"--minutes must be > 0, got {args.minutes}")
+    if not 0 < args.minutes <= MAX_MINUTES:  # NaN and inf too
+        raise UserError(f"--minutes must be > 0 and at most {MAX_MINUTES:g}, got {args.minutes}")
     spec = resolve_feed(args.feed)
     if not isinstance(spec, BinanceLiveFeedSpec):
         raise UserError(f"feed {args.feed!r} is not live; record needs a binance-ws feed")
@@ -49,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in spec.name or "live")
         out = Path("artifacts") / "recordings" / f"{name}-{spec.symbol or 'auto'}-{stamp}.npy"
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")
+    # Before connecting: a recording is minutes of a live feed that cannot be had again, so
+    # an existing file is replaced only as convert replaces one (--force, a feed of ours), and
+    # an output folder that cannot be written to is named now, not after the recording.
+    check_replace(out, args.force)
+    _check_writable(out)
     path, count, stats = asyncio.run(_record(spec, args.minutes, out))
     print(
         f"recorded {count:,} events to {path} "
@@ -65,6 +81,16 @@ def run(args: argparse.Namespace) -> int:
     for line in stats["warnings"]:
         print(f"WARNING: {line}")
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file_beside(out)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"-o {out}: cannot write there ({exc.strerror})") from None
 
 
 def _clock_model(feed: Any) -> Any:

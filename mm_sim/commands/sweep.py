@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from mm_sim.commands import path_arg
+from mm_sim.config import load_local_settings
+from mm_sim.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -125,6 +128,17 @@ def run(args: argparse.Namespace) -> int:
     from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN
     from mm_sim.sweep.select import Criterion
 
+    for flag, value in (
+        ("--dispersion-weight", args.dispersion_weight),
+        ("--gate-penalty", args.gate_penalty),
+    ):
+        # NaN scored every cell NaN and still named a best one; a negative weight would reward
+        # the cells whose results vary most, or fail most.
+        if not (math.isfinite(value) and value >= 0.0):
+            raise UserError(f"{flag} {value!r}: expected a finite number >= 0")
+    # The workers read the same MM_* settings: a bad one is named here, before a cluster starts
+    # (in a worker it surfaced as a failed warm-up that blamed the worker's versions).
+    load_local_settings()
     if args.train is None:
         train, test = list(DEFAULT_TRAIN), list(DEFAULT_TEST if args.test is None else args.test)
     else:

@@ -35,10 +35,15 @@ class _Spec(BaseModel):
     description: str = ""
 
 
+# The generator holds its whole day in memory (~27 kB a simulated second at the default
+# parameters): two days is ~4.6 GB. Longer runs loop a shorter day (iterations).
+MAX_SYNTHETIC_S = 172_800.0
+
+
 class SyntheticFeedSpec(_Spec):
     kind: Literal["synthetic"]
     params: dict[str, Any] = Field(default_factory=dict)
-    duration_s: float = Field(10800.0, gt=0)
+    duration_s: float = Field(10800.0, gt=0, le=MAX_SYNTHETIC_S)
 
 
 class FileFeedSpec(_Spec):

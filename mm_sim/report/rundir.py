@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import xxhash
 
 from mm_sim.config import Overrides
 from mm_sim.core.records import LIQ_MAKER
@@ -336,6 +337,12 @@ class RunDir:
                 f"records changed after iteration {pending.iteration} was evaluated "
                 f"({pending.offsets} -> {sizes}); evaluate again before committing"
             )
+        lines = self.committed_lines()
+        start = lines[-1].offsets if lines else dict.fromkeys(RECORD_DTYPES, 0)
+        digests = {
+            name: self._range_digest(name, start[name], pending.offsets[name])
+            for name in RECORD_DTYPES
+        }
         ovr = overrides.as_dict() if isinstance(overrides, Overrides) else dict(overrides)
         recs = [DecisionRecord.model_validate(_decision_json(d)) for d in decisions]
         if overrides_next is None:
@@ -355,6 +362,7 @@ class RunDir:
             ws_lag_p95_ms=pending.ws_lag_p95_ms,
             decisions=recs,
             extra=json.loads(json.dumps(dict(extra or {}), default=str)),
+            digests=digests,
         )
         data = (json.dumps(dump(line), separators=(",", ":")) + "\n").encode()
         with open(self.metrics_jsonl, "ab") as fh:
@@ -443,9 +451,41 @@ class RunDir:
                         f"{where}: field 'offsets.{name}' = {off!r}: expected a multiple of "
                         f"{dt.itemsize} not below the previous line's {prev[name]}"
                     )
+            if line.digests:
+                self._check_digests(line, prev, where)
             prev = line.offsets
             lines.append(line)
         return lines, end
+
+    def _range_digest(self, name: str, start: int, stop: int) -> str:
+        """XXH3-64 (hex) of records file ``name``'s bytes ``[start, stop)``."""
+        h = xxhash.xxh3_64()
+        with open(self.record_path(name), "rb") as fh:
+            fh.seek(start)
+            left = stop - start
+            while left > 0 and (block := fh.read(min(left, 1 << 22))):
+                h.update(block)
+                left -= len(block)
+        return h.hexdigest()
+
+    def _check_digests(self, line: IterationLine, start: Mapping[str, int], where: str) -> None:
+        """The iteration's records are the bytes the run committed (a file overwritten or
+        edited since would otherwise give a report figures computed from garbage)."""
+        for name in RECORD_DTYPES:
+            want = line.digests.get(name)
+            if want is None:
+                continue
+            path = self.record_path(name)
+            a, b = start[name], line.offsets[name]
+            size = path.stat().st_size if path.is_file() else -1
+            if size < b:
+                raise UserError(f"{path}: {max(size, 0)} bytes, but {b} are committed ({where})")
+            if self._range_digest(name, a, b) != want:
+                raise UserError(
+                    f"{path}: bytes {a}-{b} (iteration {line.iteration}) are not the records "
+                    f"the run committed ({where}, field 'digests.{name}'): the file was changed "
+                    "after the run wrote it"
+                )
 
     def committed_lines(self) -> list[IterationLine]:
         """The committed iterations (cached while this object is the writer)."""

@@ -348,6 +348,10 @@ class IterationLine(_Model):
     ws_lag_p95_ms: float | None
     decisions: list[DecisionRecord]
     extra: dict[str, Any]
+    # XXH3-64 of each records file's bytes of this iteration (from the previous line's offset
+    # to this one's): a report refuses records changed after the run wrote them instead of
+    # computing figures from them. Absent in runs written before 2026-12-05.
+    digests: dict[str, str] = {}
 
 
 class SoakMetrics(_Model):

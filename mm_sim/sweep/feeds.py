@@ -87,15 +87,21 @@ def parse_token(token: str, default_seed: int) -> tuple[str, int]:
     """``NAME@SEED`` → (NAME, SEED); a bare ``NAME`` takes ``default_seed``."""
     m = _SEED.match(token)
     if m:
-        return m.group("name"), int(m.group("seed"))
+        seed = int(m.group("seed"))
+        if seed >= 2**64:  # the --seed bound (RunSettings.seed); a worker's pydantic said so late
+            raise UserError(f"feed {token!r}: SEED must be below 2**64, got {seed}")
+        return m.group("name"), seed
     if "@" in token.rsplit("/", 1)[-1]:
         raise UserError(f"feed {token!r}: expected NAME or NAME@SEED with SEED a whole number")
     return token, default_seed
 
 
 def _length_note(path: Path, iterations: int, iteration_minutes: float) -> str | None:
-    """What the run will not get from a stored feed that ends before it does (None: nothing)."""
+    """What the run will not get from a stored feed that ends before it does (None: nothing);
+    a feed with no events at all is refused, as the soak refuses it."""
     events = open_feed(path).events  # a memory map: only the pages searched are read
+    if len(events) == 0:
+        raise UserError(f"{path}: the feed has no events; a sweep needs events to replay")
     return plan_iterations(events, iterations, int(iteration_minutes * 60e9)).note
 
 

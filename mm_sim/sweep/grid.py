@@ -55,7 +55,8 @@ _EXPECTED = (
 
 
 class _Range(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # NaN or inf would only fail later, counting the values
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     start: int | float
     stop: int | float
     step: int | float = Field(gt=0)
