@@ -7,7 +7,9 @@ which adds its parser and sets ``func(args) -> int``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -169,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mm_sim {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (``| head``): nothing to say to it, and Python's own
+        # flush at exit would complain again; as the docs advise, stdout goes to devnull.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:
         _debug_traceback(debug)
         where = f" {exc.filename!r}" if exc.filename else ""

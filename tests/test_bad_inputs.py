@@ -173,6 +173,19 @@ def _zero_ts(t: Path, f: Path, r: Path):
     return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], "timestamp <= 0", [p]
 
 
+def _ms_timestamps(t: Path, f: Path, r: Path):
+    # Milliseconds taken for nanoseconds: 20 s of events in 20 µs; a soak gave a verdict.
+    def change(e: np.ndarray) -> np.ndarray:
+        e["exch_ts"] //= 1_000_000
+        e["local_ts"] //= 1_000_000
+        return e
+
+    p = rewrite_feed(f, t, change)
+    assert len(np.load(p)) >= 10_000  # the rule looks at feeds of 10,000 events or more
+    argv = ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")]
+    return argv, "timestamps must be nanoseconds", [p]
+
+
 def _profile_latin1(t: Path, f: Path, r: Path):
     p = t / "prof.json"
     p.write_bytes(b'{"name": "\xff"}')
@@ -387,6 +400,7 @@ CASES = [
     Case("trades-only feed", _trades_only),
     Case("unknown kind and side", _unknown_kind),
     Case("all-zero timestamps", _zero_ts),
+    Case("timestamps in milliseconds", _ms_timestamps),
     Case("profile not UTF-8", _profile_latin1),
     Case("overrides is a directory", _overrides_dir),
     Case("feed definition not UTF-8", _definition_latin1),
@@ -441,6 +455,27 @@ CASES = [
         _plain(["fake-exchange", "--duration-s", "-5"], "--duration-s"),
     ),
     Case("synthetic definition of years", _synthetic_of_years),
+    Case(
+        "convert --workers 99999",
+        _plain(
+            [
+                "convert",
+                "--from",
+                "binance",
+                str(REPO / "README.md"),
+                "-o",
+                "{t}/o",
+                "--workers",
+                "99999",
+            ],
+            "--workers 99999",
+        ),
+    ),
+    Case("sweep --grid on a folder", _plain(["sweep", "--grid", "{t}"], "is a directory")),
+    Case(
+        "fake-exchange --clock-offset-ms nan",
+        _plain(["fake-exchange", "--clock-offset-ms", "nan"], "--clock-offset-ms"),
+    ),
     Case("--log-level BOGUS", _plain(["--log-level", "BOGUS", "soak"], "--log-level")),
     Case("fake-exchange --stall-s -5", _plain(["fake-exchange", "--stall-s", "-5"], "--stall-s")),
     Case("--seed 2**64", _plain(["soak", "--seed", str(2**64), "--artifacts", "{t}/a"], "--seed")),

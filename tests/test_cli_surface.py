@@ -157,3 +157,22 @@ def test_an_empty_feed_name_is_refused_by_name(
     assert main(command) == 2
     err = capsys.readouterr().err
     assert "an empty feed name: expected a feed .npy" in err and "synthetic-short" in err
+
+
+def test_a_reader_that_goes_away_gets_no_error_message() -> None:
+    """``mm_sim config docs | head -1``: the command's output is cut, not an error. The read
+    end is closed before the command writes, so its first write fails, every time."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mm_sim", "config", "docs"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Broken pipe" not in err and "error" not in err.lower(), err

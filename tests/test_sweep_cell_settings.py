@@ -1,8 +1,9 @@
 """A sweep cell's run settings (sweep/cell.py). With the tuner off, a run cut into one chunk
-per iteration (SoakConfig.chunk_ns), without checkpoints (SoakConfig.checkpoints) and with its
-reports built once at the end (SoakConfig.interim_reports) writes the same records and reports
-as the soak's defaults (2 s chunks, checkpoints, reports after every iteration). With the tuner
-on, the chunk is where the emergency rule acts, so the soak keeps its default."""
+per iteration (SoakConfig.chunk_ns), without checkpoints (SoakConfig.checkpoints), with its
+reports built once at the end (SoakConfig.interim_reports) and without fills.csv
+(SoakConfig.fills_csv) writes the same records and reports as the soak's defaults (2 s chunks,
+checkpoints, reports after every iteration). With the tuner on, the chunk is where the
+emergency rule acts, so the soak keeps its default."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def test_one_chunk_per_iteration_without_checkpoints_writes_the_same_bytes(
         chunk_events=1 << 20,
         checkpoints=False,
         interim_reports=False,
+        fills_csv=False,
     )
     every = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert any(_is_checkpoint(f) for f in every)  # the default run has them (arm's too)
@@ -65,8 +67,11 @@ def test_one_chunk_per_iteration_without_checkpoints_writes_the_same_bytes(
         if f.name != "run.json" and (a / f).read_bytes() != (b / f).read_bytes()
     ]
     assert differ == []
-    # and the cell's run has exactly the other files: no checkpoint of the primary or the arm
-    assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
+    # and the cell's run has exactly the other files: no checkpoint of the primary or the arm,
+    # no fills.csv (a cell drops it with its records)
+    assert Path("soak/fills.csv") in files
+    rest = [f for f in files if f != Path("soak/fills.csv")]
+    assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == rest
 
 
 def test_the_default_chunk_is_two_seconds() -> None:

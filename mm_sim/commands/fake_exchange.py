@@ -128,8 +128,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--speed must be > 0, got {args.speed}")
     if args.msg_rate is not None and not args.msg_rate > 0:
         raise UserError(f"--msg-rate must be > 0, got {args.msg_rate}")
-    if args.retry_after_s < 0 or args.shutdown_grace_s < 0:
+    if not (args.retry_after_s >= 0 and args.shutdown_grace_s >= 0):  # NaN too
         raise UserError("--retry-after-s and --shutdown-grace-s must be >= 0")
+    if not abs(args.clock_offset_ms) <= 86_400_000:  # NaN too
+        raise UserError(
+            f"--clock-offset-ms = {args.clock_offset_ms}: expected a finite offset within ±1 day"
+        )
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be within 0..65535, got {args.port}")
     if args.late_trades == "auto":

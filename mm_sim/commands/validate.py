@@ -166,7 +166,7 @@ def run_tuner(args: argparse.Namespace) -> int:
     results = run_study(days, out, profile, overrides, progress)
     summary = summarize(results)
     setup = {
-        "command": "python -m mm_sim validate tuner " + shlex.join(sys.argv[3:]),
+        "command": "python -m mm_sim validate tuner " + shlex.join(_after(sys.argv, "tuner")),
         "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "synthetic": f"{args.seeds} synthetic days (seeds 1-{args.seeds}), "
         f"{args.iterations} x {args.iteration_minutes:g} min each",
@@ -192,3 +192,10 @@ def run_tuner(args: argparse.Namespace) -> int:
         )
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
+
+
+def _after(argv: list[str], word: str) -> list[str]:
+    """The arguments after the first ``word`` (global options may come before the command,
+    so its position in argv varies: a fixed slice repeated the command's name)."""
+    rest = argv[1:]
+    return rest[rest.index(word) + 1 :] if word in rest else rest

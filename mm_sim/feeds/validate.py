@@ -67,6 +67,11 @@ _RULES = {
     "(reported, not refused)",
 }
 FAR_BACK_NS = 60_000_000_000
+# Events a second, averaged over a whole feed, beyond which its timestamps cannot be
+# nanoseconds: the busiest captures here average ~500 (peaks of tens of thousands); times in
+# milliseconds read as nanoseconds make a day of them last 0.09 s (millions a second).
+MAX_MEAN_RATE = 1_000_000
+RATE_MIN_EVENTS = 10_000  # a short hand-made feed may pack its few events as it likes
 
 
 def valid_mask(events: np.ndarray) -> np.ndarray:
@@ -124,6 +129,17 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
     out = [f for f in found.values() if f.count]
     if len(events) > 1 and last_ts == first_ts:
         out.append(Finding("no_time_span", "no time span: every event has the same timestamp"))
+    elif len(events) >= RATE_MIN_EVENTS and last_ts > first_ts:
+        rate = len(events) / ((last_ts - first_ts) / 1e9)
+        if rate > MAX_MEAN_RATE:
+            out.append(
+                Finding(
+                    "ts_not_ns",
+                    f"{len(events):,} events in {(last_ts - first_ts) / 1e9:.3g} s of exchange "
+                    f"time, {rate:,.0f} a second: timestamps must be nanoseconds (these look "
+                    "like milliseconds or microseconds)",
+                )
+            )
     if len(events) and book == 0:
         out.append(
             Finding("no_book", "no book events (snapshot or depth): a trades-only feed has no book")

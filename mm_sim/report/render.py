@@ -137,8 +137,13 @@ def evaluate_pending(
 log = get_logger("mm_sim.report")
 
 
-def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str, Any]:
-    """(Re)build every report from the committed data in ``rd``; returns a short summary."""
+def build_reports(
+    rd: RunDir, profile: Profile, charts: bool = True, fills_csv: bool = True
+) -> dict[str, Any]:
+    """(Re)build every report from the committed data in ``rd``; returns a short summary.
+
+    ``fills_csv=False`` leaves soak/fills.csv unwritten (a sweep cell that drops its records
+    afterwards, fills.csv with them); the summary counts the fills all the same."""
     cfg = rd.load_config()
     lines = rd.committed_lines()
     recs = rd.iteration_records(lines)
@@ -166,7 +171,7 @@ def build_reports(rd: RunDir, profile: Profile, charts: bool = True) -> dict[str
     atomic_write_json(rd.reports / EDGE_REPORT, dump(edge))
     atomic_write_json(rd.reports / KPI_GATE, dump(gate))
     atomic_write_json(rd.reports / SOAK_METRICS, dump(SoakMetrics(iterations=lines)))
-    rows = rd.write_fills_csv(lines)
+    rows = rd.write_fills_csv(lines) if fills_csv else sum(len(r["fills"]) for r in recs)
     files = [EDGE_REPORT, KPI_GATE, SOAK_METRICS, SOAK_RESULTS]
     chart_error = None
     if charts:

@@ -479,7 +479,10 @@ class RunDir:
             a, b = start[name], line.offsets[name]
             size = path.stat().st_size if path.is_file() else -1
             if size < b:
-                raise UserError(f"{path}: {max(size, 0)} bytes, but {b} are committed ({where})")
+                raise UserError(
+                    f"{path}: {max(size, 0)} bytes, shorter than the {b} committed by iteration "
+                    f"{line.iteration} in {where}: the run directory is damaged"
+                )
             if self._range_digest(name, a, b) != want:
                 raise UserError(
                     f"{path}: bytes {a}-{b} (iteration {line.iteration}) are not the records "

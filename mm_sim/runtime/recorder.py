@@ -34,10 +34,12 @@ class Recorder:
         control: bool = False,
         charts: bool = True,
         interim_reports: bool = True,
+        fills_csv: bool = True,
     ) -> None:
         self.root = Path(root)
         self.charts = charts
         self.interim_reports = interim_reports  # SoakConfig.interim_reports
+        self.fills_csv = fills_csv  # SoakConfig.fills_csv
         self.profile = profile
         self.tuned = RunDir(self.root)
         self.control = RunDir(self.root / "control") if control else None
@@ -172,7 +174,9 @@ class Recorder:
         # Reports are refreshed after every iteration, so a killed soak still leaves them
         # (a run nobody resumes or watches, a sweep cell, builds them once, in ``finish``).
         if self.interim_reports:
-            summary = build_reports(self.tuned, self.profile, charts=False)
+            summary = build_reports(
+                self.tuned, self.profile, charts=False, fills_csv=self.fills_csv
+            )
             self.last_report["verdict_so_far"] = summary["verdict"]
 
     def write_overrides(self, overrides: Overrides) -> str:
@@ -180,7 +184,9 @@ class Recorder:
 
     def finish(self, note: str | None, interrupted: bool) -> dict[str, Any]:
         """Write the final reports (and charts); returns the summary for the console."""
-        summary = build_reports(self.tuned, self.profile, charts=self.charts)
+        summary = build_reports(
+            self.tuned, self.profile, charts=self.charts, fills_csv=self.fills_csv
+        )
         if self.control is not None:
             summary["control"] = write_comparison(self.tuned, self.control)
         if note:

@@ -99,6 +99,9 @@ class SoakConfig:
     # Reports rebuilt after each iteration (so a killed or watched soak has current ones);
     # without, they are built once at the end.
     interim_reports: bool = True
+    # soak/fills.csv rewritten with the reports; a run that drops its records afterwards (a
+    # sweep cell without --keep-records) drops the CSV with them, so need not write it.
+    fills_csv: bool = True
     # Rules run as model arms beside the primary (runtime/model_arms.py; --model-arms).
     model_arms: tuple[str, ...] = ()
     # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
@@ -150,7 +153,7 @@ class Soak:
         self._progress: Progress | None = None  # while run() shows one
         self.recorder = Recorder(
             cfg.artifacts, cfg.profile, control=cfg.control, charts=cfg.charts,
-            interim_reports=cfg.interim_reports,
+            interim_reports=cfg.interim_reports, fills_csv=cfg.fills_csv,
         )  # fmt: skip
         self.models = self._model_arms()
         self.decisions: list[Decision] = []
@@ -428,9 +431,10 @@ class Soak:
             self.recorder.add_marks("tuned", self.engine.mark_now())
             if self.control is not None:
                 self.recorder.add_marks("control", self.control.mark_now())
-        lag = np.concatenate(self._lags) if self._lags else np.zeros(0)
+        # One chunk an iteration (a sweep cell): its lags as they are, no copy
+        lag = self._lags[0] if len(self._lags) == 1 else np.concatenate([np.zeros(0), *self._lags])
         self._lags = []
-        # In place: the lags are this call's own copy (the same order statistics, no second one)
+        # In place: the lags are this iteration's own (the same order statistics, no copy)
         p95 = np.percentile(lag, 95, overwrite_input=True) if len(lag) else np.nan
         ws_lag_p95 = float(p95)
         metrics = self.recorder.iteration_metrics(iteration, ws_lag_p95, self._rejections())

@@ -147,6 +147,7 @@ def _soak(
         chunk_events=SWEEP_CHUNK_EVENTS,
         checkpoints=False,  # a cell is never resumed: a failed one runs again from the start
         interim_reports=False,  # nor watched: its reports are built once, at its end
+        fills_csv=task.keep_records,  # dropped with the records otherwise (_drop_records)
         model_arms=task.model_arms,
         # Charts are the slowest part of a short run's reports and nobody plots hundreds of
         # sweep runs one by one; ``mm_sim report RUN_DIR`` draws them from the records.

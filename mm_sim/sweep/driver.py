@@ -296,7 +296,15 @@ def connect(
         finally:
             client.close()
         return
-    n = workers or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    n = workers or cores
+    if n > max(4 * cores, 4):
+        # Each worker is a process with its own compiled kernels and feed cache: thousands of
+        # them only started until the time-out, competing for a few cores.
+        raise UserError(
+            f"--workers {n}: at most {max(4 * cores, 4)} local worker processes on this "
+            f"machine's {cores} core(s); for more, start a Dask cluster and pass --scheduler"
+        )
     # Dask's statistical profiler samples each worker's stacks every 10 ms: 12 % of a cell's
     # CPU on one worker (390 against 445 ms a run), for a dashboard page nobody opens here.
     # The workers of a cluster given by --scheduler keep their own configuration.

@@ -379,6 +379,8 @@ def _cells(axes: list[Axis], base_o: Overrides, base_p: Profile) -> list[Cell]:
 
 def load_grid(path: str | Path, base_profile: Profile, base_overrides: Overrides) -> Grid:
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, expected a grid .toml file")
     if not p.is_file():
         raise UserError(f"{p}: grid file not found")
     text = read_text_file(p, "grid (TOML)")
