@@ -531,6 +531,10 @@ def test_tick_and_lot_sources(tmp_path: Path) -> None:
     s = res.stats
     assert (s["tick_source"], s["tick_size"], s["lot_size"]) == ("flag", 2.0, 0.25)
     assert s["prices_off_tick"] > 0 and s["qtys_off_lot"] == 0  # 99, 101, 97.5 ... are off
+    # A size that (nearly) every value is off is a typo: refused, nothing published.
+    with pytest.raises(UserError, match=r"--tick 1e\+06: 11 of the capture's 11 values"):
+        convert([path], tmp_path / "b.npy", ConvertOptions(tick_size=1e6))
+    assert not (tmp_path / "b.npy").exists()
     info = {
         "symbols": [
             {

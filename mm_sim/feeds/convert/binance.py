@@ -271,6 +271,7 @@ def _convert_inputs(
             conv.one_pass = False  # checked: what follows is as with the pre-scan
         conv.finish()
         conv.cols.flush()
+        _check_grid(conv.cols, opts)
         tick, lot, decimals = _tick_lot(opts, sym_info, conv.cols, tick_source, lot_source)
         csize, csize_source = _contract_size(opts, sym_info, sniffed, symbol)
         writer.instrument = Instrument(symbol, venue, tick, lot, decimals, csize is not None, csize)
@@ -355,6 +356,22 @@ def _tick_lot(
     else:
         lot = float(f"1e-{cols.qty_decimals}")
     return tick, lot, decimals
+
+
+def _check_grid(cols: Any, opts: ConvertOptions) -> None:
+    """A --tick or --lot-size that nine in ten of the capture's values are not multiples of is
+    a typo (a tick of 1,000,000 put every price off the grid, and the soak on it had no book);
+    fewer off the grid are counted in the stats (``prices_off_tick``), as before."""
+    for flag, given, off, decimals in (
+        ("--tick", opts.tick_size, cols.off_tick, cols.price_decimals),
+        ("--lot-size", opts.lot_size, cols.off_lot, cols.qty_decimals),
+    ):
+        if given is not None and cols.priced and off * 10 > cols.priced * 9:
+            raise UserError(
+                f"{flag} {float(given):g}: {off:,} of the capture's {cols.priced:,} values are "
+                f"not multiples of it (they have up to {decimals} decimals); check the size, or "
+                "leave the flag out to infer it"
+            )
 
 
 def _stats(
