@@ -255,6 +255,13 @@ def _records_garbled(name: str, command: str):
     return make
 
 
+def _export_metrics_emptied(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    (d / "soak" / "metrics.jsonl").write_bytes(b"")
+    argv = ["export", str(d), "-o", str(t / "x")]
+    return argv, "no committed iteration to export", [d]
+
+
 def _metrics_duplicated(t: Path, f: Path, r: Path):
     d = copy_run(r, t)
     m = d / "soak" / "metrics.jsonl"
@@ -410,6 +417,7 @@ CASES = [
     Case("metrics.jsonl is a directory", _metrics_dir),
     Case("report on an emptied metrics.jsonl", _metrics_emptied),
     Case("report on a duplicated metrics.jsonl", _metrics_duplicated),
+    Case("export of an emptied metrics.jsonl", _export_metrics_emptied),
     Case("report on garbled fill records", _records_garbled("fills", "report")),
     Case("report on garbled mark records", _records_garbled("marks", "report")),
     Case("export of garbled action records", _records_garbled("actions", "export")),

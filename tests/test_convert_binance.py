@@ -595,6 +595,16 @@ def test_truncated_gzip_is_reported(tmp_path: Path) -> None:
     assert res.bad_lines.counts["truncated or corrupt compressed data (rest of file skipped)"] == 1
     with pytest.raises(FeedError, match=r"cut.gz:[0-9]+: unreadable compressed data"):
         convert([path], tmp_path / "o.npy", ConvertOptions(strict=True))
+    # Published, the cut is refused whatever the share of bad lines (one "bad line" stands for
+    # the unread rest of the file), unless the user allows it.
+    from mm_sim.feeds.convert.publish import publish
+
+    out = tmp_path / "p.npy"
+    with pytest.raises(UserError, match=r"cut.gz:[0-9]+: truncated .* nothing written"):
+        publish("binance", [path], out, ConvertOptions())
+    assert not out.exists()
+    publish("binance", [path], out, ConvertOptions(), allow_bad_lines=True)
+    assert out.exists()
 
 
 def test_unrecognised_file_is_a_clear_error(tmp_path: Path) -> None:

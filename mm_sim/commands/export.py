@@ -41,11 +41,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mm_sim.report.export import export_run
     from mm_sim.report.frames import read_run
+    from mm_sim.report.rundir import RunDir
 
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")
     out = args.out if args.out is not None else args.run_dir / "export"
-    manifest = export_run(read_run(args.run_dir), out, args.format)
+    frames = read_run(args.run_dir)
+    if frames.iterations.empty:
+        # As report refuses it: tables of 0 rows would read as a run that did nothing.
+        raise UserError(
+            f"{RunDir(args.run_dir).metrics_jsonl}: no committed iteration to export "
+            "(missing, empty or cut before its first line)"
+        )
+    manifest = export_run(frames, out, args.format)
     result = {"out": str(out), **manifest}
     if args.json:
         print(json.dumps(result, indent=2))

@@ -68,6 +68,11 @@ class ConvertOptions:
     extra: dict[str, Any] = field(default_factory=dict)  # format-specific options
 
 
+# The bad-line reason of a compressed input that ends early or is corrupt (the rest of the file
+# cannot be read): publish refuses it whatever the share of bad lines.
+TRUNCATED = "truncated or corrupt compressed data (rest of file skipped)"
+
+
 @dataclass
 class BadLines:
     strict: bool = False

@@ -15,7 +15,7 @@ import numpy as np
 
 from mm_sim.errors import FeedError
 from mm_sim.events import ASK, BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
-from mm_sim.feeds.convert.base import BadLines, ConvertOptions
+from mm_sim.feeds.convert.base import TRUNCATED, BadLines, ConvertOptions
 from mm_sim.feeds.convert.binance_block import OFFSET_SAMPLES, read_fast
 from mm_sim.feeds.convert.binance_book import TouchBook
 from mm_sim.feeds.convert.binance_columns import Columns
@@ -252,7 +252,7 @@ class StreamConverter:
             where = f"{path}:{f.lineno + 1}"
             if self.opts.strict:
                 raise FeedError(f"{where}: unreadable compressed data ({exc})") from exc
-            self.bad.bad(where, "truncated or corrupt compressed data (rest of file skipped)")
+            self.bad.bad(where, TRUNCATED)
         finally:
             fh.close()
         self.recv_backwards += f.recv_back

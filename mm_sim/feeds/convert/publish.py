@@ -20,7 +20,7 @@ import numpy as np
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, open_feed, read_sidecar, sidecar_path
 from mm_sim.feeds.convert import FORMATS
-from mm_sim.feeds.convert.base import BadLines, ConvertOptions, ConvertResult
+from mm_sim.feeds.convert.base import TRUNCATED, BadLines, ConvertOptions, ConvertResult
 from mm_sim.feeds.progress import read_bar
 
 # Above this share of skipped lines a non-strict conversion is refused unless
@@ -81,7 +81,17 @@ def check_bad_share(result: ConvertResult, allowed: bool) -> None:
     """Refuse (nothing written) a conversion that skipped more than BAD_SHARE_LIMIT of its
     lines, unless the user said that is fine."""
     share = bad_share(result)
-    if allowed or share <= BAD_SHARE_LIMIT:
+    if allowed:
+        return
+    cut = result.bad_lines.examples.get(TRUNCATED)
+    if cut:
+        # One "bad line" stands for however much of the file was never read: a share of lines
+        # cannot say how much was lost, so a cut file is refused whatever the share.
+        raise UserError(
+            f"{cut[0]}: truncated or corrupt compressed data, the rest of the file was not "
+            "read; nothing written (pass --allow-bad-lines to publish what precedes the cut)"
+        )
+    if share <= BAD_SHARE_LIMIT:
         return
     raise UserError(
         f"{result.bad_lines.total:,} of {result.lines:,} lines ({share:.2%}) were bad and "
