@@ -195,6 +195,11 @@ def test_cli_human_table_and_errors(tmp_path: Path) -> None:
     proc = run_cli(str(tmp_path / "missing.npy"))
     assert proc.returncode == 2
     assert "missing.npy" in proc.stderr and "Traceback" not in proc.stderr
+    # A feed without events is a problem a soak would refuse: said, and exit 1.
+    empty = write_feed(tmp_path / "empty.npy", small_feed()[:0], Instrument("T", "v", TICK, 1.0))
+    proc = run_cli(str(empty))
+    assert proc.returncode == 1, proc.stderr
+    assert "problem: the feed has no events" in proc.stdout
 
 
 def test_cli_on_a_synthetic_definition_uses_the_seed(tmp_path: Path) -> None:

@@ -127,7 +127,9 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
             prev_ts = last_ts = int(ts[-1])
         book += int(np.count_nonzero((kind == KIND_SNAPSHOT) | (kind == KIND_DEPTH)))
     out = [f for f in found.values() if f.count]
-    if len(events) > 1 and last_ts == first_ts:
+    if len(events) == 0:
+        out.append(Finding("no_events", "the feed has no events"))
+    elif len(events) > 1 and last_ts == first_ts:
         out.append(Finding("no_time_span", "no time span: every event has the same timestamp"))
     elif len(events) >= RATE_MIN_EVENTS and last_ts > first_ts:
         rate = len(events) / ((last_ts - first_ts) / 1e9)
