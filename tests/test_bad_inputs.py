@@ -376,6 +376,14 @@ def _sweep(t: Path, feeds: list[str], *extra: str) -> list[str]:
     return ["sweep", "--grid", grid, "--train", *feeds, *run, *extra]
 
 
+def _sweep_into_a_users_folder(t: Path, f: Path, r: Path):
+    mine = t / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("someone's file")
+    argv = [*_sweep(t, ["synthetic-short"]), "--out", str(mine)]  # the last --out wins
+    return argv, "a directory with other files (notes.txt) and no sweep in it", [mine]
+
+
 def _sweep_empty_feed(t: Path, f: Path, r: Path):
     p = rewrite_feed(f, t, lambda ev: ev[:0])
     return _sweep(t, [str(p)]), "has no events", [p.parent]
@@ -436,6 +444,7 @@ CASES = [
     Case("sidecar tick_size null", _sidecar_tick_null),
     Case("sidecar count not a number", _sidecar_count_text),
     Case("sweep on a feed without events", _sweep_empty_feed),
+    Case("sweep --out a user's folder", _sweep_into_a_users_folder),
     Case(
         "sweep --dispersion-weight nan",
         lambda t, f, r: (

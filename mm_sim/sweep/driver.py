@@ -52,11 +52,22 @@ from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
 from mm_sim.sweep.progress import CellProgress
-from mm_sim.sweep.report import SweepInfo, write_report
+from mm_sim.sweep.report import (
+    BEST_CELL,
+    BEST_PROFILE,
+    HEATMAP,
+    REPORT,
+    SweepInfo,
+    write_report,
+)
 from mm_sim.sweep.results import ResultsFile
 from mm_sim.sweep.select import CellScore, Criterion, Validation, score_cells, validate_top
 
 META = "sweep.json"
+# What a sweep keeps at the top of its directory (docs/SWEEP.md, "Output")
+_OWN = frozenset(
+    (META, ".lock", "sweep_results.csv", REPORT, HEATMAP, BEST_CELL, BEST_PROFILE, "feeds", "runs")
+)
 LOCK = ".lock"
 # Reaching a scheduler: a plain TCP connect first (a refused port fails at once), then Dask's
 # handshake and one identity call within --connect-timeout (Dask's own handshake has no time
@@ -365,6 +376,14 @@ def _prepare_dir(out: Path, meta: dict[str, Any], resume: bool) -> IO[bytes]:
         raise UserError(
             f"--resume: no sweep to resume in {out}/ ({meta_path} not found); run without "
             "--resume to start one"
+        )
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN) if out.is_dir() else []
+    if not resume and foreign and not meta_path.is_file():
+        # Not a sweep's directory (no sweep.json) and holding other files: someone's folder.
+        # A sweep writes its files here and prunes feeds/, so it is not the place.
+        raise UserError(
+            f"--out {out}: a directory with other files ({', '.join(foreign[:3])}) and no sweep "
+            "in it; give a new or empty directory (or a sweep's, with --resume)"
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
