@@ -262,6 +262,16 @@ def _export_metrics_emptied(t: Path, f: Path, r: Path):
     return argv, "no committed iteration to export", [d]
 
 
+def _run_profile_damaged(t: Path, f: Path, r: Path):
+    d = copy_run(r, t)
+    run_json = d / "soak" / "run.json"
+    cfg = json.loads(run_json.read_text())
+    cfg["profile"]["quoting"]["gamma"] = "x"
+    run_json.write_text(json.dumps(cfg))
+    # one line naming the field, not pydantic's multi-line dump with a link
+    return ["report", str(d), "--no-charts"], "field 'profile.quoting.gamma' = 'x'", [d]
+
+
 def _metrics_duplicated(t: Path, f: Path, r: Path):
     d = copy_run(r, t)
     m = d / "soak" / "metrics.jsonl"
@@ -425,6 +435,7 @@ CASES = [
     Case("metrics.jsonl is a directory", _metrics_dir),
     Case("report on an emptied metrics.jsonl", _metrics_emptied),
     Case("report on a duplicated metrics.jsonl", _metrics_duplicated),
+    Case("report on a run.json with a damaged profile", _run_profile_damaged),
     Case("export of an emptied metrics.jsonl", _export_metrics_emptied),
     Case("report on garbled fill records", _records_garbled("fills", "report")),
     Case("report on garbled mark records", _records_garbled("marks", "report")),
@@ -443,6 +454,20 @@ CASES = [
     Case("sidecar from a newer mm_sim", _sidecar_from_the_future),
     Case("sidecar tick_size null", _sidecar_tick_null),
     Case("sidecar count not a number", _sidecar_count_text),
+    Case(
+        "a profile given as --overrides",
+        _plain(
+            ["soak", "--overrides", str(REPO / "profiles" / "market_maker_S1.json")],
+            "looks like a profile file: pass it as --profile",
+        ),
+    ),
+    Case(
+        "overrides given as --profile",
+        _plain(
+            ["soak", "--profile", str(REPO / "overrides" / "runtime_overrides.json")],
+            "looks like an overrides file: pass it as --overrides",
+        ),
+    ),
     Case("sweep on a feed without events", _sweep_empty_feed),
     Case("sweep --out a user's folder", _sweep_into_a_users_folder),
     Case(

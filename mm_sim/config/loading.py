@@ -97,6 +97,9 @@ def _explain(
     what: str,
     where: str | None = None,
 ) -> str:
+    wrong = _wrong_kind(exc, path, what)
+    if wrong:
+        return f"invalid configuration: {wrong}"
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
@@ -120,6 +123,22 @@ def _explain(
             expected = err["msg"]
         lines.append(f"{origin}: {what} field '{dotted}' = {value!r}: {expected}")
     return "invalid configuration: " + "; ".join(lines)  # one line, however many errors
+
+
+def _wrong_kind(exc: ValidationError, path: Path | None, what: str) -> str | None:
+    """A profile given as overrides (or the reverse): every top-level field unknown, and the
+    other kind's. Said in one sentence instead of one error per field (a profile's dozens)."""
+    errs = exc.errors()
+    if path is None or not errs or any(e["type"] != "extra_forbidden" for e in errs):
+        return None
+    keys = {str(e["loc"][0]) for e in errs if len(e["loc"]) == 1}
+    other, model = ("profile", Profile) if what == "overrides" else ("overrides", Overrides)
+    if len(keys) < 2 or not keys <= set(model.model_fields):
+        return None
+    return (
+        f"{path}: none of its fields ({', '.join(sorted(keys)[:4])}, ...) are {what} fields; it "
+        f"looks like {'an' if other[0] in 'aeiou' else 'a'} {other} file: pass it as --{other}"
+    )
 
 
 def resolve_profile_path(name_or_path: str | os.PathLike[str] | None) -> Path:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, MARK_DTYPE
@@ -125,5 +126,9 @@ def profile_from_config(cfg: RunConfig, where: str) -> Profile:
     """The profile recorded in run.json (used by ``mm_sim report`` to rebuild with its gates)."""
     try:
         return Profile.model_validate(cfg.profile)
-    except Exception as exc:
-        raise UserError(f"{where}: the recorded profile is not valid: {exc}") from None
+    except ValidationError as exc:
+        what = "; ".join(
+            f"field 'profile.{'.'.join(map(str, e['loc']))}' = {e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise UserError(f"{where}: the recorded profile is not valid: {what}") from None
