@@ -455,6 +455,18 @@ CASES = [
     Case("sidecar tick_size null", _sidecar_tick_null),
     Case("sidecar count not a number", _sidecar_count_text),
     Case(
+        "a --set that breaks a section's rule is named, not the profile file",
+        _plain(
+            ["soak", "--set", "profile.gates.bands.success=1", "--artifacts", "{t}/a"],
+            "command line --set profile.gates.bands.success",
+        ),
+    ),
+    Case(
+        "a section from the environment is named, not the profile file",
+        _plain(["soak", "--artifacts", "{t}/a"], "environment MM_PROFILE__QUOTING"),
+        env={"MM_PROFILE__QUOTING": '{"gamma": "x"}'},
+    ),
+    Case(
         "a profile given as --overrides",
         _plain(
             ["soak", "--overrides", str(REPO / "profiles" / "market_maker_S1.json")],

@@ -104,13 +104,25 @@ def _explain(
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         dotted = ".".join(loc)
-        env_name = env_prefix + "__".join(loc).upper()
         value = err.get("input")
+        # The setting that gave the value: a --set of the field or of one inside it (a check
+        # of a whole section, e.g. band order), else an MM_ variable of it or of a section
+        # above it (MM_PROFILE__QUOTING='{"gamma": ...}'), else the file.
+        flag = next((k for k in cli if k == dotted or k.startswith(dotted + ".")), None)
+        env_names = {k.upper() for k in os.environ}
+        env_name = next(
+            (
+                name
+                for i in range(len(loc), 0, -1)
+                if (name := env_prefix + "__".join(loc[:i]).upper()) in env_names
+            ),
+            None,
+        )
         if where is not None:
             origin = where
-        elif dotted in cli:
-            origin = f"command line --set {what}.{dotted}"
-        elif any(k.upper() == env_name for k in os.environ):
+        elif flag is not None:
+            origin = f"command line --set {what}.{flag}"
+        elif env_name is not None:
             origin = f"environment {env_name}"
         elif path is not None:
             line = _line_of(path, loc[-1]) if loc else None
