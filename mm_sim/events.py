@@ -231,18 +231,31 @@ def temp_file_beside(path: Path) -> tuple[int, str]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via temp file + fsync + rename so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)
+    """Write via temp file + fsync + rename so readers never see a partial file.
+
+    A failure names ``path`` (the user's file), not the hidden temp file beside it: a folder
+    where the file should be, a parent that is a file, a read-only or full disk."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{path}: a part of its folder {path.parent} is a file") from None
+    try:
+        fd, tmp = temp_file_beside(path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write there ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f"{path}: cannot write ({exc.strerror})") from None
         raise
 
 

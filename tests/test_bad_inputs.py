@@ -272,6 +272,13 @@ def _run_profile_damaged(t: Path, f: Path, r: Path):
     return ["report", str(d), "--no-charts"], "field 'profile.quoting.gamma' = 'x'", [d]
 
 
+def _report_over_a_file(t: Path, r: Path):
+    d = copy_run(r, t)
+    shutil.rmtree(d / "reports")
+    (d / "reports").write_text("not a folder")
+    return ["report", str(d), "--no-charts"], "is a file", [d]
+
+
 def _metrics_duplicated(t: Path, f: Path, r: Path):
     d = copy_run(r, t)
     m = d / "soak" / "metrics.jsonl"
@@ -465,6 +472,14 @@ CASES = [
         "a section from the environment is named, not the profile file",
         _plain(["soak", "--artifacts", "{t}/a"], "environment MM_PROFILE__QUOTING"),
         env={"MM_PROFILE__QUOTING": '{"gamma": "x"}'},
+    ),
+    Case(
+        "validate --out a folder (the file is named, not its temp file)",
+        _plain(["validate", "as2008", "--paths", "2", "--out", "{t}"], "is a directory"),
+    ),
+    Case(
+        "a report over a file named reports",
+        lambda t, f, r: _report_over_a_file(t, r),
     ),
     Case(
         "a profile given as --overrides",

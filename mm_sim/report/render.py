@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mm_sim.config import Profile
+from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_bytes, atomic_write_json
 from mm_sim.feeds.clock import clock_line
 from mm_sim.logs import get_logger
@@ -167,6 +168,8 @@ def build_reports(
     outages = [ln.iteration for ln in lines if ln.extra.get("outage")]
     partial = [ln.iteration for ln in lines if ln.partial]
     gate = kpi_gate(totals, iters, g, stat.band_decision, outages, partial)
+    if rd.reports.exists() and not rd.reports.is_dir():
+        raise UserError(f"{rd.reports}: is a file, expected the run's reports folder")
     rd.reports.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rd.reports / EDGE_REPORT, dump(edge))
     atomic_write_json(rd.reports / KPI_GATE, dump(gate))
