@@ -482,6 +482,42 @@ CASES = [
         lambda t, f, r: _report_over_a_file(t, r),
     ),
     Case(
+        "soak --no-tune with --control",
+        _plain(["soak", "--no-tune", "--control", "--artifacts", "{t}/a"], "--control"),
+    ),
+    Case(
+        "convert --strict --allow-bad-lines",
+        _plain(
+            [
+                "convert",
+                "--from",
+                "binance",
+                str(REPO / "README.md"),
+                "-o",
+                "{t}/o.npy",
+                "--strict",
+                "--allow-bad-lines",
+            ],
+            "give one",
+        ),
+    ),
+    Case(
+        "convert --date without --from lobster",
+        _plain(
+            [
+                "convert",
+                "--from",
+                "binance",
+                str(REPO / "README.md"),
+                "-o",
+                "{t}/o.npy",
+                "--date",
+                "2024-01-01",
+            ],
+            "only for --from lobster",
+        ),
+    ),
+    Case(
         "a profile given as --overrides",
         _plain(
             ["soak", "--overrides", str(REPO / "profiles" / "market_maker_S1.json")],

@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.strict and args.allow_bad_lines:
+        raise UserError("--strict stops at the first bad line, --allow-bad-lines publishes "
+                        "despite many: give one")  # fmt: skip
+    lobster_only = [f"--{k}" for k in ("ticker", "date") if getattr(args, k) is not None]
+    if lobster_only and args.fmt != "lobster":
+        raise UserError(f"{', '.join(lobster_only)}: only for --from lobster")
     for path in args.inputs:
         if not path.exists():
             raise UserError(f"{path}: input file not found")

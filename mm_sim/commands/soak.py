@@ -177,6 +177,18 @@ def run(args: argparse.Namespace) -> int:
     from mm_sim.runtime.soak import Soak
     from mm_sim.runtime.summary import print_summary
 
+    if not args.tune:
+        # Flags about the tuner that --no-tune switches off: said, not silently ignored.
+        idle = [flag for flag, given in (
+            ("--tuner", args.tuner is not None),
+            ("--freeze-after-convergence", args.freeze_after_convergence),
+            ("--control", args.control),  # the tuner's uplift over a frozen arm: none here
+        ) if given]  # fmt: skip
+        if idle:
+            raise UserError(
+                f"--no-tune keeps the overrides fixed: {', '.join(idle)} would do nothing"
+            )
+
     settings = load_run_settings(
         {
             "profile": args.profile,
