@@ -518,6 +518,10 @@ CASES = [
         ),
     ),
     Case(
+        "validate tuner --data on a missing folder",
+        _plain(["validate", "tuner", "--data", "{t}/nowhere"], "no such folder of captures"),
+    ),
+    Case(
         "a profile given as --overrides",
         _plain(
             ["soak", "--overrides", str(REPO / "profiles" / "market_maker_S1.json")],

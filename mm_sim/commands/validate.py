@@ -14,6 +14,8 @@ from mm_sim.commands import JSON_HELP, path_arg
 from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json
 
+DEFAULT_DATA = Path("../shared/data")  # the recorded captures beside a checkout
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -68,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--data",
         type=path_arg,
-        default=Path("../shared/data"),
+        default=DEFAULT_DATA,
         help="real captures (skipped if absent)",
     )
     t.add_argument("--profile", default="S1", help="profile name or path")
@@ -153,6 +155,10 @@ def run_tuner(args: argparse.Namespace) -> int:
         Day(f"synthetic@{s}", "synthetic", s, args.iterations, args.iteration_minutes)
         for s in range(1, args.seeds + 1)
     ]
+    if args.data != DEFAULT_DATA and not args.data.is_dir():
+        # The default may be absent (a fresh clone): skipped and said in the report. A folder
+        # the user named is meant to be there.
+        raise UserError(f"--data {args.data}: no such folder of captures")
     real, skipped = real_days(args.data, out, args.real_iteration_minutes)
     days += real
     talk = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON only
