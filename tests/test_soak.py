@@ -331,3 +331,19 @@ def test_short_recorded_feed_ends_the_soak_with_a_clear_message(tmp_path: Path) 
     assert gate["partial_iterations"] == [1]
     assert [it["partial"] for it in gate["iterations"]] == [False, True]
     assert gate["next_step"].startswith("Iteration(s) 1 ran shorter than asked")
+
+
+def test_a_profile_tick_over_the_feeds_is_said(tmp_path: Path) -> None:
+    """A profile's tick size replacing the feed's changes every reported number (prices are
+    rounded to it): the soak says so, with the ratio; the feed's own size says nothing."""
+    cmd = [sys.executable, "-m", "mm_sim", "soak", "--feed", "synthetic-short", "--iterations",
+           "1", "--iteration-minutes", "0.2", "--model-arms", "none", "--artifacts"]  # fmt: skip
+    r = subprocess.run(
+        [*cmd, str(tmp_path / "a"), "--set", "profile.instrument.tick_size=0.5"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert r.returncode in (0, 1), r.stderr[-2000:]  # a verdict either way
+    assert "note: the profile's instrument.tick_size 0.5 replaces the feed's 0.1 (5x)" in r.stderr
+    plain = subprocess.run([*cmd, str(tmp_path / "b")], capture_output=True, text=True, cwd=REPO,
+                           timeout=300)  # fmt: skip
+    assert "instrument.tick_size" not in plain.stderr

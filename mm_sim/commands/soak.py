@@ -228,7 +228,16 @@ def run(args: argparse.Namespace) -> int:
         check_resume_clock(root / "soak" / "run.json", clock)
     identity = {**identity, **clock.record()}
     print(clock.describe())
-    instrument = profile.instrument_for(instrument)
+    feed_instrument, instrument = instrument, profile.instrument_for(instrument)
+    for name, what in (("tick_size", "the feed's prices"), ("lot_size", "order sizes")):
+        # A profile size over the feed's changes every reported number: said, not silent.
+        feed_v, used = getattr(feed_instrument, name), getattr(instrument, name)
+        if used != feed_v:
+            print(
+                f"note: the profile's instrument.{name} {used:g} replaces the feed's {feed_v:g} "
+                f"({used / feed_v:,.6g}x): {what} are rounded to it",
+                file=sys.stderr,
+            )
     plan = plan_iterations(events, settings.iterations, iteration_ns)
     if not plan.iterations:
         raise UserError(f"feed {settings.feed!r}: {plan.note}")
