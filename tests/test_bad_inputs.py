@@ -186,6 +186,20 @@ def _ms_timestamps(t: Path, f: Path, r: Path):
     return argv, "timestamps must be nanoseconds", [p]
 
 
+def _local_times(change_local: Callable[[np.ndarray], np.ndarray], culprit: str):
+    """Receive times a unit or clock error made: a soak gave a verdict on them."""
+
+    def make(t: Path, f: Path, r: Path):
+        def change(e: np.ndarray) -> np.ndarray:
+            e["local_ts"] = change_local(e["local_ts"])
+            return e
+
+        p = rewrite_feed(f, t, change)
+        return ["soak", "--feed", str(p), *TINY, "--artifacts", str(t / "a")], culprit, [p]
+
+    return make
+
+
 def _profile_latin1(t: Path, f: Path, r: Path):
     p = t / "prof.json"
     p.write_bytes(b'{"name": "\xff"}')
@@ -433,6 +447,13 @@ CASES = [
     Case("unknown kind and side", _unknown_kind),
     Case("all-zero timestamps", _zero_ts),
     Case("timestamps in milliseconds", _ms_timestamps),
+    Case(
+        "receive times all zero", _local_times(lambda x: x * 0, "receive timestamp (local_ts) <= 0")
+    ),
+    Case(
+        "receive times 30 days late",
+        _local_times(lambda x: x + 30 * 86_400_000_000_000, "more than a day from their exchange"),
+    ),
     Case("profile not UTF-8", _profile_latin1),
     Case("overrides is a directory", _overrides_dir),
     Case("feed definition not UTF-8", _definition_latin1),

@@ -61,12 +61,16 @@ _RULES = {
     "qty_not_finite": "events with a NaN or infinite quantity",
     "qty_negative": "events with a negative quantity",
     "ts_not_positive": "events with an exchange timestamp <= 0",
+    "local_not_positive": "events with a receive timestamp (local_ts) <= 0",
+    "lag_over_a_day": "events received more than a day from their exchange time (a clock or "
+    "unit error; refused when more than 1 % of the feed)",
     "ts_backwards_far": "events whose exchange timestamp is more than 60 s before an earlier "
     "event's",
     "ts_backwards": "events whose exchange timestamp is lower than the previous event's "
     "(reported, not refused)",
 }
 FAR_BACK_NS = 60_000_000_000
+DAY_NS = 86_400_000_000_000
 # Events a second, averaged over a whole feed, beyond which its timestamps cannot be
 # nanoseconds: the busiest captures here average ~500 (peaks of tens of thousands); times in
 # milliseconds read as nanoseconds make a day of them last 0.09 s (millions a second).
@@ -111,6 +115,11 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
             found["qty_not_finite"].add(priced & ~np.isfinite(qty), lo)
             found["qty_negative"].add(priced & np.isfinite(qty) & (qty < 0), lo)
         found["ts_not_positive"].add(ts <= 0, lo)
+        local = part["local_ts"]
+        found["local_not_positive"].add(local <= 0, lo)
+        with np.errstate(over="ignore"):  # a wrapped difference is over a day too
+            lag = local - ts
+        found["lag_over_a_day"].add((lag > DAY_NS) | (lag < -DAY_NS), lo)
         back = np.zeros(len(part), dtype=bool)
         back[1:] = ts[1:] < ts[:-1]
         if prev_ts is not None and len(part):
@@ -126,6 +135,8 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
                 first_ts = int(ts[0])
             prev_ts = last_ts = int(ts[-1])
         book += int(np.count_nonzero((kind == KIND_SNAPSHOT) | (kind == KIND_DEPTH)))
+    # A recorder glitch may stamp a few events wrongly; most of a feed so stamped is an error.
+    found["lag_over_a_day"].fatal = found["lag_over_a_day"].count * 100 > len(events)
     out = [f for f in found.values() if f.count]
     if len(events) == 0:
         out.append(Finding("no_events", "the feed has no events"))
