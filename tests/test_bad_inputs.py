@@ -186,6 +186,11 @@ def _ms_timestamps(t: Path, f: Path, r: Path):
     return argv, "timestamps must be nanoseconds", [p]
 
 
+def _one_late(local: np.ndarray) -> np.ndarray:
+    local[len(local) // 2] += 30 * 86_400_000_000_000
+    return local
+
+
 def _local_times(change_local: Callable[[np.ndarray], np.ndarray], culprit: str):
     """Receive times a unit or clock error made: a soak gave a verdict on them."""
 
@@ -451,8 +456,12 @@ CASES = [
         "receive times all zero", _local_times(lambda x: x * 0, "receive timestamp (local_ts) <= 0")
     ),
     Case(
+        "one receive time a month late (the replay's clock would jump there)",
+        _local_times(_one_late, "1 events received more than a day after"),
+    ),
+    Case(
         "receive times 30 days late",
-        _local_times(lambda x: x + 30 * 86_400_000_000_000, "more than a day from their exchange"),
+        _local_times(lambda x: x + 30 * 86_400_000_000_000, "more than a day after their exchange"),
     ),
     Case("profile not UTF-8", _profile_latin1),
     Case("overrides is a directory", _overrides_dir),

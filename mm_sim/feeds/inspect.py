@@ -458,14 +458,14 @@ def inspect_feed(
     """Inspect an opened feed: the kernel pass plus the sidecar's identity, gap figure and
     clock model. ``progress(done)`` counts both passes (content checks, then the kernel) over
     ``2 * len(feed.events)``."""
-    from mm_sim.feeds.validate import check_events, valid_mask
+    from mm_sim.feeds.validate import MASKED, check_events, valid_mask
 
     n = len(feed.events)
     problems = check_events(feed.events, chunk=chunk)
     if progress is not None:
         progress(n)
     events = feed.events
-    if any(p.code not in ("ts_backwards", "ts_backwards_far") for p in problems):
+    if any(p.code in MASKED for p in problems):
         # The book kernel reads prices and sides as given: feed it only well-formed events.
         events = np.concatenate(
             [

@@ -16,8 +16,13 @@ Rules (``CLEAR`` records carry no price, quantity or side and are exempt from th
   one before them. Smaller steps back are real (Binance stamps trades and depth updates from
   different clocks, and a REST snapshot carries only the local time, so real captures step
   back by up to a second or so): they are reported, not refused;
-- the feed spans time (not every event at one timestamp) and carries book events (snapshot or
-  depth), not trades only.
+- receive timestamps (``local_ts``) > 0, never more than a day after their exchange time (the
+  replay's strategy clock is the running maximum of them, so one such event would move every
+  later one), and more than a day before it on at most 1 % of the events (reported below
+  that: a recorder glitch);
+- the feed has events, spans time (not every event at one timestamp), and carries book events
+  (snapshot or depth), not trades only; its market events average at most a million a second
+  (timestamps in milliseconds read as nanoseconds make a day last 0.09 s).
 """
 
 from __future__ import annotations
@@ -62,8 +67,10 @@ _RULES = {
     "qty_negative": "events with a negative quantity",
     "ts_not_positive": "events with an exchange timestamp <= 0",
     "local_not_positive": "events with a receive timestamp (local_ts) <= 0",
-    "lag_over_a_day": "events received more than a day from their exchange time (a clock or "
-    "unit error; refused when more than 1 % of the feed)",
+    "received_a_day_late": "events received more than a day after their exchange time (a clock "
+    "or unit error; the replay's clock would jump there for every later event)",
+    "received_a_day_early": "events received more than a day before their exchange time (a "
+    "clock or unit error; refused when more than 1 % of the feed)",
     "ts_backwards_far": "events whose exchange timestamp is more than 60 s before an earlier "
     "event's",
     "ts_backwards": "events whose exchange timestamp is lower than the previous event's "
@@ -71,11 +78,19 @@ _RULES = {
 }
 FAR_BACK_NS = 60_000_000_000
 DAY_NS = 86_400_000_000_000
-# Events a second, averaged over a whole feed, beyond which its timestamps cannot be
-# nanoseconds: the busiest captures here average ~500 (peaks of tens of thousands); times in
-# milliseconds read as nanoseconds make a day of them last 0.09 s (millions a second).
+# Market events (depth, trade) a second, averaged over a whole feed, beyond which its timestamps
+# cannot be nanoseconds: the captures here average 66-1,353 (peaks of tens of thousands); times
+# in milliseconds read as nanoseconds make a day of them last 0.09 s (millions a second).
+# Snapshots are left out: a short extract may be one deep snapshot and a few diffs.
 MAX_MEAN_RATE = 1_000_000
 RATE_MIN_EVENTS = 10_000  # a short hand-made feed may pack its few events as it likes
+
+
+# The rules ``valid_mask`` drops events for (the others are about order, clocks or the feed)
+MASKED = frozenset(
+    ("unknown_kind", "unknown_side", "price_not_finite", "price_not_positive",
+     "qty_not_finite", "qty_negative", "ts_not_positive", "local_not_positive")
+)  # fmt: skip
 
 
 def valid_mask(events: np.ndarray) -> np.ndarray:
@@ -89,18 +104,21 @@ def valid_mask(events: np.ndarray) -> np.ndarray:
         ok &= ~priced | (np.isfinite(price) & (price > 0))
         ok &= ~priced | (np.isfinite(qty) & (qty >= 0))
         ok &= events["exch_ts"] > 0
+        ok &= events["local_ts"] > 0
     return np.asarray(ok)
 
 
 def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
     """Every rule broken by ``events`` (an array or a memory map), in the order of ``_RULES``,
-    then the whole-feed rules (no time span, no book events)."""
+    then the whole-feed rules (no events, no time span, timestamps not in ns, no book events)."""
     found = {code: Finding(code, what) for code, what in _RULES.items()}
     found["ts_backwards"].fatal = False
     prev_ts: int | None = None
     high = np.iinfo(np.int64).min  # the latest exchange time so far
     first_ts = last_ts = 0
     book = 0
+    n_market = 0  # depth and trade events, and their exchange-time range (the rate rule)
+    t_min, t_max = np.iinfo(np.int64).max, np.iinfo(np.int64).min
     for lo in range(0, len(events), chunk):
         part = np.asarray(events[lo : lo + chunk])
         kind, side = part["kind"], part["side"]
@@ -119,7 +137,13 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
         found["local_not_positive"].add(local <= 0, lo)
         with np.errstate(over="ignore"):  # a wrapped difference is over a day too
             lag = local - ts
-        found["lag_over_a_day"].add((lag > DAY_NS) | (lag < -DAY_NS), lo)
+        found["received_a_day_late"].add(lag > DAY_NS, lo)
+        found["received_a_day_early"].add(lag < -DAY_NS, lo)
+        market = (kind == KIND_DEPTH) | (kind == KIND_TRADE)
+        n_market += int(np.count_nonzero(market))
+        if market.any():
+            t_min = min(t_min, int(ts[market].min()))
+            t_max = max(t_max, int(ts[market].max()))
         back = np.zeros(len(part), dtype=bool)
         back[1:] = ts[1:] < ts[:-1]
         if prev_ts is not None and len(part):
@@ -135,22 +159,24 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
                 first_ts = int(ts[0])
             prev_ts = last_ts = int(ts[-1])
         book += int(np.count_nonzero((kind == KIND_SNAPSHOT) | (kind == KIND_DEPTH)))
-    # A recorder glitch may stamp a few events wrongly; most of a feed so stamped is an error.
-    found["lag_over_a_day"].fatal = found["lag_over_a_day"].count * 100 > len(events)
+    # A recorder glitch may stamp a few events early (harmless to the replay's running-maximum
+    # clock); more of a feed so stamped is an error.
+    early = found["received_a_day_early"]
+    early.fatal = early.count * 100 > len(events)
     out = [f for f in found.values() if f.count]
     if len(events) == 0:
         out.append(Finding("no_events", "the feed has no events"))
     elif len(events) > 1 and last_ts == first_ts:
         out.append(Finding("no_time_span", "no time span: every event has the same timestamp"))
-    elif len(events) >= RATE_MIN_EVENTS and last_ts > first_ts:
-        rate = len(events) / ((last_ts - first_ts) / 1e9)
+    elif n_market >= RATE_MIN_EVENTS and t_max > t_min:
+        rate = n_market / ((t_max - t_min) / 1e9)
         if rate > MAX_MEAN_RATE:
             out.append(
                 Finding(
                     "ts_not_ns",
-                    f"{len(events):,} events in {(last_ts - first_ts) / 1e9:.3g} s of exchange "
+                    f"{n_market:,} market events in {(t_max - t_min) / 1e9:.3g} s of exchange "
                     f"time, {rate:,.0f} a second: timestamps must be nanoseconds (these look "
-                    "like milliseconds or microseconds)",
+                    "like milliseconds)",
                 )
             )
     if len(events) and book == 0:
