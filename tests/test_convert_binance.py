@@ -535,6 +535,9 @@ def test_tick_and_lot_sources(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"--tick 1e\+06: 11 of the capture's 11 values"):
         convert([path], tmp_path / "b.npy", ConvertOptions(tick_size=1e6))
     assert not (tmp_path / "b.npy").exists()
+    # The lot against the quantities it applies to (a delete's 0 is on every grid)
+    with pytest.raises(UserError, match=r"--lot-size 1e\+06: (\d+) of the capture's \1 values"):
+        convert([path], tmp_path / "b.npy", ConvertOptions(lot_size=1e6))
     info = {
         "symbols": [
             {

@@ -362,13 +362,13 @@ def _check_grid(cols: Any, opts: ConvertOptions) -> None:
     """A --tick or --lot-size that nine in ten of the capture's values are not multiples of is
     a typo (a tick of 1,000,000 put every price off the grid, and the soak on it had no book);
     fewer off the grid are counted in the stats (``prices_off_tick``), as before."""
-    for flag, given, off, decimals in (
-        ("--tick", opts.tick_size, cols.off_tick, cols.price_decimals),
-        ("--lot-size", opts.lot_size, cols.off_lot, cols.qty_decimals),
+    for flag, given, off, checked, decimals in (
+        ("--tick", opts.tick_size, cols.off_tick, cols.priced, cols.price_decimals),
+        ("--lot-size", opts.lot_size, cols.off_lot, cols.sized, cols.qty_decimals),
     ):
-        if given is not None and cols.priced and off * 10 > cols.priced * 9:
+        if given is not None and checked and off * 10 > checked * 9:
             raise UserError(
-                f"{flag} {float(given):g}: {off:,} of the capture's {cols.priced:,} values are "
+                f"{flag} {float(given):g}: {off:,} of the capture's {checked:,} values are "
                 f"not multiples of it (they have up to {decimals} decimals); check the size, or "
                 "leave the flag out to infer it"
             )

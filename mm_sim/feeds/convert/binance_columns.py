@@ -47,8 +47,11 @@ def on_grid(x: np.ndarray, scale: float) -> bool:
 
 def _off_grid(x: np.ndarray, step: float) -> int:
     r = x / step
-    # Absolute slack on the tick count (plus float error, ~1e-16 relative, for huge counts).
-    return int(np.count_nonzero(np.abs(r - np.rint(r)) > 1e-6 + 1e-12 * np.abs(r)))
+    n = np.rint(r)
+    # Absolute slack on the tick count (plus float error, ~1e-16 relative, for huge counts); a
+    # value that is not zero but rounds to zero steps is off too (a step far larger than the
+    # values, which the slack alone would let through).
+    return int(np.count_nonzero((np.abs(r - n) > 1e-6 + 1e-12 * np.abs(r)) | ((n == 0) & (x != 0))))
 
 
 @njit(cache=True)
@@ -101,6 +104,7 @@ class Columns:
         self.price_decimals = 0
         self.qty_decimals = 0
         self.priced = 0  # events carrying a price (depth, snapshot, trade)
+        self.sized = 0  # of them, those with a quantity > 0 (the ones checked against the lot)
         self.tick: float | None = None  # when known up front: count values off the grid
         self.lot: float | None = None
         self.off_tick = 0
@@ -230,6 +234,7 @@ class Columns:
             self.price_decimals = _grid_decimals(px, self.price_decimals)
             if self.tick is not None:
                 self.off_tick += _off_grid(px, self.tick)
+        self.sized += n_qt
         if len(qt):
             self.qty_decimals = _grid_decimals(qt, self.qty_decimals)
             if self.lot is not None:
