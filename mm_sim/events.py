@@ -234,7 +234,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via temp file + fsync + rename so readers never see a partial file.
 
     A failure names ``path`` (the user's file), not the hidden temp file beside it: a folder
-    where the file should be, a parent that is a file, a read-only or full disk."""
+    where the file should be or a parent that is a file is a usage error (exit 2); a read-only
+    or full disk stays an OSError, with its errno, for the CLI's exit 1."""
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a file to write")
     try:
@@ -244,7 +245,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         fd, tmp = temp_file_beside(path)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write there ({exc.strerror})") from None
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -255,7 +256,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 

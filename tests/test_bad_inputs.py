@@ -434,7 +434,7 @@ def _record_over_a_feed(t: Path, f: Path, r: Path):
 def _synthetic_of_years(t: Path, f: Path, r: Path):
     d = t / "long.json"
     d.write_text(json.dumps({"kind": "synthetic", "duration_s": 1e12}))
-    return ["inspect", str(d)], "duration_s", []
+    return ["inspect", str(d)], "s of synthetic market", []
 
 
 def _plain(argv: list[str], culprit: str):
@@ -594,6 +594,13 @@ CASES = [
         _plain(["fake-exchange", "--duration-s", "-5"], "--duration-s"),
     ),
     Case("synthetic definition of years", _synthetic_of_years),
+    Case(
+        "a soak longer than a synthetic market fits in memory",
+        _plain(
+            ["soak", "--iterations", "100", "--iteration-minutes", "60", "--artifacts", "{t}/a"],
+            "(48 h)",
+        ),
+    ),
     Case(
         "convert --workers 99999",
         _plain(
