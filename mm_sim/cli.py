@@ -164,25 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
         debug = args.log_level == "DEBUG"
         logs.configure(args.log_json, args.log_level)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader gone (| head) is handled below
+        return code
     except UserError as exc:
         print(f"mm_sim {command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"mm_sim {command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_broken():
+            return _os_error(command, exc, debug)
         # The reader of stdout went away (``| head``): nothing to say to it, and Python's own
         # flush at exit would complain again; as the docs advise, stdout goes to devnull.
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
-        _debug_traceback(debug)
-        where = f" {exc.filename!r}" if exc.filename else ""
-        what = exc.strerror or str(exc)
-        print(f"mm_sim {command}: error: {what}{where} (errno {exc.errno}){_HINT}", file=sys.stderr)
-        return 1
+        return _os_error(command, exc, debug)
     except Exception as exc:  # the last resort: one line, never a traceback unless asked
         _debug_traceback(debug)
         text = str(exc).splitlines()[0] if str(exc) else ""
@@ -194,6 +194,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _HINT = " (run with --log-level debug for the traceback)"
+
+
+def _os_error(command: str, exc: OSError, debug: bool) -> int:
+    _debug_traceback(debug)
+    where = f" {exc.filename!r}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    print(f"mm_sim {command}: error: {what}{where} (errno {exc.errno}){_HINT}", file=sys.stderr)
+    return 1
+
+
+def _stdout_broken() -> bool:
+    """Whether stdout is the pipe that broke (another pipe's EPIPE is an error to report):
+    what failed to reach it is still buffered, or the pipe reports its reader gone."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll (Windows), no real stdout
+        return False
 
 
 def _debug_traceback(debug: bool) -> None:
