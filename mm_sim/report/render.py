@@ -173,7 +173,12 @@ def build_reports(
     rd.reports.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rd.reports / EDGE_REPORT, dump(edge))
     atomic_write_json(rd.reports / KPI_GATE, dump(gate))
-    atomic_write_json(rd.reports / SOAK_METRICS, dump(SoakMetrics(iterations=lines)))
+    # The records' digests guard metrics.jsonl against changed records; the report's copy of
+    # the lines leaves them out (and stays the bytes it was for runs written before them).
+    metrics = SoakMetrics(iterations=lines).model_dump(
+        mode="json", exclude={"iterations": {"__all__": {"digests"}}}
+    )
+    atomic_write_json(rd.reports / SOAK_METRICS, metrics)
     rows = rd.write_fills_csv(lines) if fills_csv else sum(len(r["fills"]) for r in recs)
     files = [EDGE_REPORT, KPI_GATE, SOAK_METRICS, SOAK_RESULTS]
     chart_error = None
