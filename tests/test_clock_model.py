@@ -151,6 +151,14 @@ def test_sidecar_round_trip_and_old_sidecars(behind, tmp_path: Path) -> None:
     sidecar_path(old).write_text(json.dumps(meta))
     with pytest.raises(UserError, match=r"old\.json: field 'clock\.quantile' = 'high'"):
         model_of(open_feed(old))
+    meta["clock"] = {**stored, "quantile": 5.0}
+    sidecar_path(old).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"'clock\.quantile' = 5\.0: expected a quantile"):
+        model_of(open_feed(old))
+    meta["clock"] = {**stored, "samples": 10**400}  # json reads it; float() overflows
+    sidecar_path(old).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"'clock\.samples' = 1000"):
+        model_of(open_feed(old))
 
 
 def test_on_open_estimate_of_a_long_feed_reads_blocks(tmp_path: Path) -> None:

@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     print(clock.describe())
     feed_instrument, instrument = instrument, profile.instrument_for(instrument)
     for name, what in (("tick_size", "the feed's prices"), ("lot_size", "order sizes")):
-        # A profile size over the feed's changes every reported number: said, not silent.
+        # A profile size in place of the feed's changes every reported number: said, not silent.
         feed_v, used = getattr(feed_instrument, name), getattr(instrument, name)
         if used != feed_v:
             print(

@@ -147,6 +147,11 @@ def _wrong_kind(exc: ValidationError, path: Path | None, what: str) -> str | Non
     other, model = ("profile", Profile) if what == "overrides" else ("overrides", Overrides)
     if len(keys) < 2 or not keys <= set(model.model_fields):
         return None
+    try:  # every key of the file unknown: a valid file with a few stray keys is not this
+        if set(json.loads(path.read_text(encoding="utf-8"))) != keys:
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
     return (
         f"{path}: none of its fields ({', '.join(sorted(keys)[:4])}, ...) are {what} fields; it "
         f"looks like {'an' if other[0] in 'aeiou' else 'a'} {other} file: pass it as --{other}"

@@ -136,9 +136,14 @@ class ClockModel:
 def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
     """A finite number from the sidecar's clock object, or a message naming the field."""
     v = data.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise UserError(f"{where}: field 'clock.{key}' = {v!r}: expected a finite number")
-    return float(v)
+    try:
+        x = float(v) if not isinstance(v, bool) and isinstance(v, int | float) else math.nan
+    except OverflowError:  # an integer of hundreds of digits
+        x = math.nan
+    if not math.isfinite(x) or (key == "quantile" and not 0.0 < x < 1.0):
+        want = "a quantile within (0, 1)" if key == "quantile" else "a finite number"
+        raise UserError(f"{where}: field 'clock.{key}' = {repr(v)[:40]}: expected {want}")
+    return x
 
 
 GENERATED = ClockModel(0, METHOD_GENERATED, estimated="exact: a generated feed")

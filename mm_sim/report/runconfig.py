@@ -128,7 +128,7 @@ def profile_from_config(cfg: RunConfig, where: str) -> Profile:
         return Profile.model_validate(cfg.profile)
     except ValidationError as exc:
         what = "; ".join(
-            f"field 'profile.{'.'.join(map(str, e['loc']))}' = {e.get('input')!r}: {e['msg']}"
+            f"field '{'.'.join(['profile', *map(str, e['loc'])])}' = {e.get('input')!r}: {e['msg']}"
             for e in exc.errors()
         )
         raise UserError(f"{where}: the recorded profile is not valid: {what}") from None

@@ -477,10 +477,15 @@ class RunDir:
                 continue
             path = self.record_path(name)
             a, b = start[name], line.offsets[name]
-            size = path.stat().st_size if path.is_file() else -1
+            if not path.is_file():
+                raise UserError(
+                    f"{path}: records file not found (a sweep's runs keep their records only "
+                    "with --keep-records)"
+                )
+            size = path.stat().st_size
             if size < b:
                 raise UserError(
-                    f"{path}: {max(size, 0)} bytes, shorter than the {b} committed by iteration "
+                    f"{path}: {size} bytes, shorter than the {b} committed by iteration "
                     f"{line.iteration} in {where}: the run directory is damaged"
                 )
             if self._range_digest(name, a, b) != want:

@@ -60,15 +60,17 @@ from mm_sim.sweep.report import (
     SweepInfo,
     write_report,
 )
+from mm_sim.sweep.results import FILE as RESULTS_FILE
 from mm_sim.sweep.results import ResultsFile
 from mm_sim.sweep.select import CellScore, Criterion, Validation, score_cells, validate_top
 
 META = "sweep.json"
-# What a sweep keeps at the top of its directory (docs/SWEEP.md, "Output")
-_OWN = frozenset(
-    (META, ".lock", "sweep_results.csv", REPORT, HEATMAP, BEST_CELL, BEST_PROFILE, "feeds", "runs")
-)
 LOCK = ".lock"
+# What a sweep keeps at the top of its directory (docs/SWEEP.md, "Output"); hidden files (its
+# own temp files, a desktop's) do not make a folder someone else's either
+_OWN = frozenset(
+    (META, LOCK, RESULTS_FILE, REPORT, HEATMAP, BEST_CELL, BEST_PROFILE, "feeds", "runs")
+)
 # Reaching a scheduler: a plain TCP connect first (a refused port fails at once), then Dask's
 # handshake and one identity call within --connect-timeout (Dask's own handshake has no time
 # limit: a silent listener would hang it forever).
@@ -369,7 +371,7 @@ def _lock(out: Path) -> IO[bytes]:
 def _prepare_dir(out: Path, meta: dict[str, Any], resume: bool) -> IO[bytes]:
     """Check and claim the output directory; the lock to hold until the sweep ends."""
     meta_path = out / META
-    csv_path = out / "sweep_results.csv"
+    csv_path = out / RESULTS_FILE
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: a file, not a directory; give a (new or sweep) directory")
     if resume and not meta_path.is_file():
@@ -377,7 +379,11 @@ def _prepare_dir(out: Path, meta: dict[str, Any], resume: bool) -> IO[bytes]:
             f"--resume: no sweep to resume in {out}/ ({meta_path} not found); run without "
             "--resume to start one"
         )
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN) if out.is_dir() else []
+    foreign = (
+        sorted(p.name for p in out.iterdir() if p.name not in _OWN and not p.name.startswith("."))
+        if out.is_dir()
+        else []
+    )
     if not resume and foreign and not meta_path.is_file():
         # Not a sweep's directory (no sweep.json) and holding other files: someone's folder.
         # A sweep writes its files here and prunes feeds/, so it is not the place.
