@@ -619,6 +619,10 @@ CASES = [
     ),
     Case("sweep --grid on a folder", _plain(["sweep", "--grid", "{t}"], "is a directory")),
     Case(
+        "fake-exchange --symbol with a quote (it goes into every frame as it is)",
+        _plain(["fake-exchange", "--symbol", 'BTC"USDT'], "--symbol"),
+    ),
+    Case(
         "fake-exchange --clock-offset-ms nan",
         _plain(["fake-exchange", "--clock-offset-ms", "nan"], "--clock-offset-ms"),
     ),

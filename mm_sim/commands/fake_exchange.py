@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import math
+import re
 import signal
 
 from mm_sim.errors import UserError
@@ -147,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--late-trades must be 'auto' or within [0, 1], got {args.late_trades!r}"
             )
+    if args.symbol is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", args.symbol):
+        # It goes into the messages as it is: a quote or a space would corrupt every frame.
+        raise UserError(
+            f"--symbol {args.symbol!r}: expected letters, digits and _ (e.g. BTCUSDT, "
+            "BTCUSD_PERP)"
+        )
     duration = 600.0 if args.duration_s is None else args.duration_s
     if not 0.0 < duration <= MAX_SYNTHETIC_S:  # NaN too
         raise UserError(
