@@ -151,8 +151,7 @@ def run(args: argparse.Namespace) -> int:
     if args.symbol is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", args.symbol):
         # It goes into the messages as it is: a quote or a space would corrupt every frame.
         raise UserError(
-            f"--symbol {args.symbol!r}: expected letters, digits and _ (e.g. BTCUSDT, "
-            "BTCUSD_PERP)"
+            f"--symbol {args.symbol!r}: expected letters, digits and _ (e.g. BTCUSDT, BTCUSD_PERP)"
         )
     duration = 600.0 if args.duration_s is None else args.duration_s
     if not 0.0 < duration <= MAX_SYNTHETIC_S:  # NaN too
