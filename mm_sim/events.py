@@ -283,9 +283,11 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 # most of a feed's open; XXH3-128 runs at memory speed. Sidecars written before carry
 # "blake2b" and are verified with it.
 DATA_HASH = "xxh3_128"
+RECORDS_HASH = "xxh3_64"  # a run's records per iteration (report/rundir.py), not a sidecar's
 _HASHES: dict[str, Any] = {
     "xxh3_128": xxhash.xxh3_128,
     "blake2b": lambda: hashlib.blake2b(digest_size=16),
+    RECORDS_HASH: xxhash.xxh3_64,
 }
 
 
@@ -492,13 +494,20 @@ def read_sidecar(p: Path) -> FeedMeta:
     return FeedMeta.from_json(meta_json, str(side))
 
 
-def data_digest(path: Path, offset: int, name: str = DATA_HASH) -> tuple[int, str]:
-    """Size and digest ``name`` of a file's bytes from ``offset`` on (read in bounded chunks)."""
+def data_digest(
+    path: Path, offset: int, name: str = DATA_HASH, stop: int | None = None
+) -> tuple[int, str]:
+    """Size and digest ``name`` of a file's bytes from ``offset`` on, to ``stop`` when given
+    (read in bounded chunks)."""
     h = _new_hash(name)
     n = 0
+    want = None if stop is None else stop - offset
     with open(path, "rb") as fh:
         fh.seek(offset)
-        while block := fh.read(1 << 22):
+        while want is None or n < want:
+            block = fh.read(1 << 22 if want is None else min(1 << 22, want - n))
+            if not block:
+                break
             h.update(block)
             n += len(block)
     return n, h.hexdigest()

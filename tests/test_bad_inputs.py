@@ -437,6 +437,11 @@ def _synthetic_of_years(t: Path, f: Path, r: Path):
     return ["inspect", str(d)], "s of synthetic market", []
 
 
+def _convert(out: str, *flags: str) -> list[str]:
+    """A Binance conversion of an existing file (refused on its flags before it is read)."""
+    return ["convert", "--from", "binance", str(REPO / "README.md"), "-o", out, *flags]
+
+
 def _plain(argv: list[str], culprit: str):
     return lambda t, f, r: ([a.replace("{t}", str(t)) for a in argv], culprit, [])
 
@@ -517,35 +522,11 @@ CASES = [
     ),
     Case(
         "convert --strict --allow-bad-lines",
-        _plain(
-            [
-                "convert",
-                "--from",
-                "binance",
-                str(REPO / "README.md"),
-                "-o",
-                "{t}/o.npy",
-                "--strict",
-                "--allow-bad-lines",
-            ],
-            "give one",
-        ),
+        _plain(_convert("{t}/o.npy", "--strict", "--allow-bad-lines"), "give one"),
     ),
     Case(
         "convert --date without --from lobster",
-        _plain(
-            [
-                "convert",
-                "--from",
-                "binance",
-                str(REPO / "README.md"),
-                "-o",
-                "{t}/o.npy",
-                "--date",
-                "2024-01-01",
-            ],
-            "only for --from lobster",
-        ),
+        _plain(_convert("{t}/o.npy", "--date", "2024-01-01"), "only for --from lobster"),
     ),
     Case(
         "validate tuner --data on a missing folder",
@@ -603,19 +584,7 @@ CASES = [
     ),
     Case(
         "convert --workers 99999",
-        _plain(
-            [
-                "convert",
-                "--from",
-                "binance",
-                str(REPO / "README.md"),
-                "-o",
-                "{t}/o",
-                "--workers",
-                "99999",
-            ],
-            "--workers 99999",
-        ),
+        _plain(_convert("{t}/o", "--workers", "99999"), "--workers 99999"),
     ),
     Case("sweep --grid on a folder", _plain(["sweep", "--grid", "{t}"], "is a directory")),
     Case(

@@ -47,6 +47,17 @@ class SyntheticFeedSpec(_Spec):
     duration_s: float = Field(10800.0, gt=0)
 
 
+def check_synthetic_duration(spec: SyntheticFeedSpec, label: str) -> None:
+    """Refuse a synthetic market longer than memory holds (1e12 s was a MemoryError of 27.8
+    PiB); the soak and the sweep call it with the duration their iterations ask for."""
+    if spec.duration_s > MAX_SYNTHETIC_S:
+        raise UserError(
+            f"feed {label}: {spec.duration_s:g} s of synthetic market (a run makes iterations x "
+            f"minutes of it) is more than the {MAX_SYNTHETIC_S:g} s (48 h) one can hold in "
+            "memory; run fewer or shorter iterations"
+        )
+
+
 class FileFeedSpec(_Spec):
     kind: Literal["file"]
     path: str
@@ -264,12 +275,7 @@ def load_events(
             for e in exc.errors()
         )
         raise UserError(f"feed {spec.name!r}: invalid synthetic parameters: {errs}") from None
-    if spec.duration_s > MAX_SYNTHETIC_S:  # 1e12 s was a MemoryError of 27.8 PiB
-        raise UserError(
-            f"feed {spec.name!r}: {spec.duration_s:g} s of synthetic market (a soak makes "
-            f"iterations x minutes of it) is more than the {MAX_SYNTHETIC_S:g} s (48 h) one "
-            "can hold in memory; run fewer or shorter iterations"
-        )
+    check_synthetic_duration(spec, repr(spec.name))
     # generated once per definition, seed and duration, then read back (docs/SYNTHETIC.md)
     events, instrument = generate_cached(params, seed, spec.duration_s)
     identity = {

@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import xxhash
 
 from mm_sim.config import Overrides
 from mm_sim.core.records import LIQ_MAKER
 from mm_sim.errors import UserError
 from mm_sim.events import (
+    RECORDS_HASH,
     atomic_write_bytes,
     atomic_write_json,
     clean_stale_temp_files,
+    data_digest,
     hold_lock,
     read_text_file,
 )
@@ -459,14 +460,7 @@ class RunDir:
 
     def _range_digest(self, name: str, start: int, stop: int) -> str:
         """XXH3-64 (hex) of records file ``name``'s bytes ``[start, stop)``."""
-        h = xxhash.xxh3_64()
-        with open(self.record_path(name), "rb") as fh:
-            fh.seek(start)
-            left = stop - start
-            while left > 0 and (block := fh.read(min(left, 1 << 22))):
-                h.update(block)
-                left -= len(block)
-        return h.hexdigest()
+        return data_digest(self.record_path(name), start, RECORDS_HASH, stop)[1]
 
     def _check_digests(self, line: IterationLine, start: Mapping[str, int], where: str) -> None:
         """The iteration's records are the bytes the run committed (a file overwritten or

@@ -30,10 +30,10 @@ from typing import Any
 from mm_sim.errors import UserError
 from mm_sim.events import open_feed
 from mm_sim.feeds.spec import (
-    MAX_SYNTHETIC_S,
     BinanceLiveFeedSpec,
     FileFeedSpec,
     SyntheticFeedSpec,
+    check_synthetic_duration,
     replay_clock,
     resolve_feed,
 )
@@ -126,11 +126,7 @@ def resolve_case(
         )
     if isinstance(spec, SyntheticFeedSpec):
         spec = spec.model_copy(update={"duration_s": replay_seconds(iterations, iteration_minutes)})
-        if spec.duration_s > MAX_SYNTHETIC_S:  # load_events says so too, in every worker
-            raise UserError(
-                f"feed {token!r}: {iterations} x {iteration_minutes:g} min of synthetic market "
-                f"is more than the {MAX_SYNTHETIC_S:g} s (48 h) a worker can hold in memory"
-            )
+        check_synthetic_duration(spec, repr(token))  # here, before any worker tries
         # Validate the synthetic parameters now rather than in every worker.
         from mm_sim.feeds.synthetic import SyntheticParams
 
