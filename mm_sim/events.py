@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
+from mm_sim import durable
 from mm_sim.errors import UserError
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            durable.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):

@@ -21,7 +21,6 @@ duplicates one.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -33,6 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from mm_sim import durable
 from mm_sim.config import Overrides
 from mm_sim.core.records import LIQ_MAKER
 from mm_sim.errors import UserError
@@ -194,8 +194,8 @@ class RunDir:
             self.record_path(name).touch()
         self.metrics_jsonl.touch()
         self.write_overrides(config.initial_overrides)
-        _fsync_dir(self.records_dir)
-        _fsync_dir(self.soak)
+        durable.fsync_dir(self.records_dir)
+        durable.fsync_dir(self.soak)
         return []
 
     def _resume(self, config: RunConfig) -> list[IterationLine]:
@@ -247,7 +247,7 @@ class RunDir:
         with open(self.metrics_jsonl, "r+b") as fh:
             fh.truncate(good_bytes)
             fh.flush()
-            os.fsync(fh.fileno())
+            durable.fsync(fh.fileno())
         ends = lines[-1].offsets if lines else dict.fromkeys(RECORD_DTYPES, 0)
         for name in RECORD_DTYPES:
             path = self.record_path(name)
@@ -260,7 +260,7 @@ class RunDir:
             with open(path, "r+b" if path.exists() else "wb") as fh:
                 fh.truncate(ends[name])
                 fh.flush()
-                os.fsync(fh.fileno())
+                durable.fsync(fh.fileno())
         if lines:
             self.write_overrides(lines[-1].overrides_next)
         return lines
@@ -331,7 +331,7 @@ class RunDir:
             raise RuntimeError("RunDir.commit_iteration before begin()")
         for fh in self._files.values():
             fh.flush()
-            os.fsync(fh.fileno())
+            durable.fsync(fh.fileno())
         sizes = self.sizes()
         if sizes != pending.offsets:
             raise RuntimeError(
@@ -369,7 +369,7 @@ class RunDir:
         with open(self.metrics_jsonl, "ab") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            durable.fsync(fh.fileno())
         if self._lines is not None:
             self._lines.append(line)
         self.write_overrides(nxt)
@@ -395,7 +395,7 @@ class RunDir:
             for line in lines:
                 fh.write(line.rstrip("\n") + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            durable.fsync(fh.fileno())
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -563,12 +563,3 @@ class RunDir:
                 rows += 1
         atomic_write_bytes(self.fills_csv, buf.getvalue().encode())
         return rows
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

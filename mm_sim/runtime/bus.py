@@ -26,6 +26,7 @@ class EventChunk:
     events: np.ndarray
     end_of_iteration: bool  # the last chunk of this iteration
     end_of_feed: bool = False  # no more data after this chunk
+    rows: tuple[int, int] | None = None  # a replayed chunk's rows [lo, hi) of its feed
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mm_sim import durable
 from mm_sim.config import DecisionPoints, EventOrder, OrderType, Overrides, Profile, ThroughFill
 from mm_sim.core.engine import Engine
 from mm_sim.events import Instrument, atomic_write_json
@@ -206,5 +207,5 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
         f.flush()
-        os.fsync(f.fileno())
+        durable.fsync(f.fileno())
     os.replace(tmp, path)

@@ -123,7 +123,9 @@ async def replay_chunks(
                 ahead = (t_sim - sim0) / 1e9 / speed - (time.monotonic() - wall0)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-            yield EventChunk(it.index, chunk, end_it, end_of_feed=end_it and it.index == last)
+            yield EventChunk(
+                it.index, chunk, end_it, end_of_feed=end_it and it.index == last, rows=(lo, hi)
+            )
             if end_it:
                 break
             lo = hi

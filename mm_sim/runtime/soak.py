@@ -16,7 +16,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +30,7 @@ from mm_sim.logs import get_logger
 from mm_sim.runtime.arms_process import ArmsProcess, can_fork, wanted
 from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Stop
 from mm_sim.runtime.checkpoint import load_checkpoint, save_checkpoint
+from mm_sim.runtime.feed_lag import IterationLag
 from mm_sim.runtime.model_arms import ModelArms, arm_specs
 from mm_sim.runtime.operator import operator_decisions, read_edit
 from mm_sim.runtime.progress import Progress, announce
@@ -106,6 +107,9 @@ class SoakConfig:
     model_arms: tuple[str, ...] = ()
     # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
     clock_shift_ns: int = 0
+    # ws_lag p95 by feed rows, kept by a caller that replays the same events and shift again (a
+    # sweep worker): each iteration's figure is computed once (runtime/feed_lag.py).
+    lag_memo: MutableMapping[tuple[int, int], float] | None = None
     # An alternative chunk source (a live feed): called with the first iteration to run.
     # None replays ``events`` along ``plan``.
     source: Callable[[int], AsyncIterator[EventChunk]] | None = None
@@ -160,7 +164,7 @@ class Soak:
         self.stop_requested = asyncio.Event()
         self.start_iteration = 0
         self.rolling = Rolling(contract_size_of(cfg.instrument))
-        self._lags: list[np.ndarray] = []
+        self._lag = IterationLag(cfg.events, cfg.clock_shift_ns, cfg.lag_memo)
         self._iter_decisions: list[Decision] = []
         self._uncommitted: tuple[int, int] | None = None  # (iteration, sim_ts) not yet committed
         self._own_write: str | None = None
@@ -326,11 +330,7 @@ class Soak:
             marks = res.marks
             if chunk.end_of_iteration:
                 marks = np.concatenate([marks, self.engine.mark_now()])
-            if len(chunk.events):
-                lag = np.subtract(chunk.events["local_ts"], chunk.events["exch_ts"])
-                # int64 / float: each lag converted to float64 and divided in one pass, the
-                # bits of astype-then-divide without its temporary (the feed's size again)
-                self._lags.append(np.divide(lag, 1e6))
+            self._lag.add(chunk)
             sim_ts = int(chunk.events["exch_ts"][-1]) if len(chunk.events) else 0
             done = ChunkDone(
                 chunk.iteration,
@@ -431,12 +431,7 @@ class Soak:
             self.recorder.add_marks("tuned", self.engine.mark_now())
             if self.control is not None:
                 self.recorder.add_marks("control", self.control.mark_now())
-        # One chunk an iteration (a sweep cell): its lags as they are, no copy
-        lag = self._lags[0] if len(self._lags) == 1 else np.concatenate([np.zeros(0), *self._lags])
-        self._lags = []
-        # In place: the lags are this iteration's own (the same order statistics, no copy)
-        p95 = np.percentile(lag, 95, overwrite_input=True) if len(lag) else np.nan
-        ws_lag_p95 = float(p95)
+        ws_lag_p95 = self._lag.p95()
         metrics = self.recorder.iteration_metrics(iteration, ws_lag_p95, self._rejections())
         overrides_in_force = self.overrides
         # The model arms commit first: the primary's reports, rebuilt on its commit, read them.

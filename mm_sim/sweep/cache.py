@@ -20,6 +20,9 @@ The budget is ``MM_SWEEP_FEED_CACHE_MB`` per worker process (``LocalSettings``, 
 feed larger than it stays memory-mapped (only the open and the hash are saved); 0 turns the
 cache off (every run opens and verifies its feed, as before).
 
+Each cached feed also keeps its iterations' ws_lag p95 (by clock shift and feed rows): the
+figure depends on the events alone, and computing it was a few percent of a run.
+
 Profiles: each task carries its cell's full profile as JSON; a worker validates each distinct
 one once (the models are frozen, so one validated instance can be shared by every run).
 """
@@ -30,7 +33,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,12 @@ class CachedFeed:
     instrument: Instrument
     source: dict[str, Any]  # the sidecar's provenance (a synthetic day's identity)
     in_memory: bool
+    # ws_lag p95 by clock shift, then by feed rows: the same for every run on this feed
+    # (runtime/feed_lag.py), so a worker computes each iteration's once
+    lag_p95: dict[int, dict[tuple[int, int], float]] = field(default_factory=dict)
+
+    def lag_memo(self, shift_ns: int) -> dict[tuple[int, int], float]:
+        return self.lag_p95.setdefault(shift_ns, {})
 
 
 _lock = threading.Lock()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mm_sim import durable
 from mm_sim.config import Overrides, RunSettings
 from mm_sim.events import open_feed, sidecar_path, write_feed
 from mm_sim.feeds.clock import GENERATED
@@ -139,6 +140,7 @@ def _soak(
         events=feed.events,
         plan=plan,
         clock_shift_ns=task.feed.clock_shift_ns,
+        lag_memo=feed.lag_memo(task.feed.clock_shift_ns),
         artifacts=artifacts,
         tune=False,
         # Tuner off and nobody editing the cell's overrides: one chunk per iteration, the
@@ -200,9 +202,13 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        iterations_run, cut = _soak(task, prepared["path"], prepared["identity"], tmp)
+        # Never resumed, so no fsync per commit: what is kept is synced once, before the
+        # rename publishes it (mm_sim/durable.py).
+        with durable.deferred():
+            iterations_run, cut = _soak(task, prepared["path"], prepared["identity"], tmp)
         if not task.keep_records:
             _drop_records(tmp)
+        durable.sync_tree(tmp)
         # An earlier attempt may have finished its run but died before reporting: replace it.
         if final.exists():
             shutil.rmtree(final)
