@@ -1,10 +1,14 @@
 """A local cluster's workers keep Dask's errors in their log but not the heartbeat failure a
-Ctrl-C's shutdown makes (mm_sim/sweep/worker_logs.py)."""
+Ctrl-C's shutdown makes (mm_sim/sweep/worker_logs.py), and run with the allocator's defaults
+(sweep/driver.py: Dask's MALLOC_TRIM_THRESHOLD_ cost a tenth of each run)."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+
+import pytest
 
 from mm_sim.sweep.driver import connect
 from mm_sim.sweep.worker_logs import HEARTBEAT_LOSS, HeartbeatLossFilter
@@ -25,6 +29,19 @@ def _installed() -> bool:
     return any(isinstance(f, HeartbeatLossFilter) for f in filters)
 
 
-def test_every_worker_of_the_local_cluster_has_it() -> None:
+def _trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def _tick() -> str:
+    import dask
+
+    return str(dask.config.get("distributed.admin.tick.interval"))
+
+
+def test_every_worker_of_the_local_cluster_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with connect(2, None, io.StringIO()) as (client, _):
         assert list(client.run(_installed).values()) == [True, True]
+        assert list(client.run(_trim_threshold).values()) == [None, None]
+        assert list(client.run(_tick).values()) == ["1s", "1s"]  # not waking every 20 ms
