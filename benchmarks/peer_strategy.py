@@ -37,13 +37,12 @@ What cannot be mirrored exactly, and how ``benchmarks.peer`` makes mm_sim do the
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import numpy as np
 from numba import njit
 
-from mm_sim.core import engine as E
+from mm_sim import kernel_cache
 from mm_sim.core import limiter as L
 from mm_sim.core import params as D
 from mm_sim.core import quote as Q
@@ -569,4 +568,4 @@ def count_wakeups(hbt: Any) -> int:
 
 # numba keys this module's on-disk cache on this file only, while ``decide`` compiles in the
 # core's constants and kernels (params.K_*, quote, limiter): bind it to the core sources too.
-E.bind_cache_to_sources((sys.modules[__name__],))
+kernel_cache.bind(__name__, kernel_cache.CORE)

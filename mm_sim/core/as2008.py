@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.quote import as_total_spread, reservation_price
 from mm_sim.core.rng import make_rng, rng_uniform
 
@@ -185,12 +186,4 @@ def simulate_paths_py(
     return res
 
 
-def _bind_cache() -> None:
-    import sys
-
-    from mm_sim.core.engine import bind_cache_to_sources
-
-    bind_cache_to_sources((sys.modules[__name__],))
-
-
-_bind_cache()
+kernel_cache.bind(__name__, kernel_cache.CORE)

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.events import KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT
 
 # Without numba's reference counting, like the driver that calls them: with it, every call
@@ -392,3 +393,6 @@ def depth_near_touch(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int
                 count += 1
             i += 1
     return total
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -8,15 +8,12 @@ and checkpoints / restores the whole state (docs/CORE.md, "API" and "State, chec
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mm_sim import kernel_cache
 from mm_sim.config import (
     DecisionPoints,
     EventOrder,
@@ -27,7 +24,7 @@ from mm_sim.config import (
     QueueModel,
     ThroughFill,
 )
-from mm_sim.core import account, driver, limiter, match, params, quote, rng, strategy, timeline
+from mm_sim.core import account, driver, limiter, match, quote, rng, strategy, timeline
 from mm_sim.core.account import (
     A_CASH,
     A_POS,
@@ -570,43 +567,8 @@ class Engine:
             self._s[k][...] = d[k]
 
 
-# ----------------------------------------------------------------------------------------------
-# Numba's on-disk cache keys a function on its own file only; a change in a helper module would
-# leave a stale compiled driver. Bind every core kernel's cache entry to the source of all the
-# modules it is built from, so any edit there forces a recompile.
-# ----------------------------------------------------------------------------------------------
-
-
-def _core_sources_digest() -> str:
-    from mm_sim import events
-    from mm_sim.core import book, records
-
-    h = hashlib.sha256()
-    for mod in (
-        events, records, book, quote, limiter, account, match, rng, params, strategy, driver,
-        timeline,
-        Path(__file__),
-    ):  # fmt: skip
-        path = Path(mod) if isinstance(mod, Path) else Path(inspect.getfile(mod))
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def bind_cache_to_sources(modules: tuple[Any, ...]) -> None:
-    """Make the on-disk cache of every kernel defined in ``modules`` depend on the core sources."""
-    digest = _core_sources_digest()
-    for mod in modules:
-        for obj in vars(mod).values():
-            cache = getattr(obj, "_cache", None)
-            cfile = getattr(cache, "_cache_file", None)
-            stamp = getattr(cfile, "_source_stamp", None)
-            py_func = getattr(obj, "py_func", None)
-            if stamp is None or getattr(py_func, "__module__", None) != mod.__name__:
-                continue
-            if not (isinstance(stamp, tuple) and len(stamp) == 3 and stamp[2] == digest):
-                setattr(cfile, "_source_stamp", (stamp, "mm_sim-core", digest))  # noqa: B010
-
-
-bind_cache_to_sources(
-    (quote, limiter, account, match, rng, strategy, driver, timeline, sys.modules[__name__])
-)
+# numba's on-disk cache keys a kernel on its own file only: bind the core's to all its sources
+# (mm_sim/kernel_cache.py), so that an edit in a helper module never leaves a stale driver.
+for _mod in (quote, limiter, account, match, rng, strategy, driver, timeline):
+    kernel_cache.bind(_mod.__name__, kernel_cache.CORE)
+kernel_cache.bind(__name__, kernel_cache.CORE)

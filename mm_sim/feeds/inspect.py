@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.book import (
     DEFAULT_TICKS,
     ST_BASE,
@@ -496,3 +497,6 @@ def inspect_feed(
         out["contract_size"] = feed.instrument.contract_size
     out["feed"] = str(feed.path)
     return out
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

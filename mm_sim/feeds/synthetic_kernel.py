@@ -18,6 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply
 from mm_sim.events import BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
 
@@ -761,3 +762,6 @@ def _sample(
     out_ask[k] = (st[ST_BASE] + a) * tick_size if a >= 0 else np.nan
     out_bq[k] = bid[b] if b >= 0 else 0.0
     out_aq[k] = ask[a] if a >= 0 else 0.0
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

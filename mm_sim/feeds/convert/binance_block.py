@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_TRADE
 from mm_sim.feeds.convert.binance_book import TouchBook, fits, touch_apply
 from mm_sim.feeds.convert.binance_columns import chunk_facts, on_grid
@@ -529,3 +530,6 @@ def warm() -> None:
 
 
 __all__ = ["BlockState", "read_fast", "run_block", "warm"]
+
+
+kernel_cache.bind(__name__, kernel_cache.BINANCE)  # before any kernel loads: kernel_cache.py

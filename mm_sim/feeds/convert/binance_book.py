@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.venues.binance.messages import Level
 from mm_sim.venues.binance.sync import LightBook
 
@@ -296,3 +297,6 @@ class TouchBook(LightBook):
         return float(
             _top(self.keys[1], self.used[1], self.heap[1], self.hslot[1], self.meta[1], -1.0)
         )
+
+
+kernel_cache.bind(__name__, kernel_cache.BINANCE)  # before any kernel loads: kernel_cache.py

@@ -12,6 +12,7 @@ from array import array
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_DEPTH, KIND_TRADE, FeedWriter
 from mm_sim.venues.binance.fill_events import fill_diff
 from mm_sim.venues.binance.messages import Level
@@ -244,3 +245,6 @@ class Columns:
             self.local_backwards += 1
         self._last_local = int(rec[-1]["local_ts"])
         self.writer.write(rec)
+
+
+kernel_cache.bind(__name__, kernel_cache.BINANCE)  # before any kernel loads: kernel_cache.py

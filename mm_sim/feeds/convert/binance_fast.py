@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.events import KIND_CLEAR, KIND_TRADE
 from mm_sim.feeds.convert.binance_inputs import MS
 from mm_sim.venues.binance.fastparse import (
@@ -467,3 +468,6 @@ def reference_line(raw: bytes) -> tuple[int, int | None, Any]:
 def warm() -> None:
     """Compile (or load) the kernel before anything is timed."""
     BlockScanner(4).scan(b'1 {"stream":"x@bookTicker","data":{"s":"X","u":1}}\n')
+
+
+kernel_cache.bind(__name__, kernel_cache.BINANCE)  # before any kernel loads: kernel_cache.py

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.jitcall import entry_point
 from mm_sim.venues.binance.fill_events import warm as warm_fill
 from mm_sim.venues.binance.messages import _PARTIAL_DEPTH, DepthDiff
@@ -566,3 +567,6 @@ __all__ = [
     "parse_trade_bytes",
     "warm",
 ]
+
+
+kernel_cache.bind(__name__, kernel_cache.BINANCE)  # before any kernel loads: kernel_cache.py

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.jitcall import entry_point
 from mm_sim.events import EVENT_DTYPE, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
 
@@ -148,3 +149,6 @@ def warm() -> None:
     diff, one = stage_kernels(rec)
     diff(rec, flat, flat, 1, 1, 0)
     one(rec, 0, 1, 1, KIND_TRADE, 1, 1.5, 2.0)
+
+
+kernel_cache.bind(__name__, kernel_cache.BINANCE)  # before any kernel loads: kernel_cache.py

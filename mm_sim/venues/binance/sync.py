@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.jitcall import entry_point
 from mm_sim.venues.binance.fastparse import flat_levels
 from mm_sim.venues.binance.messages import DepthDiff, DepthSnapshot, Level
@@ -568,3 +569,6 @@ class BookSync:
         c.buffered += 1
         out.append(Action(ActionKind.RESYNC, diff=d, reason=reason))
         out.append(self._request(reason))
+
+
+kernel_cache.bind(__name__, kernel_cache.BINANCE)  # before any kernel loads: kernel_cache.py
