@@ -306,3 +306,25 @@ def test_one_trade_kernel_for_spot_and_futures_the_live_path_takes_spot() -> Non
     assert _trade_payload(np.frombuffer(spot, dtype=np.uint8), 0, ints, vals) == len(spot)
     assert ints[T_X1] == -1  # no X: a spot trade
     assert TradeParser().scan(fut) is None and TradeParser().scan(spot) is not None
+
+
+_DECIMAL_BYTES = st.lists(
+    st.sampled_from([b"0", b"1", b"5", b"9", b".", b"0000000000", b"9999999999", b"-", b"e", b"a"]),
+    max_size=12,
+).map(b"".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(body=_DECIMAL_BYTES, tail=st.sampled_from([b'"', b'",', b"", b"x"]), positive=st.booleans())
+def test_decimal_fast_loops_agree_with_the_checked_loop(
+    body: bytes, tail: bytes, positive: bool
+) -> None:
+    """``_decimal``'s two tight loops and end-of-number checks against the digit-by-digit loop:
+    the same index and the same bits, for valid numbers, long ones (over 18 digits, leading
+    zeros, past 2**53) and every malformed shape (signs, exponents, dots, letters, no quote)."""
+    from mm_sim.venues.binance.fastparse import _decimal, _decimal_checked
+
+    buf = np.frombuffer(b'"' + body + tail, dtype=np.uint8).copy()
+    a, b = np.full(1, -1.0), np.full(1, -1.0)
+    assert _decimal(buf, 0, a, 0, positive) == _decimal_checked(buf, 0, b, 0, positive)
+    assert a.tobytes() == b.tobytes()
