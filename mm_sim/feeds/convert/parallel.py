@@ -12,6 +12,7 @@ an interrupted run resumes where it stopped; a half-published pair is converted 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -123,6 +124,14 @@ def run_job(
     }
 
 
+def _size(job: Job) -> int:
+    total = 0
+    for p in job.inputs:
+        with contextlib.suppress(OSError):  # a missing input: the task reports it
+            total += Path(p).stat().st_size
+    return total
+
+
 def run_all(
     fmt: str,
     jobs: list[Job],
@@ -143,6 +152,8 @@ def run_all(
             on_result(res)
         else:
             todo.append(job)
+    # Largest input first: the long days start first instead of ending the run on one worker.
+    todo.sort(key=_size, reverse=True)
     opt_dict = {k: v for k, v in asdict(opts).items()}
     futures = [
         client.submit(
