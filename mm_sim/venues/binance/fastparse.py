@@ -129,7 +129,7 @@ def _decimal(buf: np.ndarray, i: int, vals: np.ndarray, k: int, positive: bool) 
     j = i + 1
     m = 0
     while j < n:
-        d = np.int64(buf[j]) - _ZERO
+        d = int(buf[j]) - _ZERO
         if d < 0 or d > 9:
             break
         m = m * 10 + d
@@ -140,7 +140,7 @@ def _decimal(buf: np.ndarray, i: int, vals: np.ndarray, k: int, positive: bool) 
         j += 1
         f0 = j
         while j < n:
-            d = np.int64(buf[j]) - _ZERO
+            d = int(buf[j]) - _ZERO
             if d < 0 or d > 9:
                 break
             m = m * 10 + d
