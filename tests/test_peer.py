@@ -336,8 +336,8 @@ PARAMS = {
 def test_decide_matches_its_python_reference(name: str, seed: int) -> None:
     p = PARAMS[name].copy()
     if name == "busy":
-        p[peer_strategy.E.K_MAX_IN_FLIGHT] = 1
-        p[peer_strategy.E.K_MAX_POS] = 0.02
+        p[peer_strategy.D.K_MAX_IN_FLIGHT] = 1
+        p[peer_strategy.D.K_MAX_POS] = 0.02
     rng = np.random.default_rng(seed)
     a = peer_strategy.make_state(log_capacity=1)
     b = peer_strategy.make_state(log_capacity=1)
