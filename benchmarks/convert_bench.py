@@ -318,9 +318,9 @@ def measure(
         if want & {"all", "parallel"}:
             # Four files of one size: with unequal ones (the real days differ 3x) the speed-up
             # would measure the largest file, not the parallelism. 12,000 diffs each (about
-            # 20 minutes of a 100 ms depth stream, 0.15 s to convert): at 3,000 a file took 40
-            # ms, and Dask's ~15 ms to hand a task out and take its result back, paid once
-            # per worker at the end, was what the ratio measured (1.6-1.7x).
+            # 20 minutes of a 100 ms depth stream, ~0.1 s to convert): at 3,000 a file took 40
+            # ms, and Dask's ~15 ms to hand a task out and take its result back was most of
+            # what the ratio measured (single rounds 1.29-1.92x, best of three 1.6-1.7x).
             files = [generated_capture(work / f"p{k}.gz", 12_000, seed=k) for k in range(4)]
             try:
                 res["parallel"] = _parallel(files, work)

@@ -33,15 +33,19 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from mm_sim import kernel_cache
 from mm_sim.config import MatchingCfg, Overrides, Profile
 from mm_sim.core import driver as drv
 from mm_sim.core import engine as eng
-from mm_sim.core import limiter, match, quote
+from mm_sim.core import limiter, match, quote, venue_state
 from mm_sim.core import params as prm
 from mm_sim.core.account import apply_fill, make_account
 from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply, mid_price
-from mm_sim.core.match import OUT_NOUT, BookArrays
 from mm_sim.core.params import CT_LF, CT_LI, CT_P, CT_VOL_F, CT_VOL_I, JIT, Ctl
+from mm_sim.core.venue_state import (
+    OUT_NOUT,
+    BookArrays,
+)
 from mm_sim.events import KIND_TRADE, Instrument
 
 
@@ -371,7 +375,7 @@ def measure_stages(
     qout = np.zeros(nb, dtype=np.int64)
 
     def qrun() -> np.ndarray:
-        queue_batches(fronts, prevs, news, batch, match.QUEUE_PROBABILISTIC, 2.0, qout)
+        queue_batches(fronts, prevs, news, batch, venue_state.QUEUE_PROBABILISTIC, 2.0, qout)
         return qout.copy()
 
     sides = np.where(rng.random(m) < 0.5, 1, -1).astype(np.int64)
@@ -400,3 +404,7 @@ def measure_stages(
         "elapsed_s": time.perf_counter() - t0,
         "_raw": cum,  # per-batch arrays for derived figures; dropped before writing JSON
     }
+
+
+# Its kernels compile the core's book, quote and matching steps in: bound to the core's sources.
+kernel_cache.bind(__name__, kernel_cache.CORE)

@@ -33,10 +33,11 @@ def fsync_dir(path: Path) -> None:
     """Make the entries of folder ``path`` durable (where the platform allows it), skipped
     inside ``deferred()``."""
     if not _DEFERRED.get():
-        _sync_dir(path)
+        sync_dir(path)
 
 
-def _sync_dir(path: Path | str) -> None:
+def sync_dir(path: Path | str) -> None:
+    """fsync folder ``path`` now, deferred or not (a rename into it is then durable)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -64,4 +65,4 @@ def sync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _sync_dir(dirpath)
+        sync_dir(dirpath)

@@ -26,7 +26,7 @@ _ROOT = Path(__file__).resolve().parent
 CORE = (
     "events.py", "core/records.py", "core/book.py", "core/quote.py", "core/limiter.py",
     "core/account.py", "core/match.py", "core/rng.py", "core/params.py", "core/strategy.py",
-    "core/driver.py", "core/timeline.py", "core/engine.py",
+    "core/driver.py", "core/timeline.py", "core/engine.py", "core/venue_state.py",
 )  # fmt: skip
 BINANCE = (
     "events.py", "core/jitcall.py", "venues/binance/messages.py", "venues/binance/fastparse.py",

@@ -16,6 +16,7 @@ import pytest
 from numba import njit
 
 import mm_sim.feeds.convert.binance as binance
+from mm_sim import kernel_cache
 from mm_sim.core.book import (
     ST_BASE,
     ST_DROPPED,
@@ -175,3 +176,7 @@ def test_kernel_and_reference_agree_at_every_event(converted: tuple[str, Path]) 
             assert levels.get(t) == q, f"{name}: kernel level {t} on side {side} not in reference"
         lacking += sum(1 for t in levels if t not in held)
     assert lacking <= int(book.st[ST_DROPPED])
+
+
+# kernel_trace compiles the core's book update in: bound to the core's sources (kernel_cache.py)
+kernel_cache.bind(__name__, kernel_cache.CORE)

@@ -13,10 +13,16 @@ import pytest
 
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.engine import Engine
-from mm_sim.core.match import QUEUE_CONSERVATIVE, QUEUE_PROBABILISTIC, queue_on_depth
+from mm_sim.core.match import (
+    queue_on_depth,
+)
 from mm_sim.core.records import ACT_CANCEL, ACT_PLACE, ACT_REPLACE, LIQ_MAKER, LIQ_TAKER
 from mm_sim.core.reference import RefEngine
 from mm_sim.core.script import Script
+from mm_sim.core.venue_state import (
+    QUEUE_CONSERVATIVE,
+    QUEUE_PROBABILISTIC,
+)
 from mm_sim.events import Instrument
 
 TICK = 0.01

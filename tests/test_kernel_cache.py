@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,7 @@ def _modules() -> list[str]:
 
 
 def test_every_cached_kernel_is_bound_to_its_group() -> None:
-    """After importing everything (the core's modules are bound by core/engine.py, which every
-    caller of their kernels imports; the others bind themselves)."""
+    """After importing everything (each kernel module binds itself when imported)."""
     mods = {name: importlib.import_module(name) for name in _modules()}
     unbound: list[str] = []
     seen = 0
@@ -46,6 +47,49 @@ def test_every_cached_kernel_is_bound_to_its_group() -> None:
                 unbound.append(f"{name}.{attr}")
     assert seen > 100  # the walk found the kernels
     assert not unbound, f"kernels whose disk cache ignores their group's sources: {unbound}"
+
+
+_ALONE = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+bad = []
+for name, mod in list(sys.modules.items()):
+    if not name.startswith("mm_sim"):
+        continue
+    for attr, obj in vars(mod).items():
+        cfile = getattr(getattr(obj, "_cache", None), "_cache_file", None)
+        stamp = getattr(cfile, "_source_stamp", None)
+        if stamp is None or getattr(obj.py_func, "__module__", None) != name:
+            continue
+        if not (isinstance(stamp, tuple) and len(stamp) == 3):
+            bad.append(name + "." + attr)
+print(" ".join(bad))
+"""
+
+
+def _kernel_modules() -> list[str]:
+    root = Path(kernel_cache.__file__).parent
+    out = []
+    for name in _modules():
+        rel = Path(*name.split(".")[1:])
+        path = root / rel.with_suffix(".py")
+        if path.exists() and "@njit" in path.read_text():
+            out.append(name)
+    return out
+
+
+def test_each_kernel_module_alone_loads_only_bound_kernels() -> None:
+    """A process that imports one kernel module (``mm_sim validate`` imports as2008 alone) finds
+    every kernel it pulled in bound: a helper bound only by an importer it does not load would
+    have its stale cache entry linked into a fresh compile."""
+    mods = _kernel_modules()
+    assert len(mods) > 15
+    for name in mods:
+        r = subprocess.run(
+            [sys.executable, "-c", _ALONE, name], capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip() == "", f"importing {name} alone leaves unbound: {r.stdout}"
 
 
 @pytest.mark.parametrize("group", [kernel_cache.CORE, kernel_cache.BINANCE])

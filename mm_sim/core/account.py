@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.records import LIQ_MAKER
 
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
@@ -107,3 +108,6 @@ def apply_fill(
     else:
         acc[A_TAKER_QTY] += qty
     return fee
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.account import (
     A_CASH,
     A_POS,
@@ -41,27 +42,6 @@ from mm_sim.core.book import (
     mid_price,
 )
 from mm_sim.core.match import (
-    BOOK_BST,
-    O_PX,
-    O_SIDE,
-    O_STATUS,
-    OS_RESTING,
-    OUT_MARKS,
-    OUT_NOUT,
-    RULE_DECIDE_EACH_EVENT,
-    VN_ACC,
-    VN_CNT,
-    VN_LIVE,
-    VN_OI,
-    VN_PF,
-    VN_PI,
-    VN_VS,
-    VS_DIRTY,
-    VS_NLIVE,
-    VS_NOPS,
-    BookArrays,
-    Out,
-    Venue,
     deliver_reports,
     fill_path,
     on_depth,
@@ -110,6 +90,29 @@ from mm_sim.core.quote import (
 )
 from mm_sim.core.strategy import _leg, decide
 from mm_sim.core.timeline import ITEM_FLAGS, ITEM_S, ITEM_SYNC, ITEM_V, KIND_BITS
+from mm_sim.core.venue_state import (
+    BOOK_BST,
+    O_PX,
+    O_SIDE,
+    O_STATUS,
+    OS_RESTING,
+    OUT_MARKS,
+    OUT_NOUT,
+    RULE_DECIDE_EACH_EVENT,
+    VN_ACC,
+    VN_CNT,
+    VN_LIVE,
+    VN_OI,
+    VN_PF,
+    VN_PI,
+    VN_VS,
+    VS_DIRTY,
+    VS_NLIVE,
+    VS_NOPS,
+    BookArrays,
+    Out,
+    Venue,
+)
 from mm_sim.events import (
     KIND_CLEAR,
     KIND_DEPTH,
@@ -318,3 +321,6 @@ def run_chunk(
         if now_decide:
             decide(decide_at, sbook, ctl, venue, out)
     return n
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

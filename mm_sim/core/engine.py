@@ -24,7 +24,14 @@ from mm_sim.config import (
     QueueModel,
     ThroughFill,
 )
-from mm_sim.core import account, driver, limiter, match, quote, rng, strategy, timeline
+from mm_sim.core import (
+    account,
+    limiter,
+    match,
+    quote,
+    rng,
+    venue_state,
+)
 from mm_sim.core.account import (
     A_CASH,
     A_POS,
@@ -47,26 +54,6 @@ from mm_sim.core.book import (
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 from mm_sim.core.driver import run_chunk, write_mark
 from mm_sim.core.jitcall import entry_point
-from mm_sim.core.match import (
-    O_CURRENT,
-    O_ID,
-    O_PX,
-    O_REFS,
-    O_SIDE,
-    O_STATUS,
-    OF_CROSS_USED,
-    OF_FILLED,
-    OF_FRONT,
-    OF_QTY,
-    OF_REM,
-    VENUE_KEYS,
-    VS_NLIVE,
-    VSF_POS_VIEW,
-    WALK_MAX,
-    BookArrays,
-    Out,
-    Venue,
-)
 from mm_sim.core.params import (
     DECISION_MARGIN,
     G_SIZE,
@@ -127,6 +114,26 @@ from mm_sim.core.records import (
     MARK_DTYPE,
 )
 from mm_sim.core.timeline import TIMELINE_KEYS, Timeline
+from mm_sim.core.venue_state import (
+    O_CURRENT,
+    O_ID,
+    O_PX,
+    O_REFS,
+    O_SIDE,
+    O_STATUS,
+    OF_CROSS_USED,
+    OF_FILLED,
+    OF_FRONT,
+    OF_QTY,
+    OF_REM,
+    VENUE_KEYS,
+    VS_NLIVE,
+    VSF_POS_VIEW,
+    WALK_MAX,
+    BookArrays,
+    Out,
+    Venue,
+)
 from mm_sim.errors import UserError
 from mm_sim.events import (
     EVENT_DTYPE,
@@ -162,13 +169,13 @@ def fill_rules(profile: Profile) -> int:
     m = profile.matching
     rules = 0
     if profile.quoting.order_type == OrderType.post_only:
-        rules |= match.RULE_POST_ONLY
+        rules |= venue_state.RULE_POST_ONLY
     if not m.crossing_fills:
-        rules |= match.RULE_NO_CROSS_FILLS
+        rules |= venue_state.RULE_NO_CROSS_FILLS
     if m.through_fill == ThroughFill.order:
-        rules |= match.RULE_THROUGH_ORDER
+        rules |= venue_state.RULE_THROUGH_ORDER
     if profile.quoting.decide == DecisionPoints.event:
-        rules |= match.RULE_DECIDE_EACH_EVENT
+        rules |= venue_state.RULE_DECIDE_EACH_EVENT
     return rules
 
 
@@ -212,9 +219,9 @@ def make_params(profile: Profile, overrides: Overrides, instrument: Instrument) 
     p[K_ACK_NS] = lat.ack_ms * 1e6
     p[K_FEED_MULT] = lat.feed_mult
     p[K_QUEUE_MODEL] = (
-        match.QUEUE_PROBABILISTIC
+        venue_state.QUEUE_PROBABILISTIC
         if profile.queue.model == QueueModel.probabilistic
-        else match.QUEUE_CONSERVATIVE
+        else venue_state.QUEUE_CONSERVATIVE
     )
     p[K_QUEUE_POWER] = profile.queue.power
     p[K_MAX_IN_FLIGHT] = lim.max_in_flight
@@ -567,8 +574,4 @@ class Engine:
             self._s[k][...] = d[k]
 
 
-# numba's on-disk cache keys a kernel on its own file only: bind the core's to all its sources
-# (mm_sim/kernel_cache.py), so that an edit in a helper module never leaves a stale driver.
-for _mod in (quote, limiter, account, match, rng, strategy, driver, timeline):
-    kernel_cache.bind(_mod.__name__, kernel_cache.CORE)
-kernel_cache.bind(__name__, kernel_cache.CORE)
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

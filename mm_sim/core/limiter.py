@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.records import (
     ACT_CANCEL,
     ACT_PLACE,
@@ -156,3 +157,6 @@ def consume(
         li[LI_REPLACE_TS] = now
     lf[LF_VENUE] = bucket_level(lf[LF_VENUE], li[LI_VENUE_TS], now, venue_cap, venue_rate) - 1.0
     li[LI_VENUE_TS] = now
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID
 
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
@@ -226,3 +227,6 @@ def side_depth(
                 return total, base + i
         i += 1
     return total, NO_BOUND
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
+
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 JIT: dict[str, Any] = {"cache": True, "_nrt": False}
@@ -76,3 +78,6 @@ def make_rng(seed: int) -> np.ndarray:
     state = np.zeros(RNG_SIZE, dtype=np.uint64)
     rng_seed(state, int(seed))
     return state
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.account import (
     C_ATTEMPT0,
     C_BLOCK0,
@@ -38,36 +39,6 @@ from mm_sim.core.limiter import (
     risk_breach,
 )
 from mm_sim.core.match import (
-    O_CURRENT,
-    O_DECIDED_TS,
-    O_ID,
-    O_PX,
-    O_REFS,
-    O_SIDE,
-    O_STATUS,
-    OF_MID_DEC,
-    OF_QTY,
-    OF_QUOTE_PX,
-    OS_PENDING,
-    OUT_ACTIONS,
-    OUT_BLOCKS,
-    OUT_NOUT,
-    VN_CNT,
-    VN_LIVE,
-    VN_OF,
-    VN_OI,
-    VN_PF,
-    VN_PI,
-    VN_SI,
-    VN_VS,
-    VN_VSF,
-    VS_DIRTY,
-    VS_NEXT_ID,
-    VS_NOPS,
-    VSF_POS_VIEW,
-    BookArrays,
-    Out,
-    Venue,
     alloc_slot,
     push_op,
 )
@@ -143,6 +114,38 @@ from mm_sim.core.records import (
     ACT_PLACE,
     ACT_REPLACE,
     BLK_RISK,
+)
+from mm_sim.core.venue_state import (
+    O_CURRENT,
+    O_DECIDED_TS,
+    O_ID,
+    O_PX,
+    O_REFS,
+    O_SIDE,
+    O_STATUS,
+    OF_MID_DEC,
+    OF_QTY,
+    OF_QUOTE_PX,
+    OS_PENDING,
+    OUT_ACTIONS,
+    OUT_BLOCKS,
+    OUT_NOUT,
+    VN_CNT,
+    VN_LIVE,
+    VN_OF,
+    VN_OI,
+    VN_PF,
+    VN_PI,
+    VN_SI,
+    VN_VS,
+    VN_VSF,
+    VS_DIRTY,
+    VS_NEXT_ID,
+    VS_NOPS,
+    VSF_POS_VIEW,
+    BookArrays,
+    Out,
+    Venue,
 )
 
 
@@ -415,3 +418,6 @@ def decide(now: int, book: BookArrays, ctl: Ctl, venue: Venue, out: Out) -> None
             _side_decision(
                 1, -1, qmi[QM_AT], qmi[QM_AL], max_step, bb, ba, now, mid, ctl, venue, out
             )
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from mm_sim import kernel_cache
 from mm_sim.core.jitcall import entry_point
 from mm_sim.events import EVENT_DTYPE
 
@@ -378,3 +379,6 @@ class Timeline:
 
 
 TIMELINE_KEYS = ("tl_ts", "tl_buf", "tl_skey", "tl_vkey", "tl_vq")
+
+
+kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -213,6 +213,7 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        durable.sync_dir(final.parent)  # the rename itself, before the driver's row points here
     finally:
         if tmp.exists():
             with contextlib.suppress(OSError):
