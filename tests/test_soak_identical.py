@@ -5,8 +5,9 @@ times, as a user runs it (``python -m mm_sim soak`` in a subprocess):
 
 - everything off: the synthetic day generated in the run, the model arms inline after the
   primary on each chunk (``MM_SYNTHETIC_CACHE=0``, ``MM_MODEL_ARMS_PROCESS=never``);
-- cold: the day generated and written to an empty cache, the arms in a forked child;
-- warm: the day read back from that cache, the arms in a forked child.
+- cold: the day generated and written to an empty cache, most arms in a forked child and the
+  rest in the parent (``SplitArms``);
+- warm: the day read back from that cache, the arms split the same way.
 
 Every file of the run directory is compared byte for byte: reports, charts, records, metrics
 lines, summaries, checkpoints and every model arm's directory. Exceptions, none of them a
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 from mm_sim.runtime.arm_names import ALL as ALL_ARMS
+from mm_sim.runtime.arms_process import arms_kept_inline
 
 ARGS = ["--iterations", "2", "--iteration-minutes", "2", "--seed", "5", "--clock", "3"]
 ARGS += ["--model-arms", "all"]  # tests/conftest.py switches them off for other soaks
@@ -33,6 +35,8 @@ EXCEPTIONS: frozenset[str] = frozenset()  # relative paths allowed to differ (se
 
 
 CHILD = "model arms run in a child process"  # the soak's log line when it forks them
+KEPT = arms_kept_inline(len(ALL_ARMS))
+assert KEPT > 0  # both processes run arms in the comparison
 
 
 def _soak(
@@ -51,6 +55,8 @@ def _soak(
     )
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: the verdict failed its gates
     assert (CHILD in proc.stderr) == (env["MM_MODEL_ARMS_PROCESS"] == "always"), proc.stderr[-3000:]
+    if CHILD in proc.stderr:  # some arms in the child, some in the parent (SplitArms)
+        assert f'"inline": {KEPT}' in proc.stderr, proc.stderr[-3000:]
     root = cwd / "art"
     return {
         str(p.relative_to(root)): p.read_bytes()

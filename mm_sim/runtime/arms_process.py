@@ -5,8 +5,10 @@ are four fifths of the kernel's time; run after the primary on each chunk, they 
 critical path. The arms depend on the primary only through the overrides it runs (tuner,
 emergency and operator changes, each applied from a chunk boundary), and the primary on the
 arms only through their committed iterations (the model error bars in its reports). So a forked
-child runs them: it cuts the same chunks from the same events (its own copy of the replay, whose
-boundaries depend on the feed alone), the parent sends it each change of overrides and a
+child runs them (all but the few the parent keeps to finish its iterations with the child:
+``arms_kept_inline``, ``SplitArms``): it cuts the same chunks from the same events (its own
+copy of the replay, whose boundaries depend on the feed alone), the parent sends it each change
+of overrides and a
 "run the next chunk" per chunk in the order the inline code would have applied them, and waits
 for it only where the inline code needed its result: at an iteration's commit, at open and at
 close. Every arm therefore sees the same events with the same overrides from the same event on,
@@ -24,6 +26,7 @@ inline.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -62,6 +65,20 @@ def core_free() -> bool:
 def wanted(setting: str) -> bool:
     """``MM_MODEL_ARMS_PROCESS``: always, never, or auto (a core is free)."""
     return setting == "always" or (setting == "auto" and core_free())
+
+
+# The primary's own work per chunk and iteration (its engine, the recorder, the reports rebuilt
+# at each commit, the tuner), in model arms' worth: on the default soak the parent was busy
+# ~0.55 s an iteration and each arm took ~0.27 s of the child's.
+PRIMARY_IN_ARMS = 2.0
+
+
+def arms_kept_inline(n: int) -> int:
+    """How many of ``n`` arms the parent runs itself, so that both processes finish an
+    iteration at about the same time. The default soak's five arms all in the child: the
+    parent waited for it 3.9 s of a 7.6 s run (a full pipe, then at each commit); one kept
+    inline: 1.8-2.0 s of 6.8-7.4 s; two: 0.63 s of 6.6 s."""
+    return max(0, math.ceil((n - PRIMARY_IN_ARMS) / 2))
 
 
 def drive(chunks: AsyncIterator[EventChunk]) -> Iterator[EventChunk]:
@@ -222,3 +239,39 @@ def _run(
             f"{iteration}, {n} events from {first}"
         )
     arms.run(ev, flush, iteration)
+
+
+class SplitArms:
+    """Some arms inline, the rest in a forked child (``ArmsProcess``): ``ModelArms``'
+    interface, the child's part first so that it runs while the parent does the inline part.
+    Each arm has its own run directory, so which process runs it changes no file."""
+
+    def __init__(self, inline: ModelArms, child: ArmsProcess) -> None:
+        self.inline = inline
+        self.child = child
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid
+
+    def open(self, run_info: Mapping[str, Any], resume: bool, committed: int | None) -> None:
+        self.child.open(run_info, resume, committed)
+        self.inline.open(run_info, resume, committed)
+
+    def run(self, events: np.ndarray, flush: bool, iteration: int) -> None:
+        self.child.run(events, flush, iteration)
+        self.inline.run(events, flush, iteration)
+
+    def set_overrides(self, o: Overrides) -> None:
+        self.child.set_overrides(o)
+        self.inline.set_overrides(o)
+
+    def end_iteration(
+        self, iteration: int, overrides: Overrides, ws_lag_p95_ms: float, partial: bool
+    ) -> None:
+        self.inline.end_iteration(iteration, overrides, ws_lag_p95_ms, partial)
+        self.child.end_iteration(iteration, overrides, ws_lag_p95_ms, partial)
+
+    def close(self) -> None:
+        self.inline.close()
+        self.child.close()

@@ -27,11 +27,17 @@ from mm_sim.config import Overrides, Profile, RunSettings, load_local_settings
 from mm_sim.core.engine import Engine, contract_size_of
 from mm_sim.events import Instrument
 from mm_sim.logs import get_logger
-from mm_sim.runtime.arms_process import ArmsProcess, can_fork, wanted
+from mm_sim.runtime.arms_process import (
+    ArmsProcess,
+    SplitArms,
+    arms_kept_inline,
+    can_fork,
+    wanted,
+)
 from mm_sim.runtime.bus import Bus, ChunkDone, EventChunk, OverridesChanged, Stop
 from mm_sim.runtime.checkpoint import load_checkpoint, save_checkpoint
 from mm_sim.runtime.feed_lag import IterationLag
-from mm_sim.runtime.model_arms import ModelArms, arm_specs
+from mm_sim.runtime.model_arms import ArmSpec, ModelArms, arm_specs
 from mm_sim.runtime.operator import operator_decisions, read_edit
 from mm_sim.runtime.progress import Progress, announce
 from mm_sim.runtime.recorder import Recorder
@@ -170,14 +176,15 @@ class Soak:
         self._own_write: str | None = None
         self._rejected0: dict[str, int] = {}  # engines' post-only rejections counted so far
 
-    def _model_arms(self) -> ModelArms | ArmsProcess:
-        """The arms inline, or in a forked child beside the primary (runtime/arms_process.py)."""
+    def _model_arms(self) -> ModelArms | SplitArms:
+        """The arms inline, or most of them in a forked child beside the primary
+        (runtime/arms_process.py)."""
         cfg = self.cfg
         specs = arm_specs(cfg.profile, cfg.model_arms, cfg.clock_shift_ns)
 
-        def make() -> ModelArms:
+        def make(part: list[ArmSpec]) -> ModelArms:
             return ModelArms(
-                cfg.artifacts, specs, cfg.overrides, cfg.instrument, cfg.settings.seed,
+                cfg.artifacts, part, cfg.overrides, cfg.instrument, cfg.settings.seed,
                 checkpoints=cfg.checkpoints,
             )  # fmt: skip
 
@@ -187,10 +194,13 @@ class Soak:
             and wanted(load_local_settings().model_arms_process)
             and can_fork()
         ):
-            arms = ArmsProcess(make, self._replay)
-            log.info("model arms run in a child process", arms=len(specs), pid=arms.pid)
-            return arms
-        return make()
+            k = arms_kept_inline(len(specs))
+            child = ArmsProcess(lambda: make(specs[k:]), self._replay)
+            log.info(
+                "model arms run in a child process", arms=len(specs) - k, inline=k, pid=child.pid
+            )
+            return SplitArms(make(specs[:k]), child)
+        return make(specs)
 
     def _replay(self, start_iteration: int) -> AsyncIterator[EventChunk]:
         """The replayed feed's chunks from an iteration on (boundaries: the feed's alone)."""
