@@ -153,9 +153,7 @@ class FeedMeta:
             raise UserError(f"{where}: field 'instrument' = {inst!r}: expected an object")
         try:
             instrument = Instrument(**inst)
-        except TypeError as exc:  # a field it does not know, or one missing
-            raise UserError(f"{where}: field 'instrument': {exc}") from None
-        except UserError as exc:
+        except (TypeError, UserError) as exc:  # a field unknown or missing, or a bad value
             raise UserError(f"{where}: field 'instrument': {exc}") from None
         count = data.get("count", 0)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:

@@ -101,6 +101,7 @@ def _explain(
     if wrong:
         return f"invalid configuration: {wrong}"
     lines = []
+    env_names = {k.upper() for k in os.environ}
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         dotted = ".".join(loc)
@@ -109,7 +110,6 @@ def _explain(
         # of a whole section, e.g. band order), else an MM_ variable of it or of a section
         # above it (MM_PROFILE__QUOTING='{"gamma": ...}'), else the file.
         flag = next((k for k in cli if k == dotted or k.startswith(dotted + ".")), None)
-        env_names = {k.upper() for k in os.environ}
         env_name = next(
             (
                 name

@@ -115,6 +115,19 @@ def _int(buf: np.ndarray, i: int, out: np.ndarray, k: int) -> int:
     return j
 
 
+@njit(inline="always", cache=True)
+def _put_decimal(vals: np.ndarray, k: int, m: int, frac: int, positive: bool, j: int) -> int:
+    """Store a parsed decimal, ``m`` times 10**-``frac`` (``frac`` -1: no dot), in ``vals[k]``;
+    the index after its closing quote at ``j``, or -1 for a zero that must be positive."""
+    if positive and m == 0:
+        return -1
+    if frac > 0:
+        vals[k] = m / _POW10[frac]
+    else:
+        vals[k] = float(m)
+    return j + 1
+
+
 @njit(cache=True)
 def _decimal(buf: np.ndarray, i: int, vals: np.ndarray, k: int, positive: bool) -> int:
     """A quoted plain decimal at ``i`` into ``vals[k]``; the index after the quote, or -1.
@@ -150,13 +163,7 @@ def _decimal(buf: np.ndarray, i: int, vals: np.ndarray, k: int, positive: bool) 
         return _decimal_checked(buf, i, vals, k, positive)
     if j >= n or buf[j] != _QUOTE or whole == 0 or frac == 0 or frac > 22 or m > _MAX_EXACT:
         return -1
-    if positive and m == 0:
-        return -1
-    if frac > 0:
-        vals[k] = m / _POW10[frac]
-    else:
-        vals[k] = float(m)
-    return j + 1
+    return _put_decimal(vals, k, m, frac, positive, j)
 
 
 @njit(cache=True)
@@ -189,13 +196,7 @@ def _decimal_checked(buf: np.ndarray, i: int, vals: np.ndarray, k: int, positive
         j += 1
     if j >= n or digits == 0 or frac == 0 or frac > 22:
         return -1
-    if positive and m == 0:
-        return -1
-    if frac > 0:
-        vals[k] = m / _POW10[frac]
-    else:
-        vals[k] = float(m)
-    return j + 1
+    return _put_decimal(vals, k, m, frac, positive, j)
 
 
 @njit(cache=True)
