@@ -113,7 +113,8 @@ class LocalSettings(BaseSettings):
         "auto",
         description="Where the fill-model arms run: always = in a second (forked) process beside "
         "the primary engine; never = after it on each chunk, in the soak's process; auto = the "
-        "second process when the load average leaves a core free for it (docs/REPORTS.md).",
+        "second process when a core is idle for it, judged from the cores' idle time over the "
+        "command's start-up (docs/REPORTS.md).",
     )
 
 

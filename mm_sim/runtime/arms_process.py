@@ -20,7 +20,7 @@ modules with the parent instead of importing and reading them again. It is used 
 fork is safe and useful: a replayed feed (a live feed's events exist in the parent only), at
 least one arm, no other thread in the parent (a Dask client's threads would not survive into
 the child) and a platform with fork. ``MM_MODEL_ARMS_PROCESS``: ``auto`` (the default) forks only
-when the load average leaves a core free, ``always`` whenever it can, ``never`` keeps the arms
+when a core is idle (``core_free``), ``always`` whenever it can, ``never`` keeps the arms
 inline.
 """
 
@@ -41,6 +41,7 @@ import numpy as np
 
 from mm_sim.config import Overrides
 from mm_sim.runtime.bus import EventChunk
+from mm_sim.runtime.cpu_idle import idle_cores, our_cpus
 from mm_sim.runtime.model_arms import ModelArms
 
 ChunkSource = Callable[[int], AsyncIterator[EventChunk]]
@@ -50,21 +51,33 @@ def can_fork() -> bool:
     return "fork" in mp.get_all_start_methods() and threading.active_count() == 1
 
 
-def core_free() -> bool:
-    """Whether a second process would get a core of its own: on a machine whose other work
-    already fills the cores, the child only time-shares the parent's and costs a little more
-    CPU than running the arms inline (measured: benchmarks/README.md)."""
-    cores = os.cpu_count() or 1
+# Idle CPUs, this process's own start-up counted as busy, from which a forked child gets a core of
+# its own: on a quiet 2-core machine ~0.9-1.0, beside one busy process ~0.
+FREE_CORE = 0.7
+
+
+def core_free() -> tuple[bool, str]:
+    """Whether a second process would get a core of its own, and what that was judged from: on
+    a machine whose other work already fills the cores, the child only time-shares the parent's
+    and costs a little more CPU than running the arms inline (measured: benchmarks/README.md).
+    Judged from the cores' idle time now (runtime/cpu_idle.py); where the platform has no
+    /proc/stat, from the load average."""
+    cores = len(our_cpus())
+    idle = idle_cores()
+    if idle is not None:
+        return cores > 1 and idle >= FREE_CORE, f"idle cores {idle:.2f}"
     try:
         load = os.getloadavg()[0]
     except OSError:  # pragma: no cover - no load average on this platform
-        return cores > 1
-    return cores > 1 and load + 1.0 <= cores - 0.5
+        return cores > 1, "no load figures"
+    return cores > 1 and load + 1.0 <= cores - 0.5, f"load average {load:.2f}"
 
 
-def wanted(setting: str) -> bool:
-    """``MM_MODEL_ARMS_PROCESS``: always, never, or auto (a core is free)."""
-    return setting == "always" or (setting == "auto" and core_free())
+def wanted(setting: str) -> tuple[bool, str]:
+    """``MM_MODEL_ARMS_PROCESS``: always, never, or auto (a core is free); and why."""
+    if setting != "auto":
+        return setting == "always", f"MM_MODEL_ARMS_PROCESS={setting}"
+    return core_free()
 
 
 # The primary's own work per chunk and iteration (its engine, the recorder, the reports rebuilt

@@ -188,19 +188,19 @@ class Soak:
                 checkpoints=cfg.checkpoints,
             )  # fmt: skip
 
-        if (
-            specs
-            and cfg.source is None
-            and wanted(load_local_settings().model_arms_process)
-            and can_fork()
-        ):
-            k = arms_kept_inline(len(specs))
-            child = ArmsProcess(lambda: make(specs[k:]), self._replay)
-            log.info(
-                "model arms run in a child process", arms=len(specs) - k, inline=k, pid=child.pid
-            )
-            return SplitArms(make(specs[:k]), child)
-        return make(specs)
+        if not specs or cfg.source is not None or not can_fork():
+            return make(specs)
+        fork, why = wanted(load_local_settings().model_arms_process)
+        if not fork:
+            log.info("model arms run in the soak's process", arms=len(specs), why=why)
+            return make(specs)
+        k = arms_kept_inline(len(specs))
+        child = ArmsProcess(lambda: make(specs[k:]), self._replay)
+        log.info(
+            "model arms run in a child process", arms=len(specs) - k, inline=k, pid=child.pid,
+            why=why,
+        )  # fmt: skip
+        return SplitArms(make(specs[:k]), child)
 
     def _replay(self, start_iteration: int) -> AsyncIterator[EventChunk]:
         """The replayed feed's chunks from an iteration on (boundaries: the feed's alone)."""
