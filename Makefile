@@ -16,10 +16,18 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.venv/numba-cache
 
 setup: $(STAMP)
 
+# The kernels' own packages go first; their compile then runs beside pip's install of the rest
+# (most of the install), so the first soak and the tests find them compiled
+# (mm_sim/kernel_warmup.py). A failed warm-up is not fatal: the first run compiles instead.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $$($(PY) -m mm_sim.kernel_warmup --deps)
+	@echo "compiling the kernels beside the install (log: $(VENV)/kernel-warmup.log)"
+	$(PY) -m mm_sim.kernel_warmup > $(VENV)/kernel-warmup.log 2>&1 & warm=$$!; \
+	$(PY) -m pip install -q -e '.[dev]' || { kill $$warm 2>/dev/null; exit 1; }; \
+	wait $$warm && cat $(VENV)/kernel-warmup.log || \
+	echo "kernel warm-up failed (see $(VENV)/kernel-warmup.log): the first run compiles them"
 	touch $(STAMP)
 
 soak: $(STAMP)
