@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $$($(PY) -m mm_sim.kernel_warmup --deps)
-	@echo "compiling the kernels beside the install (log: $(VENV)/kernel-warmup.log)"
-	$(PY) -m mm_sim.kernel_warmup > $(VENV)/kernel-warmup.log 2>&1 & warm=$$!; \
+	@echo "pip install -e '.[dev]', compiling the kernels meanwhile (log: $(VENV)/kernel-warmup.log)"
+	@$(PY) -m mm_sim.kernel_warmup > $(VENV)/kernel-warmup.log 2>&1 & warm=$$!; \
 	$(PY) -m pip install -q -e '.[dev]' || { kill $$warm 2>/dev/null; exit 1; }; \
 	wait $$warm && cat $(VENV)/kernel-warmup.log || \
 	echo "kernel warm-up failed (see $(VENV)/kernel-warmup.log): the first run compiles them"

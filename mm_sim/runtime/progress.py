@@ -132,8 +132,9 @@ def announce(progress: Progress | None, out: TextIO, decisions: Sequence[Any], e
             log.info(event, **d.to_json())
 
 
-# Measured: a cold numba cache costs the first soak about this long before its first event.
-COLD_COMPILE_NOTE = "compiling kernels (first run only, 1-2 min)"
+# Measured: a cold numba cache costs the first soak about this long before its first event
+# (~20 s on a quiet 2-core machine, up to a minute beside other work).
+COLD_COMPILE_NOTE = "compiling kernels (first run only, 20-60 s)"
 
 
 def kernels_cached() -> bool | None:
