@@ -1,4 +1,4 @@
-"""How much of this process's cores the machine leaves idle now: measured, not inferred.
+"""How many of the CPUs this process may use the machine leaves idle now: measured, not inferred.
 
 Why: the soak forks its model arms only when a core is free for them (runtime/arms_process.py),
 and the 1-minute load average it used to ask lags by minutes: right after a test run or a
@@ -7,8 +7,9 @@ process and took a fifth longer (benchmarks/README.md, "Soak end to end"). The k
 counters (``/proc/stat``, per CPU) over the last moments say what the cores are doing now.
 
 The first sample is taken when this module is imported, early in a command, so that the first
-question is answered from the command's own start-up (about a second) without waiting; a later
-question, or one too soon or too long after the last, samples a short interval of its own.
+question is answered from the command's own start-up (about a second) without waiting. Each
+answer covers the time since the last sample; under 0.25 s (a few 10 ms clock ticks) it waits
+until that much has passed, and over 30 s (history, not now) it samples 0.25 s afresh.
 """
 
 from __future__ import annotations
@@ -77,21 +78,19 @@ def idle_between(start: Sample, end: Sample) -> float | None:
 
 def idle_cores() -> float | None:
     """How many of this process's CPUs were idle, on average, since the last sample (this
-    module's import, or the last call) if that was 0.25-30 s ago, else over 0.25 s from now.
-    This process's own work counts as busy. None where there is no /proc/stat."""
+    module's import, or the last call) if that was at most 30 s ago, else over 0.25 s from now;
+    an interval shorter than 0.25 s is waited out. This process's own work counts as busy.
+    None where there is no /proc/stat."""
     global _last
     cpus = our_cpus()
     now = sample(cpus)
     if now is None:
         return None
     start = _last
-    if (
-        start is None
-        or start.cpus != cpus
-        or not MIN_INTERVAL_S <= now.at - start.at <= MAX_INTERVAL_S
-    ):
+    if start is None or start.cpus != cpus or now.at - start.at > MAX_INTERVAL_S:
         start = now
-        time.sleep(MIN_INTERVAL_S)
+    if now.at - start.at < MIN_INTERVAL_S:
+        time.sleep(MIN_INTERVAL_S - (now.at - start.at))
         now = sample(cpus)
         if now is None:
             return None
