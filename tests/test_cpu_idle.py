@@ -80,3 +80,42 @@ def test_busy_cores_are_not_free() -> None:
         for p in busy:
             p.kill()
             p.wait()
+
+
+def _cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: str) -> Path:
+    """A cgroup tree under ``tmp_path``, and this process's /proc/self/cgroup saying ``proc``."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (tmp_path / "proc_cgroup").write_text(proc)
+    monkeypatch.setattr(cpu_idle, "CGROUP_ROOT", root)
+    monkeypatch.setattr(cpu_idle, "PROC_CGROUP", tmp_path / "proc_cgroup")
+    return root
+
+
+def test_a_containers_cpu_limit_is_read_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _cgroup(tmp_path, monkeypatch, "0::/pod/box\n")
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "cpu.max").write_text("max 100000\n")
+    (root / "pod" / "box").mkdir(parents=True)
+    (root / "pod" / "box" / "cpu.max").write_text("max 100000\n")
+    assert cpu_idle.cpu_limit() is None
+    (root / "pod" / "box" / "cpu.max").write_text("150000 100000\n")
+    assert cpu_idle.cpu_limit() == 1.5
+    free, why = core_free()
+    assert not free and why == "cgroup CPU limit 1.50"
+    (root / "pod" / "cpu.max").write_text("50000 100000\n")  # a tighter limit above it
+    assert cpu_idle.cpu_limit() == 0.5
+
+
+def test_a_containers_cpu_limit_is_read_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _cgroup(tmp_path, monkeypatch, "5:memory:/x\n4:cpu,cpuacct:/docker/abc\n")
+    box = root / "cpu,cpuacct" / "docker" / "abc"
+    box.mkdir(parents=True)
+    for d, quota in ((root / "cpu,cpuacct", "-1"), (box, "300000")):
+        (d / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+        (d / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_idle.cpu_limit() == 3.0
+    (box / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_idle.cpu_limit() is None
+    (tmp_path / "proc_cgroup").unlink()
+    assert cpu_idle.cpu_limit() is None

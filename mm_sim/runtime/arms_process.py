@@ -41,7 +41,7 @@ import numpy as np
 
 from mm_sim.config import Overrides
 from mm_sim.runtime.bus import EventChunk
-from mm_sim.runtime.cpu_idle import idle_cores, our_cpus
+from mm_sim.runtime.cpu_idle import cpu_limit, idle_cores, our_cpus
 from mm_sim.runtime.model_arms import ModelArms
 
 ChunkSource = Callable[[int], AsyncIterator[EventChunk]]
@@ -61,8 +61,14 @@ def core_free() -> tuple[bool, str]:
     a machine whose other work already fills the cores, the child only time-shares the parent's
     and costs a little more CPU than running the arms inline (measured: benchmarks/README.md).
     Judged from the cores' idle time now (runtime/cpu_idle.py); where the platform has no
-    /proc/stat, from the load average."""
+    /proc/stat, from the load average; never where a cgroup's CPU limit (a container's
+    ``--cpus``) leaves less than a core and a bit for the second process."""
     cores = len(our_cpus())
+    limit = cpu_limit()
+    if limit is not None and limit < cores:
+        if limit < 1.0 + FREE_CORE:
+            return False, f"cgroup CPU limit {limit:.2f}"
+        cores = int(limit)
     idle = idle_cores()
     if idle is not None:
         return cores > 1 and idle >= FREE_CORE, f"idle cores {idle:.2f}"

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROC_STAT = Path("/proc/stat")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 MIN_INTERVAL_S = 0.25  # shorter is a few clock ticks (10 ms each): too coarse
 MAX_INTERVAL_S = 30.0  # longer is history, not now
 
@@ -39,6 +41,53 @@ def our_cpus() -> frozenset[int]:
         return frozenset(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - no affinity on this platform
         return frozenset(range(os.cpu_count() or 1))
+
+
+def _limit(d: Path) -> float | None:
+    """The CPU limit set in cgroup folder ``d`` (v2 ``cpu.max``, or v1's CFS quota and period),
+    in CPUs; None for none."""
+    try:
+        quota, period = (d / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = (d / "cpu.cfs_quota_us").read_text().strip()
+        period = (d / "cpu.cfs_period_us").read_text().strip()
+        return None if int(quota) < 0 else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_limit() -> float | None:
+    """How many CPUs' worth of time this process's cgroup, or one above it, allows (a
+    container's ``--cpus``), or None for no limit. Why: such a quota leaves the affinity mask,
+    and /proc/stat's idle time, as wide as the host's, so the cores would look free to a second
+    process that can only share the quota with the first."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return None
+    root = CGROUP_ROOT
+    found: list[float] = []
+    for line in lines:
+        hid, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if hid == "0" and not controllers:  # cgroup v2, alone or beside v1
+            mounts = [m for m in (root, root / "unified") if (m / "cgroup.controllers").exists()]
+        elif "cpu" in controllers.split(","):
+            mounts = [m for m in (root / controllers, root / "cpu") if m.is_dir()]
+        else:
+            continue
+        if not mounts:
+            continue
+        mount = mounts[0]
+        d = mount / path.strip("/")
+        while mount == d or mount in d.parents:
+            lim = _limit(d)
+            if lim is not None and lim > 0:
+                found.append(lim)
+            d = d.parent
+    return min(found) if found else None
 
 
 def sample(cpus: frozenset[int], path: Path = PROC_STAT) -> Sample | None:
