@@ -22,9 +22,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $$($(PY) -m mm_sim.kernel_warmup --deps)
+	$(PY) -m mm_sim.kernel_warmup --deps > $(VENV)/kernel-requirements.txt
+	$(PY) -m pip install -q -r $(VENV)/kernel-requirements.txt
 	@echo "pip install -e '.[dev]', compiling the kernels meanwhile (log: $(VENV)/kernel-warmup.log)"
 	@$(PY) -m mm_sim.kernel_warmup > $(VENV)/kernel-warmup.log 2>&1 & warm=$$!; \
+	trap 'kill $$warm 2>/dev/null' INT TERM; \
 	$(PY) -m pip install -q -e '.[dev]' || { kill $$warm 2>/dev/null; exit 1; }; \
 	wait $$warm && cat $(VENV)/kernel-warmup.log || \
 	echo "kernel warm-up failed (see $(VENV)/kernel-warmup.log): the first run compiles them"

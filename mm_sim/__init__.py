@@ -6,10 +6,26 @@ and tuner decisions as pandas DataFrames (docs/REPORTS.md, "Reading a run in Pyt
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "read_run"]
+
+
+def _default_kernel_cache() -> None:
+    """Where nothing says where numba keeps compiled kernels, the virtual environment's
+    ``numba-cache``: where `make` keeps them (its NUMBA_CACHE_DIR) and `make setup` compiles
+    them, so that ``.venv/bin/python -m mm_sim soak`` run by hand loads them too instead of
+    compiling again into ``__pycache__``. Outside a virtual environment numba's default stays.
+    Set here because numba reads the variable once, when it is first imported."""
+    in_venv = sys.prefix != sys.base_prefix
+    if "NUMBA_CACHE_DIR" not in os.environ and in_venv and os.access(sys.prefix, os.W_OK):
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(sys.prefix, "numba-cache")
+
+
+_default_kernel_cache()
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -10,7 +10,8 @@ so what it compiles is what a soak asks for (``tests/test_kernel_warmup.py``: a 
 compiles nothing).
 
     python -m mm_sim.kernel_warmup           # compile (needs only KERNEL_DEPS installed)
-    python -m mm_sim.kernel_warmup --deps    # KERNEL_DEPS' requirements, from pyproject.toml
+    python -m mm_sim.kernel_warmup --deps    # KERNEL_DEPS' requirements from pyproject.toml,
+                                             # one per line (pip install -r)
 
 Only the standard library is imported at the top: ``--deps`` runs before anything is installed.
 """
@@ -29,14 +30,23 @@ KERNEL_DEPS = ("numpy", "numba", "pydantic", "pydantic-settings", "xxhash", "str
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
+def requirement_name(req: str) -> str:
+    """The distribution a requirement string names, normalised as pip compares names (PEP 503:
+    case, and runs of ``-``, ``_`` and ``.``, do not matter)."""
+    name = re.split(r"[\s<>=!~;\[(@]", req.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def kernel_requirements(pyproject: Path = PYPROJECT) -> list[str]:
     """The project's own requirement strings for ``KERNEL_DEPS`` (one source of truth: the
     versions pip installs first are the ones the full install keeps)."""
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     found = {}
     for req in deps:
-        name = re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower().replace("_", "-")
+        name = requirement_name(req)
         if name in KERNEL_DEPS:
+            if name in found:
+                raise SystemExit(f"{pyproject}: {name} is listed twice; the warm-up takes one")
             found[name] = req
     missing = [d for d in KERNEL_DEPS if d not in found]
     if missing:
@@ -64,7 +74,7 @@ def warm(seconds: float = 5.0) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["--deps"]:
-        print(" ".join(kernel_requirements()))
+        print("\n".join(kernel_requirements()))  # a requirements file: one per line
         return 0
     if args:
         print("usage: python -m mm_sim.kernel_warmup [--deps]", file=sys.stderr)

@@ -4,7 +4,6 @@ packages it installs first are enough to run it, and a soak after it compiles no
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from importlib import metadata
@@ -17,9 +16,7 @@ from mm_sim import kernel_warmup
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _dist(req: str) -> str:
-    """The distribution a requirement string names, normalised."""
-    return re.split(r"[\s<>=!~;\[(]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+_dist = kernel_warmup.requirement_name
 
 
 def test_requirements_come_from_pyproject(tmp_path: Path) -> None:
@@ -32,6 +29,27 @@ def test_requirements_come_from_pyproject(tmp_path: Path) -> None:
     broken.write_text(project.replace('"xxhash', '"not-xxhash'))
     with pytest.raises(SystemExit, match="no dependency named xxhash"):
         kernel_warmup.kernel_requirements(broken)
+    broken.write_text(project.replace('"xxhash>=3.4",', '"xxhash>=3.4", "XXHash>=3.5",'))
+    with pytest.raises(SystemExit, match="xxhash is listed twice"):
+        kernel_warmup.kernel_requirements(broken)
+    assert _dist("Pydantic_Settings.Extra >= 2; python_version > '3'") == "pydantic-settings-extra"
+    assert _dist("numba @ https://example.invalid/numba.whl") == "numba"
+
+
+def test_a_run_by_hand_finds_the_kernels_make_compiled(tmp_path: Path) -> None:
+    """Without NUMBA_CACHE_DIR, the venv's Python caches kernels where `make` does."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    code = "import mm_sim, numba, sys; print(numba.config.CACHE_DIR); print(sys.prefix)"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    cache, prefix = run.stdout.split()
+    if sys.prefix == sys.base_prefix:
+        assert cache != str(Path(prefix) / "numba-cache")  # numba's own default stays
+    else:
+        assert cache == str(Path(prefix) / "numba-cache")
 
 
 def _closure(names: tuple[str, ...]) -> set[str]:

@@ -114,7 +114,7 @@ class LocalSettings(BaseSettings):
         description="Where the fill-model arms run: always = in a second (forked) process beside "
         "the primary engine; never = after it on each chunk, in the soak's process; auto = the "
         "second process when a core is idle for it, judged from the cores' idle time over the "
-        "command's start-up (docs/REPORTS.md).",
+        "command's start-up and any container CPU limit (docs/REPORTS.md).",
     )
 
 

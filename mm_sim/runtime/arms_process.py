@@ -60,23 +60,24 @@ def core_free() -> tuple[bool, str]:
     """Whether a second process would get a core of its own, and what that was judged from: on
     a machine whose other work already fills the cores, the child only time-shares the parent's
     and costs a little more CPU than running the arms inline (measured: benchmarks/README.md).
-    Judged from the cores' idle time now (runtime/cpu_idle.py); where the platform has no
-    /proc/stat, from the load average; never where a cgroup's CPU limit (a container's
-    ``--cpus``) leaves less than a core and a bit for the second process."""
-    cores = len(our_cpus())
+    Judged from the idle time, now, of the CPUs this process may use (runtime/cpu_idle.py,
+    bounded by a container's CPU limit and what its cgroup used meanwhile); where the platform
+    has no /proc/stat, from the load average."""
     limit = cpu_limit()
-    if limit is not None and limit < cores:
-        if limit < 1.0 + FREE_CORE:
-            return False, f"cgroup CPU limit {limit:.2f}"
-        cores = int(limit)
+    if limit is not None and limit < 1.0 + FREE_CORE:
+        return False, f"cgroup CPU limit {limit:.2f}"
+    cores = len(our_cpus())
+    if cores < 2:
+        return False, "one CPU"
     idle = idle_cores()
     if idle is not None:
-        return cores > 1 and idle >= FREE_CORE, f"idle cores {idle:.2f}"
+        within = "" if limit is None else f" (cgroup CPU limit {limit:.2f})"
+        return idle >= FREE_CORE, f"idle cores {idle:.2f}{within}"
     try:
         load = os.getloadavg()[0]
     except OSError:  # pragma: no cover - no load average on this platform
-        return cores > 1, "no load figures"
-    return cores > 1 and load + 1.0 <= cores - 0.5, f"load average {load:.2f}"
+        return True, "no load figures"
+    return load + 1.0 <= cores - 0.5, f"load average {load:.2f}"
 
 
 def wanted(setting: str) -> tuple[bool, str]:

@@ -188,11 +188,20 @@ class Soak:
                 checkpoints=cfg.checkpoints,
             )  # fmt: skip
 
-        if not specs or cfg.source is not None or not can_fork():
+        if not specs:
             return make(specs)
-        fork, why = wanted(load_local_settings().model_arms_process)
+        # (debug where there was no choice: a sweep cell, in a worker's thread, would say so
+        # for every cell)
+        say = log.debug
+        if cfg.source is not None:
+            fork, why = False, "a live feed (its events exist in this process only)"
+        elif not can_fork():
+            fork, why = False, "no fork here (another thread in this process, or the platform)"
+        else:
+            fork, why = wanted(load_local_settings().model_arms_process)
+            say = log.info
         if not fork:
-            log.info("model arms run in the soak's process", arms=len(specs), why=why)
+            say("model arms run in the soak's process", arms=len(specs), why=why)
             return make(specs)
         k = arms_kept_inline(len(specs))
         child = ArmsProcess(lambda: make(specs[k:]), self._replay)
