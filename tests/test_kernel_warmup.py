@@ -96,6 +96,7 @@ print("blocked:", " ".join(sorted(blocked)))
 """
 
 
+@pytest.mark.slow
 def test_warm_up_needs_only_what_setup_installs_first_and_covers_a_soak(tmp_path: Path) -> None:
     """Cold cache: the warm-up runs with nothing installed but KERNEL_DEPS and what they pull
     in; then a whole soak (primary, model arms, reports) on the same cache compiles nothing."""
