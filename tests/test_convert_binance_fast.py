@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mm_sim.errors import FeedError, UserError
 from mm_sim.feeds.convert import binance
@@ -32,7 +34,9 @@ from mm_sim.feeds.convert.binance_fast import (
     TRADE,
     BlockScanner,
     depth_code,
+    line_end,
     reference_line,
+    words_of,
 )
 from mm_sim.venues.binance.messages import MessageError
 
@@ -403,3 +407,19 @@ def test_real_futures_capture_feed_and_sidecar_as_the_general_paths(
             meta["stats"].pop(key)
         sides.append(meta)
     assert sides[0] == sides[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([10, 10, 32, 65, 0, 255, 138, 11, 9]), max_size=80),
+    st.integers(0, 90),
+    st.integers(0, 7),
+)
+def test_line_end_finds_the_newline_a_byte_scan_finds(chars: list[int], start: int, skip: int):
+    """Word-at-a-time newline search against the plain scan: any start, any offset of the
+    array in its buffer (the words are counted from the array's own first byte), bytes next
+    to 0x0A in value (0x0B, 0x09, 0x8A) and a buffer end in the middle of a word."""
+    buf = np.array([0] * skip + chars, dtype=np.uint8)[skip:]
+    want = next((i for i in range(start, len(chars)) if chars[i] == 10), max(start, len(chars)))
+    got = line_end(buf, words_of(buf), start)
+    assert got == (want if start <= len(chars) else start)

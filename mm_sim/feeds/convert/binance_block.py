@@ -42,7 +42,9 @@ from mm_sim.feeds.convert.binance_fast import (
     _flat_object,
     _receive_ns,
     flag_word,
+    line_end,
     py_line,
+    words_of,
 )
 from mm_sim.feeds.convert.binance_inputs import MS, OnePassMiss, line_symbols, scan_flags
 from mm_sim.feeds.convert.binance_lines import AT_TRADE, MARKET, fill_diff_sorted, same
@@ -119,7 +121,6 @@ R_CROSSED = 3  # the last line applied crossed the book (its CLEAR is written)
 
 OFFSET_SAMPLES = 50_000  # binance_stream keeps up to twice this many, then halves
 
-_NEWLINE = 10
 _STREAM0 = len(b'{"stream":"')  # where a combined stream's name starts
 
 
@@ -191,10 +192,9 @@ def run_block(
     first line not taken, R_* reason). ``sel``: the symbol's bytes; ``stream_ok``: the one
     combined-stream name of diffs known not to be a partial book stream."""
     n = buf.shape[0]
+    words = words_of(buf)
     while pos < n:
-        e = pos
-        while e < n and buf[e] != _NEWLINE:
-            e += 1
+        e = line_end(buf, words, pos)
         if e >= n:
             return pos, R_MORE
         if (e - pos) // 2 + 2 > vb.shape[0] or (e - pos) // 8 + 2 > out.shape[0]:
