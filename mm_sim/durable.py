@@ -36,14 +36,18 @@ def fsync_dir(path: Path) -> None:
         sync_dir(path)
 
 
+def _fsync_path(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_dir(path: Path | str) -> None:
     """fsync folder ``path`` now, deferred or not (a rename into it is then durable)."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(path)
 
 
 @contextlib.contextmanager
@@ -60,9 +64,5 @@ def sync_tree(root: Path) -> None:
     """fsync every file and folder under ``root``, files first, each folder after its entries."""
     for dirpath, _dirs, files in os.walk(root, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_path(os.path.join(dirpath, name))
         sync_dir(dirpath)

@@ -270,10 +270,6 @@ class SplitArms:
         self.inline = inline
         self.child = child
 
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid
-
     def open(self, run_info: Mapping[str, Any], resume: bool, committed: int | None) -> None:
         self.child.open(run_info, resume, committed)
         self.inline.open(run_info, resume, committed)
