@@ -78,7 +78,8 @@ from mm_sim.config import (
     ThroughFill,
     load_profile,
 )
-from mm_sim.core.engine import Engine, make_params
+from mm_sim.core.engine import Engine
+from mm_sim.core.engine_params import make_params
 from mm_sim.events import KIND_TRADE, Instrument, open_feed
 from mm_sim.feeds import clock as feed_clock
 

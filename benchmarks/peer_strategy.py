@@ -4,9 +4,9 @@ Why it reuses mm_sim's own quoting and limiter kernels: the comparison is only m
 both simulators run the same strategy. :func:`decide` calls ``mm_sim.core.quote`` (volatility
 EWMA, Avellaneda-Stoikov targets, step limit, never-cross clamp) and ``mm_sim.core.limiter``
 (risk check, pacing, in-flight cap, token buckets) with the parameter vector
-``engine.make_params`` builds, and follows ``strategy.decide`` / ``strategy._side_decision`` step by
-step, so the two simulators differ only where venue simulators may differ: book, queue,
-matching, latency bookkeeping.
+``engine_params.make_params`` builds, and follows ``strategy.decide`` /
+``strategy._side_decision`` step by step, so the two simulators differ only where venue
+simulators may differ: book, queue, matching, latency bookkeeping.
 
 Why two layers: :func:`decide` is a plain kernel over small state arrays (no hftbacktest object,
 no allocation, compiled without reference counting, cached on disk, with a plain-Python
@@ -510,7 +510,7 @@ def run_mm(
     """Drive ``hbt`` to the end of its data, deciding at every feed wake-up; returns the last
     ``wait_next_feed`` code (1 = end of data).
 
-    ``p`` is ``mm_sim.core.engine.make_params(...)`` (the vector mm_sim's kernels read); the
+    ``p`` is ``mm_sim.core.engine_params.make_params(...)`` (the vector mm_sim's kernels read); the
     other arrays come from :func:`make_state` (``STATE_ORDER``). Not cached on disk: a function
     taking hftbacktest's jitclass cannot be, so its compile time is measured apart.
     """

@@ -17,10 +17,10 @@ from mm_sim.config import LocalSettings, Overrides, Profile, RunSettings, field_
 READERS = {
     "instrument": "core/book.py (tick grid), core/quote.py (rounding) — null: from the feed",
     "quoting": "core/quote.py",
-    "matching": "core/engine.py (fill rules, to the kernels), core/timeline.py (event order)",
+    "matching": "core/engine_params.py (fill rules), core/timeline.py (event order)",
     "inventory": "core/limiter.py (`risk` blocks)",
     "fees": "core/account.py (fee per fill), report/edge.py (fees_eff_bps)",
-    "latency": "core/engine.py (order entry, cancel, ack timing)",
+    "latency": "core/engine_params.py (order entry, cancel, ack timing)",
     "queue": "core/match.py (queue position)",
     "limiter": "core/limiter.py (`concurrency` and `throttle` blocks)",
     "gates": "report/gate.py (KPI_GATE.json, verdict)",

@@ -10,7 +10,7 @@ import pytest
 
 from mm_sim.config import LimiterCfg, MatchingCfg, Overrides, Profile
 from mm_sim.core.engine import ChunkResult, Engine
-from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, MARK_DTYPE
+from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, MARK_DTYPE, copy_rows
 from mm_sim.core.script import Script
 from mm_sim.errors import UserError
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_SNAPSHOT, Instrument
@@ -62,7 +62,9 @@ def test_run_returns_owned_record_arrays(feed: Any) -> None:
     dtypes = (FILL_DTYPE, ACTION_DTYPE, BLOCK_DTYPE, MARK_DTYPE)
     for name, dt in zip(NAMES, dtypes, strict=True):
         arr = getattr(res, name)
-        assert arr.dtype == dt and arr.flags.owndata
+        # a copy of the engine's buffer, not a view into it
+        assert arr.dtype == dt and arr.flags.writeable
+        assert not np.shares_memory(arr, eng._out[name])
         assert len(arr) > 0, name
     res.fills["qty"][:] = 0.0  # the caller owns its copy
     assert eng.run(feed[0][20000:20001]).fills.size >= 0
@@ -70,6 +72,21 @@ def test_run_returns_owned_record_arrays(feed: Any) -> None:
     assert eng.run(np.zeros(0, dtype=EVENT_DTYPE)).fills.size == 0
     with pytest.raises(TypeError):
         eng.run(np.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", [EVENT_DTYPE, FILL_DTYPE, MARK_DTYPE])
+@pytest.mark.parametrize("n", [0, 1, 5, 300, 3000])
+def test_copy_rows_is_an_owned_writeable_copy(dtype: np.dtype, n: int) -> None:
+    rng = np.random.default_rng(n)
+    src = np.zeros(n + 7, dtype=dtype)
+    src.view(np.uint8)[:] = rng.integers(0, 256, src.nbytes, dtype=np.uint8)
+    for part in (src[3 : 3 + n], src[::2][:n]):  # contiguous (both copy paths), strided
+        out = copy_rows(part)
+        assert out.dtype == dtype and out.shape == (len(part),) and out.flags.writeable
+        assert out.tobytes() == part.tobytes()
+        assert not np.shares_memory(out, src)
+        out.view(np.uint8)[:] = 0
+        assert part.tobytes() != out.tobytes() or len(part) == 0 or not part.tobytes().strip(b"\0")
 
 
 def test_same_inputs_give_identical_results(feed: Any) -> None:

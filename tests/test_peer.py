@@ -30,7 +30,7 @@ from benchmarks.peer_convert import (
     TRADE_EVENT,
 )
 from mm_sim.config import LatencyMode, Overrides, load_profile
-from mm_sim.core.engine import make_params
+from mm_sim.core.engine_params import make_params
 from mm_sim.errors import FeedError
 from mm_sim.events import (
     EVENT_DTYPE,

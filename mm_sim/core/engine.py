@@ -15,14 +15,9 @@ import numpy as np
 
 from mm_sim import kernel_cache
 from mm_sim.config import (
-    DecisionPoints,
     EventOrder,
-    LatencyMode,
-    OrderType,
     Overrides,
     Profile,
-    QueueModel,
-    ThroughFill,
 )
 from mm_sim.core import (
     account,
@@ -30,7 +25,6 @@ from mm_sim.core import (
     match,
     quote,
     rng,
-    venue_state,
 )
 from mm_sim.core.account import (
     A_CASH,
@@ -53,47 +47,14 @@ from mm_sim.core.book import (
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 from mm_sim.core.driver import run_chunk, write_mark
+from mm_sim.core.engine_params import make_params, override_values
 from mm_sim.core.jitcall import entry_point
 from mm_sim.core.params import (
     DECISION_MARGIN,
     G_SIZE,
     G_VCLOCK,
-    K_ACK_NS,
-    K_CANCEL_NS,
     K_CSIZE,
-    K_ENTRY_NS,
-    K_FEED_MULT,
-    K_GAMMA,
-    K_HALF_BPS,
-    K_IMPACT_LEVELS,
-    K_IMPACT_RATIO,
-    K_LAT_MODE,
-    K_LOT,
-    K_MAKER_BPS,
-    K_MARK_NS,
-    K_MAX_DELTA_RATIO,
-    K_MAX_IN_FLIGHT,
-    K_MAX_NOTIONAL,
-    K_MAX_POS,
-    K_MIN_INTERVAL_NS,
-    K_ORDER_QTY,
-    K_QUEUE_MODEL,
-    K_QUEUE_POWER,
-    K_REPL_CAP,
-    K_REPL_RATE,
-    K_RULES,
-    K_SIZE,
-    K_SPREAD_DELTA_BPS,
-    K_TAIL_AGE_NS,
-    K_TAKER_BPS,
-    K_TAU_S,
     K_TICK,
-    K_VENUE_CAP,
-    K_VENUE_RATE,
-    K_VOL_HL_S,
-    K_VOL_SAMPLE_NS,
-    LAT_CONSTANT,
-    LAT_FEED,
     NO_ACTIONS,
     NO_BLOCKS,
     NO_FILLS,
@@ -112,6 +73,7 @@ from mm_sim.core.records import (
     BLOCK_REASONS,
     FILL_DTYPE,
     MARK_DTYPE,
+    copy_rows,
 )
 from mm_sim.core.timeline import TIMELINE_KEYS, Timeline
 from mm_sim.core.venue_state import (
@@ -149,90 +111,6 @@ class ChunkResult:
     actions: np.ndarray
     blocks: np.ndarray
     marks: np.ndarray
-
-
-def override_values(o: Overrides) -> dict[int, float]:
-    """Overrides -> parameter slots (the unit conversions live here and nowhere else)."""
-    return {
-        K_MIN_INTERVAL_NS: o.min_interval_ms * 1e6,
-        K_REPL_CAP: float(o.replace_rate_per_min),
-        K_REPL_RATE: o.replace_rate_per_min / 60e9,
-        K_SPREAD_DELTA_BPS: float(o.base_spread_bps_delta),
-        K_TAIL_AGE_NS: o.tail_age_ms * 1e6,
-        K_IMPACT_RATIO: float(o.impact_cap_ratio),
-        K_MAX_DELTA_RATIO: float(o.max_delta_ratio),
-    }
-
-
-def fill_rules(profile: Profile) -> int:
-    """The profile's order type and fill rules as the venue's RULE_* bits."""
-    m = profile.matching
-    rules = 0
-    if profile.quoting.order_type == OrderType.post_only:
-        rules |= venue_state.RULE_POST_ONLY
-    if not m.crossing_fills:
-        rules |= venue_state.RULE_NO_CROSS_FILLS
-    if m.through_fill == ThroughFill.order:
-        rules |= venue_state.RULE_THROUGH_ORDER
-    if profile.quoting.decide == DecisionPoints.event:
-        rules |= venue_state.RULE_DECIDE_EACH_EVENT
-    return rules
-
-
-def contract_size_of(instrument: Instrument) -> float:
-    """The kernels' inverse switch: the contract size of an inverse instrument, else 0."""
-    if not instrument.inverse:
-        return 0.0
-    assert instrument.contract_size is not None  # Instrument checks it
-    return float(instrument.contract_size)
-
-
-def make_params(profile: Profile, overrides: Overrides, instrument: Instrument) -> np.ndarray:
-    """The flat parameter vector the kernels read (units: ns, bps, base/quote currency)."""
-    q = profile.quoting
-    lat = profile.latency
-    lim = profile.limiter
-    tick = profile.instrument.tick_size or instrument.tick_size
-    lot = profile.instrument.lot_size or instrument.lot_size
-    if q.order_qty < lot:
-        raise UserError(
-            f"profile {profile.name}: quoting.order_qty = {q.order_qty} is below one lot "
-            f"({lot}); the strategy could never quote"
-        )
-    p = np.zeros(K_SIZE)
-    p[K_TICK] = tick
-    p[K_LOT] = lot
-    p[K_ORDER_QTY] = q.order_qty
-    p[K_HALF_BPS] = q.base_half_spread_bps
-    p[K_GAMMA] = q.gamma
-    p[K_TAU_S] = q.horizon_s
-    p[K_VOL_HL_S] = q.vol_halflife_s
-    p[K_VOL_SAMPLE_NS] = q.vol_sample_ms * 1e6
-    p[K_IMPACT_LEVELS] = q.impact_levels
-    p[K_MAX_POS] = profile.inventory.max_position
-    p[K_MAX_NOTIONAL] = profile.inventory.max_notional
-    p[K_MAKER_BPS] = profile.fees.maker_bps
-    p[K_TAKER_BPS] = profile.fees.taker_bps
-    p[K_LAT_MODE] = LAT_FEED if lat.mode == LatencyMode.feed else LAT_CONSTANT
-    p[K_ENTRY_NS] = lat.entry_ms * 1e6
-    p[K_CANCEL_NS] = lat.cancel_ms * 1e6
-    p[K_ACK_NS] = lat.ack_ms * 1e6
-    p[K_FEED_MULT] = lat.feed_mult
-    p[K_QUEUE_MODEL] = (
-        venue_state.QUEUE_PROBABILISTIC
-        if profile.queue.model == QueueModel.probabilistic
-        else venue_state.QUEUE_CONSERVATIVE
-    )
-    p[K_QUEUE_POWER] = profile.queue.power
-    p[K_MAX_IN_FLIGHT] = lim.max_in_flight
-    p[K_VENUE_CAP] = lim.venue_budget
-    p[K_VENUE_RATE] = lim.venue_budget / (lim.venue_window_ms * 1e6)
-    p[K_MARK_NS] = round(profile.mark_interval_ms * 1e6)
-    p[K_RULES] = fill_rules(profile)
-    p[K_CSIZE] = contract_size_of(instrument)
-    for idx, val in override_values(overrides).items():
-        p[idx] = val
-    return p
 
 
 TIMELINE_SLICE = 16384  # events merged per timeline call in ``run``
@@ -310,8 +188,8 @@ class Engine:
         self._qmf = np.zeros(QMF_SIZE)
         # run_chunk's arguments after (events, start), bound again whenever a buffer grows
         self._args = self._bind_args()
-        # run_live's compiled entry point (made on its first call)
-        self._live_kernel: Any = None
+        # run_chunk's compiled entry point (made on the first call; core/jitcall.py)
+        self._entry: Any = None
 
     # -- running ------------------------------------------------------------------------------
 
@@ -332,9 +210,10 @@ class Engine:
             raise TypeError(f"expected EVENT_DTYPE records, got {ev.dtype}")
         if ev.ndim != 1:
             raise TypeError("expected a 1-d slice of events")
-        # One compiled signature only: a read-only memory map, a strided view or a dtype that
-        # lost its "aligned" flag on disk would each make numba compile the driver again.
-        if not (ev.flags.c_contiguous and ev.flags.writeable):
+        # One compiled signature only: a read-only memory map, a strided view, an unaligned
+        # buffer or a dtype that lost its "aligned" flag on disk would each make numba compile
+        # the driver again (and its entry point, below, would misread them).
+        if not (ev.flags.c_contiguous and ev.flags.writeable and ev.flags.aligned):
             ev = np.array(ev)
         if not ev.dtype.isalignedstruct:
             ev = ev.view(EVENT_DTYPE)
@@ -351,17 +230,27 @@ class Engine:
                 items = self._timeline.items(ev[lo : lo + TIMELINE_SLICE], flush and last)
                 self._run_items(items, flush and last)
         return ChunkResult(
-            fills=out["fills"][: nout[NO_FILLS]].copy(),
-            actions=out["actions"][: nout[NO_ACTIONS]].copy(),
-            blocks=out["blocks"][: nout[NO_BLOCKS]].copy(),
-            marks=out["marks"][: nout[NO_MARKS]].copy(),
+            fills=copy_rows(out["fills"][: nout[NO_FILLS]]),
+            actions=copy_rows(out["actions"][: nout[NO_ACTIONS]]),
+            blocks=copy_rows(out["blocks"][: nout[NO_BLOCKS]]),
+            marks=copy_rows(out["marks"][: nout[NO_MARKS]]),
         )
 
+    def _kernel(self) -> Any:
+        """``run_chunk``'s entry point: the dispatcher's typing of ~28 arrays per call was
+        2 us, a tenth of a soak's 1,340-event call. Made for the types of the bound arrays,
+        which a grown buffer keeps; callers pass 1-d, C-contiguous, writeable, aligned
+        EVENT_DTYPE arrays."""
+        if self._entry is None:
+            self._entry = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *self._args, 1)
+        return self._entry
+
     def _run_items(self, ev: np.ndarray, settle: bool) -> None:
+        kernel = self._kernel()
         i = 0
         n = len(ev)
         while i < n:
-            i = run_chunk(ev, i, *self._args, int(settle))
+            i = kernel(ev, i, *self._args, int(settle))
             if i < n:
                 self._grow()
 
@@ -377,11 +266,7 @@ class Engine:
         buffers until the next ``run`` or ``run_live``; ``live_result`` copies them out. Returns
         the output counts (fills, actions, blocks, marks), valid until the next call.
         """
-        kernel = self._live_kernel
-        if kernel is None:
-            # Made for the types of the bound arrays, which a grown buffer keeps.
-            kernel = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *self._args, 1)
-            self._live_kernel = kernel
+        kernel = self._kernel()
         f = events.flags
         if not (f.c_contiguous and f.writeable and f.aligned and events.dtype == EVENT_DTYPE):
             # The entry point would read any array as the kind it was made for.
@@ -419,10 +304,10 @@ class Engine:
         out = self._out
         nout = self._nout
         return ChunkResult(
-            fills=out["fills"][: nout[NO_FILLS]].copy(),
-            actions=out["actions"][: nout[NO_ACTIONS]].copy(),
-            blocks=out["blocks"][: nout[NO_BLOCKS]].copy(),
-            marks=out["marks"][: nout[NO_MARKS]].copy(),
+            fills=copy_rows(out["fills"][: nout[NO_FILLS]]),
+            actions=copy_rows(out["actions"][: nout[NO_ACTIONS]]),
+            blocks=copy_rows(out["blocks"][: nout[NO_BLOCKS]]),
+            marks=copy_rows(out["marks"][: nout[NO_MARKS]]),
         )
 
     def _grow(self) -> None:

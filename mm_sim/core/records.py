@@ -12,6 +12,27 @@ import numpy as np
 LIQ_MAKER = 0
 LIQ_TAKER = 1
 
+
+def copy_rows(a: np.ndarray) -> np.ndarray:
+    """A writeable copy of a contiguous 1-d record array, made as one block of bytes.
+
+    Why: numpy copies a structured array field by field, 3 us for no rows at all and 11x
+    slower than the bytes for thousands (45 against 4 us for 2,680 event records), and the
+    engine copies its four record buffers out on every call, 1,340 events apart in a soak."""
+    if not a.flags.c_contiguous:
+        return a.copy()
+    if a.nbytes <= _SMALL_COPY:
+        out = np.frombuffer(bytearray(a.tobytes()), a.dtype)
+        if out.flags.aligned:
+            return out
+    return a.view(np.uint8).copy().view(a.dtype)
+
+
+# Below this many bytes a bytes object's copy is the cheaper one (0.4 against 1.4 us for five
+# fill records); above, its second copy costs more than the views' checks.
+_SMALL_COPY = 16384
+
+
 FILL_DTYPE = np.dtype(
     [
         ("ts", np.int64),  # exchange time of the fill, ns

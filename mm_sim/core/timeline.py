@@ -44,6 +44,7 @@ from numba import njit
 
 from mm_sim import kernel_cache
 from mm_sim.core.jitcall import entry_point
+from mm_sim.core.records import copy_rows
 from mm_sim.events import EVENT_DTYPE
 
 # Like the driver's kernels, the per-item ones never allocate and are compiled without numba's
@@ -67,8 +68,10 @@ T_CLAMPED = 4  # events whose venue time was clamped to L - W
 T_STARTED = 5
 T_SIZE = 6
 
-# The live path's entry points of _take and _emit (Timeline.items_live), made on first use.
-_LIVE: list[Any] = []
+# The entry points of _take and _emit (core/jitcall.py), made on first use: the dispatchers'
+# typing of eleven arguments cost more than the merge of a live frame, and a tenth of it for
+# a soak's 1,340-event chunk.
+_ENTRY: list[Any] = []
 
 NEG_INF = -(1 << 62)
 BIG = 1 << 62
@@ -307,35 +310,32 @@ class Timeline:
     def items(self, events: np.ndarray, final: bool, live: bool = False) -> np.ndarray:
         """The items ``events`` (the feed's next slice) make emittable; a view valid until the
         next call."""
-        self._reserve(len(events))
-        nb0 = int(self.ts[T_NB])
-        if len(events) and not _take(events, self.window, self.ts, self.skey, self.vkey, self.vq):
-            _merge_new(len(events), self.ts, self.vkey, self.vq, self.tmp, self.order)
-        n = _emit(
-            final, live, self.window, self.ts, self.buf, events, nb0, self.skey, self.vkey,
-            self.vq, self.out,
-        )  # fmt: skip
-        return self.out[:n]
+        f = events.flags
+        if not (f.c_contiguous and f.writeable and f.aligned and events.dtype == EVENT_DTYPE):
+            events = np.array(events, dtype=EVENT_DTYPE)  # the entry points' one kind of array
+        return self._items(events, final, live)
 
     def items_live(self, events: np.ndarray) -> np.ndarray:
-        """``items(events, final=False, live=True)`` for a live frame's few events, through the
-        kernels' compiled entry points (``core.jitcall``): the dispatchers' typing of eleven
-        arguments cost more than the merge of a frame. ``events`` must be a 1-d, C-contiguous,
-        writeable, aligned EVENT_DTYPE array (``Engine.run_live`` makes sure)."""
+        """``items(events, final=False, live=True)`` for a live frame's few events, without
+        ``items``' check: ``events`` must be a 1-d, C-contiguous, writeable, aligned
+        EVENT_DTYPE array (``Engine.run_live`` makes sure)."""
+        return self._items(events, False, True)
+
+    def _items(self, events: np.ndarray, final: bool, live: bool) -> np.ndarray:
         n = len(events)
         nb0 = self.ts.item(T_NB)
         if nb0 + n > self.cap:
             self._reserve(n)
-        if not _LIVE:
-            _LIVE.append(entry_point(_take, events, self.window, self.ts, self.skey, self.vkey,
-                                     self.vq))  # fmt: skip
-            _LIVE.append(entry_point(_emit, False, True, self.window, self.ts, self.buf, events,
-                                     nb0, self.skey, self.vkey, self.vq, self.out))  # fmt: skip
-        take, emit = _LIVE
+        if not _ENTRY:
+            _ENTRY.append(entry_point(_take, events, self.window, self.ts, self.skey, self.vkey,
+                                      self.vq))  # fmt: skip
+            _ENTRY.append(entry_point(_emit, False, True, self.window, self.ts, self.buf, events,
+                                      nb0, self.skey, self.vkey, self.vq, self.out))  # fmt: skip
+        take, emit = _ENTRY
         if n and not take(events, self.window, self.ts, self.skey, self.vkey, self.vq):
             _merge_new(n, self.ts, self.vkey, self.vq, self.tmp, self.order)
         w = emit(
-            False, True, self.window, self.ts, self.buf, events, nb0, self.skey, self.vkey,
+            final, live, self.window, self.ts, self.buf, events, nb0, self.skey, self.vkey,
             self.vq, self.out,
         )  # fmt: skip
         return self.out[:w]
@@ -355,7 +355,7 @@ class Timeline:
         nb, vn = int(self.ts[T_NB]), int(self.ts[T_VN])
         return {
             "tl_ts": self.ts.copy(),
-            "tl_buf": self.buf[:nb].copy(),
+            "tl_buf": copy_rows(self.buf[:nb]),
             "tl_skey": self.skey[:nb].copy(),
             "tl_vkey": self.vkey[:nb].copy(),
             "tl_vq": self.vq[:vn].copy(),
@@ -369,7 +369,11 @@ class Timeline:
                 cap *= 2
             self._alloc(cap)
         self.ts[:] = d["tl_ts"]
-        self.buf[:nb] = d["tl_buf"]
+        src = d["tl_buf"]
+        if src.dtype == self.buf.dtype and src.flags.c_contiguous:
+            self.buf[:nb].view(np.uint8)[:] = src.view(np.uint8)  # (copy_rows says why)
+        else:
+            self.buf[:nb] = src
         self.skey[:nb] = d["tl_skey"]
         self.vkey[:nb] = d["tl_vkey"]
         self.vq[:vn] = d["tl_vq"]

@@ -24,7 +24,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from mm_sim.config import Overrides, Profile, RunSettings, load_local_settings
-from mm_sim.core.engine import Engine, contract_size_of
+from mm_sim.core.engine import Engine
+from mm_sim.core.engine_params import contract_size_of
 from mm_sim.events import Instrument
 from mm_sim.logs import get_logger
 from mm_sim.runtime.arms_process import (

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from mm_sim.config import Overrides, Profile
-from mm_sim.core.engine import Engine, contract_size_of
+from mm_sim.core.engine import Engine
+from mm_sim.core.engine_params import contract_size_of
 from mm_sim.events import Instrument
 from mm_sim.report.rundir import RunDir
 from mm_sim.tuning.counterfactual import Evaluation, evaluate, replay_and_evaluate
