@@ -7,6 +7,7 @@ overrides, same records. Its figures are recomputed from its recorded fills and 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,25 @@ def test_unknown_arm_is_one_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "--model-arms" in proc.stderr and "'bogus'" in proc.stderr
+
+
+def test_an_arm_with_a_damaged_checkpoint_is_dropped_on_resume(
+    with_arms: Path, tmp_path: Path
+) -> None:
+    """A resume never ends in a traceback over one arm's file: that arm says why it stopped."""
+    run = tmp_path / "run"
+    shutil.copytree(with_arms, run)
+    ck = run / "models" / "crossing_fills-false" / "soak" / "checkpoint.npz"
+    ck.write_bytes(ck.read_bytes()[:100])
+    proc = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "soak", "--iterations", "3", "--iteration-minutes",
+         "3", "--no-tune", "--artifacts", str(run), "--resume",
+         "--model-arms", "crossing_fills,event_order"],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    arms = {a["switch"]: a for a in edge(run)["error_bars"]["model"]["arms"]}
+    assert arms["matching.event_order"]["complete"]
+    assert not arms["matching.crossing_fills"]["complete"]
+    note = json.loads((run / "models" / "crossing_fills-false" / "arm.json").read_text())["note"]
+    assert "checkpoint is damaged" in note

@@ -15,6 +15,7 @@ The spread of net_bps across the arms is the model error bar (``report/model_bar
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from mm_sim.report.render import evaluate_pending
 from mm_sim.report.runconfig import make_run_config
 from mm_sim.report.rundir import RunDir
 from mm_sim.runtime.arm_names import RULE_ARMS
+from mm_sim.runtime.checkpoint import pack_state, unpack_state
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -149,11 +151,16 @@ class ModelArms:
             done = len(lines)
             want = 0 if committed is None else committed + 1
             ck = arm.rd.soak / CHECKPOINT
+            why = "dropped on resume: its last commit did not match the primary arm's"
             if done != want or (want and not ck.exists()):
                 arm.live = False
             elif want:
-                with np.load(ck) as z:
-                    arm.engine.load_state({k: z[k] for k in z.files})
+                try:
+                    with np.load(ck) as z:
+                        arm.engine.load_state(unpack_state({k: z[k] for k in z.files}))
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                    arm.live = False
+                    why = f"dropped on resume: its checkpoint is damaged ({exc})"
                 arm.rejected0 = arm.rejected()
             atomic_write_json(
                 arm.rd.root / ARM_JSON,
@@ -161,9 +168,7 @@ class ModelArms:
                     "switch": arm.spec.switch,
                     "value": arm.spec.value,
                     "complete": arm.live,
-                    "note": ""
-                    if arm.live
-                    else "dropped on resume: its last commit did not match the primary arm's",
+                    "note": "" if arm.live else why,
                 },
             )
 
@@ -194,7 +199,7 @@ class ModelArms:
             )
             arm.rejected0 = rejected
             if not partial and self.checkpoints:
-                _save(arm.rd.soak / CHECKPOINT, arm.engine.state_arrays())
+                _save(arm.rd.soak / CHECKPOINT, pack_state(arm.engine.state_arrays()))
             arm.rd.commit_iteration(pending, overrides=overrides, partial=partial)
 
     def close(self) -> None:
