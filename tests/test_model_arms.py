@@ -30,6 +30,16 @@ def edge(run: Path) -> dict:
     return json.loads((run / "reports" / "EDGE_REPORT.json").read_text())
 
 
+def resume_to_three(run: Path, arms: str) -> None:
+    """The run resumed to three iterations with these arms; never a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "soak", "--iterations", "3", "--iteration-minutes",
+         "3", "--no-tune", "--artifacts", str(run), "--resume", "--model-arms", arms],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def with_arms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("arms") / "run"
@@ -67,13 +77,7 @@ def test_the_band_spans_the_run_and_its_arms(with_arms: Path) -> None:
 
 def test_an_arm_added_on_resume_is_reported_incomplete(with_arms: Path, tmp_path: Path) -> None:
     """An arm cannot start mid-run; one that could not follow the run says so, with no figure."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mm_sim", "soak", "--iterations", "3", "--iteration-minutes",
-         "3", "--no-tune", "--artifacts", str(with_arms), "--resume",
-         "--model-arms", "crossing_fills,event_order,through_fill"],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    resume_to_three(with_arms, "crossing_fills,event_order,through_fill")
     arms = {a["switch"]: a for a in edge(with_arms)["error_bars"]["model"]["arms"]}
     assert arms["matching.crossing_fills"]["complete"] and arms["matching.event_order"]["complete"]
     late = arms["matching.through_fill"]
@@ -98,13 +102,7 @@ def test_an_arm_with_a_damaged_checkpoint_is_dropped_on_resume(
     shutil.copytree(with_arms, run)
     ck = run / "models" / "crossing_fills-false" / "soak" / "checkpoint.npz"
     ck.write_bytes(ck.read_bytes()[:100])
-    proc = subprocess.run(
-        [sys.executable, "-m", "mm_sim", "soak", "--iterations", "3", "--iteration-minutes",
-         "3", "--no-tune", "--artifacts", str(run), "--resume",
-         "--model-arms", "crossing_fills,event_order"],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    resume_to_three(run, "crossing_fills,event_order")
     arms = {a["switch"]: a for a in edge(run)["error_bars"]["model"]["arms"]}
     assert arms["matching.event_order"]["complete"]
     assert not arms["matching.crossing_fills"]["complete"]
