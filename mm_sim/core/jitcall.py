@@ -33,8 +33,10 @@ def _kind(x: Any) -> Any:
             x.dtype, x.dtype.isalignedstruct, x.ndim, f.c_contiguous, f.f_contiguous,
             f.writeable, f.aligned,
         )  # fmt: skip
-    if isinstance(x, tuple):
-        return tuple(_kind(v) for v in x)
+    if isinstance(x, tuple):  # (a named tuple is typed apart from a plain one)
+        return type(x), tuple(_kind(v) for v in x)
+    if type(x) is int:  # int64, or uint64 beyond it
+        return int, -(1 << 63) <= x < (1 << 63)
     return type(x)
 
 

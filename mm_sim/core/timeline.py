@@ -310,8 +310,10 @@ class Timeline:
     def items(self, events: np.ndarray, final: bool, live: bool = False) -> np.ndarray:
         """The items ``events`` (the feed's next slice) make emittable; a view valid until the
         next call."""
+        if events.dtype != EVENT_DTYPE or events.ndim != 1:
+            raise TypeError(f"expected a 1-d slice of EVENT_DTYPE records, got {events.dtype}")
         f = events.flags
-        if not (f.c_contiguous and f.writeable and f.aligned and events.dtype == EVENT_DTYPE):
+        if not (f.c_contiguous and f.writeable and f.aligned and events.dtype.isalignedstruct):
             events = np.array(events, dtype=EVENT_DTYPE)  # the entry points' one kind of array
         return self._items(events, final, live)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,22 @@ KEEP = 2
 # Arrays of more bytes than this are stored without their leading and trailing zero elements:
 # a book is 2 MB a side (2**18 ticks) of which ~20 kB are levels, and each engine has two.
 TRIM_BYTES = 65536
-SPAN = "#span"  # suffix of a trimmed array's (first kept element, full length)
+SPAN = "#span"  # suffix of a trimmed array's (first kept element, kept length, full length)
+
+
+# Longest array a span may restore (2**30 elements: far beyond any book, short of exhausting
+# memory on a garbled file).
+MAX_ELEMENTS = 1 << 30
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint file, after checking each member's CRC: numpy reads only the
+    elements a member's header announces, so a garbled file could otherwise load silently."""
+    with np.load(path) as z:
+        bad = z.zip.testzip()
+        if bad is not None:
+            raise ValueError(f"member {bad} fails its checksum")
+        return {k: z[k] for k in z.files}
 
 
 def pack_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -35,13 +49,15 @@ def pack_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     iteration, and 8 MB of zeros, written and fsynced, were 4.5 % of a default soak."""
     out: dict[str, np.ndarray] = {}
     for k, a in arrays.items():
+        if k.endswith(SPAN):
+            raise ValueError(f"state key {k!r} ends with the suffix reserved for spans")
         if a.ndim != 1 or a.nbytes <= TRIM_BYTES or a.dtype.itemsize != 8 or a.dtype.hasobject:
             out[k] = a
             continue
         nz = np.flatnonzero(np.ascontiguousarray(a).view(np.uint64))
         lo, hi = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 0)
         out[k] = a[lo:hi]
-        out[k + SPAN] = np.array([lo, len(a)], dtype=np.int64)
+        out[k + SPAN] = np.array([lo, hi - lo, len(a)], dtype=np.int64)
     return out
 
 
@@ -55,9 +71,15 @@ def unpack_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if span is None:
             out[k] = a
             continue
-        lo, n = int(span[0]), int(span[1])
-        if not (lo >= 0 and lo + len(a) <= n):
-            raise ValueError(f"array {k!r}: span {lo}+{len(a)} outside its length {n}")
+        # The kept length is stored too: numpy reads a member's `shape` elements and no more,
+        # so a shape edited shorter would otherwise come back zero-filled, without an error.
+        if span.shape != (3,) or span.dtype != np.int64:
+            raise ValueError(f"array {k!r}: span {span!r} is not (first, kept, length)")
+        lo, kept, n = (int(v) for v in span)
+        if kept != len(a) or not (0 <= lo <= n - kept) or n > MAX_ELEMENTS:
+            raise ValueError(
+                f"array {k!r}: {len(a)} elements at {lo} do not fit its span {kept}/{n}"
+            )
         full = np.zeros(n, dtype=a.dtype)
         full[lo : lo + len(a)] = a
         out[k] = full
@@ -110,11 +132,14 @@ def load_checkpoint(directory: Path, iteration: int) -> Checkpoint:
             "(start a fresh run in another --out directory)"
         )
     try:
-        with np.load(path) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            engine = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("engine/")}
-            control = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("control/")}
-            engine, control = unpack_state(engine), unpack_state(control)
+        z = read_npz(path)
+        meta = json.loads(bytes(z["meta"]).decode())
+        engine = unpack_state(
+            {k.split("/", 1)[1]: v for k, v in z.items() if k.startswith("engine/")}
+        )
+        control = unpack_state(
+            {k.split("/", 1)[1]: v for k, v in z.items() if k.startswith("control/")}
+        )
         ck = Checkpoint(
             iteration=int(meta["iteration"]),
             engine=engine,
@@ -123,7 +148,7 @@ def load_checkpoint(directory: Path, iteration: int) -> Checkpoint:
             overrides=dict(meta["overrides"]),
             decisions=list(meta["decisions"]),
         )
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # numpy's and zipfile's parsers raise a dozen kinds on bad bytes
         # Truncated, overwritten or hand-edited: resuming from it would continue another run.
         raise UserError(
             f"{path}: checkpoint is damaged ({type(exc).__name__}: {exc}); cannot resume "

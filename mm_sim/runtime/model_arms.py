@@ -14,8 +14,8 @@ The spread of net_bps across the arms is the model error bar (``report/model_bar
 
 from __future__ import annotations
 
+import json
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from mm_sim.report.render import evaluate_pending
 from mm_sim.report.runconfig import make_run_config
 from mm_sim.report.rundir import RunDir
 from mm_sim.runtime.arm_names import RULE_ARMS
-from mm_sim.runtime.checkpoint import pack_state, unpack_state
+from mm_sim.runtime.checkpoint import pack_state, read_npz, unpack_state
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -151,16 +151,18 @@ class ModelArms:
             done = len(lines)
             want = 0 if committed is None else committed + 1
             ck = arm.rd.soak / CHECKPOINT
-            why = "dropped on resume: its last commit did not match the primary arm's"
+            why = _earlier_drop(arm.rd.root) or (
+                "dropped on resume: its last commit did not match the primary arm's"
+            )
             if done != want or (want and not ck.exists()):
                 arm.live = False
             elif want:
                 try:
-                    with np.load(ck) as z:
-                        arm.engine.load_state(unpack_state({k: z[k] for k in z.files}))
-                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                    arm.engine.load_state(unpack_state(read_npz(ck)))
+                except Exception as exc:  # any damage: the run goes on without this arm
                     arm.live = False
-                    why = f"dropped on resume: its checkpoint is damaged ({exc})"
+                    why = "dropped on resume: its checkpoint is damaged "
+                    why += f"({type(exc).__name__}: {exc})"
                 arm.rejected0 = arm.rejected()
             atomic_write_json(
                 arm.rd.root / ARM_JSON,
@@ -205,6 +207,17 @@ class ModelArms:
     def close(self) -> None:
         for arm in self.arms:
             arm.rd.close()
+
+
+def _earlier_drop(root: Path) -> str | None:
+    """The reason an earlier resume gave for dropping this arm: a later resume finds its
+    commits behind and would otherwise only say that."""
+    try:
+        d = json.loads((root / ARM_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    note = d.get("note") if isinstance(d, dict) and d.get("complete") is False else None
+    return note if isinstance(note, str) and note else None
 
 
 def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
