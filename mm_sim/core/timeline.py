@@ -371,11 +371,7 @@ class Timeline:
                 cap *= 2
             self._alloc(cap)
         self.ts[:] = d["tl_ts"]
-        src = d["tl_buf"]
-        if src.dtype == self.buf.dtype and src.flags.c_contiguous:
-            self.buf[:nb].view(np.uint8)[:] = src.view(np.uint8)  # (copy_rows says why)
-        else:
-            self.buf[:nb] = src
+        self.buf[:nb] = d["tl_buf"]
         self.skey[:nb] = d["tl_skey"]
         self.vkey[:nb] = d["tl_vkey"]
         self.vq[:vn] = d["tl_vq"]

@@ -41,7 +41,7 @@ import numpy as np
 
 from mm_sim.config import Overrides
 from mm_sim.runtime.bus import EventChunk
-from mm_sim.runtime.cpu_idle import cpu_limit, idle_cores, our_cpus
+from mm_sim.runtime.cpu_idle import cpu_quota, idle_cores, our_cpus
 from mm_sim.runtime.model_arms import ModelArms
 
 ChunkSource = Callable[[int], AsyncIterator[EventChunk]]
@@ -63,13 +63,14 @@ def core_free() -> tuple[bool, str]:
     Judged from the idle time, now, of the CPUs this process may use (runtime/cpu_idle.py,
     bounded by a container's CPU limit and what its cgroup used meanwhile); where the platform
     has no /proc/stat, from the load average."""
-    limit = cpu_limit()
+    quota = cpu_quota()  # read once: the idle figure is bounded by it too
+    limit = None if quota is None else quota.cpus
     if limit is not None and limit < 1.0 + FREE_CORE:
         return False, f"cgroup CPU limit {limit:.2f}"
     cores = len(our_cpus())
     if cores < 2:
         return False, "one CPU"
-    idle = idle_cores()
+    idle = idle_cores(quota)
     if idle is not None:
         within = "" if limit is None else f" (cgroup CPU limit {limit:.2f})"
         return idle >= FREE_CORE, f"idle cores {idle:.2f}{within}"

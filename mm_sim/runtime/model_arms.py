@@ -151,26 +151,26 @@ class ModelArms:
             done = len(lines)
             want = 0 if committed is None else committed + 1
             ck = arm.rd.soak / CHECKPOINT
-            why = _earlier_drop(arm.rd.root) or (
-                "dropped on resume: its last commit did not match the primary arm's"
-            )
+            why = ""  # why the arm is dropped, if it is
             if done != want or (want and not ck.exists()):
-                arm.live = False
+                why = _earlier_drop(arm.rd.root) or (
+                    "dropped on resume: its last commit did not match the primary arm's"
+                )
             elif want:
                 try:
                     arm.engine.load_state(unpack_state(read_npz(ck)))
                 except Exception as exc:  # any damage: the run goes on without this arm
-                    arm.live = False
                     why = "dropped on resume: its checkpoint is damaged "
                     why += f"({type(exc).__name__}: {exc})"
                 arm.rejected0 = arm.rejected()
+            arm.live = not why
             atomic_write_json(
                 arm.rd.root / ARM_JSON,
                 {
                     "switch": arm.spec.switch,
                     "value": arm.spec.value,
                     "complete": arm.live,
-                    "note": "" if arm.live else why,
+                    "note": why,
                 },
             )
 
