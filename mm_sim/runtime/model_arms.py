@@ -14,8 +14,8 @@ The spread of net_bps across the arms is the model error bar (``report/model_bar
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim import durable
 from mm_sim.config import DecisionPoints, EventOrder, OrderType, Overrides, Profile, ThroughFill
 from mm_sim.core.engine import Engine
-from mm_sim.events import Instrument, atomic_write_json
+from mm_sim.events import Instrument, atomic_write_bytes, atomic_write_json
 from mm_sim.feeds.clock import shift_local
 from mm_sim.report.model_bars import ARM_JSON, MODELS_DIR
 from mm_sim.report.render import evaluate_pending
@@ -221,9 +220,6 @@ def _earlier_drop(root: Path) -> str | None:
 
 
 def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-        f.flush()
-        durable.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
