@@ -89,7 +89,20 @@ from mm_sim.core.quote import (
     VOL_VAR,
 )
 from mm_sim.core.strategy import _leg, decide
-from mm_sim.core.timeline import ITEM_FLAGS, ITEM_S, ITEM_SYNC, ITEM_V, KIND_BITS
+from mm_sim.core.timeline import (
+    ITEM_FLAGS,
+    ITEM_S,
+    ITEM_SYNC,
+    ITEM_V,
+    KIND_BITS,
+    T_LMAX,
+    T_NB,
+    T_SHEAD,
+    T_VN,
+    TimelineArrays,
+    compact,
+    next_item,
+)
 from mm_sim.core.venue_state import (
     BOOK_BST,
     O_PX,
@@ -169,6 +182,10 @@ def _marks_until(ts: int, mark_ns: int, book: BookArrays, ctl: Ctl, venue: Venue
 def run_chunk(
     events: np.ndarray,
     start: int,
+    tl: TimelineArrays,
+    window: int,
+    final: bool,
+    live: bool,
     vbook: BookArrays,
     sbook: BookArrays,
     ctl: Ctl,
@@ -177,18 +194,27 @@ def run_chunk(
     fill_margin: int,
     settle: int,
 ) -> int:
-    """Process the items ``events[start:]``; returns the index of the first one not processed.
+    """Process items until none is left or an output buffer runs short.
 
-    ``vbook`` is the venue's book, ``sbook`` the strategy's; in the file-order model they are
-    the same arrays and items carry no flags (timeline.py). A decision whose batch reaches the
-    last item waits for the next call, which may continue the batch (results then do not
-    depend on how a feed is sliced); ``settle=1`` takes it at once: the live path, whose items
-    are whole messages.
+    Two clocks (``tl`` non-empty: the timeline's arrays, ``events`` its buffer): the items are
+    the two cursors' walk over the buffer (``timeline.next_item``), made here one at a time
+    rather than written out first; returns 1 when no item can go out any more, 0 when a
+    buffer ran short (the cursors are kept in the timeline; call again once it has grown).
+    ``window``, ``final`` and ``live`` are ``next_item``'s. One cursor (``tl`` empty): the
+    items are ``events[start:]``, flags in their kind (none in the file-order model, where
+    ``vbook`` and ``sbook`` are the same arrays); returns the index of the first item not
+    processed.
+
+    A decision whose batch reaches the last item waits for the next call, which may continue
+    the batch (results then do not depend on how a feed is sliced); ``settle=1`` takes it at
+    once: the end of a flushed run, and the live path, whose items are whole messages.
     """
     vbid, vask, vbst = vbook
     sbid, sask, sbst = sbook
+    tts, skey, vkey, vq = tl
+    two = tts.shape[0] > 0
     p, g, qmi = ctl[CT_P], ctl[CT_G], ctl[CT_QMI]
-    oi, live, vs, cnt = venue[VN_OI], venue[VN_LIVE], venue[VN_VS], venue[VN_CNT]
+    oi, live_o, vs, cnt = venue[VN_OI], venue[VN_LIVE], venue[VN_VS], venue[VN_CNT]
     pi, pf = venue[VN_PI], venue[VN_PF]
     fills, actions, blocks, marks, nout = out
     fp = fill_path(venue, out)
@@ -204,14 +230,30 @@ def run_chunk(
     # One decision per local timestamp (everything received at once is applied first), or
     # one per event with only snapshot batches grouped (docs/CORE.md, "Decision points").
     per_ts = rules & RULE_DECIDE_EACH_EVENT == 0
-    n = events.shape[0]
     qmi[QM_VALID] = 0  # parameters may have been hot-swapped since the last call
-    i = start
-    while i < n:
-        ev = events[i]
-        exch = ev.exch_ts
+    # The current item (b, flags, venue time) and the cursors before (ci, cj) and after it.
+    n = events.shape[0]
+    nb = 0
+    vn = 0
+    bound = 0
+    ci = start
+    cj = 0
+    if two:
+        nb = tts[T_NB]
+        vn = tts[T_VN]
+        bound = tts[T_LMAX] - window
+        ci = tts[T_SHEAD]
+        b, flags, vt, ni, nj = next_item(final, live, bound, ci, cj, nb, vn, skey, vkey, vq)
+    else:
+        b = start if start < n else -1
+        flags = events[b].kind & ITEM_FLAGS if b >= 0 else 0
+        vt = 0
+        ni = start + 1
+        nj = 0
+    while b >= 0:
+        ev = events[b]
         local = ev.local_ts
-        flags = ev.kind & ITEM_FLAGS
+        exch = vt if two and flags & ITEM_V else ev.exch_ts
         kind = ev.kind & KIND_BITS
         # Unflagged items: one cursor, both sides at once (file order); no venue clock sync.
         on_v = flags == 0 or (flags & ITEM_V) != 0
@@ -221,9 +263,9 @@ def run_chunk(
             or actions.shape[0] - nout[NO_ACTIONS] < DECISION_MARGIN
             or blocks.shape[0] - nout[NO_BLOCKS] < DECISION_MARGIN
         ):
-            return i
-        # One pass of this loop either processes item i (and decides after it), or only runs
-        # the decision of a snapshot batch that ended the previous slice, before item i.
+            break
+        # One pass of this loop either processes the item (and decides after it), or only
+        # runs the decision of a batch that ended the previous slice, before the item.
         process = True
         decide_at = local
         if g[G_PENDING] == 1:
@@ -236,7 +278,7 @@ def run_chunk(
             if g[G_STARTED] == 0:
                 g[G_NEXT_MARK] = -((-exch) // mark_ns) * mark_ns
                 g[G_STARTED] = 1
-            # Marks due on the venue's clock: up to this event's venue time before the venue
+            # Marks due on the venue's clock: up to this item's venue time before the venue
             # part, up to local_ts (a synced strategy item) before the strategy part. Room for
             # all of them first, so an item is never left half-processed.
             vclock = exch if on_v else NO_MARK_TS
@@ -245,7 +287,17 @@ def run_chunk(
             if vclock >= g[G_NEXT_MARK]:
                 due = (vclock - g[G_NEXT_MARK]) // mark_ns + 1
                 if marks.shape[0] - nout[NO_MARKS] < due:
-                    return i
+                    break
+            # The next item, to tell whether a batch continues (and the one to run next).
+            if two:
+                b2, f2, vt2, ni2, nj2 = next_item(final, live, bound, ni, nj, nb, vn, skey,
+                                                  vkey, vq)  # fmt: skip
+            else:
+                b2 = ni if ni < n else -1
+                f2 = events[b2].kind & ITEM_FLAGS if b2 >= 0 else 0
+                vt2 = 0
+                ni2 = ni + 1
+                nj2 = 0
             lag = local - exch
             if lag < 0:
                 lag = 0
@@ -263,14 +315,14 @@ def run_chunk(
                     venue_arrivals(exch, vbook, terms, venue, out)
                 if kind == KIND_TRADE:
                     if vs[VS_NLIVE] > 0:
-                        on_trade(ev, t, vbook, terms, venue, out)
+                        on_trade(side, t, ev.qty, exch, vbook, terms, venue, out)
                 else:
                     if on_grid:
                         book_apply_tick(vbid, vask, vbst, kind, side, t, ev.qty)
                     else:
                         book_apply(vbid, vask, vbst, tick, kind, side, ev.price, ev.qty)
                     if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
-                        on_depth(ev, t, vbook, terms, venue, out)
+                        on_depth(side, t, ev.qty, exch, vbook, terms, venue, out)
                 g[G_VCLOCK] = exch
             if on_s:
                 g[G_LAG] = lag
@@ -298,16 +350,15 @@ def run_chunk(
                 if vs[VS_NOPS] > 0:
                     purge_ops(local, pi, pf, oi, vs)
                 if vs[VS_DIRTY] == 1:
-                    sweep_free(oi, live, vs)
+                    sweep_free(oi, live_o, vs)
                 now_decide = True
                 if per_ts or kind in (KIND_CLEAR, KIND_SNAPSHOT):
                     # A batch (same local_ts: one message, a snapshot) is seen by the strategy
                     # once complete; the next strategy item tells whether it continues.
-                    if i + 1 < n:
-                        nxt = events[i + 1]
-                        nflags = nxt.kind & ITEM_FLAGS
+                    if b2 >= 0:
+                        nxt = events[b2]
                         now_decide = not (
-                            (nflags == 0 or (nflags & ITEM_S) != 0)
+                            (f2 == 0 or (f2 & ITEM_S) != 0)
                             and nxt.local_ts == local
                             and (per_ts or nxt.kind & KIND_BITS == KIND_SNAPSHOT)
                         )
@@ -317,10 +368,14 @@ def run_chunk(
                         g[G_PENDING_TS] = local
                 g[G_LAST_LOCAL] = local
                 cnt[C_EVENTS] += 1
-            i += 1
+            ci, cj = ni, nj
+            b, flags, vt, ni, nj = b2, f2, vt2, ni2, nj2
         if now_decide:
             decide(decide_at, sbook, ctl, venue, out)
-    return n
+    if two:
+        compact(ci, cj, tts, events, skey, vkey, vq)
+        return 1 if b < 0 else 0
+    return ci if b >= 0 else n
 
 
 kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -114,6 +114,8 @@ class ChunkResult:
 
 
 TIMELINE_SLICE = 16384  # events merged per timeline call in ``run``
+# run_chunk's timeline arrays in the one-cursor model
+NO_TIMELINE = tuple(np.zeros(0, dtype=np.int64) for _ in range(4))
 
 _STATE_KEYS = (
     "version", "p", "bid", "ask", "bst", "sbid", "sask", "sbst", "g", "vol_f", "vol_i", "lf",
@@ -143,9 +145,10 @@ class Engine:
         # Two clocks: the venue and the strategy each keep a book, fed by the timeline's items
         # in exchange and local order; in the file-order model one book serves both.
         exchange_order = profile.matching.event_order == EventOrder.exchange
+        self._window = round(profile.matching.reorder_window_ms * 1e6)
         sbook = make_book(self._p[K_TICK], n_ticks) if exchange_order else book
         self._timeline = (
-            Timeline(round(profile.matching.reorder_window_ms * 1e6)) if exchange_order else None
+            Timeline(self._window) if exchange_order else None
         )
         self._live_window = round(profile.matching.live_reorder_window_ms * 1e6)
         max_ops = profile.limiter.max_in_flight + 2
@@ -220,15 +223,17 @@ class Engine:
         out = self._out
         nout = self._nout
         nout[:] = 0
-        if self._timeline is None:
+        tl = self._timeline
+        if tl is None:
             self._run_items(ev, flush)
         else:
             # The timeline in bounded slices: its buffers stay small and warm (fresh pages
             # cost more than the merge itself).
+            tl.window = self._window
             for lo in range(0, max(len(ev), 1), TIMELINE_SLICE):
-                last = lo + TIMELINE_SLICE >= len(ev)
-                items = self._timeline.items(ev[lo : lo + TIMELINE_SLICE], flush and last)
-                self._run_items(items, flush and last)
+                last = flush and lo + TIMELINE_SLICE >= len(ev)
+                tl.take(ev[lo : lo + TIMELINE_SLICE])
+                self._run_timeline(last, False, int(last))
         return ChunkResult(
             fills=copy_rows(out["fills"][: nout[NO_FILLS]]),
             actions=copy_rows(out["actions"][: nout[NO_ACTIONS]]),
@@ -242,17 +247,30 @@ class Engine:
         which a grown buffer keeps; callers pass 1-d, C-contiguous, writeable, aligned
         EVENT_DTYPE arrays."""
         if self._entry is None:
-            self._entry = entry_point(run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, *self._args, 1)
+            self._entry = entry_point(
+                run_chunk, np.empty(1, dtype=EVENT_DTYPE), 0, NO_TIMELINE, 0, False, False,
+                *self._args, 1,
+            )  # fmt: skip
         return self._entry
 
     def _run_items(self, ev: np.ndarray, settle: bool) -> None:
+        """One cursor: the items are the events themselves."""
         kernel = self._kernel()
         i = 0
         n = len(ev)
         while i < n:
-            i = kernel(ev, i, *self._args, int(settle))
+            i = kernel(ev, i, NO_TIMELINE, 0, False, False, *self._args, int(settle))
             if i < n:
                 self._grow()
+
+    def _run_timeline(self, final: bool, live: bool, settle: int) -> None:
+        """Two cursors: the driver walks the timeline's buffer until no item can go out."""
+        kernel = self._kernel()
+        tl = self._timeline
+        assert tl is not None
+        args = (tl.buf, 0, tl.arrays(), tl.window, final, live)
+        while not kernel(*args, *self._args, settle):
+            self._grow()
 
     def run_live(self, events: np.ndarray) -> np.ndarray:
         """``run`` for a live feed's few events at a time, without ``run``'s per-call overhead.
@@ -273,19 +291,22 @@ class Engine:
             if events.dtype != EVENT_DTYPE or events.ndim != 1:
                 raise TypeError(f"expected a 1-d slice of EVENT_DTYPE records, got {events.dtype}")
             events = np.array(events)
-        if self._timeline is not None:
-            # Decisions on arrival; the venue follows once no later event can precede (within
-            # the live window, which keeps the venue's lag behind the strategy small).
-            self._timeline.window = self._live_window
-            events = self._timeline.items_live(events)
         nout = self._nout
         nout.fill(0)  # (a slice assignment costs several times more on this path)
+        tl = self._timeline
+        if tl is not None:
+            # Decisions on arrival; the venue follows once no later event can precede (within
+            # the live window, which keeps the venue's lag behind the strategy small).
+            tl.window = self._live_window
+            tl.take(events)
+            self._run_timeline(False, True, 1)
+            return nout
         n = len(events)
         # settle=1: a message's decision is taken in this call, not when the next one comes
-        i = kernel(events, 0, *self._args, 1)
+        i = kernel(events, 0, NO_TIMELINE, 0, False, False, *self._args, 1)
         while i < n:
             self._grow()
-            i = kernel(events, i, *self._args, 1)
+            i = kernel(events, i, NO_TIMELINE, 0, False, False, *self._args, 1)
         return nout
 
     def _bind_args(self) -> tuple[BookArrays, BookArrays, Ctl, Venue, Out, int]:

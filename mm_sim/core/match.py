@@ -502,18 +502,17 @@ def venue_arrivals(exch_ts: int, book: BookArrays, terms: Terms, venue: Venue, o
 
 
 @njit(inline="always", **JIT)
-def on_depth(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> None:
-    """After the level update ``ev`` (tick ``t``, already applied to the book): queue updates
-    and crossing fills."""
+def on_depth(
+    side: int, t: int, qty: float, ts: int, book: BookArrays, terms: Terms, venue: Venue, out: Out
+) -> None:
+    """After the level update (``side``, tick ``t``, ``qty``, already applied to the book) at
+    venue time ``ts``: queue updates and crossing fills."""
     bst = book[BOOK_BST]
     oi, of, live, vs = venue[VN_OI], venue[VN_OF], venue[VN_LIVE], venue[VN_VS]
     tick, lot, maker_bps, _taker_bps, delay, qmodel, qpower, rules = terms
     fp = fill_path(venue, out)
-    side = ev.side
-    qty = ev.qty
     if qty < 0.0:
         qty = 0.0
-    ts = ev.exch_ts
     mid = mid_price(bst, tick)
     taken = 0.0
     for m in range(vs[VS_NLIVE]):
@@ -542,17 +541,18 @@ def on_depth(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out:
 
 
 @njit(inline="always", **JIT)
-def on_trade(ev: Any, t: int, book: BookArrays, terms: Terms, venue: Venue, out: Out) -> None:
-    """The print ``ev`` at tick ``t``: fills our resting orders it reaches, oldest first."""
+def on_trade(
+    aggressor: int, t: int, qty: float, ts: int, book: BookArrays, terms: Terms, venue: Venue,
+    out: Out,
+) -> None:  # fmt: skip
+    """The print of ``qty`` at tick ``t`` and venue time ``ts``: fills our resting orders it
+    reaches, oldest first."""
     bst = book[BOOK_BST]
     oi, of, live, vs = venue[VN_OI], venue[VN_OF], venue[VN_LIVE], venue[VN_VS]
     tick, lot, maker_bps, _taker_bps, delay, _qmodel, _qpower, rules = terms
     fp = fill_path(venue, out)
-    qty = ev.qty
     if qty <= 0.0:
         return
-    aggressor = ev.side
-    ts = ev.exch_ts
     mid = mid_price(bst, tick)
     avail = qty
     for m in range(vs[VS_NLIVE]):

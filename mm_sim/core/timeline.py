@@ -68,10 +68,12 @@ T_CLAMPED = 4  # events whose venue time was clamped to L - W
 T_STARTED = 5
 T_SIZE = 6
 
-# The entry points of _take and _emit (core/jitcall.py), made on first use: the dispatchers'
-# typing of eleven arguments cost more than the merge of a live frame, and a tenth of it for
-# a soak's 1,340-event chunk.
+# The entry point of _take (core/jitcall.py), made on first use: the dispatcher's typing of
+# its arguments cost more than the keys of a live frame.
 _ENTRY: list[Any] = []
+
+# The driver's view of the merge state: ts, skey, vkey, vq (empty arrays: one cursor).
+TimelineArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 NEG_INF = -(1 << 62)
 BIG = 1 << 62
@@ -96,13 +98,14 @@ def _take(
     new: np.ndarray,
     window: int,
     ts: np.ndarray,
+    buf: np.ndarray,
     skey: np.ndarray,
     vkey: np.ndarray,
     vq: np.ndarray,
 ) -> bool:
-    """Key the events of ``new`` (buffer positions ``T_NB`` on) and, when they are in venue
-    order, append their venue items to ``vq``; False leaves that to ``_merge_new``. The rows
-    themselves stay in ``new`` until ``_emit``."""
+    """Append the events of ``new`` to the buffer (positions ``T_NB`` on) with their keys and,
+    when they are in venue order, their venue items to ``vq``; False leaves that to
+    ``_merge_new``."""
     n = new.shape[0]
     nb = ts[T_NB]
     vn = ts[T_VN]
@@ -110,10 +113,11 @@ def _take(
     last = vkey[vq[vn - 1]] if vn > 0 else NEG_INF
     in_order = True
     for k in range(n):
+        b = nb + k
+        _copy(buf, b, new, k, new[k].exch_ts, 0)
         local = new[k].local_ts
         if local > lmax:
             lmax = local
-        b = nb + k
         skey[b] = lmax
         v = new[k].exch_ts
         if v < lmax - window:
@@ -192,94 +196,94 @@ def _merge_new(
 
 
 @njit(inline="always", **JIT)
-def _put(
-    out: np.ndarray, w: int, buf: np.ndarray, new: np.ndarray, nb0: int, b: int, exch: int,
-    flags: int,
-) -> None:  # fmt: skip
-    """Item ``w``: buffer event ``b`` (in ``buf`` below ``nb0``, else in ``new``) with ``flags``;
-    a venue item carries its venue time as exch_ts."""
-    if b < nb0:
-        _copy(out, w, buf, b, exch, flags)
-    else:
-        _copy(out, w, new, b - nb0, exch, flags)
-
-
-@njit(**JIT)
-def _emit(
+def next_item(
     final: bool,
     live: bool,
-    window: int,
-    ts: np.ndarray,
-    buf: np.ndarray,
-    new: np.ndarray,
-    nb0: int,
+    bound: int,
+    i: int,
+    j: int,
+    nb: int,
+    vn: int,
     skey: np.ndarray,
     vkey: np.ndarray,
     vq: np.ndarray,
-    out: np.ndarray,
-) -> int:
-    """Write the items that no event still to come can precede into ``out``; returns how many.
-    Buffer events below ``nb0`` are rows of ``buf``, the others rows of ``new``."""
+) -> tuple[int, int, int, int, int]:
+    """The item after cursors ``i`` (the strategy's next buffer event) and ``j`` (the venue's
+    next entry of ``vq``): ``(b, flags, vt, i', j')``, buffer event ``b`` with its flags and,
+    for a venue item, its venue time; ``b < 0`` when no item can go out yet (a later event
+    could still precede it) or none is left. ``bound``: the venue times no event still to come
+    can precede (``T_LMAX - window``); ``final`` emits everything."""
+    vk = vkey[vq[j]] if j < vn else BIG
+    sk = skey[i] if i < nb else BIG
+    if vk <= sk:
+        if j >= vn:  # (then i >= nb too: nothing left)
+            return -1, 0, 0, i, j
+        if not (final or vk <= bound):
+            # A later event could still precede the venue's item: it waits. Replay waits with
+            # it; live, the strategy does not (its items go out unsynced: the venue lags).
+            if not live or i >= nb:
+                return -1, 0, 0, i, j
+            return i, ITEM_S, 0, i + 1, j
+        b = vq[j]
+        if i == b and (final or live or sk < bound) and (j + 1 >= vn or vkey[vq[j + 1]] > sk):
+            # The strategy item of the same event comes next: one item for both.
+            return b, ITEM_V | ITEM_S | ITEM_SYNC, vk, i + 1, j + 1
+        return b, ITEM_V, vk, i, j + 1
+    # The strategy's item is next: every venue item up to its time has gone out.
+    if not (final or live or sk < bound):
+        return -1, 0, 0, i, j
+    return i, ITEM_S | ITEM_SYNC, 0, i + 1, j
+
+
+@njit(**JIT)
+def compact(
+    i: int, j: int, ts: np.ndarray, buf: np.ndarray, skey: np.ndarray, vkey: np.ndarray,
+    vq: np.ndarray,
+) -> None:  # fmt: skip
+    """Drop what both sides have seen, once the cursors stand at ``i`` and ``j``: the buffer
+    keeps the events one side has not seen yet, from the first of them on."""
     nb = ts[T_NB]
     vn = ts[T_VN]
-    i = ts[T_SHEAD]
-    bound = ts[T_LMAX] - window
-    j = 0
-    w = 0
-    while i < nb or j < vn:
-        vk = vkey[vq[j]] if j < vn else BIG
-        sk = skey[i] if i < nb else BIG
-        if vk <= sk:
-            # The venue's item is next in time (venue first on a tie).
-            if not (final or vk <= bound):
-                # A later event could still precede it: it waits. Replay waits with it; live,
-                # the strategy does not (its items go out unsynced: the venue lags behind).
-                if not live or i >= nb:
-                    break
-                sx = buf[i].exch_ts if i < nb0 else new[i - nb0].exch_ts
-                _put(out, w, buf, new, nb0, i, sx, ITEM_S)
-                w += 1
-                i += 1
-                continue
-            b = vq[j]
-            flags = ITEM_V
-            if i == b and (final or live or sk < bound) and (j + 1 >= vn or vkey[vq[j + 1]] > sk):
-                # The strategy item of the same event comes next: one item for both.
-                flags = ITEM_V | ITEM_S | ITEM_SYNC
-                i += 1
-            _put(out, w, buf, new, nb0, b, vk, flags)
-            w += 1
-            j += 1
-        else:
-            # The strategy's item is next: every venue item up to its time has gone out.
-            if not (final or live or sk < bound):
-                break
-            sx = buf[i].exch_ts if i < nb0 else new[i - nb0].exch_ts
-            _put(out, w, buf, new, nb0, i, sx, ITEM_S | ITEM_SYNC)
-            w += 1
-            i += 1
-    # Keep the events one side has not seen yet, from the first of them on.
     lo = i
     for k in range(j, vn):
         if vq[k] < lo:
             lo = vq[k]
-    for k in range(lo, nb):
-        if k < nb0:
+    if lo > 0:
+        for k in range(lo, nb):
             _copy(buf, k - lo, buf, k, buf[k].exch_ts, 0)
-        else:
-            _copy(buf, k - lo, new, k - nb0, new[k - nb0].exch_ts, 0)
-        skey[k - lo] = skey[k]
-        vkey[k - lo] = vkey[k]
+            skey[k - lo] = skey[k]
+            vkey[k - lo] = vkey[k]
     for k in range(j, vn):
         vq[k - j] = vq[k] - lo
     ts[T_NB] = nb - lo
     ts[T_SHEAD] = i - lo
     ts[T_VN] = vn - j
+
+
+@njit(**JIT)
+def _list(
+    final: bool, live: bool, window: int, ts: np.ndarray, buf: np.ndarray, skey: np.ndarray,
+    vkey: np.ndarray, vq: np.ndarray, out: np.ndarray,
+) -> int:  # fmt: skip
+    """The items the driver would run, written out as records (``Timeline.items``)."""
+    i = ts[T_SHEAD]
+    j = 0
+    w = 0
+    while True:
+        b, flags, vt, i, j = next_item(
+            final, live, ts[T_LMAX] - window, i, j, ts[T_NB], ts[T_VN], skey, vkey, vq
+        )
+        if b < 0:
+            break
+        _copy(out, w, buf, b, vt if flags & ITEM_V else buf[b].exch_ts, flags)
+        w += 1
+    compact(i, j, ts, buf, skey, vkey, vq)
     return w
 
 
 class Timeline:
-    """The merge state of one engine: events not yet emitted to both sides, the clock bound."""
+    """The merge state of one engine: the events not yet seen by both sides, their keys and the
+    venue's order, and the clock bound. The driver walks the two cursors over it."""
 
     def __init__(self, window_ns: int, capacity: int = 1024) -> None:
         self.window = int(window_ns)
@@ -294,7 +298,6 @@ class Timeline:
         self.vq = np.zeros(cap, dtype=np.int64)
         self.tmp = np.zeros(cap, dtype=np.int64)
         self.order = np.zeros(cap, dtype=np.int64)
-        self.out = np.zeros(2 * cap, dtype=EVENT_DTYPE)
 
     def _reserve(self, n: int) -> None:
         need = int(self.ts[T_NB]) + n
@@ -307,40 +310,38 @@ class Timeline:
         self._alloc(cap)
         self._restore(keep)
 
+    def take(self, events: np.ndarray) -> None:
+        """Append the feed's next slice: a 1-d, C-contiguous, writeable, aligned EVENT_DTYPE
+        array (the entry point's one kind; ``Engine.run`` and ``run_live`` make sure)."""
+        n = len(events)
+        if self.ts.item(T_NB) + n > self.cap:
+            self._reserve(n)
+        if not _ENTRY:
+            _ENTRY.append(entry_point(_take, events, self.window, self.ts, self.buf, self.skey,
+                                      self.vkey, self.vq))  # fmt: skip
+        if n and not _ENTRY[0](
+            events, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq
+        ):
+            _merge_new(n, self.ts, self.vkey, self.vq, self.tmp, self.order)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The driver's view of the merge state (``run_chunk``'s ``tl``); rebound after a
+        ``take``, which may reallocate."""
+        return self.ts, self.skey, self.vkey, self.vq
+
     def items(self, events: np.ndarray, final: bool, live: bool = False) -> np.ndarray:
-        """The items ``events`` (the feed's next slice) make emittable; a view valid until the
-        next call."""
+        """The items the driver would run after ``take(events)``, as records (flags or-ed into
+        ``kind``, a venue item's venue time as its ``exch_ts``): what the two cursors do, for
+        tests and inspection. A file-order engine runs such records as the items they are."""
         if events.dtype != EVENT_DTYPE or events.ndim != 1:
             raise TypeError(f"expected a 1-d slice of EVENT_DTYPE records, got {events.dtype}")
         f = events.flags
         if not (f.c_contiguous and f.writeable and f.aligned and events.dtype.isalignedstruct):
-            events = np.array(events, dtype=EVENT_DTYPE)  # the entry points' one kind of array
-        return self._items(events, final, live)
-
-    def items_live(self, events: np.ndarray) -> np.ndarray:
-        """``items(events, final=False, live=True)`` for a live frame's few events, without
-        ``items``' check: ``events`` must be a 1-d, C-contiguous, writeable, aligned
-        EVENT_DTYPE array (``Engine.run_live`` makes sure)."""
-        return self._items(events, False, True)
-
-    def _items(self, events: np.ndarray, final: bool, live: bool) -> np.ndarray:
-        n = len(events)
-        nb0 = self.ts.item(T_NB)
-        if nb0 + n > self.cap:
-            self._reserve(n)
-        if not _ENTRY:
-            _ENTRY.append(entry_point(_take, events, self.window, self.ts, self.skey, self.vkey,
-                                      self.vq))  # fmt: skip
-            _ENTRY.append(entry_point(_emit, False, True, self.window, self.ts, self.buf, events,
-                                      nb0, self.skey, self.vkey, self.vq, self.out))  # fmt: skip
-        take, emit = _ENTRY
-        if n and not take(events, self.window, self.ts, self.skey, self.vkey, self.vq):
-            _merge_new(n, self.ts, self.vkey, self.vq, self.tmp, self.order)
-        w = emit(
-            final, live, self.window, self.ts, self.buf, events, nb0, self.skey, self.vkey,
-            self.vq, self.out,
-        )  # fmt: skip
-        return self.out[:w]
+            events = np.array(events, dtype=EVENT_DTYPE)
+        self.take(events)
+        out = np.zeros(2 * int(self.ts[T_NB]), dtype=EVENT_DTYPE)
+        w = _list(final, live, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq, out)
+        return out[:w]
 
     @property
     def held(self) -> int:
