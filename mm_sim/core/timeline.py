@@ -213,41 +213,22 @@ def next_item(
     for a venue item, its venue time; ``b < 0`` when no item can go out yet (a later event
     could still precede it) or none is left. ``bound``: the venue times no event still to come
     can precede (``T_LMAX - window``); ``final`` emits everything."""
-    qj = vq[j] if j < vn else -1
-    vk = vkey[qj] if j < vn else BIG
+    vk = vkey[vq[j]] if j < vn else BIG
     sk = skey[i] if i < nb else BIG
-    # Which side goes next is as good as random on a lagged feed (the two clocks interleave),
-    # so it is computed without a branch: a mispredicted one cost more than the rest of the
-    # choice. The rare cases (nothing left, an item held back) take the slow path.
-    v = vk <= sk
-    t = vk if v else sk
-    lim = bound if v else bound - 1  # venue items up to the bound, strategy items before it
-    if final or t <= lim:
-        if t == BIG:
-            return -1, 0, 0, i, j
-        nv = vkey[vq[j + 1]] if j + 1 < vn else BIG
-        # A venue item immediately followed by the strategy item of the same event: one item.
-        both = v & (i == qj) & (final | live | (sk < bound)) & (nv > sk)
-        s_part = (not v) | both
-        b = qj if v else i
-        flags = (ITEM_V if v else 0) | ((ITEM_S | ITEM_SYNC) if s_part else 0)
-        return b, flags, vk, i + int(s_part), j + int(v)
-    return _held(final, live, bound, i, j, nb, vn, vk, sk)
-
-
-@njit(inline="always", **JIT)
-def _held(
-    final: bool, live: bool, bound: int, i: int, j: int, nb: int, vn: int, vk: int, sk: int
-) -> tuple[int, int, int, int, int]:
-    """``next_item`` when the next item in time cannot go out yet."""
     if vk <= sk:
         if j >= vn:  # (then i >= nb too: nothing left)
             return -1, 0, 0, i, j
-        # A later event could still precede the venue's item: it waits. Replay waits with it;
-        # live, the strategy does not (its items go out unsynced: the venue lags).
-        if not live or i >= nb:
-            return -1, 0, 0, i, j
-        return i, ITEM_S, 0, i + 1, j
+        if not (final or vk <= bound):
+            # A later event could still precede the venue's item: it waits. Replay waits with
+            # it; live, the strategy does not (its items go out unsynced: the venue lags).
+            if not live or i >= nb:
+                return -1, 0, 0, i, j
+            return i, ITEM_S, 0, i + 1, j
+        b = vq[j]
+        if i == b and (final or live or sk < bound) and (j + 1 >= vn or vkey[vq[j + 1]] > sk):
+            # The strategy item of the same event comes next: one item for both.
+            return b, ITEM_V | ITEM_S | ITEM_SYNC, vk, i + 1, j + 1
+        return b, ITEM_V, vk, i, j + 1
     # The strategy's item is next: every venue item up to its time has gone out.
     if not (final or live or sk < bound):
         return -1, 0, 0, i, j
