@@ -5,9 +5,10 @@ and depth diffs come on different streams; 12 % of spot trades arrive after an e
 later exchange time), so a single cursor lets a print that happened before our order reached
 the exchange fill it, and a cancel win a race it lost. The reference backtesters let the venue
 read the feed in exchange-time order and the strategy in local-time order, with orders and
-fill reports travelling between the two on their latencies. This module turns the feed into
-that merged timeline, as *items* the driver runs one after the other (docs/CORE.md, "Two
-clocks"):
+fill reports travelling between the two on their latencies. This module keeps the state of
+that merge and defines its *items*, which the driver makes one at a time (``next_item``) and
+runs as it goes, rather than writing them out first: copying every event out twice and reading
+it back cost 6-16 % of the two-clock core (docs/CORE.md, "Two clocks"):
 
 - a **venue item** (``ITEM_V``) is event ``j`` seen by the venue at its venue time
   ``vt_j = max(exch_j, L_j - W)``, where ``L_j`` is the running maximum of ``local_ts`` up to
@@ -21,8 +22,8 @@ clocks"):
   item immediately followed by the strategy item of the same event is one item (both flags).
 
 Streaming: the events still to come have ``L >= L_max`` and hence venue times
-``>= L_max - W``, so everything earlier than that bound can be emitted and the rest is held for
-the next call (at most ``W`` of feed). ``final`` emits everything. Results therefore do not
+``>= L_max - W``, so everything earlier than that bound can go out and the rest is held for
+the next call (at most ``W`` of feed). ``final`` lets everything out. Results therefore do not
 depend on how a feed is sliced between two ``final`` calls.
 
 The live path cannot hold the strategy back by ``W`` (it decides on arrival), so it uses
