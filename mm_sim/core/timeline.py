@@ -286,30 +286,33 @@ class Timeline:
     """The merge state of one engine: the events not yet seen by both sides, their keys and the
     venue's order, and the clock bound. The driver walks the two cursors over it."""
 
-    def __init__(self, window_ns: int, capacity: int = 1024) -> None:
+    def __init__(self, window_ns: int) -> None:
         self.window = int(window_ns)
         self.ts = np.zeros(T_SIZE, dtype=np.int64)
-        self._alloc(capacity)
+        self._alloc(0)  # sized by the first slice: a short feed's run paid 40 us to grow it
 
     def _alloc(self, cap: int) -> None:
+        # Nothing reads a position before writing it (rows and keys past T_NB, the order past
+        # T_VN), so the arrays need no zeroing.
         self.cap = cap
-        self.buf = np.zeros(cap, dtype=EVENT_DTYPE)
-        self.skey = np.zeros(cap, dtype=np.int64)
-        self.vkey = np.zeros(cap, dtype=np.int64)
-        self.vq = np.zeros(cap, dtype=np.int64)
-        self.tmp = np.zeros(cap, dtype=np.int64)
-        self.order = np.zeros(cap, dtype=np.int64)
+        self.buf = np.empty(cap, dtype=EVENT_DTYPE)
+        self.skey = np.empty(cap, dtype=np.int64)
+        self.vkey = np.empty(cap, dtype=np.int64)
+        self.vq = np.empty(cap, dtype=np.int64)
+        self.tmp = np.empty(cap, dtype=np.int64)
+        self.order = np.empty(cap, dtype=np.int64)
 
     def _reserve(self, n: int) -> None:
-        need = int(self.ts[T_NB]) + n
-        if need <= self.cap:
+        nb = int(self.ts[T_NB])
+        if nb + n <= self.cap:
             return
-        cap = self.cap
-        while cap < need:
+        cap = max(self.cap, 1024)
+        while cap < nb + n:
             cap *= 2
-        keep = self.pending()
+        keep = self.pending() if nb else None
         self._alloc(cap)
-        self._restore(keep)
+        if keep is not None:
+            self._restore(keep)
 
     def take(self, events: np.ndarray) -> None:
         """Append the feed's next slice: a 1-d, C-contiguous, writeable, aligned EVENT_DTYPE
@@ -368,7 +371,7 @@ class Timeline:
     def _restore(self, d: dict[str, np.ndarray]) -> None:
         nb, vn = len(d["tl_buf"]), len(d["tl_vq"])
         if nb > self.cap:
-            cap = self.cap
+            cap = max(self.cap, 1024)
             while cap < nb:
                 cap *= 2
             self._alloc(cap)
