@@ -27,7 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from benchmarks import convert_bench, data, scaling, soak_e2e, soak_profile, stages
+from benchmarks import before, convert_bench, data, scaling, soak_e2e, soak_profile, stages
 from benchmarks.jsonsafe import clean
 from mm_sim.config import load_profile
 from mm_sim.events import atomic_write_bytes, atomic_write_json, write_feed
@@ -40,17 +40,17 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "synthetic_s": 1800.0, "multiples": [1, 4, 16], "levels_s": 600.0,
         "depths": [20, 200, 2000], "soak": [], "cold": True, "real": True, "peer": True,
-        "repeats": 3,
+        "before": True, "repeats": 3,
     },
     "quick": {
         "synthetic_s": 300.0, "multiples": [1, 4, 16], "levels_s": 120.0,
         "depths": [20, 200, 2000], "soak": ["--iterations", "2", "--iteration-minutes", "5"],
-        "cold": False, "real": True, "peer": False, "repeats": 3,
+        "cold": False, "real": True, "peer": False, "before": False, "repeats": 3,
     },
     "tiny": {
         "synthetic_s": 60.0, "multiples": [1, 2], "levels_s": 30.0, "depths": [20, 200],
         "soak": ["--iterations", "1", "--iteration-minutes", "1"], "cold": False, "real": False,
-        "peer": False, "repeats": 2,
+        "peer": False, "before": False, "repeats": 2,
     },
 }  # fmt: skip
 
@@ -166,6 +166,12 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     syn = res["throughput"]["synthetic"]
     add("core events/s, synthetic", ">= 10,000,000", syn["events_per_s"],
         syn["events_per_s"] >= 10e6)  # fmt: skip
+    bf = res.get("before", {})
+    for name, b in bf.get("feeds", {}).items():
+        add(f"two clocks vs the one-cursor core before them ({bf['commit']}), {name}", ">= 0.85",
+            b["ratio"], b["ratio"] >= 0.85,
+            f"ns/event {b['before_ns_per_event']:.1f} before, {b['now_ns_per_event']:.1f} now, "
+            "same events")  # fmt: skip
     for name, t in res["throughput"].items():
         if "x_one_cursor" in t:
             add(f"two clocks vs one cursor, {name}", ">= 0.85", t["x_one_cursor"],
@@ -268,6 +274,29 @@ def _peer_targets(peer: dict[str, Any], add: Any) -> None:
             f" ({_fmt(fl['worst_ratio'], 3)}); worst qty: {fq['worst_run']}, "
             f"{fq['worst_mm_sim']:,.3f} / {fq['worst_hftbacktest']:,.3f} "
             f"({_fmt(fq['worst_ratio'], 3)}){tail}")  # fmt: skip
+
+
+def _before_markdown(bf: dict[str, Any] | None) -> list[str]:
+    """The table of ``benchmarks.before``: the core before two clocks against this one."""
+    if not bf:
+        return []
+    title = f"## Two clocks against the one-cursor core before them ({bf['commit']})"
+    if "feeds" not in bf:
+        return ["", title, "", f"Not measured: {bf.get('skipped') or bf.get('error')}"]
+    L = [
+        "", title, "",
+        f"Same events, `benchmarks/before_worker.py` in each tree, fastest of {bf['repeats']} "
+        f"runs over {bf['rounds']} alternating rounds (target: now >= 0.85 of before's "
+        "events/s).", "",
+        "| feed | events | before ns/event | now ns/event | now ÷ before (events/s) |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, b in bf["feeds"].items():
+        L.append(
+            f"| {name} | {_fmt(b['events'])} | {b['before_ns_per_event']:.1f} | "
+            f"{b['now_ns_per_event']:.1f} | {b['ratio']:.2f} |"
+        )
+    return L
 
 
 def _fmt(x: Any, digits: int = 1) -> str:
@@ -474,6 +503,7 @@ def markdown(res: dict[str, Any]) -> str:
         )
     for note in res.get("real_data_notes", []):
         L.append(f"\n{note['name']}: {note.get('skipped') or note.get('error')}")
+    L += _before_markdown(res.get("before"))
     st = res["stages"]
     L += [
         "",
@@ -759,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         step("throughput, synthetic")
         tp: dict[str, Any] = {"synthetic": scaling.throughput(
             syn.events, profile, syn.instrument, repeats=cfg["repeats"])}  # fmt: skip
+        feeds: list[data.BenchFeed] = []
         if cfg["real"]:
             step("converting real data sets")
             feeds, notes = data.real_feeds(work)
@@ -779,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
             if "ns_per_event" in t:
                 t["x_scan_floor"] = t["ns_per_event"] / t.get("scan_ns_per_event", floor)
         res["throughput"] = tp
+        if cfg["before"]:
+            res["before"] = before.measure([syn, *feeds], work, repeats=cfg["repeats"], step=step)
 
         step("per-stage latency")
         res["stages"] = stages.measure_stages(
