@@ -212,11 +212,11 @@ def pipeline_batches(
 
 @njit(**JIT)
 def engine_batches(
-    events: np.ndarray, batch: int, args: tuple[Any, ...], cycles: np.ndarray
+    events: np.ndarray, batch: int, tl: Any, args: tuple[Any, ...], cycles: np.ndarray
 ) -> int:
-    """The real fused engine loop, one call per batch; returns batches completed in full.
-
-    ``args`` are ``run_chunk``'s arguments after (events, start), as an ``Engine`` binds them.
+    """The real fused engine loop (one cursor), one call per batch; returns batches completed
+    in full. ``tl``: the empty timeline arrays; ``args``: ``run_chunk``'s arguments after the
+    timeline's, as an ``Engine`` binds them.
     """
     book, sbook, ctl, venue, out, fill_margin = args
     nout = out[OUT_NOUT]
@@ -226,7 +226,8 @@ def engine_batches(
             nout[j] = 0  # records are discarded: the buffers never need to grow
         chunk = events[b * batch : (b + 1) * batch]
         c0 = _cycles()
-        done = drv.run_chunk(chunk, 0, book, sbook, ctl, venue, out, fill_margin, 0)
+        done = drv.run_chunk(chunk, 0, tl, 0, False, False, book, sbook, ctl, venue, out,
+                             fill_margin, 0)  # fmt: skip
         cycles[b] = _cycles() - c0
         if done < batch:
             return b
@@ -302,7 +303,7 @@ def _engine(
 ) -> np.ndarray:
     e = _fresh_engine(profile, instrument, n_ticks)
     cycles = np.zeros(len(events) // batch, dtype=np.int64)
-    done = engine_batches(events, batch, e._args, cycles)
+    done = engine_batches(events, batch, eng.NO_TIMELINE, e._args, cycles)
     return cycles[:done]
 
 

@@ -25,8 +25,9 @@ _ROOT = Path(__file__).resolve().parent
 # The files whose code or constants end up in each group's compiled kernels.
 CORE = (
     "events.py", "core/records.py", "core/book.py", "core/quote.py", "core/limiter.py",
-    "core/account.py", "core/match.py", "core/rng.py", "core/params.py", "core/strategy.py",
-    "core/driver.py", "core/timeline.py", "core/engine.py", "core/venue_state.py",
+    "core/account.py", "core/match.py", "core/orders.py", "core/fills.py", "core/rng.py",
+    "core/params.py", "core/strategy.py", "core/driver.py", "core/timeline.py", "core/engine.py",
+    "core/venue_state.py",
 )  # fmt: skip
 BINANCE = (
     "events.py", "core/jitcall.py", "venues/binance/messages.py", "venues/binance/fastparse.py",

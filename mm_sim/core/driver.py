@@ -41,15 +41,9 @@ from mm_sim.core.book import (
     book_apply_tick,
     mid_price,
 )
-from mm_sim.core.match import (
-    deliver_reports,
-    fill_path,
-    on_depth,
-    on_trade,
-    purge_ops,
-    sweep_free,
-    venue_arrivals,
-)
+from mm_sim.core.fills import deliver_reports, fill_path
+from mm_sim.core.match import on_depth, on_trade, venue_arrivals
+from mm_sim.core.orders import purge_ops, sweep_free
 from mm_sim.core.params import (
     CT_G,
     CT_P,

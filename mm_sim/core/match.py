@@ -1,4 +1,5 @@
-"""The venue: order lifecycle, queue position, fill matching, and fill reports to the strategy.
+"""The venue: order lifecycle, queue position and fill matching (one fill and its report to the
+strategy: fills.py; the order table and the action channel: orders.py).
 
 Market data is exogenous: our orders never change the book arrays. The venue keeps, per order,
 where we stand in the queue at our price (``front`` = visible quantity ahead of us) and fills us
@@ -30,20 +31,14 @@ from numba import njit
 
 from mm_sim import kernel_cache
 from mm_sim.core.account import (
-    A_POS,
     C_CANCEL_DONE,
     C_CANCEL_LOST,
-    C_FILLS,
-    C_MAKER,
     C_POST_ONLY_REJECTED,
     C_REPLACE_REJECTED,
-    C_REPORT_FORCED,
-    C_TAKER,
     C_WALK_TRUNCATED,
-    apply_fill,
 )
 from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, mid_price
-from mm_sim.core.limiter import S_SLOT
+from mm_sim.core.fills import emit_fill, fill_path, push_report
 from mm_sim.core.records import (
     ACT_CANCEL,
     ACT_PLACE,
@@ -53,23 +48,10 @@ from mm_sim.core.records import (
 )
 from mm_sim.core.venue_state import (
     BOOK_BST,
-    FP_ACC,
-    FP_CNT,
-    FP_FILLS,
-    FP_NF,
-    FP_NI,
-    FP_NOUT,
-    FP_OF,
-    FP_OI,
-    FP_SI,
-    FP_VS,
-    FP_VSF,
-    O_CURRENT,
     O_DECIDED_TS,
     O_ID,
     O_NI,
     O_PX,
-    O_REFS,
     O_REST_TS,
     O_SIDE,
     O_STATUS,
@@ -83,7 +65,6 @@ from mm_sim.core.venue_state import (
     OF_QUOTE_PX,
     OF_REM,
     OF_TRADED,
-    OP_ACK,
     OP_ARRIVE,
     OP_DECIDED_TS,
     OP_DONE,
@@ -95,46 +76,29 @@ from mm_sim.core.venue_state import (
     OPF_MID,
     OPF_QTY,
     OS_DONE,
-    OS_FREE,
     OS_RESTING,
-    OUT_FILLS,
-    OUT_NOUT,
     QUEUE_PROBABILISTIC,
-    R_KNOWN,
     R_NF,
     R_NI,
-    R_OID,
-    R_SIDE,
-    RF_QTY,
-    RF_REM,
     RULE_NO_CROSS_FILLS,
     RULE_POST_ONLY,
     RULE_THROUGH_ORDER,
-    VN_ACC,
     VN_CNT,
     VN_LIVE,
-    VN_NF,
-    VN_NI,
     VN_OF,
     VN_OI,
     VN_PF,
     VN_PI,
-    VN_SI,
     VN_VS,
-    VN_VSF,
     VS_DIRTY,
     VS_LAST_ARRIVAL,
     VS_NEXT_ID,
     VS_NLIVE,
     VS_NOPS,
-    VS_RHEAD,
-    VS_RN,
     VS_SIZE,
-    VSF_POS_VIEW,
     VSF_SIZE,
     WALK_MAX,
     BookArrays,
-    FillPath,
     Out,
     Terms,
     Venue,
@@ -175,190 +139,6 @@ def queue_on_depth(
     if front > new:
         front = new
     return front
-
-
-@njit(**JIT)
-def alloc_slot(oi: np.ndarray, live: np.ndarray, vs: np.ndarray) -> int:
-    """Lowest free slot, appended to the live list (which stays in ascending order id)."""
-    for s in range(oi.shape[0]):
-        if oi[s, O_STATUS] == OS_FREE:
-            live[vs[VS_NLIVE]] = s
-            vs[VS_NLIVE] += 1
-            return s
-    return -1
-
-
-@njit(inline="always", **JIT)
-def sweep_free(oi: np.ndarray, live: np.ndarray, vs: np.ndarray) -> None:
-    """Release finished orders nothing refers to any more; keeps the live list's order."""
-    vs[VS_DIRTY] = 0
-    n = vs[VS_NLIVE]
-    w = 0
-    for m in range(n):
-        s = live[m]
-        if oi[s, O_STATUS] == OS_DONE and oi[s, O_REFS] == 0 and oi[s, O_CURRENT] == 0:
-            oi[s, O_STATUS] = OS_FREE
-        else:
-            live[w] = s
-            w += 1
-    vs[VS_NLIVE] = w
-
-
-@njit(**JIT)
-def push_op(
-    pi: np.ndarray,
-    pf: np.ndarray,
-    vs: np.ndarray,
-    kind: int,
-    slot: int,
-    arrive: int,
-    ack_leg: int,
-    px: int,
-    decided: int,
-    qty: float,
-    mid: float,
-) -> None:
-    """Queue an action; the channel is ordered, so it cannot overtake an earlier one."""
-    if arrive < vs[VS_LAST_ARRIVAL]:
-        arrive = vs[VS_LAST_ARRIVAL]
-    vs[VS_LAST_ARRIVAL] = arrive
-    j = vs[VS_NOPS]
-    pi[j, OP_KIND] = kind
-    pi[j, OP_SLOT] = slot
-    pi[j, OP_ARRIVE] = arrive
-    pi[j, OP_ACK] = arrive + ack_leg
-    pi[j, OP_PX] = px
-    pi[j, OP_DECIDED_TS] = decided
-    pi[j, OP_DONE] = 0
-    pf[j, OPF_QTY] = qty
-    pf[j, OPF_MID] = mid
-    vs[VS_NOPS] = j + 1
-
-
-@njit(inline="always", **JIT)
-def purge_ops(now: int, pi: np.ndarray, pf: np.ndarray, oi: np.ndarray, vs: np.ndarray) -> None:
-    """Drop actions processed at the venue whose acknowledgement has reached us by ``now``."""
-    n = vs[VS_NOPS]
-    w = 0
-    for j in range(n):
-        if pi[j, OP_DONE] == 1 and pi[j, OP_ACK] <= now:
-            oi[pi[j, OP_SLOT], O_REFS] -= 1
-            vs[VS_DIRTY] = 1
-        else:
-            if w != j:
-                for c in range(OP_NI):
-                    pi[w, c] = pi[j, c]
-                for c in range(OP_NF):
-                    pf[w, c] = pf[j, c]
-            w += 1
-    vs[VS_NOPS] = w
-
-
-@njit(inline="always", **JIT)
-def fill_path(venue: Venue, out: Out) -> FillPath:
-    """The arrays one fill touches, out of the Venue and Out bundles (see ``FillPath``)."""
-    return (
-        venue[VN_OI], venue[VN_OF], venue[VN_NI], venue[VN_NF], venue[VN_VS], venue[VN_VSF],
-        venue[VN_SI], venue[VN_ACC], venue[VN_CNT], out[OUT_FILLS], out[OUT_NOUT],
-    )  # fmt: skip
-
-
-@njit(**INTERNAL)
-def _apply_report(j: int, fp: FillPath) -> None:
-    oi, ni, nf, si = fp[FP_OI], fp[FP_NI], fp[FP_NF], fp[FP_SI]
-    vs, vsf = fp[FP_VS], fp[FP_VSF]
-    side = ni[j, R_SIDE]
-    vsf[VSF_POS_VIEW] += side * nf[j, RF_QTY]
-    if nf[j, RF_REM] <= 0.0:
-        k = 0 if side > 0 else 1
-        s = si[k, S_SLOT]
-        if s >= 0 and oi[s, O_ID] == ni[j, R_OID]:
-            si[k, S_SLOT] = -1
-            oi[s, O_CURRENT] = 0
-            vs[VS_DIRTY] = 1
-
-
-@njit(inline="always", **JIT)
-def deliver_reports(now: int, fp: FillPath) -> None:
-    """Apply, in fill order, the reports the strategy has received by ``now``."""
-    ni, vs = fp[FP_NI], fp[FP_VS]
-    cap = ni.shape[0]
-    while vs[VS_RN] > 0:
-        j = vs[VS_RHEAD]
-        if ni[j, R_KNOWN] > now:
-            break
-        _apply_report(j, fp)
-        vs[VS_RHEAD] = (j + 1) % cap
-        vs[VS_RN] -= 1
-
-
-@njit(**INTERNAL)
-def _push_report(known: int, oid: int, side: int, qty: float, rem: float, fp: FillPath) -> None:
-    ni, nf, vs, cnt = fp[FP_NI], fp[FP_NF], fp[FP_VS], fp[FP_CNT]
-    cap = ni.shape[0]
-    if vs[VS_RN] == cap:
-        j = vs[VS_RHEAD]
-        _apply_report(j, fp)
-        vs[VS_RHEAD] = (j + 1) % cap
-        vs[VS_RN] -= 1
-        cnt[C_REPORT_FORCED] += 1
-    j = (vs[VS_RHEAD] + vs[VS_RN]) % cap
-    ni[j, R_KNOWN] = known
-    ni[j, R_OID] = oid
-    ni[j, R_SIDE] = side
-    nf[j, RF_QTY] = qty
-    nf[j, RF_REM] = rem
-    vs[VS_RN] += 1
-
-
-@njit(**INTERNAL)
-def emit_fill(
-    s: int,
-    ts: int,
-    price: float,
-    qty: float,
-    liquidity: int,
-    fee_bps: float,
-    mid: float,
-    report_delay: int,
-    lot: float,
-    fp: FillPath,
-) -> None:
-    """One fill of order slot ``s``: order state, account, fill record, report to the strategy."""
-    oi, of, vs, acc, cnt = fp[FP_OI], fp[FP_OF], fp[FP_VS], fp[FP_ACC], fp[FP_CNT]
-    fills, nout = fp[FP_FILLS], fp[FP_NOUT]
-    side = oi[s, O_SIDE]
-    of[s, OF_FILLED] += qty
-    rem = of[s, OF_REM] - qty
-    if rem < lot * 1e-9:
-        rem = 0.0
-        oi[s, O_STATUS] = OS_DONE
-        vs[VS_DIRTY] = 1
-    of[s, OF_REM] = rem
-    fee = apply_fill(acc, side, price, qty, fee_bps, liquidity)
-    k = nout[0]
-    rec = fills[k]
-    rec.ts = ts
-    rec.order_id = oi[s, O_ID]
-    rec.order_age_ns = ts - oi[s, O_DECIDED_TS]
-    rec.queue_ns = ts - oi[s, O_REST_TS]
-    rec.price = price
-    rec.qty = qty
-    rec.fee = fee
-    rec.quote_price = of[s, OF_QUOTE_PX]
-    rec.mid_decision = of[s, OF_MID_DEC]
-    rec.mid_fill = mid
-    rec.position_after = acc[A_POS]
-    rec.side = side
-    rec.liquidity = liquidity
-    rec.iteration = -1
-    nout[0] = k + 1
-    cnt[C_FILLS] += 1
-    if liquidity == LIQ_MAKER:
-        cnt[C_MAKER] += 1
-    else:
-        cnt[C_TAKER] += 1
-    _push_report(ts + report_delay, oi[s, O_ID], side, qty, rem, fp)
 
 
 @njit(**INTERNAL)
@@ -448,7 +228,7 @@ def _join(s: int, px: int, ts: int, book: BookArrays, terms: Terms, venue: Venue
             of[s, OF_REM] = 0.0
             vs[VS_DIRTY] = 1
             cnt[C_POST_ONLY_REJECTED] += 1
-            _push_report(ts + terms[4], oi[s, O_ID], side, 0.0, 0.0, fill_path(venue, out))
+            push_report(ts + terms[4], oi[s, O_ID], side, 0.0, 0.0, fill_path(venue, out))
             return
         of[s, OF_CROSS_USED] = _taker_walk(s, ts, book, terms, venue, out)
     i = px - bst[ST_BASE]

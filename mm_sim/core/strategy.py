@@ -38,10 +38,7 @@ from mm_sim.core.limiter import (
     gate,
     risk_breach,
 )
-from mm_sim.core.match import (
-    alloc_slot,
-    push_op,
-)
+from mm_sim.core.orders import alloc_slot, push_op
 from mm_sim.core.params import (
     CT_G,
     CT_LF,
