@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks import before, data
-from benchmarks.run import _before_markdown
+from benchmarks.report import _before_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 
