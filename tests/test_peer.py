@@ -465,7 +465,7 @@ def test_agreement_scores_hftbacktests_rules_and_reports_the_default_rules_apart
 
 
 def test_bench_report_shows_each_run_in_both_rule_arms() -> None:
-    from benchmarks import run as bench_run
+    from benchmarks import report as bench_report
 
     runs = [
         _run("S1", "conservative", {"fills": 10, "fill_qty": 1.0}, {"fills": 10, "fill_qty": 1.0},
@@ -473,7 +473,7 @@ def test_bench_report_shows_each_run_in_both_rule_arms() -> None:
         _run("touch", "conservative", {"fills": 30}, {"fills": 20}),
     ]  # fmt: skip
     feed = {"feed": "a", "runs": runs, "ratio_events_per_s": 3.0}
-    lines = bench_run._fill_table([feed])
+    lines = bench_report._fill_table([feed])
     rows = [x for x in lines if x.startswith("| a |")]
     assert rows[0].split(" | ")[3:] == [
         "10 / 10 / 14", "10 / 10 / 10", "1.000 / 1.000 / 0.800", "1.000, 1.000", "YES",
@@ -482,7 +482,7 @@ def test_bench_report_shows_each_run_in_both_rule_arms() -> None:
     assert "1.500, 1.000 | NO" in rows[1]
     targets: list[tuple] = []
     feed["agreement"] = peer.agreement([feed])
-    bench_run._peer_targets(feed, lambda *a: targets.append(a))
+    bench_report.peer_targets(feed, lambda *a: targets.append(a))
     hbt = next(t for t in targets if "hftbacktest's fill rules" in t[0])
     assert hbt[2] == "1 of 2 runs" and hbt[3] is False
     default = next(t for t in targets if "default fill rules" in t[0])
