@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -30,25 +31,38 @@ from benchmarks.data import REPO, BenchFeed
 # The last commit with one cursor (matching in file order, a decision after every event).
 BEFORE_COMMIT = "3c36a4b"
 WORKER = Path(__file__).resolve().parent / "before_worker.py"
+WORKER_TIMEOUT_S = 1800.0  # a cold compile and every feed three times, with room to spare
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[bytes] | str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"git could not run: {exc}"
 
 
 def _old_tree(work: Path) -> Path | str:
     """The old commit's files under ``work``, or why they cannot be had."""
-    ok = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{BEFORE_COMMIT}^{{commit}}"],
-        capture_output=True,
-    )
-    if ok.returncode != 0:
+    here = _git("rev-parse", "--git-dir")
+    if isinstance(here, str):
+        return here
+    if here.returncode != 0:
+        return f"{REPO} is not a git checkout: the old commit cannot be extracted"
+    ok = _git("rev-parse", "--verify", "--quiet", f"{BEFORE_COMMIT}^{{commit}}")
+    if isinstance(ok, str) or ok.returncode != 0:
         return f"commit {BEFORE_COMMIT} is not in this clone (shallow?): git fetch --unshallow"
-    tar = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", BEFORE_COMMIT], capture_output=True
-    )
-    if tar.returncode != 0:
-        return f"git archive {BEFORE_COMMIT} failed: {tar.stderr.decode()[-300:]}"
+    tar = _git("archive", "--format=tar", BEFORE_COMMIT)
+    if isinstance(tar, str) or tar.returncode != 0:
+        why = tar if isinstance(tar, str) else tar.stderr.decode()[-300:]
+        return f"git archive {BEFORE_COMMIT} failed: {why}"
     tree = work / "before_tree"
+    shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir()
     with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as tf:
-        tf.extractall(tree, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+            tf.extractall(tree, filter="data")
+        else:  # our own repository's archive
+            tf.extractall(tree)
     return tree
 
 
@@ -56,9 +70,13 @@ def _run(tree: Path, cache: str | None, job: Path, out: Path) -> dict[str, Any] 
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if cache is not None:
         env["NUMBA_CACHE_DIR"] = cache
-    r = subprocess.run(
-        [sys.executable, str(WORKER), str(job), str(out)], env=env, capture_output=True, text=True
-    )
+    try:
+        r = subprocess.run(
+            [sys.executable, str(WORKER), str(job), str(out)],
+            env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"worker in {tree.name} did not finish in {WORKER_TIMEOUT_S:.0f} s"
     if r.returncode != 0:
         return f"worker in {tree.name} failed (exit {r.returncode}): {r.stderr[-800:]}"
     res: dict[str, Any] = json.loads(out.read_text())

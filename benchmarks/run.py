@@ -249,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                 t["x_scan_floor"] = t["ns_per_event"] / t.get("scan_ns_per_event", floor)
         res["throughput"] = tp
         if cfg["before"]:
-            res["before"] = before.measure([syn, *feeds], work, repeats=cfg["repeats"], step=step)
+            try:
+                res["before"] = before.measure(
+                    [syn, *feeds], work, repeats=cfg["repeats"], step=step
+                )
+            except Exception as exc:  # the comparison must not sink the rest of the bench
+                res["before"] = {"commit": before.BEFORE_COMMIT, "error": repr(exc)}
 
         step("per-stage latency")
         res["stages"] = stages.measure_stages(

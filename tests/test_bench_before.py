@@ -74,3 +74,9 @@ def test_the_old_core_runs_beside_this_one(tmp_path: Path) -> None:
     assert row["ratio"] == pytest.approx(row["before_ns_per_event"] / row["now_ns_per_event"])
     md = "\n".join(_before_markdown(res))
     assert f"({before.BEFORE_COMMIT})" in md and "| synthetic |" in md
+
+
+def test_no_git_is_reported_not_raised(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to be found
+    res = before.measure([_small_feed()], tmp_path)
+    assert "git could not run" in res["skipped"]

@@ -33,7 +33,7 @@ def test_run_live_matches_run_slice_by_slice(order: str) -> None:
     got: dict[str, list[np.ndarray]] = {k: [] for k in ("fills", "actions", "blocks", "marks")}
     want: dict[str, list[np.ndarray]] = {k: [] for k in got}
     for i, part in enumerate(np.split(events, cuts)):
-        if i == len(cuts) // 2:  # a hot-swap and an ordinary run() in between
+        if i == len(cuts) // 2:  # a hot-swap in between
             o = Overrides(min_interval_ms=40.0)
             a.set_overrides(o)
             b.set_overrides(o)

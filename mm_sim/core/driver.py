@@ -1,24 +1,27 @@
-"""The simulator core's driver: one fused numba loop over feed events (``run_chunk``).
+"""The simulator core's driver: one fused numba loop over the feed's items (``run_chunk``).
 
-Per event, in file (local receive) order (docs/CORE.md, "Event loop"):
+An item is an event seen by the venue (at its venue time), by the strategy (at its local
+time), or both; in the file-order model every event is one item seen by both (docs/CORE.md,
+"Two clocks and the event loop"). Per item:
 
-1. a decision deferred by a batch that ended the previous slice runs, unless this event
+1. a decision deferred by a batch that ended the previous slice runs, unless this item
    continues the batch;
-2. marks due on the exchange clock are written (state as it was before this event);
-3. actions that reached the venue by this event's ``exch_ts`` are processed (place, replace,
-   cancel; an arriving crossing order takes liquidity);
-4. the event updates the book, our queue positions and fills (trades, crossed book);
-5. fill reports the strategy has received by this event's ``local_ts`` are applied, acknowledged
-   actions leave the in-flight list, finished orders are released;
-6. the strategy decides (book -> quote -> limiter -> actions) once every event of this
+2. marks due on the venue's clock are written (state as it was before this item);
+3. venue part: actions that reached the venue by the item's venue time are processed (place,
+   replace, cancel; an arriving crossing order takes liquidity); the event updates the
+   venue's book, our queue positions and fills (trades, crossed book);
+4. strategy part: the event updates the strategy's book; fill reports the strategy has
+   received by its ``local_ts`` are applied, acknowledged actions leave the in-flight list,
+   finished orders are released;
+5. the strategy decides (book -> quote -> limiter -> actions) once every event of this
    ``local_ts`` is applied: one decision per message received, never on a half-applied one
    (``quoting.decide = event``: after every event, only snapshot batches grouped).
 
 All state lives in numpy arrays (``state_arrays``), so a run can be checkpointed between chunks
 and resumed bit for bit. The kernels take those arrays in a few tuples whose members always
-travel together (``BookArrays``, ``Ctl``, ``Venue``, ``Out``; match.py says why). Output buffers
-are preallocated; when one runs short the kernel stops before the event it cannot finish, the
-Python side grows the buffer and resumes there.
+travel together (``BookArrays``, ``Ctl``, ``Venue``, ``Out``; venue_state.py says why). Output
+buffers are preallocated; when one runs short the kernel stops before the item it cannot finish,
+the Python side grows the buffer and resumes there.
 """
 
 from __future__ import annotations

@@ -187,7 +187,8 @@ class Engine:
         # Memo of the last quote targets: a cache rebuilt at every run() call, not state.
         self._qmi = np.zeros(QMI_SIZE, dtype=np.int64)
         self._qmf = np.zeros(QMF_SIZE)
-        # run_chunk's arguments after (events, start), bound again whenever a buffer grows
+        # run_chunk's arguments after (events, start, tl, window, final, live), bound again
+        # whenever a buffer grows
         self._args = self._bind_args()
         # run_chunk's compiled entry point (made on the first call; core/jitcall.py)
         self._entry: Any = None
@@ -226,8 +227,8 @@ class Engine:
             self._run_items(ev, flush)
         else:
             # The timeline in bounded slices: its buffers stay small and warm (fresh pages
-            # cost more than the merge itself).
-            tl.window = self._window
+            # cost more than the merge itself). The window is the replay one unless run_live
+            # set the live one: widened with events held, the venue's clock could go back.
             for lo in range(0, max(len(ev), 1), TIMELINE_SLICE):
                 last = flush and lo + TIMELINE_SLICE >= len(ev)
                 tl.take(ev[lo : lo + TIMELINE_SLICE])

@@ -24,8 +24,6 @@ so a replace or cancel always reaches the venue after the order it refers to.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numba import njit
 
@@ -39,6 +37,7 @@ from mm_sim.core.account import (
 )
 from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, mid_price
 from mm_sim.core.fills import emit_fill, fill_path, push_report
+from mm_sim.core.params import INTERNAL, JIT
 from mm_sim.core.records import (
     ACT_CANCEL,
     ACT_PLACE,
@@ -103,14 +102,6 @@ from mm_sim.core.venue_state import (
     Terms,
     Venue,
 )
-
-# Kernels never allocate, so they are compiled without numba's reference counting: passing
-# state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
-JIT: dict[str, Any] = {"cache": True, "_nrt": False}
-# Kernels that only other kernels call are compiled without the CPython and cfunc wrappers: a
-# wrapper unboxes every member of every bundle (see "State bundles") and nothing would call it;
-# dropping them took back the ~1.5 s of cold compile the bundles had added (measured).
-INTERNAL: dict[str, Any] = {**JIT, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 
 
 @njit(**JIT)

@@ -13,7 +13,9 @@ import numpy as np
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
 JIT: dict[str, Any] = {"cache": True, "_nrt": False}
-# Kernels only other kernels call: no CPython or cfunc wrapper (match.INTERNAL says why).
+# Kernels that only other kernels call are compiled without the CPython and cfunc wrappers: a
+# wrapper unboxes every member of every bundle (venue_state.py, "State bundles") and nothing
+# would call it; dropping them took back the ~1.5 s of cold compile the bundles had added.
 INTERNAL: dict[str, Any] = {**JIT, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 
 LAT_CONSTANT = 0

@@ -336,7 +336,8 @@ class Timeline:
     def items(self, events: np.ndarray, final: bool, live: bool = False) -> np.ndarray:
         """The items the driver would run after ``take(events)``, as records (flags or-ed into
         ``kind``, a venue item's venue time as its ``exch_ts``): what the two cursors do, for
-        tests and inspection. A file-order engine runs such records as the items they are."""
+        tests and inspection. An exchange-order engine whose timeline is detached runs such
+        records as the items they are (a file-order engine has one book for both sides)."""
         if events.dtype != EVENT_DTYPE or events.ndim != 1:
             raise TypeError(f"expected a 1-d slice of EVENT_DTYPE records, got {events.dtype}")
         f = events.flags
