@@ -33,6 +33,12 @@ intr 1 2 3
 """
 
 
+def _limit() -> float | None:
+    """CPUs' worth of time the cgroup allows, None for no limit."""
+    q = cpu_idle.cpu_quota()
+    return None if q is None else q.cpus
+
+
 def _samples(tmp_path: Path, cpus: set[int]) -> tuple[cpu_idle.Sample, cpu_idle.Sample]:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text(STAT_A)
@@ -114,14 +120,14 @@ def test_a_containers_cpu_limit_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (root / "cgroup.controllers").write_text("cpu memory\n")
     _v2(root, "max 100000")
     _v2(root / "pod" / "box", "max 100000")
-    assert cpu_idle.cpu_limit() is None
+    assert _limit() is None
     _v2(root / "pod" / "box", "150000 100000", usage_usec=5_000_000)
     q = cpu_idle.cpu_quota()
     assert q is not None and q.cpus == 1.5 and q.usage == root / "pod" / "box" / "cpu.stat"
     assert cpu_idle._used_s(q) == pytest.approx(5.0)
     assert core_free() == (False, "cgroup CPU limit 1.50")
     _v2(root / "pod", "50000 100000")  # a tighter limit above it
-    assert cpu_idle.cpu_limit() == 0.5
+    assert _limit() == 0.5
 
 
 def test_a_limit_with_room_for_the_child_is_judged_by_idle_time(
@@ -142,11 +148,11 @@ def test_a_containers_cpu_limit_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     root = _cgroup(tmp_path, monkeypatch, "5:memory:/x\n4:cpu,cpuacct:/docker/abc\n")
     _v1(root / "cpu,cpuacct", -1)
     _v1(root / "cpu,cpuacct" / "docker" / "abc", 300000)
-    assert cpu_idle.cpu_limit() == 3.0
+    assert _limit() == 3.0
     _v1(root / "cpu,cpuacct" / "docker" / "abc", -1)
-    assert cpu_idle.cpu_limit() is None
+    assert _limit() is None
     (tmp_path / "proc_cgroup").unlink()
-    assert cpu_idle.cpu_limit() is None
+    assert _limit() is None
 
 
 def test_v1_layouts_seen_in_the_wild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,13 +166,13 @@ def test_v1_layouts_seen_in_the_wild(tmp_path: Path, monkeypatch: pytest.MonkeyP
     # a cgroup namespace: /proc says the host's path, the mount shows the container's own
     root = _cgroup(tmp_path / "ns", monkeypatch, "4:cpu,cpuacct:/docker/abc\n")
     _v1(root / "cpu,cpuacct", 120000)
-    assert cpu_idle.cpu_limit() == 1.2
+    assert _limit() == 1.2
     # hybrid: the v2 hierarchy beside v1 has no CPU controller; v1's says no limit
     root = _cgroup(tmp_path / "hy", monkeypatch, "2:cpu:/\n0::/user.slice\n")
     (root / "unified" / "user.slice").mkdir(parents=True)
     (root / "unified" / "cgroup.controllers").write_text("")
     _v1(root / "cpu", -1)
-    assert cpu_idle.cpu_limit() is None
+    assert _limit() is None
 
 
 @pytest.mark.skipif(not cpu_idle.PROC_STAT.exists(), reason="no /proc/stat on this platform")
@@ -174,7 +180,7 @@ def test_busy_cores_are_not_free() -> None:
     """Busy processes on every CPU this process may use (as many as its cgroup's limit allows,
     where it has one): the figure is near zero and ``auto`` keeps the arms inline, whatever the
     load average says; ``always`` and ``never`` do not look."""
-    limit = cpu_idle.cpu_limit()
+    limit = _limit()
     n = len(cpu_idle.our_cpus())
     if limit is not None:
         n = min(n, math.ceil(limit))

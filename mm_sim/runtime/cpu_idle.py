@@ -122,13 +122,6 @@ def cpu_quota() -> Quota | None:
     return best
 
 
-def cpu_limit() -> float | None:
-    """How many CPUs' worth of time this process's cgroup, or one above it, allows; None for
-    no limit."""
-    q = cpu_quota()
-    return None if q is None else q.cpus
-
-
 def _used_s(q: Quota) -> float | None:
     text = _read(q.usage)
     if text is None:
