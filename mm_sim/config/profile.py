@@ -151,8 +151,10 @@ class MatchingCfg(Section):
         100.0,
         ge=0,
         le=60000,
-        description="exchange order, live feeds: the same window; the simulated venue runs this "
-        "far behind the strategy, so fill reports arrive up to this much later.",
+        description="exchange order, Engine.run_live (a live message at a time, push mode): the "
+        "same window; the simulated venue runs this far behind the strategy, so fill reports "
+        "arrive up to this much later. The live soak reads its feed in chunks through "
+        "Engine.run and uses reorder_window_ms.",
     )
     crossing_fills: bool = Field(
         True,
