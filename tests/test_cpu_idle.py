@@ -187,9 +187,9 @@ def test_busy_cores_are_not_free() -> None:
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     try:
         time.sleep(0.3)
-        cpu_idle.idle_cores()  # the next call measures from here
+        cpu_idle.idle_cores(cpu_idle.cpu_quota())  # the next call measures from here
         time.sleep(0.5)
-        idle = cpu_idle.idle_cores()
+        idle = cpu_idle.idle_cores(cpu_idle.cpu_quota())
         assert idle is not None and idle < 0.35, idle
         free, why = core_free()
         assert not free, why

@@ -175,6 +175,21 @@ def _marks_until(ts: int, mark_ns: int, book: BookArrays, ctl: Ctl, venue: Venue
         g[G_NEXT_MARK] += mark_ns
 
 
+@njit(inline="always", **JIT)
+def _next(
+    two: bool, final: bool, live: bool, bound: int, i: int, j: int, nb: int, vn: int,
+    tl: TimelineArrays, events: np.ndarray,
+) -> tuple[int, int, int, int, int]:  # fmt: skip
+    """The item after cursors ``i``, ``j`` as ``timeline.next_item`` gives it: the two
+    cursors' walk, or with one cursor the next event (flags in its kind)."""
+    if two:
+        _ts, skey, vkey, vq = tl
+        return next_item(final, live, bound, i, j, nb, vn, skey, vkey, vq)
+    if i < events.shape[0]:
+        return i, events[i].kind & ITEM_FLAGS, 0, i + 1, 0
+    return -1, 0, 0, i, 0
+
+
 @njit(**JIT)
 def run_chunk(
     events: np.ndarray,
@@ -208,7 +223,7 @@ def run_chunk(
     """
     vbid, vask, vbst = vbook
     sbid, sask, sbst = sbook
-    tts, skey, vkey, vq = tl
+    tts = tl[0]
     two = tts.shape[0] > 0
     p, g, qmi = ctl[CT_P], ctl[CT_G], ctl[CT_QMI]
     oi, live_o, vs, cnt = venue[VN_OI], venue[VN_LIVE], venue[VN_VS], venue[VN_CNT]
@@ -240,13 +255,7 @@ def run_chunk(
         vn = tts[T_VN]
         bound = tts[T_LMAX] - window
         ci = tts[T_SHEAD]
-        b, flags, vt, ni, nj = next_item(final, live, bound, ci, cj, nb, vn, skey, vkey, vq)
-    else:
-        b = start if start < n else -1
-        flags = events[b].kind & ITEM_FLAGS if b >= 0 else 0
-        vt = 0
-        ni = start + 1
-        nj = 0
+    b, flags, vt, ni, nj = _next(two, final, live, bound, ci, cj, nb, vn, tl, events)
     while b >= 0:
         ev = events[b]
         local = ev.local_ts
@@ -286,15 +295,7 @@ def run_chunk(
                 if marks.shape[0] - nout[NO_MARKS] < due:
                     break
             # The next item, to tell whether a batch continues (and the one to run next).
-            if two:
-                b2, f2, vt2, ni2, nj2 = next_item(final, live, bound, ni, nj, nb, vn, skey,
-                                                  vkey, vq)  # fmt: skip
-            else:
-                b2 = ni if ni < n else -1
-                f2 = events[b2].kind & ITEM_FLAGS if b2 >= 0 else 0
-                vt2 = 0
-                ni2 = ni + 1
-                nj2 = 0
+            b2, f2, vt2, ni2, nj2 = _next(two, final, live, bound, ni, nj, nb, vn, tl, events)
             lag = local - exch
             if lag < 0:
                 lag = 0
@@ -370,7 +371,7 @@ def run_chunk(
         if now_decide:
             decide(decide_at, sbook, ctl, venue, out)
     if two:
-        compact(ci, cj, tts, events, skey, vkey, vq)
+        compact(ci, cj, tts, events, tl[1], tl[2], tl[3])
         return 1 if b < 0 else 0
     return ci if b >= 0 else n
 

@@ -283,7 +283,6 @@ class Engine:
         buffers until the next ``run`` or ``run_live``; ``live_result`` copies them out. Returns
         the output counts (fills, actions, blocks, marks), valid until the next call.
         """
-        kernel = self._kernel()
         f = events.flags
         if not (f.c_contiguous and f.writeable and f.aligned and events.dtype == EVENT_DTYPE):
             # The entry point would read any array as the kind it was made for.
@@ -300,12 +299,8 @@ class Engine:
             tl.take(events)
             self._run_timeline(False, True, 1)
             return nout
-        n = len(events)
-        # settle=1: a message's decision is taken in this call, not when the next one comes
-        i = kernel(events, 0, NO_TIMELINE, 0, False, False, *self._args, 1)
-        while i < n:
-            self._grow()
-            i = kernel(events, i, NO_TIMELINE, 0, False, False, *self._args, 1)
+        # settle: a message's decision is taken in this call, not when the next one comes
+        self._run_items(events, True)
         return nout
 
     def _bind_args(self) -> tuple[BookArrays, BookArrays, Ctl, Venue, Out, int]:

@@ -43,6 +43,14 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def write_npz(path: Path, arrays: dict[str, np.ndarray], *, compressed: bool) -> None:
+    """``arrays`` as one .npz, written atomically (temp, fsync, rename)."""
+    buf = io.BytesIO()
+    save = np.savez_compressed if compressed else np.savez
+    save(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def pack_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``arrays`` with every large 1-d one cut to its span of non-zero elements (bit for bit:
     -0.0 and NaN count as non-zero). Why: the soak writes each model arm's state at every
@@ -115,10 +123,8 @@ def save_checkpoint(
         arrays.update({f"control/{k}": v for k, v in pack_state(control).items()})
     meta = {"iteration": iteration, "tuner": tuner, "overrides": overrides, "decisions": decisions}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     path = _path(directory, iteration)
-    atomic_write_bytes(path, buf.getvalue())
+    write_npz(path, arrays, compressed=True)
     for old in sorted(directory.glob("iteration-*.npz"))[:-KEEP]:
         old.unlink(missing_ok=True)
     return path

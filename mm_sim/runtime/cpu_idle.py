@@ -21,7 +21,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 PROC_STAT = Path("/proc/stat")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -187,16 +186,14 @@ def idle_between(start: Sample, end: Sample) -> float | None:
 _last: Sample | None = sample(our_cpus(), quota=cpu_quota())
 
 
-def idle_cores(quota: Quota | Literal["read"] | None = "read") -> float | None:
+def idle_cores(quota: Quota | None) -> float | None:
     """How many of this process's CPUs were idle, on average, since the last sample (this
     module's import, or the last call) if that was at most 30 s ago, else over 0.25 s from now;
     an interval shorter than 0.25 s is waited out. This process's own work counts as busy.
-    None where there is no /proc/stat. ``quota``: the caller's ``cpu_quota()``, if it read it
-    already."""
+    None where there is no /proc/stat. ``quota``: ``cpu_quota()``, which the caller reads once
+    for this and its own use."""
     global _last
     cpus = our_cpus()
-    if quota == "read":
-        quota = cpu_quota()
     now = sample(cpus, quota=quota)
     if now is None:
         return None

@@ -14,7 +14,6 @@ The spread of net_bps across the arms is the model error bar (``report/model_bar
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,14 +24,14 @@ import numpy as np
 
 from mm_sim.config import DecisionPoints, EventOrder, OrderType, Overrides, Profile, ThroughFill
 from mm_sim.core.engine import Engine
-from mm_sim.events import Instrument, atomic_write_bytes, atomic_write_json
+from mm_sim.events import Instrument, atomic_write_json
 from mm_sim.feeds.clock import shift_local
 from mm_sim.report.model_bars import ARM_JSON, MODELS_DIR
 from mm_sim.report.render import evaluate_pending
 from mm_sim.report.runconfig import make_run_config
 from mm_sim.report.rundir import RunDir
 from mm_sim.runtime.arm_names import RULE_ARMS
-from mm_sim.runtime.checkpoint import pack_state, read_npz, unpack_state
+from mm_sim.runtime.checkpoint import pack_state, read_npz, unpack_state, write_npz
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -200,7 +199,8 @@ class ModelArms:
             )
             arm.rejected0 = rejected
             if not partial and self.checkpoints:
-                _save(arm.rd.soak / CHECKPOINT, pack_state(arm.engine.state_arrays()))
+                state = pack_state(arm.engine.state_arrays())
+                write_npz(arm.rd.soak / CHECKPOINT, state, compressed=False)
             arm.rd.commit_iteration(pending, overrides=overrides, partial=partial)
 
     def close(self) -> None:
@@ -217,9 +217,3 @@ def _earlier_drop(root: Path) -> str | None:
         return None
     note = d.get("note") if isinstance(d, dict) and d.get("complete") is False else None
     return note if isinstance(note, str) and note else None
-
-
-def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(path, buf.getvalue())
