@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from mm_sim.config import Overrides, Profile
-from mm_sim.core.book import book_apply, depth_near_touch, make_book
+from mm_sim.core.book import ST_HI, ST_LO, book_apply, depth_near_touch, make_book, top_levels
 from mm_sim.core.engine import Engine
 from mm_sim.core.quote import (
+    NO_BOUND,
     VOL_VAR,
     as_total_spread,
     ask_tick_of,
@@ -109,6 +110,26 @@ def test_side_depth_matches_the_book_helper() -> None:
             for n in (1, 3, 5):
                 total, _ = side_depth(bk.bid, bk.ask, bk.st, s, n)
                 assert total == depth_near_touch(bk.bid, bk.ask, bk.st, s, n)
+
+
+def test_depth_scans_stop_at_the_written_range() -> None:
+    """A side with fewer levels than asked: the scans end at the last index ever written
+    (``ST_LO``/``ST_HI``) instead of walking the rest of the window, which cost ~130,000
+    reads per decision on a feed that starts without a snapshot. A value planted outside that
+    range (which no update can leave there) shows where they stop."""
+    bk = make_book(0.01, 4096)
+    book_apply(bk.bid, bk.ask, bk.st, 0.01, KIND_DEPTH, 1, 100.00, 2.0)
+    book_apply(bk.bid, bk.ask, bk.st, 0.01, KIND_DEPTH, -1, 100.01, 3.0)
+    lo, hi = int(bk.st[ST_LO]), int(bk.st[ST_HI])
+    bk.bid[lo - 7] = 50.0
+    bk.ask[hi + 7] = 50.0
+    assert side_depth(bk.bid, bk.ask, bk.st, 1, 5) == (2.0, -NO_BOUND)
+    assert side_depth(bk.bid, bk.ask, bk.st, -1, 5) == (3.0, NO_BOUND)
+    assert depth_near_touch(bk.bid, bk.ask, bk.st, 1, 5) == 2.0
+    assert depth_near_touch(bk.bid, bk.ask, bk.st, -1, 5) == 3.0
+    px, qty = np.zeros(5), np.zeros(5)
+    assert top_levels(bk.bid, bk.ask, bk.st, 0.01, 1, 5, px, qty) == 1
+    assert top_levels(bk.bid, bk.ask, bk.st, 0.01, -1, 5, px, qty) == 1
 
 
 # --- overrides on a real feed ----------------------------------------------------------------

@@ -352,10 +352,9 @@ def top_levels(
 ) -> int:
     """Fill the best ``n`` levels of one side, best first; return how many exist."""
     count = 0
-    size = bid.shape[0]
     if side > 0:
         i = st[ST_BEST_BID]
-        while i >= 0 and count < n:
+        while i >= st[ST_LO] and count < n:  # nothing is written outside [ST_LO, ST_HI]
             if bid[i] > 0.0:
                 out_px[count] = (st[ST_BASE] + i) * tick_size
                 out_qty[count] = bid[i]
@@ -363,7 +362,7 @@ def top_levels(
             i -= 1
     else:
         i = st[ST_BEST_ASK]
-        while 0 <= i < size and count < n:
+        while 0 <= i <= st[ST_HI] and count < n:
             if ask[i] > 0.0:
                 out_px[count] = (st[ST_BASE] + i) * tick_size
                 out_qty[count] = ask[i]
@@ -377,17 +376,16 @@ def depth_near_touch(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int
     """Total visible quantity in the best ``n`` non-empty levels of one side."""
     total = 0.0
     count = 0
-    size = bid.shape[0]
     if side > 0:
         i = st[ST_BEST_BID]
-        while i >= 0 and count < n:
+        while i >= st[ST_LO] and count < n:
             if bid[i] > 0.0:
                 total += bid[i]
                 count += 1
             i -= 1
     else:
         i = st[ST_BEST_ASK]
-        while 0 <= i < size and count < n:
+        while 0 <= i <= st[ST_HI] and count < n:
             if ask[i] > 0.0:
                 total += ask[i]
                 count += 1

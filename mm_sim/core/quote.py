@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from mm_sim import kernel_cache
-from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID
+from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, ST_HI, ST_LO
 
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
@@ -203,13 +203,16 @@ def side_depth(
 ) -> tuple[float, int]:
     """Visible quantity in the best ``n`` levels of one side (best first) and the tick of the
     last level counted; when the side has fewer than ``n`` levels the bound is open (any change
-    on that side can alter the depth)."""
+    on that side can alter the depth). The scan stops at the edge of the written range
+    (``ST_LO``/``ST_HI``): on a side with fewer than ``n`` levels it walked the whole window,
+    ~130,000 empty ticks per decision (a feed starting without a snapshot ran 30x slower)."""
     total = 0.0
     count = 0
     base = bst[ST_BASE]
     if side > 0:
         i = bst[ST_BEST_BID]
-        while i >= 0 and count < n:
+        lo = bst[ST_LO]
+        while i >= lo and count < n:
             if bid[i] > 0.0:
                 total += bid[i]
                 count += 1
@@ -217,9 +220,9 @@ def side_depth(
                     return total, base + i
             i -= 1
         return total, -NO_BOUND
-    size = ask.shape[0]
     i = bst[ST_BEST_ASK]
-    while 0 <= i < size and count < n:
+    hi = bst[ST_HI]
+    while 0 <= i <= hi and count < n:
         if ask[i] > 0.0:
             total += ask[i]
             count += 1
