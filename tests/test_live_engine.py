@@ -24,7 +24,7 @@ def test_run_live_matches_run_slice_by_slice(order: str) -> None:
     b = Engine(profile, Overrides(), instrument, 3, out_capacity=8)
     live = None
     if order == "exchange":
-        live = Timeline(round(profile.matching.live_reorder_window_ms * 1e6))
+        live = Timeline(round(profile.matching.live_reorder_window_ms * 1e6), instrument.tick_size)
         a._timeline = None  # a runs the items the live timeline makes
     rng = np.random.default_rng(1)
     tail = int(len(events) * 0.8)  # small slices, then one big one that outgrows the buffers

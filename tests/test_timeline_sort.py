@@ -44,7 +44,7 @@ def _feed(exch: np.ndarray) -> np.ndarray:
 
 def _venue_order(ev: np.ndarray, slice_len: int) -> list[int]:
     """Feed positions (by their unique qty) in the order the venue sees them."""
-    tl = Timeline(window_ns=1_000)
+    tl = Timeline(window_ns=1_000, tick_size=0.01)
     out = []
     for lo in range(0, len(ev), slice_len):
         items = tl.items(ev[lo : lo + slice_len], final=lo + slice_len >= len(ev))

@@ -35,7 +35,7 @@ def test_the_driver_walks_the_items_the_timeline_lists() -> None:
     profile = load_profile("S1")  # exchange order, the default
     walk = Engine(profile, Overrides(), instrument, 5, out_capacity=8)
     listed = Engine(profile, Overrides(), instrument, 5, out_capacity=8)
-    timeline = Timeline(round(profile.matching.reorder_window_ms * 1e6))
+    timeline = Timeline(round(profile.matching.reorder_window_ms * 1e6), instrument.tick_size)
     listed._timeline = None  # runs the records Timeline.items writes, as they are
     rng = np.random.default_rng(3)
     cuts = np.sort(rng.choice(np.arange(1, len(ev)), size=40, replace=False))

@@ -92,6 +92,7 @@ from mm_sim.core.timeline import (
     ITEM_SYNC,
     ITEM_V,
     KIND_BITS,
+    OFF_GRID,
     T_LMAX,
     T_NB,
     T_SHEAD,
@@ -183,11 +184,107 @@ def _next(
     """The item after cursors ``i``, ``j`` as ``timeline.next_item`` gives it: the two
     cursors' walk, or with one cursor the next event (flags in its kind)."""
     if two:
-        _ts, skey, vkey, vq = tl
+        _ts, skey, vkey, vq, _tk = tl
         return next_item(final, live, bound, i, j, nb, vn, skey, vkey, vq)
     if i < events.shape[0]:
         return i, events[i].kind & ITEM_FLAGS, 0, i + 1, 0
     return -1, 0, 0, i, 0
+
+
+@njit(inline="always", **JIT)
+def _tick(two: bool, tk: np.ndarray, b: int, price: float, tick: float) -> tuple[int, bool]:
+    """Item ``b``'s price on the tick grid and whether it has one (0 when not): taken with the
+    event by the timeline, divided here with one cursor."""
+    if two:
+        t = tk[b]
+        return (t, True) if t != OFF_GRID else (0, False)
+    x = price / tick
+    if abs(x) < 4.0e18:  # not NaN, infinite or absurd
+        return int(np.floor(x + 0.5)), True
+    return 0, False
+
+
+@njit(inline="always", **JIT)
+def _room(fill_margin: int, out: Out) -> bool:
+    """Whether the output buffers have room for one more item and a decision after it."""
+    fills, actions, blocks, _marks, nout = out
+    return (
+        fills.shape[0] - nout[NO_FILLS] >= fill_margin
+        and actions.shape[0] - nout[NO_ACTIONS] >= DECISION_MARGIN
+        and blocks.shape[0] - nout[NO_BLOCKS] >= DECISION_MARGIN
+    )
+
+
+@njit(inline="always", **JIT)
+def _venue_event(
+    kind: int, side: int, t: int, on_grid: bool, price: float, qty: float, exch: int,
+    terms: tuple, vbook: BookArrays, venue: Venue, out: Out,
+) -> None:  # fmt: skip
+    """The venue part of an event once its arrivals are processed: a trade may fill our
+    orders; a book update changes the venue's book and our queue positions."""
+    vbid, vask, vbst = vbook
+    vs = venue[VN_VS]
+    if kind == KIND_TRADE:
+        if vs[VS_NLIVE] > 0:
+            on_trade(side, t, qty, exch, vbook, terms, venue, out)
+    else:
+        if on_grid:
+            book_apply_tick(vbid, vask, vbst, kind, side, t, qty)
+        else:
+            book_apply(vbid, vask, vbst, terms[0], kind, side, price, qty)
+        if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
+            on_depth(side, t, qty, exch, vbook, terms, venue, out)
+
+
+@njit(inline="always", **JIT)
+def _strategy_event(
+    kind: int, side: int, t: int, on_grid: bool, price: float, qty: float, tick: float,
+    apply: bool, recentres: int, sbook: BookArrays, qmi: np.ndarray,
+) -> None:  # fmt: skip
+    """The strategy's book takes the event (``apply``: its own book, two clocks); the quote
+    memo is dropped when the update can move the targets, or when the book's window moved
+    since it counted ``recentres`` (in file order the venue's update of the one book may
+    have moved it)."""
+    if kind == KIND_TRADE:
+        return
+    sbid, sask, sbst = sbook
+    if apply:
+        if on_grid:
+            book_apply_tick(sbid, sask, sbst, kind, side, t, qty)
+        else:
+            book_apply(sbid, sask, sbst, tick, kind, side, price, qty)
+    if (
+        kind == KIND_CLEAR
+        or sbst[ST_RECENTRES] != recentres
+        or (side > 0 and t >= qmi[QM_BND_B])
+        or (side <= 0 and t <= qmi[QM_BND_A])
+    ):
+        qmi[QM_VALID] = 0
+
+
+@njit(inline="always", **JIT)
+def _batch_ends(
+    per_ts: bool, kind: int, local: int, b2: int, f2: int, settle: int, events: np.ndarray,
+    g: np.ndarray,
+) -> bool:  # fmt: skip
+    """Whether the strategy decides after this item: a batch (same ``local_ts``: one message,
+    a snapshot) is seen once complete, and the next item tells whether it continues; a batch
+    that reaches the end of the items waits for the next call (``G_PENDING``) unless
+    ``settle``."""
+    if not (per_ts or kind in (KIND_CLEAR, KIND_SNAPSHOT)):
+        return True
+    if b2 >= 0:
+        nxt = events[b2]
+        return not (
+            (f2 == 0 or (f2 & ITEM_S) != 0)
+            and nxt.local_ts == local
+            and (per_ts or nxt.kind & KIND_BITS == KIND_SNAPSHOT)
+        )
+    if settle == 0:
+        g[G_PENDING] = 1
+        g[G_PENDING_TS] = local
+        return False
+    return True
 
 
 @njit(**JIT)
@@ -221,14 +318,13 @@ def run_chunk(
     the batch (results then do not depend on how a feed is sliced); ``settle=1`` takes it at
     once: the end of a flushed run, and the live path, whose items are whole messages.
     """
-    vbid, vask, vbst = vbook
-    sbid, sask, sbst = sbook
-    tts = tl[0]
+    sbst = sbook[2]
+    tts, tk = tl[0], tl[4]
     two = tts.shape[0] > 0
     p, g, qmi = ctl[CT_P], ctl[CT_G], ctl[CT_QMI]
     oi, live_o, vs, cnt = venue[VN_OI], venue[VN_LIVE], venue[VN_VS], venue[VN_CNT]
     pi, pf = venue[VN_PI], venue[VN_PF]
-    fills, actions, blocks, marks, nout = out
+    marks, nout = out[OUT_MARKS], out[OUT_NOUT]
     fp = fill_path(venue, out)
     tick = p[K_TICK]
     lot = p[K_LOT]
@@ -256,19 +352,55 @@ def run_chunk(
         bound = tts[T_LMAX] - window
         ci = tts[T_SHEAD]
     b, flags, vt, ni, nj = _next(two, final, live, bound, ci, cj, nb, vn, tl, events)
+    # A message's events on one side (a depth diff's levels, a snapshot) are consecutive items
+    # at one time: venue items at one venue time, synced strategy items at one local_ts. What
+    # the first of them did for that time (marks, arrivals, reports, releases) has nothing
+    # left to do for the others, which take only their event (measured: a snapshot's items
+    # cost half). The flags and time of the run the next item may continue (-1: none):
+    run_flags = -1
+    run_ts = 0
     while b >= 0:
         ev = events[b]
         local = ev.local_ts
+        if flags == run_flags and (vt if flags == ITEM_V else local) == run_ts:
+            # Without live orders a venue item cannot fill: no room needed (a snapshot's levels).
+            idle = flags == ITEM_V and vs[VS_NLIVE] == 0
+            if idle or _room(fill_margin, out):
+                kind = ev.kind & KIND_BITS
+                t, on_grid = _tick(two, tk, b, ev.price, tick)
+                lag = local - (vt if flags == ITEM_V else ev.exch_ts)
+                if lag < 0:
+                    lag = 0
+                if flags == ITEM_V:
+                    delay = 0 if idle else _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
+                    terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower, rules)
+                    _venue_event(kind, ev.side, t, on_grid, ev.price, ev.qty, vt, terms,
+                                 vbook, venue, out)  # fmt: skip
+                    ci, cj = ni, nj
+                    b, flags, vt, ni, nj = _next(two, final, live, bound, ni, nj, nb, vn, tl,
+                                                 events)  # fmt: skip
+                    continue
+                g[G_LAG] = lag
+                _strategy_event(kind, ev.side, t, on_grid, ev.price, ev.qty, tick, True,
+                                sbst[ST_RECENTRES], sbook, qmi)  # fmt: skip
+                b2, f2, vt2, ni2, nj2 = _next(two, final, live, bound, ni, nj, nb, vn, tl,
+                                              events)  # fmt: skip
+                now_decide = _batch_ends(per_ts, kind, local, b2, f2, settle, events, g)
+                g[G_LAST_LOCAL] = local
+                cnt[C_EVENTS] += 1
+                ci, cj = ni, nj
+                b, flags, vt, ni, nj = b2, f2, vt2, ni2, nj2
+                if now_decide:
+                    run_flags = -1
+                    decide(local, sbook, ctl, venue, out)
+                continue
+        run_flags = -1
         exch = vt if two and flags & ITEM_V else ev.exch_ts
         kind = ev.kind & KIND_BITS
         # Unflagged items: one cursor, both sides at once (file order); no venue clock sync.
         on_v = flags == 0 or (flags & ITEM_V) != 0
         on_s = flags == 0 or (flags & ITEM_S) != 0
-        if (
-            fills.shape[0] - nout[NO_FILLS] < fill_margin
-            or actions.shape[0] - nout[NO_ACTIONS] < DECISION_MARGIN
-            or blocks.shape[0] - nout[NO_BLOCKS] < DECISION_MARGIN
-        ):
+        if not _room(fill_margin, out):
             break
         # One pass of this loop either processes the item (and decides after it), or only
         # runs the decision of a batch that ended the previous slice, before the item.
@@ -301,26 +433,14 @@ def run_chunk(
                 lag = 0
             delay = _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
             terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower, rules)
-            # The tick, once per item (book_apply would divide again on each side).
-            x = ev.price / tick
-            on_grid = abs(x) < 4.0e18  # not NaN, infinite or absurd
-            t = int(np.floor(x + 0.5)) if on_grid else 0
-            side = ev.side
+            t, on_grid = _tick(two, tk, b, ev.price, tick)
             recentres = sbst[ST_RECENTRES]
             if on_v:
                 _marks_until(exch, mark_ns, vbook, ctl, venue, out)
                 if vs[VS_NOPS] > 0:
                     venue_arrivals(exch, vbook, terms, venue, out)
-                if kind == KIND_TRADE:
-                    if vs[VS_NLIVE] > 0:
-                        on_trade(side, t, ev.qty, exch, vbook, terms, venue, out)
-                else:
-                    if on_grid:
-                        book_apply_tick(vbid, vask, vbst, kind, side, t, ev.qty)
-                    else:
-                        book_apply(vbid, vask, vbst, tick, kind, side, ev.price, ev.qty)
-                    if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
-                        on_depth(side, t, ev.qty, exch, vbook, terms, venue, out)
+                _venue_event(kind, ev.side, t, on_grid, ev.price, ev.qty, exch, terms, vbook,
+                             venue, out)  # fmt: skip
                 g[G_VCLOCK] = exch
             if on_s:
                 g[G_LAG] = lag
@@ -331,47 +451,25 @@ def run_chunk(
                         g[G_VCLOCK] = local
                     if vs[VS_NOPS] > 0:
                         venue_arrivals(local, vbook, terms, venue, out)
-                if kind != KIND_TRADE:
-                    if flags != 0:
-                        if on_grid:
-                            book_apply_tick(sbid, sask, sbst, kind, side, t, ev.qty)
-                        else:
-                            book_apply(sbid, sask, sbst, tick, kind, side, ev.price, ev.qty)
-                    if (
-                        kind == KIND_CLEAR
-                        or sbst[ST_RECENTRES] != recentres
-                        or (side > 0 and t >= qmi[QM_BND_B])
-                        or (side <= 0 and t <= qmi[QM_BND_A])
-                    ):
-                        qmi[QM_VALID] = 0
+                _strategy_event(kind, ev.side, t, on_grid, ev.price, ev.qty, tick, flags != 0,
+                                recentres, sbook, qmi)  # fmt: skip
                 deliver_reports(local, fp)
                 if vs[VS_NOPS] > 0:
                     purge_ops(local, pi, pf, oi, vs)
                 if vs[VS_DIRTY] == 1:
                     sweep_free(oi, live_o, vs)
-                now_decide = True
-                if per_ts or kind in (KIND_CLEAR, KIND_SNAPSHOT):
-                    # A batch (same local_ts: one message, a snapshot) is seen by the strategy
-                    # once complete; the next strategy item tells whether it continues.
-                    if b2 >= 0:
-                        nxt = events[b2]
-                        now_decide = not (
-                            (f2 == 0 or (f2 & ITEM_S) != 0)
-                            and nxt.local_ts == local
-                            and (per_ts or nxt.kind & KIND_BITS == KIND_SNAPSHOT)
-                        )
-                    elif settle == 0:
-                        now_decide = False
-                        g[G_PENDING] = 1
-                        g[G_PENDING_TS] = local
+                now_decide = _batch_ends(per_ts, kind, local, b2, f2, settle, events, g)
                 g[G_LAST_LOCAL] = local
                 cnt[C_EVENTS] += 1
+            if flags == ITEM_V or (flags == ITEM_S | ITEM_SYNC and not now_decide):
+                run_flags = flags
+                run_ts = exch if flags == ITEM_V else local
             ci, cj = ni, nj
             b, flags, vt, ni, nj = b2, f2, vt2, ni2, nj2
         if now_decide:
             decide(decide_at, sbook, ctl, venue, out)
     if two:
-        compact(ci, cj, tts, events, tl[1], tl[2], tl[3])
+        compact(ci, cj, tts, events, tl[1], tl[2], tl[3], tk)
         return 1 if b < 0 else 0
     return ci if b >= 0 else n
 

@@ -118,7 +118,7 @@ _ENTRY: list[Any] = []
 
 TIMELINE_SLICE = 16384  # events merged per timeline call in ``run``
 # run_chunk's timeline arrays in the one-cursor model
-NO_TIMELINE = tuple(np.zeros(0, dtype=np.int64) for _ in range(4))
+NO_TIMELINE = tuple(np.zeros(0, dtype=np.int64) for _ in range(5))
 
 _STATE_KEYS = (
     "version", "p", "bid", "ask", "bst", "sbid", "sask", "sbst", "g", "vol_f", "vol_i", "lf",
@@ -150,7 +150,7 @@ class Engine:
         exchange_order = profile.matching.event_order == EventOrder.exchange
         self._window = round(profile.matching.reorder_window_ms * 1e6)
         sbook = make_book(self._p[K_TICK], n_ticks) if exchange_order else book
-        self._timeline = Timeline(self._window) if exchange_order else None
+        self._timeline = Timeline(self._window, self._p[K_TICK]) if exchange_order else None
         self._live_window = round(profile.matching.live_reorder_window_ms * 1e6)
         max_ops = profile.limiter.max_in_flight + 2
         venue = match.make_venue(max_ops + 4, max_ops, report_capacity)

@@ -34,6 +34,10 @@ replay. The live window is therefore small (``matching.live_reorder_window_ms``)
 
 Events without flags (``kind`` below ``ITEM_V``) are the file-order model: one cursor, both
 sides at once (``matching.event_order = file``).
+
+The timeline also keeps each buffered event's price on the tick grid (``tk``, ``OFF_GRID`` for
+a price with no tick), computed once when the event is taken: the driver needs it on both of
+the event's items, and the division was a tenth of a snapshot level's cost.
 """
 
 from __future__ import annotations
@@ -73,8 +77,16 @@ T_SIZE = 6
 # its arguments cost more than the keys of a live frame.
 _ENTRY: list[Any] = []
 
-# The driver's view of the merge state: ts, skey, vkey, vq (empty arrays: one cursor).
-TimelineArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# The driver's view of the merge state: ts, skey, vkey, vq, tk (empty arrays: one cursor).
+TimelineArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+# tk of a price that is not a finite number of ticks (NaN, infinite, absurd): every real tick
+# index is below 4e18 in magnitude (the driver's on-grid test).
+OFF_GRID = -(1 << 62)
+
+# A timeline's arrays before its first slice sizes them.
+_NO_BUF = np.empty(0, dtype=EVENT_DTYPE)
+_NO_KEYS = np.empty(0, dtype=np.int64)
 
 NEG_INF = -(1 << 62)
 BIG = 1 << 62
@@ -94,18 +106,36 @@ def _copy(dst: np.ndarray, d: int, src: np.ndarray, s: int, exch: int, flags: in
     o.side = r.side
 
 
+@njit(inline="always", **JIT)
+def tick_of(price: float, tick: float) -> int:
+    """``price`` on the tick grid (round half up), ``OFF_GRID`` when it has no tick."""
+    x = price / tick
+    if abs(x) < 4.0e18:  # not NaN, infinite or absurd
+        return int(np.floor(x + 0.5))
+    return OFF_GRID
+
+
+@njit(**JIT)
+def ticks_of(buf: np.ndarray, n: int, tick: float, tk: np.ndarray) -> None:
+    """``tk[:n]`` for the first ``n`` buffered events (a restored checkpoint's)."""
+    for k in range(n):
+        tk[k] = tick_of(buf[k].price, tick)
+
+
 @njit(**JIT)
 def _take(
     new: np.ndarray,
     window: int,
+    tick: float,
     ts: np.ndarray,
     buf: np.ndarray,
     skey: np.ndarray,
     vkey: np.ndarray,
     vq: np.ndarray,
+    tk: np.ndarray,
 ) -> bool:
-    """Append the events of ``new`` to the buffer (positions ``T_NB`` on) with their keys and,
-    when they are in venue order, their venue items to ``vq``; False leaves that to
+    """Append the events of ``new`` to the buffer (positions ``T_NB`` on) with their keys and
+    ticks and, when they are in venue order, their venue items to ``vq``; False leaves that to
     ``_merge_new``."""
     n = new.shape[0]
     nb = ts[T_NB]
@@ -116,6 +146,7 @@ def _take(
     for k in range(n):
         b = nb + k
         _copy(buf, b, new, k, new[k].exch_ts, 0)
+        tk[b] = tick_of(new[k].price, tick)
         local = new[k].local_ts
         if local > lmax:
             lmax = local
@@ -239,7 +270,7 @@ def next_item(
 @njit(**JIT)
 def compact(
     i: int, j: int, ts: np.ndarray, buf: np.ndarray, skey: np.ndarray, vkey: np.ndarray,
-    vq: np.ndarray,
+    vq: np.ndarray, tk: np.ndarray,
 ) -> None:  # fmt: skip
     """Drop what both sides have seen, once the cursors stand at ``i`` and ``j``: the buffer
     keeps the events one side has not seen yet, from the first of them on."""
@@ -254,6 +285,7 @@ def compact(
             _copy(buf, k - lo, buf, k, buf[k].exch_ts, 0)
             skey[k - lo] = skey[k]
             vkey[k - lo] = vkey[k]
+            tk[k - lo] = tk[k]
     for k in range(j, vn):
         vq[k - j] = vq[k] - lo
     ts[T_NB] = nb - lo
@@ -264,7 +296,7 @@ def compact(
 @njit(**JIT)
 def _list(
     final: bool, live: bool, window: int, ts: np.ndarray, buf: np.ndarray, skey: np.ndarray,
-    vkey: np.ndarray, vq: np.ndarray, out: np.ndarray,
+    vkey: np.ndarray, vq: np.ndarray, tk: np.ndarray, out: np.ndarray,
 ) -> int:  # fmt: skip
     """The items the driver would run, written out as records (``Timeline.items``)."""
     i = ts[T_SHEAD]
@@ -278,7 +310,7 @@ def _list(
             break
         _copy(out, w, buf, b, vt if flags & ITEM_V else buf[b].exch_ts, flags)
         w += 1
-    compact(i, j, ts, buf, skey, vkey, vq)
+    compact(i, j, ts, buf, skey, vkey, vq, tk)
     return w
 
 
@@ -286,10 +318,16 @@ class Timeline:
     """The merge state of one engine: the events not yet seen by both sides, their keys and the
     venue's order, and the clock bound. The driver walks the two cursors over it."""
 
-    def __init__(self, window_ns: int) -> None:
+    def __init__(self, window_ns: int, tick_size: float) -> None:
         self.window = int(window_ns)
+        self.tick = float(tick_size)
         self.ts = np.zeros(T_SIZE, dtype=np.int64)
-        self._alloc(0)  # sized by the first slice: a short feed's run paid 40 us to grow it
+        # Sized by the first slice (a short feed's run paid 40 us to grow it); until then,
+        # empty arrays shared by every timeline (each np.empty is ~0.3 us of a 2,000-event run).
+        self.cap = 0
+        self.buf = _NO_BUF
+        self.skey = self.vkey = self.vq = self.tk = _NO_KEYS
+        self._scratch: tuple[np.ndarray, np.ndarray] | None = None
 
     def _alloc(self, cap: int) -> None:
         # Nothing reads a position before writing it (rows and keys past T_NB, the order past
@@ -299,8 +337,15 @@ class Timeline:
         self.skey = np.empty(cap, dtype=np.int64)
         self.vkey = np.empty(cap, dtype=np.int64)
         self.vq = np.empty(cap, dtype=np.int64)
-        self.tmp = np.empty(cap, dtype=np.int64)
-        self.order = np.empty(cap, dtype=np.int64)
+        self.tk = np.empty(cap, dtype=np.int64)
+        self._scratch = None
+
+    def _merge_scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """``_merge_new``'s two work arrays, made when a slice first arrives out of venue
+        order (in-order feeds never need them)."""
+        if self._scratch is None:
+            self._scratch = (np.empty(self.cap, dtype=np.int64), np.empty(self.cap, np.int64))
+        return self._scratch
 
     def _reserve(self, n: int) -> None:
         nb = int(self.ts[T_NB])
@@ -320,18 +365,16 @@ class Timeline:
         n = len(events)
         if self.ts.item(T_NB) + n > self.cap:
             self._reserve(n)
+        args = (self.window, self.tick, self.ts, self.buf, self.skey, self.vkey, self.vq, self.tk)
         if not _ENTRY:
-            _ENTRY.append(entry_point(_take, events, self.window, self.ts, self.buf, self.skey,
-                                      self.vkey, self.vq))  # fmt: skip
-        if n and not _ENTRY[0](
-            events, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq
-        ):
-            _merge_new(n, self.ts, self.vkey, self.vq, self.tmp, self.order)
+            _ENTRY.append(entry_point(_take, events, *args))
+        if n and not _ENTRY[0](events, *args):
+            _merge_new(n, self.ts, self.vkey, self.vq, *self._merge_scratch())
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self) -> TimelineArrays:
         """The driver's view of the merge state (``run_chunk``'s ``tl``); rebound after a
         ``take``, which may reallocate."""
-        return self.ts, self.skey, self.vkey, self.vq
+        return self.ts, self.skey, self.vkey, self.vq, self.tk
 
     def items(self, events: np.ndarray, final: bool, live: bool = False) -> np.ndarray:
         """The items the driver would run after ``take(events)``, as records (flags or-ed into
@@ -345,7 +388,8 @@ class Timeline:
             events = np.array(events, dtype=EVENT_DTYPE)
         self.take(events)
         out = np.zeros(2 * int(self.ts[T_NB]), dtype=EVENT_DTYPE)
-        w = _list(final, live, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq, out)
+        w = _list(final, live, self.window, self.ts, self.buf, self.skey, self.vkey, self.vq,
+                  self.tk, out)  # fmt: skip
         return out[:w]
 
     @property
@@ -381,6 +425,7 @@ class Timeline:
         self.skey[:nb] = d["tl_skey"]
         self.vkey[:nb] = d["tl_vkey"]
         self.vq[:vn] = d["tl_vq"]
+        ticks_of(self.buf, nb, self.tick, self.tk)
 
     def load(self, d: dict[str, np.ndarray]) -> None:
         self._restore({k: np.asarray(v) for k, v in d.items()})
