@@ -17,6 +17,9 @@ time), or both; in the file-order model every event is one item seen by both (do
    ``local_ts`` is applied: one decision per message received, never on a half-applied one
    (``quoting.decide = event``: after every event, only snapshot batches grouped).
 
+A message's later events on one side (a depth diff's levels, a snapshot's) find steps 1-4's
+clock work done by its first event and take only their event (the run noted in ``run_chunk``).
+
 All state lives in numpy arrays (``state_arrays``), so a run can be checkpointed between chunks
 and resumed bit for bit. The kernels take those arrays in a few tuples whose members always
 travel together (``BookArrays``, ``Ctl``, ``Venue``, ``Out``; venue_state.py says why). Output
@@ -355,8 +358,9 @@ def run_chunk(
     # A message's events on one side (a depth diff's levels, a snapshot) are consecutive items
     # at one time: venue items at one venue time, synced strategy items at one local_ts. What
     # the first of them did for that time (marks, arrivals, reports, releases) has nothing
-    # left to do for the others, which take only their event (measured: a snapshot's items
-    # cost half). The flags and time of the run the next item may continue (-1: none):
+    # left to do for the others, which take only their event (NKNUSDT's 1,609-level
+    # snapshot: 85 -> 66 us). The flags and time of the run the next item may continue
+    # (-1: none):
     run_flags = -1
     run_ts = 0
     while b >= 0:
