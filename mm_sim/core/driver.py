@@ -219,22 +219,31 @@ def _room(fill_margin: int, out: Out) -> bool:
 
 
 @njit(inline="always", **JIT)
+def _book_event(
+    kind: int, side: int, t: int, on_grid: bool, price: float, qty: float, tick: float,
+    book: BookArrays,
+) -> None:  # fmt: skip
+    """One book takes an update (a trade changes no book: the venue's depth diffs carry it)."""
+    bid, ask, st = book
+    if on_grid:
+        book_apply_tick(bid, ask, st, kind, side, t, qty)
+    else:
+        book_apply(bid, ask, st, tick, kind, side, price, qty)
+
+
+@njit(inline="always", **JIT)
 def _venue_event(
     kind: int, side: int, t: int, on_grid: bool, price: float, qty: float, exch: int,
     terms: tuple, vbook: BookArrays, venue: Venue, out: Out,
 ) -> None:  # fmt: skip
     """The venue part of an event once its arrivals are processed: a trade may fill our
     orders; a book update changes the venue's book and our queue positions."""
-    vbid, vask, vbst = vbook
     vs = venue[VN_VS]
     if kind == KIND_TRADE:
         if vs[VS_NLIVE] > 0:
             on_trade(side, t, qty, exch, vbook, terms, venue, out)
     else:
-        if on_grid:
-            book_apply_tick(vbid, vask, vbst, kind, side, t, qty)
-        else:
-            book_apply(vbid, vask, vbst, terms[0], kind, side, price, qty)
+        _book_event(kind, side, t, on_grid, price, qty, terms[0], vbook)
         if vs[VS_NLIVE] > 0 and kind in (KIND_DEPTH, KIND_SNAPSHOT):
             on_depth(side, t, qty, exch, vbook, terms, venue, out)
 
@@ -250,12 +259,9 @@ def _strategy_event(
     have moved it)."""
     if kind == KIND_TRADE:
         return
-    sbid, sask, sbst = sbook
+    sbst = sbook[2]
     if apply:
-        if on_grid:
-            book_apply_tick(sbid, sask, sbst, kind, side, t, qty)
-        else:
-            book_apply(sbid, sask, sbst, tick, kind, side, price, qty)
+        _book_event(kind, side, t, on_grid, price, qty, tick, sbook)
     if (
         kind == KIND_CLEAR
         or sbst[ST_RECENTRES] != recentres
@@ -366,25 +372,26 @@ def run_chunk(
     while b >= 0:
         ev = events[b]
         local = ev.local_ts
+        # (decide is inlined once, at the end of the loop: a second copy doubled the compile)
+        fast = False
+        now_decide = False
+        decide_at = local
         if flags == run_flags and (vt if flags == ITEM_V else local) == run_ts:
-            # Without live orders a venue item cannot fill: no room needed (a snapshot's levels).
-            idle = flags == ITEM_V and vs[VS_NLIVE] == 0
-            if idle or _room(fill_margin, out):
-                kind = ev.kind & KIND_BITS
-                t, on_grid = _tick(two, tk, b, ev.price, tick)
-                lag = local - (vt if flags == ITEM_V else ev.exch_ts)
-                if lag < 0:
-                    lag = 0
-                if flags == ITEM_V:
-                    delay = 0 if idle else _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
-                    terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower, rules)
-                    _venue_event(kind, ev.side, t, on_grid, ev.price, ev.qty, vt, terms,
-                                 vbook, venue, out)  # fmt: skip
+            kind = ev.kind & KIND_BITS
+            if flags == ITEM_V:
+                if vs[VS_NLIVE] == 0:
+                    # Nothing of ours to fill or move: the book only (a snapshot's levels).
+                    if kind != KIND_TRADE:
+                        t, on_grid = _tick(two, tk, b, ev.price, tick)
+                        _book_event(kind, ev.side, t, on_grid, ev.price, ev.qty, tick, vbook)
                     ci, cj = ni, nj
                     b, flags, vt, ni, nj = _next(two, final, live, bound, ni, nj, nb, vn, tl,
                                                  events)  # fmt: skip
                     continue
-                g[G_LAG] = lag
+            elif _room(fill_margin, out):
+                t, on_grid = _tick(two, tk, b, ev.price, tick)
+                lag = local - ev.exch_ts
+                g[G_LAG] = lag if lag > 0 else 0
                 _strategy_event(kind, ev.side, t, on_grid, ev.price, ev.qty, tick, True,
                                 sbst[ST_RECENTRES], sbook, qmi)  # fmt: skip
                 b2, f2, vt2, ni2, nj2 = _next(two, final, live, bound, ni, nj, nb, vn, tl,
@@ -394,82 +401,82 @@ def run_chunk(
                 cnt[C_EVENTS] += 1
                 ci, cj = ni, nj
                 b, flags, vt, ni, nj = b2, f2, vt2, ni2, nj2
-                if now_decide:
-                    run_flags = -1
-                    decide(local, sbook, ctl, venue, out)
-                continue
-        run_flags = -1
-        exch = vt if two and flags & ITEM_V else ev.exch_ts
-        kind = ev.kind & KIND_BITS
-        # Unflagged items: one cursor, both sides at once (file order); no venue clock sync.
-        on_v = flags == 0 or (flags & ITEM_V) != 0
-        on_s = flags == 0 or (flags & ITEM_S) != 0
-        if not _room(fill_margin, out):
-            break
-        # One pass of this loop either processes the item (and decides after it), or only
-        # runs the decision of a batch that ended the previous slice, before the item.
-        process = True
-        decide_at = local
-        if g[G_PENDING] == 1:
-            g[G_PENDING] = 0
-            if not (on_s and local == g[G_PENDING_TS] and (per_ts or kind == KIND_SNAPSHOT)):
-                process = False
-                decide_at = g[G_PENDING_TS]
-        now_decide = not process
-        if process:
-            if g[G_STARTED] == 0:
-                g[G_NEXT_MARK] = -((-exch) // mark_ns) * mark_ns
-                g[G_STARTED] = 1
-            # Marks due on the venue's clock: up to this item's venue time before the venue
-            # part, up to local_ts (a synced strategy item) before the strategy part. Room for
-            # all of them first, so an item is never left half-processed.
-            vclock = exch if on_v else NO_MARK_TS
-            if flags & ITEM_SYNC and local > vclock:
-                vclock = local
-            if vclock >= g[G_NEXT_MARK]:
-                due = (vclock - g[G_NEXT_MARK]) // mark_ns + 1
-                if marks.shape[0] - nout[NO_MARKS] < due:
-                    break
-            # The next item, to tell whether a batch continues (and the one to run next).
-            b2, f2, vt2, ni2, nj2 = _next(two, final, live, bound, ni, nj, nb, vn, tl, events)
-            lag = local - exch
-            if lag < 0:
-                lag = 0
-            delay = _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
-            terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower, rules)
-            t, on_grid = _tick(two, tk, b, ev.price, tick)
-            recentres = sbst[ST_RECENTRES]
-            if on_v:
-                _marks_until(exch, mark_ns, vbook, ctl, venue, out)
-                if vs[VS_NOPS] > 0:
-                    venue_arrivals(exch, vbook, terms, venue, out)
-                _venue_event(kind, ev.side, t, on_grid, ev.price, ev.qty, exch, terms, vbook,
-                             venue, out)  # fmt: skip
-                g[G_VCLOCK] = exch
-            if on_s:
-                g[G_LAG] = lag
-                if flags & ITEM_SYNC:
-                    # Every venue item up to local_ts has run: marks and actions due by then.
-                    _marks_until(local, mark_ns, vbook, ctl, venue, out)
-                    if local > g[G_VCLOCK]:
-                        g[G_VCLOCK] = local
+                if not now_decide:
+                    continue
+                run_flags = -1
+                fast = True
+        if not fast:
+            run_flags = -1
+            exch = vt if two and flags & ITEM_V else ev.exch_ts
+            kind = ev.kind & KIND_BITS
+            # Unflagged items: one cursor, both sides at once (file order); no venue clock sync.
+            on_v = flags == 0 or (flags & ITEM_V) != 0
+            on_s = flags == 0 or (flags & ITEM_S) != 0
+            if not _room(fill_margin, out):
+                break
+            # One pass of this loop either processes the item (and decides after it), or only
+            # runs the decision of a batch that ended the previous slice, before the item.
+            process = True
+            if g[G_PENDING] == 1:
+                g[G_PENDING] = 0
+                if not (on_s and local == g[G_PENDING_TS] and (per_ts or kind == KIND_SNAPSHOT)):
+                    process = False
+                    decide_at = g[G_PENDING_TS]
+            now_decide = not process
+            if process:
+                if g[G_STARTED] == 0:
+                    g[G_NEXT_MARK] = -((-exch) // mark_ns) * mark_ns
+                    g[G_STARTED] = 1
+                # Marks due on the venue's clock: up to this item's venue time before the venue
+                # part, up to local_ts (a synced strategy item) before the strategy part. Room for
+                # all of them first, so an item is never left half-processed.
+                vclock = exch if on_v else NO_MARK_TS
+                if flags & ITEM_SYNC and local > vclock:
+                    vclock = local
+                if vclock >= g[G_NEXT_MARK]:
+                    due = (vclock - g[G_NEXT_MARK]) // mark_ns + 1
+                    if marks.shape[0] - nout[NO_MARKS] < due:
+                        break
+                # The next item, to tell whether a batch continues (and the one to run next).
+                b2, f2, vt2, ni2, nj2 = _next(two, final, live, bound, ni, nj, nb, vn, tl, events)
+                lag = local - exch
+                if lag < 0:
+                    lag = 0
+                delay = _leg(mode, p[K_ACK_NS], p[K_FEED_MULT], lag)
+                terms = (tick, lot, maker_bps, taker_bps, delay, qmodel, qpower, rules)
+                t, on_grid = _tick(two, tk, b, ev.price, tick)
+                recentres = sbst[ST_RECENTRES]
+                if on_v:
+                    _marks_until(exch, mark_ns, vbook, ctl, venue, out)
                     if vs[VS_NOPS] > 0:
-                        venue_arrivals(local, vbook, terms, venue, out)
-                _strategy_event(kind, ev.side, t, on_grid, ev.price, ev.qty, tick, flags != 0,
-                                recentres, sbook, qmi)  # fmt: skip
-                deliver_reports(local, fp)
-                if vs[VS_NOPS] > 0:
-                    purge_ops(local, pi, pf, oi, vs)
-                if vs[VS_DIRTY] == 1:
-                    sweep_free(oi, live_o, vs)
-                now_decide = _batch_ends(per_ts, kind, local, b2, f2, settle, events, g)
-                g[G_LAST_LOCAL] = local
-                cnt[C_EVENTS] += 1
-            if flags == ITEM_V or (flags == ITEM_S | ITEM_SYNC and not now_decide):
-                run_flags = flags
-                run_ts = exch if flags == ITEM_V else local
-            ci, cj = ni, nj
-            b, flags, vt, ni, nj = b2, f2, vt2, ni2, nj2
+                        venue_arrivals(exch, vbook, terms, venue, out)
+                    _venue_event(kind, ev.side, t, on_grid, ev.price, ev.qty, exch, terms, vbook,
+                                 venue, out)  # fmt: skip
+                    g[G_VCLOCK] = exch
+                if on_s:
+                    g[G_LAG] = lag
+                    if flags & ITEM_SYNC:
+                        # Every venue item up to local_ts has run: marks and actions due by then.
+                        _marks_until(local, mark_ns, vbook, ctl, venue, out)
+                        if local > g[G_VCLOCK]:
+                            g[G_VCLOCK] = local
+                        if vs[VS_NOPS] > 0:
+                            venue_arrivals(local, vbook, terms, venue, out)
+                    _strategy_event(kind, ev.side, t, on_grid, ev.price, ev.qty, tick, flags != 0,
+                                    recentres, sbook, qmi)  # fmt: skip
+                    deliver_reports(local, fp)
+                    if vs[VS_NOPS] > 0:
+                        purge_ops(local, pi, pf, oi, vs)
+                    if vs[VS_DIRTY] == 1:
+                        sweep_free(oi, live_o, vs)
+                    now_decide = _batch_ends(per_ts, kind, local, b2, f2, settle, events, g)
+                    g[G_LAST_LOCAL] = local
+                    cnt[C_EVENTS] += 1
+                if flags == ITEM_V or (flags == ITEM_S | ITEM_SYNC and not now_decide):
+                    run_flags = flags
+                    run_ts = exch if flags == ITEM_V else local
+                ci, cj = ni, nj
+                b, flags, vt, ni, nj = b2, f2, vt2, ni2, nj2
         if now_decide:
             decide(decide_at, sbook, ctl, venue, out)
     if two:
