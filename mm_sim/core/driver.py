@@ -223,7 +223,8 @@ def _book_event(
     kind: int, side: int, t: int, on_grid: bool, price: float, qty: float, tick: float,
     book: BookArrays,
 ) -> None:  # fmt: skip
-    """One book takes an update (a trade changes no book: the venue's depth diffs carry it)."""
+    """One book takes a depth, snapshot or clear event (trades change no book: the venue's
+    depth diffs carry what they took)."""
     bid, ask, st = book
     if on_grid:
         book_apply_tick(bid, ask, st, kind, side, t, qty)
