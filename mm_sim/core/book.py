@@ -68,6 +68,20 @@ def price_to_tick(price: float, tick_size: float) -> int:
     return int(np.floor(price / tick_size + 0.5))
 
 
+# tick_of's answer for a price that is not a finite number of ticks (NaN, infinite, absurd):
+# every real tick index is below 4e18 in magnitude.
+OFF_GRID = -(1 << 62)
+
+
+@njit(inline="always", **JIT)
+def tick_of(price: float, tick_size: float) -> int:
+    """``price_to_tick``, or ``OFF_GRID`` when the price has no tick."""
+    x = price / tick_size
+    if abs(x) < 4.0e18:
+        return int(np.floor(x + 0.5))
+    return OFF_GRID
+
+
 @njit(**JIT)
 def _clear(bid: np.ndarray, ask: np.ndarray, st: np.ndarray) -> None:
     lo = st[ST_LO]
@@ -166,15 +180,15 @@ def book_apply(
     qty: float,
 ) -> None:
     """Apply one event. Trades do not change the book: the venue's depth diffs carry that."""
-    x = price / tick_size
-    if not (abs(x) < 4.0e18):
+    t = tick_of(price, tick_size)
+    if t == OFF_GRID:
         if kind == KIND_CLEAR:
             _clear(bid, ask, st)
         elif kind in (KIND_DEPTH, KIND_SNAPSHOT):
             # NaN, infinite or absurd price: no tick to store it at; ignore it, visibly.
             st[ST_DROPPED] += 1
         return
-    book_apply_tick(bid, ask, st, kind, side, int(np.floor(x + 0.5)), qty)
+    book_apply_tick(bid, ask, st, kind, side, t, qty)
 
 
 @njit(inline="always", **JIT)

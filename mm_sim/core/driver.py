@@ -39,6 +39,7 @@ from mm_sim.core.account import (
     C_EVENTS,
 )
 from mm_sim.core.book import (
+    OFF_GRID,
     ST_BASE,
     ST_BEST_ASK,
     ST_BEST_BID,
@@ -46,6 +47,7 @@ from mm_sim.core.book import (
     book_apply,
     book_apply_tick,
     mid_price,
+    tick_of,
 )
 from mm_sim.core.fills import deliver_reports, fill_path
 from mm_sim.core.match import on_depth, on_trade, venue_arrivals
@@ -95,7 +97,6 @@ from mm_sim.core.timeline import (
     ITEM_SYNC,
     ITEM_V,
     KIND_BITS,
-    OFF_GRID,
     T_LMAX,
     T_NB,
     T_SHEAD,
@@ -198,13 +199,8 @@ def _next(
 def _tick(two: bool, tk: np.ndarray, b: int, price: float, tick: float) -> tuple[int, bool]:
     """Item ``b``'s price on the tick grid and whether it has one (0 when not): taken with the
     event by the timeline, divided here with one cursor."""
-    if two:
-        t = tk[b]
-        return (t, True) if t != OFF_GRID else (0, False)
-    x = price / tick
-    if abs(x) < 4.0e18:  # not NaN, infinite or absurd
-        return int(np.floor(x + 0.5)), True
-    return 0, False
+    t = tk[b] if two else tick_of(price, tick)
+    return (t, True) if t != OFF_GRID else (0, False)
 
 
 @njit(inline="always", **JIT)

@@ -148,9 +148,9 @@ class Engine:
         # Two clocks: the venue and the strategy each keep a book, fed by the timeline's items
         # in exchange and local order; in the file-order model one book serves both.
         exchange_order = profile.matching.event_order == EventOrder.exchange
-        self._window = round(profile.matching.reorder_window_ms * 1e6)
+        window = round(profile.matching.reorder_window_ms * 1e6)
         sbook = make_book(self._p[K_TICK], n_ticks) if exchange_order else book
-        self._timeline = Timeline(self._window, self._p[K_TICK]) if exchange_order else None
+        self._timeline = Timeline(window, self._p[K_TICK]) if exchange_order else None
         self._live_window = round(profile.matching.live_reorder_window_ms * 1e6)
         max_ops = profile.limiter.max_in_flight + 2
         venue = match.make_venue(max_ops + 4, max_ops, report_capacity)

@@ -35,8 +35,8 @@ replay. The live window is therefore small (``matching.live_reorder_window_ms``)
 Events without flags (``kind`` below ``ITEM_V``) are the file-order model: one cursor, both
 sides at once (``matching.event_order = file``).
 
-The timeline also keeps each buffered event's price on the tick grid (``tk``, ``OFF_GRID`` for
-a price with no tick), computed once when the event is taken: the driver needs it on both of
+The timeline also keeps each buffered event's price on the tick grid (``tk``, ``book.OFF_GRID``
+for a price with no tick), computed once when the event is taken: the driver needs it on both of
 the event's items, and the division was a tenth of a snapshot level's cost.
 """
 
@@ -48,6 +48,7 @@ import numpy as np
 from numba import njit
 
 from mm_sim import kernel_cache
+from mm_sim.core.book import tick_of
 from mm_sim.core.jitcall import entry_point
 from mm_sim.core.records import copy_rows
 from mm_sim.events import EVENT_DTYPE
@@ -80,9 +81,6 @@ _ENTRY: list[Any] = []
 # The driver's view of the merge state: ts, skey, vkey, vq, tk (empty arrays: one cursor).
 TimelineArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
-# tk of a price that is not a finite number of ticks (NaN, infinite, absurd): every real tick
-# index is below 4e18 in magnitude (the driver's on-grid test).
-OFF_GRID = -(1 << 62)
 
 # A timeline's arrays before its first slice sizes them.
 _NO_BUF = np.empty(0, dtype=EVENT_DTYPE)
@@ -104,15 +102,6 @@ def _copy(dst: np.ndarray, d: int, src: np.ndarray, s: int, exch: int, flags: in
     o.qty = r.qty
     o.kind = r.kind | flags
     o.side = r.side
-
-
-@njit(inline="always", **JIT)
-def tick_of(price: float, tick: float) -> int:
-    """``price`` on the tick grid (round half up), ``OFF_GRID`` when it has no tick."""
-    x = price / tick
-    if abs(x) < 4.0e18:  # not NaN, infinite or absurd
-        return int(np.floor(x + 0.5))
-    return OFF_GRID
 
 
 @njit(**JIT)
