@@ -40,7 +40,7 @@ from mm_sim.core import engine as eng
 from mm_sim.core import limiter, match, quote, venue_state
 from mm_sim.core import params as prm
 from mm_sim.core.account import apply_fill, make_account
-from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply, mid_price
+from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, book_apply, mid_price, side_depth
 from mm_sim.core.params import CT_LF, CT_LI, CT_P, CT_VOL_F, CT_VOL_I, JIT, Ctl
 from mm_sim.core.venue_state import (
     OUT_NOUT,
@@ -176,8 +176,8 @@ def pipeline_batches(
                     mid, bb, ba, tick, 0.0, np.sqrt(var), p[prm.K_GAMMA], p[prm.K_TAU_S],
                     p[prm.K_HALF_BPS] + p[prm.K_SPREAD_DELTA_BPS], p[prm.K_MAX_DELTA_RATIO],
                 )  # fmt: skip
-                bdep, bnd_b = quote.side_depth(bid, ask, bst, 1, levels)
-                adep, bnd_a = quote.side_depth(bid, ask, bst, -1, levels)
+                bdep, bnd_b = side_depth(bid, ask, bst, 1, levels)
+                adep, bnd_a = side_depth(bid, ask, bst, -1, levels)
                 bl = quote.quote_lots(p[prm.K_ORDER_QTY], p[prm.K_IMPACT_RATIO], bdep, p[prm.K_LOT])
                 al = quote.quote_lots(p[prm.K_ORDER_QTY], p[prm.K_IMPACT_RATIO], adep, p[prm.K_LOT])
                 last_bb = bb

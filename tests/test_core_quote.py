@@ -9,10 +9,18 @@ import numpy as np
 import pytest
 
 from mm_sim.config import Overrides, Profile
-from mm_sim.core.book import ST_HI, ST_LO, book_apply, depth_near_touch, make_book, top_levels
+from mm_sim.core.book import (
+    NO_BOUND,
+    ST_HI,
+    ST_LO,
+    book_apply,
+    depth_near_touch,
+    make_book,
+    side_depth,
+    top_levels,
+)
 from mm_sim.core.engine import Engine
 from mm_sim.core.quote import (
-    NO_BOUND,
     VOL_VAR,
     as_total_spread,
     ask_tick_of,
@@ -23,7 +31,6 @@ from mm_sim.core.quote import (
     max_step_ticks,
     quote_lots,
     reservation_price,
-    side_depth,
     step_toward,
     target_ticks,
     vol_update,

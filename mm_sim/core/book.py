@@ -385,26 +385,49 @@ def top_levels(
     return count
 
 
+# side_depth's bound when a side has fewer levels than asked: past every tick.
+NO_BOUND = 1 << 62
+
+
 @njit(**JIT)
-def depth_near_touch(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int, n: int) -> float:
-    """Total visible quantity in the best ``n`` non-empty levels of one side."""
+def side_depth(
+    bid: np.ndarray, ask: np.ndarray, bst: np.ndarray, side: int, n: int
+) -> tuple[float, int]:
+    """Visible quantity in the best ``n`` levels of one side (best first) and the tick of the
+    last level counted; when the side has fewer than ``n`` levels the bound is open (any change
+    on that side can alter the depth). The scan stops at the edge of the written range
+    (``ST_LO``/``ST_HI``): on a side with fewer than ``n`` levels it walked the whole window,
+    ~130,000 empty ticks per decision (a feed starting without a snapshot ran 30x slower)."""
     total = 0.0
     count = 0
+    base = bst[ST_BASE]
     if side > 0:
-        i = st[ST_BEST_BID]
-        while i >= st[ST_LO] and count < n:
+        i = bst[ST_BEST_BID]
+        lo = bst[ST_LO]
+        while i >= lo and count < n:
             if bid[i] > 0.0:
                 total += bid[i]
                 count += 1
+                if count == n:
+                    return total, base + i
             i -= 1
-    else:
-        i = st[ST_BEST_ASK]
-        while 0 <= i <= st[ST_HI] and count < n:
-            if ask[i] > 0.0:
-                total += ask[i]
-                count += 1
-            i += 1
-    return total
+        return total, -NO_BOUND
+    i = bst[ST_BEST_ASK]
+    hi = bst[ST_HI]
+    while 0 <= i <= hi and count < n:
+        if ask[i] > 0.0:
+            total += ask[i]
+            count += 1
+            if count == n:
+                return total, base + i
+        i += 1
+    return total, NO_BOUND
+
+
+@njit(**JIT)
+def depth_near_touch(bid: np.ndarray, ask: np.ndarray, st: np.ndarray, side: int, n: int) -> float:
+    """Total visible quantity in the best ``n`` non-empty levels of one side."""
+    return side_depth(bid, ask, st, side, n)[0]
 
 
 kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -18,7 +18,6 @@ import numpy as np
 from numba import njit
 
 from mm_sim import kernel_cache
-from mm_sim.core.book import ST_BASE, ST_BEST_ASK, ST_BEST_BID, ST_HI, ST_LO
 
 # Kernels never allocate, so they are compiled without numba's reference counting: passing
 # state arrays between kernels then costs nothing (docs/CORE.md, "Speed").
@@ -48,7 +47,6 @@ QM_POS = 0
 QM_VAR = 1
 QM_H = 2
 QMF_SIZE = 3
-NO_BOUND = 1 << 62
 
 # Rounding guard: a price that is a whole number of ticks up to float noise stays on that tick.
 TICK_EPS = 1e-9
@@ -195,41 +193,6 @@ def quote_lots(order_qty: float, impact_ratio: float, depth: float, lot: float) 
     if cap < q:
         q = cap
     return int(np.floor(q / lot + TICK_EPS))
-
-
-@njit(**JIT)
-def side_depth(
-    bid: np.ndarray, ask: np.ndarray, bst: np.ndarray, side: int, n: int
-) -> tuple[float, int]:
-    """Visible quantity in the best ``n`` levels of one side (best first) and the tick of the
-    last level counted; when the side has fewer than ``n`` levels the bound is open (any change
-    on that side can alter the depth). The scan stops at the edge of the written range
-    (``ST_LO``/``ST_HI``): on a side with fewer than ``n`` levels it walked the whole window,
-    ~130,000 empty ticks per decision (a feed starting without a snapshot ran 30x slower)."""
-    total = 0.0
-    count = 0
-    base = bst[ST_BASE]
-    if side > 0:
-        i = bst[ST_BEST_BID]
-        lo = bst[ST_LO]
-        while i >= lo and count < n:
-            if bid[i] > 0.0:
-                total += bid[i]
-                count += 1
-                if count == n:
-                    return total, base + i
-            i -= 1
-        return total, -NO_BOUND
-    i = bst[ST_BEST_ASK]
-    hi = bst[ST_HI]
-    while 0 <= i <= hi and count < n:
-        if ask[i] > 0.0:
-            total += ask[i]
-            count += 1
-            if count == n:
-                return total, base + i
-        i += 1
-    return total, NO_BOUND
 
 
 kernel_cache.bind(__name__, kernel_cache.CORE)  # before any kernel loads: kernel_cache.py

@@ -23,6 +23,7 @@ from mm_sim.core.book import (
     ST_BEST_ASK,
     ST_BEST_BID,
     mid_price,
+    side_depth,
 )
 from mm_sim.core.limiter import (
     S_BK_ACT,
@@ -101,7 +102,6 @@ from mm_sim.core.quote import (
     clamp_noncross,
     max_step_ticks,
     quote_lots,
-    side_depth,
     step_toward,
     target_ticks,
     vol_update,
