@@ -340,13 +340,18 @@ class Timeline:
         nb = int(self.ts[T_NB])
         if nb + n <= self.cap:
             return
-        cap = max(self.cap, 1024)
-        while cap < nb + n:
-            cap *= 2
         keep = self.pending() if nb else None
-        self._alloc(cap)
+        self._fit(nb + n)
         if keep is not None:
             self._restore(keep)
+
+    def _fit(self, need: int) -> None:
+        """New arrays for at least ``need`` events: the capacity doubles from 1,024, so a
+        growing feed reallocates a logarithmic number of times. What they held is not kept."""
+        cap = max(self.cap, 1024)
+        while cap < need:
+            cap *= 2
+        self._alloc(cap)
 
     def take(self, events: np.ndarray) -> None:
         """Append the feed's next slice: a 1-d, C-contiguous, writeable, aligned EVENT_DTYPE
@@ -405,10 +410,7 @@ class Timeline:
     def _restore(self, d: dict[str, np.ndarray]) -> None:
         nb, vn = len(d["tl_buf"]), len(d["tl_vq"])
         if nb > self.cap:
-            cap = max(self.cap, 1024)
-            while cap < nb:
-                cap *= 2
-            self._alloc(cap)
+            self._fit(nb)
         self.ts[:] = d["tl_ts"]
         self.buf[:nb] = d["tl_buf"]
         self.skey[:nb] = d["tl_skey"]
