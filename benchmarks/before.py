@@ -31,6 +31,8 @@ from benchmarks.data import REPO, BenchFeed
 # The last commit with one cursor (matching in file order, a decision after every event).
 BEFORE_COMMIT = "3c36a4b"
 WORKER = Path(__file__).resolve().parent / "before_worker.py"
+# Small feeds are run until this much was timed (before_worker.py says why).
+MIN_TIMED_S = 0.3
 WORKER_TIMEOUT_S = 1800.0  # a cold compile and every feed three times, with room to spare
 
 
@@ -106,7 +108,7 @@ def measure(
              "tick_size": inst.tick_size, "lot_size": inst.lot_size}
         )  # fmt: skip
     job = work / "before_job.json"
-    job.write_text(json.dumps({"repeats": repeats, "feeds": job_feeds}))
+    job.write_text(json.dumps({"repeats": repeats, "min_timed_s": MIN_TIMED_S, "feeds": job_feeds}))
     old_cache = str(work / "before_numba_cache")
     best: dict[str, dict[str, float]] = {"before": {}, "now": {}}
     t0 = time.perf_counter()
@@ -120,7 +122,8 @@ def measure(
                 prev = best[side].get(name, math.inf)
                 best[side][name] = min(prev, r["ns_per_event"])
     out: dict[str, Any] = {"commit": BEFORE_COMMIT, "rounds": rounds, "repeats": repeats,
-                           "wall_s": time.perf_counter() - t0, "feeds": {}}  # fmt: skip
+                           "min_timed_s": MIN_TIMED_S, "wall_s": time.perf_counter() - t0,
+                           "feeds": {}}  # fmt: skip
     for f in feeds:
         b, n = best["before"][f.name], best["now"][f.name]
         out["feeds"][f.name] = {

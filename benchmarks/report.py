@@ -153,8 +153,8 @@ def _before_markdown(bf: dict[str, Any] | None) -> list[str]:
     L = [
         "", title, "",
         f"Same events, `benchmarks/before_worker.py` in each tree, fastest of {bf['repeats']} "
-        f"runs over {bf['rounds']} alternating rounds (target: now >= 0.85 of before's "
-        "events/s).", "",
+        f"runs (a small feed's repeated until {bf.get('min_timed_s', 0)} s was timed) over "
+        f"{bf['rounds']} alternating rounds (target: now >= 0.85 of before's events/s).", "",
         "| feed | events | before ns/event | now ns/event | now ÷ before (events/s) |",
         "|---|---|---|---|---|",
     ]  # fmt: skip
