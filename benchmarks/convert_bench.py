@@ -175,7 +175,7 @@ def _parallel(files: list[Path], work: Path) -> dict[str, Any]:
     of ``PARALLEL_ROUNDS`` rounds each."""
     from mm_sim.feeds.convert.base import ConvertOptions
     from mm_sim.feeds.convert.parallel import plan, run_all
-    from mm_sim.sweep.driver import connect
+    from mm_sim.sweep.cluster import connect
 
     out: dict[str, Any] = {"files": [f.name for f in files]}
     warm_file = generated_capture(work / "warm.gz", 30)

@@ -176,7 +176,7 @@ def _tasks(grid: Path, feeds: list[str], out: Path, cfg: dict[str, Any]) -> tupl
 def _plain_loop(grid: Path, feeds: list[str], out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """The same runs, one after another in this process (a worker's loop without Dask)."""
     from mm_sim.sweep.cell import run_cell
-    from mm_sim.sweep.driver import warm_worker
+    from mm_sim.sweep.cluster import warm_worker
 
     tasks, prepared = _tasks(grid, feeds, out, cfg)
     warm_worker()
@@ -211,7 +211,7 @@ def per_run(grid: Path, feeds: list[str], out: Path, cfg: dict[str, Any]) -> dic
     from mm_sim.runtime.replay import plan_iterations, replay_chunks
     from mm_sim.sweep import cache
     from mm_sim.sweep.cell import run_cell
-    from mm_sim.sweep.driver import warm_worker
+    from mm_sim.sweep.cluster import warm_worker
 
     tasks, prepared = _tasks(grid, feeds, out, cfg)
     tasks = tasks[: cfg["side_cells"] * len(prepared)]
@@ -325,7 +325,7 @@ def _profile_child(work: Path, size: str) -> None:
     """In the profiled subprocess: each side-by-side run once to warm the worker's cache, then
     again through ``_profiled_run``."""
     from mm_sim.sweep.cell import run_cell
-    from mm_sim.sweep.driver import warm_worker
+    from mm_sim.sweep.cluster import warm_worker
 
     cfg = SIZES[size]
     feeds = sorted(str(p) for p in work.glob("day*.npy"))

@@ -35,7 +35,8 @@ from mm_sim.config import load_overrides, load_profile
 from mm_sim.errors import UserError
 from mm_sim.runtime.arm_names import RULE_ARMS
 from mm_sim.sweep.cell import CellTask, run_cell
-from mm_sim.sweep.driver import SweepOptions, SweepOutcome, _warm, probe_scheduler, run_sweep
+from mm_sim.sweep.cluster import probe_scheduler, warm_workers
+from mm_sim.sweep.driver import SweepOptions, SweepOutcome, run_sweep
 from mm_sim.sweep.results import TIMING_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -423,7 +424,7 @@ def test_a_worker_failing_its_warm_up_is_named(cluster: str) -> None:
 
     with Client(cluster) as client:
         with pytest.raises(UserError) as info:
-            _warm(client, _broken_warm_up)
+            warm_workers(client, _broken_warm_up)
         worker = next(iter(client.scheduler_info()["workers"]))
     msg = str(info.value)
     assert "the warm-up cell failed on worker tcp://127.0.0.1:" in msg

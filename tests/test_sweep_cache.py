@@ -27,7 +27,8 @@ from mm_sim.errors import UserError
 from mm_sim.events import open_feed, write_feed
 from mm_sim.sweep import cache
 from mm_sim.sweep.cell import CellTask, ensure_feed, run_cell
-from mm_sim.sweep.driver import SweepOptions, run_sweep, warm_worker
+from mm_sim.sweep.cluster import warm_worker
+from mm_sim.sweep.driver import SweepOptions, run_sweep
 from mm_sim.sweep.feeds import FeedCase, resolve_cases
 from mm_sim.sweep.results import TIMING_COLUMNS
 

@@ -1,6 +1,6 @@
 """A local cluster's workers keep Dask's errors in their log but not the races a Ctrl-C's
 shutdown makes (a lost heartbeat, a peer gone mid-transfer: mm_sim/sweep/worker_logs.py), and
-run with the allocator's defaults (sweep/driver.py: Dask's MALLOC_TRIM_THRESHOLD_ cost a tenth
+run with the allocator's defaults (sweep/cluster.py: Dask's MALLOC_TRIM_THRESHOLD_ cost a tenth
 of each run)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from mm_sim.sweep.driver import connect
+from mm_sim.sweep.cluster import connect
 from mm_sim.sweep.worker_logs import SHUTDOWN_NOISE, ShutdownNoiseFilter
 
 

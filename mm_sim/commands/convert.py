@@ -146,7 +146,7 @@ def run_many(args: argparse.Namespace, opts: ConvertOptions) -> int:
 
     from mm_sim.feeds.convert.parallel import Job, plan, run_all
     from mm_sim.feeds.progress import WorkBar
-    from mm_sim.sweep.driver import connect
+    from mm_sim.sweep.cluster import connect
 
     if args.workers is not None and args.scheduler is not None:
         raise UserError("--workers and --scheduler: give one (a local cluster, or an existing one)")

@@ -297,7 +297,7 @@ def _replay_cluster(settings: RunSettings) -> Iterator[tuple[Any, str]]:
             print("note: --scheduler is used by --tuner walk-forward only", file=sys.stderr)
         yield None, "in-process"
         return
-    from mm_sim.sweep.driver import connect
+    from mm_sim.sweep.cluster import connect
 
     with connect(None, settings.scheduler) as conn:
         yield conn

@@ -16,24 +16,15 @@ what has no row. One sweep at a time per directory: ``DIR/.lock`` is flocked for
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import logging
-import os
-import shutil
-import signal
-import socket
 import sys
-import threading
 import time
-import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from mm_sim.config import (
     Overrides,
@@ -44,37 +35,18 @@ from mm_sim.config import (
     load_run_settings,
 )
 from mm_sim.errors import UserError
-from mm_sim.events import atomic_write_json, hold_lock, sidecar_path
 from mm_sim.runtime.arm_names import ALL as ALL_ARMS
 from mm_sim.runtime.progress import COLD_COMPILE_NOTE, kernels_cached
-from mm_sim.sweep import cache, worker_logs
+from mm_sim.sweep import cache
 from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
+from mm_sim.sweep.cluster import connect, task_origin, warm_workers
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
+from mm_sim.sweep.outdir import prepare, prune_feeds, remove_attempts, sweep_meta
 from mm_sim.sweep.progress import CellProgress
-from mm_sim.sweep.report import (
-    BEST_CELL,
-    BEST_PROFILE,
-    HEATMAP,
-    REPORT,
-    SweepInfo,
-    write_report,
-)
-from mm_sim.sweep.results import FILE as RESULTS_FILE
+from mm_sim.sweep.report import SweepInfo, write_report
 from mm_sim.sweep.results import ResultsFile
 from mm_sim.sweep.select import CellScore, Criterion, Validation, score_cells, validate_top
-
-META = "sweep.json"
-LOCK = ".lock"
-# What a sweep keeps at the top of its directory (docs/SWEEP.md, "Output"); hidden files (its
-# own temp files, a desktop's) do not make a folder someone else's either
-_OWN = frozenset(
-    (META, LOCK, RESULTS_FILE, REPORT, HEATMAP, BEST_CELL, BEST_PROFILE, "feeds", "runs")
-)
-# Reaching a scheduler: a plain TCP connect first (a refused port fails at once), then Dask's
-# handshake and one identity call within --connect-timeout (Dask's own handshake has no time
-# limit: a silent listener would hang it forever).
-PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -119,351 +91,6 @@ class SweepOutcome:
 
 
 CellFn = Callable[..., dict[str, Any]]
-
-
-# --------------------------------------------------------------------------------------------
-# Cluster
-# --------------------------------------------------------------------------------------------
-
-
-def warm_worker() -> float:
-    """Run one tiny cell, so imports and numba kernel loading are not charged to the first cell.
-
-    Kernels come from the numba cache (``NUMBA_CACHE_DIR``, or ``__pycache__`` beside the
-    package), so a warm worker loads them in well under a second instead of compiling them.
-    """
-    import tempfile
-
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mm_sweep_warm_") as tmp:
-        spec = {"kind": "synthetic", "name": "warm-up", "params": {"warmup_s": 0.0},
-                "duration_s": 3.0}  # fmt: skip
-        case = FeedCase(label="warm-up@1", seed=1, spec=spec)
-        task = CellTask(
-            cell_id="warm-up",
-            feed=case,
-            profile=Profile.model_validate({}).model_dump(mode="json"),
-            overrides=Overrides.model_validate({}).as_dict(),
-            iterations=1,
-            iteration_minutes=2.0 / 60.0,
-            out_dir=tmp,
-        )
-        run_cell(task)
-    return time.perf_counter() - t0
-
-
-def _warm(client: Any, warm_fn: Callable[[], float] = warm_worker) -> None:
-    """One warm-up task pinned to each worker present (in its task thread, like a cell).
-
-    A worker that cannot run the warm-up cannot run a cell either: say which, and why.
-    """
-    workers = list(client.scheduler_info()["workers"])
-    futs = [
-        client.submit(warm_fn, key=f"sweep-warm-{uuid.uuid4().hex}", workers=[w], pure=False)
-        for w in workers
-    ]
-    for w, fut in zip(workers, futs, strict=True):
-        try:
-            fut.result()
-        except Exception as exc:
-            raise UserError(
-                f"the warm-up cell failed on worker {w} ({type(exc).__name__}: {exc}{_origin(fut)})"
-                ": that worker cannot run cells; check that it runs the same mm_sim, numba, "
-                "numpy and dask as this driver"
-            ) from None
-
-
-def _origin(fut: Any) -> str:
-    """`` at FILE:LINE in FUNC`` of a failed task's innermost frame (its traceback stays in the
-    worker's log), or nothing."""
-    with contextlib.suppress(Exception):
-        frame = traceback.extract_tb(fut.traceback())[-1]
-        return f" at {frame.filename}:{frame.lineno} in {frame.name}"
-    return ""
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while worker processes are spawned, so that they inherit the SIG_IGN.
-
-    A Ctrl-C in a terminal goes to the whole process group: workers that caught it too would
-    each print a Dask traceback while the driver already stops the sweep cleanly. The driver's
-    own handler is restored as soon as the workers exist (a Ctrl-C during those few seconds is
-    ignored).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-
-
-def _scheduler_address(scheduler: str) -> str:
-    return scheduler if "://" in scheduler else f"tcp://{scheduler}"
-
-
-async def _identify(address: str, timeout: float) -> dict[str, Any]:
-    """The scheduler's identity, asked over one Dask comm (handshake included)."""
-    from distributed.comm import connect as dask_connect
-
-    comm = await dask_connect(address, timeout=timeout)
-    try:
-        await comm.write({"op": "identity", "reply": True})
-        reply = await comm.read()
-    finally:
-        comm.abort()
-    if not isinstance(reply, dict):
-        raise ValueError(f"unexpected reply {reply!r:.80}")
-    return reply
-
-
-def probe_scheduler(scheduler: str, timeout: float = 10.0) -> str:
-    """Check that ``scheduler`` is a Dask scheduler, within bounded time; its full address.
-
-    A refused port fails at once (a plain TCP connect, ``PROBE_TIMEOUT_S``), and a listener
-    that is not Dask — silent, or answering garbage — fails within ``timeout`` seconds, always
-    as a UserError naming the address.
-    """
-    from distributed.comm.addressing import parse_address, parse_host_port
-
-    address = _scheduler_address(scheduler)
-    hint = (
-        "start one with `dask scheduler` and workers with `dask worker ADDRESS`, or check the "
-        "address"
-    )
-    try:
-        scheme, loc = parse_address(address)
-        if scheme in ("tcp", "tls"):
-            host, port = parse_host_port(loc, default_port=8786)
-            socket.create_connection((host, port), PROBE_TIMEOUT_S).close()
-        ident = asyncio.run(asyncio.wait_for(_identify(address, timeout), timeout))
-    except TimeoutError:
-        raise UserError(
-            f"--scheduler {scheduler}: something listens there but did not answer as a Dask "
-            f"scheduler within {timeout:g} s (--connect-timeout); {hint}"
-        ) from None
-    except OSError as exc:
-        raise UserError(
-            f"--scheduler {scheduler}: cannot connect ({exc.strerror or exc}); {hint}"
-        ) from None
-    except Exception as exc:
-        raise UserError(
-            f"--scheduler {scheduler}: not a Dask scheduler (its answer could not be read: "
-            f"{type(exc).__name__}: {exc}); {hint}"
-        ) from None
-    if ident.get("type") != "Scheduler":
-        raise UserError(
-            f"--scheduler {scheduler}: a Dask {ident.get('type', 'peer')}, not a scheduler; "
-            "give the scheduler's address"
-        )
-    return address
-
-
-def _wait_for_workers(client: Any, scheduler: str, wait_s: float, out: TextIO) -> int:
-    n = len(client.scheduler_info()["workers"])
-    if n:
-        return n
-    print(
-        f"the cluster at {scheduler} has no worker yet: waiting up to {wait_s:g} s for one "
-        "(--wait-workers)",
-        file=out,
-        flush=True,
-    )
-    try:
-        client.wait_for_workers(1, timeout=wait_s)
-    except TimeoutError:
-        raise UserError(
-            f"--scheduler {scheduler}: no worker joined within {wait_s:g} s (--wait-workers); "
-            f"start workers with `dask worker {scheduler} --nthreads 1`"
-        ) from None
-    return len(client.scheduler_info()["workers"])
-
-
-@contextlib.contextmanager
-def connect(
-    workers: int | None,
-    scheduler: str | None,
-    out: TextIO = sys.stdout,
-    wait_workers: float = 60.0,
-    connect_timeout: float = 10.0,
-) -> Iterator[tuple[Any, str]]:
-    """A Dask client and a description of the engine; the local cluster is closed on exit."""
-    import dask
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        address = probe_scheduler(scheduler, connect_timeout)
-        try:
-            client = Client(address, timeout=f"{connect_timeout}s")
-        except Exception as exc:
-            raise UserError(
-                f"--scheduler {scheduler}: the Dask client could not connect "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-        try:
-            n = _wait_for_workers(client, scheduler, wait_workers, out)
-            yield client, f"Dask cluster at {address} ({n} worker(s) at start)"
-        finally:
-            client.close()
-        return
-    cores = os.cpu_count() or 1
-    n = workers or cores
-    if n > max(4 * cores, 4):
-        # Each worker is a process with its own compiled kernels and feed cache: thousands of
-        # them only started until the time-out, competing for a few cores.
-        raise UserError(
-            f"--workers {n}: at most {max(4 * cores, 4)} local worker processes on this "
-            f"machine's {cores} core(s); for more, start a Dask cluster and pass --scheduler"
-        )
-    # Dask's statistical profiler samples each worker's stacks every 10 ms: 12 % of a cell's
-    # CPU on one worker (390 against 445 ms a run), for a dashboard page nobody opens here.
-    # Dask also starts each worker with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's
-    # adaptive mmap threshold: every array over 128 kB a run allocates (the engine's buffers, a
-    # million lags, the reports' columns) is then mapped and zero-faulted afresh, 10 % of a
-    # run's CPU (measured in one process, 285-294 against 316-320 ms median). The workers keep
-    # the allocator's default; a run's memory is reused by the next, not returned to the system.
-    # Their event loops, the nannies' and the scheduler's also wake every 20 ms to time
-    # themselves and every 100-500 ms to sample memory and CPU for the dashboard: with two
-    # workers on two cores each wake-up preempts a run. At 1-10 s, 2 workers against 1 went
-    # from 1.71-1.79x to 1.82-1.87x (sweep_bench, two runs each, alternating).
-    # The workers of a cluster given by --scheduler keep their own configuration.
-    local = {
-        "distributed.worker.profile.enabled": False,
-        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-        "distributed.admin.tick.interval": "1s",
-        "distributed.admin.system-monitor.interval": "10s",
-        "distributed.worker.memory.monitor-interval": "2s",
-    }
-    with _sigint_ignored(), dask.config.set(local):
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",  # its HTTP server always starts: any free port, no clash
-            silence_logs=logging.ERROR,
-        )
-    with cluster, Client(cluster) as client:
-        client.register_plugin(worker_logs.plugin())  # no shutdown traceback (worker_logs.py)
-        yield client, f"Dask LocalCluster, {n} worker process(es) × 1 thread"
-
-
-# --------------------------------------------------------------------------------------------
-# Directory and resume
-# --------------------------------------------------------------------------------------------
-
-
-def _meta(
-    settings: RunSettings, profile: Profile, overrides: Overrides, grid: Grid
-) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "grid": str(grid.path),
-        "grid_keys": list(grid.keys),
-        "iterations": settings.iterations,
-        "iteration_minutes": settings.iteration_minutes,
-        "profile": profile.model_dump(mode="json"),
-        "overrides": overrides.as_dict(),
-        "clock": settings.clock,
-    }
-
-
-_MUST_MATCH = ("iterations", "iteration_minutes", "profile", "overrides", "grid_keys", "clock")
-
-
-def _lock(out: Path) -> IO[bytes]:
-    """Hold ``DIR/.lock`` for the sweep: a second run or resume on one directory would redo
-    (and race on) the same cells."""
-    return hold_lock(
-        out / LOCK,
-        f"{out}/: another sweep is running in this directory (it holds {out / LOCK}); "
-        "wait for it to end, or use another --out",
-    )
-
-
-def _prepare_dir(out: Path, meta: dict[str, Any], resume: bool) -> IO[bytes]:
-    """Check and claim the output directory; the lock to hold until the sweep ends."""
-    meta_path = out / META
-    csv_path = out / RESULTS_FILE
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: a file, not a directory; give a (new or sweep) directory")
-    if resume and not meta_path.is_file():
-        raise UserError(
-            f"--resume: no sweep to resume in {out}/ ({meta_path} not found); run without "
-            "--resume to start one"
-        )
-    foreign = (
-        sorted(p.name for p in out.iterdir() if p.name not in _OWN and not p.name.startswith("."))
-        if out.is_dir()
-        else []
-    )
-    if not resume and foreign and not meta_path.is_file():
-        # Not a sweep's directory (no sweep.json) and holding other files: someone's folder.
-        # A sweep writes its files here and prunes feeds/, so it is not the place.
-        raise UserError(
-            f"--out {out}: a directory with other files ({', '.join(foreign[:3])}) and no sweep "
-            "in it; give a new or empty directory (or a sweep's, with --resume)"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot create the directory ({exc.strerror})") from None
-    lock = _lock(out)
-    try:
-        if not resume:
-            # A sweep that committed nothing (e.g. no cluster reachable) may simply be started
-            # again.
-            if csv_path.exists() and csv_path.read_bytes().count(b"\n") > 1:
-                raise UserError(
-                    f"{out}/ already holds a sweep: pass --resume to continue it, or use a new "
-                    "--out"
-                )
-            csv_path.unlink(missing_ok=True)
-        else:
-            try:
-                old = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-            diff = [k for k in _MUST_MATCH if old.get(k) != meta.get(k)]
-            if diff:
-                raise UserError(
-                    f"--resume: {out}/ was swept with other {', '.join(diff)} than now "
-                    f"(see {meta_path}); its results would not be comparable: use a new --out"
-                )
-        atomic_write_json(meta_path, meta)
-    except BaseException:
-        lock.close()
-        raise
-    return lock
-
-
-def _remove_attempts(out: Path) -> None:
-    """Delete the run directories of attempts that never finished (``runs/<cell>/.<feed>.*.tmp``).
-
-    Under the directory's lock no other sweep writes here, so every such directory is left by
-    a killed worker or driver; its cell has no row and runs again.
-    """
-    for tmp in (out / "runs").glob("*/.*.tmp"):
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _prune_feeds(out: Path, keep: set[Path]) -> None:
-    """Delete the generated days in ``DIR/feeds/`` except ``keep`` (and their sidecars)."""
-    cache = out / "feeds"
-    if not cache.is_dir():
-        return
-    names = {p.name for p in keep} | {sidecar_path(p).name for p in keep}
-    for entry in cache.iterdir():
-        if entry.name not in names:
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        cache.rmdir()  # only when empty
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,7 +202,7 @@ class _Phase:
             ) from None
         except Exception as exc:  # a bug, not bad input: name it and where it was raised
             raise UserError(
-                f"{where} failed: {type(exc).__name__}: {exc}{_origin(fut)}; for the full "
+                f"{where} failed: {type(exc).__name__}: {exc}{task_origin(fut)}; for the full "
                 f"traceback run it alone: `{self.soak_command(cell, case)}`; {keep}"
             ) from None
 
@@ -687,7 +314,7 @@ def run_sweep(
         if case.cut_note:
             print(f"note: feed {case.label}: {case.cut_note} (every run on it is partial)",
                   file=sys.stderr)  # fmt: skip
-    lock = _prepare_dir(opts.out, _meta(settings, profile, overrides, grid), opts.resume)
+    lock = prepare(opts.out, sweep_meta(settings, profile, overrides, grid), opts.resume)
     try:
         return _run_locked(opts, settings, profile, overrides, grid, train, test, out, cell_fn,
                            timings, t_all)  # fmt: skip
@@ -708,7 +335,7 @@ def _run_locked(
     timings: dict[str, float],
     t_all: float,
 ) -> SweepOutcome:
-    _remove_attempts(opts.out)
+    remove_attempts(opts.out)
     results = ResultsFile(opts.out, grid.keys)
     before = len(results.open())
     # Task keys are unique to this invocation: two sweeps sharing a cluster never share a result.
@@ -738,7 +365,7 @@ def _run_locked(
                     )
                     if kernels_cached() is False:  # else the warm-up is silent and quick
                         print(f"{COLD_COMPILE_NOTE}: warming the workers", file=out, flush=True)
-                    _warm(client)
+                    warm_workers(client)
                     timings["cluster_start_s"] = time.perf_counter() - t
                 return client
 
@@ -782,7 +409,7 @@ def _run_locked(
         results.close()
         # Generated days are kept only where --resume would run cells on them again.
         keep = [] if completed else _pending_feeds(results.rows, grid, train, test, top_cells)
-        _prune_feeds(opts.out, {feed_cache_path(f, opts.out) for f in keep})
+        prune_feeds(opts.out, {feed_cache_path(f, opts.out) for f in keep})
     top = validate_top(ranked, opts.top, test_labels, results.rows, profile.gates)
     current = {(c.id, f) for c in grid.cells for f in (*train_labels, *test_labels)}
     rows_now = [r for k, r in results.rows.items() if k in current]

@@ -3,7 +3,7 @@ message/orderbook pair, the tardis files of one exchange, day and symbol, or the
 one symbol and day), one feed each.
 
 Why Dask: days × symbols of recordings are where users outgrow one machine first, and the
-sweep already knows how to start a local cluster or join one (``mm_sim.sweep.driver.connect``).
+sweep already knows how to start a local cluster or join one (``mm_sim.sweep.cluster.connect``).
 Each task publishes its feed the way the single ``convert`` does (``publish``: staged, checked,
 renamed into place), streams its input in bounded memory, and returns a small summary. A rerun
 skips every output that is already a complete feed (its sidecar's size and hash check out), so
