@@ -38,11 +38,10 @@ from mm_sim.feeds.synthetic import (
     SECONDS_PER_YEAR,
     SyntheticParams,
     generate,
-    param_table,
     seed_state,
     simulate,
-    touch_grid,
 )
+from mm_sim.feeds.synthetic_doc import param_table, touch_grid
 
 DEFAULT = SyntheticParams()
 T0 = DEFAULT.start_unix_s * 1_000_000_000
