@@ -459,7 +459,7 @@ def inspect_feed(
     """Inspect an opened feed: the kernel pass plus the sidecar's identity, gap figure and
     clock model. ``progress(done)`` counts both passes (content checks, then the kernel) over
     ``2 * len(feed.events)``."""
-    from mm_sim.feeds.validate import MASKED, check_events, valid_mask
+    from mm_sim.feeds.validate import MASKED, check_events, crossed_finding, valid_mask
 
     n = len(feed.events)
     problems = check_events(feed.events, chunk=chunk)
@@ -480,6 +480,9 @@ def inspect_feed(
     after_checks = None if progress is None else (lambda done: progress(n + done))
     s = inspect_events(events, feed.instrument.tick_size, chunk=chunk, progress=after_checks)
     out = summarise(s, feed.instrument.tick_size, feed.meta.stats)
+    crossed = crossed_finding(out["two_sided"], out["crossed"], "")
+    if crossed is not None:
+        problems.append(crossed)
     out["problems"] = [
         {
             "code": p.code,

@@ -20,9 +20,19 @@ Rules (``CLEAR`` records carry no price, quantity or side and are exempt from th
   replay's strategy clock is the running maximum of them, so one such event would move every
   later one), and more than a day before it on at most 1 % of the events (reported below
   that: a recorder glitch);
+- timestamps (both clocks) before 2100-01-01: the core's "never" times are -2^62 ns, and a
+  difference from one must not overflow 64 bits;
 - the feed has events, spans time (not every event at one timestamp), and carries book events
   (snapshot or depth), not trades only; its market events average at most a million a second
-  (timestamps in milliseconds read as nanoseconds make a day last 0.09 s).
+  (timestamps in milliseconds read as nanoseconds make a day last 0.09 s);
+- the book it builds is crossed or locked (best bid >= best ask) at no more than 90 % of the
+  exchange-time boundaries where it is two-sided (``check_book``, on open over the first
+  million events; ``mm_sim inspect`` over all of them, and it reports more than 5 %). The
+  captures here are crossed at none; a feed with its sides swapped, or one instrument's prices
+  in another's, is crossed at nearly all, and a strategy on it never quotes: a verdict on it
+  would be on nothing. A hole in a feed's diffs with no snapshot after it leaves stale levels
+  that cross (56 % of the boundaries after a 6 s hole in the synthetic day): reported, since
+  the strategy still quotes where the book is sound.
 """
 
 from __future__ import annotations
@@ -75,6 +85,8 @@ _RULES = {
     "event's",
     "ts_backwards": "events whose exchange timestamp is lower than the previous event's "
     "(reported, not refused)",
+    "ts_after_2100": "events with a timestamp (exch_ts or local_ts) after 2100-01-01 (a unit "
+    "or clock error)",
 }
 FAR_BACK_NS = 60_000_000_000
 DAY_NS = 86_400_000_000_000
@@ -84,6 +96,14 @@ DAY_NS = 86_400_000_000_000
 # Snapshots are left out: a short extract may be one deep snapshot and a few diffs.
 MAX_MEAN_RATE = 1_000_000
 RATE_MIN_EVENTS = 10_000  # a short hand-made feed may pack its few events as it likes
+MAX_TS_NS = 4_102_444_800 * 1_000_000_000  # 2100-01-01T00:00:00Z
+# The crossed-book rule: the share of two-sided boundaries crossed or locked above which a feed
+# is reported and refused, the boundaries it needs (a hand-made feed of ten may cross twice),
+# and how many events the check on open replays (about 0.1 s; inspect replays the whole feed).
+REPORT_CROSSED_SHARE = 0.05
+REFUSE_CROSSED_SHARE = 0.9
+CROSSED_MIN_BOUNDARIES = 100
+BOOK_CHECK_EVENTS = 1 << 20
 
 
 # The rules ``valid_mask`` drops events for (the others are about order, clocks or the feed)
@@ -135,6 +155,7 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
         found["ts_not_positive"].add(ts <= 0, lo)
         local = part["local_ts"]
         found["local_not_positive"].add(local <= 0, lo)
+        found["ts_after_2100"].add((ts > MAX_TS_NS) | (local > MAX_TS_NS), lo)
         with np.errstate(over="ignore"):  # a wrapped difference is over a day too
             lag = local - ts
         found["received_a_day_late"].add(lag > DAY_NS, lo)
@@ -184,6 +205,39 @@ def check_events(events: np.ndarray, chunk: int = CHUNK) -> list[Finding]:
             Finding("no_book", "no book events (snapshot or depth): a trades-only feed has no book")
         )
     return out
+
+
+def crossed_finding(two_sided: int, crossed: int, scope: str) -> Finding | None:
+    """The crossed-book rule on a replay's boundary counts (``scope``: which events they
+    cover, for the message): None below the reporting share, fatal above the refusing one."""
+    if two_sided < CROSSED_MIN_BOUNDARIES or crossed <= REPORT_CROSSED_SHARE * two_sided:
+        return None
+    fatal = crossed > REFUSE_CROSSED_SHARE * two_sided
+    why = (
+        f"more than {REFUSE_CROSSED_SHARE:.0%}: bid and ask swapped, or prices that do not "
+        "belong together"
+        if fatal
+        else f"reported, refused above {REFUSE_CROSSED_SHARE:.0%}: stale levels, e.g. a hole "
+        "in the diffs with no snapshot after it"
+    )
+    return Finding(
+        "crossed_book",
+        f"of {two_sided:,} exchange-time boundaries with a two-sided book{scope} were crossed "
+        f"or locked (best bid >= best ask; {why})",
+        count=crossed,
+        fatal=fatal,
+    )
+
+
+def check_book(events: np.ndarray, tick_size: float) -> Finding | None:
+    """The crossed-book rule over the first ``BOOK_CHECK_EVENTS`` events (a feed whose other
+    checks passed: the book kernel reads prices and sides as given)."""
+    from mm_sim.feeds.inspect import A_CROSSED, A_TWO_SIDED, inspect_events
+
+    head = np.asarray(events[:BOOK_CHECK_EVENTS])
+    acc = inspect_events(head, tick_size).acc
+    scope = f" in the first {len(head):,} events" if len(head) < len(events) else ""
+    return crossed_finding(int(acc[A_TWO_SIDED]), int(acc[A_CROSSED]), scope)
 
 
 def book_less_tail(events: np.ndarray) -> int | None:
