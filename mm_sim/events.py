@@ -104,6 +104,15 @@ class Instrument:
             )
         if not (self.lot_size > 0 and np.isfinite(self.lot_size)):
             raise UserError(f"instrument {self.symbol}: lot_size must be > 0, got {self.lot_size}")
+        pd = self.price_decimals
+        if pd is not None and (
+            isinstance(pd, bool) or not isinstance(pd, int) or not 0 <= pd <= 18
+        ):
+            # (prices are written with this many decimals: the fake exchange's messages)
+            raise UserError(
+                f"instrument {self.symbol}: price_decimals must be an integer 0..18 or null, "
+                f"got {pd!r}"
+            )
         if not isinstance(self.inverse, bool):
             raise UserError(f"instrument {self.symbol}: inverse must be true or false")
         if self.inverse:

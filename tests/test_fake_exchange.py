@@ -230,3 +230,22 @@ async def test_send_stalls_are_reported_as_episodes() -> None:
     eps = fx.send_stats()["stalls"]["episodes"]
     ours = [w for t, w in eps if t_block - 0.02 < t < t_block + 0.01]
     assert ours and 25_000 < max(ours) < 1e6, (t_block, eps)
+
+
+def test_the_server_stops_when_its_feed_producer_fails() -> None:
+    """A producer that dies leaves a server listening with nothing behind it: `fake-exchange`
+    served no data until stopped, then printed the error. It now stops with it at once."""
+    import dataclasses
+    import gc
+
+    from mm_sim.commands.fake_exchange import _serve
+
+    inst = dataclasses.replace(INST)
+    inst.price_decimals = -3  # what a sidecar could say before instruments checked it
+    fx = FakeExchange(_feed(), inst, speed=10)
+    try:
+        with pytest.raises(ValueError, match="unsupported format character"):
+            asyncio.run(asyncio.wait_for(_serve(fx), 60))
+    finally:
+        gc.enable()  # _serve turns automatic collections off for a serving process
+        gc.unfreeze()

@@ -107,3 +107,18 @@ def test_soak_and_inspect_on_a_crossed_feed(day, tmp_path: Path) -> None:
     assert r.returncode == 1, r.stderr[-2000:]  # a feed a soak would refuse
     problems = {x["code"]: x for x in json.loads(r.stdout)["problems"]}
     assert problems["crossed_book"]["refused"] is True
+
+
+def test_a_sidecar_price_decimals_out_of_range_is_refused(day) -> None:
+    """The fake exchange formats prices with it: -3 killed its producer after it had started
+    listening (a server with no data)."""
+    events, inst, tmp = day
+    p = write_feed(tmp / "decimals.npy", events, inst)
+    side = p.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["instrument"]["price_decimals"] = -3
+    side.write_text(json.dumps(meta))
+    with pytest.raises(
+        UserError, match=r"price_decimals must be an integer 0\.\.18 or null, got -3"
+    ):
+        open_feed(p)

@@ -221,10 +221,19 @@ async def _serve(fx: FakeExchange) -> None:
         f"feed: --feed {fx.ws_base}",
         flush=True,
     )
+    producer = fx.producer
+    assert producer is not None
     try:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), GC_EVERY_S)
+            # Until a signal, or the producer failing: a server left listening with no feed
+            # behind it would look alive to a client that then waits for data forever.
+            waiter = asyncio.ensure_future(stop.wait())
+            await asyncio.wait(
+                {waiter, producer}, timeout=GC_EVERY_S, return_when="FIRST_COMPLETED"
+            )
+            waiter.cancel()
+            if producer.done():
+                break  # fx.stop() below raises its error
             gc.collect()
     finally:
         await fx.stop()

@@ -214,6 +214,12 @@ class FakeExchange(Delivery):
         self.epoch_ns = time.time_ns()
         self._producer = asyncio.create_task(self._produce(), name="fake-exchange-producer")
 
+    @property
+    def producer(self) -> asyncio.Task[None] | None:
+        """The task sending the feed (it loops over the feed forever: if it is done, it
+        failed, and the server has nothing left to serve)."""
+        return self._producer
+
     async def stop(self) -> None:
         self._stopped.set()
         if self._producer is not None:
