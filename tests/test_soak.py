@@ -181,7 +181,12 @@ def test_killed_soak_resumes_to_the_same_totals(baseline, tmp_path: Path) -> Non
     assert (out / "soak" / "fills.csv").read_bytes() == (art / "soak" / "fills.csv").read_bytes()
 
 
-def test_sigint_stops_cleanly_with_partial_reports(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_stops_cleanly_with_partial_reports(
+    tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    """Ctrl-C, or SIGTERM (kill, a service manager): before, SIGTERM killed the run at once
+    (exit 143, no partial iteration, no reports)."""
     out = tmp_path / "int"
     proc = subprocess.Popen(
         soak_cmd(out, "--speed", "60"),
@@ -193,9 +198,9 @@ def test_sigint_stops_cleanly_with_partial_reports(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while committed(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr[-3000:]
+    assert proc.returncode == status, stderr[-3000:]
     assert "[interrupted]" in stdout
     lines = [json.loads(x) for x in (out / "soak" / "metrics.jsonl").read_text().splitlines()]
     # Interrupted mid-iteration the cut-short iteration is committed as partial; at an exact

@@ -405,10 +405,10 @@ def _run_live(
 
 
 def _exit_status(outcome: SoakOutcome) -> int:
-    """0 done; 130 interrupted; 3 done, but the feed was down for whole iterations (their
-    figures describe no market: docs/WHAT_HAPPENS_WHEN.md)."""
+    """0 done; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM; 3 done, but the feed was down
+    for whole iterations (their figures describe no market: docs/WHAT_HAPPENS_WHEN.md)."""
     if outcome.interrupted:
-        return 130
+        return 128 + int(outcome.stop_signal)
     return 3 if outcome.final.get("outages") else 0
 
 

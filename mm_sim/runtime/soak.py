@@ -126,12 +126,17 @@ class SoakConfig:
     replay_where: str = "in-process"
 
 
+# The signals that stop a soak gracefully (a second one aborts).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @dataclass
 class SoakOutcome:
     final: dict[str, Any]
     interrupted: bool
     iterations_done: int
     decisions: list[Decision] = field(default_factory=list)
+    stop_signal: int = signal.SIGINT  # what interrupted it (the exit status is 128 + this)
 
 
 class Soak:
@@ -169,6 +174,7 @@ class Soak:
         self.models = self._model_arms()
         self.decisions: list[Decision] = []
         self.stop_requested = asyncio.Event()
+        self.stop_signal: int = signal.SIGINT
         self.start_iteration = 0
         self.rolling = Rolling(contract_size_of(cfg.instrument))
         self._lag = IterationLag(cfg.events, cfg.clock_shift_ns, cfg.lag_memo)
@@ -583,8 +589,11 @@ class Soak:
         self._prepare()
         self._done_q = self.bus.subscribe(TunerDone)
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        # SIGTERM (kill, a service manager, docker stop, timeout) stops the run as Ctrl-C does:
+        # the chunk finished, the iteration committed as partial, the reports written.
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
         total = len(self.cfg.plan.iterations)
         with Progress(total, self.start_iteration, self.cfg.plan, self.out) as progress:
             if self.walk_forward and self.cfg.replay_client is not None:
@@ -598,18 +607,23 @@ class Soak:
                 for t in (feed, tuner, operator):
                     t.cancel()
                 await asyncio.gather(feed, tuner, operator, return_exceptions=True)
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(signal.SIGINT)
+                for sig in STOP_SIGNALS:
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(sig)
         self.models.close()
         final = self.recorder.finish(note=self.cfg.plan.note, interrupted=interrupted)
-        return SoakOutcome(final, interrupted, self.recorder.iterations_done, self.decisions)
+        return SoakOutcome(
+            final, interrupted, self.recorder.iterations_done, self.decisions, self.stop_signal
+        )
 
-    def _on_sigint(self) -> None:
+    def _on_stop_signal(self, sig: int) -> None:
         if self.stop_requested.is_set():
             raise KeyboardInterrupt
+        self.stop_signal = sig
+        what = "interrupt" if sig == signal.SIGINT else f"{signal.Signals(sig).name} received"
         print(
-            "\ninterrupt: finishing the current chunk and writing partial reports "
-            "(press Ctrl-C again to abort)",
+            f"\n{what}: finishing the current chunk and writing partial reports "
+            "(Ctrl-C or the signal again aborts)",
             file=sys.stderr,
         )
         self.stop_requested.set()
