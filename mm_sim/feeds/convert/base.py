@@ -39,7 +39,8 @@ def time_problem(value: int, ns_per_unit: int, lowest: int = TS_MIN_NS) -> str |
     ns = value * ns_per_unit
     if lowest <= ns < TS_MAX_NS:
         return None
-    want = f"expected {_UNITS[ns_per_unit]} since the epoch (2000 to 2100)"
+    span = "2000 to 2100" if lowest == TS_MIN_NS else "before 2100"
+    want = f"expected {_UNITS[ns_per_unit]} since the epoch ({span})"
     for scale, name in _UNITS.items():
         if scale != ns_per_unit and TS_MIN_NS <= value * scale < TS_MAX_NS:
             return f"{want}, this looks like {name}"
@@ -105,11 +106,13 @@ class BadLines:
     strict: bool = False
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    last: str | None = None  # the latest bad line (a gap after it may be its doing)
 
     def bad(self, where: str, reason: str) -> None:
         """Record a bad line at ``where`` (``file:line``); raise in strict mode."""
         if self.strict:
             raise FeedError(f"{where}: {reason}")
+        self.last = where
         self.counts[reason] += 1
         ex = self.examples.setdefault(reason, [])
         if len(ex) < MAX_EXAMPLES:
