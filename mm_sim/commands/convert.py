@@ -206,8 +206,17 @@ def run_many(args: argparse.Namespace, opts: ConvertOptions) -> int:
             f"{seconds:.1f} s on {engine} ({len(skipped)} already done, {len(failed)} failed)"
         )
     for r in failed:
-        print(f"mm_sim convert: {', '.join(r['inputs'])}: {r['error']}", file=sys.stderr)
+        print(failure_line(r), file=sys.stderr)
     return 2 if failed else 0
+
+
+def failure_line(res: dict) -> str:
+    """A failed task's line: its inputs, unless the error already names one (most do, with the
+    line: prefixing them again printed the path twice)."""
+    error = str(res["error"])
+    if any(p in error for p in res["inputs"]):
+        return f"mm_sim convert: {error}"
+    return f"mm_sim convert: {', '.join(res['inputs'])}: {error}"
 
 
 def _job_line(res: dict) -> str:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from mm_sim.errors import UserError
-from mm_sim.events import EVENT_DTYPE, open_feed, read_sidecar, sidecar_path
+from mm_sim.events import EVENT_DTYPE, hold_lock, open_feed, read_sidecar, sidecar_path
 from mm_sim.feeds.convert import FORMATS
 from mm_sim.feeds.convert.base import TRUNCATED, BadLines, ConvertOptions, ConvertResult
 from mm_sim.feeds.progress import read_bar
@@ -45,6 +45,48 @@ def publish(
     """Convert ``inputs`` to ``target`` (.npy) and its sidecar; (result, JSON summary).
     ``bar_out``: where a progress bar goes when it is a terminal (None: no bar)."""
     module = importlib.import_module(FORMATS[fmt])
+    # Held until the renames: two converts to one OUT both passed check_replace, both said
+    # "wrote", and the later rename silently replaced the other's feed.
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # as FeedWriter would
+    except OSError as exc:
+        raise UserError(f"{target.parent}: cannot create ({exc.strerror or exc})") from exc
+    lock_path = target.with_name(f".{target.name}.lock")
+    busy = (
+        f"{target}: another convert is writing this feed now; wait for it to finish (or choose "
+        "another -o)"
+    )
+    lock = hold_lock(lock_path, busy)
+    try:
+        # The holder removes the file when done, so a lock taken on a file already removed
+        # (opened just before) guards nothing: refuse as busy rather than race a third convert.
+        if os.fstat(lock.fileno()).st_ino != os.stat(lock_path).st_ino:
+            raise UserError(busy)
+    except FileNotFoundError:
+        lock.close()
+        raise UserError(busy) from None
+    except UserError:
+        lock.close()
+        raise
+    try:
+        return _publish(
+            module, inputs, target, opts, allow_bad_lines, force, bar_out, allow_book_loss
+        )
+    finally:
+        lock_path.unlink(missing_ok=True)
+        lock.close()
+
+
+def _publish(
+    module: Any,
+    inputs: list[Path],
+    target: Path,
+    opts: ConvertOptions,
+    allow_bad_lines: bool,
+    force: bool,
+    bar_out: TextIO | None,
+    allow_book_loss: bool,
+) -> tuple[ConvertResult, dict[str, Any]]:
     check_replace(target, force)
     clean_stale_stages(target)
     stage = target.with_name(f".{target.stem}.converting-{os.getpid()}.npy")
