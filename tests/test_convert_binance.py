@@ -30,6 +30,7 @@ from mm_sim.events import (
 )
 from mm_sim.feeds.convert.base import ConvertOptions, ConvertResult
 from mm_sim.feeds.convert.binance import convert
+from mm_sim.feeds.convert.publish import publish
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -641,3 +642,117 @@ def test_coinm_capture_syncs_like_usdm(tmp_path: Path) -> None:
     assert s["venue_from_url"] == ["coin-m futures"] and s["events"]["trade"] == 1
     bid, ask, _ = replay_touch(res.out)
     assert (bid, ask) == (pytest.approx(60000.1), pytest.approx(60001.0))
+
+
+# --- values no feed can hold, and a book that is lost or frozen -----------------------------
+
+
+def synced_rows(n: int, bad_at: int | None = None, bad: str = "") -> list[tuple[int, str]]:
+    """A spot capture: one snapshot, then ``n`` diffs and a trade per diff; diff ``bad_at``
+    replaced by the line ``bad``."""
+    rows = [(NS, rest(100, [(99, 1)], [(101, 1)]))]
+    for i in range(n):
+        t, uid = (2 + i) * NS, 101 + i
+        line = depth(S, uid, uid, 2000 + i, b=[(99, 1 + i % 3)])
+        rows.append((t, bad if i == bad_at else line))
+        rows.append((t, trade(S, 2000 + i, 101, 0.5, m=False)))
+    return rows
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_times_no_feed_holds_are_bad_lines_on_both_paths(tmp_path: Path, general: bool) -> None:
+    """They used to overflow the feed's int64 (internal error, exit 70), or, within int64 on
+    the fast path, wrap around silently."""
+    rows = synced_rows(20)
+    big_e = depth(S, 200, 200, 10**23, b=[(98, 1)])  # no diff follows it: no gap
+    rows.append((30 * NS, big_e))
+    rows.append((30 * NS, trade(S, 1_723_161_259_310_000, 101, 0.5, m=False)))  # µs
+    rows.append((10**25, trade(S, 3000, 101, 0.5, m=False)))  # receive time
+    path = write_hft(tmp_path / "cap.txt", rows)
+    opts = ConvertOptions(extra={"general_path": general})
+    res = convert([path], tmp_path / "o.npy", opts)
+    ms = "expected milliseconds since the epoch (before 2100)"
+    assert res.bad_lines.counts == {
+        f"bad field 'E' in depthUpdate: {ms}": 1,
+        f"bad field 'E' in trade: {ms}, this looks like microseconds": 1,
+        "bad receive time: expected nanoseconds since the epoch before 2100": 1,
+    }
+    assert res.bad_lines.examples[f"bad field 'E' in depthUpdate: {ms}"] == [f"{path}:42"]
+    ev = open_feed(res.out).events
+    assert ev["exch_ts"].max() < 10**13 * 1_000_000 and ev["local_ts"].max() <= 30 * NS
+    with pytest.raises(FeedError, match=f"^{path}:42: bad field 'E' in depthUpdate"):
+        convert([path], tmp_path / "s.npy", ConvertOptions(strict=True))
+
+
+def test_an_update_id_beyond_int64_is_a_bad_line_and_the_gap_after_it_is_located(
+    tmp_path: Path,
+) -> None:
+    """It used to be taken: every later diff looked stale, the book froze, 'bad lines: 0'."""
+    bad = depth(S, 111, 10**23, 11_000, b=[(99, 7)])
+    path = write_hft(tmp_path / "cap.txt", synced_rows(20, bad_at=10, bad=bad))
+    res = convert([path], tmp_path / "o.npy", ConvertOptions())
+    reason = "bad field 'u' in depthUpdate: expected an update id within int64"
+    assert res.bad_lines.examples == {reason: [f"{path}:22"]}
+    s = res.stats
+    assert (s["gaps"], s["dropped_stale_in_sync"]) == (1, 0)
+    assert s["gap_examples"] == [
+        f"{path}:24: U=112 does not continue u=110; the last bad line before it: {path}:22"
+    ]
+
+
+def test_stale_diffs_on_a_synced_book_warn_and_refuse_when_many(tmp_path: Path) -> None:
+    """An update id that jumps ahead within int64 froze the book silently (exit 0)."""
+    jump = depth(S, 111, 10**17, 11_000, b=[(99, 7)])
+    path = write_hft(tmp_path / "cap.txt", synced_rows(20, bad_at=10, bad=jump))
+    res = convert([path], tmp_path / "o.npy", ConvertOptions())
+    s = res.stats
+    assert (s["dropped_stale_in_sync"], s["diffs_applied"], res.bad_lines.total) == (9, 11, 0)
+    assert s["stale_in_sync_examples"][0] == (
+        f"{path}:24 (u=112 <= u=100000000000000000 already applied)"
+    )
+    out = tmp_path / "p.npy"
+    with pytest.raises(UserError) as err:
+        publish("binance", [path], out, ConvertOptions())
+    assert str(err.value).startswith(
+        f"9 of 20 depth updates (45.00%) were dropped as already applied although the book "
+        f"was in sync (first: {path}:24 "
+    )
+    assert "--allow-book-loss" in str(err.value) and not out.exists()
+    result, _ = publish("binance", [path], out, ConvertOptions(), allow_book_loss=True)
+    assert any("dropped as already applied" in w for w in result.warnings)
+
+
+def test_a_gap_that_loses_most_of_the_feed_is_refused_and_a_cut_reports_what_is_written(
+    tmp_path: Path,
+) -> None:
+    """One bad diff line in a capture with one snapshot cut 70 % of it with exit 0 and a note,
+    and the summary (events, last_exch_ts) counted the events before the cut."""
+    bad = depth(S, 111, 111, 11_000, b=[("NaN", 1)])
+    path = write_hft(tmp_path / "cap.txt", synced_rows(200, bad_at=150, bad=bad))
+    out = tmp_path / "p.npy"
+    with pytest.raises(UserError) as err:
+        publish("binance", [path], out, ConvertOptions(), allow_bad_lines=True)
+    msg = str(err.value)
+    assert msg.startswith(f"{out}: the book is lost at event #")
+    assert f"it broke at {path}:304: U=252 does not continue u=250" in msg
+    assert f"the last bad line before it: {path}:302" in msg
+    assert "would be cut; nothing written (pass --allow-book-loss" in msg and not out.exists()
+    result, summary = publish(
+        "binance", [path], out, ConvertOptions(), allow_bad_lines=True, allow_book_loss=True
+    )
+    ev = open_feed(out).events
+    assert result.events == len(ev) == result.stats["book_less_tail_cut"]["at_event"]
+    assert summary["events"] == {
+        "clear": 1,
+        "snapshot": 2,
+        "depth": int(np.count_nonzero(ev["kind"] == KIND_DEPTH)),
+        "trade": int(np.count_nonzero(ev["kind"] == KIND_TRADE)),
+    }
+    market = np.isin(ev["kind"], (KIND_DEPTH, KIND_TRADE))
+    assert summary["last_exch_ts_ns"] == int(ev["exch_ts"][market].max())
+    assert open_feed(out).meta.stats["last_exch_ts_ns"] == summary["last_exch_ts_ns"]
+    # A cut of at most 1 % of the events is still made without asking, and reported.
+    path = write_hft(tmp_path / "late.txt", synced_rows(200, bad_at=198, bad=bad))
+    result, _ = publish("binance", [path], tmp_path / "l.npy", ConvertOptions())
+    assert result.events == open_feed(tmp_path / "l.npy").meta.count
+    assert result.stats["book_less_tail_cut"]["events"] == 2  # the clear and the last trade

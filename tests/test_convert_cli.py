@@ -11,9 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_harness import ENV, cli
 
-from mm_sim.events import open_feed
+from mm_sim.commands.convert import failure_line
+from mm_sim.errors import UserError
+from mm_sim.events import hold_lock, open_feed
+from mm_sim.feeds.convert.base import ConvertOptions
+from mm_sim.feeds.convert.parallel import run_job
+from mm_sim.feeds.convert.publish import publish
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount"
@@ -122,3 +128,33 @@ def test_convert_and_inspect_draw_a_bar_on_a_terminal_only(tmp_path: Path) -> No
     plain = cli("inspect", str(out), "--json")
     assert plain.returncode == 0 and "inspect f.npy" not in plain.stderr
     assert json.loads(plain.stdout)["events"] == open_feed(out).meta.count
+
+
+def test_a_second_convert_to_the_same_output_is_refused_while_the_first_writes(
+    tmp_path: Path,
+) -> None:
+    """Both used to succeed, and the later rename silently replaced the other's feed."""
+    src = book_file(tmp_path / "book.csv", rows=20, bad=0)
+    out = tmp_path / "cc.npy"
+    first = hold_lock(tmp_path / ".cc.npy.lock", "held")  # what the first convert holds
+    try:
+        with pytest.raises(UserError) as err:
+            publish("tardis", [src], out, ConvertOptions())
+        assert str(err.value).startswith(f"{out}: another convert is writing this feed now")
+        assert not out.exists()
+    finally:
+        first.close()
+    result, _ = publish("tardis", [src], out, ConvertOptions())
+    assert result.events == open_feed(out).meta.count
+
+
+def test_a_failed_parallel_task_names_its_file_once(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    job = {"key": "empty", "inputs": [str(empty)], "target": str(tmp_path / "out" / "e.npy")}
+    res = run_job("binance", job, {}, False)
+    assert not res["ok"]
+    line = failure_line(res)
+    assert line.count(str(empty)) == 1 and line.startswith(f"mm_sim convert: {empty}")
+    no_path = {**res, "error": "no events"}
+    assert failure_line(no_path) == f"mm_sim convert: {empty}: no events"

@@ -332,3 +332,25 @@ def test_cli_ticker_and_date(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert int(open_feed(out).events["exch_ts"][0]) == DAY_NS + 34200 * 10**9 + 1
+
+
+def test_a_time_beyond_the_day_is_one_bad_line(tmp_path: Path) -> None:
+    """Such a time used to overflow the feed's int64 (internal error); within int64 it made
+    every later row 'go backwards'."""
+    rows = list(ROWS)
+    rows[3] = ("99999999999999999999999.5" + rows[3][0][rows[3][0].index(",") :], rows[3][1])
+    msg, book = write_pair(tmp_path, rows)
+    res = convert([msg, book], tmp_path / "out.npy", ConvertOptions())
+    reason = "message: time must be seconds after midnight (0 to 90000)"
+    assert res.bad_lines.counts == {reason: 1}
+    assert res.bad_lines.examples[reason] == [f"{msg}:4"]
+    assert_book_follows_orderbook(open_feed(res.out).events, rows[:3] + rows[4:])
+    with pytest.raises(FeedError) as err:
+        convert([msg, book], tmp_path / "strict.npy", ConvertOptions(strict=True))
+    assert str(err.value) == f"{msg}:4: {reason}, got '99999999999999999999999.5'"
+
+
+def test_a_day_outside_the_feed_range_is_refused(tmp_path: Path) -> None:
+    msg, book = write_pair(tmp_path, ROWS, day="2150-06-21")
+    with pytest.raises(UserError, match=r"the day 2150-06-21 .* is outside 2000 to 2100"):
+        convert([msg, book], tmp_path / "out.npy", ConvertOptions())

@@ -366,3 +366,51 @@ def test_cli_converts_and_reports_json(sample, tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"{bad}:2: price: expected a positive number" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _rescaled(rows: list[str], factor: float) -> list[str]:
+    """Rows with both time columns multiplied by ``factor`` (a file in another unit)."""
+    out = []
+    for r in rows:
+        f = r.split(",")
+        f[2], f[3] = str(int(int(f[2]) * factor)), str(int(int(f[3]) * factor))
+        out.append(",".join(f))
+    return out
+
+
+@pytest.mark.parametrize(("factor", "unit"), [(1e-3, "milliseconds"), (1000, "nanoseconds")])
+def test_a_file_in_another_time_unit_is_refused_naming_file_line_and_column(
+    tmp_path: Path, factor: float, unit: str
+) -> None:
+    """Milliseconds used to pass as microseconds (a feed dated 1970, 1000x compressed, exit 0);
+    nanoseconds overflowed the int64 field (internal error)."""
+    good_book = write(tmp_path / "book.csv", BOOK_HEADER, BOOK_ROWS)
+    good_trades = write(tmp_path / "trades.csv", TRADE_HEADER, TRADE_ROWS)
+    book = write(tmp_path / "book_x.csv", BOOK_HEADER, _rescaled(BOOK_ROWS, factor))
+    trades = write(tmp_path / "trades_x.csv", TRADE_HEADER, _rescaled(TRADE_ROWS, factor))
+    for inputs, culprit in (
+        ([book, trades], book),
+        ([book, good_trades], book),  # one file off: a 53-year span before
+        ([good_book, trades], trades),
+    ):
+        with pytest.raises(UserError) as err:
+            convert(inputs, tmp_path / "out.npy", ConvertOptions())
+        msg = str(err.value)
+        assert msg.startswith(f"{culprit}:2: column local_timestamp: expected microseconds")
+        assert f"this looks like {unit}" in msg and "nothing written" in msg
+        assert not (tmp_path / "out.npy").exists()
+
+
+def test_one_time_out_of_range_is_a_bad_line(tmp_path: Path) -> None:
+    rows = list(BOOK_ROWS)
+    f = rows[5].split(",")
+    f[2] = "99999999999999999999999"  # line 7: beyond int64 once in ns
+    rows[5] = ",".join(f)
+    book = write(tmp_path / "book.csv", BOOK_HEADER, rows)
+    res = convert([book], tmp_path / "out.npy", ConvertOptions())
+    reason = "timestamp: expected microseconds since the epoch (2000 to 2100)"
+    assert res.bad_lines.counts == {reason: 1}
+    assert res.bad_lines.examples[reason] == [f"{book}:7"]
+    with pytest.raises(FeedError) as err:
+        convert([book], tmp_path / "strict.npy", ConvertOptions(strict=True))
+    assert str(err.value) == f"{book}:7: {reason}, got '99999999999999999999999'"

@@ -11,7 +11,7 @@ from mm_sim.commands import JSON_HELP, path_arg
 from mm_sim.errors import UserError
 from mm_sim.feeds.convert import FORMATS
 from mm_sim.feeds.convert.base import ConvertOptions
-from mm_sim.feeds.convert.publish import BAD_SHARE_LIMIT, publish
+from mm_sim.feeds.convert.publish import BAD_SHARE_LIMIT, BOOK_LOSS_LIMIT, publish
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "skipped (default: refuse, nothing written)",
     )
     p.add_argument(
+        "--allow-book-loss",
+        action="store_true",
+        help=f"publish even when more than {BOOK_LOSS_LIMIT * 100:g}%% of the events would have "
+        "no book (a sequence gap with no snapshot after it: the tail is cut) or of the depth "
+        "updates were dropped on a synced book (default: refuse, nothing written)",
+    )
+    p.add_argument(
         "--force", action="store_true", help="replace OUT when it is already an mm_sim feed"
     )
     p.add_argument(
@@ -91,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     if args.strict and args.allow_bad_lines:
         raise UserError("--strict stops at the first bad line, --allow-bad-lines publishes "
                         "despite many: give one")  # fmt: skip
+    if args.strict and args.allow_book_loss:
+        raise UserError("--strict refuses a feed whose book is lost before its end, "
+                        "--allow-book-loss publishes it: give one")  # fmt: skip
     lobster_only = [f"--{k}" for k in ("ticker", "date") if getattr(args, k) is not None]
     if lobster_only and args.fmt != "lobster":
         raise UserError(f"{', '.join(lobster_only)}: only for --from lobster")
@@ -110,7 +120,14 @@ def run(args: argparse.Namespace) -> int:
         return run_many(args, opts)
     target = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
     result, summary = publish(
-        args.fmt, list(args.inputs), target, opts, args.allow_bad_lines, args.force, sys.stderr
+        args.fmt,
+        list(args.inputs),
+        target,
+        opts,
+        args.allow_bad_lines,
+        args.force,
+        sys.stderr,
+        args.allow_book_loss,
     )
     share = summary["bad_lines"]["share"]
     for w in result.warnings:
@@ -177,7 +194,7 @@ def run_many(args: argparse.Namespace, opts: ConvertOptions) -> int:
             print(line, flush=True)
 
     with connect(args.workers, args.scheduler, out=sys.stderr) as (client, engine), bar:
-        run_all(args.fmt, jobs, opts, args.allow_bad_lines, client, report)
+        run_all(args.fmt, jobs, opts, args.allow_bad_lines, client, report, args.allow_book_loss)
     seconds = time.perf_counter() - t0
     failed = [r for r in results if not r["ok"]]
     skipped = [r for r in results if r.get("skipped")]
@@ -189,8 +206,17 @@ def run_many(args: argparse.Namespace, opts: ConvertOptions) -> int:
             f"{seconds:.1f} s on {engine} ({len(skipped)} already done, {len(failed)} failed)"
         )
     for r in failed:
-        print(f"mm_sim convert: {', '.join(r['inputs'])}: {r['error']}", file=sys.stderr)
+        print(failure_line(r), file=sys.stderr)
     return 2 if failed else 0
+
+
+def failure_line(res: dict) -> str:
+    """A failed task's line: its inputs, unless the error already names one (most do, with the
+    line: prefixing them again printed the path twice)."""
+    error = str(res["error"])
+    if any(p in error for p in res["inputs"]):
+        return f"mm_sim convert: {error}"
+    return f"mm_sim convert: {', '.join(res['inputs'])}: {error}"
 
 
 def _job_line(res: dict) -> str:

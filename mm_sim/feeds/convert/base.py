@@ -23,6 +23,34 @@ from mm_sim.feeds.progress import current_tracker
 MAX_EXAMPLES = 5
 _GZIP_MAGIC = b"\x1f\x8b"
 
+# Event times a feed may carry, ns since the epoch: 2000-01-01 to 2100-01-01 UTC. A time outside
+# is a unit mistake (milliseconds read as microseconds land in 1970, nanoseconds read as
+# microseconds beyond what int64 holds) or corrupt data: written as is, it dates the feed wrongly
+# or overflows the record's int64 field.
+TS_MIN_NS = 946_684_800 * 10**9
+TS_MAX_NS = 4_102_444_800 * 10**9
+_UNITS = {10**9: "seconds", 10**6: "milliseconds", 10**3: "microseconds", 1: "nanoseconds"}
+
+
+def time_problem(value: int, ns_per_unit: int, lowest: int = TS_MIN_NS) -> str | None:
+    """None when ``value`` (a time in units of ``ns_per_unit`` ns) lies between ``lowest`` and
+    2100-01-01; else the reason of a bad line, naming the unit the value would fit in, if any,
+    so a file in the wrong unit is recognised as such instead of reported as noise."""
+    ns = value * ns_per_unit
+    if lowest <= ns < TS_MAX_NS:
+        return None
+    span = "2000 to 2100" if lowest == TS_MIN_NS else "before 2100"
+    want = f"expected {_UNITS[ns_per_unit]} since the epoch ({span})"
+    for scale, name in _UNITS.items():
+        if scale != ns_per_unit and TS_MIN_NS <= value * scale < TS_MAX_NS:
+            return f"{want}, this looks like {name}"
+    return want
+
+
+def looks_like_other_unit(problem: str) -> bool:
+    """Whether a :func:`time_problem` reason says the value fits another unit."""
+    return ", this looks like " in problem
+
 
 def is_gzip(path: Path) -> bool:
     """Captures arrive gzipped or plain under any name: trust the magic bytes, not the suffix."""
@@ -78,11 +106,13 @@ class BadLines:
     strict: bool = False
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    last: str | None = None  # the latest bad line (a gap after it may be its doing)
 
     def bad(self, where: str, reason: str) -> None:
         """Record a bad line at ``where`` (``file:line``); raise in strict mode."""
         if self.strict:
             raise FeedError(f"{where}: {reason}")
+        self.last = where
         self.counts[reason] += 1
         ex = self.examples.setdefault(reason, [])
         if len(ex) < MAX_EXAMPLES:

@@ -60,6 +60,7 @@ from mm_sim.feeds.convert.binance_inputs import (
     exchange_info_market,
     iso,
     load_exchange_info,
+    message_problem,
     prescan_http,
     prescan_messages,
     record_bad,
@@ -95,6 +96,9 @@ def _load_snapshots(http: list[Input], symbol: str, conv: StreamConverter) -> No
                 assert m is not None
                 try:
                     snap = parse_snapshot(decode(line[m.end() :])[0], symbol)
+                    err = message_problem(snap)
+                    if err is not None:
+                        raise err
                 except MessageError as err:
                     record_bad(conv.bad, f"{inp.path}:{lineno}", err)
                     continue
@@ -423,6 +427,10 @@ def _stats(
         "book_invalidations": conv.invalidations,
         "diffs_applied": c.applied if c else 0,
         "dropped_stale": c.dropped_stale if c else 0,
+        "dropped_stale_in_sync": conv.stale_synced,
+        "stale_in_sync_examples": conv.stale_examples,
+        "gap_examples": conv.gap_examples,
+        "last_gap": conv.last_gap,
         "unsynced_dropped": unsynced,
         "buffered_overflow": c.buffered_overflow if c else 0,
         "overlapping_diffs": c.overlaps if c else 0,

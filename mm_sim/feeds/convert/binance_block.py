@@ -41,9 +41,11 @@ from mm_sim.feeds.convert.binance_fast import (
     _ends_with,
     _flat_object,
     _receive_ns,
+    depth_times_ok,
     flag_word,
     line_end,
     py_line,
+    trade_times_ok,
     words_of,
 )
 from mm_sim.feeds.convert.binance_inputs import MS, OnePassMiss, line_symbols, scan_flags
@@ -248,7 +250,7 @@ def run_block(
                 st[S_OTHER] += 1
                 pos = e + 1
                 continue
-            if st[S_SYNCED] == 0 or di[I_HAS_PU] != st[S_FUTURES]:
+            if st[S_SYNCED] == 0 or di[I_HAS_PU] != st[S_FUTURES] or not depth_times_ok(di):
                 return pos, R_LINE
             last = st[S_LAST_ID]
             final = di[I_FINAL]
@@ -293,6 +295,8 @@ def run_block(
                 return pos, R_LINE
             ours = same(msg, ti[T_SYM0], ti[T_SYM1], sel)
             if not ours and st[S_ONE_SYMBOL] == 1:
+                return pos, R_LINE
+            if ours and not trade_times_ok(ti):
                 return pos, R_LINE
             st[S_LINENO] += 1
             _seen(st, local)

@@ -41,10 +41,12 @@ from typing import Any
 from mm_sim.errors import FeedError, UserError
 from mm_sim.events import KIND_TRADE, FeedWriter, Instrument
 from mm_sim.feeds.convert.base import (
+    TS_MAX_NS,
     ConvertOptions,
     ConvertResult,
     inferred_tick_warning,
     open_text,
+    time_problem,
 )
 from mm_sim.feeds.convert.binance import _stats, _tick_lot, load_exchange_info
 from mm_sim.feeds.convert.binance_columns import Columns
@@ -64,6 +66,7 @@ DEPTH_COLUMNS = (
 )
 DEPTH, TRADES, AGG = "depth", "trades", "aggTrades"
 _BOOLS = {"true": True, "false": False}
+_I64 = 1 << 63
 _US_FROM = 10**14  # a time at or above this is µs (ms since the epoch stay below until 5138)
 _NAME_SYMBOL = re.compile(r"^([A-Z0-9]+(?:_[A-Z0-9]+)?)[-_]")
 
@@ -194,6 +197,13 @@ class _Reader:
             except ValueError:
                 self.fail(where, "timestamp and update ids: expected integers", ",".join(r[1:4]))
                 continue
+            problem = time_problem(ts, 1_000_000, lowest=0)
+            if problem is not None:
+                self.fail(where, f"timestamp: {problem}", r[ix["timestamp"]])
+                continue
+            if any(not -_I64 <= v < _I64 for v in (first, last, pu or 0)):
+                self.fail(where, "update ids: expected integers within int64", ",".join(r[2:4]))
+                continue
             side, kind = r[ix["side"]], r[ix["update_type"]]
             if side not in ("a", "b") or kind not in ("snap", "set", "delta"):
                 reason = "side: expected a or b, update_type: snap, set or delta"
@@ -254,6 +264,9 @@ class _Reader:
                 t = int(r[t_col])
             except ValueError:
                 self.fail(where, "time: expected integer ms or µs", r[t_col])
+                continue
+            if not 0 <= (t * 1000 if t >= _US_FROM else t * 1_000_000) < TS_MAX_NS:
+                self.fail(where, "time: expected ms or µs since the epoch before 2100", r[t_col])
                 continue
             buyer_maker = _BOOLS.get(r[m_col].strip().lower())
             if buyer_maker is None:

@@ -35,6 +35,7 @@ from numba import njit
 
 from mm_sim import kernel_cache
 from mm_sim.events import KIND_CLEAR, KIND_TRADE
+from mm_sim.feeds.convert.base import TS_MAX_NS
 from mm_sim.feeds.convert.binance_inputs import MS
 from mm_sim.venues.binance.fastparse import (
     _FALSE,
@@ -43,6 +44,7 @@ from mm_sim.venues.binance.fastparse import (
     I_FINAL,
     I_FIRST,
     I_HAS_PU,
+    I_HAS_T,
     I_NA,
     I_NB,
     I_PREV,
@@ -51,6 +53,7 @@ from mm_sim.venues.binance.fastparse import (
     I_STREAM1,
     I_SYM0,
     I_SYM1,
+    I_T,
     T_E,
     T_HAS_T,
     T_M,
@@ -73,6 +76,8 @@ from mm_sim.venues.binance.messages import (
     parse_payload,
 )
 from mm_sim.venues.binance.sync import Market
+
+TS_MAX_MS = TS_MAX_NS // MS  # Binance's exchange times are ms
 
 FALLBACK = 0
 TICKER = 1
@@ -276,7 +281,21 @@ def _receive_ns(buf: np.ndarray, s: int, e: int) -> tuple[int, int]:
     nd = j - s
     if nd == 0 or nd > 19 or (nd == 19 and buf[s] > 56) or j >= e or buf[j] != _SPACE:
         return 0, -1
+    if v >= TS_MAX_NS:  # a time no feed holds: the general path reports the bad line
+        return 0, -1
     return v, j + 1
+
+
+@njit(cache=True)
+def depth_times_ok(di: np.ndarray) -> bool:
+    """Whether a parsed diff's exchange times fit a feed (the general path's bad line else)."""
+    return 0 <= di[I_E] < TS_MAX_MS and (di[I_HAS_T] == 0 or 0 <= di[I_T] < TS_MAX_MS)
+
+
+@njit(cache=True)
+def trade_times_ok(ti: np.ndarray) -> bool:
+    """Whether a parsed trade's E and T fit a feed (the general path's bad line else)."""
+    return 0 <= ti[T_E] < TS_MAX_MS and (ti[T_HAS_T] == 0 or 0 <= ti[T_T] < TS_MAX_MS)
 
 
 @njit(cache=True)
@@ -330,7 +349,7 @@ def scan_block(
                 elif start >= 0 and (se < 0 or not _ends_with(msg, se, _BOOK_TICKER)):
                     di = dints[nl]
                     if parse_depth_bytes(msg, di, vb, va):
-                        code = DEPTH
+                        code = DEPTH if depth_times_ok(di) else FALLBACK
                         nb = 2 * di[I_NB]
                         na = 2 * di[I_NA]
                         row[L_LV] = nv
@@ -342,7 +361,7 @@ def scan_block(
                         if di[I_STREAM1] >= 0:  # wrapped in a combined stream
                             row[L_STREAM0] = js + di[I_STREAM0]
                             row[L_STREAM1] = js + di[I_STREAM1]
-                    elif parse_trade_bytes(msg, tints[nl], tv):
+                    elif parse_trade_bytes(msg, tints[nl], tv) and trade_times_ok(tints[nl]):
                         code = TRADE
                         row[L_LV] = nv
                         row[L_SYM0] = js + tints[nl, T_SYM0]

@@ -17,9 +17,24 @@ from types import ModuleType
 from typing import Any, cast
 
 from mm_sim.errors import FeedError, UserError
-from mm_sim.feeds.convert.base import BadLines, ConvertOptions, is_gzip, open_binary
+from mm_sim.feeds.convert.base import (
+    TS_MAX_NS,
+    BadLines,
+    ConvertOptions,
+    is_gzip,
+    open_binary,
+    time_problem,
+)
 from mm_sim.feeds.progress import current_tracker
-from mm_sim.venues.binance.messages import MessageError, SymbolInfo, decode, parse_exchange_info
+from mm_sim.venues.binance.messages import (
+    DepthDiff,
+    DepthSnapshot,
+    MessageError,
+    SymbolInfo,
+    Trade,
+    decode,
+    parse_exchange_info,
+)
 
 _inflate_lib: ModuleType
 INFLATE_ERRORS: tuple[type[BaseException], ...]
@@ -260,6 +275,53 @@ def prescan_http(inp: Input, bad: BadLines) -> None:
             inp.snapshot_lines.append(
                 (sec_to_ns(m.group(2)), lineno, sym.group(1).decode("latin1").upper())
             )
+
+
+_I64 = 1 << 63
+
+
+def check_receive_ns(ns: int, text: str) -> int:
+    """A receive time that fits a feed; else the bad line (a later one would overflow int64)."""
+    if not 0 <= ns < TS_MAX_NS:
+        raise MessageError(
+            "bad receive time: expected nanoseconds since the epoch before 2100", repr(text[:30])
+        )
+    return ns
+
+
+def message_problem(msg: Any) -> MessageError | None:
+    """What makes a parsed diff, trade or snapshot unusable although it parsed: an exchange
+    time no feed holds (µs or ns where Binance sends ms, or corrupt), or an update id beyond
+    int64 (it would freeze the book: every later diff would look stale). None when usable.
+
+    Only the lower bound 0: Binance's times have one unit (ms), so the upper bound is what
+    tells another unit or corruption apart, and hand-made captures start at the epoch."""
+    tm = type(msg)
+    ids: tuple[tuple[str, int | None], ...]
+    if tm is DepthDiff:
+        etype = "depthUpdate"
+        times = (("E", msg.event_ms), ("T", msg.txn_ms))
+        ids = (("U", msg.first_id), ("u", msg.final_id), ("pu", msg.prev_final_id))
+    elif tm is Trade:
+        etype = "aggTrade" if msg.aggregated else "trade"
+        times = (("E", msg.event_ms), ("T", msg.trade_ms))
+        ids = ()
+    elif tm is DepthSnapshot:
+        etype = "depth snapshot"
+        times = (("E", msg.event_ms), ("T", msg.txn_ms))
+        ids = (("lastUpdateId", msg.last_update_id),)
+    else:
+        return None
+    for key, ms in times:
+        if ms is not None and (problem := time_problem(ms, MS, lowest=0)) is not None:
+            return MessageError(f"bad field {key!r} in {etype}: {problem}", str(ms)[:30])
+    for key, uid in ids:
+        if uid is not None and not -_I64 <= uid < _I64:
+            return MessageError(
+                f"bad field {key!r} in {etype}: expected an update id within int64",
+                str(uid)[:30],
+            )
+    return None
 
 
 def record_bad(bad: BadLines, where: str, err: MessageError) -> None:

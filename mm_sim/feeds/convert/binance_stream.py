@@ -15,7 +15,7 @@ import numpy as np
 
 from mm_sim.errors import FeedError
 from mm_sim.events import ASK, BID, KIND_CLEAR, KIND_DEPTH, KIND_SNAPSHOT, KIND_TRADE
-from mm_sim.feeds.convert.base import TRUNCATED, BadLines, ConvertOptions
+from mm_sim.feeds.convert.base import MAX_EXAMPLES, TRUNCATED, BadLines, ConvertOptions
 from mm_sim.feeds.convert.binance_block import OFFSET_SAMPLES, read_fast
 from mm_sim.feeds.convert.binance_book import TouchBook
 from mm_sim.feeds.convert.binance_columns import Columns
@@ -28,7 +28,9 @@ from mm_sim.feeds.convert.binance_inputs import (
     WS_HEADER,
     Blocks,
     Input,
+    check_receive_ns,
     iso,
+    message_problem,
     record_bad,
     sec_to_ns,
 )
@@ -49,10 +51,13 @@ from mm_sim.venues.binance.sync import (
     ActionKind,
     BookSync,
     Market,
+    Reason,
+    SyncState,
 )
 
 _DIFF_SIDES = (BID, ASK, BID, ASK)  # the order deletions_first returns its level lists
 NEVER = 1 << 62
+_GAPS = (Reason.GAP, Reason.NO_STRADDLE)  # a RESYNC for these: the update ids broke
 
 
 class OffsetSampler:
@@ -156,6 +161,10 @@ class StreamConverter:
         # no pre-scan (binance.convert): collect the files' symbols and flags on the way
         self.one_pass = False
         self.has_receive_time = True
+        self.stale_synced = 0  # diffs dropped as stale while the book was in sync (_stale)
+        self.stale_examples: list[str] = []
+        self.gap_examples: list[str] = []  # where the sync was lost (_gap)
+        self.last_gap: str | None = None
 
     # --- actions -> events ----------------------------------------------------------------
 
@@ -323,12 +332,13 @@ class StreamConverter:
                     return None
                 raise MessageError("malformed line: expected '<receive ns> <message JSON>'")
             try:
-                local = f.local = int(line[:sp])
+                ns = int(line[:sp])
             except ValueError:
                 raise MessageError(
                     "bad receive time: expected integer nanoseconds",
                     repr(line[:sp][:30]),
                 ) from None
+            local = f.local = check_receive_ns(ns, line[:sp])
             payload, stream = decode(line, sp + 1)
         elif f.cf:
             sp = line.find(": ")
@@ -341,12 +351,13 @@ class StreamConverter:
                     return None
                 raise MessageError("malformed line: expected '<receive seconds>: <message JSON>'")
             try:
-                local = f.local = sec_to_ns(line[:sp].encode())
+                ns = sec_to_ns(line[:sp].encode())
             except ValueError:
                 raise MessageError(
                     "bad receive time: expected unix seconds",
                     repr(line[:sp][:30]),
                 ) from None
+            local = f.local = check_receive_ns(ns, line[:sp])
             payload, stream = decode(line, sp + 2)
         else:
             if not line.strip():
@@ -385,12 +396,16 @@ class StreamConverter:
             if msg.symbol != sel:
                 self.other_symbol += 1
                 return
+            if self._unusable(f, msg):
+                return
             counts["depthUpdate"] += 1
             msg.local_ts = local
             self._diff(msg, f.inp.path, f.lineno)
         elif tm is Trade:
             if msg.symbol != sel:
                 self.other_symbol += 1
+                return
+            if self._unusable(f, msg):
                 return
             if msg.aggregated:
                 counts["aggTrade"] += 1
@@ -419,6 +434,8 @@ class StreamConverter:
             if verdict == "other symbol":
                 self.other_symbol += 1
                 return
+            if self._unusable(f, msg):
+                return
             counts["snapshot"] += 1
             msg.symbol = sel
             msg.local_ts = local
@@ -428,6 +445,15 @@ class StreamConverter:
                 self.other_symbol += 1
                 return
             counts[msg.kind] += 1
+
+    def _unusable(self, f: _File, msg: Any) -> bool:
+        """A message of the symbol that parsed but cannot be used (message_problem): a bad
+        line, before it is counted or reaches the book sync."""
+        err = message_problem(msg)
+        if err is None:
+            return False
+        record_bad(self.bad, f"{f.inp.path}:{f.lineno}", err)
+        return True
 
     def _new_connection(self, connect_ns: int) -> None:
         self.connections += 1
@@ -462,7 +488,35 @@ class StreamConverter:
         self.last_local = local
         self.last_exch = d.event_ms * MS
         self._sample_offset(local - self.last_exch)
-        self._do(sync.on_diff(d), local)
+        last = sync.last_update_id
+        synced = sync.state is SyncState.SYNCED
+        actions = sync.on_diff(d)
+        for a in actions:
+            if a.kind is ActionKind.DROP and synced:
+                self._stale(d, last, f"{path}:{lineno}" if lineno else str(path))
+            elif a.kind is ActionKind.RESYNC and a.reason in _GAPS and last is not None:
+                self._gap(d, last, f"{path}:{lineno}" if lineno else str(path))
+        self._do(actions, local)
+
+    def _stale(self, d: DepthDiff, last: int | None, where: str) -> None:
+        """A diff dropped as already applied although the book was in sync: Binance never
+        resends one, so a run of them means an update id went wrong (one far too large makes
+        every later diff look old and freezes the book). Counted and located, never silent:
+        publish refuses a feed where they are a large share (mm_sim/feeds/convert/publish.py)."""
+        self.stale_synced += 1
+        if len(self.stale_examples) < MAX_EXAMPLES:
+            self.stale_examples.append(f"{where} (u={d.final_id} <= u={last} already applied)")
+
+    def _gap(self, d: DepthDiff, last: int, where: str) -> None:
+        """Where the book lost its sync, and the last bad line before it: a skipped bad diff
+        line is itself a gap in the update ids (its changes are missing from the book)."""
+        ids = f"pu={d.prev_final_id}" if d.prev_final_id is not None else f"U={d.first_id}"
+        note = f"{where}: {ids} does not continue u={last}"
+        if self.bad.last is not None:
+            note += f"; the last bad line before it: {self.bad.last}"
+        self.last_gap = note
+        if len(self.gap_examples) < MAX_EXAMPLES:
+            self.gap_examples.append(note)
 
     def _trade(self, tr: Trade, local: int) -> None:
         if tr.order_type is not None and tr.order_type != "MARKET":

@@ -51,6 +51,7 @@ from mm_sim.feeds.convert.base import (
     ConvertResult,
     EventBuffer,
     open_text,
+    time_problem,
 )
 
 PRICE_SCALE = 10_000
@@ -194,6 +195,11 @@ def midnight_ns(day: date, tz_name: str) -> int:
     return int(utc_midnight.timestamp()) * 1_000_000_000 - int(offset.total_seconds()) * 10**9
 
 
+# Seconds after midnight of one day are below 86,400; 90,000 leaves room for the 25-hour day
+# when clocks go back. Beyond, a time is corrupt (and as ns past int64 it would not fit a feed).
+DAY_NS = 90_000 * 10**9
+
+
 def seconds_to_ns(text: str) -> int:
     """'34200.004241176' -> ns, exactly (no float rounding of the fraction)."""
     whole, _, frac = text.strip().partition(".")
@@ -268,7 +274,10 @@ class _Converter:
         try:
             t = seconds_to_ns(fields[0])
         except ValueError:
-            self.fail(where, "message: time must be seconds after midnight", fields[0])
+            t = -1
+        if not 0 <= t < DAY_NS:
+            # One time past the day would also make every later row "go backwards".
+            self.fail(where, "message: time must be seconds after midnight (0 to 90000)", fields[0])
             return None
         try:
             mtype, size, price, direction = (int(fields[i]) for i in (1, 3, 4, 5))
@@ -287,6 +296,11 @@ class _Converter:
 
     def run_pair(self, pair: _Pair) -> None:
         base = midnight_ns(pair.day, self.tz)
+        if time_problem(base, 1) is not None or time_problem(base + DAY_NS, 1) is not None:
+            raise UserError(
+                f"{pair.message}: the day {pair.day} (from the file name or --date) is outside "
+                "2000 to 2100, the times a feed holds"
+            )
         self.levels_n = pair.level or 0
         cur_b: Levels = {}
         cur_a: Levels = {}

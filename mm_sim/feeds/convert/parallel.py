@@ -94,7 +94,11 @@ def is_done(job: Job) -> bool:
 
 
 def run_job(
-    fmt: str, job: dict[str, Any], opts: dict[str, Any], allow_bad_lines: bool
+    fmt: str,
+    job: dict[str, Any],
+    opts: dict[str, Any],
+    allow_bad_lines: bool,
+    allow_book_loss: bool = False,
 ) -> dict[str, Any]:
     """One task, on a worker: convert and publish; a summary, or the user-facing error."""
     from mm_sim.errors import FeedError
@@ -108,7 +112,13 @@ def run_job(
     options = ConvertOptions(**opts)
     try:
         result, summary = publish(
-            fmt, [Path(p) for p in job["inputs"]], target, options, allow_bad_lines, force
+            fmt,
+            [Path(p) for p in job["inputs"]],
+            target,
+            options,
+            allow_bad_lines,
+            force,
+            allow_book_loss=allow_book_loss,
         )
     except (UserError, FeedError) as exc:
         return {**job, "ok": False, "error": str(exc), "seconds": time.perf_counter() - t0}
@@ -139,6 +149,7 @@ def run_all(
     allow_bad_lines: bool,
     client: Any,
     on_result: Callable[[dict[str, Any]], None],
+    allow_book_loss: bool = False,
 ) -> list[dict[str, Any]]:
     """Submit the jobs that are not done yet to ``client``; report each result as it comes."""
     from dask.distributed import as_completed
@@ -162,6 +173,7 @@ def run_all(
             asdict(job),
             opt_dict,
             allow_bad_lines,
+            allow_book_loss,
             key=f"convert-{job.key}-{time.time_ns()}",
             pure=False,
         )

@@ -48,7 +48,9 @@ from mm_sim.feeds.convert.base import (
     ConvertResult,
     EventBuffer,
     inferred_tick_warning,
+    looks_like_other_unit,
     open_text,
+    time_problem,
 )
 
 BOOK_COLUMNS = (
@@ -183,9 +185,10 @@ def _lines(inp: _Input, rows: _Rows) -> Iterator[tuple[int, list[str]]]:
 
 
 def row_times(
-    fields: list[str], ix: dict[str, int], where: str, rows: _Rows
+    fields: list[str], ix: dict[str, int], where: str, rows: _Rows, first: bool = False
 ) -> tuple[int, int] | None:
-    """(local_ns, exch_ns) of a row (validated), or None after reporting it bad."""
+    """(local_ns, exch_ns) of a row (validated), or None after reporting it bad. ``first``: the
+    file's first data row, whose times, when they fit another unit, refuse the whole file."""
     try:
         local_us = int(fields[ix["local_timestamp"]])
     except ValueError:
@@ -199,18 +202,28 @@ def row_times(
     except ValueError:
         rows.fail(where, "timestamp: expected integer microseconds", ts_text)
         return None
-    if local_us <= 0 or exch_us <= 0:
-        rows.fail(where, "timestamp: expected a positive time", f"{exch_us},{local_us}")
+    for name, value in (("local_timestamp", local_us), ("timestamp", exch_us)):
+        problem = time_problem(value, 1000)
+        if problem is None:
+            continue
+        if first and looks_like_other_unit(problem):
+            # Every row of such a file is off the same way: one refusal that says so, not a
+            # bad line per row (or, under the bad-line limit, a feed dated 1970).
+            raise UserError(
+                f"{where}: column {name}: {problem} (got {value}): convert the file to "
+                "tardis.dev's unit, integer microseconds; nothing written"
+            )
+        rows.fail(where, f"{name}: {problem}", str(value))
         return None
     return local_us * 1000, exch_us * 1000
 
 
 def _common(
-    fields: list[str], inp: _Input, where: str, rows: _Rows
+    fields: list[str], inp: _Input, where: str, rows: _Rows, first: bool
 ) -> tuple[int, int, float, float] | None:
     """Timestamps, price and amount of a row (validated), or None after reporting it bad."""
     ix = inp.index
-    times = row_times(fields, ix, where, rows)
+    times = row_times(fields, ix, where, rows, first)
     if times is None:
         return None
     ptext = fields[ix["price"]]
@@ -250,6 +263,7 @@ def _stream(
     last_local = -1
     for inp in inputs:
         first_in_file = True
+        read_row = False  # a data row of this file was read (good or bad)
         in_snapshot = False
         is_book = inp.kind == BOOK
         ix = inp.index
@@ -262,7 +276,8 @@ def _stream(
                 continue
             if not rows.keep_symbol(fields[i_sym], where):
                 continue
-            parsed = _common(fields, inp, where, rows)
+            parsed = _common(fields, inp, where, rows, not read_row)
+            read_row = True
             if parsed is None:
                 continue
             local_ns, exch_ns, price, amount = parsed

@@ -111,6 +111,7 @@ def snapshot_stream(
     for inp in inputs:
         cur: Book = {BID: {}, ASK: {}}
         first_in_file = True
+        read_row = False  # a data row of this file was read (good or bad)
         for lineno, fields in _lines(inp, rows):
             where = f"{inp.path}:{lineno}"
             if len(fields) != inp.ncols:
@@ -118,7 +119,8 @@ def snapshot_stream(
                 continue
             if not rows.keep_symbol(fields[inp.index["symbol"]], where):
                 continue
-            times = row_times(fields, inp.index, where, rows)
+            times = row_times(fields, inp.index, where, rows, not read_row)
+            read_row = True
             if times is None:
                 continue
             book = _row_book(fields, inp, where, rows)
