@@ -86,7 +86,7 @@ def test_lobster_bad_line_rule(tmp_path: Path) -> None:
 
 
 def test_binance_market_detected_from_on_a_spot_capture(tmp_path: Path) -> None:
-    from test_convert_binance import gap_rows, write_hft
+    from binance_lines import gap_rows, write_hft
 
     from mm_sim.feeds.convert.base import ConvertOptions
     from mm_sim.feeds.convert.binance import convert
