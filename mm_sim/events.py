@@ -308,7 +308,7 @@ def data_hash_name(data: dict[str, Any]) -> str:
     return next((name for name in _HASHES if name in data), DATA_HASH)
 
 
-def _try_lock(fh: IO[bytes]) -> bool:
+def try_lock(fh: IO[bytes]) -> bool:
     if fcntl is None:  # pragma: no cover - Windows
         return True
     try:
@@ -335,7 +335,7 @@ def clean_stale_temp_files(directory: Path, name: str, min_age_s: float = 0.0) -
             with open(tmp, "rb") as fh:
                 if fcntl is None and time.time() - tmp.stat().st_mtime < min_age_s:
                     continue
-                if not _try_lock(fh):
+                if not try_lock(fh):
                     continue
                 tmp.unlink()
                 removed.append(tmp)
@@ -362,7 +362,7 @@ class FeedWriter:
         self.removed_stale = clean_stale_temp_files(self.path.parent, self.path.name, 3600.0)
         fd, self._tmp = temp_file_beside(self.path)
         self._fh = os.fdopen(fd, "wb")
-        _try_lock(self._fh)
+        try_lock(self._fh)
         self._fh.write(_npy_header(0))
         self._hash = _new_hash()
         self._bytes = 0

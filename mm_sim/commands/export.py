@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")
     out = args.out if args.out is not None else args.run_dir / "export"
-    frames = read_run(args.run_dir)
+    with RunDir(args.run_dir).not_running():
+        frames = read_run(args.run_dir)
     if frames.iterations.empty:
         # As report refuses it: tables of 0 rows would read as a run that did nothing.
         raise UserError(

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from mm_sim.commands import JSON_HELP, path_arg
 from mm_sim.errors import UserError
+
+if TYPE_CHECKING:
+    from mm_sim.report.rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mm_sim.report.render import build_reports
-    from mm_sim.report.runconfig import profile_from_config
     from mm_sim.report.rundir import RunDir
 
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")
     rd = RunDir(args.run_dir)
+    with rd.not_running():
+        return _report(args, rd)
+
+
+def _report(args: argparse.Namespace, rd: RunDir) -> int:
+    from mm_sim.report.render import build_reports
+    from mm_sim.report.runconfig import profile_from_config
+    from mm_sim.report.rundir import RunDir
+
     profile = profile_from_config(rd.load_config(), str(rd.run_json))
     # Check before replacing anything: a damaged metrics file must not overwrite good reports.
     if not rd.committed_lines():

@@ -21,6 +21,7 @@ duplicates one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -44,6 +45,7 @@ from mm_sim.events import (
     data_digest,
     hold_lock,
     read_text_file,
+    try_lock,
 )
 from mm_sim.report.runconfig import RECORD_DTYPES, record_layout, resume_conflicts, stored_layout
 from mm_sim.report.schema import (
@@ -138,6 +140,25 @@ class RunDir:
         self._lines: list[IterationLine] | None = None
         self._drop_partial = False
         self.last_overrides_text: str | None = None
+
+    @contextlib.contextmanager
+    def not_running(self) -> Iterator[None]:
+        """Hold the run's lock while its records are read (report, export): a soak still
+        writing them would be read mid-iteration and its reports rewritten from a part. The
+        lock file is opened to read only: a run directory one may only read can be exported."""
+        path = self.soak / ".lock"
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:  # no process ever wrote here
+            yield
+            return
+        with fh:
+            if not try_lock(fh):
+                raise UserError(
+                    f"{self.root}: a soak is still running in this directory (it holds {path}); "
+                    "run this once it has ended (it writes its own reports then)"
+                )
+            yield
 
     def record_path(self, name: str) -> Path:
         return self.records_dir / f"{name}.bin"
