@@ -722,3 +722,16 @@ def test_a_feed_down_for_a_whole_iteration_is_an_outage(tmp_path: Path, feed: Pa
     gate = json.loads((out / "reports" / "KPI_GATE.json").read_text())
     assert gate["verdict"] == "FAIL" and "feed_outage" in gate["hard_failed"]
     assert "iteration(s) 1" in gate["next_step"]
+
+
+def test_a_tiny_mark_interval_in_a_profile_is_refused_before_a_run_starts(tmp_path: Path) -> None:
+    """1e-9 ms passed '> 0' and rounded to 0 ns: the soak died dividing by it (exit 70) and left
+    a run directory with an empty metrics.jsonl."""
+    prof = json.loads((REPO / "profiles" / "market_maker_S1.json").read_text())
+    prof["mark_interval_ms"] = 1e-9
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(prof, indent=1))
+    out = tmp_path / "a"
+    r = mm("soak", "--profile", str(path), *TINY, "--model-arms", "none", "-o", str(out))
+    assert_refused(r, f"{path}:")
+    assert "mark_interval_ms" in r.stderr and not out.exists()

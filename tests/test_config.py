@@ -84,3 +84,26 @@ def test_cli_prints_one_clear_error_without_traceback(tmp_path: Path) -> None:
 def test_config_docs_match_the_models() -> None:
     doc = (REPO / "docs" / "CONFIG.md").read_text()
     assert doc == render(), "docs/CONFIG.md is stale: run `python -m mm_sim config docs`"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("mark_interval_ms", 1e-9),  # rounded to 0 ns: the engine divided by it
+        ("mark_interval_ms", 0.5),
+        ("gates.venue_rules.cycle_s", 1e-10),  # rounded to 0 ns: the report divided by it
+        ("gates.error_bars.block_s", 1e-10),  # likewise
+    ],
+)
+def test_durations_rounded_to_ns_have_a_floor(key: str, value: float) -> None:
+    prof, _ = parse_set_flags([f"profile.{key}={value}"])
+    with pytest.raises(UserError, match=rf"--set profile\.{key}.*greater than or equal to 1"):
+        load_profile(cli=prof)
+
+
+def test_a_tiny_mark_interval_from_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MM_PROFILE__MARK_INTERVAL_MS", "1e-9")
+    with pytest.raises(UserError, match="environment MM_PROFILE__MARK_INTERVAL_MS"):
+        load_profile()

@@ -232,7 +232,8 @@ class VenueRuleGates(Section):
     a judged cycle at or above the ban ratio fails the rule's hard gate.
     """
 
-    cycle_s: float = Field(600.0, gt=0, le=86400, description="Length of a rule cycle.")
+    # Rounded to whole ns and divided by: a whole second at least (the venue's cycle is 600 s).
+    cycle_s: float = Field(600.0, ge=1, le=86400, description="Length of a rule cycle.")
     invalid_cancel_s: float = Field(
         5.0,
         ge=0,
@@ -265,9 +266,10 @@ class VenueRuleGates(Section):
 class ErrorBarsCfg(Section):
     """The block bootstrap behind the statistical error bars (docs/REPORTS.md §2)."""
 
+    # Rounded to whole ns and divided by: a whole second at least (a block holds marks).
     block_s: float = Field(
         300.0,
-        gt=0,
+        ge=1,
         le=86400,
         description="Bootstrap block length (time blocks of fills and marks).",
     )
@@ -318,8 +320,11 @@ class Profile(BaseSettings):
     matching: MatchingCfg = MatchingCfg()
     limiter: LimiterCfg = LimiterCfg()
     gates: GatesCfg = GatesCfg()
+    # At least 1 ms: the step is rounded to whole ns (below 0.5 ns it was 0 and the run died
+    # dividing by it), and sub-millisecond marks multiply the records with no new information
+    # (1 us would be 1.8e9 marks per 30-minute iteration).
     mark_interval_ms: float = Field(
-        100.0, gt=0, le=60000, description="Sampling step of the recorded mid/position marks."
+        100.0, ge=1, le=60000, description="Sampling step of the recorded mid/position marks."
     )
 
     def instrument_for(self, feed: Instrument) -> Instrument:
