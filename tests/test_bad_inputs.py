@@ -735,3 +735,22 @@ def test_a_tiny_mark_interval_in_a_profile_is_refused_before_a_run_starts(tmp_pa
     r = mm("soak", "--profile", str(path), *TINY, "--model-arms", "none", "-o", str(out))
     assert_refused(r, f"{path}:")
     assert "mark_interval_ms" in r.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "culprit"),
+    [
+        (["--speed", "1e-300"], "--speed = 1e-300: Input should be greater than or equal to 0.1"),
+        (["--iteration-minutes", "1e-9"], "--iteration-minutes = 1e-09"),
+        (["--set", "profile.mark_interval_ms=60000"], "shorter than the profile's mark_interval"),
+    ],
+)
+def test_run_lengths_and_paces_that_mean_nothing_are_refused(
+    tmp_path: Path, flags: list[str], culprit: str
+) -> None:
+    """--speed 1e-300 slept past 300 s on its first chunk; --iteration-minutes 1e-9 gave a
+    verdict on 589 events; an iteration shorter than the mark step has no mark."""
+    out = tmp_path / "a"
+    r = mm("soak", "--feed", "synthetic-short", *TINY, *flags, "-o", str(out), timeout=120)
+    assert_refused(r, culprit)
+    assert not out.exists()

@@ -63,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--feed", help="feed name from feeds/, a .npy feed, or a definition .json")
     p.add_argument("--iterations", type=int, help="number of iterations (default 6)")
-    p.add_argument("--iteration-minutes", type=float, help="simulated minutes each (default 30)")
+    p.add_argument(
+        "--iteration-minutes", type=float, help="simulated minutes each, at least 0.01 (default 30)"
+    )
     p.add_argument("--seed", type=int, help="seed of the synthetic market and the core (default 1)")
     p.add_argument(
         "-o", "--out", "--artifacts", dest="artifacts", metavar="DIR",
@@ -102,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--speed", type=float,
-        help="pace replay against the wall clock (1 = real time; default: as fast as it runs)",
+        help="pace replay against the wall clock (1 = real time, at least 0.1; default: as fast "
+        "as it runs)",
     )  # fmt: skip
     p.add_argument(
         "--model-arms",
@@ -208,6 +211,13 @@ def run(args: argparse.Namespace) -> int:
     )
     prof_cli, ovr_cli = parse_set_flags(args.set)
     profile = load_profile(settings.profile, prof_cli)
+    span_ms = settings.iteration_minutes * 60_000
+    if span_ms < profile.mark_interval_ms:
+        raise UserError(
+            f"an iteration of {span_ms / 1000:g} s (--iteration-minutes "
+            f"{settings.iteration_minutes:g}) is shorter than the profile's mark_interval_ms "
+            f"{profile.mark_interval_ms:g}: it would hold no mark to measure it by"
+        )
     root = Path(settings.artifacts)
     if args.resume:
         run_json = root / "soak" / "run.json"
