@@ -145,7 +145,8 @@ def render() -> str:
         "Precedence, lowest first: the JSON file → environment variables → "
         "`--set KEY=VALUE` flags. Run `python -m mm_sim config show` to print the effective "
         "values. An invalid value stops the program with the file and line (or variable, or "
-        "flag), the field, the value and what was expected.",
+        "flag), the field, the value and what was expected. A number field takes a number: "
+        "`true`/`false` there is refused (not read as 1 or 0).",
         "",
         "## Profile (`profiles/market_maker_S1.json`, `--profile NAME|PATH`)",
         "",

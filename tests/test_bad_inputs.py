@@ -754,3 +754,22 @@ def test_run_lengths_and_paces_that_mean_nothing_are_refused(
     r = mm("soak", "--feed", "synthetic-short", *TINY, *flags, "-o", str(out), timeout=120)
     assert_refused(r, culprit)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "culprit"),
+    [
+        ("instrument.tick_size=1e6", "instrument.tick_size 1e+06 is 1e+07x the feed's own 0.1"),
+        ("instrument.tick_size=1e-12", "instrument.tick_size 1e-12 is 1e-11x the feed's own 0.1"),
+        ("inventory.max_notional=100", "above inventory.max_notional 100"),
+    ],
+)
+def test_a_profile_that_cannot_quote_on_the_feed_is_refused(
+    tmp_path: Path, setting: str, culprit: str
+) -> None:
+    """These ran to a FAIL verdict on 0 fills (exit 0) with at most a note."""
+    out = tmp_path / "a"
+    r = mm("soak", "--feed", "synthetic-short", *TINY, "--model-arms", "none",
+           "--set", f"profile.{setting}", "-o", str(out))  # fmt: skip
+    assert_refused(r, culprit)
+    assert not out.exists()

@@ -6,11 +6,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mm_sim.config.file_source import sources
-from mm_sim.config.overrides import Section
+from mm_sim.config.overrides import Section, refuse_bool
 from mm_sim.events import Instrument
 
 
@@ -46,7 +47,10 @@ class ThroughFill(StrEnum):
 
 class InstrumentCfg(Section):
     tick_size: float | None = Field(
-        None, gt=0, description="Price tick; null = taken from the feed's metadata."
+        None,
+        gt=0,
+        description="Price tick; null = taken from the feed's metadata. A soak refuses one more "
+        "than 100x from the feed's own tick, either way.",
     )
     lot_size: float | None = Field(
         None, gt=0, description="Quantity step; null = taken from the feed's metadata."
@@ -66,7 +70,12 @@ class InstrumentCfg(Section):
 
 
 class QuotingCfg(Section):
-    order_qty: float = Field(0.01, gt=0, description="Quote size per side, base units.")
+    order_qty: float = Field(
+        0.01,
+        gt=0,
+        description="Quote size per side, base units; at most inventory.max_position, and (in a "
+        "soak) worth at most inventory.max_notional at the feed's price.",
+    )
     base_half_spread_bps: float = Field(
         1.0, ge=0, le=500, description="Half-spread around the reservation price, bps of mid."
     )
@@ -326,6 +335,26 @@ class Profile(BaseSettings):
     mark_interval_ms: float = Field(
         100.0, ge=1, le=60000, description="Sampling step of the recorded mid/position marks."
     )
+
+    _refuse_bool = field_validator("*", mode="before")(refuse_bool)
+
+    @model_validator(mode="after")
+    def _can_quote(self) -> Profile:
+        """A profile under which no order can ever be placed ran to a verdict on 0 fills.
+        ``ctx.fields`` names the settings involved, for the message's origin (config/loading)."""
+        qty, limit = self.quoting.order_qty, self.inventory.max_position
+        if qty > limit * (1.0 + 1e-9):  # the limiter's own tolerance (core/limiter.py)
+            raise PydanticCustomError(
+                "cannot_quote",
+                "quoting.order_qty {qty} is above inventory.max_position {limit}: every order "
+                "would breach the position limit, so the strategy could never quote",
+                {
+                    "qty": qty,
+                    "limit": limit,
+                    "fields": ("quoting.order_qty", "inventory.max_position"),
+                },
+            )
+        return self
 
     def instrument_for(self, feed: Instrument) -> Instrument:
         """The feed's instrument with this profile's tick/lot, where set, winning."""
