@@ -773,3 +773,16 @@ def test_a_profile_that_cannot_quote_on_the_feed_is_refused(
            "--set", f"profile.{setting}", "-o", str(out))  # fmt: skip
     assert_refused(r, culprit)
     assert not out.exists()
+
+
+def test_an_error_line_quotes_a_value_not_a_whole_file(tmp_path: Path, run_dir: Path) -> None:
+    """With 'profile' deleted from run.json the one line quoted the whole file (~3 KB)."""
+    d = copy_run(run_dir, tmp_path)
+    run_json = d / "soak" / "run.json"
+    cfg = json.loads(run_json.read_text())
+    del cfg["profile"]
+    run_json.write_text(json.dumps(cfg))
+    r = mm("report", str(d), "--no-charts")
+    assert_refused(r, "field 'profile' = {")
+    line = r.stderr.strip().splitlines()[-1]
+    assert len(line) < 300 and "Field required" in line and "items)" in line, line

@@ -16,7 +16,7 @@ from mm_sim.config.file_source import current_file
 from mm_sim.config.overrides import Overrides
 from mm_sim.config.paths import DEFAULT_OVERRIDES, DEFAULT_PROFILE, PROFILES_DIR
 from mm_sim.config.profile import Profile
-from mm_sim.errors import UserError
+from mm_sim.errors import UserError, shown
 from mm_sim.events import read_text_file
 
 
@@ -147,7 +147,7 @@ def _explain(
         else:
             expected = err["msg"]
         if loc:
-            lines.append(f"{origin}: {what} field '{dotted}' = {value!r}: {expected}")
+            lines.append(f"{origin}: {what} field '{dotted}' = {shown(value)}: {expected}")
         else:
             lines.append(f"{origin}: {what}: {expected}")
     return "invalid configuration: " + "; ".join(lines)  # one line, however many errors

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mm_sim.errors import UserError
+from mm_sim.errors import UserError, shown
 
 
 class RunSettings(BaseSettings):
@@ -130,7 +130,7 @@ def load_local_settings() -> LocalSettings:
         return LocalSettings()
     except ValidationError as exc:
         errs = [
-            f"environment MM_{'.'.join(map(str, e['loc'])).upper()} = {e.get('input')!r}: "
+            f"environment MM_{'.'.join(map(str, e['loc'])).upper()} = {shown(e.get('input'))}: "
             f"{e['msg']}"
             for e in exc.errors()
         ]
@@ -148,5 +148,5 @@ def load_run_settings(cli: dict[str, Any]) -> RunSettings:
             origin = (
                 f"--{name.replace('_', '-')}" if from_flag else f"environment MM_{name.upper()}"
             )
-            errs.append(f"{origin} = {e.get('input')!r}: {e['msg']}")
+            errs.append(f"{origin} = {shown(e.get('input'))}: {e['msg']}")
         raise UserError("invalid run settings: " + "; ".join(errs)) from None
