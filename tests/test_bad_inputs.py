@@ -786,3 +786,9 @@ def test_an_error_line_quotes_a_value_not_a_whole_file(tmp_path: Path, run_dir: 
     assert_refused(r, "field 'profile' = {")
     line = r.stderr.strip().splitlines()[-1]
     assert len(line) < 300 and "Field required" in line and "items)" in line, line
+
+
+def test_a_negative_clock_in_exponent_form_reaches_its_own_check(tmp_path: Path) -> None:
+    out = str(tmp_path / "a")
+    r = mm("soak", "--feed", "synthetic-short", *TINY, "--clock", "-1e20", "-o", out)
+    assert_refused(r, "--clock = '-1e20': Value error, a clock shift must be finite and within")
