@@ -342,6 +342,34 @@ def _resume_control(t: Path, f: Path, r: Path):
     return [*argv, "--artifacts", str(d)], "--control", [d]
 
 
+def _metrics_gone_resume(how: str):
+    """metrics.jsonl emptied or deleted beside the checkpoints of later iterations: the resume
+    started over from iteration 0 (exit 0), cutting every record away."""
+
+    def make(t: Path, f: Path, r: Path):
+        d = copy_run(r, t)
+        m = d / "soak" / "metrics.jsonl"
+        m.write_bytes(b"") if how == "emptied" else m.unlink()
+        argv = ["soak", "--iterations", "2", "--iteration-minutes", "0.2", "--resume"]
+        return [*argv, "--artifacts", str(d)], "holds the checkpoint of iteration 1", [d]
+
+    return make
+
+
+def _resume_fewer_iterations(t: Path, f: Path, r: Path):
+    # accepted, printing "resuming after iteration 1 (2/1 done; ...)"
+    d = copy_run(r, t)
+    argv = ["soak", "--iterations", "1", "--iteration-minutes", "0.2", "--resume"]
+    return [*argv, "--artifacts", str(d)], "already committed 2 iterations", [d]
+
+
+def _artifacts_under_a_file(t: Path, f: Path, r: Path):
+    # an OS fault (exit 1) where --out on the file itself was a UserError (exit 2)
+    (t / "afile").write_text("mine")
+    argv = ["soak", *TINY, "--artifacts", str(t / "afile" / "sub")]
+    return argv, f"{t / 'afile'} is a file, not a directory", [t / "afile"]
+
+
 def _artifacts_user_folder(t: Path, f: Path, r: Path):
     d = t / "mine"
     d.mkdir()
@@ -487,6 +515,10 @@ CASES = [
     Case("resume with another --iteration-minutes", _resume_other_minutes),
     Case("resume with --no-tune", _resume_no_tune),
     Case("resume with --control", _resume_control),
+    Case("resume on an emptied metrics.jsonl", _metrics_gone_resume("emptied")),
+    Case("resume on a deleted metrics.jsonl", _metrics_gone_resume("deleted")),
+    Case("resume with fewer --iterations than committed", _resume_fewer_iterations),
+    Case("--artifacts under a file", _artifacts_under_a_file),
     Case("--artifacts on a user's folder", _artifacts_user_folder),
     Case("--artifacts path too long", _artifacts_too_long, code=1),
     Case("convert over a feed without --force", _convert_over_feed),
@@ -792,3 +824,18 @@ def test_a_negative_clock_in_exponent_form_reaches_its_own_check(tmp_path: Path)
     out = str(tmp_path / "a")
     r = mm("soak", "--feed", "synthetic-short", *TINY, "--clock", "-1e20", "-o", out)
     assert_refused(r, "--clock = '-1e20': Value error, a clock shift must be finite and within")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_artifacts_user_folder, _resume_other_minutes, _metrics_gone_resume("emptied")],
+    ids=["user's folder", "resume mismatch", "resume on emptied metrics"],
+)
+def test_a_refused_soak_prints_nothing_about_the_run(
+    tmp_path: Path, feed: Path, run_dir: Path, make: Callable
+) -> None:
+    """The clock line (stdout) came before the error: two lines for one mistake."""
+    argv, culprit, _ = make(tmp_path, feed, run_dir)
+    r = mm(*argv)
+    assert_refused(r, culprit)
+    assert r.stdout == "", r.stdout
