@@ -175,7 +175,11 @@ def render() -> str:
         "## Run settings (`mm_sim soak` flags)",
         "",
         "Each has a flag (`--iteration-minutes` for `iteration_minutes`) and an environment "
-        "variable `MM_<NAME>`; the flag wins.",
+        "variable `MM_<NAME>`; the flag wins. An `MM_` variable that is no setting here, no "
+        "`MM_PROFILE__`/`MM_OVERRIDES__` field and none of `MM_BINANCE_API_KEY`, "
+        "`MM_BINANCE_API_SECRET` (docs/LIVE.md) or `MM_BENCH_PIN` stops a soak or sweep when "
+        "it is close to a known name (`MM_ITERATION`: did you mean `MM_ITERATIONS`?) and is "
+        "warned about on stderr otherwise.",
         "",
         "| field | meaning | unit | default | range | env |",
         "|---|---|---|---|---|---|",

@@ -645,6 +645,11 @@ CASES = [
         env={"MM_PROFILE__GATES__HARD__NET_BPS_MIN": "NaN"},
     ),
     Case(
+        "a typo of an MM_ setting (ran the default 6 x 30 minutes)",
+        _plain(["soak", "--artifacts", "{t}/a"], "did you mean MM_ITERATIONS?"),
+        env={"MM_ITERATION": "1"},
+    ),
+    Case(
         "run setting from the environment named as such",
         _plain(["soak", "--artifacts", "{t}/a"], "environment MM_ITERATIONS"),
         env={"MM_ITERATIONS": "0"},
@@ -839,3 +844,13 @@ def test_a_refused_soak_prints_nothing_about_the_run(
     r = mm(*argv)
     assert_refused(r, culprit)
     assert r.stdout == "", r.stdout
+
+
+def test_an_unknown_mm_variable_far_from_any_setting_is_warned_about(tmp_path: Path) -> None:
+    out = tmp_path / "a"
+    r = mm("soak", "--feed", "synthetic-short", "--iterations", "1", "--iteration-minutes", "0.05",
+           "--model-arms", "none", "-o", str(out), "--log-json",
+           env={"MM_SOMETHING_ELSE": "1", "MM_BENCH_PIN": "0"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    warned = [json.loads(x) for x in r.stderr.splitlines() if "not an mm_sim setting" in x]
+    assert [w["name"] for w in warned] == ["MM_SOMETHING_ELSE"]

@@ -17,6 +17,7 @@ from mm_sim.config import (
     Overrides,
     Profile,
     RunSettings,
+    check_env_names,
     load_overrides,
     load_profile,
     load_run_settings,
@@ -244,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--no-tune keeps the overrides fixed: {', '.join(idle)} would do nothing"
             )
 
+    check_env_names()
     settings = load_run_settings(
         {
             "profile": args.profile,

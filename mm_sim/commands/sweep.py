@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mm_sim.commands import path_arg
-from mm_sim.config import load_local_settings
+from mm_sim.config import check_env_names, load_local_settings
 from mm_sim.errors import UserError
 
 
@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} {value!r}: expected a finite number >= 0")
     # The workers read the same MM_* settings: a bad one is named here, before a cluster starts
     # (in a worker it surfaced as a failed warm-up that blamed the worker's versions).
+    check_env_names()
     load_local_settings()
     if args.train is None:
         train, test = list(DEFAULT_TRAIN), list(DEFAULT_TEST if args.test is None else args.test)

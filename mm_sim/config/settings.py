@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -150,3 +152,35 @@ def load_run_settings(cli: dict[str, Any]) -> RunSettings:
             )
             errs.append(f"{origin} = {shown(e.get('input'))}: {e['msg']}")
         raise UserError("invalid run settings: " + "; ".join(errs)) from None
+
+
+# MM_ names read outside these models: the profile's and overrides' own prefixes (their names
+# are checked on load, config/loading.py), the Binance credentials (venues/binance/credentials.py)
+# and the live-latency bench's core pinning (benchmarks/live_latency.py, docs/LIVE.md).
+OTHER_ENV_PREFIXES = ("MM_PROFILE__", "MM_OVERRIDES__", "MM_BINANCE_")
+OTHER_ENV = ("MM_BENCH_PIN",)
+
+
+def check_env_names() -> None:
+    """An ``MM_`` variable that names no setting is ignored by the settings loader, so a typo
+    (``MM_ITERATION=1``) silently ran the default 6 x 30 minutes. One close to a known name is
+    refused naming it; any other is warned about (it may belong to another tool)."""
+    from mm_sim.logs import get_logger
+
+    known = sorted(
+        {f"MM_{n.upper()}" for n in (*RunSettings.model_fields, *LocalSettings.model_fields)}
+        | set(OTHER_ENV)
+    )
+    for key in sorted(os.environ):
+        name = key.upper()
+        if not name.startswith("MM_") or name in known or name.startswith(OTHER_ENV_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            raise UserError(
+                f"environment {key}: not an mm_sim setting; did you mean {close[0]}? "
+                "(see docs/CONFIG.md)"
+            )
+        get_logger("mm_sim.config").warning(
+            "environment variable ignored: not an mm_sim setting (see docs/CONFIG.md)", name=key
+        )
