@@ -578,6 +578,14 @@ CASES = [
             "looks like an overrides file: pass it as --overrides",
         ),
     ),
+    Case(
+        "sweep --feeds A --train B (aliases: A was silently dropped)",
+        lambda t, f, r: (
+            [*_sweep(t, ["synthetic-short"]), "--feeds", "synthetic-short@2"],
+            "--train and --feeds are one option",
+            [],
+        ),
+    ),
     Case("sweep on a feed without events", _sweep_empty_feed),
     Case("sweep --out a user's folder", _sweep_into_a_users_folder),
     Case(
