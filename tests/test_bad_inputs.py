@@ -525,6 +525,14 @@ CASES = [
     Case("convert --force over a non-feed", _convert_over_non_feed),
     Case("sweep X@1 vs X@2 on one stored feed", _sweep_same_stored_feed),
     Case("sidecar clock shift of years", _sidecar_clock_of_years),
+    Case(
+        "a feed's sidecar passed as the feed",
+        lambda t, f, r: (
+            (p := copy_feed(f, t / "f"), ["soak", "--feed", str(p.with_suffix(".json")), *TINY])[1],
+            "this looks like the sidecar of",
+            [t / "f"],
+        ),
+    ),
     Case("sidecar from a newer mm_sim", _sidecar_from_the_future),
     Case("sidecar tick_size null", _sidecar_tick_null),
     Case("sidecar count not a number", _sidecar_count_text),
