@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import pkgutil
+import re
 import signal
 import sys
 from typing import Any, ClassVar
@@ -115,6 +116,12 @@ def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     return out
 
 
+# argparse takes "-2.5" as a value but "-1e3" as an unknown option ("expected one argument"):
+# its own pattern for negative numbers has no exponent. No option of mm_sim looks like a number,
+# so every negative number (and -inf/-nan, refused later with their flag) is a value.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``only`` that one subcommand: registering a command imports
     its module, and the others' (the sweep's Dask and matplotlib, the fake exchange's HTTP
@@ -132,8 +139,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name in [only] if only is not None else command_names():
         importlib.import_module(f"mm_sim.commands.{name}").register(sub)
     settings = _settings_formatter()
+    parser._negative_number_matcher = _NEGATIVE_NUMBER
     for sp in _parsers(parser):
         sp.formatter_class = settings if sp.prog.endswith(" soak") else DefaultsFormatter
+        sp._negative_number_matcher = _NEGATIVE_NUMBER
         _add_global_options(sp, top=False)
     return parser
 

@@ -145,7 +145,8 @@ def render() -> str:
         "Precedence, lowest first: the JSON file → environment variables → "
         "`--set KEY=VALUE` flags. Run `python -m mm_sim config show` to print the effective "
         "values. An invalid value stops the program with the file and line (or variable, or "
-        "flag), the field, the value and what was expected.",
+        "flag), the field, the value and what was expected. A number field takes a number: "
+        "`true`/`false` there is refused (not read as 1 or 0).",
         "",
         "## Profile (`profiles/market_maker_S1.json`, `--profile NAME|PATH`)",
         "",
@@ -174,7 +175,11 @@ def render() -> str:
         "## Run settings (`mm_sim soak` flags)",
         "",
         "Each has a flag (`--iteration-minutes` for `iteration_minutes`) and an environment "
-        "variable `MM_<NAME>`; the flag wins.",
+        "variable `MM_<NAME>`; the flag wins. An `MM_` variable that is no setting here, no "
+        "`MM_PROFILE__`/`MM_OVERRIDES__` field and none of `MM_BINANCE_API_KEY`, "
+        "`MM_BINANCE_API_SECRET` (docs/LIVE.md) or `MM_BENCH_PIN` stops a soak or sweep when "
+        "it is close to a known name (`MM_ITERATION`: did you mean `MM_ITERATIONS`?) and is "
+        "warned about on stderr otherwise.",
         "",
         "| field | meaning | unit | default | range | env |",
         "|---|---|---|---|---|---|",

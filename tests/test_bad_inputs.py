@@ -342,6 +342,34 @@ def _resume_control(t: Path, f: Path, r: Path):
     return [*argv, "--artifacts", str(d)], "--control", [d]
 
 
+def _metrics_gone_resume(how: str):
+    """metrics.jsonl emptied or deleted beside the checkpoints of later iterations: the resume
+    started over from iteration 0 (exit 0), cutting every record away."""
+
+    def make(t: Path, f: Path, r: Path):
+        d = copy_run(r, t)
+        m = d / "soak" / "metrics.jsonl"
+        m.write_bytes(b"") if how == "emptied" else m.unlink()
+        argv = ["soak", "--iterations", "2", "--iteration-minutes", "0.2", "--resume"]
+        return [*argv, "--artifacts", str(d)], "holds the checkpoint of iteration 1", [d]
+
+    return make
+
+
+def _resume_fewer_iterations(t: Path, f: Path, r: Path):
+    # accepted, printing "resuming after iteration 1 (2/1 done; ...)"
+    d = copy_run(r, t)
+    argv = ["soak", "--iterations", "1", "--iteration-minutes", "0.2", "--resume"]
+    return [*argv, "--artifacts", str(d)], "already committed 2 iterations", [d]
+
+
+def _artifacts_under_a_file(t: Path, f: Path, r: Path):
+    # an OS fault (exit 1) where --out on the file itself was a UserError (exit 2)
+    (t / "afile").write_text("mine")
+    argv = ["soak", *TINY, "--artifacts", str(t / "afile" / "sub")]
+    return argv, f"{t / 'afile'} is a file, not a directory", [t / "afile"]
+
+
 def _artifacts_user_folder(t: Path, f: Path, r: Path):
     d = t / "mine"
     d.mkdir()
@@ -487,12 +515,24 @@ CASES = [
     Case("resume with another --iteration-minutes", _resume_other_minutes),
     Case("resume with --no-tune", _resume_no_tune),
     Case("resume with --control", _resume_control),
+    Case("resume on an emptied metrics.jsonl", _metrics_gone_resume("emptied")),
+    Case("resume on a deleted metrics.jsonl", _metrics_gone_resume("deleted")),
+    Case("resume with fewer --iterations than committed", _resume_fewer_iterations),
+    Case("--artifacts under a file", _artifacts_under_a_file),
     Case("--artifacts on a user's folder", _artifacts_user_folder),
     Case("--artifacts path too long", _artifacts_too_long, code=1),
     Case("convert over a feed without --force", _convert_over_feed),
     Case("convert --force over a non-feed", _convert_over_non_feed),
     Case("sweep X@1 vs X@2 on one stored feed", _sweep_same_stored_feed),
     Case("sidecar clock shift of years", _sidecar_clock_of_years),
+    Case(
+        "a feed's sidecar passed as the feed",
+        lambda t, f, r: (
+            (p := copy_feed(f, t / "f"), ["soak", "--feed", str(p.with_suffix(".json")), *TINY])[1],
+            "this looks like the sidecar of",
+            [t / "f"],
+        ),
+    ),
     Case("sidecar from a newer mm_sim", _sidecar_from_the_future),
     Case("sidecar tick_size null", _sidecar_tick_null),
     Case("sidecar count not a number", _sidecar_count_text),
@@ -544,6 +584,14 @@ CASES = [
         _plain(
             ["soak", "--profile", str(REPO / "overrides" / "runtime_overrides.json")],
             "looks like an overrides file: pass it as --overrides",
+        ),
+    ),
+    Case(
+        "sweep --feeds A --train B (aliases: A was silently dropped)",
+        lambda t, f, r: (
+            [*_sweep(t, ["synthetic-short"]), "--feeds", "synthetic-short@2"],
+            "--train and --feeds are one option",
+            [],
         ),
     ),
     Case("sweep on a feed without events", _sweep_empty_feed),
@@ -611,6 +659,11 @@ CASES = [
         "NaN gate from the environment",
         _plain(["soak", "--artifacts", "{t}/a"], "MM_PROFILE__GATES__HARD__NET_BPS_MIN"),
         env={"MM_PROFILE__GATES__HARD__NET_BPS_MIN": "NaN"},
+    ),
+    Case(
+        "a typo of an MM_ setting (ran the default 6 x 30 minutes)",
+        _plain(["soak", "--artifacts", "{t}/a"], "did you mean MM_ITERATIONS?"),
+        env={"MM_ITERATION": "1"},
     ),
     Case(
         "run setting from the environment named as such",
@@ -722,3 +775,98 @@ def test_a_feed_down_for_a_whole_iteration_is_an_outage(tmp_path: Path, feed: Pa
     gate = json.loads((out / "reports" / "KPI_GATE.json").read_text())
     assert gate["verdict"] == "FAIL" and "feed_outage" in gate["hard_failed"]
     assert "iteration(s) 1" in gate["next_step"]
+
+
+def test_a_tiny_mark_interval_in_a_profile_is_refused_before_a_run_starts(tmp_path: Path) -> None:
+    """1e-9 ms passed '> 0' and rounded to 0 ns: the soak died dividing by it (exit 70) and left
+    a run directory with an empty metrics.jsonl."""
+    prof = json.loads((REPO / "profiles" / "market_maker_S1.json").read_text())
+    prof["mark_interval_ms"] = 1e-9
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(prof, indent=1))
+    out = tmp_path / "a"
+    r = mm("soak", "--profile", str(path), *TINY, "--model-arms", "none", "-o", str(out))
+    assert_refused(r, f"{path}:")
+    assert "mark_interval_ms" in r.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "culprit"),
+    [
+        (["--speed", "1e-300"], "--speed = 1e-300: Input should be greater than or equal to 0.1"),
+        (["--iteration-minutes", "1e-9"], "--iteration-minutes = 1e-09"),
+        (["--set", "profile.mark_interval_ms=60000"], "shorter than the profile's mark_interval"),
+    ],
+)
+def test_run_lengths_and_paces_that_mean_nothing_are_refused(
+    tmp_path: Path, flags: list[str], culprit: str
+) -> None:
+    """--speed 1e-300 slept past 300 s on its first chunk; --iteration-minutes 1e-9 gave a
+    verdict on 589 events; an iteration shorter than the mark step has no mark."""
+    out = tmp_path / "a"
+    r = mm("soak", "--feed", "synthetic-short", *TINY, *flags, "-o", str(out), timeout=120)
+    assert_refused(r, culprit)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "culprit"),
+    [
+        ("instrument.tick_size=1e6", "instrument.tick_size 1e+06 is 1e+07x the feed's own 0.1"),
+        ("instrument.tick_size=1e-12", "instrument.tick_size 1e-12 is 1e-11x the feed's own 0.1"),
+        ("inventory.max_notional=100", "above inventory.max_notional 100"),
+    ],
+)
+def test_a_profile_that_cannot_quote_on_the_feed_is_refused(
+    tmp_path: Path, setting: str, culprit: str
+) -> None:
+    """These ran to a FAIL verdict on 0 fills (exit 0) with at most a note."""
+    out = tmp_path / "a"
+    r = mm("soak", "--feed", "synthetic-short", *TINY, "--model-arms", "none",
+           "--set", f"profile.{setting}", "-o", str(out))  # fmt: skip
+    assert_refused(r, culprit)
+    assert not out.exists()
+
+
+def test_an_error_line_quotes_a_value_not_a_whole_file(tmp_path: Path, run_dir: Path) -> None:
+    """With 'profile' deleted from run.json the one line quoted the whole file (~3 KB)."""
+    d = copy_run(run_dir, tmp_path)
+    run_json = d / "soak" / "run.json"
+    cfg = json.loads(run_json.read_text())
+    del cfg["profile"]
+    run_json.write_text(json.dumps(cfg))
+    r = mm("report", str(d), "--no-charts")
+    assert_refused(r, "field 'profile' = {")
+    line = r.stderr.strip().splitlines()[-1]
+    assert len(line) < 300 and "Field required" in line and "items)" in line, line
+
+
+def test_a_negative_clock_in_exponent_form_reaches_its_own_check(tmp_path: Path) -> None:
+    out = str(tmp_path / "a")
+    r = mm("soak", "--feed", "synthetic-short", *TINY, "--clock", "-1e20", "-o", out)
+    assert_refused(r, "--clock = '-1e20': Value error, a clock shift must be finite and within")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_artifacts_user_folder, _resume_other_minutes, _metrics_gone_resume("emptied")],
+    ids=["user's folder", "resume mismatch", "resume on emptied metrics"],
+)
+def test_a_refused_soak_prints_nothing_about_the_run(
+    tmp_path: Path, feed: Path, run_dir: Path, make: Callable
+) -> None:
+    """The clock line (stdout) came before the error: two lines for one mistake."""
+    argv, culprit, _ = make(tmp_path, feed, run_dir)
+    r = mm(*argv)
+    assert_refused(r, culprit)
+    assert r.stdout == "", r.stdout
+
+
+def test_an_unknown_mm_variable_far_from_any_setting_is_warned_about(tmp_path: Path) -> None:
+    out = tmp_path / "a"
+    r = mm("soak", "--feed", "synthetic-short", "--iterations", "1", "--iteration-minutes", "0.05",
+           "--model-arms", "none", "-o", str(out), "--log-json",
+           env={"MM_SOMETHING_ELSE": "1", "MM_BENCH_PIN": "0"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    warned = [json.loads(x) for x in r.stderr.splitlines() if "not an mm_sim setting" in x]
+    assert [w["name"] for w in warned] == ["MM_SOMETHING_ELSE"]

@@ -176,3 +176,14 @@ def test_a_reader_that_goes_away_gets_no_error_message() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert "Broken pipe" not in err and "error" not in err.lower(), err
+
+
+@pytest.mark.parametrize("value", ["-1e3", "-1E+3", "-2.5", "-1.", "-.5e-2", "-7"])
+def test_a_negative_number_in_exponent_form_is_a_value(
+    parser: argparse.ArgumentParser, value: str
+) -> None:
+    """argparse read "--clock -1e3" as a missing value ("expected one argument") while
+    "--clock -2.5" worked: its negative-number rule has no exponent."""
+    assert parser.parse_args(["soak", "--clock", value]).clock == value
+    fx = parser.parse_args(["fake-exchange", "--clock-offset-ms", value])
+    assert fx.clock_offset_ms == float(value)

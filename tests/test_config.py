@@ -84,3 +84,60 @@ def test_cli_prints_one_clear_error_without_traceback(tmp_path: Path) -> None:
 def test_config_docs_match_the_models() -> None:
     doc = (REPO / "docs" / "CONFIG.md").read_text()
     assert doc == render(), "docs/CONFIG.md is stale: run `python -m mm_sim config docs`"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("mark_interval_ms", 1e-9),  # rounded to 0 ns: the engine divided by it
+        ("mark_interval_ms", 0.5),
+        ("gates.venue_rules.cycle_s", 1e-10),  # rounded to 0 ns: the report divided by it
+        ("gates.error_bars.block_s", 1e-10),  # likewise
+    ],
+)
+def test_durations_rounded_to_ns_have_a_floor(key: str, value: float) -> None:
+    prof, _ = parse_set_flags([f"profile.{key}={value}"])
+    with pytest.raises(UserError, match=rf"--set profile\.{key}.*greater than or equal to 1"):
+        load_profile(cli=prof)
+
+
+def test_a_tiny_mark_interval_from_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MM_PROFILE__MARK_INTERVAL_MS", "1e-9")
+    with pytest.raises(UserError, match="environment MM_PROFILE__MARK_INTERVAL_MS"):
+        load_profile()
+
+
+def _profile_file(tmp_path: Path, change: dict[str, dict[str, object]]) -> Path:
+    data = json.loads((REPO / "profiles" / "market_maker_S1.json").read_text())
+    for section, values in change.items():
+        data[section].update(values)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def test_a_boolean_is_not_a_number(tmp_path: Path) -> None:
+    """``"order_qty": true`` was read as 1.0 (an order of one coin: no quote ever placed)."""
+    path = _profile_file(tmp_path, {"quoting": {"order_qty": True}})
+    with pytest.raises(UserError, match=r"'quoting.order_qty' = True: Input should be a number"):
+        load_profile(path)
+    _, ovr = parse_set_flags(["overrides.tail_age_ms=false"])
+    with pytest.raises(UserError, match="'tail_age_ms' = False"):
+        load_overrides(cli=ovr)
+    # a switch still takes one, and an integer is still a fine float
+    prof, _ = parse_set_flags(["profile.matching.crossing_fills=false", "profile.fees.taker_bps=4"])
+    assert load_profile(cli=prof).matching.crossing_fills is False
+
+
+def test_an_order_above_the_position_limit_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = _profile_file(tmp_path, {"quoting": {"order_qty": 1e308}})
+    with pytest.raises(UserError) as ei:
+        load_profile(path)
+    msg = str(ei.value)
+    assert f"{path}:" in msg and "order_qty 1e+308 is above inventory.max_position 0.1" in msg
+    assert len(msg) < 300  # the message names the rule, not the whole profile
+    prof, _ = parse_set_flags(["profile.inventory.max_position=0.005"])
+    with pytest.raises(UserError, match=r"--set profile\.inventory\.max_position: profile: "):
+        load_profile(cli=prof)

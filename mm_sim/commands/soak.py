@@ -17,6 +17,7 @@ from mm_sim.config import (
     Overrides,
     Profile,
     RunSettings,
+    check_env_names,
     load_overrides,
     load_profile,
     load_run_settings,
@@ -63,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--feed", help="feed name from feeds/, a .npy feed, or a definition .json")
     p.add_argument("--iterations", type=int, help="number of iterations (default 6)")
-    p.add_argument("--iteration-minutes", type=float, help="simulated minutes each (default 30)")
+    p.add_argument(
+        "--iteration-minutes", type=float, help="simulated minutes each, at least 0.01 (default 30)"
+    )
     p.add_argument("--seed", type=int, help="seed of the synthetic market and the core (default 1)")
     p.add_argument(
         "-o", "--out", "--artifacts", dest="artifacts", metavar="DIR",
@@ -102,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--speed", type=float,
-        help="pace replay against the wall clock (1 = real time; default: as fast as it runs)",
+        help="pace replay against the wall clock (1 = real time, at least 0.1; default: as fast "
+        "as it runs)",
     )  # fmt: skip
     p.add_argument(
         "--model-arms",
@@ -126,21 +130,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _archive_previous(root: Path) -> None:
-    """A fresh run never overwrites an older one: the older one is moved aside, loudly.
-
-    Only a directory an mm_sim run wrote is moved, and only while holding its lock: a run
-    still writing to it keeps the lock, so the move is refused instead of pulling the
-    directory from under it. Anything else that is not empty (a user's folder) is refused.
-    """
-    from mm_sim.events import hold_lock
+def _check_out(root: Path, resume: bool) -> None:
+    """Whether --out can take this run, checked before anything is loaded, written or printed
+    (a refusal after the clock line was two lines, and a file on the way to --out an OS fault,
+    exit 1). Nothing is changed here: a fresh run moves an older one aside later."""
     from mm_sim.report.rundir import is_run_dir
 
-    if not root.exists():
+    for p in (root, *root.parents):
+        if p.exists() and not p.is_dir():
+            what = "not a directory" if p == root else f"{p} is a file, not a directory"
+            raise UserError(f"--out {root}: {what} (choose another --out)")
+    if resume:
+        run_json = root / "soak" / "run.json"
+        if not run_json.exists():
+            raise UserError(f"--resume: no run to resume in {root}/ ({run_json} not found)")
         return
-    if not root.is_dir():
-        raise UserError(f"--out {root}: not a directory (choose another --out)")
-    if not any(root.iterdir()):
+    if not root.exists() or not any(root.iterdir()):
         return
     real = root.resolve()
     if real == Path.cwd().resolve() or real.parent == real:
@@ -153,6 +158,57 @@ def _archive_previous(root: Path) -> None:
             f"--out {root}: directory is not empty and is not an mm_sim run directory "
             "(no soak/run.json); choose an empty or new directory"
         )
+
+
+def _check_resume(root: Path, iterations: int) -> None:
+    """What the run directory says must agree with itself and with --iterations before a resume
+    cuts it back to its last committed iteration: an emptied metrics.jsonl beside later
+    checkpoints started over from iteration 0 (deleting the records), and fewer --iterations
+    than were committed printed "3/2 done"."""
+    import re
+
+    from mm_sim.report.rundir import RunDir
+
+    rd = RunDir(root)
+    lines = rd.committed_lines()
+    ck_dir = rd.soak / "checkpoints"
+    found = (re.fullmatch(r"iteration-(\d+)\.npz", p.name) for p in ck_dir.glob("*.npz"))
+    checkpoints = sorted(int(m.group(1)) for m in found if m)
+    # A run killed between an iteration's checkpoint and its line in metrics.jsonl has one
+    # checkpoint more than lines (the checkpoint is written first); a later one is a cut file.
+    if checkpoints and (not rd.metrics_jsonl.exists() or checkpoints[-1] > len(lines)):
+        said = (
+            f"{rd.metrics_jsonl} records {len(lines)} committed iteration(s)"
+            if rd.metrics_jsonl.exists()
+            else f"{rd.metrics_jsonl} is missing"
+        )
+        raise UserError(
+            f"--resume: {said}, but {ck_dir} holds the checkpoint of iteration "
+            f"{checkpoints[-1]}: the metrics file was emptied, cut or "
+            "deleted; restore it, or start a new run with another --out (nothing was changed)"
+        )
+    done = len(lines) - (1 if lines and lines[-1].partial else 0)
+    if done > iterations:
+        raise UserError(
+            f"--iterations {iterations}: the run in {root}/ has already committed {done} "
+            f"iterations; resume it with --iterations {done} or more (`mm_sim report {root}` "
+            "rebuilds its reports)"
+        )
+
+
+def _archive_previous(root: Path) -> None:
+    """A fresh run never overwrites an older one: the older one is moved aside, loudly.
+
+    Only a directory an mm_sim run wrote is moved, and only while holding its lock: a run
+    still writing to it keeps the lock, so the move is refused instead of pulling the
+    directory from under it. Anything else that is not empty (a user's folder) is refused.
+    """
+    from mm_sim.events import hold_lock
+
+    _check_out(root, resume=False)
+    if not root.exists() or not any(root.iterdir()):
+        return
+    real = root.resolve()
     lock_path = real / "soak" / ".lock"
     lock_path.parent.mkdir(exist_ok=True)
     lock = hold_lock(
@@ -189,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--no-tune keeps the overrides fixed: {', '.join(idle)} would do nothing"
             )
 
+    check_env_names()
     settings = load_run_settings(
         {
             "profile": args.profile,
@@ -208,11 +265,17 @@ def run(args: argparse.Namespace) -> int:
     )
     prof_cli, ovr_cli = parse_set_flags(args.set)
     profile = load_profile(settings.profile, prof_cli)
+    span_ms = settings.iteration_minutes * 60_000
+    if span_ms < profile.mark_interval_ms:
+        raise UserError(
+            f"an iteration of {span_ms / 1000:g} s (--iteration-minutes "
+            f"{settings.iteration_minutes:g}) is shorter than the profile's mark_interval_ms "
+            f"{profile.mark_interval_ms:g}: it would hold no mark to measure it by"
+        )
     root = Path(settings.artifacts)
+    _check_out(root, args.resume)
     if args.resume:
-        run_json = root / "soak" / "run.json"
-        if not run_json.exists():
-            raise UserError(f"--resume: no run to resume in {root}/ ({run_json} not found)")
+        _check_resume(root, settings.iterations)
     overrides = load_overrides(settings.overrides, ovr_cli)
     spec = resolve_feed(settings.feed)
     iteration_ns = int(settings.iteration_minutes * 60e9)
@@ -227,28 +290,71 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         check_resume_clock(root / "soak" / "run.json", clock)
     identity = {**identity, **clock.record()}
-    print(clock.describe())
     feed_instrument, instrument = instrument, profile.instrument_for(instrument)
-    for name, what in (("tick_size", "the feed's prices"), ("lot_size", "order sizes")):
-        # A profile size in place of the feed's changes every reported number: said, not silent.
-        feed_v, used = getattr(feed_instrument, name), getattr(instrument, name)
-        if used != feed_v:
-            print(
-                f"note: the profile's instrument.{name} {used:g} replaces the feed's {feed_v:g} "
-                f"({used / feed_v:,.6g}x): {what} are rounded to it",
-                file=sys.stderr,
-            )
+    notes = _check_instrument(settings.profile, profile, feed_instrument, instrument, events)
     plan = plan_iterations(events, settings.iterations, iteration_ns)
     if not plan.iterations:
         raise UserError(f"feed {settings.feed!r}: {plan.note}")
     if plan.note:
-        print(f"note: {plan.note}", file=sys.stderr)
+        notes.append(f"note: {plan.note}")
+
+    def announce() -> None:
+        # Said once the run directory has accepted the run (a refused resume says one line).
+        print(clock.describe(), flush=True)
+        for note in notes:
+            print(note, file=sys.stderr)
+
     cfg = _soak_config(args, settings, profile, overrides, identity, instrument, events, plan)
     cfg.clock_shift_ns = clock.shift_ns
+    cfg.announce = announce
     with _replay_cluster(settings) as (cfg.replay_client, cfg.replay_where):
         outcome = _run_loop(Soak(cfg, sys.stdout))
     print_summary(outcome, root, sys.stdout)
     return _exit_status(outcome)
+
+
+# How far a profile's tick may be from the feed's own, either way: 100x coarser is a venue that
+# changed its tick; beyond that (1e6 on a 0.1 feed, 1e-12) it is a unit slip, and the run gave a
+# verdict on 0 fills (or on NaN edge when prices fell off the engine's grid).
+TICK_FACTOR = 100.0
+
+
+def _check_instrument(
+    where: str, profile: Profile, feed: Instrument, used: Instrument, events: np.ndarray
+) -> list[str]:
+    """Refuse what makes quoting impossible on this feed (checked here, as the profile alone
+    does not know the feed's tick and prices); returns the notes on a size that differs from
+    the feed's."""
+    ratio = used.tick_size / feed.tick_size
+    if not 1 / TICK_FACTOR <= ratio <= TICK_FACTOR:
+        raise UserError(
+            f"profile {where}: instrument.tick_size {used.tick_size:g} is {ratio:.3g}x the "
+            f"feed's own {feed.tick_size:g}, more than {TICK_FACTOR:g}x either way: the feed's "
+            "prices do not fit that grid (a unit slip?); set a tick within that range, or null "
+            "to use the feed's"
+        )
+    prices = events["price"][: 1 << 16]
+    prices = prices[prices > 0]
+    unit = used.contract_size if used.inverse else (float(np.median(prices)) if len(prices) else 0)
+    q, inv = profile.quoting, profile.inventory
+    if unit and q.order_qty * unit > inv.max_notional:
+        per = "contract size" if used.inverse else "price"
+        raise UserError(
+            f"profile {where}: quoting.order_qty {q.order_qty:g} is worth "
+            f"{q.order_qty * unit:,.6g} at this feed's {per} {unit:,.6g}, above "
+            f"inventory.max_notional {inv.max_notional:g}: every order would "
+            "breach the notional limit, so the strategy could never quote"
+        )
+    notes = []
+    for name, what in (("tick_size", "the feed's prices"), ("lot_size", "order sizes")):
+        # A profile size in place of the feed's changes every reported number: said, not silent.
+        feed_v, v = getattr(feed, name), getattr(used, name)
+        if v != feed_v:
+            notes.append(
+                f"note: the profile's instrument.{name} {v:g} replaces the feed's {feed_v:g} "
+                f"({v / feed_v:,.6g}x): {what} are rounded to it"
+            )
+    return notes
 
 
 def _soak_config(

@@ -6,9 +6,10 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from mm_sim.commands import path_arg
-from mm_sim.config import load_local_settings
+from mm_sim.config import check_env_names, load_local_settings
 from mm_sim.errors import UserError
 
 
@@ -28,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--grid", required=True, metavar="GRID.toml", help="the grid (docs/SWEEP.md)")
+    # Two names of one option, kept apart so that giving both is refused: as aliases the
+    # second silently replaced the first's feeds.
     p.add_argument(
         "--feeds",
         "--train",
@@ -36,9 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FEED",
         help=(
             "training feeds: NAME[@SEED] (a feed in feeds/, a .npy or a definition .json; "
-            f"@SEED picks the synthetic day / core seed). Default: {' '.join(DEFAULT_TRAIN)} "
+            f"@SEED picks the synthetic day / core seed); --feeds and --train are one option: "
+            f"give one of them, once. Default: {' '.join(DEFAULT_TRAIN)} "
             f"(and test feeds {' '.join(DEFAULT_TEST)})"
         ),
+        action=_OnceAction,
     )
     p.add_argument(
         "--test",
@@ -123,6 +128,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+class _OnceAction(argparse.Action):
+    """Store the feeds of --feeds/--train, refusing a second use of either name."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        first = getattr(namespace, "_train_flag", None)
+        if first is not None:
+            raise UserError(
+                f"{first} and {option_string} are one option (the training feeds): the second "
+                "would replace the first's feeds; give all of them after one --feeds"
+            )
+        namespace._train_flag = option_string
+        setattr(namespace, self.dest, values)
+
+
 def run(args: argparse.Namespace) -> int:
     from mm_sim.sweep.driver import SweepOptions, run_sweep
     from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN
@@ -138,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} {value!r}: expected a finite number >= 0")
     # The workers read the same MM_* settings: a bad one is named here, before a cluster starts
     # (in a worker it surfaced as a failed warm-up that blamed the worker's versions).
+    check_env_names()
     load_local_settings()
     if args.train is None:
         train, test = list(DEFAULT_TRAIN), list(DEFAULT_TEST if args.test is None else args.test)

@@ -62,6 +62,7 @@ from mm_sim.config.profile import (
 from mm_sim.config.settings import (
     LocalSettings,
     RunSettings,
+    check_env_names,
     load_local_settings,
     load_run_settings,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "SoftGates",
     "ThroughFill",
     "VenueRuleGates",
+    "check_env_names",
     "field_bounds",
     "load_local_settings",
     "load_overrides",

@@ -16,7 +16,7 @@ from mm_sim.config.file_source import current_file
 from mm_sim.config.overrides import Overrides
 from mm_sim.config.paths import DEFAULT_OVERRIDES, DEFAULT_PROFILE, PROFILES_DIR
 from mm_sim.config.profile import Profile
-from mm_sim.errors import UserError
+from mm_sim.errors import UserError, shown
 from mm_sim.events import read_text_file
 
 
@@ -106,15 +106,28 @@ def _explain(
         loc = [str(p) for p in err["loc"]]
         dotted = ".".join(loc)
         value = err.get("input")
+        # A rule across sections (config/profile.py, _can_quote) has no location of its own:
+        # the fields it names in its context are where the values came from.
+        fields = (err.get("ctx") or {}).get("fields", ())
+        involved = [loc] if loc else [f.split(".") for f in fields]
         # The setting that gave the value: a --set of the field or of one inside it (a check
         # of a whole section, e.g. band order), else an MM_ variable of it or of a section
         # above it (MM_PROFILE__QUOTING='{"gamma": ...}'), else the file.
-        flag = next((k for k in cli if k == dotted or k.startswith(dotted + ".")), None)
+        flag = next(
+            (
+                k
+                for part in involved
+                for k in cli
+                if k == ".".join(part) or k.startswith(".".join(part) + ".")
+            ),
+            None,
+        )
         env_name = next(
             (
                 name
-                for i in range(len(loc), 0, -1)
-                if (name := env_prefix + "__".join(loc[:i]).upper()) in env_names
+                for part in involved
+                for i in range(len(part), 0, -1)
+                if (name := env_prefix + "__".join(part[:i]).upper()) in env_names
             ),
             None,
         )
@@ -125,7 +138,7 @@ def _explain(
         elif env_name is not None:
             origin = f"environment {env_name}"
         elif path is not None:
-            line = _line_of(path, loc[-1]) if loc else None
+            line = next((n for part in involved if part and (n := _line_of(path, part[-1]))), None)
             origin = f"{path}:{line}" if line else str(path)
         else:
             origin = "defaults"
@@ -133,7 +146,10 @@ def _explain(
             expected = "no such field (check the spelling; see docs/CONFIG.md)"
         else:
             expected = err["msg"]
-        lines.append(f"{origin}: {what} field '{dotted}' = {value!r}: {expected}")
+        if loc:
+            lines.append(f"{origin}: {what} field '{dotted}' = {shown(value)}: {expected}")
+        else:
+            lines.append(f"{origin}: {what}: {expected}")
     return "invalid configuration: " + "; ".join(lines)  # one line, however many errors
 
 

@@ -3,10 +3,13 @@ field bounds both of them clamp to."""
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+import types
+import typing
+from typing import Any, ClassVar, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mm_sim.config.file_source import sources
@@ -38,9 +41,35 @@ def field_bounds(info: FieldInfo) -> Bounds:
     return Bounds(lo, lo_open, hi, hi_open)
 
 
+def _numeric(annotation: Any) -> bool:
+    """A number field (``float``, ``int | None`` ...), not a switch that also takes a bool."""
+    args = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else (annotation,)
+    )
+    return bool(set(args) & {int, float}) and bool not in args
+
+
+def refuse_bool(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """``true`` in a number field is a slip (pydantic reads it as 1.0: an order of one BTC, a
+    profile that could never quote). Only bools: pydantic's strict mode would also refuse the
+    numbers the environment gives as text."""
+    field = info.field_name
+    if (
+        isinstance(value, bool)
+        and field is not None
+        and _numeric(cls.model_fields[field].annotation)
+    ):
+        raise PydanticCustomError("bool_for_number", "Input should be a number, not true/false")
+    return value
+
+
 class Section(BaseModel):
     # NaN and infinity are never meant (and would print as invalid JSON): refused everywhere.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    _refuse_bool = field_validator("*", mode="before")(refuse_bool)
 
 
 class Overrides(BaseSettings):
@@ -84,6 +113,8 @@ class Overrides(BaseSettings):
         le=10.0,
         description="Largest move of a quote in one update, as a fraction of the half-spread.",
     )
+
+    _refuse_bool = field_validator("*", mode="before")(refuse_bool)
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "min_interval_ms",

@@ -6,11 +6,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mm_sim.config.file_source import sources
-from mm_sim.config.overrides import Section
+from mm_sim.config.overrides import Section, refuse_bool
 from mm_sim.events import Instrument
 
 
@@ -46,7 +47,10 @@ class ThroughFill(StrEnum):
 
 class InstrumentCfg(Section):
     tick_size: float | None = Field(
-        None, gt=0, description="Price tick; null = taken from the feed's metadata."
+        None,
+        gt=0,
+        description="Price tick; null = taken from the feed's metadata. A soak refuses one more "
+        "than 100x from the feed's own tick, either way.",
     )
     lot_size: float | None = Field(
         None, gt=0, description="Quantity step; null = taken from the feed's metadata."
@@ -66,7 +70,12 @@ class InstrumentCfg(Section):
 
 
 class QuotingCfg(Section):
-    order_qty: float = Field(0.01, gt=0, description="Quote size per side, base units.")
+    order_qty: float = Field(
+        0.01,
+        gt=0,
+        description="Quote size per side, base units; at most inventory.max_position, and (in a "
+        "soak) worth at most inventory.max_notional at the feed's price.",
+    )
     base_half_spread_bps: float = Field(
         1.0, ge=0, le=500, description="Half-spread around the reservation price, bps of mid."
     )
@@ -232,7 +241,8 @@ class VenueRuleGates(Section):
     a judged cycle at or above the ban ratio fails the rule's hard gate.
     """
 
-    cycle_s: float = Field(600.0, gt=0, le=86400, description="Length of a rule cycle.")
+    # Rounded to whole ns and divided by: a whole second at least (the venue's cycle is 600 s).
+    cycle_s: float = Field(600.0, ge=1, le=86400, description="Length of a rule cycle.")
     invalid_cancel_s: float = Field(
         5.0,
         ge=0,
@@ -265,9 +275,10 @@ class VenueRuleGates(Section):
 class ErrorBarsCfg(Section):
     """The block bootstrap behind the statistical error bars (docs/REPORTS.md §2)."""
 
+    # Rounded to whole ns and divided by: a whole second at least (a block holds marks).
     block_s: float = Field(
         300.0,
-        gt=0,
+        ge=1,
         le=86400,
         description="Bootstrap block length (time blocks of fills and marks).",
     )
@@ -318,9 +329,32 @@ class Profile(BaseSettings):
     matching: MatchingCfg = MatchingCfg()
     limiter: LimiterCfg = LimiterCfg()
     gates: GatesCfg = GatesCfg()
+    # At least 1 ms: the step is rounded to whole ns (below 0.5 ns it was 0 and the run died
+    # dividing by it), and sub-millisecond marks multiply the records with no new information
+    # (1 us would be 1.8e9 marks per 30-minute iteration).
     mark_interval_ms: float = Field(
-        100.0, gt=0, le=60000, description="Sampling step of the recorded mid/position marks."
+        100.0, ge=1, le=60000, description="Sampling step of the recorded mid/position marks."
     )
+
+    _refuse_bool = field_validator("*", mode="before")(refuse_bool)
+
+    @model_validator(mode="after")
+    def _can_quote(self) -> Profile:
+        """A profile under which no order can ever be placed ran to a verdict on 0 fills.
+        ``ctx.fields`` names the settings involved, for the message's origin (config/loading)."""
+        qty, limit = self.quoting.order_qty, self.inventory.max_position
+        if qty > limit * (1.0 + 1e-9):  # the limiter's own tolerance (core/limiter.py)
+            raise PydanticCustomError(
+                "cannot_quote",
+                "quoting.order_qty {qty} is above inventory.max_position {limit}: every order "
+                "would breach the position limit, so the strategy could never quote",
+                {
+                    "qty": qty,
+                    "limit": limit,
+                    "fields": ("quoting.order_qty", "inventory.max_position"),
+                },
+            )
+        return self
 
     def instrument_for(self, feed: Instrument) -> Instrument:
         """The feed's instrument with this profile's tick/lot, where set, winning."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mm_sim.errors import UserError
+from mm_sim.errors import UserError, shown
 
 
 class RunSettings(BaseSettings):
@@ -23,13 +25,20 @@ class RunSettings(BaseSettings):
     )
     feed: str = Field("synthetic", description="Feed name in feeds/, a .npy feed or a .json.")
     iterations: int = Field(6, ge=1, le=10000, description="Number of iterations.")
+    # 0.6 s at least: a shorter iteration holds a handful of events and marks, and its verdict
+    # and the tuner's decision on it mean nothing (1e-9 min gave a verdict on 589 events).
     iteration_minutes: float = Field(
-        30.0, gt=0, le=10080, description="Simulated minutes per iteration."
+        30.0, ge=0.01, le=10080, description="Simulated minutes per iteration."
     )
     seed: int = Field(1, ge=0, lt=2**64, description="Seed of the synthetic market and the core.")
     artifacts: str = Field("artifacts", description="Output directory of the run.")
+    # A tenth of real time at slowest: the replay sleeps between its 2 s chunks, so 1e-300
+    # never ended, and Ctrl-C waits for the chunk being slept on (20 s at 0.1).
     speed: float | None = Field(
-        None, gt=0, description="Replay pace vs the wall clock (1 = real time); null = max."
+        None,
+        ge=0.1,
+        description="Replay pace vs the wall clock (1 = real time, 0.1 = ten times slower); "
+        "null = max.",
     )
     clock: str = Field(
         "auto",
@@ -123,7 +132,7 @@ def load_local_settings() -> LocalSettings:
         return LocalSettings()
     except ValidationError as exc:
         errs = [
-            f"environment MM_{'.'.join(map(str, e['loc'])).upper()} = {e.get('input')!r}: "
+            f"environment MM_{'.'.join(map(str, e['loc'])).upper()} = {shown(e.get('input'))}: "
             f"{e['msg']}"
             for e in exc.errors()
         ]
@@ -141,5 +150,37 @@ def load_run_settings(cli: dict[str, Any]) -> RunSettings:
             origin = (
                 f"--{name.replace('_', '-')}" if from_flag else f"environment MM_{name.upper()}"
             )
-            errs.append(f"{origin} = {e.get('input')!r}: {e['msg']}")
+            errs.append(f"{origin} = {shown(e.get('input'))}: {e['msg']}")
         raise UserError("invalid run settings: " + "; ".join(errs)) from None
+
+
+# MM_ names read outside these models: the profile's and overrides' own prefixes (their names
+# are checked on load, config/loading.py), the Binance credentials (venues/binance/credentials.py)
+# and the live-latency bench's core pinning (benchmarks/live_latency.py, docs/LIVE.md).
+OTHER_ENV_PREFIXES = ("MM_PROFILE__", "MM_OVERRIDES__", "MM_BINANCE_")
+OTHER_ENV = ("MM_BENCH_PIN",)
+
+
+def check_env_names() -> None:
+    """An ``MM_`` variable that names no setting is ignored by the settings loader, so a typo
+    (``MM_ITERATION=1``) silently ran the default 6 x 30 minutes. One close to a known name is
+    refused naming it; any other is warned about (it may belong to another tool)."""
+    from mm_sim.logs import get_logger
+
+    known = sorted(
+        {f"MM_{n.upper()}" for n in (*RunSettings.model_fields, *LocalSettings.model_fields)}
+        | set(OTHER_ENV)
+    )
+    for key in sorted(os.environ):
+        name = key.upper()
+        if not name.startswith("MM_") or name in known or name.startswith(OTHER_ENV_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            raise UserError(
+                f"environment {key}: not an mm_sim setting; did you mean {close[0]}? "
+                "(see docs/CONFIG.md)"
+            )
+        get_logger("mm_sim.config").warning(
+            "environment variable ignored: not an mm_sim setting (see docs/CONFIG.md)", name=key
+        )

@@ -223,6 +223,9 @@ def resolve_feed(name_or_path: str | os.PathLike[str]) -> AnySpec:
             f"unknown feed {s!r}: not a .npy feed or a definition; known: {known_feeds()}"
         )
     data = read_json_file(definition, "feed definition")
+    if "kind" not in data and definition.with_suffix(".npy").exists():  # a feed's sidecar
+        npy = definition.with_suffix(".npy")
+        raise UserError(f"{definition}: this looks like the sidecar of {npy}: pass the .npy")
     data.setdefault("name", definition.stem)
     try:
         spec = _ADAPTER.validate_python(data)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mm_sim.config import Overrides, Profile
 from mm_sim.core.records import ACTION_DTYPE, BLOCK_DTYPE, FILL_DTYPE, MARK_DTYPE
-from mm_sim.errors import UserError
+from mm_sim.errors import UserError, shown
 from mm_sim.report.schema import RunConfig, dump
 
 RECORD_DTYPES: dict[str, np.dtype] = {
@@ -128,7 +128,8 @@ def profile_from_config(cfg: RunConfig, where: str) -> Profile:
         return Profile.model_validate(cfg.profile)
     except ValidationError as exc:
         what = "; ".join(
-            f"field '{'.'.join(['profile', *map(str, e['loc'])])}' = {e.get('input')!r}: {e['msg']}"
+            f"field '{'.'.join(['profile', *map(str, e['loc'])])}' = {shown(e.get('input'))}: "
+            f"{e['msg']}"
             for e in exc.errors()
         )
         raise UserError(f"{where}: the recorded profile is not valid: {what}") from None

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mm_sim.errors import UserError
+from mm_sim.errors import UserError, shown
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -383,7 +383,7 @@ def validate(cls: type[M], data: Any, where: str) -> M:
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise UserError(
-            f"{where}: field '{loc}' = {err.get('input')!r}: {err['msg']}{more}"
+            f"{where}: field '{loc}' = {shown(err.get('input'))}: {err['msg']}{more}"
         ) from None
 
 

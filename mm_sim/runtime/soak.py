@@ -124,6 +124,9 @@ class SoakConfig:
     # starts, as Dask's own set-up runs one) and its description; None = in this process.
     replay_client: Any = None
     replay_where: str = "in-process"
+    # What the command says about the run (its clock, notes), called once the run directory
+    # has accepted it: a refused resume is one line, not the clock line and then the error.
+    announce: Callable[[], None] | None = None
 
 
 # The signals that stop a soak gracefully (a second one aborts).
@@ -276,6 +279,8 @@ class Soak:
         }
         committed = self.recorder.open(run_info, resume=cfg.resume)
         self.models.open(run_info, cfg.resume, committed)
+        if cfg.announce is not None:
+            cfg.announce()
         if committed is not None:
             ck = load_checkpoint(self.recorder.checkpoint_dir, committed)
             self.engine.load_state(ck.engine)

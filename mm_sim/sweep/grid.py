@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mm_sim.config import Overrides, Profile
-from mm_sim.errors import UserError
+from mm_sim.errors import UserError, shown
 from mm_sim.events import read_text_file
 
 MAX_VALUES_PER_FIELD = 1000
@@ -340,7 +340,7 @@ def _validate_value(key: str, value: Any, base_o: Overrides, base_p: dict[str, A
         return get_path(Profile.model_validate(data).model_dump(mode="json"), path)
     except ValidationError as exc:
         msgs = "; ".join(e["msg"] for e in exc.errors())
-        raise _GridError(key, f"value {value!r}: {msgs}") from None
+        raise _GridError(key, f"value {shown(value)}: {msgs}") from None
 
 
 def _axes(items: list[tuple[str, Any]], base_o: Overrides, base_p: Profile) -> list[Axis]:
