@@ -223,6 +223,23 @@ def soak(feed: Path, art: Path, *extra: str) -> dict:
     return json.loads((art / "reports" / "EDGE_REPORT.json").read_text())
 
 
+def linear_refused(feed: Path, art: Path) -> str:
+    """The same soak with the feed read as linear: one contract valued at its price is over the
+    notional limit, so no order could ever be sent, and the soak refuses before running (it
+    gave a verdict on risk blocks alone before)."""
+    r = subprocess.run(
+        [
+            sys.executable, "-m", "mm_sim", "soak", "--feed", str(feed), "--iterations", "2",
+            "--iteration-minutes", "2", "--model-arms", "none", "--artifacts", str(art),
+            *COINM_PROFILE, "--set", "profile.instrument.inverse=false",
+        ],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert not (art / "reports").exists()
+    return r.stderr
+
+
 @pytest.fixture(scope="module")
 def coinm_soak(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     base = tmp_path_factory.mktemp("coinm")
@@ -231,17 +248,13 @@ def coinm_soak(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def test_coinm_soak_is_not_blocked_for_risk(coinm_soak, tmp_path: Path) -> None:
-    """Read as linear (one contract = 61,600 of notional), risk refuses almost every quote."""
+    """Read as linear (one contract = 61,600 of notional), risk would refuse every quote."""
     _art, rep = coinm_soak
     t = rep["totals"]
     assert t["block_reasons"]["ratios"]["risk"] < 0.05
     assert t["fills"] > 0 and t["position"]["max_abs"] <= 60
-    linear = soak(
-        coinm_definition(tmp_path / "coinm.json"), tmp_path / "lin",
-        "--set", "profile.instrument.inverse=false",
-    )  # fmt: skip
-    assert linear["totals"]["block_reasons"]["ratios"]["risk"] > 0.9
-    assert linear["totals"]["fills"] == 0
+    err = linear_refused(coinm_definition(tmp_path / "coinm.json"), tmp_path / "lin")
+    assert "above inventory.max_notional 10000" in err and "could never quote" in err
 
 
 def test_coinm_edge_reconciles_in_coin(coinm_soak) -> None:
@@ -372,8 +385,7 @@ def test_converter_reads_contract_size_and_soak_runs_in_coin(
     assert t["block_reasons"]["ratios"]["risk"] < 0.5
     assert t["position"]["max_abs"] <= 60
     assert abs(t["pnl_residual"]) < 1e-12
-    lin = soak(tmp_path / "f.npy", tmp_path / "lin", "--set", "profile.instrument.inverse=false")
-    assert lin["totals"]["block_reasons"]["ratios"]["risk"] > 0.9
+    assert "above inventory.max_notional" in linear_refused(tmp_path / "f.npy", tmp_path / "lin")
 
 
 def test_real_coinm_capture(shared_data: Path) -> None:
