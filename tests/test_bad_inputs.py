@@ -9,7 +9,6 @@ they damage copies is made once per module.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,42 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-TINY = ["--iterations", "1", "--iteration-minutes", "0.2"]
-
-
-def mm(*argv: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 600):
-    return subprocess.run(
-        [sys.executable, "-m", "mm_sim", *argv],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
-
-
-def snapshot(*roots: Path) -> dict[str, bytes]:
-    """Every file under ``roots`` (or the file itself), by path: what must not change."""
-    out: dict[str, bytes] = {}
-    for root in roots:
-        if root.is_file():
-            out[str(root)] = root.read_bytes()
-        elif root.is_dir():
-            for p in sorted(root.rglob("*")):
-                if p.is_file() and p.name != ".lock":
-                    out[str(p)] = p.read_bytes()
-    return out
-
-
-def assert_refused(r: subprocess.CompletedProcess[str], culprit: str, code: int = 2) -> None:
-    both = r.stdout + r.stderr
-    assert "Traceback" not in both, both[-3000:]
-    assert r.returncode == code, (r.returncode, both[-3000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("mm_sim")]
-    assert len(lines) == 1, r.stderr[-3000:]
-    assert culprit in lines[0], (culprit, lines[0])
+from refusal_harness import (
+    REPO,
+    TINY,
+    assert_refused,
+    copy_feed,
+    copy_run,
+    mm,
+    rewrite_feed,
+    snapshot,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +48,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = mm("soak", "--iterations", "2", "--iteration-minutes", "0.2", "--artifacts", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     return out
-
-
-def copy_feed(feed: Path, dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy(feed, dst / feed.name)
-    shutil.copy(feed.with_suffix(".json"), dst / feed.with_suffix(".json").name)
-    return dst / feed.name
-
-
-def rewrite_feed(feed: Path, dst: Path, change: Callable[[np.ndarray], np.ndarray]) -> Path:
-    from mm_sim.events import open_feed, write_feed
-
-    f = open_feed(feed)
-    return write_feed(dst / "bad.npy", change(np.array(f.events)), f.instrument)
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -231,12 +190,6 @@ def _grid_latin1(t: Path, f: Path, r: Path):
 
 def _ws_bad_port(t: Path, f: Path, r: Path):
     return ["soak", "--feed", "ws://127.0.0.1:abc", "--artifacts", str(t / "a")], "ws://", []
-
-
-def copy_run(r: Path, t: Path) -> Path:
-    dst = t / "run"
-    shutil.copytree(r, dst)
-    return dst
 
 
 def _run_json_latin1(t: Path, f: Path, r: Path):
@@ -777,57 +730,6 @@ def test_a_feed_down_for_a_whole_iteration_is_an_outage(tmp_path: Path, feed: Pa
     assert "iteration(s) 1" in gate["next_step"]
 
 
-def test_a_tiny_mark_interval_in_a_profile_is_refused_before_a_run_starts(tmp_path: Path) -> None:
-    """1e-9 ms passed '> 0' and rounded to 0 ns: the soak died dividing by it (exit 70) and left
-    a run directory with an empty metrics.jsonl."""
-    prof = json.loads((REPO / "profiles" / "market_maker_S1.json").read_text())
-    prof["mark_interval_ms"] = 1e-9
-    path = tmp_path / "p.json"
-    path.write_text(json.dumps(prof, indent=1))
-    out = tmp_path / "a"
-    r = mm("soak", "--profile", str(path), *TINY, "--model-arms", "none", "-o", str(out))
-    assert_refused(r, f"{path}:")
-    assert "mark_interval_ms" in r.stderr and not out.exists()
-
-
-@pytest.mark.parametrize(
-    ("flags", "culprit"),
-    [
-        (["--speed", "1e-300"], "--speed = 1e-300: Input should be greater than or equal to 0.1"),
-        (["--iteration-minutes", "1e-9"], "--iteration-minutes = 1e-09"),
-        (["--set", "profile.mark_interval_ms=60000"], "shorter than the profile's mark_interval"),
-    ],
-)
-def test_run_lengths_and_paces_that_mean_nothing_are_refused(
-    tmp_path: Path, flags: list[str], culprit: str
-) -> None:
-    """--speed 1e-300 slept past 300 s on its first chunk; --iteration-minutes 1e-9 gave a
-    verdict on 589 events; an iteration shorter than the mark step has no mark."""
-    out = tmp_path / "a"
-    r = mm("soak", "--feed", "synthetic-short", *TINY, *flags, "-o", str(out), timeout=120)
-    assert_refused(r, culprit)
-    assert not out.exists()
-
-
-@pytest.mark.parametrize(
-    ("setting", "culprit"),
-    [
-        ("instrument.tick_size=1e6", "instrument.tick_size 1e+06 is 1e+07x the feed's own 0.1"),
-        ("instrument.tick_size=1e-12", "instrument.tick_size 1e-12 is 1e-11x the feed's own 0.1"),
-        ("inventory.max_notional=100", "above inventory.max_notional 100"),
-    ],
-)
-def test_a_profile_that_cannot_quote_on_the_feed_is_refused(
-    tmp_path: Path, setting: str, culprit: str
-) -> None:
-    """These ran to a FAIL verdict on 0 fills (exit 0) with at most a note."""
-    out = tmp_path / "a"
-    r = mm("soak", "--feed", "synthetic-short", *TINY, "--model-arms", "none",
-           "--set", f"profile.{setting}", "-o", str(out))  # fmt: skip
-    assert_refused(r, culprit)
-    assert not out.exists()
-
-
 def test_an_error_line_quotes_a_value_not_a_whole_file(tmp_path: Path, run_dir: Path) -> None:
     """With 'profile' deleted from run.json the one line quoted the whole file (~3 KB)."""
     d = copy_run(run_dir, tmp_path)
@@ -839,12 +741,6 @@ def test_an_error_line_quotes_a_value_not_a_whole_file(tmp_path: Path, run_dir: 
     assert_refused(r, "field 'profile' = {")
     line = r.stderr.strip().splitlines()[-1]
     assert len(line) < 300 and "Field required" in line and "items)" in line, line
-
-
-def test_a_negative_clock_in_exponent_form_reaches_its_own_check(tmp_path: Path) -> None:
-    out = str(tmp_path / "a")
-    r = mm("soak", "--feed", "synthetic-short", *TINY, "--clock", "-1e20", "-o", out)
-    assert_refused(r, "--clock = '-1e20': Value error, a clock shift must be finite and within")
 
 
 @pytest.mark.parametrize(
@@ -860,13 +756,3 @@ def test_a_refused_soak_prints_nothing_about_the_run(
     r = mm(*argv)
     assert_refused(r, culprit)
     assert r.stdout == "", r.stdout
-
-
-def test_an_unknown_mm_variable_far_from_any_setting_is_warned_about(tmp_path: Path) -> None:
-    out = tmp_path / "a"
-    r = mm("soak", "--feed", "synthetic-short", "--iterations", "1", "--iteration-minutes", "0.05",
-           "--model-arms", "none", "-o", str(out), "--log-json",
-           env={"MM_SOMETHING_ELSE": "1", "MM_BENCH_PIN": "0"})  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    warned = [json.loads(x) for x in r.stderr.splitlines() if "not an mm_sim setting" in x]
-    assert [w["name"] for w in warned] == ["MM_SOMETHING_ELSE"]

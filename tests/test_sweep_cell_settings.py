@@ -16,7 +16,8 @@ import pytest
 from mm_sim.config import Overrides, RunSettings, load_profile
 from mm_sim.feeds.spec import load_events, resolve_feed
 from mm_sim.runtime.replay import CHUNK_NS, plan_iterations
-from mm_sim.runtime.soak import Soak, SoakConfig
+from mm_sim.runtime.soak import Soak
+from mm_sim.runtime.soak_config import SoakConfig
 
 ITERATIONS, MINUTES = 2, 3.0
 

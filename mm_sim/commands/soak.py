@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from mm_sim.events import Instrument
     from mm_sim.runtime.bus import EventChunk
     from mm_sim.runtime.replay import ReplayPlan
-    from mm_sim.runtime.soak import Soak, SoakConfig, SoakOutcome
+    from mm_sim.runtime.soak import Soak
+    from mm_sim.runtime.soak_config import SoakConfig, SoakOutcome
 
 log = get_logger("mm_sim.soak")
 T = TypeVar("T")
@@ -370,7 +371,7 @@ def _soak_config(
 ) -> SoakConfig:
     """The runner's configuration, the same for a replayed and a live feed; a fresh run moves
     the previous one aside first."""
-    from mm_sim.runtime.soak import SoakConfig
+    from mm_sim.runtime.soak_config import SoakConfig
 
     root = Path(settings.artifacts)
     if not args.resume:

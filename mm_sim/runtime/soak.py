@@ -16,17 +16,15 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import numpy as np
 
-from mm_sim.config import Overrides, Profile, RunSettings, load_local_settings
+from mm_sim.config import Overrides, load_local_settings
 from mm_sim.core.engine import Engine
 from mm_sim.core.engine_params import contract_size_of
-from mm_sim.events import Instrument
 from mm_sim.logs import get_logger
 from mm_sim.runtime.arms_process import (
     ArmsProcess,
@@ -42,8 +40,9 @@ from mm_sim.runtime.model_arms import ArmSpec, ModelArms, arm_specs
 from mm_sim.runtime.operator import operator_decisions, read_edit
 from mm_sim.runtime.progress import Progress, announce
 from mm_sim.runtime.recorder import Recorder
-from mm_sim.runtime.replay import CHUNK_NS, ReplayPlan, replay_chunks
+from mm_sim.runtime.replay import replay_chunks
 from mm_sim.runtime.rolling import Rolling
+from mm_sim.runtime.soak_config import SoakConfig, SoakOutcome
 from mm_sim.runtime.tuner import Decision, IterationMetrics, Tuner
 from mm_sim.tuning.session import TuningSession
 from mm_sim.tuning.walkforward import NAME as WALK_FORWARD
@@ -80,66 +79,8 @@ class RollingStats:
     sim_ts: int
 
 
-@dataclass
-class SoakConfig:
-    settings: RunSettings
-    profile: Profile
-    overrides: Overrides
-    feed_identity: dict[str, Any]
-    instrument: Instrument
-    events: np.ndarray
-    plan: ReplayPlan
-    artifacts: Path
-    resume: bool = False
-    tune: bool = True
-    freeze_after_convergence: bool = False
-    control: bool = False
-    charts: bool = True  # final PNG charts (reports are written either way)
-    chunk_events: int = 65536
-    # Exchange time per replayed chunk. The emergency rule and operator edits act at chunk
-    # boundaries, so with either possible it is part of what a soak reports (the default, 2 s);
-    # a run with the tuner off and nobody editing (a sweep cell) may take a whole iteration,
-    # which gives the same records in a fraction of the per-chunk work.
-    chunk_ns: int = CHUNK_NS
-    # A checkpoint after each iteration is what a killed soak resumes from; a run that is never
-    # resumed (a sweep cell: a failed cell is run again from the start) can skip writing them.
-    checkpoints: bool = True
-    # Reports rebuilt after each iteration (so a killed or watched soak has current ones);
-    # without, they are built once at the end.
-    interim_reports: bool = True
-    # soak/fills.csv rewritten with the reports; a run that drops its records afterwards (a
-    # sweep cell without --keep-records) drops the CSV with them, so need not write it.
-    fills_csv: bool = True
-    # Rules run as model arms beside the primary (runtime/model_arms.py; --model-arms).
-    model_arms: tuple[str, ...] = ()
-    # Added to local_ts of every replayed chunk: the run's clock model (mm_sim.feeds.clock).
-    clock_shift_ns: int = 0
-    # ws_lag p95 by feed rows, kept by a caller that replays the same events and shift again (a
-    # sweep worker): each iteration's figure is computed once (runtime/feed_lag.py).
-    lag_memo: MutableMapping[tuple[int, int], float] | None = None
-    # An alternative chunk source (a live feed): called with the first iteration to run.
-    # None replays ``events`` along ``plan``.
-    source: Callable[[int], AsyncIterator[EventChunk]] | None = None
-    # A Dask client for the walk-forward replays (--scheduler; opened before the event loop
-    # starts, as Dask's own set-up runs one) and its description; None = in this process.
-    replay_client: Any = None
-    replay_where: str = "in-process"
-    # What the command says about the run (its clock, notes), called once the run directory
-    # has accepted it: a refused resume is one line, not the clock line and then the error.
-    announce: Callable[[], None] | None = None
-
-
 # The signals that stop a soak gracefully (a second one aborts).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@dataclass
-class SoakOutcome:
-    final: dict[str, Any]
-    interrupted: bool
-    iterations_done: int
-    decisions: list[Decision] = field(default_factory=list)
-    stop_signal: int = signal.SIGINT  # what interrupted it (the exit status is 128 + this)
 
 
 class Soak:

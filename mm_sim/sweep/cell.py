@@ -113,7 +113,8 @@ def _soak(
     task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path
 ) -> tuple[int, bool]:
     """Run the soak; the number of iterations it committed, and whether the feed cut it."""
-    from mm_sim.runtime.soak import Soak, SoakConfig
+    from mm_sim.runtime.soak import Soak
+    from mm_sim.runtime.soak_config import SoakConfig
 
     profile = cache.profile(task.profile)
     overrides = Overrides.model_validate(task.overrides)

@@ -94,7 +94,8 @@ def run_day(day: Day, tuner: str, out: Path, profile: Profile, overrides: Overri
         replay_clock,
         resolve_feed,
     )
-    from mm_sim.runtime.soak import Soak, SoakConfig
+    from mm_sim.runtime.soak import Soak
+    from mm_sim.runtime.soak_config import SoakConfig
 
     t0 = time.perf_counter()
     spec = resolve_feed(day.feed)
