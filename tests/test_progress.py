@@ -88,3 +88,14 @@ def test_tuner_markers_print_above_the_bar_once(capsys: pytest.CaptureFixture) -
 def test_the_bar_says_what_it_waits_for() -> None:
     assert starting_note() in ("starting", COLD_COMPILE_NOTE)
     assert kernels_cached() is not None  # the numba cache can be asked (else: no hint)
+
+
+def test_an_iteration_without_fills_says_so_not_nan() -> None:
+    """net_bps has no notional to divide by: the line printed "+nan" before."""
+    out = io.StringIO()
+    with Progress(1, 0, ReplayPlan([], 1, None), out) as p:
+        p.iteration_done(
+            0, {"net_bps": float("nan"), "verdict_so_far": "FAIL", "fills": 0, "pnl": 0.0}
+        )
+    line = out.getvalue().splitlines()[-1]
+    assert "net_bps n/a (no fill)  fills 0" in line and "nan" not in line, line

@@ -92,9 +92,10 @@ class Progress(TerminalProgress):
             )
             return
         wall = time.perf_counter() - self.wall0
+        net_s = f"{net:+.3f}" if net == net else "n/a (no fill)"  # no notional to divide by
         print(
             f"iteration {iteration} ({iteration + 1}/{self.total} done): this iteration "
-            f"net_bps {net:+.3f}  fills {report.get('fills', 0)}  "
+            f"net_bps {net_s}  fills {report.get('fills', 0)}  "
             f"pnl {report.get('pnl', float('nan')):+.2f}; so far: verdict {self.verdict}, "
             f"{self.events:,} events, {wall:.1f} s wall, "
             f"{self.events / max(wall, 1e-9):,.0f} ev/s",
