@@ -138,8 +138,11 @@ async def test_stream_is_continuous_and_rebuilds_the_true_book(market: str) -> N
 
 
 async def test_injected_malformed_frame_is_not_json() -> None:
+    """Injected before anyone subscribes, the fault waits for a receiver: it used to be spent
+    on a diff sent to nobody when the client connected late (a loaded machine)."""
     async with FakeExchange(_feed(), INST, speed=10) as fx:
         fx.faults.injected["malformed"] = 1
+        await asyncio.sleep(0.5)  # diffs broadcast meanwhile, with no client to hear them
         async with connect(f"{fx.ws_base}/stream?streams=testusdt@depth@100ms") as ws:
             bad = 0
             for _ in range(20):

@@ -37,7 +37,10 @@ class Delivery:
 
     def _broadcast_diff(self, text: str, drop_all: bool) -> None:
         fp = self.faults
-        one_shot = [f for f in STREAM_FAULTS if fp.injected[f] > 0]
+        # An injected fault waits for a diff someone receives: spent on a broadcast to nobody
+        # (before the client it was meant for has subscribed) it was counted nowhere.
+        heard = any(c.depth_name is not None for c in self.clients)
+        one_shot = [f for f in STREAM_FAULTS if fp.injected[f] > 0] if heard else []
         for f in one_shot:
             fp.injected[f] -= 1
         random_on = fp.rate > 0 and bool(fp.enabled)
