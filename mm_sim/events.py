@@ -568,11 +568,11 @@ def open_feed(path: str | os.PathLike[str], verify: bool = True, check: bool = F
                     "(the sidecar belongs to other data; convert or record the feed again)"
                 )
     if check:
-        from mm_sim.feeds.validate import check_book, check_events
+        from mm_sim.feeds.validate import check_crossed_book, check_events
 
         bad = [f for f in check_events(arr) if f.fatal]
         if not bad:
-            crossed = check_book(arr, meta.instrument.tick_size)
+            crossed = check_crossed_book(arr, meta.instrument.tick_size)
             bad = [crossed] if crossed is not None and crossed.fatal else []
         if bad:
             raise UserError(

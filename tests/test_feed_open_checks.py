@@ -16,7 +16,7 @@ import pytest
 
 from mm_sim.errors import UserError
 from mm_sim.events import KIND_DEPTH, KIND_SNAPSHOT, open_feed, write_feed
-from mm_sim.feeds.validate import BOOK_CHECK_EVENTS, MAX_TS_NS, check_book, check_events
+from mm_sim.feeds.validate import BOOK_CHECK_EVENTS, MAX_TS_NS, check_crossed_book, check_events
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,12 +46,12 @@ def mm(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_good_feed_passes_the_book_check(day) -> None:
     events, inst, _ = day
-    assert check_book(events, inst.tick_size) is None
+    assert check_crossed_book(events, inst.tick_size) is None
 
 
 def test_a_swapped_book_is_found_and_counted(day) -> None:
     events, inst, _ = day
-    f = check_book(_swapped(events), inst.tick_size)
+    f = check_crossed_book(_swapped(events), inst.tick_size)
     assert f is not None and f.fatal and f.code == "crossed_book"
     assert f.count > 0.95 * len(np.unique(events["exch_ts"])) / 2
     assert "crossed or locked" in f.message()
@@ -62,7 +62,7 @@ def test_stale_levels_after_a_hole_are_reported_not_refused(day) -> None:
     cross, but the strategy still quotes wherever the book is sound."""
     events, inst, _ = day
     t = events["exch_ts"] - events["exch_ts"][0]
-    f = check_book(events[(t < 6e9) | (t >= 12e9)], inst.tick_size)
+    f = check_crossed_book(events[(t < 6e9) | (t >= 12e9)], inst.tick_size)
     assert f is not None and not f.fatal and "reported" in f.message()
 
 
@@ -71,7 +71,7 @@ def test_the_check_on_open_replays_a_prefix_and_says_so(day) -> None:
     big = np.concatenate([_swapped(events)] * (BOOK_CHECK_EVENTS // len(events) + 2))
     big["exch_ts"] = events["exch_ts"][0] + np.arange(len(big)) * 1000
     big["local_ts"] = big["exch_ts"] + 1_000_000
-    f = check_book(big, inst.tick_size)
+    f = check_crossed_book(big, inst.tick_size)
     assert f is not None and f"in the first {BOOK_CHECK_EVENTS:,} events" in f.message()
 
 

@@ -8,8 +8,9 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from run_harness import wait_for_commit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,12 +29,7 @@ def test_report_and_export_wait_for_the_soak_to_end(tmp_path: Path) -> None:
               "0.5", "--no-tune", "--model-arms", "none", "--speed", "3", "--artifacts",
               str(out), wait=False)  # fmt: skip
     assert isinstance(soak, subprocess.Popen)
-    metrics = out / "soak" / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while soak.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and metrics.read_bytes().count(b"\n") >= 1:
-            break
-        time.sleep(0.05)
+    wait_for_commit(soak, out)
     assert soak.poll() is None, "the soak ended before the readers could meet it"
     try:
         for argv in (["report", str(out)], ["export", str(out), "--out", str(tmp_path / "x")]):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_harness import committed, wait_for_commit
 
 REPO = Path(__file__).resolve().parent.parent
 ARGS = ["--iterations", "3", "--iteration-minutes", "2", "--seed", "7"]
@@ -44,13 +45,6 @@ def run_soak(
 
 def totals(artifacts: Path) -> dict:
     return json.loads((artifacts / "reports" / "EDGE_REPORT.json").read_text())["totals"]
-
-
-def committed(artifacts: Path) -> int:
-    path = artifacts / "soak" / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    return path.read_bytes().count(b"\n")
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +161,7 @@ def test_killed_soak_resumes_to_the_same_totals(baseline, tmp_path: Path) -> Non
     proc = subprocess.Popen(
         soak_cmd(out, "--speed", "60"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 120
-    while committed(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_commit(proc, out, timeout=120)
     assert proc.poll() is None, "soak finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -195,9 +187,7 @@ def test_a_stop_signal_stops_cleanly_with_partial_reports(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while committed(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_commit(proc, out, timeout=120)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == status, stderr[-3000:]

@@ -221,7 +221,8 @@ def test_a_killed_walk_forward_soak_resumes_identically(walked: Path, tmp_path: 
     import os
     import signal
     import sys
-    import time
+
+    from run_harness import committed, wait_for_commit
 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mm_sim", "soak", *ARGS, "--artifacts", str(out),
@@ -230,16 +231,11 @@ def test_a_killed_walk_forward_soak_resumes_identically(walked: Path, tmp_path: 
     proc = subprocess.Popen(
         cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
     )
-    metrics = out / "soak" / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and metrics.read_bytes().count(b"\n") >= 1:
-            break
-        time.sleep(0.05)
+    wait_for_commit(proc, out)
     assert proc.poll() is None, "soak finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert metrics.read_bytes().count(b"\n") == 1
+    assert committed(out) == 1
     r = soak(out, "--tuner", "walk-forward", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming after iteration" in r.stdout

@@ -200,13 +200,13 @@ def _check_resume(root: Path, iterations: int) -> None:
 def _archive_previous(root: Path) -> None:
     """A fresh run never overwrites an older one: the older one is moved aside, loudly.
 
-    Only a directory an mm_sim run wrote is moved, and only while holding its lock: a run
-    still writing to it keeps the lock, so the move is refused instead of pulling the
-    directory from under it. Anything else that is not empty (a user's folder) is refused.
+    Only a directory an mm_sim run wrote is moved (``_check_out``, which ``run`` calls before
+    anything is loaded, refused anything else that is not empty), and only while holding its
+    lock: a run still writing to it keeps the lock, so the move is refused instead of pulling
+    the directory from under it.
     """
     from mm_sim.events import hold_lock
 
-    _check_out(root, resume=False)
     if not root.exists() or not any(root.iterdir()):
         return
     real = root.resolve()

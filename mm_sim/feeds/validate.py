@@ -26,7 +26,7 @@ Rules (``CLEAR`` records carry no price, quantity or side and are exempt from th
   (snapshot or depth), not trades only; its market events average at most a million a second
   (timestamps in milliseconds read as nanoseconds make a day last 0.09 s);
 - the book it builds is crossed or locked (best bid >= best ask) at no more than 90 % of the
-  exchange-time boundaries where it is two-sided (``check_book``, on open over the first
+  exchange-time boundaries where it is two-sided (``check_crossed_book``, on open over the first
   million events; ``mm_sim inspect`` over all of them, and it reports more than 5 %). The
   captures here are crossed at none; a feed with its sides swapped, or one instrument's prices
   in another's, is crossed at nearly all, and a strategy on it never quotes: a verdict on it
@@ -229,7 +229,7 @@ def crossed_finding(two_sided: int, crossed: int, scope: str) -> Finding | None:
     )
 
 
-def check_book(events: np.ndarray, tick_size: float) -> Finding | None:
+def check_crossed_book(events: np.ndarray, tick_size: float) -> Finding | None:
     """The crossed-book rule over the first ``BOOK_CHECK_EVENTS`` events (a feed whose other
     checks passed: the book kernel reads prices and sides as given)."""
     from mm_sim.feeds.inspect import A_CROSSED, A_TWO_SIDED, inspect_events

@@ -19,16 +19,18 @@ import numpy as np
 from mm_sim.errors import FeedError, UserError
 from mm_sim.events import EVENT_DTYPE, FeedWriter
 from mm_sim.feeds.progress import current_tracker
+from mm_sim.feeds.validate import MAX_TS_NS
 
 MAX_EXAMPLES = 5
 _GZIP_MAGIC = b"\x1f\x8b"
 
-# Event times a feed may carry, ns since the epoch: 2000-01-01 to 2100-01-01 UTC. A time outside
+# Event times a feed may carry, ns since the epoch: 2000-01-01 to 2100-01-01 UTC (MAX_TS_NS, the
+# bound a feed is checked against when opened: feeds/validate.py). A time outside
 # is a unit mistake (milliseconds read as microseconds land in 1970, nanoseconds read as
 # microseconds beyond what int64 holds) or corrupt data: written as is, it dates the feed wrongly
 # or overflows the record's int64 field.
 TS_MIN_NS = 946_684_800 * 10**9
-TS_MAX_NS = 4_102_444_800 * 10**9
+I64 = 1 << 63  # update ids and times are int64 in the feed and in the book sync
 _UNITS = {10**9: "seconds", 10**6: "milliseconds", 10**3: "microseconds", 1: "nanoseconds"}
 
 
@@ -37,12 +39,12 @@ def time_problem(value: int, ns_per_unit: int, lowest: int = TS_MIN_NS) -> str |
     2100-01-01; else the reason of a bad line, naming the unit the value would fit in, if any,
     so a file in the wrong unit is recognised as such instead of reported as noise."""
     ns = value * ns_per_unit
-    if lowest <= ns < TS_MAX_NS:
+    if lowest <= ns < MAX_TS_NS:
         return None
     span = "2000 to 2100" if lowest == TS_MIN_NS else "before 2100"
     want = f"expected {_UNITS[ns_per_unit]} since the epoch ({span})"
     for scale, name in _UNITS.items():
-        if scale != ns_per_unit and TS_MIN_NS <= value * scale < TS_MAX_NS:
+        if scale != ns_per_unit and TS_MIN_NS <= value * scale < MAX_TS_NS:
             return f"{want}, this looks like {name}"
     return want
 

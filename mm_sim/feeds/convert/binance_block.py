@@ -30,6 +30,7 @@ from numba import njit
 
 from mm_sim import kernel_cache
 from mm_sim.events import EVENT_DTYPE, KIND_CLEAR, KIND_TRADE
+from mm_sim.feeds.convert.base import I64
 from mm_sim.feeds.convert.binance_book import TouchBook, fits, touch_apply
 from mm_sim.feeds.convert.binance_columns import chunk_facts, on_grid
 from mm_sim.feeds.convert.binance_fast import (
@@ -326,11 +327,8 @@ def run_block(
     return pos, R_MORE
 
 
-_I64 = 1 << 63
-
-
 def _clamp(v: int) -> int:
-    return -_I64 if v < -_I64 else _I64 - 1 if v >= _I64 else v
+    return -I64 if v < -I64 else I64 - 1 if v >= I64 else v
 
 
 FLAG_WORDS = (b"pu", b"aggTrade", b"depthUpdate")
@@ -394,7 +392,7 @@ class BlockState:
         last_id = sync.last_update_id if sync is not None else None
         synced = (
             sync is not None and sync.state == "synced" and last_id is not None
-            and 0 <= last_id < _I64  # an id the general parser took beyond int64: Python's
+            and 0 <= last_id < I64  # an id the general parser took beyond int64: Python's
         )  # fmt: skip
         st[:] = [
             f.lineno, f.n_msgs, _clamp(f.last_recv), f.recv_back,

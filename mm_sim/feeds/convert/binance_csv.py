@@ -41,7 +41,7 @@ from typing import Any
 from mm_sim.errors import FeedError, UserError
 from mm_sim.events import KIND_TRADE, FeedWriter, Instrument
 from mm_sim.feeds.convert.base import (
-    TS_MAX_NS,
+    I64,
     ConvertOptions,
     ConvertResult,
     inferred_tick_warning,
@@ -51,6 +51,7 @@ from mm_sim.feeds.convert.base import (
 from mm_sim.feeds.convert.binance import _stats, _tick_lot, load_exchange_info
 from mm_sim.feeds.convert.binance_columns import Columns
 from mm_sim.feeds.convert.binance_stream import StreamConverter
+from mm_sim.feeds.validate import MAX_TS_NS
 from mm_sim.venues.binance.messages import DepthDiff, DepthSnapshot, SymbolInfo
 from mm_sim.venues.binance.sync import Market
 
@@ -66,7 +67,6 @@ DEPTH_COLUMNS = (
 )
 DEPTH, TRADES, AGG = "depth", "trades", "aggTrades"
 _BOOLS = {"true": True, "false": False}
-_I64 = 1 << 63
 _US_FROM = 10**14  # a time at or above this is µs (ms since the epoch stay below until 5138)
 _NAME_SYMBOL = re.compile(r"^([A-Z0-9]+(?:_[A-Z0-9]+)?)[-_]")
 
@@ -201,7 +201,7 @@ class _Reader:
             if problem is not None:
                 self.fail(where, f"timestamp: {problem}", r[ix["timestamp"]])
                 continue
-            if any(not -_I64 <= v < _I64 for v in (first, last, pu or 0)):
+            if any(not -I64 <= v < I64 for v in (first, last, pu or 0)):
                 self.fail(where, "update ids: expected integers within int64", ",".join(r[2:4]))
                 continue
             side, kind = r[ix["side"]], r[ix["update_type"]]
@@ -265,7 +265,7 @@ class _Reader:
             except ValueError:
                 self.fail(where, "time: expected integer ms or µs", r[t_col])
                 continue
-            if not 0 <= (t * 1000 if t >= _US_FROM else t * 1_000_000) < TS_MAX_NS:
+            if not 0 <= (t * 1000 if t >= _US_FROM else t * 1_000_000) < MAX_TS_NS:
                 self.fail(where, "time: expected ms or µs since the epoch before 2100", r[t_col])
                 continue
             buyer_maker = _BOOLS.get(r[m_col].strip().lower())

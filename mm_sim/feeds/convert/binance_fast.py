@@ -35,8 +35,8 @@ from numba import njit
 
 from mm_sim import kernel_cache
 from mm_sim.events import KIND_CLEAR, KIND_TRADE
-from mm_sim.feeds.convert.base import TS_MAX_NS
 from mm_sim.feeds.convert.binance_inputs import MS
+from mm_sim.feeds.validate import MAX_TS_NS
 from mm_sim.venues.binance.fastparse import (
     _FALSE,
     _TRUE,
@@ -77,7 +77,7 @@ from mm_sim.venues.binance.messages import (
 )
 from mm_sim.venues.binance.sync import Market
 
-TS_MAX_MS = TS_MAX_NS // MS  # Binance's exchange times are ms
+TS_MAX_MS = MAX_TS_NS // MS  # Binance's exchange times are ms
 
 FALLBACK = 0
 TICKER = 1
@@ -281,7 +281,7 @@ def _receive_ns(buf: np.ndarray, s: int, e: int) -> tuple[int, int]:
     nd = j - s
     if nd == 0 or nd > 19 or (nd == 19 and buf[s] > 56) or j >= e or buf[j] != _SPACE:
         return 0, -1
-    if v >= TS_MAX_NS:  # a time no feed holds: the general path reports the bad line
+    if v >= MAX_TS_NS:  # a time no feed holds: the general path reports the bad line
         return 0, -1
     return v, j + 1
 

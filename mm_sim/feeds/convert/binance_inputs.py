@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from mm_sim.errors import FeedError, UserError
 from mm_sim.feeds.convert.base import (
-    TS_MAX_NS,
+    I64,
     BadLines,
     ConvertOptions,
     is_gzip,
@@ -26,6 +26,7 @@ from mm_sim.feeds.convert.base import (
     time_problem,
 )
 from mm_sim.feeds.progress import current_tracker
+from mm_sim.feeds.validate import MAX_TS_NS
 from mm_sim.venues.binance.messages import (
     DepthDiff,
     DepthSnapshot,
@@ -277,12 +278,9 @@ def prescan_http(inp: Input, bad: BadLines) -> None:
             )
 
 
-_I64 = 1 << 63
-
-
 def check_receive_ns(ns: int, text: str) -> int:
     """A receive time that fits a feed; else the bad line (a later one would overflow int64)."""
-    if not 0 <= ns < TS_MAX_NS:
+    if not 0 <= ns < MAX_TS_NS:
         raise MessageError(
             "bad receive time: expected nanoseconds since the epoch before 2100", repr(text[:30])
         )
@@ -316,7 +314,7 @@ def message_problem(msg: Any) -> MessageError | None:
         if ms is not None and (problem := time_problem(ms, MS, lowest=0)) is not None:
             return MessageError(f"bad field {key!r} in {etype}: {problem}", str(ms)[:30])
     for key, uid in ids:
-        if uid is not None and not -_I64 <= uid < _I64:
+        if uid is not None and not -I64 <= uid < I64:
             return MessageError(
                 f"bad field {key!r} in {etype}: expected an update id within int64",
                 str(uid)[:30],
