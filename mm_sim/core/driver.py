@@ -87,6 +87,8 @@ from mm_sim.core.params import (
 from mm_sim.core.quote import (
     QM_BND_A,
     QM_BND_B,
+    QM_LOTS_A,
+    QM_LOTS_B,
     QM_VALID,
     VOL_VAR,
 )
@@ -259,13 +261,13 @@ def _strategy_event(
     sbst = sbook[2]
     if apply:
         _book_event(kind, side, t, on_grid, price, qty, tick, sbook)
-    if (
-        kind == KIND_CLEAR
-        or sbst[ST_RECENTRES] != recentres
-        or (side > 0 and t >= qmi[QM_BND_B])
-        or (side <= 0 and t <= qmi[QM_BND_A])
-    ):
+    if kind == KIND_CLEAR or sbst[ST_RECENTRES] != recentres:
         qmi[QM_VALID] = 0
+    elif side > 0:
+        if t >= qmi[QM_BND_B]:
+            qmi[QM_LOTS_B] = 0
+    elif t <= qmi[QM_BND_A]:
+        qmi[QM_LOTS_A] = 0
 
 
 @njit(inline="always", **JIT)

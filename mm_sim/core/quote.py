@@ -32,6 +32,10 @@ VOL_INIT = 1  # 1 once a first mid has been seen
 VOL_I_SIZE = 2
 
 # Memo of the last target computation (a cache, not state: rebuilt whenever an input changed).
+# Two parts with their own inputs: the target ticks and the step (touch, position, variance:
+# QM_VALID) and each side's size (its depth in the best levels: QM_LOTS_B / QM_LOTS_A). On the
+# synthetic day two thirds of the recomputations were a depth change inside the best levels on
+# one side, which leaves the targets and the other side's size as they were.
 QM_VALID = 0
 QM_BB = 1
 QM_BA = 2
@@ -42,7 +46,9 @@ QM_AT = 6
 QM_BL = 7
 QM_AL = 8
 QM_STEP = 9
-QMI_SIZE = 10
+QM_LOTS_B = 10  # 1 while QM_BL (and QM_BND_B) hold for the bid side's current depth
+QM_LOTS_A = 11
+QMI_SIZE = 12
 QM_POS = 0
 QM_VAR = 1
 QM_H = 2

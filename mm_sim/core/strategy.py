@@ -94,6 +94,8 @@ from mm_sim.core.quote import (
     QM_BND_A,
     QM_BND_B,
     QM_BT,
+    QM_LOTS_A,
+    QM_LOTS_B,
     QM_POS,
     QM_STEP,
     QM_VALID,
@@ -386,21 +388,28 @@ def decide(now: int, book: BookArrays, ctl: Ctl, venue: Venue, out: Out) -> None
             mid, bb, ba, tick, pos_view / p[K_ORDER_QTY], np.sqrt(var), p[K_GAMMA], p[K_TAU_S],
             p[K_HALF_BPS] + p[K_SPREAD_DELTA_BPS], mdr,
         )  # fmt: skip
-        levels = int(p[K_IMPACT_LEVELS])
-        bdep, bbnd = side_depth(bid, ask, bst, 1, levels)
-        adep, abnd = side_depth(bid, ask, bst, -1, levels)
         qmi[QM_VALID] = 1
         qmi[QM_BB] = bb
         qmi[QM_BA] = ba
-        qmi[QM_BND_B] = bbnd
-        qmi[QM_BND_A] = abnd
         qmi[QM_BT] = bt
         qmi[QM_AT] = at
-        qmi[QM_BL] = quote_lots(p[K_ORDER_QTY], p[K_IMPACT_RATIO], bdep, p[K_LOT])
-        qmi[QM_AL] = quote_lots(p[K_ORDER_QTY], p[K_IMPACT_RATIO], adep, p[K_LOT])
+        qmi[QM_LOTS_B] = 0
+        qmi[QM_LOTS_A] = 0
         qmi[QM_STEP] = max_step_ticks(mdr, h, tick)
         qmf[QM_POS] = pos_view
         qmf[QM_VAR] = var
+    if qmi[QM_LOTS_B] == 0 or qmi[QM_LOTS_A] == 0:
+        levels = int(p[K_IMPACT_LEVELS])
+        if qmi[QM_LOTS_B] == 0:
+            bdep, bbnd = side_depth(bid, ask, bst, 1, levels)
+            qmi[QM_BND_B] = bbnd
+            qmi[QM_BL] = quote_lots(p[K_ORDER_QTY], p[K_IMPACT_RATIO], bdep, p[K_LOT])
+            qmi[QM_LOTS_B] = 1
+        if qmi[QM_LOTS_A] == 0:
+            adep, abnd = side_depth(bid, ask, bst, -1, levels)
+            qmi[QM_BND_A] = abnd
+            qmi[QM_AL] = quote_lots(p[K_ORDER_QTY], p[K_IMPACT_RATIO], adep, p[K_LOT])
+            qmi[QM_LOTS_A] = 1
     max_step = qmi[QM_STEP]
     # The side that acted longer ago goes first, so a busy side cannot starve the other of the
     # shared pacing budget (ties: bid first).
