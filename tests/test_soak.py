@@ -205,6 +205,37 @@ def test_a_stop_signal_stops_cleanly_with_partial_reports(
     assert [ln["iteration"] for ln in lines] == [0, 1, 2] and not lines[-1]["partial"]
 
 
+def test_ctrl_c_during_a_slow_paced_wait_stops_at_once_with_nothing_to_report(
+    tmp_path: Path,
+) -> None:
+    """At --speed 0.1 the replay waits 20 s before its first 2 s chunk. Before, Ctrl-C sat
+    through that wait, then simulated the chunk and wrote a FAIL verdict on it; now the wait
+    ends at once and, nothing having been simulated, no verdict is written."""
+    out = tmp_path / "slow"
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as fh:
+        proc = subprocess.Popen(
+            soak_cmd(out, "--speed", "0.1"), cwd=REPO, stdout=subprocess.PIPE, stderr=fh,
+            text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "clock: ...", printed as the run starts
+        assert first.startswith("clock:"), first + err.read_text()[-3000:]
+        time.sleep(1.0)  # the stop signals' handlers are installed right after that line
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    stdout = first + rest
+    assert proc.returncode == 130, err.read_text()[-3000:]
+    assert "stopped before the first chunk was simulated: nothing to report" in stdout
+    assert "SOAK RESULTS" not in stdout
+    assert not (out / "reports" / "KPI_GATE.json").exists()
+    assert committed(out) == 0
+    # The run directory is usable as it is: a resume starts it over and finishes it.
+    r = run_soak(out, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert committed(out) == 3
+
+
 def test_operator_edit_is_hot_swapped_and_bad_edit_rejected(tmp_path: Path) -> None:
     out = tmp_path / "op"
     env = {**os.environ, "MM_LOG_JSON": "1"}

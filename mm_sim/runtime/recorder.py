@@ -198,10 +198,13 @@ class Recorder:
         summary["outages"] = [
             ln.iteration for ln in self.tuned.committed_lines() if ln.extra.get("outage")
         ]
+        self.close()
+        return summary
+
+    def close(self) -> None:
         self.tuned.close()
         if self.control is not None:
             self.control.close()
-        return summary
 
 
 # A committed iteration's line in summary.txt (what _summary_line writes)

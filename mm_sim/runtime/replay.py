@@ -77,6 +77,18 @@ def _partial_note(plans: list[IterationPlan], t_last: int) -> str:
 CHUNK_NS = 2_000_000_000
 
 
+async def _stopped_within(stop: asyncio.Event | None, seconds: float) -> bool:
+    """Wait ``seconds``; True as soon as ``stop`` is set (then the wait is cut short)."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def replay_chunks(
     events: np.ndarray,
     plan: ReplayPlan,
@@ -85,6 +97,7 @@ async def replay_chunks(
     speed: float | None = None,
     chunk_ns: int = CHUNK_NS,
     clock_shift_ns: int = 0,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[EventChunk]:
     """Yield the chunks of each planned iteration from ``start_iteration`` on.
 
@@ -96,6 +109,9 @@ async def replay_chunks(
     — the run's clock model (``mm_sim.feeds.clock``), applied here so the core, ``ws_lag`` and
     every report downstream see corrected clocks. A constant shift keeps the local order, and
     iterations and chunks are cut on exchange time, so the plan is the same with any shift.
+
+    ``stop`` ends a paced replay during its wait, not after it: at ``--speed 0.1`` a 2 s chunk
+    is a 20 s wait, which Ctrl-C used to sit through before the soak could stop.
     """
     wall0 = time.monotonic()
     sim0: int | None = None
@@ -121,8 +137,8 @@ async def replay_chunks(
                     sim0 = int(chunk["exch_ts"][0])
                     wall0 = time.monotonic()
                 ahead = (t_sim - sim0) / 1e9 / speed - (time.monotonic() - wall0)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+                if ahead > 0 and await _stopped_within(stop, ahead):
+                    return
             yield EventChunk(
                 it.index, chunk, end_it, end_of_feed=end_it and it.index == last, rows=(lo, hi)
             )

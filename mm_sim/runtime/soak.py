@@ -257,6 +257,7 @@ class Soak:
                 self.cfg.settings.speed,
                 chunk_ns=self.cfg.chunk_ns,
                 clock_shift_ns=self.cfg.clock_shift_ns,
+                stop=self.stop_requested,
             )
         )
         async for chunk in chunks:
@@ -557,6 +558,11 @@ class Soak:
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
         self.models.close()
+        if interrupted and self.recorder.iterations_done == 0:
+            # Stopped before its first chunk ran (a paced replay's first wait): there is nothing
+            # to report on, and a verdict on no fills would be a verdict on nothing.
+            self.recorder.close()
+            return SoakOutcome({}, True, 0, self.decisions, self.stop_signal)
         final = self.recorder.finish(note=self.cfg.plan.note, interrupted=interrupted)
         return SoakOutcome(
             final, interrupted, self.recorder.iterations_done, self.decisions, self.stop_signal

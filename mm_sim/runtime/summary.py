@@ -33,6 +33,13 @@ def _partial_iterations(root: Path) -> set[int]:
 
 
 def print_summary(outcome: Any, root: Path, out: TextIO) -> None:
+    if outcome.interrupted and outcome.iterations_done == 0:
+        print(
+            "\nstopped before the first chunk was simulated: nothing to report, no reports "
+            f"written ({root}; run the same command again, or add --resume)",
+            file=out,
+        )
+        return
     reports = root / "reports"
     edge = json.loads((reports / "EDGE_REPORT.json").read_text())
     gate = json.loads((reports / "KPI_GATE.json").read_text())
