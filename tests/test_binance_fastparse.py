@@ -166,6 +166,20 @@ def test_bytes_bytearray_and_str_frames_parse_alike() -> None:
     assert all(g == got[0] for g in got)
 
 
+def test_coin_m_diffs_with_their_pair_take_the_fast_path() -> None:
+    """COIN-M's depthUpdate names the pair (``ps``) as Binance documents it; the fast path
+    declined every such diff, leaving a COIN-M feed on the slow general parser."""
+    raw = (
+        b'{"stream":"btcusd_perp@depth@100ms","data":{"e":"depthUpdate","E":7,"T":6,'
+        b'"s":"BTCUSD_PERP","ps":"BTCUSD","U":10,"u":12,"pu":8,"b":[["9517.6","10"]],'
+        b'"a":[["9518.5","0"]]}}'
+    )
+    parser = DepthParser()
+    assert _check(parser, raw)
+    assert parser.parse(raw.replace(b'"ps":"BTCUSD"', b'"ps":7')) is None  # not a string
+    assert parser.parse(raw.replace(b'"U":10', b'"ps":"X","U":10')) is None  # twice
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -143,6 +143,9 @@ def test_record_with_the_shipped_coinm_definition_gets_depth_and_trades(tmp_path
     assert meta["instrument"]["inverse"] is True and meta["instrument"]["contract_size"] == C
     text = json.dumps(meta)
     assert "/dapi/v1/depth" in text and "@aggTrade" in text and "/public/" not in text
+    # COIN-M diffs carry the pair ("ps"): every one must still take the fast parser
+    client = meta["stats"]["client"]
+    assert client["diffs"] > 0 and client["diffs_general"] == 0, client
 
 
 def _definition(

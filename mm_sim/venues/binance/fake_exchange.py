@@ -146,6 +146,9 @@ class FakeExchange(Delivery):
         self.qty_dec = float_decimals(instrument.lot_size)
         self._level_fmt = f'["%.{self.price_dec}f","%.{self.qty_dec}f"]'
         futures = self.market is Market.FUTURES
+        # COIN-M diffs also name the pair (BTCUSD for BTCUSD_PERP), as Binance documents them
+        coin_m = futures and instrument.inverse
+        self._pair = f'"ps":"{self.symbol.split("_")[0]}",' if coin_m else ""
         self._trade_fmt = (
             '{"e":"trade","E":%d,"s":"' + self.symbol + f'","t":%d,"p":"%.{self.price_dec}f",'
             f'"q":"%.{self.qty_dec}f","T":%d,"m":%s,'
@@ -422,8 +425,8 @@ class FakeExchange(Delivery):
         a = ",".join([fmt % (p, q) for s, p, q in changes if s == ASK])
         if futures:
             text = (
-                f'{{"e":"depthUpdate","E":{e_ms},"T":{e_ms},"s":"{self.symbol}","U":{first},'
-                f'"u":{final},"pu":{prev},"b":[{b}],"a":[{a}]}}'
+                f'{{"e":"depthUpdate","E":{e_ms},"T":{e_ms},"s":"{self.symbol}",{self._pair}'
+                f'"U":{first},"u":{final},"pu":{prev},"b":[{b}],"a":[{a}]}}'
             )
         else:
             shown = first

@@ -6,13 +6,14 @@ raw frame bytes once and writes the levels straight into float arrays (~1 µs).
 
 It only accepts the plain form Binance sends — an optional ``{"stream":"…","data":…}`` envelope
 around one flat object with the keys ``e`` (= ``depthUpdate``), ``E``, ``T``, ``s``, ``U``,
-``u``, ``pu``, ``b``, ``a`` in any order, no whitespace, integers without sign or leading
-zeros, levels as ``["<digits>[.<digits>]","<digits>[.<digits>]"]`` — and answers "not mine"
-for anything else (other messages, whitespace, escapes, exponents, duplicate keys, a zero price,
-numbers too long to convert exactly…). Those take the general path in
-:mod:`~mm_sim.venues.binance.messages`, which is also the reference: for every input the fast
-path accepts, its result equals ``parse_payload(*decode(raw))`` exactly (tests/
-test_binance_fastparse.py checks it on generated, mutated and recorded messages).
+``u``, ``pu``, ``b``, ``a`` and COIN-M's ``ps`` (the pair, read past) in any order, no
+whitespace, integers without sign or leading zeros, levels as
+``["<digits>[.<digits>]","<digits>[.<digits>]"]`` — and answers "not mine" for anything else
+(other messages, whitespace, escapes, exponents, duplicate keys, a zero price, numbers too long
+to convert exactly…). Those take the general path in :mod:`~mm_sim.venues.binance.messages`,
+which is also the reference: for every input the fast path accepts, its result equals
+``parse_payload(*decode(raw))`` exactly (tests/test_binance_fastparse.py checks it on
+generated, mutated and recorded messages).
 
 Exactness: a decimal ``d1…dk.f1…fn`` is converted as ``m / 10**n`` with ``m`` the integer of all
 its digits. When ``m <= 2**53`` and ``n <= 22`` both operands are exact doubles, so the single
@@ -305,7 +306,7 @@ def _payload(buf: np.ndarray, i: int, ints: np.ndarray, vb: np.ndarray, va: np.n
     if i >= n or buf[i] != _LBRACE:
         return -1
     j = i + 1
-    seen = 0  # bit per key: e E T s U u pu b a
+    seen = 0  # bit per key: e E T s U u pu b a ps
     while True:
         ke = _string(buf, j)
         if ke < 0 or ke + 1 >= n or buf[ke + 1] != _COLON:
@@ -334,6 +335,10 @@ def _payload(buf: np.ndarray, i: int, ints: np.ndarray, vb: np.ndarray, va: np.n
         elif klen == 2 and k0 == 112 and buf[j + 2] == 117:  # pu
             bit = 64
             j = _int(buf, v, ints, I_PREV)
+        elif klen == 2 and k0 == 112 and buf[j + 2] == 115:  # ps (COIN-M: the pair; unused)
+            bit = 512
+            se = _string(buf, v)
+            j = se + 1 if se >= 0 else -1
         elif klen == 1 and k0 == 98:  # b
             bit = 128
             j = _levels(buf, v, vb, ints, I_NB)

@@ -60,6 +60,7 @@ _MS = 1_000_000
 class ClientCounters:
     messages: int = 0  # frames handed to the processor
     diffs: int = 0
+    diffs_general: int = 0  # depthUpdates the numba parser declined (the slow general parser)
     trades: int = 0
     trades_duplicate: int = 0  # same trade id again (duplicates, connection overlap)
     trades_skipped: int = 0  # non-market prints (futures insurance fund, ADL), zero qty
@@ -260,6 +261,8 @@ class StreamProcessor:
             if tr is not None and self._trade_fast(tr[0], tr[1], local_ns):
                 return
             msg = self._decode_general(raw)
+            if type(msg) is DepthDiff:
+                self.counters.diffs_general += 1
         if msg is not None:
             self.on_message(msg, local_ns)
 
