@@ -91,6 +91,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="spot: share of diffs that restate the previous one (overlapping ranges)",
     )
     p.add_argument(
+        "--rpi-share",
+        type=float,
+        default=0.0,
+        help="USD-M: share of aggTrades whose q also counts fills against hidden RPI orders "
+        "(nq, the visible part, stays the true quantity)",
+    )
+    p.add_argument(
         "--cut-after-s",
         type=float,
         help="close every connection this long after it opened (Binance: 24 h)",
@@ -181,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             snapshot_inside=args.snapshot_inside,
             stream_delay_s=args.stream_delay_s,
             overlap_diffs=args.overlap_diffs,
+            rpi_share=args.rpi_share,
             cut_after_s=args.cut_after_s,
             ban_escalation=args.ban_escalation,
             weight_headers=args.weight_headers,

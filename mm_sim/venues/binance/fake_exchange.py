@@ -154,9 +154,12 @@ class FakeExchange(Delivery):
             f'"q":"%.{self.qty_dec}f","T":%d,"m":%s,'
             + ('"X":"MARKET"}' if futures else '"M":true}')
         )
+        # USD-M aggregates also say how much of q was not against hidden RPI orders (nq)
+        self._usd_m = futures and not coin_m
+        nq = f'"nq":"%.{self.qty_dec}f",' if self._usd_m else ""
         self._agg_fmt = (
             '{"e":"aggTrade","E":%d,"s":"' + self.symbol + f'","a":%d,"p":"%.{self.price_dec}f",'
-            f'"q":"%.{self.qty_dec}f","f":%d,"l":%d,"T":%d,"m":%s}}'
+            f'"q":"%.{self.qty_dec}f",{nq}"f":%d,"l":%d,"T":%d,"m":%s}}'
         )
         self.book = TrueBook()
         self.epoch_ns = time.time_ns()
@@ -397,7 +400,15 @@ class FakeExchange(Delivery):
                     # that nothing else shared its price, side and 100 ms with.
                     tid = self.trade_id
                     m = "true" if side == ASK else "false"
-                    agg = self._agg_fmt % (t_ms, tid, price, qty, tid, tid, t_ms, m)
+                    if self._usd_m:
+                        # q also counts fills against RPI orders the book never shows
+                        rpi = self.opts.rpi_share
+                        hidden = qty if rpi and self.rng.random() < rpi else 0.0
+                        self.stats["rpi_prints"] += hidden > 0.0
+                        q_all = qty + hidden
+                        agg = self._agg_fmt % (t_ms, tid, price, q_all, qty, tid, tid, t_ms, m)
+                    else:
+                        agg = self._agg_fmt % (t_ms, tid, price, qty, tid, tid, t_ms, m)
                 c.out.append((name, agg))
                 continue
             c.out.append((name, text))

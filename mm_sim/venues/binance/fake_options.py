@@ -28,9 +28,10 @@ class FakeOptions:
     cut_after_s: float | None = None  # the venue's connection limit (Binance: 24 h)
     ban_escalation: bool = False  # each 418 ban doubles the previous one; asking during it: 418
     weight_headers: bool = False  # X-MBX-USED-WEIGHT-1M on REST answers
+    rpi_share: float = 0.0  # USD-M: share of aggTrades that also filled hidden RPI orders
 
     def check(self) -> None:
-        for name in ("late_trades", "overlap_diffs"):
+        for name in ("late_trades", "overlap_diffs", "rpi_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {v}")

@@ -9,7 +9,11 @@ Shapes handled (prices and quantities are decimal strings on the wire, floats he
 - ``depthUpdate``: spot ``{e,E,s,U,u,b,a}``; futures add ``T`` and ``pu`` (the previous event's
   ``u``), which is how the market is told apart;
 - ``trade`` ``{e,E,s,t,p,q,T,m}`` (futures add ``X``, the order type) and ``aggTrade``
-  ``{e,E,s,a,p,q,f,l,T,m}``; ``m`` true means the buyer was the maker, so the aggressor sold;
+  ``{e,E,s,a,p,q,f,l,T,m}``; ``m`` true means the buyer was the maker, so the aggressor sold.
+  USD-M's ``aggTrade`` also has ``nq`` (since 2025-12-31): the quantity without the fills
+  against Retail Price Improvement orders, which its depth streams and snapshots never show;
+  ``q`` includes them. The trade's quantity is then ``nq`` (the part that took visible
+  liquidity) and ``rpi_qty`` the rest;
 - ``bookTicker``: spot ``{u,s,b,B,a,A}`` (no ``e``), futures ``{e,u,s,b,B,a,A,T,E}``;
 - a REST depth snapshot ``{lastUpdateId,bids,asks}`` (futures also carry ``E`` and ``T``);
 - the combined-stream wrapper ``{"stream": name, "data": payload}``. The stream name matters:
@@ -112,6 +116,7 @@ class Trade:
     aggregated: bool  # True for aggTrade
     order_type: str | None = None  # X on futures trades: MARKET, INSURANCE_FUND, ADL, ...
     local_ts: int = 0
+    rpi_qty: float = 0.0  # USD-M aggTrade: q - nq, filled against hidden RPI orders
 
     @property
     def aggressor_side(self) -> int:
@@ -330,6 +335,8 @@ def _trade(d: dict[str, Any], aggregated: bool) -> Trade:
         price = float(d["p"])
         qty = float(d["q"])
         x = d.get("X")
+        nq = d.get("nq")
+        normal = qty if nq is None else float(nq)
         if (
             type(m) is bool
             and type(ev) is int
@@ -337,10 +344,10 @@ def _trade(d: dict[str, Any], aggregated: bool) -> Trade:
             and type(tid) is int
             and type(sym) is str
             and 0.0 < price < _INF
-            and 0.0 <= qty < _INF
+            and 0.0 <= normal <= qty < _INF
             and (x is None or type(x) is str)
         ):
-            return Trade(sym, price, qty, m, txn, ev, tid, aggregated, x)
+            return Trade(sym, price, normal, m, txn, ev, tid, aggregated, x, 0, qty - normal)
     except _FAST_ERRORS:
         pass
     return _trade_checked(d, aggregated)
@@ -358,16 +365,22 @@ def _trade_checked(d: dict[str, Any], aggregated: bool) -> Trade:
     x = d.get("X")
     if x is not None and type(x) is not str:
         raise MessageError(f"bad field 'X' in {et}: expected a string", repr(x)[:40])
+    qty = _num(d, "q", et, positive=False)
+    normal = qty if d.get("nq") is None else _num(d, "nq", et, positive=False)
+    if normal > qty:
+        raise MessageError(f"bad field 'nq' in {et}: more than 'q'", f"nq={normal} q={qty}")
     return Trade(
         _str(d, "s", et),
         _num(d, "p", et, positive=True),
-        _num(d, "q", et, positive=False),
+        normal,
         m,
         event_ms if trade_ms is None else trade_ms,
         event_ms,
         _int(d, "a" if aggregated else "t", et),
         aggregated,
         x,
+        0,
+        qty - normal,
     )
 
 

@@ -64,6 +64,7 @@ class ClientCounters:
     trades: int = 0
     trades_duplicate: int = 0  # same trade id again (duplicates, connection overlap)
     trades_skipped: int = 0  # non-market prints (futures insurance fund, ADL), zero qty
+    trades_rpi: int = 0  # USD-M prints with fills against hidden RPI orders (that part left out)
     skipped: int = 0  # well-formed messages not used (control replies, klines, ...)
     other_symbol: int = 0
     malformed: int = 0
@@ -383,6 +384,8 @@ class StreamProcessor:
             c.trades_duplicate += 1
             return
         self.last_trade_id = tr.trade_id
+        if tr.rpi_qty > 0.0:
+            c.trades_rpi += 1
         if (tr.order_type is not None and tr.order_type != "MARKET") or tr.qty <= 0.0:
             c.trades_skipped += 1
             return
