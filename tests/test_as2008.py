@@ -70,6 +70,22 @@ def test_bad_arguments_are_user_errors() -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--paths", "100000000000"], "--paths = 100000000000: at most 10,000,000 paths"),
+        (["--seed", "18446744073709552"], "expected 0 <= seed <= 18446744073709551"),
+        (["--seed", str(2**64)], "expected 0 <= seed <= 18446744073709551"),
+    ],
+)
+def test_a_seed_or_path_count_the_study_cannot_run_is_refused(args: list[str], needle: str) -> None:
+    """A seed whose generator seeds (seed x 1000 + gamma index) pass 2**64 failed in the compiled
+    kernel, and 1e11 paths asked numpy for 2.9 TiB: both internal errors (exit 70)."""
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr[-800:]
+    assert needle in proc.stderr and "internal error" not in proc.stderr
+
+
 def test_kernel_matches_the_python_reference() -> None:
     p = StudyParams()
     for gamma in (0.1, 0.5):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,30 @@ def test_an_order_above_the_position_limit_is_refused_naming_the_file(tmp_path: 
     prof, _ = parse_set_flags(["profile.inventory.max_position=0.005"])
     with pytest.raises(UserError, match=r"--set profile\.inventory\.max_position: profile: "):
         load_profile(cli=prof)
+
+
+def test_config_show_takes_the_files_named_in_the_environment(tmp_path: Path) -> None:
+    """`config show` prints the effective configuration: MM_PROFILE and MM_OVERRIDES choose
+    the files as they do for a soak (it printed S1 and the shipped overrides whatever they
+    said, and exit 0 for a profile that does not exist)."""
+    prof = json.loads((REPO / "profiles" / "market_maker_S1.json").read_text())
+    prof["fees"]["maker_bps"] = -0.9
+    (tmp_path / "p.json").write_text(json.dumps(prof))
+    (tmp_path / "o.json").write_text(json.dumps({"tail_age_ms": 777}))
+
+    def show(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mm_sim", "config", "show", *args],
+            capture_output=True, text=True, cwd=REPO, env={**os.environ, **env}, timeout=120,
+        )  # fmt: skip
+
+    env = {"MM_PROFILE": str(tmp_path / "p.json"), "MM_OVERRIDES": str(tmp_path / "o.json")}
+    r = show(env)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["profile"]["fees"]["maker_bps"] == -0.9
+    assert got["overrides"]["tail_age_ms"] == 777.0
+    r = show(env, "--profile", "S1")  # a flag still wins
+    assert json.loads(r.stdout)["profile"]["fees"]["maker_bps"] == load_profile("S1").fees.maker_bps
+    r = show({"MM_PROFILE": "S9"})
+    assert r.returncode == 2 and "unknown profile 'S9'" in r.stderr and "Traceback" not in r.stderr

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -23,6 +27,7 @@ from mm_sim.venues.binance.messages import (
     parse_snapshot,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 INST = Instrument("TESTUSDT", "test", 0.5, 0.01, 1)
 
 
@@ -252,3 +257,33 @@ def test_the_server_stops_when_its_feed_producer_fails() -> None:
     finally:
         gc.enable()  # _serve turns automatic collections off for a serving process
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--speed", "inf"], "--speed must be a finite number > 0, got inf"),
+        (["--msg-rate", "inf"], "--msg-rate must be a finite number > 0, got inf"),
+        (["--speed", "1e300"], "speed must be > 0 and at most 10000, got 1e+300"),
+        (["--msg-rate", "1e300"], "(--msg-rate 1e+300 on a feed of"),
+        (["--stream-delay-s", "nan"], "--stream-delay-s = nan: expected a finite number"),
+        (["--stream-delay-s", "inf"], "--stream-delay-s = inf: expected a finite number"),
+        (["--retry-after-s", "inf"], "--retry-after-s = inf: expected a finite number"),
+        (["--shutdown-grace-s", "inf"], "--shutdown-grace-s = inf: expected a finite number"),
+    ],
+)
+def test_cli_refuses_an_endless_clock_or_delay_before_listening(
+    args: list[str], needle: str
+) -> None:
+    """--speed/--msg-rate inf or 1e300 listened, then ended in an internal error (exit 70) on
+    the first client; --stream-delay-s inf or nan listened and never sent a frame (a recording
+    of 0 events, exit 0); an infinite Retry-After or shutdown grace never ended."""
+    env = {**os.environ}
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".venv" / "numba-cache"))
+    r = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "fake-exchange", "--port", "0", *args],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr[-800:])
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert "listening" not in r.stdout

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,3 +223,46 @@ def test_killed_live_soak_resumes_from_its_last_committed_iteration(
     feed = json.loads((art / "soak" / "live_feed.json").read_text())
     assert len(feed["previous_sessions"]) == 1  # the killed session's counters are kept
     assert feed["client"]["diffs"] > 0 and feed["book_sync"]["gaps"] == 0
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_record_stopped_by_a_signal_keeps_its_events_and_says_it_is_short(
+    fake_exchange: str, tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    """Ctrl-C ended with exit 0 and the lines of a whole recording (no WARNING: the pre-flight
+    check of docs/LIVE.md passed a recording of seconds); SIGTERM killed the process, losing
+    the events and leaving the hidden temp file."""
+    out = tmp_path / "rec.npy"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mm_sim", "record", "--feed", fake_exchange, "--minutes", "30",
+         "-o", str(out)],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while not any(p.stat().st_size > 4096 for p in tmp_path.glob(".rec.npy.*.tmp")):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status, stderr[-1500:]
+    assert "recorded " in stdout and "WARNING: " in stdout and "the recording is short" in stdout
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["count"] > 0 and meta["stats"]["interrupted"] is True
+    assert list(tmp_path.glob(".*.tmp")) == []
+    r = _run(["inspect", str(out), "--json"])
+    assert r.returncode == 0 and json.loads(r.stdout)["events"] == meta["count"]
+
+
+def test_record_of_a_feed_that_sends_nothing_writes_nothing(tmp_path: Path) -> None:
+    """Every frame held back longer than the recording: 0 events were published as a feed
+    that every reader refuses, with exit 0 and no warning."""
+    out = tmp_path / "none.npy"
+    with _serve("--speed", "20", "--stream-delay-s", "600") as url:
+        r = _run(["record", "--feed", url, "--minutes", "0.1", "-o", str(out)])
+    assert r.returncode == 2, r.stderr[-1500:]
+    assert "no event arrived in 0.1 exchange-clock minutes; nothing written" in r.stderr
+    assert "Traceback" not in r.stderr and list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +354,50 @@ def test_example_grid_is_valid() -> None:
     assert len(g.cells) >= 8
     assert all(isinstance(Profile.model_validate(c.profile(BASE_P).model_dump()), Profile)
                for c in g.cells[:2])  # fmt: skip
+
+
+def _sweep_cli(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """A one-cell sweep on a port nobody listens on: it stops at the connection, after its
+    directory was claimed (sweep.json and the results header written), or before, on a check."""
+    grid = tmp_path / "g.toml"
+    grid.write_text("[overrides]\ntail_age_ms = [500]\n")
+    s = socket.create_server(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    args = ["sweep", "--grid", str(grid), "--feeds", "synthetic@1", "--iterations", "1",
+            "--iteration-minutes", "0.1", "--scheduler", f"tcp://127.0.0.1:{port}",
+            "--out", str(tmp_path / "o"), *extra]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "mm_sim", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("sweep.json", b"\xff\xfe{}", "sweep.json: not UTF-8 text (byte 0"),
+        ("sweep.json", b"[1]\n", "sweep.json: sweep record (sweep.json) must be a JSON object"),
+        ("sweep_results.csv", b"\xff\n", "sweep_results.csv: not UTF-8 text"),
+        ("sweep_results.csv", "ROW", "sweep_results.csv:2: column 'net_bps' = 'abc': expected"),
+    ],
+)
+def test_resume_on_a_damaged_sweep_directory_names_the_file(
+    tmp_path: Path, name: str, content: bytes | str, needle: str
+) -> None:
+    """--resume read sweep.json and sweep_results.csv as they came: not UTF-8, a JSON list or
+    text in a number column ended in an internal error (exit 70) instead of naming the file."""
+    first = _sweep_cli(tmp_path)
+    assert first.returncode == 2 and "cannot connect" in first.stderr, first.stderr[-800:]
+    path = tmp_path / "o" / name
+    if content == "ROW":  # a complete row whose net_bps was edited into text
+        header = path.read_text().splitlines()[0].split(",")
+        row = {c: "" for c in header} | {"split": "train", "cell_id": "abc", "feed": "synthetic@1",
+                                         "seed": "1", "net_bps": "abc"}  # fmt: skip
+        path.write_text(path.read_text() + ",".join(row[c] for c in header) + "\n")
+    else:
+        assert isinstance(content, bytes)
+        path.write_bytes(path.read_bytes() + content if name.endswith(".csv") else content)
+    r = _sweep_cli(tmp_path, "--resume")
+    assert r.returncode == 2, r.stderr[-800:]
+    assert needle in r.stderr and "Traceback" not in r.stderr and "internal error" not in r.stderr

@@ -4,6 +4,9 @@ matters, and a damaged entry regenerated rather than used."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from mm_sim.config import LocalSettings
 from mm_sim.feeds import synthetic_cache as C
 from mm_sim.feeds.synthetic import SyntheticParams, generate
 
+REPO = Path(__file__).resolve().parent.parent
 DURATION = 20.0
 PARAMS = SyntheticParams()
 
@@ -114,3 +118,21 @@ def test_environment_names_the_directory(tmp_path: Path, monkeypatch: pytest.Mon
     assert C.cache_dir(s) is None
     monkeypatch.setenv("MM_SYNTHETIC_CACHE", "1")
     assert C.cache_dir(LocalSettings()) == tmp_path / "here"
+
+
+def test_a_cache_that_cannot_be_changed_costs_a_regeneration_not_the_run(tmp_path: Path) -> None:
+    """MM_SYNTHETIC_CACHE_DIR naming a file: removing the "invalid" entry failed with ENOTDIR
+    and `inspect synthetic-short` (any synthetic command) ended with exit 1; so did a valid
+    entry on a read-only cache (its mtime could not be touched)."""
+    not_a_dir = tmp_path / "notes.txt"
+    not_a_dir.write_text("mine\n")
+    env = {**os.environ, "MM_SYNTHETIC_CACHE_DIR": str(not_a_dir)}
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".venv" / "numba-cache"))
+    r = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "inspect", "synthetic-short", "--json"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert json.loads(r.stdout)["events"] > 0
+    assert "synthetic cache" in r.stderr  # said, as a warning
+    assert not_a_dir.read_text() == "mine\n"

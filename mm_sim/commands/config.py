@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mm_sim.config import load_overrides, load_profile, parse_set_flags
+from mm_sim.config import load_overrides, load_profile, load_run_settings, parse_set_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,8 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     action = p.add_subparsers(dest="config_action", metavar="ACTION")
     action.required = True
     show = action.add_parser("show", help="print the effective profile and overrides as JSON")
-    show.add_argument("--profile", help="profile name or path (default S1)")
-    show.add_argument("--overrides", help="overrides file")
+    show.add_argument("--profile", help="profile name or path (MM_PROFILE; default S1)")
+    show.add_argument(
+        "--overrides",
+        help="overrides file (MM_OVERRIDES; default overrides/runtime_overrides.json)",
+    )
     show.add_argument("--set", action="append", metavar="KEY=VALUE")
     show.set_defaults(func=_show)
     docs = action.add_parser("docs", help="print docs/CONFIG.md generated from the models")
@@ -23,8 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     prof_cli, ovr_cli = parse_set_flags(args.set)
-    profile = load_profile(args.profile, prof_cli)
-    overrides = load_overrides(args.overrides, ovr_cli)
+    # The files are chosen as a soak chooses them: the flag, else MM_PROFILE / MM_OVERRIDES,
+    # else the default. Read from the flags alone, `config show` printed S1 and the shipped
+    # overrides while MM_PROFILE named another profile (or none that exists).
+    files = load_run_settings({"profile": args.profile, "overrides": args.overrides})
+    profile = load_profile(files.profile, prof_cli)
+    overrides = load_overrides(files.overrides, ovr_cli)
     print(
         json.dumps(
             {"profile": profile.model_dump(mode="json"), "overrides": overrides.as_dict()},

@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--feed", default="synthetic-short", help="feed name, .npy or definition")
     p.add_argument("--port", type=int, default=8765, help="TCP port (0 = any free port)")
-    p.add_argument("--speed", type=float, default=1.0, help="exchange clock vs wall clock")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="exchange clock vs wall clock (at most 10000)"
+    )
     p.add_argument(
         "--msg-rate",
         type=float,
@@ -132,12 +134,20 @@ def run(args: argparse.Namespace) -> int:
     plan.stall_s = args.stall_s
     plan.retry_after_s = args.retry_after_s
     plan.shutdown_grace_s = args.shutdown_grace_s
-    if not args.speed > 0:
-        raise UserError(f"--speed must be > 0, got {args.speed}")
-    if args.msg_rate is not None and not args.msg_rate > 0:
-        raise UserError(f"--msg-rate must be > 0, got {args.msg_rate}")
-    if not (args.retry_after_s >= 0 and args.shutdown_grace_s >= 0):  # NaN too
-        raise UserError("--retry-after-s and --shutdown-grace-s must be >= 0")
+    # Finite, all of them: --speed inf (or --msg-rate inf) listened, then failed with an
+    # internal error on its first message; --stream-delay-s inf or nan served no frame at all
+    # to a client that then recorded an empty feed; an infinite Retry-After or grace never ends.
+    if not (args.speed > 0 and math.isfinite(args.speed)):
+        raise UserError(f"--speed must be a finite number > 0, got {args.speed}")
+    if args.msg_rate is not None and not (args.msg_rate > 0 and math.isfinite(args.msg_rate)):
+        raise UserError(f"--msg-rate must be a finite number > 0, got {args.msg_rate}")
+    for flag, value in (
+        ("--retry-after-s", args.retry_after_s),
+        ("--shutdown-grace-s", args.shutdown_grace_s),
+        ("--stream-delay-s", args.stream_delay_s),
+    ):
+        if not (value >= 0 and math.isfinite(value)):  # NaN too
+            raise UserError(f"{flag} = {value}: expected a finite number of seconds >= 0")
     if not abs(args.clock_offset_ms) <= 86_400_000:  # NaN too
         raise UserError(
             f"--clock-offset-ms = {args.clock_offset_ms}: expected a finite offset within ±1 day"

@@ -15,6 +15,8 @@ from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json
 
 DEFAULT_DATA = Path("../shared/data")  # the recorded captures beside a checkout
+MAX_PATHS = 10_000_000
+MAX_AS2008_SEED = (2**64 - 3) // 1000  # seed x 1000 + gamma index (0..2) < 2**64
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.paths < 2:
         raise UserError(f"--paths = {args.paths}: need at least 2 paths for a standard deviation")
-    if args.seed < 0:
-        raise UserError(f"--seed = {args.seed}: expected a non-negative integer")
+    if args.paths > MAX_PATHS:
+        # 10 million paths take about 5 minutes and 320 MB; 1e11 was a MemoryError (exit 70).
+        raise UserError(f"--paths = {args.paths}: at most {MAX_PATHS:,} paths per gamma")
+    if not 0 <= args.seed <= MAX_AS2008_SEED:
+        # Each gamma's generator is seeded with seed x 1000 + its index, a 64-bit number: a
+        # larger seed failed in the compiled kernel (an internal error, exit 70).
+        raise UserError(f"--seed = {args.seed}: expected 0 <= seed <= {MAX_AS2008_SEED}")
     out_path = args.out if args.out is not None or args.json in (None, True) else Path(args.json)
     as_json = args.json is True
     rows = run_study(paths=args.paths, seed=args.seed)

@@ -18,6 +18,7 @@ deleted and the day is generated again. Nothing about the cache reaches a run's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -110,8 +111,14 @@ def generate_cached(
 
 
 def _drop(root: Path, key: str) -> None:
-    for suffix in (_META, _DATA):  # metadata first: the entry is never half-present
-        (root / f"{key}{suffix}").unlink(missing_ok=True)
+    """Delete an entry, as far as the cache's filesystem allows: a cache is an optimisation,
+    and one that cannot be changed (read-only, or MM_SYNTHETIC_CACHE_DIR naming a file) costs
+    a regeneration, never the run (that was exit 1 before any event was generated)."""
+    try:
+        for suffix in (_META, _DATA):  # metadata first: the entry is never half-present
+            (root / f"{key}{suffix}").unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("synthetic cache entry not removed", dir=str(root), error=str(exc))
 
 
 def _open(root: Path, key: str, inputs: dict[str, Any]) -> np.ndarray | None:
@@ -144,7 +151,9 @@ def _open(root: Path, key: str, inputs: dict[str, Any]) -> np.ndarray | None:
         return _invalid(root, key, f"data is {size} bytes, expected {want}")
     if zlib.crc32(events.data.cast("B")) != crc:
         return _invalid(root, key, "data does not match its CRC-32")
-    os.utime(meta_path)  # recently used: evicted last
+    # Recently used: evicted last. A cache shared read-only keeps its order as it is.
+    with contextlib.suppress(OSError):
+        os.utime(meta_path)
     return events
 
 

@@ -4,12 +4,11 @@ against the settings it was swept with, and cleaned of what a killed run left.""
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from pathlib import Path
 from typing import IO, Any
 
-from mm_sim.config import Overrides, Profile, RunSettings
+from mm_sim.config import Overrides, Profile, RunSettings, read_json_file
 from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json, hold_lock, sidecar_path
 from mm_sim.sweep.grid import Grid
@@ -92,10 +91,9 @@ def prepare(out: Path, meta: dict[str, Any], resume: bool) -> IO[bytes]:
                 )
             csv_path.unlink(missing_ok=True)
         else:
-            try:
-                old = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+            # Read as every settings file is (UTF-8, one JSON object): a damaged sweep.json
+            # (not UTF-8, a list) was an internal error.
+            old = read_json_file(meta_path, "sweep record (sweep.json)")
             diff = [k for k in _MUST_MATCH if old.get(k) != meta.get(k)]
             if diff:
                 raise UserError(

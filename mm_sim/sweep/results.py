@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mm_sim.errors import UserError
-from mm_sim.events import atomic_write_bytes
+from mm_sim.errors import UserError, shown
+from mm_sim.events import atomic_write_bytes, read_text_file
 from mm_sim.sweep.cell import METRICS
 
 FILE = "sweep_results.csv"
@@ -137,8 +137,13 @@ class ResultsFile:
 
 
 def read_rows(path: Path, expected: Sequence[str] | None = None) -> dict[Key, dict[str, Any]]:
-    """Rows keyed by (cell_id, feed), typed; the first row of a key wins."""
-    with path.open(newline="") as fh:
+    """Rows keyed by (cell_id, feed), typed; the first row of a key wins.
+
+    A hand-edited or damaged file (not UTF-8, a number column holding text) is refused with
+    its line and column: read as it came, it was an internal error on ``--resume``.
+    """
+    text = read_text_file(path, "sweep results (CSV)")
+    with io.StringIO(text, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -154,6 +159,15 @@ def read_rows(path: Path, expected: Sequence[str] | None = None) -> dict[Key, di
         for n, rec in enumerate(reader, 2):
             if len(rec) != len(header):
                 raise UserError(f"{path}:{n}: expected {len(header)} fields, got {len(rec)}")
-            row = {c: _parse(c, v) for c, v in zip(header, rec, strict=True)}
+            row = {}
+            for c, v in zip(header, rec, strict=True):
+                try:
+                    row[c] = _parse(c, v)
+                except ValueError:
+                    kind = "whole number" if c in _INT_COLUMNS else "number"
+                    raise UserError(
+                        f"{path}:{n}: column {c!r} = {shown(v)}: expected a {kind} or nothing "
+                        "(edited by hand? delete the row to run that cell again)"
+                    ) from None
             rows.setdefault((str(row["cell_id"]), str(row["feed"])), row)
     return rows

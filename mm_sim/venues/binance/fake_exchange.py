@@ -89,6 +89,10 @@ _FINE_WAIT_S = 0.002  # waits shorter than this end in time.sleep, not in a loop
 _SPIN_S = 100e-6
 _YIELD_EVERY = 64  # when behind schedule, let the loop run at least this often (messages)
 _YIELD_S = 0.001  # and at least this often (wall seconds)
+# The exchange clock starts now and runs ``speed`` times the wall clock: at 10,000x it reaches
+# 2100-01-01 (where the feeds' timestamps end) after 2.6 days of serving; at 1e300 its first
+# wait overflowed (an internal error once a client connected).
+MAX_SPEED = 10_000.0
 
 
 class FakeExchange(Delivery):
@@ -120,8 +124,13 @@ class FakeExchange(Delivery):
             if not msg_rate > 0:
                 raise ValueError(f"message rate must be > 0, got {msg_rate}")
             speed = msg_rate / self.feed_msg_rate
-        if not speed > 0:
-            raise ValueError(f"speed must be > 0, got {speed}")
+        if not 0 < speed <= MAX_SPEED:  # NaN and inf too
+            how = (
+                ""
+                if msg_rate is None
+                else f" (--msg-rate {msg_rate:g} on a feed of {self.feed_msg_rate:g} msg/s)"
+            )
+            raise ValueError(f"speed must be > 0 and at most {MAX_SPEED:g}, got {speed:g}{how}")
         self.speed = float(speed)
         self.port = port
         self.faults = faults or FaultPlan()
