@@ -136,6 +136,27 @@ def test_export_of_a_missing_run_is_one_line(tmp_path: Path, capsys: pytest.Capt
     assert err.count("\n") == 1 and "nowhere: run directory not found" in err
 
 
+def test_export_never_writes_over_files_that_are_not_an_export(
+    run: tuple[Path, RunFrames], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--out RUN/soak replaced the run's own fills.csv with the export's wider table, and
+    --out / wrote into the root directory: a directory holding anything but an earlier export
+    is refused before the run is read."""
+    root, _ = run
+    fills = (root / "soak" / "fills.csv").read_bytes()
+    for out in (root / "soak", root, tmp_path.parent):
+        assert main(["export", str(root), "--format", "csv", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is not empty and holds no earlier export" in err, err
+    assert (root / "soak" / "fills.csv").read_bytes() == fills
+    # An earlier export is replaced; the default place is RUN_DIR/export.
+    out = tmp_path / "x"
+    assert main(["export", str(root), "--format", "csv", "--out", str(out)]) == 0
+    assert main(["export", str(root), "--format", "parquet", "--out", str(out)]) == 0
+    assert json.loads((out / "export.json").read_text())["format"] == "parquet"
+    capsys.readouterr()
+
+
 def test_the_documented_example_runs(
     run: tuple[Path, RunFrames], capsys: pytest.CaptureFixture
 ) -> None:

@@ -39,13 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mm_sim.report.export import export_run
+    from mm_sim.report.export import check_out, export_run
     from mm_sim.report.frames import read_run
     from mm_sim.report.rundir import RunDir
 
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")
     out = args.out if args.out is not None else args.run_dir / "export"
+    check_out(out)  # before the run is read: a refusal costs nothing
     with RunDir(args.run_dir).not_running():
         frames = read_run(args.run_dir)
     if frames.iterations.empty:

@@ -41,12 +41,25 @@ def _csv_bytes(frame: Any) -> bytes:
     return str(frame.to_csv(index=False, lineterminator="\n")).encode()
 
 
+def check_out(out: Path) -> None:
+    """Whether ``out`` may take an export: a new or empty directory, or an earlier export (its
+    ``export.json``), which is replaced. Anything else holds files that are not ours to
+    overwrite: ``--out RUN/soak`` replaced the run's own fills.csv with the export's wider
+    table, and ``--out /`` wrote into the root directory."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory (choose another --out)")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise UserError(
+            f"--out {out}: directory is not empty and holds no earlier export ({MANIFEST}); "
+            "choose a new or empty directory (default: RUN_DIR/export)"
+        )
+
+
 def export_run(run: RunFrames, out: Path, fmt: str) -> dict[str, Any]:
     """Write every table of ``run`` to ``out`` in ``fmt``; returns the manifest written."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory (choose another --out)")
+    check_out(out)
     tables: dict[str, Any] = {}
     for name in TABLES:
         frame = run.table(name)
