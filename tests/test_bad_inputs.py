@@ -454,6 +454,13 @@ CASES = [
     Case("feed definition not UTF-8", _definition_latin1),
     Case("grid not UTF-8", _grid_latin1),
     Case("ws:// port not a number", _ws_bad_port),
+    Case(
+        "ws:// with a symbol path (dropped: the server's symbol was recorded)",
+        _plain(
+            ["record", "--feed", "ws://127.0.0.1:9/ETHUSDT", "--minutes", "1", "-o", "{t}/x"],
+            "alone (it serves one symbol",
+        ),
+    ),
     Case("run.json not UTF-8", _run_json_latin1),
     Case("metrics.jsonl is a directory", _metrics_dir),
     Case("report on an emptied metrics.jsonl", _metrics_emptied),

@@ -188,6 +188,14 @@ def _live_from_url(url: str) -> BinanceLiveFeedSpec:
         port = None
     if not parts.hostname or port is None:
         raise UserError(f"feed {url!r}: expected ws://HOST:PORT (an mm_sim fake exchange)")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        # The fake exchange names its own market and symbol; a path such as /ETHUSDT was
+        # dropped without a word and the server's symbol recorded instead.
+        raise UserError(
+            f"feed {url!r}: a fake exchange is ws://HOST:PORT alone (it serves one symbol and "
+            f"says which); for another symbol start it with that feed, or use a definition "
+            f"NAME:SYMBOL"
+        )
     rest = f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.hostname}:{parts.port}"
     return BinanceLiveFeedSpec(
         kind="binance-ws",
