@@ -461,6 +461,10 @@ CASES = [
             "alone (it serves one symbol",
         ),
     ),
+    Case(
+        "validate tuner --md naming a directory (refused after the whole study)",
+        _plain(["validate", "tuner", "--md", "{t}", "--out", "{t}/o"], "--md"),
+    ),
     Case("run.json not UTF-8", _run_json_latin1),
     Case("metrics.jsonl is a directory", _metrics_dir),
     Case("report on an emptied metrics.jsonl", _metrics_emptied),

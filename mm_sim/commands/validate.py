@@ -151,6 +151,8 @@ def run_tuner(args: argparse.Namespace) -> int:
         if not getattr(args, name) > 0:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} = {getattr(args, name)}: expected minutes > 0")
+    if args.md is not None:
+        _check_md(args.md)
     from mm_sim import logs
 
     # Each soak's info lines (every decision of every run) would bury the study's own output.
@@ -205,6 +207,15 @@ def run_tuner(args: argparse.Namespace) -> int:
         )
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
+
+
+def _check_md(md: Path) -> None:
+    """Whether --md can be written, before the study's minutes of work (it was refused after)."""
+    if md.is_dir():
+        raise UserError(f"--md {md}: a directory; expected a file name, e.g. {md / 'TUNER.md'}")
+    for p in md.parents:
+        if p.exists() and not p.is_dir():
+            raise UserError(f"--md {md}: {p} is a file, not a directory")
 
 
 def _after(argv: list[str], word: str) -> list[str]:
