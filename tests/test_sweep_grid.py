@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -203,6 +204,23 @@ def test_feed_tokens(tmp_path: Path) -> None:
         resolve_cases(["binance-spot-testnet"], 1, 1, 1.0)
     with pytest.raises(UserError, match="unknown feed"):
         resolve_cases(["no-such-feed@1"], 1, 1, 1.0)
+
+
+def test_a_copy_of_a_stored_feed_is_the_same_feed(tmp_path: Path) -> None:
+    """The same recorded events under another name (a copy, train on one and test on the
+    other) leaked in-sample figures into the test rows: the data's digest, not the path, says
+    what a stored feed replays."""
+    spec = resolve_feed("synthetic-short")
+    assert isinstance(spec, SyntheticFeedSpec)
+    events, inst, ident = load_events(spec.model_copy(update={"duration_s": 40.0}), 3)
+    day = write_feed(tmp_path / "day.npy", events, inst, source=ident)
+    copy = tmp_path / "copy.npy"
+    shutil.copyfile(day, copy)
+    shutil.copyfile(day.with_suffix(".json"), copy.with_suffix(".json"))
+    with pytest.raises(UserError, match=r"same events.*under any name or copy"):
+        resolve_cases([f"{day}@1", f"{copy}@2"], 1, 1, 0.5)
+    other = write_feed(tmp_path / "other.npy", events[:-1], inst, source=ident)
+    assert len(resolve_cases([f"{day}@1", f"{other}@1"], 1, 1, 0.5)) == 2
 
 
 def test_two_definitions_with_one_name_are_two_feeds(tmp_path: Path) -> None:

@@ -59,6 +59,9 @@ class FeedCase:
     clock: dict[str, Any] = field(default_factory=dict)
     # Set when a stored feed ends before the run: every run on it is cut there (partial).
     cut_note: str | None = None
+    # A stored feed's data digest (its sidecar's, checked against the file on open): a copy
+    # of a feed under another name replays the same events.
+    content: str = ""
 
     @property
     def kind(self) -> str:
@@ -71,6 +74,8 @@ class FeedCase:
         The seed picks a day of a synthetic market; a stored feed replays the same recorded
         events whatever its @SEED, so its seed is not part of what it replays.
         """
+        if self.content:
+            return json.dumps([{"kind": self.kind, "content": self.content}, None])
         body = {k: v for k, v in self.spec.items() if k not in ("name", "description")}
         seed = self.seed if self.kind == "synthetic" else None
         return json.dumps([body, seed], sort_keys=True)
@@ -135,9 +140,12 @@ def resolve_case(
         except ValueError as exc:
             raise UserError(f"feed {token!r}: invalid synthetic parameters: {exc}") from None
     cut_note = None
+    content = ""
     if not isinstance(spec, SyntheticFeedSpec):
         assert isinstance(spec, FileFeedSpec)
-        path = open_feed(Path(spec.path).resolve(), check=True).path.resolve()  # + content
+        feed = open_feed(Path(spec.path).resolve(), check=True)  # the content checked too
+        path = feed.path.resolve()
+        content = json.dumps(feed.meta.data, sort_keys=True)
         cut_note = _length_note(path, iterations, iteration_minutes)
         spec = spec.model_copy(update={"path": str(path)})
     applied = replay_clock(spec, clock)
@@ -148,6 +156,7 @@ def resolve_case(
         clock_shift_ns=applied.shift_ns,
         clock=applied.record(),
         cut_note=cut_note,
+        content=content,
     )
 
 
@@ -168,9 +177,9 @@ def resolve_cases(
         if c.data_key in seen:
             raise UserError(
                 f"feed {tok!r} replays the same events as {seen[c.data_key]!r} "
-                "(a synthetic market with the same seed, or the same stored feed, whose @SEED "
-                "does not change its events): give each data set once; only a synthetic feed "
-                "gets another day from another @SEED"
+                "(a synthetic market with the same seed, or the same stored feed, under any "
+                "name or copy, whose @SEED does not change its events): give each data set "
+                "once; only a synthetic feed gets another day from another @SEED"
             )
         seen[c.data_key] = tok
     return cases
