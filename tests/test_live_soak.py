@@ -257,6 +257,31 @@ def test_record_stopped_by_a_signal_keeps_its_events_and_says_it_is_short(
     assert r.returncode == 0 and json.loads(r.stdout)["events"] == meta["count"]
 
 
+def test_record_says_when_the_venue_went_away_half_way(tmp_path: Path) -> None:
+    """A fake exchange killed during the recording: the client reconnected in vain until the
+    end and the recording ended with exit 0 and no WARNING, as a whole one does."""
+    out = tmp_path / "rec.npy"
+    with _serve("--speed", "10") as url:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mm_sim", "record", "--feed", url, "--minutes", "1", "-o",
+             str(out)],
+            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            while not any(p.stat().st_size > 4096 for p in tmp_path.glob(".rec.npy.*.tmp")):
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+        except BaseException:
+            proc.kill()
+            raise
+    # The server is gone (the context stopped it); the recording runs to its end.
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-1500:]
+    assert "WARNING: the stream was lost 1 time(s)" in stdout, stdout
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["stats"]["client"]["disconnects"] == 1 and meta["count"] > 0
+
+
 def test_record_of_a_feed_that_sends_nothing_writes_nothing(tmp_path: Path) -> None:
     """Every frame held back longer than the recording: 0 events were published as a feed
     that every reader refuses, with exit 0 and no warning."""

@@ -211,6 +211,15 @@ def feed_warnings(client: dict[str, Any]) -> list[str]:
             f"({client.get('trades', 0)} trades, {client.get('diffs', 0)} diffs): the trade "
             "stream is probably on the wrong path (see the feed's 'connections')"
         )
+    lost = client.get("disconnects", 0)
+    if lost:
+        # A recording (or live run) went on through the outage with nothing arriving: said,
+        # or a venue that died half-way through left a recording that looked whole.
+        out.append(
+            f"the stream was lost {lost} time(s) ({client.get('connect_failures', 0)} "
+            "reconnection attempts failed): no event arrived until it was back, a hole in "
+            "the data (counters: client.disconnects, book_sync.resyncs)"
+        )
     return out
 
 
