@@ -225,6 +225,21 @@ def test_killed_live_soak_resumes_from_its_last_committed_iteration(
     assert feed["client"]["diffs"] > 0 and feed["book_sync"]["gaps"] == 0
 
 
+def _recording(url: str, minutes: str, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mm_sim", "record", "--feed", url, "--minutes", minutes, "-o",
+         str(out)],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for_events(proc: subprocess.Popen[str], out: Path) -> None:
+    """Until the recording's temp file holds some events (the writer streams to it)."""
+    while not any(p.stat().st_size > 4096 for p in out.parent.glob(f".{out.name}.*.tmp")):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_record_stopped_by_a_signal_keeps_its_events_and_says_it_is_short(
     fake_exchange: str, tmp_path: Path, sig: signal.Signals, status: int
@@ -233,15 +248,9 @@ def test_record_stopped_by_a_signal_keeps_its_events_and_says_it_is_short(
     check of docs/LIVE.md passed a recording of seconds); SIGTERM killed the process, losing
     the events and leaving the hidden temp file."""
     out = tmp_path / "rec.npy"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mm_sim", "record", "--feed", fake_exchange, "--minutes", "30",
-         "-o", str(out)],
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _recording(fake_exchange, "30", out)
     try:
-        while not any(p.stat().st_size > 4096 for p in tmp_path.glob(".rec.npy.*.tmp")):
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
+        _wait_for_events(proc, out)
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
@@ -262,15 +271,9 @@ def test_record_says_when_the_venue_went_away_half_way(tmp_path: Path) -> None:
     end and the recording ended with exit 0 and no WARNING, as a whole one does."""
     out = tmp_path / "rec.npy"
     with _serve("--speed", "10") as url:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mm_sim", "record", "--feed", url, "--minutes", "1", "-o",
-             str(out)],
-            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        proc = _recording(url, "1", out)
         try:
-            while not any(p.stat().st_size > 4096 for p in tmp_path.glob(".rec.npy.*.tmp")):
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.05)
+            _wait_for_events(proc, out)
         except BaseException:
             proc.kill()
             raise
