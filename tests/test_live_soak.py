@@ -285,6 +285,22 @@ def test_record_says_when_the_venue_went_away_half_way(tmp_path: Path) -> None:
     assert meta["stats"]["client"]["disconnects"] == 1 and meta["count"] > 0
 
 
+def test_record_into_a_folder_names_the_file_inside_it(fake_exchange: str, tmp_path: Path) -> None:
+    """-o naming a folder wrote FOLDER.npy beside it; -o x.json wrote x.json.npy and
+    x.json.json."""
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    r = _run(["record", "--feed", fake_exchange, "--minutes", "0.05", "-o", str(folder)])
+    assert r.returncode == 0, r.stderr[-1500:]
+    (npy,) = folder.glob("fake-exchange-*.npy")
+    assert npy.with_suffix(".json").is_file() and sorted(tmp_path.iterdir()) == [folder]
+    r = _run(
+        ["record", "--feed", fake_exchange, "--minutes", "0.05", "-o", str(tmp_path / "x.json")]
+    )
+    assert r.returncode == 2 and "-o names the feed's .npy" in r.stderr, r.stderr[-1500:]
+    assert sorted(tmp_path.iterdir()) == [folder]
+
+
 def test_record_of_a_feed_that_sends_nothing_writes_nothing(tmp_path: Path) -> None:
     """Every frame held back longer than the recording: 0 events were published as a feed
     that every reader refuses, with exit 0 and no warning."""

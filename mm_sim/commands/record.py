@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-o",
         "--out",
         type=path_arg,
-        help="output feed (.npy); default artifacts/recordings/<feed>-<SYMBOL>-<UTC time>.npy",
+        help="output feed (.npy), or a folder for it; default "
+        "artifacts/recordings/<feed>-<SYMBOL>-<UTC time>.npy",
     )
     p.add_argument(
         "--force", action="store_true", help="replace OUT when it is already an mm_sim feed"
@@ -55,13 +56,7 @@ def run(args: argparse.Namespace) -> int:
     spec = resolve_feed(args.feed)
     if not isinstance(spec, BinanceLiveFeedSpec):
         raise UserError(f"feed {args.feed!r} is not live; record needs a binance-ws feed")
-    out = args.out
-    if out is None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in spec.name or "live")
-        out = Path("artifacts") / "recordings" / f"{name}-{spec.symbol or 'auto'}-{stamp}.npy"
-    if out.suffix != ".npy":
-        out = out.with_name(out.name + ".npy")
+    out = _out_path(args.out, spec)
     # Before connecting: a recording is minutes of a live feed that cannot be had again, so
     # an existing file is replaced only as convert replaces one (--force, a feed of ours), and
     # an output folder that cannot be written to is named now, not after the recording.
@@ -107,6 +102,22 @@ def run(args: argparse.Namespace) -> int:
 # How a recording stopped by a signal ends: as a soak does (docs/WHAT_HAPPENS_WHEN.md).
 _STOP_REASONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "stopped by SIGTERM"}
 _STOP_STATUS = {_STOP_REASONS[signal.SIGINT]: 130, _STOP_REASONS[signal.SIGTERM]: 143}
+
+
+def _out_path(out: Path | None, spec: BinanceLiveFeedSpec) -> Path:
+    """The .npy to write: -o as given (".npy" added), a default name inside -o when it is a
+    directory (it wrote DIR.npy beside it), artifacts/recordings/ without -o."""
+    if out is not None and out.suffix == ".json":
+        raise UserError(
+            f"-o {out}: -o names the feed's .npy (its .json sidecar is written beside it); "
+            f"e.g. -o {out.with_suffix('.npy')}"
+        )
+    if out is None or out.is_dir():
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in spec.name or "live")
+        folder = Path("artifacts") / "recordings" if out is None else out
+        return folder / f"{name}-{spec.symbol or 'auto'}-{stamp}.npy"
+    return out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
 
 
 def _check_writable(out: Path) -> None:
