@@ -474,15 +474,16 @@ class Feed:
 
 def read_text_file(path: Path, what: str) -> str:
     """A UTF-8 text file's content, or one UserError naming the file and what was wrong."""
+    a = "an" if what[:1] in "aeiou" else "a"
     if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a {what} file")
+        raise UserError(f"{path}: is a directory, expected {a} {what} file")
     try:
         return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: {what} file not found") from None
     except UnicodeDecodeError as exc:
         raise UserError(
-            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); expected a {what} file"
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); expected {a} {what} file"
         ) from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the {what} file: {exc.strerror}") from None

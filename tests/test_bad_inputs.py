@@ -173,7 +173,11 @@ def _profile_latin1(t: Path, f: Path, r: Path):
 def _overrides_dir(t: Path, f: Path, r: Path):
     p = t / "ovr.json"
     p.mkdir()
-    return ["soak", "--overrides", str(p), *TINY, "--artifacts", str(t / "a")], str(p), []
+    return (
+        ["soak", "--overrides", str(p), *TINY, "--artifacts", str(t / "a")],
+        (f"{p}: is a directory, expected an overrides file"),
+        [],
+    )
 
 
 def _definition_latin1(t: Path, f: Path, r: Path):
@@ -451,6 +455,10 @@ CASES = [
     ),
     Case("profile not UTF-8", _profile_latin1),
     Case("overrides is a directory", _overrides_dir),
+    Case(
+        "an empty profile name (read as '.', a directory)",
+        _plain(["soak", "--profile", "", *TINY, "--artifacts", "{t}/a"], "unknown profile ''"),
+    ),
     Case("feed definition not UTF-8", _definition_latin1),
     Case("grid not UTF-8", _grid_latin1),
     Case("ws:// port not a number", _ws_bad_port),

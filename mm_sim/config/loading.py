@@ -183,7 +183,8 @@ def resolve_profile_path(name_or_path: str | os.PathLike[str] | None) -> Path:
     if "/" not in s and not s.endswith(".json") and named.exists():
         return named
     p = Path(s)
-    if not p.exists() and not s.endswith(".json"):
+    if not s.strip() or (not p.exists() and not s.endswith(".json")):
+        # (An empty name is Path("."), which read as ".: is a directory".)
         known = sorted(x.stem.removeprefix("market_maker_") for x in PROFILES_DIR.glob("*.json"))
         raise UserError(f"unknown profile {s!r}: not a file, and not one of {known}")
     return p
