@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     # an output folder that cannot be written to is named now, not after the recording.
     check_replace(out, args.force)
     _check_writable(out)
-    path, count, stats = asyncio.run(_record(spec, args.minutes, out))
+    path, count, stats, sig = asyncio.run(_record(spec, args.minutes, out))
     stopped_by = stats["stopped_by"]
+    # A signal's exit status, as a soak's (docs/WHAT_HAPPENS_WHEN.md): 128 + its number
+    status = 128 + sig if sig is not None else 0
     if count == 0:
         # Nothing to keep: a feed of 0 events is refused by every reader, so none is written.
         if stopped_by:
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                 f"mm_sim record: {stopped_by} before any event arrived: nothing written",
                 file=sys.stderr,
             )
-            return _STOP_STATUS[stopped_by]
+            return status
         raise UserError(
             f"feed {args.feed!r}: no event arrived in {args.minutes:g} exchange-clock minutes; "
             f"nothing written to {out}"
@@ -95,13 +97,11 @@ def run(args: argparse.Namespace) -> int:
         # reads "no WARNING line" as a good recording) and with the status of an interrupt, so a
         # script does not go on with a recording of seconds where it asked for minutes.
         print(f"WARNING: {stopped_by} before --minutes {args.minutes:g}: the recording is short")
-        return _STOP_STATUS[stopped_by]
-    return 0
+    return status
 
 
-# How a recording stopped by a signal ends: as a soak does (docs/WHAT_HAPPENS_WHEN.md).
+# The signals that stop a recording early, keeping what it has, and how it says so.
 _STOP_REASONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "stopped by SIGTERM"}
-_STOP_STATUS = {_STOP_REASONS[signal.SIGINT]: 130, _STOP_REASONS[signal.SIGTERM]: 143}
 
 
 def _out_path(out: Path | None, spec: BinanceLiveFeedSpec) -> Path:
@@ -149,22 +149,22 @@ def _clock_model(feed: Any) -> Any:
 
 async def _record(
     spec: BinanceLiveFeedSpec, minutes: float, out: Path
-) -> tuple[Path, int, dict[str, Any]]:
+) -> tuple[Path, int, dict[str, Any], int | None]:
     from mm_sim.venues.binance.live_source import open_live
 
     stop = asyncio.Event()
-    stopped_by: list[str] = []
+    stopped_by: list[signal.Signals] = []
 
-    def _stop(why: str) -> None:
-        stopped_by.append(why)
+    def _stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig)
         stop.set()
 
     loop = asyncio.get_running_loop()
     # SIGTERM (kill, timeout, a service manager) as Ctrl-C: it killed the process, losing
     # the recording and leaving its hidden temp file behind.
-    for sig, why in _STOP_REASONS.items():
+    for sig in _STOP_REASONS:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, _stop, why)
+            loop.add_signal_handler(sig, _stop, sig)
     feed = await open_live(spec)
     writer = FeedWriter(out, feed.instrument)
     shift = feed.clock_shift_ns
@@ -195,10 +195,11 @@ async def _record(
         "warnings": counters["warnings"],
         "minutes": minutes,
         "interrupted": bool(stopped_by),
-        "stopped_by": stopped_by[0] if stopped_by else None,  # which signal, when one did
+        "stopped_by": _STOP_REASONS[stopped_by[0]] if stopped_by else None,
     }
+    signum = int(stopped_by[0]) if stopped_by else None
     if writer.count == 0:
         writer.abort()
-        return out, 0, stats
+        return out, 0, stats, signum
     path = writer.close({"format": "binance-live", **feed.identity}, stats, _clock_model(feed))
-    return path, writer.count, stats
+    return path, writer.count, stats, signum

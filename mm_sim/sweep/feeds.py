@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mm_sim.errors import UserError
 from mm_sim.events import open_feed
 from mm_sim.feeds.spec import (
@@ -102,9 +104,8 @@ def parse_token(token: str, default_seed: int) -> tuple[str, int]:
     return token, default_seed
 
 
-def _length_note(path: Path, iterations: int, iteration_minutes: float) -> str | None:
+def _length_note(events: np.ndarray, iterations: int, iteration_minutes: float) -> str | None:
     """What the run will not get from a stored feed that ends before it does (None: nothing)."""
-    events = open_feed(path).events  # a memory map: only the pages searched are read
     return plan_iterations(events, iterations, int(iteration_minutes * 60e9)).note
 
 
@@ -146,7 +147,9 @@ def resolve_case(
         feed = open_feed(Path(spec.path).resolve(), check=True)  # the content checked too
         path = feed.path.resolve()
         content = json.dumps(feed.meta.data, sort_keys=True)
-        cut_note = _length_note(path, iterations, iteration_minutes)
+        # The feed as opened (a memory map: only the pages searched are read); opening it
+        # again hashed the whole file a second time.
+        cut_note = _length_note(feed.events, iterations, iteration_minutes)
         spec = spec.model_copy(update={"path": str(path)})
     applied = replay_clock(spec, clock)
     return FeedCase(
