@@ -1,16 +1,27 @@
-"""What the refusal tests share: the CLI in a subprocess, the one-line-refusal standard, and
-copies of a feed or a run directory to damage."""
+"""What the refusal tests share: the CLI in this process or in a subprocess, the one-line-refusal
+standard, and copies of a feed or a run directory to damage."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import gc
+import io
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--iterations", "1", "--iteration-minutes", "0.2"]
@@ -25,6 +36,181 @@ def mm(*argv: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout:
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+def cli(
+    *argv: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``mm`` without starting an interpreter, whose imports are most of a refused call's second
+    or two. The real ``mm_sim.cli.main`` runs in this process and sees what ``python -m mm_sim``
+    would: its arguments (``sys.argv`` too), the environment with ``env`` laid over it, ``cwd``,
+    structlog unconfigured, a context of its own; its exit status is the interpreter's (an
+    argparse ``SystemExit`` too). What it leaves behind fails the test, since the next call
+    would run on it where a subprocess starts clean: a thread, a child process, an open file
+    (a run's lock), a signal handler, a logging handler, a changed environment or directory."""
+    r, leaked = run_here(list(argv), env or {}, cwd, timeout)
+    assert not leaked, ("left behind in the process", leaked, r.stderr[-3000:])
+    return r
+
+
+def run_here(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``cli``'s run and what it left behind, for a test to judge."""
+    from mm_sim.cli import main
+
+    _start_libuv()
+    out, err = io.StringIO(), io.StringIO()
+    with _as_started(argv, env, cwd), _hang_guard(timeout, argv):
+        before = _process_state()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = contextvars.copy_context().run(_exit_status, main, argv)
+        leaked = _left_behind(before)
+        if leaked:
+            # Files held by an exception's frames (a memmap, an npz) wait for the cycle
+            # collector, where a process's exit would close them: only what stays counts.
+            gc.collect()
+            leaked = _left_behind(before)
+    return subprocess.CompletedProcess(
+        ["mm_sim", *argv], code, out.getvalue(), err.getvalue()
+    ), leaked
+
+
+@functools.cache
+def _start_libuv() -> None:
+    """libuv opens a pipe with its first loop (for signals) and keeps it for the life of the
+    process; the first call that runs a soak's loop would be blamed for it."""
+    with contextlib.suppress(ImportError):
+        import asyncio
+
+        import uvloop
+
+        uvloop.run(asyncio.sleep(0))
+
+
+@contextlib.contextmanager
+def _as_started(argv: list[str], env: dict[str, str], cwd: Path) -> Iterator[None]:
+    import structlog
+
+    import mm_sim
+
+    saved = dict(os.environ), os.getcwd(), sys.argv, structlog.get_config()
+    try:
+        os.environ.update(env)
+        os.chdir(cwd)
+        sys.argv = [str(Path(mm_sim.__file__).with_name("__main__.py")), *argv]
+        structlog.reset_defaults()
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved[0])
+        os.chdir(saved[1])
+        sys.argv = saved[2]
+        structlog.configure(**saved[3])
+
+
+class _Hung(BaseException):
+    """Not an Exception: ``main``'s last-resort handler would report it as a bug (exit 70)."""
+
+
+@contextlib.contextmanager
+def _hang_guard(timeout: float, argv: list[str]) -> Iterator[None]:
+    """``mm``'s timeout: a call that hangs fails its test instead of the whole session."""
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _Hung
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield
+    except _Hung:
+        pytest.fail(f"mm_sim {' '.join(argv)}: still running after {timeout} s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _exit_status(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """The exit status of ``raise SystemExit(main())`` (``__main__``), as the interpreter has it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD)
+
+
+def _process_state() -> dict[str, Any]:
+    """What a call must leave as it found it. Imported modules, numba's compiled kernels and the
+    loggers modules create as they are imported may stay: a subprocess has them by its start."""
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return {
+        "environment": dict(os.environ),
+        "working directory": os.getcwd(),
+        "signal handlers": {s.name: signal.getsignal(s) for s in _SIGNALS} | {"wakeup": wakeup},
+        "threads": {f"{t.name} ({t.ident})" for t in threading.enumerate()},
+        "child processes": _children(),
+        "open files": _open_files(),
+        "logging handlers": {
+            f"{lg.name}: {h!r}"
+            for lg in loggers
+            if isinstance(lg, logging.Logger)
+            for h in lg.handlers
+        },
+    }
+
+
+def _left_behind(before: dict[str, Any]) -> dict[str, Any]:
+    """What differs from ``before``: of a set, what is new (what went is no leak); of the
+    environment, the names alone (a failure's message would print its values)."""
+    after = _process_state()
+    out: dict[str, Any] = {}
+    for key, was in before.items():
+        now = after[key]
+        if isinstance(was, set):
+            changed: Any = now - was
+        elif isinstance(was, dict):
+            names = {k for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
+            changed = (
+                names if key == "environment" else {k: (was.get(k), now.get(k)) for k in names}
+            )
+        else:
+            changed = (was, now) if now != was else None
+        if changed:
+            out[key] = changed
+    return out
+
+
+def _open_files() -> set[str]:
+    """Open files, but an installed package's own (matplotlib keeps the fonts it has drawn
+    with open for the life of the process, as numba keeps its kernels loaded)."""
+    out: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in Path("/proc/self/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if not target.startswith(_INSTALLED):
+                    out.add(f"{fd.name} -> {target}")
+    return out
+
+
+_INSTALLED = tuple(os.path.join(p, "") for p in {sys.prefix, sys.base_prefix})
+
+
+def _children() -> set[str]:
+    out: set[str] = set()
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out |= set((task / "children").read_text().split())
+    return out
 
 
 def snapshot(*roots: Path) -> dict[str, bytes]:

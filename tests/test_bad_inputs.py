@@ -1,9 +1,11 @@
-"""Bad inputs as a careless or unlucky user makes them, through the real CLI in a subprocess.
+"""Bad inputs as a careless or unlucky user makes them, through the real CLI.
 
 Each case asserts the standard (issue 15): a non-zero exit, exactly one message line naming
 the culprit, no traceback anywhere in the output, and every file already written byte-identical
-afterwards. Cases fail fast (before any simulation), so the table stays cheap; the one real run
-they damage copies is made once per module.
+afterwards. Cases fail fast (before any simulation), so the table stays cheap: they run
+``mm_sim.cli.main`` in this process (``cli``), a subprocess's start being most of a case's
+time, and one case of each command runs in a subprocess too, which must say the same. The one
+real run they damage copies is made once per module.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from refusal_harness import (
     REPO,
     TINY,
     assert_refused,
+    cli,
     copy_feed,
     copy_run,
     mm,
@@ -45,7 +48,7 @@ def feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, finished two-iteration run (synthetic market): the source of damaged copies."""
     out = tmp_path_factory.mktemp("run") / "art"
-    r = mm("soak", "--iterations", "2", "--iteration-minutes", "0.2", "--artifacts", str(out))
+    r = cli("soak", "--iterations", "2", "--iteration-minutes", "0.2", "--artifacts", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -545,6 +548,10 @@ CASES = [
         _plain(["validate", "tuner", "--data", "{t}/nowhere"], "no such folder of captures"),
     ),
     Case(
+        "config show with a --set of no such field",
+        _plain(["config", "show", "--set", "profile.nothere=1"], "--set profile.nothere"),
+    ),
+    Case(
         "a profile given as --overrides",
         _plain(
             ["soak", "--overrides", str(REPO / "profiles" / "market_maker_S1.json")],
@@ -651,8 +658,40 @@ def test_bad_input_is_refused_cleanly(
 ) -> None:
     argv, culprit, kept = case.make(tmp_path, feed, run_dir)
     before = snapshot(*kept)
+    r = cli(*argv, env=case.env)
+    assert_refused(r, culprit, case.code)
+    assert snapshot(*kept) == before, "an earlier output changed"
+
+
+# One case of each command, of argparse's own refusal and of an OS error, in a subprocess too:
+# the process itself exits with the status, and prints what, the call in this process gave.
+ALSO_IN_A_SUBPROCESS = {
+    "soak": "resume with another --iteration-minutes",
+    "inspect": "sidecar of other data",
+    "report": "report on garbled fill records",
+    "export": "export of an emptied metrics.jsonl",
+    "sweep": "sweep with a bad MM_ setting (checked before a cluster starts)",
+    "validate": "validate --out a folder (the file is named, not its temp file)",
+    "config": "config show with a --set of no such field",
+    "convert": "convert --force over a non-feed",
+    "record": "record -o over a feed without --force",
+    "fake-exchange": "fake-exchange --duration-s -5",
+    "argparse": "--log-level BOGUS",
+    "OS error": "--artifacts path too long",
+}
+
+
+@pytest.mark.parametrize("name", ALSO_IN_A_SUBPROCESS.values(), ids=ALSO_IN_A_SUBPROCESS.keys())
+def test_a_subprocess_refuses_as_the_in_process_call_did(
+    name: str, tmp_path: Path, feed: Path, run_dir: Path
+) -> None:
+    (case,) = (c for c in CASES if c.name == name)
+    argv, culprit, kept = case.make(tmp_path, feed, run_dir)
+    before = snapshot(*kept)
     r = mm(*argv, env=case.env)
     assert_refused(r, culprit, case.code)
+    here = cli(*argv, env=case.env)
+    assert (here.returncode, here.stdout, here.stderr) == (r.returncode, r.stdout, r.stderr)
     assert snapshot(*kept) == before, "an earlier output changed"
 
 
