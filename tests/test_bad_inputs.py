@@ -701,7 +701,7 @@ def test_a_subprocess_refuses_as_the_in_process_call_did(
 def test_artifacts_dot_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     before = snapshot(tmp_path)
-    r = mm("soak", *TINY, "--out", ".", cwd=tmp_path)
+    r = cli("soak", *TINY, "--out", ".", cwd=tmp_path)
     assert_refused(r, "--out .")
     assert snapshot(tmp_path) == before
 
@@ -735,7 +735,7 @@ def test_a_second_soak_never_moves_a_running_one(tmp_path: Path) -> None:
 def test_a_previous_run_is_moved_aside_and_kept_whole(tmp_path: Path, run_dir: Path) -> None:
     d = copy_run(run_dir, tmp_path)
     before = {k.replace(str(d), ""): v for k, v in snapshot(d).items()}
-    r = mm("soak", *TINY, "--artifacts", str(d))
+    r = cli("soak", *TINY, "--artifacts", str(d))
     assert r.returncode == 0, r.stderr[-3000:]
     (moved,) = tmp_path.glob("run-*")
     after = {k.replace(str(moved), ""): v for k, v in snapshot(moved).items()}
@@ -746,8 +746,8 @@ def test_more_iterations_on_resume_allowed_on_a_synthetic_feed(
     tmp_path: Path, run_dir: Path
 ) -> None:
     d = copy_run(run_dir, tmp_path)
-    r = mm("soak", "--iterations", "3", "--iteration-minutes", "0.2", "--resume",
-           "--artifacts", str(d))  # fmt: skip
+    r = cli("soak", "--iterations", "3", "--iteration-minutes", "0.2", "--resume",
+            "--artifacts", str(d))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (d / "soak" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == [0, 1, 2]
@@ -759,7 +759,7 @@ def test_convert_refuses_a_feed_without_a_book(tmp_path: Path, feed: Path, share
     src = shared_data / "hftbacktest-binance" / "spot" / "btcusdt_20240809.gz"
     p = copy_feed(feed, tmp_path / "f")
     before = snapshot(p.parent)
-    r = mm("convert", "--from", "binance", str(src), "-o", str(p), "--force")
+    r = cli("convert", "--from", "binance", str(src), "-o", str(p), "--force")
     assert_refused(r, "no book snapshot")
     assert snapshot(p.parent) == before
 
@@ -774,8 +774,8 @@ def test_a_feed_down_for_a_whole_iteration_is_an_outage(tmp_path: Path, feed: Pa
 
     p = rewrite_feed(feed, tmp_path, hole)
     out = tmp_path / "a"
-    r = mm("soak", "--feed", str(p), "--iterations", "3", "--iteration-minutes", "0.1",
-           "--no-tune", "--artifacts", str(out))  # fmt: skip
+    r = cli("soak", "--feed", str(p), "--iterations", "3", "--iteration-minutes", "0.1",
+            "--no-tune", "--artifacts", str(out))  # fmt: skip
     assert r.returncode == 3, r.stderr[-3000:]
     assert "Traceback" not in r.stdout + r.stderr
     assert "FEED OUTAGE: no events in iteration(s) 1" in r.stdout
@@ -795,7 +795,7 @@ def test_an_error_line_quotes_a_value_not_a_whole_file(tmp_path: Path, run_dir: 
     cfg = json.loads(run_json.read_text())
     del cfg["profile"]
     run_json.write_text(json.dumps(cfg))
-    r = mm("report", str(d), "--no-charts")
+    r = cli("report", str(d), "--no-charts")
     assert_refused(r, "field 'profile' = {")
     line = r.stderr.strip().splitlines()[-1]
     assert len(line) < 300 and "Field required" in line and "items)" in line, line
@@ -811,6 +811,6 @@ def test_a_refused_soak_prints_nothing_about_the_run(
 ) -> None:
     """The clock line (stdout) came before the error: two lines for one mistake."""
     argv, culprit, _ = make(tmp_path, feed, run_dir)
-    r = mm(*argv)
+    r = cli(*argv)
     assert_refused(r, culprit)
     assert r.stdout == "", r.stdout

@@ -1,6 +1,7 @@
 """Settings that mean nothing (a mark step rounding to 0 ns, a pace or a run too short to
 measure, a profile that can never quote on the feed, a typo in an MM_ variable), refused
-through the real CLI before a run starts, to the standard of test_bad_inputs.py."""
+through the real CLI (in this process, as test_bad_inputs.py's table) before a run starts, to
+the standard of test_bad_inputs.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from refusal_harness import REPO, TINY, assert_refused, mm
+from refusal_harness import REPO, TINY, assert_refused, cli
 
 
 def test_a_tiny_mark_interval_in_a_profile_is_refused_before_a_run_starts(tmp_path: Path) -> None:
@@ -19,7 +20,7 @@ def test_a_tiny_mark_interval_in_a_profile_is_refused_before_a_run_starts(tmp_pa
     path = tmp_path / "p.json"
     path.write_text(json.dumps(prof, indent=1))
     out = tmp_path / "a"
-    r = mm("soak", "--profile", str(path), *TINY, "--model-arms", "none", "-o", str(out))
+    r = cli("soak", "--profile", str(path), *TINY, "--model-arms", "none", "-o", str(out))
     assert_refused(r, f"{path}:")
     assert "mark_interval_ms" in r.stderr and not out.exists()
 
@@ -38,7 +39,7 @@ def test_run_lengths_and_paces_that_mean_nothing_are_refused(
     """--speed 1e-300 slept past 300 s on its first chunk; --iteration-minutes 1e-9 gave a
     verdict on 589 events; an iteration shorter than the mark step has no mark."""
     out = tmp_path / "a"
-    r = mm("soak", "--feed", "synthetic-short", *TINY, *flags, "-o", str(out), timeout=120)
+    r = cli("soak", "--feed", "synthetic-short", *TINY, *flags, "-o", str(out), timeout=120)
     assert_refused(r, culprit)
     assert not out.exists()
 
@@ -56,23 +57,23 @@ def test_a_profile_that_cannot_quote_on_the_feed_is_refused(
 ) -> None:
     """These ran to a FAIL verdict on 0 fills (exit 0) with at most a note."""
     out = tmp_path / "a"
-    r = mm("soak", "--feed", "synthetic-short", *TINY, "--model-arms", "none",
-           "--set", f"profile.{setting}", "-o", str(out))  # fmt: skip
+    r = cli("soak", "--feed", "synthetic-short", *TINY, "--model-arms", "none",
+            "--set", f"profile.{setting}", "-o", str(out))  # fmt: skip
     assert_refused(r, culprit)
     assert not out.exists()
 
 
 def test_a_negative_clock_in_exponent_form_reaches_its_own_check(tmp_path: Path) -> None:
     out = str(tmp_path / "a")
-    r = mm("soak", "--feed", "synthetic-short", *TINY, "--clock", "-1e20", "-o", out)
+    r = cli("soak", "--feed", "synthetic-short", *TINY, "--clock", "-1e20", "-o", out)
     assert_refused(r, "--clock = '-1e20': Value error, a clock shift must be finite and within")
 
 
 def test_an_unknown_mm_variable_far_from_any_setting_is_warned_about(tmp_path: Path) -> None:
     out = tmp_path / "a"
-    r = mm("soak", "--feed", "synthetic-short", "--iterations", "1", "--iteration-minutes", "0.05",
-           "--model-arms", "none", "-o", str(out), "--log-json",
-           env={"MM_SOMETHING_ELSE": "1", "MM_BENCH_PIN": "0"})  # fmt: skip
+    r = cli("soak", "--feed", "synthetic-short", "--iterations", "1", "--iteration-minutes",
+            "0.05", "--model-arms", "none", "-o", str(out), "--log-json",
+            env={"MM_SOMETHING_ELSE": "1", "MM_BENCH_PIN": "0"})  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     warned = [json.loads(x) for x in r.stderr.splitlines() if "not an mm_sim setting" in x]
     assert [w["name"] for w in warned] == ["MM_SOMETHING_ELSE"]
