@@ -8,17 +8,19 @@ import contextvars
 import functools
 import gc
 import io
+import locale
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -44,36 +46,85 @@ def cli(
     """``mm`` without starting an interpreter, whose imports are most of a refused call's second
     or two. The real ``mm_sim.cli.main`` runs in this process and sees what ``python -m mm_sim``
     would: its arguments (``sys.argv`` too), the environment with ``env`` laid over it, ``cwd``,
-    structlog unconfigured, a context of its own; its exit status is the interpreter's (an
-    argparse ``SystemExit`` too). What it leaves behind fails the test, since the next call
-    would run on it where a subprocess starts clean: a thread, a child process, an open file
-    (a run's lock), a signal handler, a logging handler, a changed environment or directory."""
-    r, leaked = run_here(list(argv), env or {}, cwd, timeout)
-    assert not leaked, ("left behind in the process", leaked, r.stderr[-3000:])
-    return r
-
-
-def run_here(
-    argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """``cli``'s run and what it left behind, for a test to judge."""
+    structlog unconfigured, a context of its own, stdout and stderr as pipes; its exit status
+    is the interpreter's (an argparse ``SystemExit`` too). What it leaves behind fails the
+    test, since the next call would run on it where a subprocess starts clean: a thread, a
+    child process, an open file (a run's lock), a signal handler, a logging handler, a changed
+    environment or directory."""
     from mm_sim.cli import main
 
     _start_libuv()
-    out, err = io.StringIO(), io.StringIO()
-    with _as_started(argv, env, cwd), _hang_guard(timeout, argv):
+    with (
+        _as_started(list(argv), env or {}, cwd),
+        _hang_guard(timeout, argv),
+        _captured() as output,
+    ):
         before = _process_state()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = contextvars.copy_context().run(_exit_status, main, argv)
+        code = contextvars.copy_context().run(_exit_status, main, list(argv))
         leaked = _left_behind(before)
         if leaked:
             # Files held by an exception's frames (a memmap, an npz) wait for the cycle
             # collector, where a process's exit would close them: only what stays counts.
             gc.collect()
             leaked = _left_behind(before)
-    return subprocess.CompletedProcess(
-        ["mm_sim", *argv], code, out.getvalue(), err.getvalue()
-    ), leaked
+    r = subprocess.CompletedProcess(["mm_sim", *argv], code, *output)
+    assert not leaked, ("left behind in the process", leaked, r.stderr[-3000:])
+    return r
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[list[str]]:
+    """File descriptors 1 and 2 go to files, as a subprocess's to its pipes, so what a child
+    process or a C library writes there is read too, and ``sys.stdout``/``sys.stderr`` write to
+    them with the encoding and error handlers the interpreter gives a pipe (on stdout a path of
+    undecodable bytes is an error, or escaped, as the locale has it). The streams are closed
+    afterwards: one kept past the call (structlog's PrintLogger kept the stream it was made
+    with) fails where it is used instead of writing into another test's output. Yields the
+    list that holds stdout's text and stderr's once the call is over."""
+    (out_enc, out_errors), (err_enc, err_errors) = _pipe_encodings()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        streams = sys.stdout, sys.stderr
+        for s in streams:
+            s.flush()
+        fds = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout = open(1, "w", encoding=out_enc, errors=out_errors, closefd=False)  # noqa: SIM115
+        sys.stderr = open(  # noqa: SIM115
+            2, "w", encoding=err_enc, errors=err_errors, closefd=False, buffering=1
+        )
+        output: list[str] = []
+        try:
+            yield output
+        finally:
+            for s in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    s.close()
+            sys.stdout, sys.stderr = streams
+            for fd, saved in zip((1, 2), fds, strict=True):
+                os.dup2(saved, fd)
+                os.close(saved)
+            output += [_text(out), _text(err)]
+
+
+@functools.cache
+def _pipe_encodings() -> tuple[tuple[str, str], tuple[str, str]]:
+    """(encoding, errors) of stdout and of stderr in an interpreter whose stdio are pipes, from
+    one: they follow the locale, UTF-8 mode and PYTHONIOENCODING as it reads them."""
+    probe = "import sys; print(*(f'{s.encoding} {s.errors}' for s in (sys.stdout, sys.stderr)))"
+    words = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return (words[0], words[1]), (words[2], words[3])
+
+
+def _text(f: IO[bytes]) -> str:
+    """As ``subprocess.run(text=True)`` decodes a pipe: the locale's encoding, universal
+    newlines."""
+    f.seek(0)
+    return io.TextIOWrapper(
+        io.BytesIO(f.read()), encoding=locale.getpreferredencoding(False)
+    ).read()
 
 
 @functools.cache
@@ -114,7 +165,7 @@ class _Hung(BaseException):
 
 
 @contextlib.contextmanager
-def _hang_guard(timeout: float, argv: list[str]) -> Iterator[None]:
+def _hang_guard(timeout: float, argv: tuple[str, ...]) -> Iterator[None]:
     """``mm``'s timeout: a call that hangs fails its test instead of the whole session."""
 
     def expire(signum: int, frame: FrameType | None) -> None:
