@@ -664,7 +664,7 @@ def test_bad_input_is_refused_cleanly(
 
 
 # One case of each command, of argparse's own refusal and of an OS error, in a subprocess too:
-# the process itself exits with the status, and prints what, the call in this process gave.
+# the interpreter's own exit status and output must be what the call in this process gave.
 ALSO_IN_A_SUBPROCESS = {
     "soak": "resume with another --iteration-minutes",
     "inspect": "sidecar of other data",
@@ -708,7 +708,8 @@ def test_artifacts_dot_is_refused(tmp_path: Path) -> None:
 
 def test_a_second_soak_never_moves_a_running_one(tmp_path: Path) -> None:
     """Two soaks on one --artifacts: the second is refused while the first holds the lock,
-    and the first goes on writing its own directory."""
+    and the first goes on writing its own directory. Both are processes: the lock is held
+    between processes, and the first is stopped by a signal."""
     out = tmp_path / "art"
     first = subprocess.Popen(
         [sys.executable, "-m", "mm_sim", "soak", "--iterations", "2", "--iteration-minutes",
