@@ -354,9 +354,23 @@ def _side_decision(
 
 
 @njit(inline="always", **JIT)
+def _side_size(
+    side: int, valid: int, bound: int, lots: int, book: BookArrays, p: np.ndarray, qmi: np.ndarray
+) -> None:
+    """One side's quote size, unless its memo (``qmi[valid]``) holds: its depth in the impact
+    levels, and the tick of the last level counted (``qmi[bound]``)."""
+    if qmi[valid] == 0:
+        bid, ask, bst = book
+        dep, bnd = side_depth(bid, ask, bst, side, int(p[K_IMPACT_LEVELS]))
+        qmi[bound] = bnd
+        qmi[lots] = quote_lots(p[K_ORDER_QTY], p[K_IMPACT_RATIO], dep, p[K_LOT])
+        qmi[valid] = 1
+
+
+@njit(inline="always", **JIT)
 def decide(now: int, book: BookArrays, ctl: Ctl, venue: Venue, out: Out) -> None:
     """The strategy at local time ``now``: quote both sides from the current book."""
-    bid, ask, bst = book
+    bst = book[2]
     p, qmi, qmf = ctl[CT_P], ctl[CT_QMI], ctl[CT_QMF]
     vol_f, vol_i = ctl[CT_VOL_F], ctl[CT_VOL_I]
     vsf, si, cnt = venue[VN_VSF], venue[VN_SI], venue[VN_CNT]
@@ -398,18 +412,8 @@ def decide(now: int, book: BookArrays, ctl: Ctl, venue: Venue, out: Out) -> None
         qmi[QM_STEP] = max_step_ticks(mdr, h, tick)
         qmf[QM_POS] = pos_view
         qmf[QM_VAR] = var
-    if qmi[QM_LOTS_B] == 0 or qmi[QM_LOTS_A] == 0:
-        levels = int(p[K_IMPACT_LEVELS])
-        if qmi[QM_LOTS_B] == 0:
-            bdep, bbnd = side_depth(bid, ask, bst, 1, levels)
-            qmi[QM_BND_B] = bbnd
-            qmi[QM_BL] = quote_lots(p[K_ORDER_QTY], p[K_IMPACT_RATIO], bdep, p[K_LOT])
-            qmi[QM_LOTS_B] = 1
-        if qmi[QM_LOTS_A] == 0:
-            adep, abnd = side_depth(bid, ask, bst, -1, levels)
-            qmi[QM_BND_A] = abnd
-            qmi[QM_AL] = quote_lots(p[K_ORDER_QTY], p[K_IMPACT_RATIO], adep, p[K_LOT])
-            qmi[QM_LOTS_A] = 1
+    _side_size(1, QM_LOTS_B, QM_BND_B, QM_BL, book, p, qmi)
+    _side_size(-1, QM_LOTS_A, QM_BND_A, QM_AL, book, p, qmi)
     max_step = qmi[QM_STEP]
     # The side that acted longer ago goes first, so a busy side cannot starve the other of the
     # shared pacing budget (ties: bid first).

@@ -145,19 +145,18 @@ def _take(
             v = lmax - window
             ts[T_CLAMPED] += 1
         vkey[b] = v
+        # The common case: venue order is feed order from the pending items on (otherwise
+        # _merge_new rewrites vq, reading only its first T_VN entries).
+        vq[vn + k] = b
         if v < last:
             in_order = False
         last = v
     ts[T_LMAX] = lmax
     ts[T_STARTED] = 1
     ts[T_NB] = nb + n
-    if not in_order:
-        return False
-    # The common case: venue order is feed order from the pending items on.
-    for k in range(n):
-        vq[vn + k] = nb + k
-    ts[T_VN] = vn + n
-    return True
+    if in_order:
+        ts[T_VN] = vn + n
+    return in_order
 
 
 # Element moves an insertion sort may make per event before _merge_new sorts the slice with a
