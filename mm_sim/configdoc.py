@@ -177,9 +177,12 @@ def render() -> str:
         "Each has a flag (`--iteration-minutes` for `iteration_minutes`) and an environment "
         "variable `MM_<NAME>`; the flag wins. An `MM_` variable that is no setting here, no "
         "`MM_PROFILE__`/`MM_OVERRIDES__` field and none of `MM_BINANCE_API_KEY`, "
-        "`MM_BINANCE_API_SECRET` (docs/LIVE.md) or `MM_BENCH_PIN` stops a soak or sweep when "
-        "it is close to a known name (`MM_ITERATION`: did you mean `MM_ITERATIONS`?) and is "
-        "warned about on stderr otherwise.",
+        "`MM_BINANCE_API_SECRET` (docs/LIVE.md) or `MM_BENCH_PIN` stops a soak, sweep or "
+        "`validate tuner` when it is close to a known name (`MM_ITERATION`: did you mean "
+        "`MM_ITERATIONS`?) and is warned about on stderr otherwise. `validate tuner` takes "
+        "`profile`, `iterations` and `iteration_minutes` as a soak does, with its own defaults "
+        "(S1, 4, 3) where neither flag nor variable gives one; the other run settings are the "
+        "study's own (docs/TUNER.md).",
         "",
         "| field | meaning | unit | default | range | env |",
         "|---|---|---|---|---|---|",

@@ -287,3 +287,38 @@ def test_cli_refuses_an_endless_clock_or_delay_before_listening(
     assert r.returncode == 2, (r.returncode, r.stderr[-800:])
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert "listening" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("market", "inst", "nq"),
+    [
+        ("spot", INST, False),
+        ("futures", INST, True),  # USD-M: nq beside q
+        ("futures", Instrument("TESTUSD_PERP", "test", 0.5, 0.01, 1, True, 100.0), False),
+    ],
+)
+async def test_each_aggtrade_is_its_trade_in_the_markets_layout(
+    market: str, inst: Instrument, nq: bool
+) -> None:
+    """An aggregate per trade, member for member as Binance sends aggTrade on that market (one
+    format, with an nq member on USD-M only)."""
+    async with FakeExchange(_feed(), inst, market=market, speed=10) as fx:
+        sym = fx.symbol.lower()
+        async with (
+            connect(f"{fx.ws_base}/ws/{sym}@trade") as raw_ws,
+            connect(f"{fx.ws_base}/ws/{sym}@aggTrade") as agg_ws,
+        ):
+            trades = [json.loads(await asyncio.wait_for(raw_ws.recv(), 5)) for _ in range(30)]
+            aggs = {}
+            while len(aggs) < 60:
+                text = await asyncio.wait_for(agg_ws.recv(), 5)
+                aggs[json.loads(text)["a"]] = text
+    matched = [t for t in trades if t["t"] in aggs]
+    assert len(matched) >= 20
+    for t in matched:
+        member = f'"nq":"{t["q"]}",' if nq else ""
+        assert aggs[t["t"]] == (
+            f'{{"e":"aggTrade","E":{t["E"]},"s":"{t["s"]}","a":{t["t"]},"p":"{t["p"]}",'
+            f'"q":"{t["q"]}",{member}"f":{t["t"]},"l":{t["t"]},"T":{t["T"]},'
+            f'"m":{str(t["m"]).lower()}}}'
+        )

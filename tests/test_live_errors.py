@@ -28,6 +28,12 @@ def feed():
     return small_feed()
 
 
+def _record(definition: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mm_sim", "record", "--feed", str(definition), "--minutes", "1"]
+    cmd += ["-o", str(out)]
+    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+
+
 def _write(tmp_path: Path, **fields: object) -> Path:
     data = {
         "kind": "binance-ws",
@@ -57,6 +63,42 @@ def test_snapshot_limit_is_checked_when_the_definition_is_loaded(
         resolve_feed(str(path))
     msg = str(err.value)
     assert str(path) in msg and expected in msg and "snapshot_limit" in msg
+
+
+@pytest.mark.parametrize(
+    ("margin", "named"), [("coin-m", "COIN-M futures"), ("usd-m", "USD-M futures")]
+)
+def test_a_refused_futures_limit_names_the_definitions_own_market(
+    tmp_path, margin: str, named: str
+) -> None:
+    path = _write(tmp_path, market="futures", margin=margin, snapshot_limit=7)
+    with pytest.raises(UserError) as err:
+        resolve_feed(str(path))
+    other = ({"COIN-M", "USD-M"} - {named.split()[0]}).pop()
+    assert named in str(err.value) and other not in str(err.value)
+
+
+def test_a_coinm_fake_refuses_a_bad_limit_naming_coinm(tmp_path) -> None:
+    """The market is asked from the fake exchange, so the limit is checked when the feed is
+    opened: it serves an inverse feed as COIN-M, and the refusal must say so."""
+    from test_inverse import coinm_definition
+
+    synth = coinm_definition(tmp_path / "synth.json")
+    with _serve("--feed", str(synth), "--market", "futures") as url:
+        port = url.rsplit(":", 1)[1]
+        path = _write(
+            tmp_path,
+            fake=True,
+            symbol=None,
+            ws_base=f"ws://127.0.0.1:{port}",
+            rest_base=f"http://127.0.0.1:{port}",
+            snapshot_limit=7,
+        )
+        res = _record(path, tmp_path / "x.npy")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "snapshot_limit 7 is not allowed on COIN-M futures" in res.stderr
+    assert "USD-M" not in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.npy").exists()
 
 
 @pytest.mark.parametrize("limit", [5, 500, 1000])
@@ -111,25 +153,7 @@ def test_record_reports_a_refused_snapshot_as_a_user_error(tmp_path) -> None:
             urllib.request.Request(f"{rest}/fake/inject?fault=bad-request", method="POST")
         ).read()
         path = _write(tmp_path, market="spot", ws_base=f"ws://127.0.0.1:{port}", rest_base=rest)
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mm_sim",
-                "record",
-                "--feed",
-                str(path),
-                "--minutes",
-                "1",
-                "-o",
-                str(tmp_path / "x.npy"),
-            ],
-            cwd=REPO,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        res = _record(path, tmp_path / "x.npy")
     assert res.returncode != 0
     assert "Invalid symbol. (code -1121)" in res.stderr
     assert "Traceback" not in res.stderr

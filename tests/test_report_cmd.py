@@ -119,3 +119,81 @@ def test_every_schema_field_is_documented() -> None:
         names |= _fields(model, seen)
     missing = sorted(n for n in names if f"`{n}`" not in doc)
     assert not missing, f"docs/REPORTS.md does not describe: {missing}"
+
+
+@pytest.fixture(scope="module")
+def soaked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real soak too short to fill: its n/a figures are what the soak writes for them."""
+    root = tmp_path_factory.mktemp("soak") / "run"
+    res = mm_sim("soak", "--iterations", "2", "--iteration-minutes", "0.02", "--out", str(root))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root
+
+
+def test_a_run_with_undefined_figures_reports(soaked: Path) -> None:
+    res = mm_sim("report", str(soaked), "--no-charts", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["net_bps"] is None
+
+
+def test_the_amounts_a_run_writes_as_nan_are_read(soaked: Path, tmp_path: Path) -> None:
+    """A fill into a book whose mid was unknown (a raw clock, a venue restart) leaves its
+    amounts NaN in the line: the soak writes that itself, so its report must still build."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(soaked, root)
+    metrics = root / "soak" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    edited = json.loads(lines[0])
+    for name in ("gross", "slippage", "inventory", "net"):
+        edited["edge"]["amounts"][name] = float("nan")
+    lines[0] = json.dumps(edited)
+    metrics.write_text("\n".join(lines) + "\n")
+    res = mm_sim("report", str(root), "--no-charts")
+    assert res.returncode == 0, res.stderr
+
+
+def _set(line: dict, dotted: str, value: object) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        line = line[key]
+    line[last] = value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("ws_lag_p95_ms", "NaN", "'NaN': Input should be a valid number"),
+        ("ws_lag_p95_ms", float("nan"), "nan: expected a finite number or null"),
+        ("partial", "yes", "'yes': Input should be a valid boolean"),
+        ("extra.outage", "no", "'no': Input should be a valid boolean"),
+        ("edge.pnl", float("inf"), "inf: expected a finite number or null"),
+        ("edge.amounts.fees_eff", float("nan"), "nan: expected a finite number or null"),
+        ("edge.fills", 3.0, "3.0: Input should be a valid integer"),
+    ],
+)
+def test_a_hand_edited_metric_is_refused_and_nothing_is_written(
+    soaked: Path, tmp_path: Path, field: str, value: object, expected: str
+) -> None:
+    """Lax parsing read "NaN" as a float and "yes" as true, and the verdict was computed on
+    them; the report must stop at the bad value instead, with the reports left as they were."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(soaked, root)
+    metrics = root / "soak" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    edited = json.loads(lines[1])
+    _set(edited, field, value)
+    lines[1] = json.dumps(edited)  # a bare NaN / Infinity for the floats, as json writes them
+    metrics.write_text("\n".join(lines) + "\n")
+    written = sorted(p for p in root.rglob("*") if p.is_file() and p != metrics)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in written}
+    res = mm_sim("report", str(root))
+    assert res.returncode == 2
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert f"{metrics}:2: field '{field}' = {expected}" in res.stderr
+    assert sorted(p for p in root.rglob("*") if p.is_file() and p != metrics) == written
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in written} == before

@@ -47,3 +47,37 @@ def test_uplift_is_tuned_minus_frozen_out_of_sample(tmp_path: Path) -> None:
 def test_bad_arguments_are_one_clear_error() -> None:
     r = run("--iterations", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--iterations = 1" in r.stderr
+
+
+def test_run_length_comes_from_mm_settings_as_for_a_soak(tmp_path: Path, monkeypatch) -> None:
+    """MM_ITERATIONS and MM_ITERATION_MINUTES were ignored (4 x 3 minutes all the same), while
+    run settings the study does not offer (MM_SHADOW, MM_CLOCK) leaked into its runs."""
+    for name, value in (("ITERATIONS", "2"), ("ITERATION_MINUTES", "1"), ("SHADOW", "1")):
+        monkeypatch.setenv(f"MM_{name}", value)
+    monkeypatch.setenv("MM_CLOCK", "raw")
+    out = tmp_path / "v"
+    (tmp_path / "none").mkdir()
+    r = run("--seeds", "1", "--data", str(tmp_path / "none"), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for tuner in ("seed", "walk-forward"):
+        root = out / "runs" / "synthetic-1" / tuner / "soak"
+        settings = json.loads((root / "run.json").read_text())["settings"]
+        assert (settings["iterations"], settings["iteration_minutes"]) == (2, 1.0)
+        assert (settings["shadow"], settings["clock"], settings["speed"]) == (0, "auto", None)
+        assert len((root / "metrics.jsonl").read_text().splitlines()) == 2
+    setup = json.loads((out / "TUNER_VALIDATION.json").read_text())["setup"]
+    assert setup["synthetic"].endswith("2 x 1 min each")
+    assert setup["command"].startswith(
+        "MM_ITERATIONS=2 MM_ITERATION_MINUTES=1.0 python -m mm_sim validate tuner"
+    )
+
+
+def test_mm_settings_are_checked_as_for_a_soak(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MM_ITERATIONS", "1")
+    r = run("--out", str(tmp_path / "v"))
+    assert r.returncode == 2 and "environment MM_ITERATIONS = 1: too small" in r.stderr
+    monkeypatch.delenv("MM_ITERATIONS")
+    monkeypatch.setenv("MM_ITERATION", "2")
+    r = run("--out", str(tmp_path / "v"))
+    assert r.returncode == 2 and "did you mean MM_ITERATIONS?" in r.stderr
+    assert not (tmp_path / "v").exists()

@@ -17,6 +17,10 @@ from mm_sim.events import atomic_write_json
 DEFAULT_DATA = Path("../shared/data")  # the recorded captures beside a checkout
 MAX_PATHS = 10_000_000
 MAX_AS2008_SEED = (2**64 - 3) // 1000  # seed x 1000 + gamma index (0..2) < 2**64
+# The study's own run length where neither a flag nor MM_* gives one: the soak's 6 x 30 minutes
+# over 10 days and two tuners would take hours; this takes minutes.
+STUDY_ITERATIONS = 4
+STUDY_ITERATION_MINUTES = 3.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,13 +59,25 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Soak every day with each tuner (seed, walk-forward) and its control arm, and report "
             "the distribution of out-of-sample uplift (tuned minus frozen net_bps from the "
             "second iteration on): mean, 95 % CI of the mean, share of runs where tuned beats "
-            "frozen (docs/TUNER.md). The defaults take a few minutes on two cores."
+            "frozen (docs/TUNER.md). The defaults take a few minutes on two cores. Profile, "
+            "iterations and minutes come from the flags, else MM_PROFILE, MM_ITERATIONS and "
+            "MM_ITERATION_MINUTES, as for a soak; the other run settings are the study's own "
+            "(MM_SEED, MM_SPEED, MM_SHADOW and the like are not used)."
         ),
     )
-    t.add_argument("--seeds", type=int, default=10, help="synthetic days, seeds 1..N")
-    t.add_argument("--iterations", type=int, default=4, help="iterations per synthetic day")
     t.add_argument(
-        "--iteration-minutes", type=float, default=3.0, help="minutes per synthetic iteration"
+        "--seeds", type=int, default=10, help="synthetic days, seeds 1..N (MM_SEED is not used)"
+    )
+    t.add_argument(
+        "--iterations",
+        type=int,
+        help=f"iterations per synthetic day (MM_ITERATIONS; default {STUDY_ITERATIONS})",
+    )
+    t.add_argument(
+        "--iteration-minutes",
+        type=float,
+        help=f"minutes per synthetic iteration (MM_ITERATION_MINUTES; default "
+        f"{STUDY_ITERATION_MINUTES:g})",
     )
     t.add_argument(
         "--real-iteration-minutes",
@@ -75,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_DATA,
         help="real captures (skipped if absent)",
     )
-    t.add_argument("--profile", default="S1", help="profile name or path")
+    t.add_argument("--profile", help="profile name or path (MM_PROFILE; default S1)")
     t.add_argument(
         "-o", "--out", type=path_arg, default=Path("validation-artifacts/tuner"),
         help="where the runs and the report go",
@@ -140,29 +156,46 @@ def run_tuner(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from mm_sim.config import load_overrides, load_profile
+    from mm_sim.config import check_env_names, load_overrides, load_profile, load_run_settings
     from mm_sim.events import atomic_write_bytes
     from mm_sim.tuning.validation import Day, markdown, real_days, run_study, summarize
 
-    for name in ("seeds", "iterations"):
-        if getattr(args, name) < (1 if name == "seeds" else 2):
-            raise UserError(f"--{name} = {getattr(args, name)}: too small")
-    for name in ("iteration_minutes", "real_iteration_minutes"):
-        if not getattr(args, name) > 0:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} = {getattr(args, name)}: expected minutes > 0")
+    if args.seeds < 1:
+        raise UserError(f"--seeds = {args.seeds}: too small")
+    check_env_names()
+    # The soak's settings, read as the soak reads them (flag, else MM_<NAME>, with its checks);
+    # a value neither gives is the study's default, not the soak's.
+    taken = ("iterations", "iteration_minutes", "profile")
+    settings = load_run_settings({k: getattr(args, k) for k in taken})
+    given = settings.model_fields_set
+    iterations = settings.iterations if "iterations" in given else STUDY_ITERATIONS
+    minutes = (
+        settings.iteration_minutes if "iteration_minutes" in given else STUDY_ITERATION_MINUTES
+    )
+    # what the environment gave (no flag): the report's command line must say it to be rerun
+    from_env = {
+        f"MM_{k.upper()}": getattr(settings, k)
+        for k in taken
+        if k in given and getattr(args, k) is None
+    }
+    if iterations < 2:
+        origin = "--iterations" if args.iterations is not None else "environment MM_ITERATIONS"
+        raise UserError(f"{origin} = {iterations}: too small (the study needs 2 iterations)")
+    if not args.real_iteration_minutes > 0:
+        raise UserError(
+            f"--real-iteration-minutes = {args.real_iteration_minutes}: expected minutes > 0"
+        )
     if args.md is not None:
         _check_md(args.md)
     from mm_sim import logs
 
     # Each soak's info lines (every decision of every run) would bury the study's own output.
     logs.configure(getattr(args, "log_json", None), "ERROR")
-    profile = load_profile(args.profile, {})
+    profile = load_profile(settings.profile, {})
     overrides = load_overrides(None, {})
     out: Path = args.out
     days = [
-        Day(f"synthetic@{s}", "synthetic", s, args.iterations, args.iteration_minutes)
-        for s in range(1, args.seeds + 1)
+        Day(f"synthetic@{s}", "synthetic", s, iterations, minutes) for s in range(1, args.seeds + 1)
     ]
     if args.data != DEFAULT_DATA and not args.data.is_dir():
         # The default may be absent (a fresh clone): skipped and said in the report. A folder
@@ -181,10 +214,13 @@ def run_tuner(args: argparse.Namespace) -> int:
     results = run_study(days, out, profile, overrides, progress)
     summary = summarize(results)
     setup = {
-        "command": "python -m mm_sim validate tuner " + shlex.join(_after(sys.argv, "tuner")),
+        "command": " ".join(
+            [f"{k}={shlex.quote(str(v))}" for k, v in from_env.items()]
+            + [f"python -m mm_sim validate tuner {shlex.join(_after(sys.argv, 'tuner'))}"]
+        ).rstrip(),
         "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "synthetic": f"{args.seeds} synthetic days (seeds 1-{args.seeds}), "
-        f"{args.iterations} x {args.iteration_minutes:g} min each",
+        f"{iterations} x {minutes:g} min each",
         "real": ", ".join(f"{d.label} ({d.iterations} x {d.iteration_minutes:g} min)" for d in real)
         or "none",
         "skipped": skipped,

@@ -63,17 +63,23 @@ class FileFeedSpec(_Spec):
     path: str
 
 
-# Allowed REST depth snapshot limits (docs/LIVE.md): USD-M futures takes only these values;
-# spot takes any limit from 1 to 5000.
+# Allowed REST depth snapshot limits (docs/LIVE.md): USD-M (GET /fapi/v1/depth) and COIN-M
+# (GET /dapi/v1/depth) futures take only these values; spot takes any limit from 1 to 5000.
 FUTURES_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 SPOT_SNAPSHOT_MAX = 5000
+_FUTURES_NAMES = {"usd-m": "USD-M futures", "coin-m": "COIN-M futures"}
 
 
-def snapshot_limit_error(market: str, limit: int) -> str | None:
-    """Why ``limit`` is not a valid depth snapshot limit on ``market`` (None when it is)."""
+def snapshot_limit_error(market: str, limit: int, margin: str | None) -> str | None:
+    """Why ``limit`` is not a valid depth snapshot limit on ``market`` (None when it is).
+
+    ``margin`` only names the market in the message (both futures APIs take the same
+    limits), so a COIN-M definition is not told it is on USD-M; None where it is not known
+    yet (a fake exchange says what it serves only when asked)."""
     if market == "futures" and limit not in FUTURES_SNAPSHOT_LIMITS:
+        where = _FUTURES_NAMES.get(margin or "", "futures")
         return (
-            f"snapshot_limit {limit} is not allowed on USD-M futures: expected one of "
+            f"snapshot_limit {limit} is not allowed on {where}: expected one of "
             f"{', '.join(map(str, FUTURES_SNAPSHOT_LIMITS))}"
         )
     if market == "spot" and not 1 <= limit <= SPOT_SNAPSHOT_MAX:
@@ -164,7 +170,9 @@ class BinanceLiveFeedSpec(_Spec):
         if self.margin is not None and self.market == "spot":
             raise ValueError(f"margin {self.margin!r} is for a futures market, not spot")
         if self.market is not None:
-            err = snapshot_limit_error(self.market, self.snapshot_limit)
+            # margin left out means USD-M, except on a fake exchange (what it serves)
+            margin = self.margin or (None if self.fake else "usd-m")
+            err = snapshot_limit_error(self.market, self.snapshot_limit, margin)
             if err:
                 raise ValueError(err)
         return self

@@ -53,9 +53,11 @@ from mm_sim.report.schema import (
     EdgeSection,
     GateResult,
     IterationLine,
+    LineExtra,
     RunConfig,
     dump,
     validate,
+    validate_written,
 )
 
 FILLS_CSV_HEADER = (
@@ -469,7 +471,8 @@ class RunDir:
                 raise UserError(f"{where}: invalid JSON: {exc.msg}") from None
             except ValueError:
                 raise UserError(f"{where}: not UTF-8 text, expected one JSON object") from None
-            line = validate(IterationLine, data, where)
+            line = validate_written(IterationLine, data, where)
+            validate_written(LineExtra, line.extra, where, at=("extra",))
             if line.iteration != n - 1:
                 raise UserError(
                     f"{where}: iteration {line.iteration} where iteration {n - 1} was expected "

@@ -14,8 +14,9 @@ means "undefined" (e.g. bps with no fills), never zero.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,6 +31,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _NaNWhenUnmeasured:
+    """Marks a float the run writes as NaN when a fill had no mid to measure it against (a
+    fill into a book not known then): reading a run back accepts NaN there and nowhere else."""
+
+
+NAN_WHEN_UNMEASURED = _NaNWhenUnmeasured()
+# An amount summed over fills that needs their mids: NaN when one of them had none.
+MidAmount = Annotated[float, NAN_WHEN_UNMEASURED]
+
+
 # --------------------------------------------------------------------------------------------
 # Edge report
 # --------------------------------------------------------------------------------------------
@@ -38,11 +49,11 @@ class _Model(BaseModel):
 class Amounts(_Model):
     """Components as amounts of quote currency (the bps values are these over notional)."""
 
-    gross: float
-    slippage: float
+    gross: MidAmount
+    slippage: MidAmount
     fees_eff: float
-    inventory: float
-    net: float
+    inventory: MidAmount
+    net: MidAmount
 
 
 class Markout(_Model):
@@ -354,6 +365,15 @@ class IterationLine(_Model):
     digests: dict[str, str] = {}
 
 
+class LineExtra(BaseModel):
+    """The keys of a line's ``extra`` a report decides on (``outage`` fails the feed_outage
+    gate), typed for reading back; the rest is carried as the runner wrote it."""
+
+    model_config = ConfigDict(extra="allow")
+    events: int | None = None
+    outage: bool | None = None
+
+
 class SoakMetrics(_Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     kind: Literal["soak_metrics"] = "soak_metrics"
@@ -367,8 +387,11 @@ def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-def validate(cls: type[M], data: Any, where: str) -> M:
-    """Validate ``data`` as ``cls``; a mismatch becomes a UserError naming the file and field."""
+def validate(
+    cls: type[M], data: Any, where: str, strict: bool = False, at: tuple[str, ...] = ()
+) -> M:
+    """Validate ``data`` as ``cls``; a mismatch becomes a UserError naming the file and field
+    (``at``: where ``data`` sits in the file, put before the field's name)."""
     if isinstance(data, dict):
         version = data.get("schema_version", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
@@ -377,14 +400,59 @@ def validate(cls: type[M], data: Any, where: str) -> M:
                 f"(this mm_sim reads version {SCHEMA_VERSION})"
             )
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, strict=strict)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in (*at, *err["loc"])) or "<root>"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise UserError(
             f"{where}: field '{loc}' = {shown(err.get('input'))}: {err['msg']}{more}"
         ) from None
+
+
+def _non_finite(
+    value: Any, at: tuple[str, ...], nan_ok: bool = False
+) -> tuple[tuple[str, ...], float] | None:
+    """Where in a validated ``value`` a NaN or an infinity sits that its run cannot have
+    written (the first one), with it."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) or nan_ok else (at, value)
+    if isinstance(value, BaseModel):
+        items = [
+            (name, getattr(value, name), NAN_WHEN_UNMEASURED in info.metadata)
+            for name, info in type(value).model_fields.items()
+        ]
+        items += [(k, v, False) for k, v in (value.model_extra or {}).items()]
+    elif isinstance(value, dict):
+        items = [(k, v, nan_ok) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(str(k), v, nan_ok) for k, v in enumerate(value)]
+    else:
+        return None
+    for key, item, ok in items:
+        found = _non_finite(item, (*at, str(key)), ok)
+        if found is not None:
+            return found
+    return None
+
+
+def validate_written(cls: type[M], data: Any, where: str, at: tuple[str, ...] = ()) -> M:
+    """Validate, strictly, what a run wrote and now reads back to decide on.
+
+    The writer stores dumps of validated models, so each value already has its field's JSON
+    type, and it writes null where a figure is undefined (NaN only in the amounts marked
+    NAN_WHEN_UNMEASURED). A "NaN" for a number, a "yes" for a flag or a NaN anywhere else was
+    therefore edited in by hand, and lax parsing (the string "NaN" as a float, "yes" as true)
+    would compute a verdict on it."""
+    model = validate(cls, data, where, strict=True, at=at)
+    found = _non_finite(model, at)
+    if found is not None:
+        loc, value = found
+        raise UserError(
+            f"{where}: field '{'.'.join(loc)}' = {value!r}: expected a finite number or null "
+            "(a run writes null where a figure is undefined)"
+        )
+    return model
 
 
 def load(cls: type[M], path: Path) -> M:

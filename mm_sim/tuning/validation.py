@@ -108,15 +108,22 @@ def run_day(day: Day, tuner: str, out: Path, profile: Profile, overrides: Overri
     instrument: Instrument = profile.instrument_for(inst)
     plan = plan_iterations(events, day.iterations, int(day.iteration_minutes * 60e9))
     root = out / "runs" / day.label.replace("@", "-") / tuner
+    # Every field given: one left out is read from MM_<NAME>, and MM_SHADOW, MM_SPEED or
+    # MM_CLOCK set for soaks changed the study's runs (or only what run.json says of them).
     settings = RunSettings(
         profile=profile.name,
+        overrides=None,
         feed=day.feed,
         iterations=day.iterations,
         iteration_minutes=day.iteration_minutes,
         seed=day.seed,
         artifacts=str(root),
+        speed=None,
+        clock="auto",
         model_arms="none",
         tuner=tuner,
+        shadow=0,
+        scheduler=None,
     )
     cfg = SoakConfig(
         settings=settings,

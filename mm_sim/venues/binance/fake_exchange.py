@@ -409,15 +409,16 @@ class FakeExchange(Delivery):
                     # that nothing else shared its price, side and 100 ms with.
                     tid = self.trade_id
                     m = "true" if side == ASK else "false"
+                    hidden = 0.0
+                    nq: tuple[float, ...] = ()  # the format has an nq member on USD-M only
                     if self._usd_m:
-                        # q also counts fills against RPI orders the book never shows
+                        # q also counts fills against RPI orders the book never shows; nq not
                         rpi = self.opts.rpi_share
                         hidden = qty if rpi and self.rng.random() < rpi else 0.0
                         self.stats["rpi_prints"] += hidden > 0.0
-                        q_all = qty + hidden
-                        agg = self._agg_fmt % (t_ms, tid, price, q_all, qty, tid, tid, t_ms, m)
-                    else:
-                        agg = self._agg_fmt % (t_ms, tid, price, qty, tid, tid, t_ms, m)
+                        nq = (qty,)
+                    q = qty + hidden
+                    agg = self._agg_fmt % (t_ms, tid, price, q, *nq, tid, tid, t_ms, m)
                 c.out.append((name, agg))
                 continue
             c.out.append((name, text))

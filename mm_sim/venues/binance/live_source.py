@@ -302,7 +302,7 @@ async def open_live(spec: BinanceLiveFeedSpec, start: bool = True) -> LiveFeed:
         base_clock = clock
         clock = lambda: base_clock() + shift_ns  # noqa: E731
     mkt = Market(market)
-    limit_err = snapshot_limit_error(str(mkt), spec.snapshot_limit)
+    limit_err = snapshot_limit_error(str(mkt), spec.snapshot_limit, "coin-m" if coin_m else "usd-m")
     if limit_err:
         raise UserError(f"feed {spec.name!r}: {limit_err}")
     routes = (
