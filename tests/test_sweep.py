@@ -556,3 +556,29 @@ def test_ctrl_c_stops_cleanly_keeps_rows_and_resume_finishes(
     _, original = read_csv(out_orig / "sweep_results.csv")
     assert without_timing(rows) == without_timing(original)
     assert not (out / "feeds").exists()
+
+
+def test_a_cell_runs_and_records_the_sweeps_settings_not_the_workers_mm_variables(
+    tmp_path: Path, grid_file: Path
+) -> None:
+    """MM_SHADOW, MM_TUNER and MM_MODEL_ARMS set for soaks reached every cell's run settings
+    (shadow arms ran in each cell) and run.json named a tuner and arms the cell never ran."""
+    out = tmp_path / "out"
+    env = {**os.environ, "MM_SHADOW": "2", "MM_TUNER": "walk-forward", "MM_CLOCK": "12.5",
+           "MM_MODEL_ARMS": "decide"}  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "mm_sim", "sweep", "--grid", str(grid_file), "--feeds",
+         TRAIN[0], "--iterations", "1", "--iteration-minutes", "0.2", "--workers", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(out.glob("runs/*/*/soak/run.json"))
+    assert len(runs) == N_CELLS
+    for path in runs:
+        run = json.loads(path.read_text())
+        s = run["settings"]
+        assert (s["shadow"], s["tuner"], s["model_arms"]) == (0, "seed", "none"), path
+        assert run["tune"] is False and run["shadow"] == 0
+        # The sweep's own clock (MM_CLOCK, as --clock) is the one applied and the one named.
+        assert s["clock"] == "12.5" and run["feed"]["clock_shift_ms"] == 12.5

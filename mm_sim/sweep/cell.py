@@ -35,7 +35,7 @@ from typing import Any
 from mm_sim import durable
 from mm_sim.config import Overrides, RunSettings
 from mm_sim.events import open_feed, sidecar_path, write_feed
-from mm_sim.feeds.clock import GENERATED
+from mm_sim.feeds.clock import GENERATED, MODE_AUTO, MODE_RAW
 from mm_sim.feeds.spec import load_events
 from mm_sim.runtime.replay import plan_iterations
 from mm_sim.sweep import cache
@@ -122,6 +122,9 @@ def _soak(
     # A feed shorter than the run is replayed to its end, as the soak does: the soak commits the
     # cut iteration as partial and the row says so (``partial``).
     plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))
+    # Every field given: one left out is read from the worker's MM_<NAME>, so MM_SHADOW set
+    # for soaks ran shadow arms in every cell, and run.json named a tuner, arms or a clock
+    # the cell never ran.
     settings = RunSettings(
         profile=profile.name,
         overrides=None,
@@ -131,6 +134,11 @@ def _soak(
         seed=task.feed.seed,
         artifacts=str(task.run_dir),
         speed=None,
+        clock=_clock_setting(task.feed.clock),
+        model_arms=",".join(task.model_arms) or "none",
+        tuner="seed",  # not run: tune=False below
+        shadow=0,
+        scheduler=None,
     )
     cfg = SoakConfig(
         settings=settings,
@@ -161,6 +169,12 @@ def _soak(
     # main thread, which is what a worker wants.
     done = asyncio.run(soak.run()).iterations_done
     return done, plan.note is not None
+
+
+def _clock_setting(record: dict[str, Any]) -> str:
+    """The ``--clock`` that gives the clock a feed case records (decided on the driver)."""
+    mode = str(record.get("clock_mode", MODE_AUTO))
+    return mode if mode in (MODE_AUTO, MODE_RAW) else str(float(record["clock_shift_ms"]))
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
