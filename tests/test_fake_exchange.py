@@ -322,3 +322,22 @@ async def test_each_aggtrade_is_its_trade_in_the_markets_layout(
             f'"q":"{t["q"]}",{member}"f":{t["t"]},"l":{t["t"]},"T":{t["T"]},'
             f'"m":{str(t["m"]).lower()}}}'
         )
+
+
+async def test_a_coinm_symbol_is_served_as_binance_spells_it() -> None:
+    """A COIN-M feed's own symbol keeps its underscore (BTCUSD_PERP, not BTCUSDPERP), and its
+    diffs name the pair before it (ps BTCUSD), as Binance's COIN-M streams do."""
+    inst = Instrument("BTCUSD_PERP", "test", 0.5, 1.0, 1, inverse=True, contract_size=100.0)
+    async with FakeExchange(_feed(), inst, market="futures", speed=10) as fx:
+        assert fx.symbol == "BTCUSD_PERP"
+        await asyncio.sleep(0.1)
+        async with connect(f"{fx.ws_base}/ws") as ws:
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusd_perp@depth@100ms"],
+                                      "id": 1}))  # fmt: skip
+            assert json.loads(await ws.recv()) == {"result": None, "id": 1}
+            diff = json.loads(await asyncio.wait_for(ws.recv(), 2))
+        assert (diff["e"], diff["s"], diff["ps"]) == ("depthUpdate", "BTCUSD_PERP", "BTCUSD")
+        url = f"{fx.rest_base}/dapi/v1/depth?symbol=BTCUSD_PERP&limit=5"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert r.status == 200, await r.text()
+            assert len(parse_snapshot(await r.json(), "BTCUSD_PERP").bids) == 5

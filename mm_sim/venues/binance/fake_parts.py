@@ -45,8 +45,10 @@ Changes = tuple[tuple[int, float, float], ...]
 
 
 def wire_symbol(symbol: str) -> str:
-    """Binance symbols are upper-case alphanumerics (the synthetic one has a hyphen)."""
-    return "".join(ch for ch in symbol.upper() if ch.isalnum())
+    """Binance symbols are upper-case alphanumerics, with an underscore before a COIN-M
+    contract's type or delivery date (BTCUSD_PERP, BTCUSD_250627); the synthetic one has a
+    hyphen."""
+    return "".join(ch for ch in symbol.upper() if ch.isalnum() or ch == "_")
 
 
 def ws_frame(data: bytes) -> bytes:
