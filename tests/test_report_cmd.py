@@ -197,3 +197,32 @@ def test_a_hand_edited_metric_is_refused_and_nothing_is_written(
     assert f"{metrics}:2: field '{field}' = {expected}" in res.stderr
     assert sorted(p for p in root.rglob("*") if p.is_file() and p != metrics) == written
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in written} == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("seed", "3", "'3': Input should be a valid integer"),
+        ("initial_overrides.min_interval_ms", "700", "'700': Input should be a valid number"),
+    ],
+)
+def test_a_hand_edited_run_json_is_refused_and_nothing_is_written(
+    soaked: Path, tmp_path: Path, field: str, value: object, expected: str
+) -> None:
+    """run.json was read leniently too ("3" taken as the seed): the same strict read-back as
+    the metrics lines."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(soaked, root)
+    run_json = root / "soak" / "run.json"
+    edited = json.loads(run_json.read_text())
+    _set(edited, field, value)
+    run_json.write_text(json.dumps(edited))
+    written = sorted(p for p in root.rglob("*") if p.is_file())
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in written}
+    res = mm_sim("report", str(root))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert f"{run_json}: field '{field}' = {expected}" in res.stderr
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in written} == before

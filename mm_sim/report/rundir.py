@@ -56,7 +56,6 @@ from mm_sim.report.schema import (
     LineExtra,
     RunConfig,
     dump,
-    validate,
     validate_written,
 )
 
@@ -441,7 +440,7 @@ class RunDir:
             raise UserError(
                 f"{self.run_json}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
             ) from None
-        cfg = validate(RunConfig, data, str(self.run_json))
+        cfg = validate_written(RunConfig, data, str(self.run_json))
         for name, dt in RECORD_DTYPES.items():
             if stored_layout(cfg.records.get(name)) != record_layout(dt):
                 raise UserError(
