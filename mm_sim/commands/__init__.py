@@ -15,3 +15,9 @@ def path_arg(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path: expected a file or folder name")
     return Path(text)
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The first of ``path`` and its parents that exists but is not a directory: an output
+    under it cannot be made, and an OS error later would be exit 1, after the work."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)

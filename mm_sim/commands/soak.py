@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from mm_sim.commands import file_in_the_way
 from mm_sim.config import (
     Overrides,
     Profile,
@@ -137,10 +138,10 @@ def _check_out(root: Path, resume: bool) -> None:
     exit 1). Nothing is changed here: a fresh run moves an older one aside later."""
     from mm_sim.report.rundir import is_run_dir
 
-    for p in (root, *root.parents):
-        if p.exists() and not p.is_dir():
-            what = "not a directory" if p == root else f"{p} is a file, not a directory"
-            raise UserError(f"--out {root}: {what} (choose another --out)")
+    p = file_in_the_way(root)
+    if p is not None:
+        what = "not a directory" if p == root else f"{p} is a file, not a directory"
+        raise UserError(f"--out {root}: {what} (choose another --out)")
     if resume:
         run_json = root / "soak" / "run.json"
         if not run_json.exists():

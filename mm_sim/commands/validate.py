@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mm_sim.commands import JSON_HELP, path_arg
+from mm_sim.commands import JSON_HELP, file_in_the_way, path_arg
 from mm_sim.errors import UserError
 from mm_sim.events import atomic_write_json
 
@@ -249,9 +249,9 @@ def _check_md(md: Path) -> None:
     """Whether --md can be written, before the study's minutes of work (it was refused after)."""
     if md.is_dir():
         raise UserError(f"--md {md}: a directory; expected a file name, e.g. {md / 'TUNER.md'}")
-    for p in md.parents:
-        if p.exists() and not p.is_dir():
-            raise UserError(f"--md {md}: {p} is a file, not a directory")
+    p = file_in_the_way(md.parent)
+    if p is not None:
+        raise UserError(f"--md {md}: {p} is a file, not a directory")
 
 
 def _after(argv: list[str], word: str) -> list[str]:

@@ -63,6 +63,7 @@ from mm_sim.config.settings import (
     LocalSettings,
     RunSettings,
     check_env_names,
+    given_run_settings,
     load_local_settings,
     load_run_settings,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "VenueRuleGates",
     "check_env_names",
     "field_bounds",
+    "given_run_settings",
     "load_local_settings",
     "load_overrides",
     "load_profile",

@@ -7,7 +7,7 @@ import os
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mm_sim.errors import UserError, shown
 
@@ -137,6 +137,29 @@ def load_local_settings() -> LocalSettings:
             for e in exc.errors()
         ]
         raise UserError("invalid local settings: " + "; ".join(errs)) from None
+
+
+class _GivenRunSettings(RunSettings):
+    """RunSettings whose only source is the values given: see ``given_run_settings``."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def given_run_settings(**fields: Any) -> RunSettings:
+    """The settings of a run a program starts (a sweep cell, a validation study's run): what
+    it gives, and each field's default for the rest, never ``MM_<NAME>``. Those variables are
+    the user's settings for their own soak: read here, MM_SHADOW ran shadow arms in every
+    sweep cell and MM_TUNER or MM_CLOCK was named in run.json for runs that used neither."""
+    return _GivenRunSettings(**fields)
 
 
 def load_run_settings(cli: dict[str, Any]) -> RunSettings:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_sim import durable
-from mm_sim.config import Overrides, RunSettings
+from mm_sim.config import Overrides, given_run_settings
 from mm_sim.events import open_feed, sidecar_path, write_feed
 from mm_sim.feeds.clock import GENERATED, MODE_AUTO, MODE_RAW
 from mm_sim.feeds.spec import load_events
@@ -122,23 +122,15 @@ def _soak(
     # A feed shorter than the run is replayed to its end, as the soak does: the soak commits the
     # cut iteration as partial and the row says so (``partial``).
     plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))
-    # Every field given: one left out is read from the worker's MM_<NAME>, so MM_SHADOW set
-    # for soaks ran shadow arms in every cell, and run.json named a tuner, arms or a clock
-    # the cell never ran.
-    settings = RunSettings(
+    settings = given_run_settings(
         profile=profile.name,
-        overrides=None,
         feed=task.feed.label,
         iterations=task.iterations,
         iteration_minutes=task.iteration_minutes,
         seed=task.feed.seed,
         artifacts=str(task.run_dir),
-        speed=None,
         clock=_clock_setting(task.feed.clock),
         model_arms=",".join(task.model_arms) or "none",
-        tuner="seed",  # not run: tune=False below
-        shadow=0,
-        scheduler=None,
     )
     cfg = SoakConfig(
         settings=settings,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mm_sim.config import Overrides, Profile, RunSettings
+from mm_sim.config import Overrides, Profile, given_run_settings
 from mm_sim.events import Instrument
 from mm_sim.report.edge import section
 from mm_sim.report.paired import arms_difference, run_parts
@@ -108,22 +108,15 @@ def run_day(day: Day, tuner: str, out: Path, profile: Profile, overrides: Overri
     instrument: Instrument = profile.instrument_for(inst)
     plan = plan_iterations(events, day.iterations, int(day.iteration_minutes * 60e9))
     root = out / "runs" / day.label.replace("@", "-") / tuner
-    # Every field given: one left out is read from MM_<NAME>, and MM_SHADOW, MM_SPEED or
-    # MM_CLOCK set for soaks changed the study's runs (or only what run.json says of them).
-    settings = RunSettings(
+    settings = given_run_settings(
         profile=profile.name,
-        overrides=None,
         feed=day.feed,
         iterations=day.iterations,
         iteration_minutes=day.iteration_minutes,
         seed=day.seed,
         artifacts=str(root),
-        speed=None,
-        clock="auto",
         model_arms="none",
         tuner=tuner,
-        shadow=0,
-        scheduler=None,
     )
     cfg = SoakConfig(
         settings=settings,
