@@ -1,4 +1,4 @@
-"""A local cluster's workers keep Dask's errors in their log but not the races a Ctrl-C's
+"""A local cluster's workers print Dask's errors but not the lost connections a Ctrl-C's
 shutdown makes (a lost heartbeat, a peer gone mid-transfer: mm_sim/sweep/worker_logs.py), and
 run with the allocator's defaults (sweep/cluster.py: Dask's MALLOC_TRIM_THRESHOLD_ cost a tenth
 of each run)."""
@@ -12,25 +12,34 @@ import os
 import pytest
 
 from mm_sim.sweep.cluster import connect
-from mm_sim.sweep.worker_logs import SHUTDOWN_NOISE, ShutdownNoiseFilter
+from mm_sim.sweep.worker_logs import ConnectionLostFilter
 
 
-def _record(msg: str) -> logging.LogRecord:
-    return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, None, None)
+def _record(msg: str, exc: BaseException | None) -> logging.LogRecord:
+    exc_info = (type(exc), exc, None) if exc is not None else None
+    return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, None, exc_info)
 
 
-def test_the_filter_drops_the_shutdown_races_only() -> None:
-    f = ShutdownNoiseFilter()
-    assert not f.filter(_record(SHUTDOWN_NOISE[0] + "."))
-    assert not f.filter(
-        _record("failed during get data with tcp://127.0.0.1:1 -> tcp://127.0.0.1:2")
-    )
-    assert f.filter(_record("Compute Failed\nKey: cell-1"))
+def test_the_filter_drops_lost_connections_only() -> None:
+    from distributed.comm.core import CommClosedError
+
+    f = ConnectionLostFilter()
+    # The three races seen on Ctrl-C: Dask logs each from an `except OSError`.
+    assert not f.filter(_record("Failed to communicate with scheduler during heartbeat", OSError()))
+    assert not f.filter(_record("failed during get data with a -> b", BrokenPipeError(32, "x")))
+    assert not f.filter(_record("Worker stream died during communication: a", CommClosedError()))
+    assert f.filter(_record("Compute Failed\nKey: cell-1", None))
+    assert f.filter(_record("Unexpected exception during heartbeat.", ValueError("bad")))
 
 
-def _installed() -> bool:
-    filters = logging.getLogger("distributed.worker").filters
-    return any(isinstance(f, ShutdownNoiseFilter) for f in filters)
+def _log_two_errors() -> None:
+    """In a worker: one lost connection, one other error, both with their traceback."""
+    log = logging.getLogger("distributed.worker")
+    for exc in (ConnectionResetError(104, "peer gone: mm-sim-test"), KeyError("mm-sim-test")):
+        try:
+            raise exc
+        except Exception:
+            log.exception("mm-sim-test %s", type(exc).__name__)
 
 
 def _trim_threshold() -> str | None:
@@ -46,6 +55,18 @@ def _tick() -> str:
 def test_every_worker_of_the_local_cluster_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with connect(2, None, io.StringIO()) as (client, _):
-        assert list(client.run(_installed).values()) == [True, True]
         assert list(client.run(_trim_threshold).values()) == [None, None]
         assert list(client.run(_tick).values()) == ["1s", "1s"]  # not waking every 20 ms
+
+
+def test_a_worker_prints_other_errors_but_not_a_lost_connection(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The workers' stderr is this process's (inherited): what a user's terminal would show."""
+    with connect(1, None, io.StringIO()) as (client, _):
+        client.run(_log_two_errors)
+        logs = "\n".join(msg for _, msg in next(iter(client.get_worker_logs().values())))
+    err = capfd.readouterr().err
+    assert "mm-sim-test KeyError" in err and "Traceback" in err
+    assert "mm-sim-test ConnectionResetError" not in err and "peer gone" not in err
+    assert "mm-sim-test ConnectionResetError" in logs  # still in the worker's own log

@@ -253,5 +253,5 @@ def connect(
             silence_logs=logging.ERROR,
         )
     with cluster, Client(cluster) as client:
-        client.register_plugin(worker_logs.plugin())  # no shutdown traceback (worker_logs.py)
+        client.register_plugin(worker_logs.plugin())  # no shutdown tracebacks (worker_logs.py)
         yield client, f"Dask LocalCluster, {n} worker process(es) × 1 thread"

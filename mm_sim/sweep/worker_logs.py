@@ -1,13 +1,16 @@
-"""What a local cluster's workers log: everything Dask logs at ERROR, except the messages its
-own shutdown makes.
+"""What a local cluster's workers print: everything Dask logs at ERROR, except a connection
+lost to the scheduler or to a peer.
 
 Why: on Ctrl-C the driver closes the cluster, and a user pressing Ctrl-C saw, now and then, a
-worker's traceback for one of two races: its heartbeat firing after the scheduler (in the
-driver's process) had gone ("Failed to communicate with scheduler during heartbeat"), or a
-peer closing while it was sending that peer a result ("failed during get data with ..."). A
+worker's traceback for one of the races that closing makes: its heartbeat firing after the
+scheduler (in the driver's process) had gone, a peer closing while the worker sent it a
+result, or while it fetched one from that peer ("Worker stream died during communication").
+Dask's worker logs each of these from an ``except OSError`` around a comm, so the filter goes
+by that class, not by the wording of each message. None says anything a user can act on: a
 lost scheduler ends the sweep anyway (the driver holds it), and a peer lost mid-run is the
-scheduler's to handle (it reruns the task elsewhere), so neither says anything a user can act
-on. Task failures ("Compute Failed", with the cell's traceback) stay in the workers' log.
+scheduler's to handle (it reruns the task elsewhere). Task failures ("Compute Failed", with the
+cell's traceback) are still printed, and the dropped records stay in the worker's own log
+(``Client.get_worker_logs``): the filter sits on the handler that writes to stderr.
 """
 
 from __future__ import annotations
@@ -15,32 +18,31 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-SHUTDOWN_NOISE = (
-    "Failed to communicate with scheduler during heartbeat",
-    "failed during get data with",
-)
 
-
-class ShutdownNoiseFilter(logging.Filter):
+class ConnectionLostFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(SHUTDOWN_NOISE)
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, OSError)
 
 
-def quiet_shutdown_noise() -> None:
-    """Install the filter in this (worker) process, once."""
-    log = logging.getLogger("distributed.worker")
-    if not any(isinstance(f, ShutdownNoiseFilter) for f in log.filters):
-        log.addFilter(ShutdownNoiseFilter())
+def quiet_connection_losses() -> None:
+    """Install the filter on the handlers of Dask's logger in this (worker) process, once.
+
+    Every ``distributed.*`` logger's records reach stderr through those handlers.
+    """
+    for handler in logging.getLogger("distributed").handlers:
+        if not any(isinstance(f, ConnectionLostFilter) for f in handler.filters):
+            handler.addFilter(ConnectionLostFilter())
 
 
 def plugin() -> Any:
     """A worker plugin that installs the filter on every worker, those started later too."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    class QuietShutdownNoise(WorkerPlugin):
-        name = "mm_sim-quiet-shutdown-noise"
+    class QuietConnectionLosses(WorkerPlugin):
+        name = "mm_sim-quiet-connection-losses"
 
         def setup(self, worker: Any) -> None:
-            quiet_shutdown_noise()
+            quiet_connection_losses()
 
-    return QuietShutdownNoise()
+    return QuietConnectionLosses()
