@@ -38,9 +38,10 @@ soak: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m mm_sim sweep --grid sweeps/example.toml $(ARGS)
 
-# One pytest worker per core, each taking whole test files (their module fixtures stay shared).
+# One pytest worker per core, each taking whole test files (their module fixtures stay shared),
+# the longest files first (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -n auto --dist loadfile $(ARGS)
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mm_sim tests benchmarks
