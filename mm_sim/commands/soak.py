@@ -35,6 +35,7 @@ from mm_sim.feeds.spec import (
 )
 from mm_sim.logs import get_logger
 from mm_sim.runtime.arm_names import parse_arms
+from mm_sim.runtime.profile_fit import check_profile_fits
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
 if TYPE_CHECKING:
@@ -293,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         check_resume_clock(root / "soak" / "run.json", clock)
     identity = {**identity, **clock.record()}
     feed_instrument, instrument = instrument, profile.instrument_for(instrument)
-    notes = _check_instrument(settings.profile, profile, feed_instrument, instrument, events)
+    notes = check_profile_fits(settings.profile, profile, feed_instrument, instrument, events)
     plan = plan_iterations(events, settings.iterations, iteration_ns)
     if not plan.iterations:
         raise UserError(f"feed {settings.feed!r}: {plan.note}")
@@ -313,50 +314,6 @@ def run(args: argparse.Namespace) -> int:
         outcome = _run_loop(Soak(cfg, sys.stdout))
     print_summary(outcome, root, sys.stdout)
     return _exit_status(outcome)
-
-
-# How far a profile's tick may be from the feed's own, either way: 100x coarser is a venue that
-# changed its tick; beyond that (1e6 on a 0.1 feed, 1e-12) it is a unit slip, and the run gave a
-# verdict on 0 fills (or on NaN edge when prices fell off the engine's grid).
-TICK_FACTOR = 100.0
-
-
-def _check_instrument(
-    where: str, profile: Profile, feed: Instrument, used: Instrument, events: np.ndarray
-) -> list[str]:
-    """Refuse what makes quoting impossible on this feed (checked here, as the profile alone
-    does not know the feed's tick and prices); returns the notes on a size that differs from
-    the feed's."""
-    ratio = used.tick_size / feed.tick_size
-    if not 1 / TICK_FACTOR <= ratio <= TICK_FACTOR:
-        raise UserError(
-            f"profile {where}: instrument.tick_size {used.tick_size:g} is {ratio:.3g}x the "
-            f"feed's own {feed.tick_size:g}, more than {TICK_FACTOR:g}x either way: the feed's "
-            "prices do not fit that grid (a unit slip?); set a tick within that range, or null "
-            "to use the feed's"
-        )
-    prices = events["price"][: 1 << 16]
-    prices = prices[prices > 0]
-    unit = used.contract_size if used.inverse else (float(np.median(prices)) if len(prices) else 0)
-    q, inv = profile.quoting, profile.inventory
-    if unit and q.order_qty * unit > inv.max_notional:
-        per = "contract size" if used.inverse else "price"
-        raise UserError(
-            f"profile {where}: quoting.order_qty {q.order_qty:g} is worth "
-            f"{q.order_qty * unit:,.6g} at this feed's {per} {unit:,.6g}, above "
-            f"inventory.max_notional {inv.max_notional:g}: every order would "
-            "breach the notional limit, so the strategy could never quote"
-        )
-    notes = []
-    for name, what in (("tick_size", "the feed's prices"), ("lot_size", "order sizes")):
-        # A profile size in place of the feed's changes every reported number: said, not silent.
-        feed_v, v = getattr(feed, name), getattr(used, name)
-        if v != feed_v:
-            notes.append(
-                f"note: the profile's instrument.{name} {v:g} replaces the feed's {feed_v:g} "
-                f"({v / feed_v:,.6g}x): {what} are rounded to it"
-            )
-    return notes
 
 
 def _soak_config(

@@ -28,15 +28,18 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mm_sim import durable
 from mm_sim.config import Overrides, given_run_settings
+from mm_sim.errors import UserError
 from mm_sim.events import open_feed, sidecar_path, write_feed
 from mm_sim.feeds.clock import GENERATED, MODE_AUTO, MODE_RAW
 from mm_sim.feeds.spec import load_events
+from mm_sim.runtime.profile_fit import check_notional
 from mm_sim.runtime.replay import plan_iterations
 from mm_sim.sweep import cache
 from mm_sim.sweep.feeds import FeedCase, spec_model
@@ -121,6 +124,10 @@ def _soak(
     feed = cache.feed(events_path)  # opened and verified once per worker (sweep/cache.py)
     # A feed shorter than the run is replayed to its end, as the soak does: the soak commits the
     # cut iteration as partial and the row says so (``partial``).
+    instrument = profile.instrument_for(feed.instrument)
+    # As the soak refuses it: an order the inventory limit refuses at this feed's prices (a
+    # grid over quoting.order_qty or inventory.max_notional can make one), not a row of 0 fills.
+    check_notional(profile.name, profile, instrument, feed.events)
     plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))
     settings = given_run_settings(
         profile=profile.name,
@@ -137,7 +144,7 @@ def _soak(
         profile=profile,
         overrides=overrides,
         feed_identity={**identity, **task.feed.clock},
-        instrument=profile.instrument_for(feed.instrument),
+        instrument=instrument,
         events=feed.events,
         plan=plan,
         clock_shift_ns=task.feed.clock_shift_ns,
@@ -193,6 +200,30 @@ def _drop_records(run_dir: Path) -> None:
             shutil.rmtree(d / "soak" / sub, ignore_errors=True)
         (d / "soak" / "fills.csv").unlink(missing_ok=True)
         (d / "soak" / "checkpoint.npz").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A task's refusal of its input (a UserError), returned instead of raised.
+
+    Why: Dask logs a task that raises as "Compute Failed" with its traceback, on the worker's
+    stderr, which is the user's terminal for a local cluster. A refusal is bad input, not a
+    failure: the driver says it once, as one line naming the cell and feed.
+    """
+
+    message: str
+
+
+def returning_refusals(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, with a UserError returned as :class:`Refused`; an argument that is already
+    a refusal (the feed a cell needs was refused) is passed on without calling ``fn``."""
+    for a in args:
+        if isinstance(a, Refused):
+            return a
+    try:
+        return fn(*args)
+    except UserError as exc:
+        return Refused(str(exc))
 
 
 def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str, Any]:

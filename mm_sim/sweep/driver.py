@@ -36,9 +36,17 @@ from mm_sim.config import (
 )
 from mm_sim.errors import UserError
 from mm_sim.runtime.arm_names import ALL as ALL_ARMS
+from mm_sim.runtime.profile_fit import check_tick, size_notes
 from mm_sim.runtime.progress import COLD_COMPILE_NOTE, kernels_cached
 from mm_sim.sweep import cache
-from mm_sim.sweep.cell import CellTask, ensure_feed, feed_cache_path, run_cell
+from mm_sim.sweep.cell import (
+    CellTask,
+    Refused,
+    ensure_feed,
+    feed_cache_path,
+    returning_refusals,
+    run_cell,
+)
 from mm_sim.sweep.cluster import connect, task_origin, warm_workers
 from mm_sim.sweep.feeds import DEFAULT_TEST, DEFAULT_TRAIN, FeedCase, resolve_cases
 from mm_sim.sweep.grid import Cell, Grid, load_grid
@@ -149,6 +157,7 @@ class _Phase:
         used = {f.label: f for _, f in todo}
         prepared = {
             label: self.client.submit(
+                returning_refusals,
                 ensure_feed,
                 case,
                 out_dir,
@@ -160,6 +169,7 @@ class _Phase:
         origin: dict[str, tuple[Cell, FeedCase]] = {}
         for cell, case in todo:
             fut = self.client.submit(
+                returning_refusals,
                 self.cell_fn,
                 self.task(cell, case),
                 prepared[case.label],
@@ -192,9 +202,7 @@ class _Phase:
         where = f"cell {cell.id} ({cell.label()}) on feed {case.label}"
         keep = f"the results so far are kept in {self.results.path}: fix the cause, then --resume"
         try:
-            return dict(fut.result())
-        except UserError as exc:
-            raise UserError(f"{where}: {exc}; {keep}") from None
+            got = fut.result()
         except KilledWorker:
             raise UserError(
                 f"{where}: every worker that ran it died (a crash or out of memory in the "
@@ -205,6 +213,9 @@ class _Phase:
                 f"{where} failed: {type(exc).__name__}: {exc}{task_origin(fut)}; for the full "
                 f"traceback run it alone: `{self.soak_command(cell, case)}`; {keep}"
             ) from None
+        if isinstance(got, Refused):
+            raise UserError(f"{where}: {got.message}; {keep}")
+        return dict(got)
 
     def soak_command(self, cell: Cell, case: FeedCase) -> str:
         """The ``mm_sim soak`` that runs ``cell`` on ``case`` in one process."""
@@ -314,6 +325,16 @@ def run_sweep(
         if case.cut_note:
             print(f"note: feed {case.label}: {case.cut_note} (every run on it is partial)",
                   file=sys.stderr)  # fmt: skip
+        # The grid cannot change the instrument (grid.py), so its check and notes are per feed;
+        # the order size against the feed's prices is each cell's (sweep/cell.py).
+        assert case.instrument is not None
+        used = profile.instrument_for(case.instrument)
+        try:
+            check_tick(settings.profile, case.instrument, used)
+        except UserError as exc:
+            raise UserError(f"feed {case.label}: {exc}") from None
+        for note in size_notes(case.instrument, used):
+            print(f"{note} (feed {case.label})", file=sys.stderr)
     lock = prepare(opts.out, sweep_meta(settings, profile, overrides, grid), opts.resume)
     try:
         return _run_locked(opts, settings, profile, overrides, grid, train, test, out, cell_fn,

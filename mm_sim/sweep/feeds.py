@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mm_sim.errors import UserError
-from mm_sim.events import open_feed
+from mm_sim.events import Instrument, open_feed
 from mm_sim.feeds.spec import (
     BinanceLiveFeedSpec,
     FileFeedSpec,
@@ -64,6 +64,9 @@ class FeedCase:
     # A stored feed's data digest (its sidecar's, checked against the file on open): a copy
     # of a feed under another name replays the same events.
     content: str = ""
+    # The feed's own instrument, known without replaying it (the sidecar's, or the synthetic
+    # market's parameters'): the profile's tick is checked against it before any cell runs.
+    instrument: Instrument | None = None
 
     @property
     def kind(self) -> str:
@@ -134,10 +137,10 @@ def resolve_case(
         spec = spec.model_copy(update={"duration_s": replay_seconds(iterations, iteration_minutes)})
         check_synthetic_duration(spec, repr(token))  # here, before any worker tries
         # Validate the synthetic parameters now rather than in every worker.
-        from mm_sim.feeds.synthetic import SyntheticParams
+        from mm_sim.feeds.synthetic import SyntheticParams, instrument_for
 
         try:
-            SyntheticParams(**spec.params)
+            instrument = instrument_for(SyntheticParams(**spec.params))
         except ValueError as exc:
             raise UserError(f"feed {token!r}: invalid synthetic parameters: {exc}") from None
     cut_note = None
@@ -147,6 +150,7 @@ def resolve_case(
         feed = open_feed(Path(spec.path).resolve(), check=True)  # the content checked too
         path = feed.path.resolve()
         content = json.dumps(feed.meta.data, sort_keys=True)
+        instrument = feed.instrument
         # The feed as opened (a memory map: only the pages searched are read); opening it
         # again hashed the whole file a second time.
         cut_note = _length_note(feed.events, iterations, iteration_minutes)
@@ -160,6 +164,7 @@ def resolve_case(
         clock=applied.record(),
         cut_note=cut_note,
         content=content,
+        instrument=instrument,
     )
 
 
