@@ -173,6 +173,18 @@ def _profile_latin1(t: Path, f: Path, r: Path):
     return ["soak", "--profile", str(p), *TINY, "--artifacts", str(t / "a")], str(p), [p]
 
 
+def _unquotable_profile(t: Path, f: Path, r: Path):
+    """A profile whose every order the notional limit refuses: validate tuner ran its whole
+    study on it (tuned and frozen tied at 0 fills)."""
+    data = json.loads((REPO / "profiles" / "market_maker_S1.json").read_text())
+    data["inventory"]["max_notional"] = 1.0
+    p = t / "prof.json"
+    p.write_text(json.dumps(data))
+    argv = ["validate", "tuner", "--profile", str(p), "--iterations", "2",
+            "--iteration-minutes", "0.1", "--out", str(t / "o")]  # fmt: skip
+    return argv, "could never quote", [p]
+
+
 def _overrides_dir(t: Path, f: Path, r: Path):
     p = t / "ovr.json"
     p.mkdir()
@@ -476,6 +488,7 @@ CASES = [
         "validate tuner --md naming a directory (refused after the whole study)",
         _plain(["validate", "tuner", "--md", "{t}", "--out", "{t}/o"], "--md"),
     ),
+    Case("validate tuner with a profile that could never quote", _unquotable_profile),
     Case("run.json not UTF-8", _run_json_latin1),
     Case("metrics.jsonl is a directory", _metrics_dir),
     Case("report on an emptied metrics.jsonl", _metrics_emptied),

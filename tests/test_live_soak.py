@@ -95,6 +95,22 @@ def test_paper_trading_soak_on_the_fake_exchange(fake_exchange: str, tmp_path: P
     assert len([m for m in metrics if "iteration" in m]) >= 2
 
 
+def test_a_profile_tick_that_does_not_fit_the_venues_is_refused(
+    fake_exchange: str, tmp_path: Path
+) -> None:
+    """As on a replay: a tick 10,000x the venue's (a unit slip) ran a live soak that could
+    never quote. The venue's tick comes from its exchange info, so it is checked on connect."""
+    profile = json.loads((REPO / "profiles" / "market_maker_S1.json").read_text())
+    profile["instrument"]["tick_size"] = 1000.0
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    r = _run(["soak", "--feed", fake_exchange, "--profile", str(tmp_path / "p.json"),
+              "--iterations", "1", "--iteration-minutes", "0.2",
+              "--artifacts", str(tmp_path / "a")])  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "instrument.tick_size 1000 is 1e+04x the feed's own 0.1" in r.stderr
+    assert "Traceback" not in r.stderr and "SOAK RESULTS" not in r.stdout
+
+
 def test_record_writes_a_feed_that_inspect_reads(fake_exchange: str, tmp_path: Path) -> None:
     out = tmp_path / "rec.npy"
     r = _run(["record", "--feed", fake_exchange, "--minutes", "0.1", "-o", str(out)])

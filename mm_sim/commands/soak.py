@@ -35,7 +35,7 @@ from mm_sim.feeds.spec import (
 )
 from mm_sim.logs import get_logger
 from mm_sim.runtime.arm_names import parse_arms
-from mm_sim.runtime.profile_fit import check_profile_fits
+from mm_sim.runtime.profile_fit import check_profile_fits, check_tick, size_notes
 from mm_sim.runtime.replay import plan_iterations, replay_seconds
 
 if TYPE_CHECKING:
@@ -436,6 +436,11 @@ def _run_live(
 
         try:
             instrument = profile.instrument_for(feed.instrument)
+            # The venue's tick, from its exchange info; the order size against its prices is
+            # not checked (no price before the first snapshot).
+            check_tick(settings.profile, feed.instrument, instrument)
+            for note in size_notes(feed.instrument, instrument):
+                print(note, file=sys.stderr)
             t0 = feed.clock()
             plan = ReplayPlan(
                 [

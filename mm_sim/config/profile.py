@@ -49,8 +49,8 @@ class InstrumentCfg(Section):
     tick_size: float | None = Field(
         None,
         gt=0,
-        description="Price tick; null = taken from the feed's metadata. A soak or sweep refuses "
-        "one more than 100x from the feed's own tick, either way.",
+        description="Price tick; null = taken from the feed's metadata. Every run (soak, live, "
+        "sweep, validate tuner) refuses one more than 100x from the feed's own tick, either way.",
     )
     lot_size: float | None = Field(
         None, gt=0, description="Quantity step; null = taken from the feed's metadata."
@@ -74,7 +74,8 @@ class QuotingCfg(Section):
         0.01,
         gt=0,
         description="Quote size per side, base units; at most inventory.max_position, and (in a "
-        "soak or a sweep's cell) worth at most inventory.max_notional at the feed's price.",
+        "replayed run: soak, sweep cell, validate tuner) worth at most inventory.max_notional "
+        "at the feed's price.",
     )
     base_half_spread_bps: float = Field(
         1.0, ge=0, le=500, description="Half-spread around the reservation price, bps of mid."

@@ -94,6 +94,7 @@ def run_day(day: Day, tuner: str, out: Path, profile: Profile, overrides: Overri
         replay_clock,
         resolve_feed,
     )
+    from mm_sim.runtime.profile_fit import check_notional, check_tick
     from mm_sim.runtime.soak import Soak
     from mm_sim.runtime.soak_config import SoakConfig
 
@@ -106,6 +107,10 @@ def run_day(day: Day, tuner: str, out: Path, profile: Profile, overrides: Overri
     events, inst, identity = load_events(spec, day.seed)
     clock = replay_clock(spec, "auto")
     instrument: Instrument = profile.instrument_for(inst)
+    # Refused as the soak refuses it: a day this profile could never quote on says nothing of
+    # the tuner (the tuned and frozen runs would tie at 0 fills).
+    check_tick(profile.name, inst, instrument)
+    check_notional(profile.name, profile, instrument, events)
     plan = plan_iterations(events, day.iterations, int(day.iteration_minutes * 60e9))
     root = out / "runs" / day.label.replace("@", "-") / tuner
     settings = given_run_settings(
