@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,15 +39,18 @@ def test_a_cell_whose_orders_the_notional_limit_refuses_stops_the_sweep_in_one_l
     tmp_path: Path,
 ) -> None:
     # 0.01 BTC at ~30,000 is worth ~300: a limit of 100 refuses every order.
-    res = _sweep(
-        tmp_path, _profile(tmp_path, 0.2), "[profile.inventory]\nmax_notional = [10000, 100]\n"
-    )
+    profile = _profile(tmp_path, 0.2)
+    res = _sweep(tmp_path, profile, "[profile.inventory]\nmax_notional = [10000, 100]\n")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Traceback" not in res.stderr and "Compute Failed" not in res.stderr, res.stderr
     errors = [line for line in res.stderr.splitlines() if "error" in line]
     assert len(errors) == 1, res.stderr
     (err,) = errors
     assert "(max_notional=100) on feed synthetic-short@" in err
+    assert f"profile {profile}: quoting.order_qty 0.01 is worth" in err  # as the user named it
+    # Refused before anything of its run was written.
+    cell = re.search(r"cell (\w+) \(max_notional=100\)", err)
+    assert cell and not (tmp_path / "out" / "runs" / cell.group(1)).exists()
     assert "above inventory.max_notional 100" in err and "could never quote" in err
     assert "then --resume" in err
     assert "max_notional=10000) on feed" not in err

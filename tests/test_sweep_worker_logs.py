@@ -15,9 +15,11 @@ from mm_sim.sweep.cluster import connect
 from mm_sim.sweep.worker_logs import ConnectionLostFilter
 
 
-def _record(msg: str, exc: BaseException | None) -> logging.LogRecord:
+def _record(
+    msg: str, exc: BaseException | None, name: str = "distributed.worker"
+) -> logging.LogRecord:
     exc_info = (type(exc), exc, None) if exc is not None else None
-    return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, None, exc_info)
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, None, exc_info)
 
 
 def test_the_filter_drops_lost_connections_only() -> None:
@@ -30,6 +32,8 @@ def test_the_filter_drops_lost_connections_only() -> None:
     assert not f.filter(_record("Worker stream died during communication: a", CommClosedError()))
     assert f.filter(_record("Compute Failed\nKey: cell-1", None))
     assert f.filter(_record("Unexpected exception during heartbeat.", ValueError("bad")))
+    # Another logger's OSError is not a lost connection of the worker's: a full disk.
+    assert f.filter(_record("Spill to disk failed", OSError(28, "No space"), "distributed.spill"))
 
 
 def _log_two_errors() -> None:
@@ -52,7 +56,9 @@ def _tick() -> str:
     return str(dask.config.get("distributed.admin.tick.interval"))
 
 
-def test_every_worker_of_the_local_cluster_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_keep_the_allocators_defaults_and_wake_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with connect(2, None, io.StringIO()) as (client, _):
         assert list(client.run(_trim_threshold).values()) == [None, None]
@@ -63,10 +69,11 @@ def test_a_worker_prints_other_errors_but_not_a_lost_connection(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The workers' stderr is this process's (inherited): what a user's terminal would show."""
-    with connect(1, None, io.StringIO()) as (client, _):
-        client.run(_log_two_errors)
-        logs = "\n".join(msg for _, msg in next(iter(client.get_worker_logs().values())))
+    with connect(2, None, io.StringIO()) as (client, _):
+        client.run(_log_two_errors)  # on every worker
+        logs = [[msg for _, msg in got] for got in client.get_worker_logs().values()]
     err = capfd.readouterr().err
-    assert "mm-sim-test KeyError" in err and "Traceback" in err
+    assert err.count("mm-sim-test KeyError") == 2 and "Traceback" in err
     assert "mm-sim-test ConnectionResetError" not in err and "peer gone" not in err
-    assert "mm-sim-test ConnectionResetError" in logs  # still in the worker's own log
+    for log in logs:  # still in each worker's own log
+        assert any("mm-sim-test ConnectionResetError" in msg for msg in log), log

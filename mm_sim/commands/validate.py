@@ -158,7 +158,14 @@ def run_tuner(args: argparse.Namespace) -> int:
 
     from mm_sim.config import check_env_names, load_overrides, load_profile, load_run_settings
     from mm_sim.events import atomic_write_bytes
-    from mm_sim.tuning.validation import Day, markdown, real_days, run_study, summarize
+    from mm_sim.tuning.validation import (
+        Day,
+        check_days,
+        markdown,
+        real_days,
+        run_study,
+        summarize,
+    )
 
     if args.seeds < 1:
         raise UserError(f"--seeds = {args.seeds}: too small")
@@ -203,6 +210,8 @@ def run_tuner(args: argparse.Namespace) -> int:
         raise UserError(f"--data {args.data}: no such folder of captures")
     real, skipped = real_days(args.data, out, args.real_iteration_minutes)
     days += real
+    for note in check_days(days, profile, settings.profile):
+        print(note, file=sys.stderr)
     talk = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON only
     print(f"{len(days)} days x 2 tuners, each with its control arm; runs in {out}/runs", file=talk)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_sim import durable
-from mm_sim.config import Overrides, given_run_settings
+from mm_sim.config import Overrides, Profile, given_run_settings
 from mm_sim.errors import UserError
 from mm_sim.events import open_feed, sidecar_path, write_feed
 from mm_sim.feeds.clock import GENERATED, MODE_AUTO, MODE_RAW
@@ -77,6 +77,7 @@ class CellTask:
     out_dir: str  # the sweep's DIR
     keep_records: bool = False  # keep the raw records (for `mm_sim report RUN_DIR`)
     model_arms: tuple[str, ...] = ()  # fill-model arms run beside it (the held-out runs)
+    profile_source: str = ""  # the base profile as the user named it (--profile), for messages
 
     @property
     def run_dir(self) -> Path:
@@ -113,21 +114,16 @@ SWEEP_CHUNK_EVENTS = 1 << 20
 
 
 def _soak(
-    task: CellTask, events_path: str, identity: dict[str, Any], artifacts: Path
-) -> tuple[int, bool]:
+    task: CellTask, profile: Profile, feed: cache.CachedFeed, identity: dict[str, Any],
+    artifacts: Path,
+) -> tuple[int, bool]:  # fmt: skip
     """Run the soak; the number of iterations it committed, and whether the feed cut it."""
     from mm_sim.runtime.soak import Soak
     from mm_sim.runtime.soak_config import SoakConfig
 
-    profile = cache.profile(task.profile)
     overrides = Overrides.model_validate(task.overrides)
-    feed = cache.feed(events_path)  # opened and verified once per worker (sweep/cache.py)
     # A feed shorter than the run is replayed to its end, as the soak does: the soak commits the
     # cut iteration as partial and the row says so (``partial``).
-    instrument = profile.instrument_for(feed.instrument)
-    # As the soak refuses it: an order the inventory limit refuses at this feed's prices (a
-    # grid over quoting.order_qty or inventory.max_notional can make one), not a row of 0 fills.
-    check_notional(profile.name, profile, instrument, feed.events)
     plan = plan_iterations(feed.events, task.iterations, int(task.iteration_minutes * 60e9))
     settings = given_run_settings(
         profile=profile.name,
@@ -144,7 +140,7 @@ def _soak(
         profile=profile,
         overrides=overrides,
         feed_identity={**identity, **task.feed.clock},
-        instrument=instrument,
+        instrument=profile.instrument_for(feed.instrument),
         events=feed.events,
         plan=plan,
         clock_shift_ns=task.feed.clock_shift_ns,
@@ -236,6 +232,13 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
     t0 = time.perf_counter()
     if prepared is None or not Path(prepared["path"]).exists():
         prepared = ensure_feed(task.feed, task.out_dir)
+    profile = cache.profile(task.profile)
+    feed = cache.feed(prepared["path"])  # opened and verified once per worker (sweep/cache.py)
+    # As the soak refuses it, before anything of the run is written: an order the inventory
+    # limit refuses at this feed's prices (a grid over quoting.order_qty or
+    # inventory.max_notional can make one), not a row of 0 fills.
+    used = profile.instrument_for(feed.instrument)
+    check_notional(task.profile_source or profile.name, profile, used, feed.events)
     final = task.run_dir
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
@@ -243,7 +246,7 @@ def run_cell(task: CellTask, prepared: dict[str, Any] | None = None) -> dict[str
         # Never resumed, so no fsync per commit: what is kept is synced once, before the
         # rename publishes it (mm_sim/durable.py).
         with durable.deferred():
-            iterations_run, cut = _soak(task, prepared["path"], prepared["identity"], tmp)
+            iterations_run, cut = _soak(task, profile, feed, prepared["identity"], tmp)
         if not task.keep_records:
             _drop_records(tmp)
         durable.sync_tree(tmp)

@@ -145,6 +145,7 @@ class _Phase:
             out_dir=str(self.opts.out.resolve()),
             keep_records=self.opts.keep_records,
             model_arms=self.opts.model_arms if self.name == "test" else (),
+            profile_source=self.settings.profile,
         )
 
     def run(self, cells: Sequence[Cell], feeds: Sequence[FeedCase]) -> int:

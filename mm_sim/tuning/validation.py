@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mm_sim.config import Overrides, Profile, given_run_settings
+from mm_sim.errors import UserError
 from mm_sim.events import Instrument
 from mm_sim.report.edge import section
 from mm_sim.report.paired import arms_difference, run_parts
@@ -85,32 +86,49 @@ def out_of_sample(root: Path, profile: Profile) -> tuple[float | None, float | N
     return _net(tuned, profile), _net(frozen, profile), iv, len(tuned)
 
 
-def run_day(day: Day, tuner: str, out: Path, profile: Profile, overrides: Overrides) -> RunResult:
-    """One soak with its control arm, in this process (its kernels stay loaded between runs)."""
-    from mm_sim.feeds.spec import (
-        FileFeedSpec,
-        SyntheticFeedSpec,
-        load_events,
-        replay_clock,
-        resolve_feed,
-    )
-    from mm_sim.runtime.profile_fit import check_notional, check_tick
-    from mm_sim.runtime.soak import Soak
-    from mm_sim.runtime.soak_config import SoakConfig
+def _load(day: Day) -> tuple[Any, np.ndarray, Instrument, dict[str, Any]]:
+    """A day's feed definition (as long as its runs), events, instrument and identity."""
+    from mm_sim.feeds.spec import FileFeedSpec, SyntheticFeedSpec, load_events, resolve_feed
 
-    t0 = time.perf_counter()
     spec = resolve_feed(day.feed)
     assert isinstance(spec, SyntheticFeedSpec | FileFeedSpec)
     if isinstance(spec, SyntheticFeedSpec):
         need = replay_seconds(day.iterations, day.iteration_minutes)
         spec = spec.model_copy(update={"duration_s": need})
     events, inst, identity = load_events(spec, day.seed)
+    return spec, events, inst, identity
+
+
+def check_days(days: list[Day], profile: Profile, where: str) -> list[str]:
+    """Refuse, before any run, a day this profile could never quote on (as the soak refuses
+    it: tuned and frozen would tie at 0 fills, and the study would stop there, its earlier
+    runs lost); the notes on a size of the profile's in place of a day's own.
+
+    A synthetic day generated here is read back from the synthetic cache by its runs.
+    """
+    from mm_sim.runtime.profile_fit import check_profile_fits
+
+    notes = []
+    for day in days:
+        _, events, inst, _ = _load(day)
+        try:
+            found = check_profile_fits(where, profile, inst, profile.instrument_for(inst), events)
+        except UserError as exc:
+            raise UserError(f"day {day.label}: {exc}") from None
+        notes += [f"{note} (day {day.label})" for note in found]
+    return notes
+
+
+def run_day(day: Day, tuner: str, out: Path, profile: Profile, overrides: Overrides) -> RunResult:
+    """One soak with its control arm, in this process (its kernels stay loaded between runs)."""
+    from mm_sim.feeds.spec import replay_clock
+    from mm_sim.runtime.soak import Soak
+    from mm_sim.runtime.soak_config import SoakConfig
+
+    t0 = time.perf_counter()
+    spec, events, inst, identity = _load(day)
     clock = replay_clock(spec, "auto")
     instrument: Instrument = profile.instrument_for(inst)
-    # Refused as the soak refuses it: a day this profile could never quote on says nothing of
-    # the tuner (the tuned and frozen runs would tie at 0 fills).
-    check_tick(profile.name, inst, instrument)
-    check_notional(profile.name, profile, instrument, events)
     plan = plan_iterations(events, day.iterations, int(day.iteration_minutes * 60e9))
     root = out / "runs" / day.label.replace("@", "-") / tuner
     settings = given_run_settings(
