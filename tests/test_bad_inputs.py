@@ -182,7 +182,7 @@ def _unquotable_profile(t: Path, f: Path, r: Path):
     p.write_text(json.dumps(data))
     argv = ["validate", "tuner", "--profile", str(p), "--iterations", "2",
             "--iteration-minutes", "0.1", "--out", str(t / "o")]  # fmt: skip
-    return argv, "could never quote", [p]
+    return argv, "day synthetic@1: profile", [p]
 
 
 def _overrides_dir(t: Path, f: Path, r: Path):
