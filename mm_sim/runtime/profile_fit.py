@@ -1,8 +1,9 @@
 """Whether a profile can quote on a feed at all, checked before a run starts.
 
 Why a module of its own: the profile alone does not know the feed's tick or prices, so the
-check needs both, and every program that runs a profile on a feed (``soak``, each cell of a
-``sweep``) must refuse the same things with the same words. A profile that cannot quote does
+check needs both, and every program that runs a profile on a feed (``soak`` replayed or live,
+each cell of a ``sweep``, each day of ``validate tuner``) must refuse the same things with the
+same words. A profile that cannot quote does
 not fail: it runs, never fills, and reports a verdict on nothing.
 """
 
